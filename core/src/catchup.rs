@@ -1,0 +1,604 @@
+//! Catch-up of messages missed while disconnected, through REST history (DESIGN 3.5).
+//!
+//! Per channel the tracker keeps an *anchor* (the newest message delivered on it) and the ids
+//! of recently delivered messages. After a reconnect it walks history pages newest-first until
+//! it meets the anchor, holding the channel's live `message_new` events meanwhile, then
+//! delivers the gap oldest-first, then the held events, then one `resynced`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::secret::Secret;
+use crate::text::Text;
+use crate::timestamp::Timestamp;
+use crate::wire::{HistoryItem, HistoryPage, ServerEvent, ServerEventKind};
+
+/// Catch-up settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CatchUpConfig {
+    /// `limit` of each history request. Default 50 (Kaiku allows up to 100).
+    pub page_size: u32,
+    /// A gap larger than this ends in `resynced { complete: false }`. Default 500.
+    pub max_messages: usize,
+    /// Live events held per channel during a catch-up before giving up on it. Default 4096.
+    pub max_held: usize,
+    /// Tries per history request before giving up on the channel. Default 3.
+    pub max_attempts: u32,
+    /// Delay before the first retry of a failed request (doubles each time). Default 1 s.
+    pub retry_base: Duration,
+    /// Delivered message ids remembered per channel for de-duplication. Default 1024.
+    pub recent_ids: usize,
+    /// Largest history body accepted. Default 8 MiB.
+    pub max_body: usize,
+}
+
+impl Default for CatchUpConfig {
+    fn default() -> Self {
+        Self {
+            page_size: 50,
+            max_messages: 500,
+            max_held: 4096,
+            max_attempts: 3,
+            retry_base: Duration::from_secs(1),
+            recent_ids: 1024,
+            max_body: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The newest message the app has of a channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Anchor {
+    /// Not known yet (a history probe is on its way, or failed).
+    Unknown,
+    /// The channel had no messages.
+    Empty,
+    /// This message.
+    Message {
+        /// Its id.
+        id: Text,
+        /// Its creation time, when known (an app-given anchor has none).
+        created_at: Option<Timestamp>,
+    },
+}
+
+/// A request for one history page: `GET /api/messages/channel/{channel_id}?limit=&before=`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryRequest {
+    /// Pass back to [`Connection::handle_history`](crate::Connection::handle_history).
+    pub id: u64,
+    /// The channel.
+    pub channel_id: Text,
+    /// Only messages older than this id.
+    pub before: Option<Text>,
+    /// Page size.
+    pub limit: u32,
+    /// Bearer token to use (set by the connection; redacted in `Debug`).
+    pub token: Option<Secret>,
+}
+
+/// Why a history request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HistoryError {
+    /// The server answered with an error status.
+    #[error("history request failed with HTTP {status}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// No answer (connect error, timeout, reset).
+    #[error("history request failed: network error")]
+    Network,
+}
+
+/// What the tracker wants done; drained by the connection.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CatchUpOutput {
+    /// Fetch a page.
+    Fetch(HistoryRequest),
+    /// Deliver this `message_new` to the app.
+    Deliver(ServerEvent),
+    /// A channel finished catching up.
+    Resynced {
+        /// The channel.
+        channel_id: Text,
+        /// Messages delivered by the catch-up that had not arrived live.
+        recovered: usize,
+        /// False when the gap could not be closed: the app should reload the channel.
+        complete: bool,
+    },
+    /// The REST history answered 401: the access token should be refreshed.
+    TokenRejected,
+}
+
+#[derive(Clone, Debug)]
+enum Req {
+    InFlight(u64),
+    RetryAt(Instant),
+}
+
+#[derive(Clone, Debug)]
+struct Walk {
+    req: Req,
+    failures: u32,
+    before: Option<Text>,
+    gap: Vec<HistoryItem>,
+    gap_ids: BTreeSet<Text>,
+    held: Vec<ServerEvent>,
+}
+
+#[derive(Clone, Debug)]
+enum Sync {
+    /// Messages are delivered as they arrive.
+    Live,
+    /// A `limit=1` request to learn the anchor. `report` makes it end with an incomplete
+    /// `resynced` (a reconnect found no anchor to catch up from).
+    Probe {
+        req: Req,
+        failures: u32,
+        report: bool,
+    },
+    /// Walking history back to the anchor.
+    CatchUp(Box<Walk>),
+}
+
+#[derive(Clone, Debug)]
+struct Channel {
+    anchor: Anchor,
+    recent: RecentIds,
+    sync: Sync,
+    /// Subscribed on the current connection.
+    live: bool,
+    /// The next `subscribed` must catch up (a reconnect, or an app-given anchor).
+    needs_catch_up: bool,
+}
+
+/// De-duplication memory: the last N delivered ids.
+#[derive(Clone, Debug, Default)]
+struct RecentIds {
+    order: VecDeque<Text>,
+    set: BTreeSet<Text>,
+    cap: usize,
+}
+
+impl RecentIds {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            ..Self::default()
+        }
+    }
+
+    fn contains(&self, id: &Text) -> bool {
+        self.set.contains(id)
+    }
+
+    fn insert(&mut self, id: Text) {
+        if self.set.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Tracks every wanted channel's anchor and drives catch-ups.
+///
+/// Verbs: [`track`](Self::track) / [`forget`](Self::forget) from the app;
+/// [`handle_subscribed`](Self::handle_subscribed), [`handle_message`](Self::handle_message),
+/// [`handle_history`](Self::handle_history), [`handle_disconnect`](Self::handle_disconnect),
+/// [`handle_timeout`](Self::handle_timeout) from the connection; [`poll_output`](Self::poll_output)
+/// and [`poll_timeout`](Self::poll_timeout).
+#[derive(Clone, Debug)]
+pub struct CatchUp {
+    config: CatchUpConfig,
+    channels: BTreeMap<Text, Channel>,
+    out: VecDeque<CatchUpOutput>,
+    next_id: u64,
+    duplicates: u64,
+}
+
+impl CatchUp {
+    /// No channel tracked.
+    pub fn new(config: CatchUpConfig) -> Self {
+        Self {
+            config,
+            channels: BTreeMap::new(),
+            out: VecDeque::new(),
+            next_id: 1,
+            duplicates: 0,
+        }
+    }
+
+    /// Starts tracking a channel. `newest` is the newest message id the app already shows,
+    /// if it knows one: the first `subscribed` then catches up from it.
+    pub fn track(&mut self, channel: Text, newest: Option<Text>) {
+        let recent = RecentIds::new(self.config.recent_ids);
+        let entry = self.channels.entry(channel).or_insert(Channel {
+            anchor: Anchor::Unknown,
+            recent,
+            sync: Sync::Live,
+            live: false,
+            needs_catch_up: false,
+        });
+        if let Some(id) = newest {
+            entry.anchor = Anchor::Message {
+                id,
+                created_at: None,
+            };
+            entry.needs_catch_up = true;
+        }
+    }
+
+    /// Stops tracking a channel (unsubscribed or refused); an ongoing catch-up is abandoned.
+    pub fn forget(&mut self, channel: &Text) {
+        self.channels.remove(channel);
+    }
+
+    /// The channel's anchor.
+    pub fn anchor(&self, channel: &Text) -> Option<&Anchor> {
+        self.channels.get(channel).map(|c| &c.anchor)
+    }
+
+    /// Whether the channel is catching up (its live messages are held).
+    pub fn is_catching_up(&self, channel: &Text) -> bool {
+        self.channels
+            .get(channel)
+            .is_some_and(|c| matches!(c.sync, Sync::CatchUp(_)))
+    }
+
+    /// Duplicate message events suppressed so far.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// The server confirmed a subscription: start whatever this channel needs.
+    pub fn handle_subscribed(&mut self, now: Instant, channel: &Text) {
+        let Some(c) = self.channels.get_mut(channel) else {
+            return;
+        };
+        c.live = true;
+        let catch_up = std::mem::take(&mut c.needs_catch_up);
+        let has_anchor = c.anchor != Anchor::Unknown;
+        if catch_up && has_anchor {
+            c.sync = Sync::CatchUp(Box::new(Walk {
+                req: Req::RetryAt(now),
+                failures: 0,
+                before: None,
+                gap: Vec::new(),
+                gap_ids: BTreeSet::new(),
+                held: Vec::new(),
+            }));
+        } else if !has_anchor {
+            c.sync = Sync::Probe {
+                req: Req::RetryAt(now),
+                failures: 0,
+                report: catch_up,
+            };
+        } else {
+            c.sync = Sync::Live;
+        }
+        self.issue_due(now);
+    }
+
+    /// A live `message_new` for `channel`: delivered (once), or held while catching up.
+    pub fn handle_message(&mut self, channel: &Text, event: ServerEvent) {
+        let max_held = self.config.max_held;
+        let Some(c) = self.channels.get_mut(channel) else {
+            // Not a tracked channel (e.g. unsubscribed a moment ago): forward as is.
+            self.out.push_back(CatchUpOutput::Deliver(event));
+            return;
+        };
+        if let Sync::CatchUp(walk) = &mut c.sync {
+            walk.held.push(event);
+            if walk.held.len() > max_held {
+                self.finish(channel, false);
+            }
+            return;
+        }
+        Self::deliver(c, &mut self.out, &mut self.duplicates, event);
+    }
+
+    fn deliver(
+        c: &mut Channel,
+        out: &mut VecDeque<CatchUpOutput>,
+        duplicates: &mut u64,
+        event: ServerEvent,
+    ) {
+        let ServerEventKind::MessageNew { message, .. } = event.kind() else {
+            out.push_back(CatchUpOutput::Deliver(event));
+            return;
+        };
+        if c.recent.contains(&message.id) {
+            *duplicates += 1;
+            return;
+        }
+        c.recent.insert(message.id.clone());
+        let newer = match (&c.anchor, message.created_at) {
+            (
+                Anchor::Message {
+                    created_at: Some(at),
+                    ..
+                },
+                Some(m),
+            ) => m >= *at,
+            _ => true,
+        };
+        if newer {
+            c.anchor = Anchor::Message {
+                id: message.id.clone(),
+                created_at: message.created_at,
+            };
+        }
+        out.push_back(CatchUpOutput::Deliver(event));
+    }
+
+    /// The connection is gone: every channel that was live must catch up on the next
+    /// `subscribed`. Catch-ups in progress are abandoned; their held events are dropped
+    /// because the anchor did not move, so the next catch-up fetches them again.
+    pub fn handle_disconnect(&mut self) {
+        for c in self.channels.values_mut() {
+            if c.live {
+                c.needs_catch_up = true;
+            }
+            if let Sync::Probe { report: true, .. } = c.sync {
+                c.needs_catch_up = true;
+            }
+            c.live = false;
+            c.sync = Sync::Live;
+        }
+    }
+
+    /// A history response for request `id`; stale ids are ignored.
+    pub fn handle_history(&mut self, now: Instant, id: u64, response: Result<Bytes, HistoryError>) {
+        let Some((channel, _)) = self.channels.iter().find(|(_, c)| match &c.sync {
+            Sync::Probe {
+                req: Req::InFlight(r),
+                ..
+            } => *r == id,
+            Sync::CatchUp(w) => matches!(w.req, Req::InFlight(r) if r == id),
+            Sync::Probe { .. } | Sync::Live => false,
+        }) else {
+            return;
+        };
+        let channel = channel.clone();
+        let page = match response {
+            Ok(body) => HistoryPage::decode(body, self.config.max_body).map_err(|_| None),
+            Err(HistoryError::Status {
+                status,
+                retry_after,
+            }) => {
+                if status == 401 {
+                    self.out.push_back(CatchUpOutput::TokenRejected);
+                }
+                let permanent = matches!(status, 400 | 403 | 404 | 410);
+                Err(if permanent { None } else { Some(retry_after) })
+            }
+            Err(HistoryError::Network) => Err(Some(None)),
+        };
+        match page {
+            Ok(page) => self.on_page(now, &channel, page),
+            Err(retry) => self.on_failure(now, &channel, retry),
+        }
+        self.issue_due(now);
+    }
+
+    fn on_failure(&mut self, now: Instant, channel: &Text, retry: Option<Option<Duration>>) {
+        let (base, attempts) = (self.config.retry_base, self.config.max_attempts);
+        let Some(c) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let (req, failures) = match &mut c.sync {
+            Sync::Probe { req, failures, .. } => (req, failures),
+            Sync::CatchUp(w) => (&mut w.req, &mut w.failures),
+            Sync::Live => return,
+        };
+        *failures += 1;
+        match retry {
+            Some(retry_after) if *failures < attempts => {
+                let backoff = base * 2u32.saturating_pow(*failures - 1);
+                *req = Req::RetryAt(now + retry_after.unwrap_or_default().max(backoff));
+            }
+            _ => {
+                if let Sync::Probe { report, .. } = c.sync {
+                    c.sync = Sync::Live;
+                    if report {
+                        self.out.push_back(CatchUpOutput::Resynced {
+                            channel_id: channel.clone(),
+                            recovered: 0,
+                            complete: false,
+                        });
+                    }
+                } else {
+                    self.finish(channel, false);
+                }
+            }
+        }
+    }
+
+    fn on_page(&mut self, now: Instant, channel: &Text, page: HistoryPage) {
+        let (limit, max) = (self.config.page_size, self.config.max_messages);
+        let Some(c) = self.channels.get_mut(channel) else {
+            return;
+        };
+        match &mut c.sync {
+            Sync::Live => {}
+            Sync::Probe { report, .. } => {
+                let report = *report;
+                if c.anchor == Anchor::Unknown {
+                    c.anchor = match page.items.first() {
+                        Some(item) => Anchor::Message {
+                            id: item.head().id.clone(),
+                            created_at: item.head().created_at,
+                        },
+                        None => Anchor::Empty,
+                    };
+                }
+                c.sync = Sync::Live;
+                if report {
+                    self.out.push_back(CatchUpOutput::Resynced {
+                        channel_id: channel.clone(),
+                        recovered: 0,
+                        complete: false,
+                    });
+                }
+            }
+            Sync::CatchUp(walk) => {
+                let (anchor_id, anchor_at) = match &c.anchor {
+                    Anchor::Message { id, created_at } => (Some(id), *created_at),
+                    _ => (None, None),
+                };
+                let before = walk.gap.len();
+                let mut reached = false;
+                for item in &page.items {
+                    let h = item.head();
+                    if anchor_id == Some(&h.id) {
+                        reached = true;
+                        break;
+                    }
+                    // The anchor itself may have been deleted: anything older is known.
+                    if let (Some(at), Some(created)) = (anchor_at, h.created_at) {
+                        if created < at {
+                            reached = true;
+                            break;
+                        }
+                    }
+                    if c.recent.contains(&h.id) || !walk.gap_ids.insert(h.id.clone()) {
+                        continue;
+                    }
+                    walk.gap.push(item.clone());
+                }
+                let progressed = walk.gap.len() > before || page.items.is_empty();
+                if walk.gap.len() > max {
+                    self.finish(channel, false);
+                } else if reached || !page.has_more_given(limit) {
+                    self.finish(channel, true);
+                } else if let (true, Some(cursor)) = (progressed, page.cursor()) {
+                    walk.before = Some(cursor);
+                    walk.failures = 0;
+                    walk.req = Req::RetryAt(now);
+                } else {
+                    // More pages claimed but none reachable, or a page that taught nothing
+                    // (a server ignoring `before`): stop rather than loop.
+                    self.finish(channel, false);
+                }
+            }
+        }
+    }
+
+    /// Ends a channel's catch-up: gap oldest-first, then held live events, then `resynced`.
+    fn finish(&mut self, channel: &Text, complete: bool) {
+        let Some(c) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let Sync::CatchUp(walk) = std::mem::replace(&mut c.sync, Sync::Live) else {
+            return;
+        };
+        let Walk { gap, held, .. } = *walk;
+        let mut recovered = 0;
+        let mut held: Vec<Option<ServerEvent>> = held.into_iter().map(Some).collect();
+        if complete {
+            for item in gap.iter().rev() {
+                let live = held.iter_mut().find(|h| {
+                    h.as_ref().is_some_and(|e| {
+                        matches!(e.kind(), ServerEventKind::MessageNew { message, .. } if message.id == item.head().id)
+                    })
+                });
+                let event = match live.and_then(Option::take) {
+                    Some(e) => e,
+                    None => {
+                        recovered += 1;
+                        ServerEvent::synthesize_message_new(channel, item)
+                    }
+                };
+                Self::deliver(c, &mut self.out, &mut self.duplicates, event);
+            }
+        } else if let Some(newest) = gap.first() {
+            // The app reloads the channel; later catch-ups start from the newest known message.
+            c.anchor = Anchor::Message {
+                id: newest.head().id.clone(),
+                created_at: newest.head().created_at,
+            };
+            c.recent.insert(newest.head().id.clone());
+        }
+        for e in held.into_iter().flatten() {
+            Self::deliver(c, &mut self.out, &mut self.duplicates, e);
+        }
+        self.out.push_back(CatchUpOutput::Resynced {
+            channel_id: channel.clone(),
+            recovered,
+            complete,
+        });
+    }
+
+    /// Re-issues requests whose retry time has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.issue_due(now);
+    }
+
+    fn issue_due(&mut self, now: Instant) {
+        let limit = self.config.page_size;
+        for (channel, c) in &mut self.channels {
+            let (req, before, limit) = match &mut c.sync {
+                Sync::Probe { req, .. } => (req, None, 1),
+                Sync::CatchUp(w) => (&mut w.req, w.before.clone(), limit),
+                Sync::Live => continue,
+            };
+            if matches!(req, Req::RetryAt(at) if *at <= now) {
+                let id = self.next_id;
+                self.next_id += 1;
+                *req = Req::InFlight(id);
+                self.out.push_back(CatchUpOutput::Fetch(HistoryRequest {
+                    id,
+                    channel_id: channel.clone(),
+                    before,
+                    limit,
+                    token: None,
+                }));
+            }
+        }
+    }
+
+    /// The earliest retry due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.channels
+            .values()
+            .filter_map(|c| match &c.sync {
+                Sync::Probe {
+                    req: Req::RetryAt(at),
+                    ..
+                } => Some(*at),
+                Sync::CatchUp(w) => match w.req {
+                    Req::RetryAt(at) => Some(at),
+                    Req::InFlight(_) => None,
+                },
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<CatchUpOutput> {
+        self.out.pop_front()
+    }
+
+    /// Live events held across all channels (bounded by `max_held` each).
+    pub fn held(&self) -> usize {
+        self.channels
+            .values()
+            .map(|c| match &c.sync {
+                Sync::CatchUp(w) => w.held.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+}

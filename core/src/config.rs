@@ -1,0 +1,183 @@
+//! Connection settings; every number of DESIGN 3.2 is a default here.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::backoff::BackoffConfig;
+use crate::catchup::CatchUpConfig;
+use crate::heartbeat::HeartbeatConfig;
+use crate::outbound::{QueueConfig, RateLimitConfig};
+use crate::secret::Secret;
+
+/// How the access token reaches the WebSocket upgrade.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthMode {
+    /// `Sec-WebSocket-Protocol: access_token.<jwt>, access_token` (the current Kaiku server).
+    #[default]
+    Subprotocol,
+    /// `?token=<jwt>` (older servers).
+    Query,
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Not a URL.
+    #[error("invalid server URL: {0}")]
+    InvalidUrl(String),
+    /// Not http, https, ws or wss, or no host.
+    #[error("server URL must be http(s):// or ws(s):// with a host, got `{0}`")]
+    UnsupportedUrl(String),
+    /// Plain text to a host that is not loopback, without `allow_insecure`.
+    #[error(
+        "refusing unencrypted {0}: use https/wss, or set allow_insecure for non-loopback hosts"
+    )]
+    Insecure(String),
+}
+
+/// Connection settings. Build with [`Config::new`], then adjust fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// HTTP base of the server (`https://chat.example.com`); the socket is `/ws` on it.
+    pub server: Url,
+    /// How the token is sent on the upgrade.
+    pub auth_mode: AuthMode,
+    /// Allow `http`/`ws` to hosts that are not loopback.
+    pub allow_insecure: bool,
+    /// Socket open plus `ready`. Default 10 s (Kaiku can take 2-4 s to send `ready`).
+    pub handshake_timeout: Duration,
+    /// How long a graceful close waits for the peer's Close. Default 1 s.
+    pub close_timeout: Duration,
+    /// Largest inbound message; a larger one drops the link. Default 256 KiB.
+    pub max_inbound_message: usize,
+    /// Reconnect backoff.
+    pub backoff: BackoffConfig,
+    /// Heartbeat and sleep detection.
+    pub heartbeat: HeartbeatConfig,
+    /// Offline queue.
+    pub queue: QueueConfig,
+    /// Client-side rate limits.
+    pub rate_limits: RateLimitConfig,
+    /// Catch-up of missed messages.
+    pub catch_up: CatchUpConfig,
+    /// Refresh the token at this fraction of its life. Default 0.8.
+    pub refresh_ahead: f64,
+    /// Seed of the jitter generator. Drivers seed it from OS entropy so that two clients
+    /// never share a schedule; tests fix it to replay a run.
+    pub seed: u64,
+}
+
+impl Config {
+    /// Settings for `server` (an `http(s)://` base URL, or `ws(s)://`), all defaults.
+    pub fn new(server: &str) -> Result<Self, ConfigError> {
+        let url = Url::parse(server).map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https" | "ws" | "wss") || url.host().is_none() {
+            return Err(ConfigError::UnsupportedUrl(url.scheme().to_owned()));
+        }
+        Ok(Self {
+            server: url,
+            auth_mode: AuthMode::default(),
+            allow_insecure: false,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(1),
+            max_inbound_message: 256 * 1024,
+            backoff: BackoffConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            queue: QueueConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+            catch_up: CatchUpConfig::default(),
+            refresh_ahead: 0.8,
+            seed: 0,
+        })
+    }
+
+    /// Checks the rules that span fields (TLS unless loopback or explicitly allowed).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let plain = matches!(self.server.scheme(), "http" | "ws");
+        if plain && !self.allow_insecure && !is_loopback(&self.server) {
+            return Err(ConfigError::Insecure(
+                self.server.host_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The socket URL (`ws(s)://host/base/ws`), with `?token=` in query mode.
+    pub(crate) fn socket_url(&self, token: Option<&Secret>) -> Url {
+        let mut url = self.server.clone();
+        let scheme = match url.scheme() {
+            "https" | "wss" => "wss",
+            _ => "ws",
+        };
+        // Only fails for cannot-be-a-base URLs, which `new` already refused.
+        let _ = url.set_scheme(scheme);
+        if !url.path().ends_with("/ws") {
+            let path = format!("{}/ws", url.path().trim_end_matches('/'));
+            url.set_path(&path);
+        }
+        url.set_query(None);
+        if let (AuthMode::Query, Some(t)) = (self.auth_mode, token) {
+            url.query_pairs_mut().append_pair("token", t.expose());
+        }
+        url
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_url_follows_the_http_base() {
+        let c = Config::new("https://chat.example.com/base/").unwrap();
+        assert_eq!(
+            c.socket_url(None).as_str(),
+            "wss://chat.example.com/base/ws"
+        );
+        let c = Config::new("http://127.0.0.1:8080").unwrap();
+        assert_eq!(c.socket_url(None).as_str(), "ws://127.0.0.1:8080/ws");
+        let mut c = Config::new("ws://[::1]:9/ws").unwrap();
+        c.auth_mode = AuthMode::Query;
+        assert_eq!(
+            c.socket_url(Some(&Secret::new("a b"))).as_str(),
+            "ws://[::1]:9/ws?token=a+b"
+        );
+    }
+
+    #[test]
+    fn plain_text_needs_loopback_or_opt_in() {
+        for ok in [
+            "http://localhost:1",
+            "http://127.0.0.2",
+            "ws://[::1]",
+            "https://example.com",
+        ] {
+            assert!(Config::new(ok).unwrap().validate().is_ok(), "{ok}");
+        }
+        let mut c = Config::new("http://example.com").unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::Insecure(_))));
+        c.allow_insecure = true;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_other_schemes_and_garbage() {
+        assert!(Config::new("ftp://x").is_err());
+        assert!(Config::new("not a url").is_err());
+        assert!(Config::new("mailto:a@b").is_err());
+    }
+}

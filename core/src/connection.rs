@@ -1,0 +1,935 @@
+//! [`Connection`]: the sans-IO state machine that keeps one chat connection alive.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::action::{Action, Event, OpenRequest, RefreshRequest};
+use crate::auth::{Auth, Credentials, RefreshError};
+use crate::backoff::Backoff;
+use crate::catchup::{CatchUp, CatchUpOutput, HistoryError};
+use crate::close::{Disconnect, FailReason, ReconnectReason, Verdict};
+use crate::config::{AuthMode, Config, ConfigError};
+use crate::heartbeat::{Beat, Heartbeat};
+use crate::outbound::{OutboundQueue, Policy, RateLimiter};
+use crate::rng::Rng;
+use crate::secret::Secret;
+use crate::stats::Stats;
+use crate::status::Status;
+use crate::subscriptions::{SessionState, Subscriptions};
+use crate::text::Text;
+use crate::wire::{ClientEvent, ServerEvent, ServerEventKind};
+
+/// The ping frame, shared so a heartbeat tick allocates nothing.
+const PING: Text = Text::from_static(r#"{"type":"ping"}"#);
+
+/// Longest channel id accepted from the app (Kaiku ids are 36-byte UUIDs).
+const MAX_CHANNEL_ID: usize = 256;
+
+/// Why `connect` was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// `set_credentials` was never called.
+    #[error("no credentials: call set_credentials first")]
+    NoCredentials,
+}
+
+/// Why `send` did not take an event. The event is handed back, never lost.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// A volatile event (typing, voice signalling, ping) while not connected.
+    #[error("not connected; `{}` is only meaningful live", .0.event_type())]
+    Offline(ClientEvent),
+    /// The offline queue is full.
+    #[error("offline queue full; `{}` not queued", .0.event_type())]
+    QueueFull(ClientEvent),
+    /// The event is malformed (a subscribe with an invalid channel id).
+    #[error("invalid `{}` event", .0.event_type())]
+    Invalid(ClientEvent),
+}
+
+impl SendError {
+    /// The event that was not taken.
+    pub fn into_event(self) -> ClientEvent {
+        match self {
+            Self::Offline(e) | Self::QueueFull(e) | Self::Invalid(e) => e,
+        }
+    }
+}
+
+/// Why `subscribe` refused a channel id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid channel id (empty, over {MAX_CHANNEL_ID} bytes, or with control characters)")]
+pub struct InvalidChannel;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Socket {
+    None,
+    Opening,
+    Open,
+    Closing { abort_at: Instant },
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    /// Waiting for a token refresh before opening.
+    Refreshing,
+    /// Socket requested or open, waiting for `ready` until `deadline`.
+    Handshake { deadline: Instant },
+}
+
+#[derive(Clone, Debug)]
+struct Live {
+    stable_at: Option<Instant>,
+    heartbeat: Heartbeat,
+}
+
+#[derive(Clone, Debug)]
+enum State {
+    Disconnected,
+    Connecting {
+        attempt: u32,
+        phase: Phase,
+    },
+    Connected(Live),
+    Reconnecting {
+        attempt: u32,
+        retry_at: Instant,
+        reason: ReconnectReason,
+    },
+    Failed {
+        reason: FailReason,
+        http_status: Option<u16>,
+    },
+}
+
+/// One chat connection as a sans-IO state machine (DESIGN section 3).
+///
+/// It never reads a clock, sleeps, spawns or touches a socket: a driver feeds it inputs and
+/// carries out its actions. The API comes in four kinds, as in quinn-proto:
+///
+/// - **App commands** (plain verbs): [`connect`](Self::connect),
+///   [`disconnect`](Self::disconnect), [`subscribe`](Self::subscribe),
+///   [`subscribe_from`](Self::subscribe_from), [`unsubscribe`](Self::unsubscribe),
+///   [`send`](Self::send), [`set_credentials`](Self::set_credentials).
+/// - **Inputs from the world** (`handle_*`, each taking `now`):
+///   [`handle_open`](Self::handle_open), [`handle_frame`](Self::handle_frame),
+///   [`handle_activity`](Self::handle_activity), [`handle_closed`](Self::handle_closed),
+///   [`handle_history`](Self::handle_history), [`handle_refresh`](Self::handle_refresh),
+///   [`handle_timeout`](Self::handle_timeout).
+/// - **Outputs** (`poll_*`): [`poll_action`](Self::poll_action) until `None`, then
+///   [`poll_timeout`](Self::poll_timeout). See [`drain`](crate::drain).
+/// - **Questions** (`&self`): [`status`](Self::status), [`is_connected`](Self::is_connected),
+///   [`stats`](Self::stats), [`rtt`](Self::rtt), [`user_id`](Self::user_id),
+///   [`subscriptions`](Self::subscriptions), [`queued`](Self::queued).
+///
+/// Time never runs backwards inside: every `now` is clamped to the latest seen.
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    state: State,
+    socket: Socket,
+    last_now: Option<Instant>,
+    rng: Rng,
+    backoff: Backoff,
+    auth: Auth,
+    subs: Subscriptions,
+    session: SessionState,
+    /// A `voice_join` went out on a live socket since the last replay: the next replay
+    /// re-joins, and the app must rebuild its voice session.
+    voice_sent: bool,
+    voice_reset_due: bool,
+    queue: OutboundQueue,
+    limits: RateLimiter,
+    catch_up: CatchUp,
+    /// The one refresh allowed after a 401 was used; reset by `ready`.
+    reauth_used: bool,
+    actions: VecDeque<Action>,
+    stats: Stats,
+    rtt: Option<Duration>,
+    user_id: Option<Text>,
+}
+
+impl Connection {
+    /// A disconnected connection. Fails when the configuration breaks a rule (plain text to
+    /// a non-loopback host without `allow_insecure`).
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            rng: Rng::new(config.seed),
+            backoff: Backoff::new(config.backoff.clone()),
+            auth: Auth::new(config.refresh_ahead),
+            queue: OutboundQueue::new(config.queue.clone()),
+            limits: RateLimiter::new(config.rate_limits.clone()),
+            catch_up: CatchUp::new(config.catch_up.clone()),
+            config,
+            state: State::Disconnected,
+            socket: Socket::None,
+            last_now: None,
+            subs: Subscriptions::default(),
+            session: SessionState::default(),
+            voice_sent: false,
+            voice_reset_due: false,
+            reauth_used: false,
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+            rtt: None,
+            user_id: None,
+        })
+    }
+
+    // ----- app commands -------------------------------------------------------------------
+
+    /// Installs (or replaces) the credentials. They are used from the next connection attempt;
+    /// a refresh is scheduled at `refresh_ahead` of the token's life.
+    pub fn set_credentials(&mut self, now: Instant, credentials: Credentials) {
+        let now = self.clamp(now);
+        self.auth.set(now, credentials);
+    }
+
+    /// Connects now. A no-op while connecting or connected; from `Reconnecting` it skips the
+    /// remaining wait; from `Failed` or `Disconnected` it starts afresh.
+    pub fn connect(&mut self, now: Instant) -> Result<(), ConnectError> {
+        let now = self.clamp(now);
+        if self.auth.credentials().is_none() {
+            return Err(ConnectError::NoCredentials);
+        }
+        match self.state {
+            State::Connecting { .. } | State::Connected(_) => {}
+            State::Reconnecting { attempt, .. } => self.start_attempt(now, attempt),
+            State::Disconnected | State::Failed { .. } => {
+                self.backoff.handle_stable();
+                self.reauth_used = false;
+                self.start_attempt(now, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the connection and stays disconnected. Subscriptions and session state are kept
+    /// for the next [`connect`](Self::connect); queued events wait (until their max age).
+    pub fn disconnect(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        if matches!(self.state, State::Disconnected) {
+            return;
+        }
+        self.teardown();
+        self.close_socket(now, 1000, "client closing");
+        self.set_state(State::Disconnected);
+    }
+
+    /// Wants a channel's events, now and after every reconnect.
+    pub fn subscribe(&mut self, now: Instant, channel_id: &str) -> Result<(), InvalidChannel> {
+        self.subscribe_inner(now, channel_id, None)
+    }
+
+    /// Like [`subscribe`](Self::subscribe), with the newest message id the app already shows:
+    /// the first `subscribed` then catches up everything after it.
+    pub fn subscribe_from(
+        &mut self,
+        now: Instant,
+        channel_id: &str,
+        newest_message_id: &str,
+    ) -> Result<(), InvalidChannel> {
+        self.subscribe_inner(now, channel_id, Some(newest_message_id))
+    }
+
+    fn subscribe_inner(
+        &mut self,
+        now: Instant,
+        channel_id: &str,
+        newest: Option<&str>,
+    ) -> Result<(), InvalidChannel> {
+        let _ = self.clamp(now);
+        let valid = |s: &str| {
+            !s.is_empty() && s.len() <= MAX_CHANNEL_ID && !s.chars().any(char::is_control)
+        };
+        if !valid(channel_id) || newest.is_some_and(|n| !valid(n)) {
+            return Err(InvalidChannel);
+        }
+        let ch = Text::from(channel_id);
+        if !self.subs.is_wanted(&ch) {
+            self.catch_up.track(ch.clone(), newest.map(Text::from));
+        }
+        if self.subs.subscribe(ch, self.is_connected()) {
+            self.send_frame(
+                ClientEvent::Subscribe {
+                    channel_id: channel_id.to_owned(),
+                }
+                .to_json()
+                .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops wanting a channel. Offline this only edits the set.
+    pub fn unsubscribe(&mut self, now: Instant, channel_id: &str) {
+        let _ = self.clamp(now);
+        let ch = Text::from(channel_id);
+        self.catch_up.forget(&ch);
+        if self.subs.unsubscribe(&ch) && self.is_connected() {
+            self.send_frame(
+                ClientEvent::Unsubscribe {
+                    channel_id: channel_id.to_owned(),
+                }
+                .to_json()
+                .into(),
+            );
+        }
+    }
+
+    /// Sends a client event according to its [`Policy`]: volatile events only while connected
+    /// (else [`SendError::Offline`]); state events fold into the session and are replayed
+    /// after reconnects; the rest wait in the bounded offline queue (else
+    /// [`SendError::QueueFull`]). Rate-limited events are coalesced to the latest value.
+    /// `subscribe`/`unsubscribe` events are routed to [`subscribe`](Self::subscribe) and
+    /// [`unsubscribe`](Self::unsubscribe).
+    pub fn send(&mut self, now: Instant, event: ClientEvent) -> Result<(), SendError> {
+        let now = self.clamp(now);
+        let live = self.is_connected();
+        match event {
+            ClientEvent::Subscribe { channel_id } => {
+                // A malformed id is the server's to refuse; keep the contract of `send`.
+                if self.subscribe(now, &channel_id).is_err() {
+                    return Err(SendError::Invalid(ClientEvent::Subscribe { channel_id }));
+                }
+                return Ok(());
+            }
+            ClientEvent::Unsubscribe { channel_id } => {
+                self.unsubscribe(now, &channel_id);
+                return Ok(());
+            }
+            _ => {}
+        }
+        match Policy::of(&event) {
+            Policy::Volatile => {
+                if !live {
+                    self.stats.refused_offline += 1;
+                    return Err(SendError::Offline(event));
+                }
+                if let ClientEvent::StopTyping { channel_id } = &event {
+                    self.limits.cancel_typing(channel_id);
+                }
+                self.send_limited(now, event);
+            }
+            Policy::State => {
+                self.session.apply(&event);
+                if live {
+                    if matches!(event, ClientEvent::VoiceJoin { .. }) {
+                        self.voice_sent = true;
+                    }
+                    if matches!(event, ClientEvent::VoiceLeave { .. })
+                        && self.session.voice.is_none()
+                    {
+                        self.voice_sent = false;
+                    }
+                    self.send_limited(now, event);
+                }
+            }
+            Policy::Queued => {
+                if live {
+                    self.send_frame(event.to_json().into());
+                } else if let Err(e) = self.queue.push(now, event) {
+                    self.stats.refused_queue_full += 1;
+                    return Err(SendError::QueueFull(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- inputs from the world ---------------------------------------------------------
+
+    /// The socket opened; `protocol` is the negotiated subprotocol, if any.
+    pub fn handle_open(&mut self, now: Instant, protocol: Option<&str>) {
+        let _ = self.clamp(now);
+        if self.socket != Socket::Opening {
+            return;
+        }
+        self.socket = Socket::Open;
+        if self.config.auth_mode == AuthMode::Subprotocol && protocol.is_none() {
+            // Kaiku selects none when offered only `access_token.<jwt>`; we offer both, so
+            // this is an older or odd server. It still works: count it, carry on.
+            self.stats.missing_subprotocol += 1;
+        }
+    }
+
+    /// A text frame arrived on the open socket.
+    pub fn handle_frame(&mut self, now: Instant, frame: Bytes) {
+        let now = self.clamp(now);
+        if self.socket != Socket::Open {
+            self.stats.stale_frames += 1;
+            return;
+        }
+        self.stats.frames_in += 1;
+        let answered = match &mut self.state {
+            State::Connected(live) => live.heartbeat.handle_activity(now),
+            _ => None,
+        };
+        if frame.len() > self.config.max_inbound_message {
+            self.stats.oversized += 1;
+            self.close_socket(now, 1009, "message too large");
+            self.retry_later(now, ReconnectReason::MessageTooLarge, None);
+            return;
+        }
+        let event = match ServerEvent::decode(frame, self.config.max_inbound_message) {
+            Ok(e) => e,
+            Err(_) => {
+                self.stats.decode_errors += 1;
+                return;
+            }
+        };
+        if matches!(event.kind(), ServerEventKind::Pong) {
+            if answered.is_some() {
+                self.rtt = answered;
+            }
+            return;
+        }
+        self.dispatch(now, event);
+        self.drain_catch_up();
+    }
+
+    /// Something other than a text frame arrived (binary, WebSocket ping/pong): the link is
+    /// alive, nothing else.
+    pub fn handle_activity(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        if self.socket != Socket::Open {
+            return;
+        }
+        if let State::Connected(live) = &mut self.state {
+            live.heartbeat.handle_activity(now);
+        }
+    }
+
+    /// The socket ended, or the upgrade failed. See [`Disconnect::verdict`] for what follows.
+    pub fn handle_closed(&mut self, now: Instant, why: Disconnect) {
+        let now = self.clamp(now);
+        match self.socket {
+            Socket::None => return,
+            Socket::Closing { .. } => {
+                self.socket = Socket::None;
+                return;
+            }
+            Socket::Opening | Socket::Open => self.socket = Socket::None,
+        }
+        let http_status = match &why {
+            Disconnect::Refused { status, .. } => Some(*status),
+            _ => None,
+        };
+        match why.verdict() {
+            Verdict::Retry { reason, min_wait } => self.retry_later(now, reason, min_wait),
+            Verdict::Reauth => {
+                let refreshable = self.auth.can_refresh() || self.auth.is_refreshing();
+                if !self.reauth_used && refreshable {
+                    self.reauth_used = true;
+                    self.auth.mark_rejected();
+                    let attempt = self.attempt();
+                    self.teardown();
+                    self.begin_refresh_for_connect(attempt);
+                } else {
+                    self.fail(FailReason::Auth, http_status);
+                }
+            }
+            Verdict::Fail(reason) => self.fail(reason, http_status),
+        }
+    }
+
+    /// The answer to an [`Action::FetchHistory`]: the response body, or why there is none.
+    pub fn handle_history(
+        &mut self,
+        now: Instant,
+        request_id: u64,
+        response: Result<Bytes, HistoryError>,
+    ) {
+        let now = self.clamp(now);
+        if !self.is_connected() {
+            // Catch-ups were abandoned with the socket; a late answer has nowhere to go.
+            return;
+        }
+        self.catch_up.handle_history(now, request_id, response);
+        self.drain_catch_up();
+    }
+
+    /// The answer to an [`Action::RefreshToken`].
+    pub fn handle_refresh(&mut self, now: Instant, result: Result<Credentials, RefreshError>) {
+        let now = self.clamp(now);
+        if !self.auth.is_refreshing() {
+            return;
+        }
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| *e);
+        self.auth.handle_refresh(now, result);
+        let State::Connecting {
+            attempt,
+            phase: Phase::Refreshing,
+        } = self.state
+        else {
+            return;
+        };
+        match outcome {
+            Ok(()) => self.open(now, attempt),
+            Err(RefreshError::Rejected) => self.fail(FailReason::Auth, None),
+            Err(RefreshError::Transient { retry_after }) => {
+                self.retry_later(now, ReconnectReason::RefreshFailed, retry_after);
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`. Early or repeated calls are harmless. A call far past
+    /// the deadline means the machine slept: the live link is probed at once.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        let Some(due) = self.poll_timeout() else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        let slept = now.saturating_duration_since(due) >= self.config.heartbeat.wake_threshold;
+
+        if let Socket::Closing { abort_at } = self.socket {
+            if now >= abort_at {
+                self.socket = Socket::None;
+                self.actions.push_back(Action::Abort);
+            }
+        }
+
+        match &mut self.state {
+            State::Connecting {
+                phase: Phase::Handshake { deadline },
+                ..
+            } if now >= *deadline => {
+                self.abort_socket();
+                self.retry_later(now, ReconnectReason::HandshakeTimeout, None);
+            }
+            State::Reconnecting {
+                attempt, retry_at, ..
+            } if now >= *retry_at => {
+                let attempt = *attempt;
+                self.start_attempt(now, attempt);
+            }
+            State::Connected(live) => {
+                if live.stable_at.is_some_and(|at| now >= at) {
+                    live.stable_at = None;
+                    self.backoff.handle_stable();
+                }
+                let beat = if slept {
+                    self.stats.wake_probes += 1;
+                    live.heartbeat
+                        .probe(now, self.config.heartbeat.wake_probe_timeout);
+                    Beat::Ping
+                } else {
+                    live.heartbeat.handle_timeout(now)
+                };
+                match beat {
+                    Beat::Idle => {}
+                    Beat::Ping => self.send_frame(PING),
+                    Beat::Dead => {
+                        self.abort_socket();
+                        self.retry_later(now, ReconnectReason::HeartbeatTimeout, None);
+                    }
+                }
+            }
+            _ => {}
+        }
+
+        if self.is_connected() {
+            for event in self.limits.handle_timeout(now) {
+                self.send_frame(event.to_json().into());
+            }
+            self.catch_up.handle_timeout(now);
+            self.drain_catch_up();
+        }
+
+        for event in self.queue.expire(now) {
+            self.stats.dropped_after_accept += 1;
+            self.actions
+                .push_back(Action::Emit(Event::SendDropped(event)));
+        }
+
+        if self.auth.poll_timeout().is_some_and(|at| now >= at) && self.is_active() {
+            self.request_refresh();
+        }
+    }
+
+    // ----- outputs -----------------------------------------------------------------------
+
+    /// The next action for the driver, in order. Drain until `None` after every input.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next needed. `None`: only an input
+    /// can change anything.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut add = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        if let Socket::Closing { abort_at } = self.socket {
+            add(Some(abort_at));
+        }
+        match &self.state {
+            State::Connecting {
+                phase: Phase::Handshake { deadline },
+                ..
+            } => add(Some(*deadline)),
+            State::Reconnecting { retry_at, .. } => add(Some(*retry_at)),
+            State::Connected(live) => {
+                add(live.stable_at);
+                add(Some(live.heartbeat.poll_timeout()));
+                add(self.limits.poll_timeout());
+                add(self.catch_up.poll_timeout());
+            }
+            _ => {}
+        }
+        add(self.queue.poll_timeout());
+        if self.is_active() {
+            add(self.auth.poll_timeout());
+        }
+        t
+    }
+
+    // ----- questions ---------------------------------------------------------------------
+
+    /// The status as apps see it. `retry_in_ms` counts from the latest `now` given.
+    pub fn status(&self) -> Status {
+        match &self.state {
+            State::Disconnected => Status::Disconnected,
+            State::Connecting { attempt, .. } => Status::Connecting { attempt: *attempt },
+            State::Connected(_) => Status::Connected,
+            State::Reconnecting {
+                attempt,
+                retry_at,
+                reason,
+            } => {
+                let wait = self
+                    .last_now
+                    .map_or(Duration::ZERO, |n| retry_at.saturating_duration_since(n));
+                Status::Reconnecting {
+                    attempt: *attempt,
+                    retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    reason: *reason,
+                }
+            }
+            State::Failed {
+                reason,
+                http_status,
+            } => Status::Failed {
+                reason: *reason,
+                http_status: *http_status,
+            },
+        }
+    }
+
+    /// Whether the session is live (`ready` received, socket open).
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, State::Connected(_))
+    }
+
+    /// Whether a socket is (or is about to be) in use; the invariant "never two sockets" is
+    /// checked against this.
+    pub fn has_socket(&self) -> bool {
+        self.socket != Socket::None
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.duplicates = self.catch_up.duplicates();
+        s
+    }
+
+    /// Round-trip time of the last answered heartbeat.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// The user id from the last `ready`.
+    pub fn user_id(&self) -> Option<&Text> {
+        self.user_id.as_ref()
+    }
+
+    /// Wanted channels, in order.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &str> {
+        self.subs.wanted().map(Text::as_str)
+    }
+
+    /// Events waiting in the offline queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Live events held by catch-ups in progress.
+    pub fn held(&self) -> usize {
+        self.catch_up.held()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----- internals ---------------------------------------------------------------------
+
+    fn clamp(&mut self, now: Instant) -> Instant {
+        let now = self.last_now.map_or(now, |last| now.max(last));
+        self.last_now = Some(now);
+        now
+    }
+
+    fn is_active(&self) -> bool {
+        !matches!(self.state, State::Disconnected | State::Failed { .. })
+    }
+
+    fn attempt(&self) -> u32 {
+        match self.state {
+            State::Connecting { attempt, .. } | State::Reconnecting { attempt, .. } => attempt,
+            _ => self.backoff.retries(),
+        }
+    }
+
+    fn set_state(&mut self, state: State) {
+        self.state = state;
+        self.actions
+            .push_back(Action::Emit(Event::Status(self.status())));
+    }
+
+    /// Begins connection attempt `attempt`: refresh first when the token is stale and can be
+    /// refreshed, else open the socket.
+    fn start_attempt(&mut self, now: Instant, attempt: u32) {
+        if self.auth.is_stale(now) && (self.auth.can_refresh() || self.auth.is_refreshing()) {
+            self.begin_refresh_for_connect(attempt);
+        } else {
+            self.open(now, attempt);
+        }
+    }
+
+    fn begin_refresh_for_connect(&mut self, attempt: u32) {
+        self.abort_socket();
+        if !self.auth.is_refreshing() {
+            self.request_refresh();
+        }
+        self.set_state(State::Connecting {
+            attempt,
+            phase: Phase::Refreshing,
+        });
+    }
+
+    fn request_refresh(&mut self) {
+        if let Some(refresh_token) = self.auth.begin_refresh() {
+            self.stats.refreshes += 1;
+            self.actions
+                .push_back(Action::RefreshToken(RefreshRequest { refresh_token }));
+        }
+    }
+
+    fn open(&mut self, now: Instant, attempt: u32) {
+        // Never two sockets: whatever is left of the last one goes first.
+        self.abort_socket();
+        let token = self.auth.access_token().cloned();
+        let url = self.config.socket_url(token.as_ref()).to_string();
+        let protocols = match (self.config.auth_mode, token) {
+            (AuthMode::Subprotocol, Some(t)) => vec![
+                Secret::new(format!("access_token.{}", t.expose())),
+                Secret::new("access_token"),
+            ],
+            _ => Vec::new(),
+        };
+        self.socket = Socket::Opening;
+        self.actions
+            .push_back(Action::Open(OpenRequest { url, protocols }));
+        self.set_state(State::Connecting {
+            attempt,
+            phase: Phase::Handshake {
+                deadline: now + self.config.handshake_timeout,
+            },
+        });
+    }
+
+    fn on_ready(&mut self, now: Instant, user_id: Text) {
+        self.user_id = Some(user_id);
+        self.reauth_used = false;
+        self.stats.sessions += 1;
+        let live = Live {
+            stable_at: Some(self.backoff.stable_at(now)),
+            heartbeat: Heartbeat::new(now, &self.config.heartbeat),
+        };
+        self.set_state(State::Connected(live));
+        for ch in self.subs.handle_ready() {
+            self.send_frame(
+                ClientEvent::Subscribe {
+                    channel_id: ch.as_str().to_owned(),
+                }
+                .to_json()
+                .into(),
+            );
+        }
+        for event in self.session.replay() {
+            self.send_limited(now, event);
+        }
+        if let Some(v) = &self.session.voice {
+            if self.voice_reset_due {
+                let channel_id = v.channel_id.clone();
+                self.actions
+                    .push_back(Action::Emit(Event::VoiceReset { channel_id }));
+            }
+            self.voice_sent = true;
+        }
+        self.voice_reset_due = false;
+        for event in self.queue.expire(now) {
+            self.stats.dropped_after_accept += 1;
+            self.actions
+                .push_back(Action::Emit(Event::SendDropped(event)));
+        }
+        let queued: Vec<ClientEvent> = self.queue.drain().collect();
+        for event in queued {
+            self.send_frame(event.to_json().into());
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, event: ServerEvent) {
+        match event.kind() {
+            ServerEventKind::Ready { user_id } => {
+                if matches!(
+                    self.state,
+                    State::Connecting {
+                        phase: Phase::Handshake { .. },
+                        ..
+                    }
+                ) {
+                    let user_id = user_id.clone();
+                    self.on_ready(now, user_id);
+                }
+            }
+            ServerEventKind::Subscribed { channel_id }
+                if self.subs.handle_subscribed(channel_id) =>
+            {
+                self.catch_up.handle_subscribed(now, channel_id);
+            }
+            ServerEventKind::Error { code, channel_id } => {
+                if let Some(ch) = self.subs.handle_error(code.as_str(), channel_id.as_ref()) {
+                    self.catch_up.forget(&ch);
+                    self.actions
+                        .push_back(Action::Emit(Event::SubscriptionRejected {
+                            channel_id: ch,
+                            code: code.clone(),
+                        }));
+                }
+            }
+            ServerEventKind::MessageNew { channel_id, .. } => {
+                let channel_id = channel_id.clone();
+                self.catch_up.handle_message(&channel_id, event);
+                return;
+            }
+            _ => {}
+        }
+        self.actions.push_back(Action::Emit(Event::Server(event)));
+    }
+
+    fn drain_catch_up(&mut self) {
+        while let Some(out) = self.catch_up.poll_output() {
+            match out {
+                CatchUpOutput::Fetch(mut req) => {
+                    req.token = self.auth.access_token().cloned();
+                    self.actions.push_back(Action::FetchHistory(req));
+                }
+                CatchUpOutput::Deliver(event) => {
+                    self.actions.push_back(Action::Emit(Event::Server(event)));
+                }
+                CatchUpOutput::Resynced {
+                    channel_id,
+                    recovered,
+                    complete,
+                } => self.actions.push_back(Action::Emit(Event::Resynced {
+                    channel_id,
+                    recovered,
+                    complete,
+                })),
+                CatchUpOutput::TokenRejected => self.request_refresh(),
+            }
+        }
+    }
+
+    fn send_limited(&mut self, now: Instant, event: ClientEvent) {
+        if let Some(event) = self.limits.offer(now, event) {
+            let frame = match event {
+                ClientEvent::Ping => PING,
+                e => e.to_json().into(),
+            };
+            self.send_frame(frame);
+        }
+    }
+
+    fn send_frame(&mut self, frame: Text) {
+        debug_assert!(
+            self.socket == Socket::Open,
+            "frame queued without an open socket"
+        );
+        self.stats.frames_out += 1;
+        self.actions.push_back(Action::Send(frame));
+    }
+
+    /// Forgets everything that belonged to the connection that just ended.
+    fn teardown(&mut self) {
+        self.subs.handle_disconnect();
+        self.catch_up.handle_disconnect();
+        for event in self.limits.handle_disconnect() {
+            self.stats.dropped_after_accept += 1;
+            self.actions
+                .push_back(Action::Emit(Event::SendDropped(event)));
+        }
+        if self.voice_sent {
+            self.voice_reset_due = true;
+            self.voice_sent = false;
+        }
+    }
+
+    fn retry_later(&mut self, now: Instant, reason: ReconnectReason, min_wait: Option<Duration>) {
+        self.teardown();
+        let delay = self.backoff.next_delay(&mut self.rng);
+        let wait = delay.max(min_wait.unwrap_or_default());
+        self.stats.reconnects += 1;
+        self.set_state(State::Reconnecting {
+            attempt: self.backoff.retries(),
+            retry_at: now + wait,
+            reason,
+        });
+    }
+
+    fn fail(&mut self, reason: FailReason, http_status: Option<u16>) {
+        self.teardown();
+        self.abort_socket();
+        self.set_state(State::Failed {
+            reason,
+            http_status,
+        });
+    }
+
+    /// Graceful close of an open socket (bounded by `close_timeout`); a socket still opening
+    /// is aborted.
+    fn close_socket(&mut self, now: Instant, code: u16, reason: &'static str) {
+        match self.socket {
+            Socket::Open => {
+                self.actions.push_back(Action::Close { code, reason });
+                self.socket = Socket::Closing {
+                    abort_at: now + self.config.close_timeout,
+                };
+            }
+            Socket::Opening => self.abort_socket(),
+            Socket::None | Socket::Closing { .. } => {}
+        }
+    }
+
+    fn abort_socket(&mut self) {
+        if self.socket != Socket::None {
+            self.socket = Socket::None;
+            self.actions.push_back(Action::Abort);
+        }
+    }
+}

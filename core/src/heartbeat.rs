@@ -1,0 +1,187 @@
+//! Heartbeat: a ping every interval, and a dead-link verdict when nothing arrives after one.
+
+use std::time::{Duration, Instant};
+
+/// Heartbeat settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeartbeatConfig {
+    /// Time between pings. Default 30 s.
+    pub interval: Duration,
+    /// The link is dead when nothing at all arrives this long after a ping. Default 10 s.
+    pub timeout: Duration,
+    /// A timer handled this late means the machine slept. Default 5 s.
+    pub wake_threshold: Duration,
+    /// Deadline of the probe sent on waking. Default 5 s.
+    pub wake_probe_timeout: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            wake_threshold: Duration::from_secs(5),
+            wake_probe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the heartbeat wants after a timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// Nothing to do yet.
+    Idle,
+    /// Send a ping now.
+    Ping,
+    /// Nothing arrived in time: the link is dead.
+    Dead,
+}
+
+/// The heartbeat of one live connection. It exists only inside the connected state.
+///
+/// Verbs: [`handle_activity`](Self::handle_activity) for any inbound frame,
+/// [`handle_timeout`](Self::handle_timeout), [`probe`](Self::probe) after a sleep,
+/// [`poll_timeout`](Self::poll_timeout).
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    interval: Duration,
+    timeout: Duration,
+    next_ping: Instant,
+    deadline: Option<Instant>,
+    ping_sent_at: Option<Instant>,
+}
+
+impl Heartbeat {
+    /// A heartbeat whose first ping is due one interval after `now`.
+    pub fn new(now: Instant, config: &HeartbeatConfig) -> Self {
+        Self {
+            interval: config.interval,
+            timeout: config.timeout,
+            next_ping: now + config.interval,
+            deadline: None,
+            ping_sent_at: None,
+        }
+    }
+
+    /// Something arrived: the link is alive. Returns the round trip when this answers a ping.
+    pub fn handle_activity(&mut self, now: Instant) -> Option<Duration> {
+        self.deadline = None;
+        self.ping_sent_at
+            .take()
+            .map(|sent| now.saturating_duration_since(sent))
+    }
+
+    /// Fires due timers. A returned `Ping` must be sent by the caller.
+    pub fn handle_timeout(&mut self, now: Instant) -> Beat {
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.deadline = None;
+            return Beat::Dead;
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.interval;
+            self.sent(now, self.timeout);
+            return Beat::Ping;
+        }
+        Beat::Idle
+    }
+
+    /// The machine woke from sleep: ping now, with a short deadline, whatever was pending.
+    pub fn probe(&mut self, now: Instant, timeout: Duration) {
+        self.next_ping = now + self.interval;
+        self.deadline = None;
+        self.sent(now, timeout);
+    }
+
+    fn sent(&mut self, now: Instant, timeout: Duration) {
+        // An unanswered earlier ping keeps its (earlier) deadline.
+        if self.deadline.is_none() {
+            self.deadline = Some(now + timeout);
+            self.ping_sent_at = Some(now);
+        }
+    }
+
+    /// The next instant this heartbeat needs [`handle_timeout`](Self::handle_timeout).
+    pub fn poll_timeout(&self) -> Instant {
+        match self.deadline {
+            Some(d) => d.min(self.next_ping),
+            None => self.next_ping,
+        }
+    }
+
+    /// Whether a ping is waiting for an answer.
+    pub fn is_awaiting(&self) -> bool {
+        self.deadline.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn pings_every_interval_while_answered() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        assert_eq!(hb.poll_timeout(), t + 30 * S);
+        assert_eq!(hb.handle_timeout(t + 29 * S), Beat::Idle);
+        assert_eq!(hb.handle_timeout(t + 30 * S), Beat::Ping);
+        assert_eq!(hb.poll_timeout(), t + 40 * S);
+        assert_eq!(hb.handle_activity(t + 31 * S), Some(S));
+        assert_eq!(hb.poll_timeout(), t + 60 * S);
+        assert_eq!(hb.handle_timeout(t + 60 * S), Beat::Ping);
+    }
+
+    #[test]
+    fn silence_after_a_ping_is_a_dead_link() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        assert_eq!(hb.handle_timeout(t + 30 * S), Beat::Ping);
+        assert_eq!(hb.handle_timeout(t + 39 * S), Beat::Idle);
+        assert_eq!(hb.handle_timeout(t + 40 * S), Beat::Dead);
+    }
+
+    #[test]
+    fn any_frame_counts_not_only_pong() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        hb.handle_timeout(t + 30 * S);
+        hb.handle_activity(t + 35 * S);
+        assert!(!hb.is_awaiting());
+        assert_eq!(hb.handle_timeout(t + 40 * S), Beat::Idle);
+    }
+
+    #[test]
+    fn probe_replaces_old_deadlines_with_a_short_one() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        hb.handle_timeout(t + 30 * S);
+        let woke = t + 3600 * S;
+        hb.probe(woke, 5 * S);
+        assert_eq!(hb.poll_timeout(), woke + 5 * S);
+        assert_eq!(hb.handle_timeout(woke + 5 * S), Beat::Dead);
+    }
+
+    #[test]
+    fn every_fired_timer_moves_the_deadline() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        let mut now = t;
+        for _ in 0..10 {
+            let due = hb.poll_timeout();
+            now = now.max(due);
+            let beat = hb.handle_timeout(now);
+            assert!(hb.poll_timeout() > now || beat == Beat::Dead);
+            if beat == Beat::Dead {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! tether-core: the sans-IO heart of a chat client's realtime connection.
+//!
+//! [`Connection`] keeps one WebSocket session to a Kaiku-compatible chat server alive and
+//! correct: backoff with seeded jitter, heartbeats and dead-link detection, subscription and
+//! session-state replay after every reconnect, an offline outbound queue, catch-up of missed
+//! messages over REST, and token refresh. It does no I/O: it never reads a clock, sleeps,
+//! spawns or touches a socket. A driver (tokio, Tauri, a test) feeds it inputs with the
+//! current time and carries out the [`Action`]s it asks for.
+//!
+//! # The drive loop
+//!
+//! After **every** input, drain [`Connection::poll_action`] until it returns `None`, then
+//! arm one timer for [`Connection::poll_timeout`]; when it fires, call
+//! [`Connection::handle_timeout`] and drain again. [`drain`] is that loop, shared by every
+//! driver:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use tether_core::{Action, Config, Connection, Credentials, Event, drain};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = Config::new("http://127.0.0.1:8080")?;
+//! config.seed = 7; // a real driver seeds this from OS entropy
+//! let mut conn = Connection::new(config)?;
+//! let mut now = Instant::now();
+//! conn.set_credentials(now, Credentials::new("eyJ...access"));
+//! conn.subscribe(now, "general")?;
+//! conn.connect(now)?;
+//!
+//! // A pretend transport: the socket opens and the server says `ready`.
+//! let mut opened = false;
+//! let mut next_timer = drain(&mut conn, |action| match action {
+//!     Action::Open(_request) => opened = true, // start connecting to _request.url
+//!     Action::Send(_frame) => {}               // write a text frame
+//!     Action::Emit(Event::Status(status)) => println!("status: {}", status.name()),
+//!     _ => {}
+//! });
+//! assert!(opened);
+//! conn.handle_open(now, Some("access_token"));
+//! conn.handle_frame(now, r#"{"type":"ready","user_id":"u1"}"#.into());
+//! let mut sent = Vec::new();
+//! next_timer = drain(&mut conn, |action| {
+//!     if let Action::Send(frame) = action {
+//!         sent.push(frame.to_string());
+//!     }
+//! });
+//! assert!(conn.is_connected());
+//! assert_eq!(sent, [r#"{"type":"subscribe","channel_id":"general"}"#]);
+//!
+//! // Time passes only when the driver says so: jump to the deadline, handle it, drain.
+//! if let Some(deadline) = next_timer {
+//!     now = deadline;
+//!     conn.handle_timeout(now);
+//!     next_timer = drain(&mut conn, |_| {});
+//! }
+//! assert!(next_timer.is_some_and(|t| t > now));
+//! # let _ = Duration::ZERO;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The design, with every number and rule, is in `docs/state-machine.md` and
+//! `docs/protocol.md` of the repository.
+
+#![warn(missing_docs)]
+
+pub mod action;
+pub mod auth;
+pub mod backoff;
+pub mod catchup;
+pub mod close;
+pub mod config;
+mod connection;
+pub mod heartbeat;
+pub mod outbound;
+pub mod rng;
+pub mod secret;
+pub mod stats;
+pub mod status;
+pub mod subscriptions;
+pub mod text;
+pub mod timestamp;
+pub mod wire;
+
+use std::time::Instant;
+
+pub use action::{Action, Event, OpenRequest, RefreshRequest};
+pub use auth::{Credentials, RefreshError};
+pub use catchup::{HistoryError, HistoryRequest};
+pub use close::{Disconnect, FailReason, ReconnectReason, TransportError};
+pub use config::{AuthMode, Config, ConfigError};
+pub use connection::{ConnectError, Connection, InvalidChannel, SendError};
+pub use secret::Secret;
+pub use stats::Stats;
+pub use status::Status;
+pub use text::Text;
+pub use timestamp::Timestamp;
+pub use wire::{ClientEvent, CustomEvent, DecodeError, ServerEvent, ServerEventKind};
+
+/// Version of the wire protocol this crate speaks (the Kaiku `/ws` JSON protocol, early 2026).
+pub const PROTOCOL_VERSION: &str = "kaiku-ws-2026.1";
+
+/// The one drain contract: hands every pending action to `on_action`, in order, then returns
+/// the deadline for the next [`Connection::handle_timeout`] (`None`: wait for input only).
+///
+/// Call it after every input. Drivers arm exactly one timer with the result.
+pub fn drain(conn: &mut Connection, mut on_action: impl FnMut(Action)) -> Option<Instant> {
+    while let Some(action) = conn.poll_action() {
+        on_action(action);
+    }
+    conn.poll_timeout()
+}

@@ -1,0 +1,35 @@
+//! Counters: every drop, skip and retry is visible here.
+
+/// Counters since the connection was created.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Text frames received on live sockets.
+    pub frames_in: u64,
+    /// Text frames sent.
+    pub frames_out: u64,
+    /// Frames that failed to decode (skipped; the link stays up).
+    pub decode_errors: u64,
+    /// Frames over the size limit (each dropped the link).
+    pub oversized: u64,
+    /// Frames reported for a socket the core had already let go.
+    pub stale_frames: u64,
+    /// Duplicate `message_new` suppressed.
+    pub duplicates: u64,
+    /// Sends refused because the link was down (volatile events).
+    pub refused_offline: u64,
+    /// Sends refused because the offline queue was full.
+    pub refused_queue_full: u64,
+    /// Accepted events later dropped (expired in the queue, or pending typing at a drop).
+    pub dropped_after_accept: u64,
+    /// Connections lost or refused that led to a retry.
+    pub reconnects: u64,
+    /// Sockets that reached `ready`.
+    pub sessions: u64,
+    /// Wake-from-sleep probes.
+    pub wake_probes: u64,
+    /// Token refreshes started.
+    pub refreshes: u64,
+    /// Upgrades answered without the subprotocol we offered.
+    pub missing_subprotocol: u64,
+}

@@ -1,0 +1,87 @@
+//! The connection status an app shows (DESIGN 3.1).
+
+use serde::Serialize;
+
+use crate::close::{FailReason, ReconnectReason};
+
+/// The status sent to apps, internally tagged:
+/// `{"status":"reconnecting","attempt":2,"retry_in_ms":1500,"reason":"heartbeat_timeout"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Status {
+    /// Nobody asked to connect, or the app disconnected.
+    Disconnected,
+    /// Opening the socket and waiting for `ready`. `attempt` counts retries since the last
+    /// stable connection: 0 for a first try.
+    Connecting {
+        /// Retry number (0 = first try).
+        attempt: u32,
+    },
+    /// Live.
+    Connected,
+    /// Waiting before retry number `attempt`.
+    Reconnecting {
+        /// Retry number, from 1.
+        attempt: u32,
+        /// Time until the retry, in milliseconds.
+        retry_in_ms: u64,
+        /// Why the link was lost.
+        reason: ReconnectReason,
+    },
+    /// Given up until the app acts (calls `connect` again, maybe with new credentials).
+    Failed {
+        /// Why.
+        reason: FailReason,
+        /// The HTTP status of the refused upgrade, when that is what ended it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        http_status: Option<u16>,
+    },
+}
+
+impl Status {
+    /// The short name (`"connected"`, ...), as in the JSON `status` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Disconnected => "disconnected",
+            Self::Connecting { .. } => "connecting",
+            Self::Connected => "connected",
+            Self::Reconnecting { .. } => "reconnecting",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_in_the_shape_the_frontend_expects() {
+        let s = Status::Reconnecting {
+            attempt: 2,
+            retry_in_ms: 1500,
+            reason: ReconnectReason::HeartbeatTimeout,
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"status":"reconnecting","attempt":2,"retry_in_ms":1500,"reason":"heartbeat_timeout"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Status::Connected).unwrap(),
+            r#"{"status":"connected"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Status::Failed {
+                reason: FailReason::Auth,
+                http_status: Some(401)
+            })
+            .unwrap(),
+            r#"{"status":"failed","reason":"auth","http_status":401}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Status::Connecting { attempt: 0 }).unwrap(),
+            r#"{"status":"connecting","attempt":0}"#
+        );
+    }
+}

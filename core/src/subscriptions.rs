@@ -1,0 +1,342 @@
+//! What the app wants: channel subscriptions and last-value session state, replayed after
+//! every `ready`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde_json::Value;
+
+use crate::text::Text;
+use crate::wire::ClientEvent;
+
+/// Where one wanted channel stands on the current connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubState {
+    /// Not sent on this connection (offline, or not yet replayed).
+    Idle,
+    /// `subscribe` sent, no answer yet.
+    Pending,
+    /// The server answered `subscribed`.
+    Confirmed,
+}
+
+/// The set of wanted channels. A `BTreeMap`, so replay order is deterministic.
+///
+/// Verbs: [`subscribe`](Self::subscribe) / [`unsubscribe`](Self::unsubscribe) from the app;
+/// [`handle_ready`](Self::handle_ready), [`handle_subscribed`](Self::handle_subscribed),
+/// [`handle_error`](Self::handle_error), [`handle_disconnect`](Self::handle_disconnect) from
+/// the connection.
+#[derive(Clone, Debug, Default)]
+pub struct Subscriptions {
+    wanted: BTreeMap<Text, SubState>,
+    /// Subscribes sent and not answered, oldest first. Kaiku's `error` names no channel, but
+    /// the server handles frames in order, so a refusal answers the oldest pending one.
+    pending: VecDeque<Text>,
+}
+
+impl Subscriptions {
+    /// Adds a channel. Returns whether `subscribe` should be sent now (`online`) — false when
+    /// offline (the next `ready` replays it) or when it was already wanted.
+    pub fn subscribe(&mut self, channel: Text, online: bool) -> bool {
+        if self.wanted.contains_key(&channel) {
+            return false;
+        }
+        let state = if online {
+            SubState::Pending
+        } else {
+            SubState::Idle
+        };
+        if online {
+            self.pending.push_back(channel.clone());
+        }
+        self.wanted.insert(channel, state);
+        online
+    }
+
+    /// Removes a channel. Returns whether `unsubscribe` should be sent (it was sent or
+    /// confirmed on the current connection); offline this only edits the set.
+    pub fn unsubscribe(&mut self, channel: &Text) -> bool {
+        match self.wanted.remove(channel) {
+            Some(SubState::Pending | SubState::Confirmed) => true,
+            Some(SubState::Idle) | None => false,
+        }
+    }
+
+    /// A new session is ready: every wanted channel is to be subscribed exactly once.
+    pub fn handle_ready(&mut self) -> Vec<Text> {
+        self.pending.clear();
+        let mut out = Vec::with_capacity(self.wanted.len());
+        for (ch, state) in &mut self.wanted {
+            *state = SubState::Pending;
+            self.pending.push_back(ch.clone());
+            out.push(ch.clone());
+        }
+        out
+    }
+
+    /// The server confirmed a channel. Returns true when that confirms a wanted channel.
+    pub fn handle_subscribed(&mut self, channel: &Text) -> bool {
+        if let Some(pos) = self.pending.iter().position(|c| c == channel) {
+            self.pending.remove(pos);
+        }
+        match self.wanted.get_mut(channel) {
+            Some(state) => {
+                *state = SubState::Confirmed;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The server refused something with `code`. A refusal of a subscription
+    /// (`channel_not_found`, `forbidden`) removes that channel and returns it.
+    pub fn handle_error(&mut self, code: &str, channel: Option<&Text>) -> Option<Text> {
+        if !is_subscription_refusal(code) {
+            return None;
+        }
+        let ch = match channel {
+            Some(c) => {
+                let pos = self.pending.iter().position(|p| p == c)?;
+                self.pending.remove(pos)?
+            }
+            None => self.pending.pop_front()?,
+        };
+        self.wanted.remove(&ch);
+        Some(ch)
+    }
+
+    /// The connection is gone: nothing is pending or confirmed any more.
+    pub fn handle_disconnect(&mut self) {
+        self.pending.clear();
+        for state in self.wanted.values_mut() {
+            *state = SubState::Idle;
+        }
+    }
+
+    /// Whether the app wants this channel.
+    pub fn is_wanted(&self, channel: &Text) -> bool {
+        self.wanted.contains_key(channel)
+    }
+
+    /// The state of a wanted channel.
+    pub fn state(&self, channel: &Text) -> Option<SubState> {
+        self.wanted.get(channel).copied()
+    }
+
+    /// Wanted channels, in order.
+    pub fn wanted(&self) -> impl Iterator<Item = &Text> {
+        self.wanted.keys()
+    }
+
+    /// How many channels are wanted.
+    pub fn len(&self) -> usize {
+        self.wanted.len()
+    }
+
+    /// Whether no channel is wanted.
+    pub fn is_empty(&self) -> bool {
+        self.wanted.is_empty()
+    }
+}
+
+/// Error codes that answer a `subscribe`.
+pub fn is_subscription_refusal(code: &str) -> bool {
+    matches!(
+        code,
+        "channel_not_found" | "forbidden" | "CHANNEL_NOT_FOUND" | "FORBIDDEN"
+    )
+}
+
+/// The voice channel the user is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoiceState {
+    /// The channel.
+    pub channel_id: String,
+    /// Whether the microphone is muted.
+    pub muted: bool,
+}
+
+/// Last-value session state that a new connection must be told again.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionState {
+    /// Presence status.
+    pub status: Option<String>,
+    /// Rich presence activity (`null` clears it, and then nothing needs replaying).
+    pub activity: Option<Value>,
+    /// Custom status.
+    pub custom_status: Option<Value>,
+    /// Voice channel and mute state.
+    pub voice: Option<VoiceState>,
+}
+
+impl SessionState {
+    /// Folds a state event into the session. Returns false for events that are not state.
+    pub fn apply(&mut self, event: &ClientEvent) -> bool {
+        match event {
+            ClientEvent::SetStatus { status } => self.status = Some(status.clone()),
+            ClientEvent::SetActivity { activity } => {
+                self.activity = (!activity.is_null()).then(|| activity.clone());
+            }
+            ClientEvent::SetCustomStatus { custom_status } => {
+                self.custom_status = (!custom_status.is_null()).then(|| custom_status.clone());
+            }
+            ClientEvent::VoiceJoin { channel_id } => {
+                self.voice = Some(VoiceState {
+                    channel_id: channel_id.clone(),
+                    muted: false,
+                });
+            }
+            ClientEvent::VoiceLeave { channel_id } => {
+                if self
+                    .voice
+                    .as_ref()
+                    .is_some_and(|v| &v.channel_id == channel_id)
+                {
+                    self.voice = None;
+                }
+            }
+            ClientEvent::VoiceMute { channel_id } | ClientEvent::VoiceUnmute { channel_id } => {
+                let muted = matches!(event, ClientEvent::VoiceMute { .. });
+                if let Some(v) = self.voice.as_mut().filter(|v| &v.channel_id == channel_id) {
+                    v.muted = muted;
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The events that restore this session on a new connection, in a fixed order.
+    pub fn replay(&self) -> Vec<ClientEvent> {
+        let mut out = Vec::new();
+        if let Some(status) = &self.status {
+            out.push(ClientEvent::SetStatus {
+                status: status.clone(),
+            });
+        }
+        if let Some(activity) = &self.activity {
+            out.push(ClientEvent::SetActivity {
+                activity: activity.clone(),
+            });
+        }
+        if let Some(custom_status) = &self.custom_status {
+            out.push(ClientEvent::SetCustomStatus {
+                custom_status: custom_status.clone(),
+            });
+        }
+        if let Some(v) = &self.voice {
+            out.push(ClientEvent::VoiceJoin {
+                channel_id: v.channel_id.clone(),
+            });
+            if v.muted {
+                out.push(ClientEvent::VoiceMute {
+                    channel_id: v.channel_id.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Text {
+        Text::from(s)
+    }
+
+    #[test]
+    fn offline_subscribe_only_edits_the_set() {
+        let mut s = Subscriptions::default();
+        assert!(!s.subscribe(t("b"), false));
+        assert!(!s.subscribe(t("a"), false));
+        assert_eq!(s.state(&t("a")), Some(SubState::Idle));
+        assert!(!s.unsubscribe(&t("b")));
+        assert_eq!(s.wanted().cloned().collect::<Vec<_>>(), vec![t("a")]);
+    }
+
+    #[test]
+    fn ready_replays_every_wanted_channel_once_in_order() {
+        let mut s = Subscriptions::default();
+        for c in ["c", "a", "b"] {
+            s.subscribe(t(c), false);
+        }
+        assert_eq!(s.handle_ready(), vec![t("a"), t("b"), t("c")]);
+        assert!(s.handle_subscribed(&t("a")));
+        s.handle_disconnect();
+        assert_eq!(s.state(&t("a")), Some(SubState::Idle));
+        assert_eq!(s.handle_ready(), vec![t("a"), t("b"), t("c")]);
+    }
+
+    #[test]
+    fn online_subscribe_is_sent_once() {
+        let mut s = Subscriptions::default();
+        assert!(s.subscribe(t("a"), true));
+        assert!(!s.subscribe(t("a"), true));
+        assert!(s.unsubscribe(&t("a")));
+        assert!(!s.unsubscribe(&t("a")));
+    }
+
+    #[test]
+    fn a_refusal_removes_the_oldest_pending_channel() {
+        let mut s = Subscriptions::default();
+        s.subscribe(t("a"), false);
+        s.subscribe(t("b"), false);
+        s.handle_ready();
+        assert_eq!(s.handle_error("message_error", None), None);
+        assert_eq!(s.handle_error("channel_not_found", None), Some(t("a")));
+        assert!(!s.is_wanted(&t("a")));
+        assert!(s.handle_subscribed(&t("b")));
+        assert_eq!(s.handle_error("forbidden", None), None);
+    }
+
+    #[test]
+    fn a_refusal_naming_its_channel_removes_that_one() {
+        let mut s = Subscriptions::default();
+        s.subscribe(t("a"), true);
+        s.subscribe(t("b"), true);
+        assert_eq!(s.handle_error("forbidden", Some(&t("b"))), Some(t("b")));
+        assert!(s.is_wanted(&t("a")));
+    }
+
+    #[test]
+    fn session_state_replays_last_values() {
+        let mut st = SessionState::default();
+        assert!(st.apply(&ClientEvent::SetStatus {
+            status: "idle".into()
+        }));
+        assert!(st.apply(&ClientEvent::SetStatus {
+            status: "dnd".into()
+        }));
+        assert!(st.apply(&ClientEvent::VoiceJoin {
+            channel_id: "v".into()
+        }));
+        assert!(st.apply(&ClientEvent::VoiceMute {
+            channel_id: "v".into()
+        }));
+        assert!(st.apply(&ClientEvent::SetActivity {
+            activity: Value::Null
+        }));
+        assert!(!st.apply(&ClientEvent::Typing {
+            channel_id: "x".into()
+        }));
+        assert_eq!(
+            st.replay(),
+            vec![
+                ClientEvent::SetStatus {
+                    status: "dnd".into()
+                },
+                ClientEvent::VoiceJoin {
+                    channel_id: "v".into()
+                },
+                ClientEvent::VoiceMute {
+                    channel_id: "v".into()
+                },
+            ]
+        );
+        st.apply(&ClientEvent::VoiceLeave {
+            channel_id: "v".into(),
+        });
+        assert_eq!(st.voice, None);
+    }
+}

@@ -1,0 +1,156 @@
+//! [`Text`]: a cheaply clonable UTF-8 string that can borrow from a received frame.
+
+use std::borrow::Borrow;
+use std::fmt;
+
+use bytes::Bytes;
+
+/// An immutable UTF-8 string backed by [`Bytes`].
+///
+/// Identifiers and raw JSON taken from a received frame are slices of that frame's buffer, so
+/// decoding an event copies nothing; cloning is a reference-count increment.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// A `Text` over a static string (no allocation).
+    pub const fn from_static(s: &'static str) -> Self {
+        Self(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// Wraps bytes that are known to be UTF-8; returns `None` otherwise.
+    pub fn from_utf8(bytes: Bytes) -> Option<Self> {
+        std::str::from_utf8(&bytes).ok()?;
+        Some(Self(bytes))
+    }
+
+    /// The string. Validation is repeated here because the crate forbids `unsafe`; every
+    /// constructor checks UTF-8, so the fallback is unreachable.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The underlying bytes (for a driver that hands them to a socket without copying).
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Converts into the underlying bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the string is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A slice of `owner` when `part` lies inside it (no copy), else a copy of `part`.
+    pub(crate) fn slice_of(owner: &Bytes, part: &str) -> Self {
+        let start = owner.as_ptr() as usize;
+        let p = part.as_ptr() as usize;
+        if p >= start && p + part.len() <= start + owner.len() {
+            Self(owner.slice(p - start..p - start + part.len()))
+        } else {
+            Self::from(part)
+        }
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Self(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Self(Bytes::from(s))
+    }
+}
+
+impl From<&String> for Text {
+    fn from(s: &String) -> Self {
+        Self::from(s.as_str())
+    }
+}
+
+impl Borrow<[u8]> for Text {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(Self::from(s.as_ref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_of_shares_the_owner_buffer() {
+        let owner = Bytes::from_static(b"{\"id\":\"abc\"}");
+        let s = std::str::from_utf8(&owner[7..10]).unwrap_or_default();
+        let t = Text::slice_of(&owner, s);
+        assert_eq!(t, "abc");
+        assert_eq!(t.as_bytes().as_ptr(), owner[7..].as_ptr());
+    }
+
+    #[test]
+    fn slice_of_copies_foreign_strings() {
+        let owner = Bytes::from_static(b"xyz");
+        let t = Text::slice_of(&owner, "abc");
+        assert_eq!(t, "abc");
+    }
+
+    #[test]
+    fn from_utf8_rejects_invalid_bytes() {
+        assert!(Text::from_utf8(Bytes::from_static(&[0xff, 0xfe])).is_none());
+    }
+}

@@ -1,0 +1,15 @@
+//! Wire types: what goes over the socket and what the REST history returns.
+//!
+//! Client events are plain serde types. Server events and history pages are decoded lazily:
+//! the core reads only the fields it acts on and keeps the server's original JSON text, so an
+//! event reaches the app byte for byte as the server sent it.
+
+mod client;
+mod decode;
+mod history;
+mod server;
+
+pub use client::{ClientEvent, CustomEvent, InvalidCustomEvent};
+pub use decode::{DecodeError, MAX_DEPTH};
+pub use history::{HistoryItem, HistoryPage};
+pub use server::{MessageHead, ServerEvent, ServerEventKind};

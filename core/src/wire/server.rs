@@ -1,0 +1,413 @@
+//! Events the server sends, decoded lazily.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::decode::{DecodeError, check_frame, first_token, raw_str, required_str};
+use crate::text::Text;
+use crate::timestamp::Timestamp;
+
+/// A server event: its original JSON text plus the few fields the core acts on.
+///
+/// [`ServerEvent::json`] is exactly what the server sent; apps get that, never a
+/// re-serialization, so fields the core does not know about are kept as they were.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerEvent {
+    json: Text,
+    event_type: Text,
+    kind: ServerEventKind,
+}
+
+/// What the core understood of a server event. Anything it does not act on is [`Other`]:
+/// it still reaches the app, with its `type` and JSON.
+///
+/// [`Other`]: ServerEventKind::Other
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ServerEventKind {
+    /// The session is authenticated and live.
+    Ready {
+        /// The authenticated user.
+        user_id: Text,
+    },
+    /// Answer to a `ping`.
+    Pong,
+    /// A `subscribe` was accepted.
+    Subscribed {
+        /// Channel id.
+        channel_id: Text,
+    },
+    /// An `unsubscribe` was accepted.
+    Unsubscribed {
+        /// Channel id.
+        channel_id: Text,
+    },
+    /// The server refused something. Kaiku does not say which request; see
+    /// [`Subscriptions`](crate::subscriptions::Subscriptions) for how a refusal is matched.
+    Error {
+        /// Machine-readable code (`channel_not_found`, `forbidden`, `message_error`, ...).
+        code: Text,
+        /// The channel, when the server names one.
+        channel_id: Option<Text>,
+    },
+    /// A new message in a channel.
+    MessageNew {
+        /// Channel id.
+        channel_id: Text,
+        /// The message's identity and creation time.
+        message: MessageHead,
+    },
+    /// A message was edited.
+    MessageEdit {
+        /// Channel id.
+        channel_id: Text,
+        /// Message id.
+        message_id: Text,
+    },
+    /// A message was deleted.
+    MessageDelete {
+        /// Channel id.
+        channel_id: Text,
+        /// Message id.
+        message_id: Text,
+    },
+    /// A user started typing.
+    TypingStart {
+        /// Channel id.
+        channel_id: Text,
+        /// Who.
+        user_id: Text,
+    },
+    /// A user stopped typing.
+    TypingStop {
+        /// Channel id.
+        channel_id: Text,
+        /// Who.
+        user_id: Text,
+    },
+    /// A user's presence changed.
+    PresenceUpdate {
+        /// Who.
+        user_id: Text,
+    },
+    /// Any `voice_*` event.
+    Voice {
+        /// The channel, when present.
+        channel_id: Option<Text>,
+    },
+    /// A type the core does not act on; forwarded untouched.
+    Other,
+}
+
+/// The part of a message object the core reads: identity, channel and creation time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageHead {
+    /// Message id.
+    pub id: Text,
+    /// The channel, when the object carries one.
+    pub channel_id: Option<Text>,
+    /// Creation time, when present and well-formed.
+    pub created_at: Option<Timestamp>,
+}
+
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(borrow, default)]
+    channel_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    code: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawMessageHead<'a> {
+    #[serde(borrow)]
+    id: &'a RawValue,
+    #[serde(borrow, default)]
+    channel_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    created_at: Option<&'a RawValue>,
+}
+
+impl MessageHead {
+    /// Reads a message object (from `message_new` or a REST history page).
+    pub(crate) fn decode(owner: &Bytes, raw: &RawValue) -> Result<Self, DecodeError> {
+        if first_token(raw.get()) != Some(b'{') {
+            return Err(DecodeError::Shape("message is not an object"));
+        }
+        let head: RawMessageHead<'_> = serde_json::from_str(raw.get())?;
+        let id = raw_str(owner, head.id).ok_or(DecodeError::Field {
+            event: "message",
+            field: "id",
+            expected: "string",
+        })?;
+        let channel_id = head.channel_id.and_then(|r| raw_str(owner, r));
+        let created_at = head
+            .created_at
+            .and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok())
+            .and_then(|s| Timestamp::parse(&s));
+        Ok(Self {
+            id,
+            channel_id,
+            created_at,
+        })
+    }
+}
+
+impl ServerEvent {
+    /// Decodes one text frame of at most `max_len` bytes.
+    ///
+    /// Never panics. Returns an error for input that is not a JSON object with a string
+    /// `type`, and for a known type that lacks a field the core needs; any other type is
+    /// accepted as [`ServerEventKind::Other`]. Nesting deeper than
+    /// [`MAX_DEPTH`](super::MAX_DEPTH) is refused before parsing.
+    pub fn decode(frame: Bytes, max_len: usize) -> Result<Self, DecodeError> {
+        let s = check_frame(&frame, max_len)?;
+        if first_token(s) != Some(b'{') {
+            return Err(DecodeError::Shape("frame is not a JSON object"));
+        }
+        let head: Head<'_> = serde_json::from_str(s)?;
+        let event_type = match &head.ty {
+            Cow::Borrowed(t) => Text::slice_of(&frame, t),
+            Cow::Owned(t) => Text::from(t.as_str()),
+        };
+        let kind = Self::understand(&frame, &event_type, &head)?;
+        let json = Text::slice_of(&frame, s);
+        Ok(Self {
+            json,
+            event_type,
+            kind,
+        })
+    }
+
+    fn understand(frame: &Bytes, ty: &Text, h: &Head<'_>) -> Result<ServerEventKind, DecodeError> {
+        let s = |raw, event, field| required_str(frame, raw, event, field);
+        let opt = |raw: Option<&RawValue>| raw.and_then(|r| raw_str(frame, r));
+        Ok(match ty.as_str() {
+            "ready" => ServerEventKind::Ready {
+                user_id: s(h.user_id, "ready", "user_id")?,
+            },
+            "pong" => ServerEventKind::Pong,
+            "subscribed" => ServerEventKind::Subscribed {
+                channel_id: s(h.channel_id, "subscribed", "channel_id")?,
+            },
+            "unsubscribed" => ServerEventKind::Unsubscribed {
+                channel_id: s(h.channel_id, "unsubscribed", "channel_id")?,
+            },
+            "error" => ServerEventKind::Error {
+                code: s(h.code, "error", "code")?,
+                channel_id: opt(h.channel_id),
+            },
+            "message_new" => {
+                let raw = h.message.ok_or(DecodeError::Field {
+                    event: "message_new",
+                    field: "message",
+                    expected: "object",
+                })?;
+                ServerEventKind::MessageNew {
+                    channel_id: s(h.channel_id, "message_new", "channel_id")?,
+                    message: MessageHead::decode(frame, raw)?,
+                }
+            }
+            "message_edit" => ServerEventKind::MessageEdit {
+                channel_id: s(h.channel_id, "message_edit", "channel_id")?,
+                message_id: s(h.message_id, "message_edit", "message_id")?,
+            },
+            "message_delete" => ServerEventKind::MessageDelete {
+                channel_id: s(h.channel_id, "message_delete", "channel_id")?,
+                message_id: s(h.message_id, "message_delete", "message_id")?,
+            },
+            "typing_start" => ServerEventKind::TypingStart {
+                channel_id: s(h.channel_id, "typing_start", "channel_id")?,
+                user_id: s(h.user_id, "typing_start", "user_id")?,
+            },
+            "typing_stop" => ServerEventKind::TypingStop {
+                channel_id: s(h.channel_id, "typing_stop", "channel_id")?,
+                user_id: s(h.user_id, "typing_stop", "user_id")?,
+            },
+            "presence_update" => ServerEventKind::PresenceUpdate {
+                user_id: s(h.user_id, "presence_update", "user_id")?,
+            },
+            t if t.starts_with("voice_") => ServerEventKind::Voice {
+                channel_id: opt(h.channel_id),
+            },
+            _ => ServerEventKind::Other,
+        })
+    }
+
+    /// Wraps a message object from REST history as a `message_new` event, so catch-up
+    /// delivers the same shape as the live stream: `{"type":"message_new","channel_id":..,
+    /// "message":<the REST object as received>}`.
+    pub fn synthesize_message_new(channel_id: &Text, item: &super::HistoryItem) -> Self {
+        let channel_json = serde_json::to_string(channel_id.as_str()).unwrap_or_default();
+        let mut json = String::with_capacity(item.json().len() + channel_json.len() + 48);
+        json.push_str(r#"{"type":"message_new","channel_id":"#);
+        json.push_str(&channel_json);
+        json.push_str(r#","message":"#);
+        json.push_str(item.json().as_str());
+        json.push('}');
+        Self {
+            json: Text::from(json),
+            event_type: Text::from_static("message_new"),
+            kind: ServerEventKind::MessageNew {
+                channel_id: channel_id.clone(),
+                message: item.head().clone(),
+            },
+        }
+    }
+
+    /// The event's `type` (`message_new`, `typing_start`, or anything the server invents).
+    pub fn event_type(&self) -> &Text {
+        &self.event_type
+    }
+
+    /// The server's JSON text, untouched.
+    pub fn json(&self) -> &Text {
+        &self.json
+    }
+
+    /// What the core understood.
+    pub fn kind(&self) -> &ServerEventKind {
+        &self.kind
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 256 * 1024;
+
+    fn decode(s: &str) -> Result<ServerEvent, DecodeError> {
+        ServerEvent::decode(Bytes::copy_from_slice(s.as_bytes()), MAX)
+    }
+
+    #[test]
+    fn message_new_from_the_real_server_keeps_its_bytes() {
+        let raw = r#"{"type":"message_new","channel_id":"239635b7-3d0d-4b53-8545-40410b608fb6","message":{"attachments":[],"author":{"avatar_url":null,"display_name":"Bob","id":"0f30e081","status":"online","username":"bob"},"channel_id":"239635b7-3d0d-4b53-8545-40410b608fb6","content":"third message","created_at":"2026-11-25T17:46:47.902630Z","edited_at":null,"encrypted":false,"id":"7778fcba-2db0-4a65-8e1f-d0b0a5490061","message_type":"user","parent_id":null,"pinned":false,"reply_to":null,"thread_last_reply_at":null,"thread_reply_count":0}}"#;
+        let e = decode(raw).unwrap();
+        assert_eq!(e.json(), raw);
+        assert_eq!(e.event_type(), "message_new");
+        match e.kind() {
+            ServerEventKind::MessageNew {
+                channel_id,
+                message,
+            } => {
+                assert_eq!(channel_id, "239635b7-3d0d-4b53-8545-40410b608fb6");
+                assert_eq!(message.id, "7778fcba-2db0-4a65-8e1f-d0b0a5490061");
+                assert!(message.created_at.is_some());
+            }
+            k => panic!("unexpected {k:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_types_pass_through_with_every_field() {
+        let raw = r#"{"type":"reaction_add","channel_id":5,"emoji":"👍","extra":[null,{"a":1}]}"#;
+        let e = decode(raw).unwrap();
+        assert_eq!(e.kind(), &ServerEventKind::Other);
+        assert_eq!(e.event_type(), "reaction_add");
+        assert_eq!(e.json(), raw);
+    }
+
+    #[test]
+    fn control_events_are_understood() {
+        assert!(matches!(
+            decode(r#"{"type":"ready","user_id":"u1"}"#).unwrap().kind(),
+            ServerEventKind::Ready { user_id } if user_id == "u1"
+        ));
+        assert_eq!(
+            decode(r#"{"type":"pong"}"#).unwrap().kind(),
+            &ServerEventKind::Pong
+        );
+        assert!(matches!(
+            decode(r#"{"type":"error","code":"channel_not_found","message":"Channel not found"}"#).unwrap().kind(),
+            ServerEventKind::Error { code, channel_id: None } if code == "channel_not_found"
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"voice_offer","channel_id":"c","sdp":"x"}"#).unwrap().kind(),
+            ServerEventKind::Voice { channel_id: Some(c) } if c == "c"
+        ));
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let e = decode(r#"{"type":"subscribed","channel_id":"a\u0062c"}"#).unwrap();
+        assert!(
+            matches!(e.kind(), ServerEventKind::Subscribed { channel_id } if channel_id == "abc")
+        );
+    }
+
+    #[test]
+    fn bad_input_gets_a_typed_error() {
+        assert!(matches!(decode("not json"), Err(DecodeError::Shape(_))));
+        assert!(matches!(decode("{not json"), Err(DecodeError::Json(_))));
+        assert!(matches!(decode(r#"["ready"]"#), Err(DecodeError::Shape(_))));
+        assert!(matches!(decode(r#"{"type":1}"#), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            decode(r#"{"no_type":1}"#),
+            Err(DecodeError::Json(_))
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"subscribed"}"#),
+            Err(DecodeError::Field {
+                field: "channel_id",
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"message_new","channel_id":"c","message":"text"}"#),
+            Err(DecodeError::Shape(_))
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"ready","user_id":"u","user_id":"v"}"#),
+            Err(DecodeError::Json(_))
+        ));
+        assert!(matches!(
+            ServerEvent::decode(Bytes::from_static(&[b'{', 0xff, b'}']), MAX),
+            Err(DecodeError::NotUtf8)
+        ));
+        assert!(matches!(
+            ServerEvent::decode(Bytes::from(vec![b' '; 100]), 10),
+            Err(DecodeError::TooLarge { len: 100, max: 10 })
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!(
+            r#"{{"type":"x","v":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(decode(&deep), Err(DecodeError::TooDeep)));
+    }
+
+    #[test]
+    fn synthesized_message_new_wraps_the_rest_object_verbatim() {
+        let page = super::super::HistoryPage::decode(
+            Bytes::from_static(
+                br#"[{"id":"m1","created_at":"2026-01-01T00:00:00Z","content":"hi","x":null}]"#,
+            ),
+            MAX,
+        )
+        .unwrap();
+        let e = ServerEvent::synthesize_message_new(&Text::from("c\"1"), &page.items[0]);
+        assert_eq!(
+            e.json(),
+            r#"{"type":"message_new","channel_id":"c\"1","message":{"id":"m1","created_at":"2026-01-01T00:00:00Z","content":"hi","x":null}}"#
+        );
+        let back = decode(e.json().as_str()).unwrap();
+        assert_eq!(back.kind(), e.kind());
+    }
+}

@@ -1,0 +1,9 @@
+//! Runs tether-core on tokio + tokio-tungstenite, with a REST client on reqwest.
+//!
+//! Not built yet: this crate is a placeholder so the workspace has its final layout.
+//! See this crate's README for the issue that tracks it.
+
+#![warn(missing_docs)]
+
+/// The version of the wire types this crate is meant to drive.
+pub use tether_core::PROTOCOL_VERSION;
