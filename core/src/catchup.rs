@@ -182,10 +182,10 @@ impl RecentIds {
     fn insert(&mut self, id: Text) {
         if self.set.insert(id.clone()) {
             self.order.push_back(id);
-            if self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
+            if self.order.len() > self.cap
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
             }
         }
     }
@@ -466,11 +466,11 @@ impl CatchUp {
                         break;
                     }
                     // The anchor itself may have been deleted: anything older is known.
-                    if let (Some(at), Some(created)) = (anchor_at, h.created_at) {
-                        if created < at {
-                            reached = true;
-                            break;
-                        }
+                    if let (Some(at), Some(created)) = (anchor_at, h.created_at)
+                        && created < at
+                    {
+                        reached = true;
+                        break;
                     }
                     if c.recent.contains(&h.id) || !walk.gap_ids.insert(h.id.clone()) {
                         continue;
@@ -528,7 +528,6 @@ impl CatchUp {
                 id: newest.head().id.clone(),
                 created_at: newest.head().created_at,
             };
-            c.recent.insert(newest.head().id.clone());
         }
         for e in held.into_iter().flatten() {
             Self::deliver(c, &mut self.out, &mut self.duplicates, e);

@@ -319,15 +319,12 @@ impl Connection {
             Policy::State => {
                 self.session.apply(&event);
                 if live {
-                    if matches!(event, ClientEvent::VoiceJoin { .. }) {
-                        self.voice_sent = true;
-                    }
                     if matches!(event, ClientEvent::VoiceLeave { .. })
                         && self.session.voice.is_none()
                     {
                         self.voice_sent = false;
                     }
-                    self.send_limited(now, event);
+                    self.send_state(now, event);
                 }
             }
             Policy::Queued => {
@@ -490,11 +487,11 @@ impl Connection {
         }
         let slept = now.saturating_duration_since(due) >= self.config.heartbeat.wake_threshold;
 
-        if let Socket::Closing { abort_at } = self.socket {
-            if now >= abort_at {
-                self.socket = Socket::None;
-                self.actions.push_back(Action::Abort);
-            }
+        if let Socket::Closing { abort_at } = self.socket
+            && now >= abort_at
+        {
+            self.socket = Socket::None;
+            self.actions.push_back(Action::Abort);
         }
 
         match &mut self.state {
@@ -538,7 +535,11 @@ impl Connection {
 
         if self.is_connected() {
             for event in self.limits.handle_timeout(now) {
+                let joined = matches!(&event, ClientEvent::VoiceJoin { .. });
                 self.send_frame(event.to_json().into());
+                if joined {
+                    self.send_voice_mute_state();
+                }
             }
             self.catch_up.handle_timeout(now);
             self.drain_catch_up();
@@ -771,15 +772,14 @@ impl Connection {
             );
         }
         for event in self.session.replay() {
-            self.send_limited(now, event);
+            self.send_state(now, event);
         }
-        if let Some(v) = &self.session.voice {
-            if self.voice_reset_due {
-                let channel_id = v.channel_id.clone();
-                self.actions
-                    .push_back(Action::Emit(Event::VoiceReset { channel_id }));
-            }
-            self.voice_sent = true;
+        if let Some(v) = &self.session.voice
+            && self.voice_reset_due
+        {
+            let channel_id = v.channel_id.clone();
+            self.actions
+                .push_back(Action::Emit(Event::VoiceReset { channel_id }));
         }
         self.voice_reset_due = false;
         for event in self.queue.expire(now) {
@@ -853,6 +853,33 @@ impl Connection {
                 })),
                 CatchUpOutput::TokenRejected => self.request_refresh(),
             }
+        }
+    }
+
+    /// Sends a state event, keeping voice events in a valid order: a mute change waits for a
+    /// `voice_join` that the rate limit holds back (it follows the join, from the session),
+    /// and a `voice_leave` cancels such a join.
+    fn send_state(&mut self, now: Instant, event: ClientEvent) {
+        match &event {
+            ClientEvent::VoiceJoin { .. } => self.voice_sent = true,
+            ClientEvent::VoiceMute { .. } | ClientEvent::VoiceUnmute { .. }
+                if self.limits.is_voice_join_pending() =>
+            {
+                return;
+            }
+            ClientEvent::VoiceLeave { .. } => self.limits.cancel_voice_join(),
+            _ => {}
+        }
+        self.send_limited(now, event);
+    }
+
+    /// After a held-back `voice_join` goes out: the mute state the session wants.
+    fn send_voice_mute_state(&mut self) {
+        if let Some(v) = self.session.voice.as_ref().filter(|v| v.muted) {
+            let mute = ClientEvent::VoiceMute {
+                channel_id: v.channel_id.clone(),
+            };
+            self.send_frame(mute.to_json().into());
         }
     }
 

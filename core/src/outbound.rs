@@ -228,14 +228,28 @@ impl RateLimiter {
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<ClientEvent> {
         let mut out = Vec::new();
         for w in self.windows.values_mut() {
-            if now >= w.last + w.len {
-                if let Some(e) = w.pending.take() {
-                    w.last = now;
-                    out.push(e);
-                }
+            if now >= w.last + w.len
+                && let Some(e) = w.pending.take()
+            {
+                w.last = now;
+                out.push(e);
             }
         }
         out
+    }
+
+    /// Whether a `voice_join` waits for its window. Mute changes must follow it, not pass it.
+    pub fn is_voice_join_pending(&self) -> bool {
+        self.windows
+            .get(&LimitKey::VoiceJoin)
+            .is_some_and(|w| w.pending.is_some())
+    }
+
+    /// `voice_leave` cancels a `voice_join` still waiting for its window.
+    pub fn cancel_voice_join(&mut self) {
+        if let Some(w) = self.windows.get_mut(&LimitKey::VoiceJoin) {
+            w.pending = None;
+        }
     }
 
     /// `stop_typing` cancels a typing indicator still waiting for its window.
@@ -253,10 +267,10 @@ impl RateLimiter {
     pub fn handle_disconnect(&mut self) -> Vec<ClientEvent> {
         let mut dropped = Vec::new();
         for (key, w) in &mut self.windows {
-            if let Some(e) = w.pending.take() {
-                if matches!(key, LimitKey::Typing(_)) {
-                    dropped.push(e);
-                }
+            if let Some(e) = w.pending.take()
+                && matches!(key, LimitKey::Typing(_))
+            {
+                dropped.push(e);
             }
         }
         dropped
@@ -389,6 +403,22 @@ mod tests {
         r.offer(t, vj);
         assert_eq!(r.handle_disconnect(), vec![ty]);
         assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_pending_voice_join_is_visible_and_cancellable() {
+        let t = t0();
+        let mut r = RateLimiter::new(RateLimitConfig::default());
+        let vj = ClientEvent::VoiceJoin {
+            channel_id: "v".into(),
+        };
+        assert!(r.offer(t, vj.clone()).is_some());
+        assert!(!r.is_voice_join_pending());
+        assert!(r.offer(t, vj).is_none());
+        assert!(r.is_voice_join_pending());
+        r.cancel_voice_join();
+        assert!(!r.is_voice_join_pending());
+        assert!(r.handle_timeout(t + S).is_empty());
     }
 
     #[test]

@@ -1,0 +1,1217 @@
+//! Scenario tests of `Connection`: each pins one behaviour of DESIGN section 3, and the first
+//! eight pin the eight defects of the original client (DESIGN section 1).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::*;
+use tether_core::{
+    Action, AuthMode, ClientEvent, Credentials, CustomEvent, Event, FailReason, HistoryError,
+    ReconnectReason, RefreshError, SendError, ServerEventKind, Status,
+};
+
+/// Connects with `channels` wanted, answers their subscriptions and anchor probes with
+/// `anchor` as the newest message of each (or an empty channel).
+fn live_with(channels: &[&str], anchor: Option<(&str, u32)>) -> Harness {
+    let mut h = Harness::new();
+    for c in channels {
+        h.subscribe(c);
+    }
+    h.connect_ready();
+    for c in channels {
+        h.frame(&format!(r#"{{"type":"subscribed","channel_id":"{c}"}}"#));
+        let probe = fetches(&h.take());
+        assert_eq!(probe.len(), 1, "one anchor probe per new channel");
+        assert_eq!(probe[0].limit, 1);
+        let msgs: Vec<(&str, u32)> = anchor.into_iter().collect();
+        h.answer_history(probe[0].id, &page(c, &msgs, false));
+    }
+    h.take();
+    h
+}
+
+// ----- DESIGN 1.1: re-subscribe after a reconnect ---------------------------------------
+
+#[test]
+fn reconnect_resubscribes_every_wanted_channel_once() {
+    let mut h = live_with(&["b", "a"], None);
+    h.drop_link();
+    h.subscribe("c"); // offline: only edits the set
+    h.conn.unsubscribe(h.now, "b");
+    assert!(sent(&h.take()).is_empty(), "nothing is sent while offline");
+    h.reconnect();
+    let frames = sent(&h.take());
+    assert_eq!(
+        frames,
+        [
+            r#"{"type":"subscribe","channel_id":"a"}"#,
+            r#"{"type":"subscribe","channel_id":"c"}"#,
+        ]
+    );
+}
+
+#[test]
+fn a_second_ready_on_the_same_socket_does_not_resubscribe_twice() {
+    let mut h = live_with(&["a"], None);
+    h.ready();
+    assert!(sent(&h.take()).is_empty());
+}
+
+// ----- DESIGN 1.2: catch up on missed messages ------------------------------------------
+
+#[test]
+fn reconnect_catches_up_missed_messages_in_order_before_held_live_ones() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    assert_eq!(req.len(), 1);
+    assert_eq!((req[0].limit, req[0].before.is_none()), (50, true));
+    // Live traffic during the catch-up is held, including one the page will also contain.
+    h.frame(&message_new("c", "m4", 4));
+    h.frame(&message_new("c", "m5", 5));
+    assert!(
+        delivered_ids(&h.take()).is_empty(),
+        "live events wait for the gap"
+    );
+    h.answer_history(
+        req[0].id,
+        &page("c", &[("m4", 4), ("m3", 3), ("m2", 2), ("m1", 1)], true),
+    );
+    let out = h.take();
+    assert_eq!(delivered_ids(&out), ["m2", "m3", "m4", "m5"]);
+    let resynced: Vec<_> = events(&out)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Resynced { .. }))
+        .collect();
+    assert_eq!(
+        resynced,
+        [Event::Resynced {
+            channel_id: "c".into(),
+            recovered: 2,
+            complete: true
+        }]
+    );
+    assert!(matches!(
+        out.last(),
+        Some(Action::Emit(Event::Resynced { .. }))
+    ));
+}
+
+#[test]
+fn caught_up_messages_keep_the_rest_object_verbatim() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.answer_history(req[0].id, &page("c", &[("m2", 2), ("m1", 1)], false));
+    let ev = server_events(&h.take());
+    assert_eq!(
+        ev[0].json().as_str(),
+        format!(
+            r#"{{"type":"message_new","channel_id":"c","message":{}}}"#,
+            message("c", "m2", 2)
+        )
+    );
+}
+
+#[test]
+fn catch_up_walks_before_cursors_across_pages() {
+    let mut h = live_with(&["c"], Some(("m0", 0)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let mut ids = Vec::new();
+    let mut n = 120u32;
+    loop {
+        let req = fetches(&h.take());
+        if req.is_empty() {
+            break;
+        }
+        let r = &req[0];
+        let newest = r
+            .before
+            .as_ref()
+            .map_or(120, |b| b.as_str()[1..].parse::<u32>().unwrap() - 1);
+        assert_eq!(newest, n);
+        let mut msgs = Vec::new();
+        for i in (newest.saturating_sub(49)..=newest).rev() {
+            msgs.push((format!("m{i}"), i));
+        }
+        let refs: Vec<(&str, u32)> = msgs.iter().map(|(a, b)| (a.as_str(), *b)).collect();
+        h.answer_history(r.id, &page("c", &refs, newest >= 50));
+        n = newest.saturating_sub(50);
+        ids.extend(delivered_ids(&h.log));
+        if n == 0 {
+            break;
+        }
+    }
+    let delivered = delivered_ids(&h.log);
+    let expected: Vec<String> = (1..=120).map(|i| format!("m{i}")).collect();
+    assert_eq!(delivered, expected);
+}
+
+#[test]
+fn catch_up_reads_bare_array_history() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    let body = format!("[{},{}]", message("c", "m2", 2), message("c", "m1", 1));
+    h.answer_history(req[0].id, &body);
+    let out = h.take();
+    assert_eq!(delivered_ids(&out), ["m2"]);
+    assert!(events(&out).contains(&Event::Resynced {
+        channel_id: "c".into(),
+        recovered: 1,
+        complete: true
+    }));
+}
+
+#[test]
+fn a_deleted_anchor_is_passed_by_creation_time() {
+    let mut h = live_with(&["c"], Some(("m5", 5)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    // m5 was deleted meanwhile; m4 is older than the anchor, so the walk stops there.
+    h.answer_history(
+        req[0].id,
+        &page("c", &[("m7", 7), ("m6", 6), ("m4", 4)], true),
+    );
+    let out = h.take();
+    assert_eq!(delivered_ids(&out), ["m6", "m7"]);
+    assert!(fetches(&out).is_empty());
+}
+
+#[test]
+fn a_gap_larger_than_the_cap_ends_incomplete_without_a_partial_gap() {
+    let mut cfg = config();
+    cfg.catch_up.max_messages = 3;
+    let mut h = Harness::with_config(cfg);
+    h.subscribe("c");
+    h.connect_ready();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let probe = fetches(&h.take());
+    h.answer_history(probe[0].id, &page("c", &[("m1", 1)], false));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.frame(&message_new("c", "m9", 9));
+    h.answer_history(
+        req[0].id,
+        &page("c", &[("m9", 9), ("m8", 8), ("m7", 7), ("m6", 6)], true),
+    );
+    let out = h.take();
+    assert_eq!(delivered_ids(&out), ["m9"], "only the held live message");
+    assert!(events(&out).contains(&Event::Resynced {
+        channel_id: "c".into(),
+        recovered: 0,
+        complete: false
+    }));
+}
+
+#[test]
+fn a_message_seen_live_and_in_history_is_delivered_once() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.frame(&message_new("c", "m2", 2));
+    h.frame(&message_new("c", "m2", 2)); // the server echoes; a duplicate must not pass
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.answer_history(
+        req[0].id,
+        &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false),
+    );
+    assert_eq!(delivered_ids(&h.log), ["m2", "m3"]);
+    assert_eq!(h.conn.stats().duplicates, 1);
+}
+
+#[test]
+fn a_quiet_channel_catches_up_from_its_probed_anchor() {
+    let mut h = live_with(&["c"], Some(("m7", 7)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.answer_history(req[0].id, &page("c", &[("m8", 8), ("m7", 7)], true));
+    assert_eq!(delivered_ids(&h.log), ["m8"]);
+}
+
+#[test]
+fn an_empty_channel_catches_up_from_the_beginning() {
+    let mut h = live_with(&["c"], None);
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.answer_history(req[0].id, &page("c", &[("m2", 2), ("m1", 1)], false));
+    assert_eq!(delivered_ids(&h.log), ["m1", "m2"]);
+}
+
+#[test]
+fn an_app_given_anchor_catches_up_on_the_first_subscribe() {
+    let mut h = Harness::new();
+    h.conn.subscribe_from(h.now, "c", "m3").unwrap();
+    h.connect_ready();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    assert_eq!(req[0].limit, 50);
+    h.answer_history(
+        req[0].id,
+        &page("c", &[("m5", 5), ("m4", 4), ("m3", 3)], true),
+    );
+    assert_eq!(delivered_ids(&h.log), ["m4", "m5"]);
+}
+
+#[test]
+fn failed_history_is_retried_then_reported_incomplete() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    for attempt in 0..3 {
+        let req = fetches(&h.take());
+        assert_eq!(req.len(), 1, "attempt {attempt}");
+        h.conn
+            .handle_history(h.now, req[0].id, Err(HistoryError::Network));
+        h.drain();
+        h.advance(10 * S);
+    }
+    let out = h.take();
+    assert!(fetches(&out).is_empty());
+    assert!(h.log.iter().any(|a| matches!(
+        a,
+        Action::Emit(Event::Resynced {
+            complete: false,
+            ..
+        })
+    )));
+}
+
+#[test]
+fn a_drop_during_catch_up_restarts_it_from_the_same_anchor() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let first = fetches(&h.take());
+    h.frame(&message_new("c", "m3", 3));
+    h.drop_link();
+    h.answer_history(
+        first[0].id,
+        &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false),
+    );
+    assert!(
+        delivered_ids(&h.log).is_empty(),
+        "a stale answer is ignored"
+    );
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let again = fetches(&h.take());
+    assert_eq!(again.len(), 1);
+    h.answer_history(
+        again[0].id,
+        &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false),
+    );
+    assert_eq!(delivered_ids(&h.log), ["m2", "m3"]);
+}
+
+// ----- DESIGN 1.3 and 1.4: tokens -------------------------------------------------------
+
+#[test]
+fn reconnect_refreshes_a_stale_token_before_opening() {
+    let mut h = Harness::new();
+    h.conn.set_credentials(
+        h.now,
+        Credentials::new("old")
+            .with_refresh_token("r1")
+            .with_expires_in(900 * S),
+    );
+    h.connect_ready();
+    h.take();
+    // At 80% of the life the core refreshes in the background.
+    h.advance(720 * S);
+    let out = h.take();
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::RefreshToken(r) if r.refresh_token.expose() == "r1"))
+    );
+    h.conn
+        .handle_refresh(h.now, Ok(Credentials::new("new").with_expires_in(900 * S)));
+    h.drop_link();
+    let wait = h.until_open();
+    assert!(wait <= S);
+    let open = h
+        .take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Open(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(open.protocols[0].expose(), "access_token.new");
+}
+
+#[test]
+fn an_expired_token_is_refreshed_before_the_socket_opens() {
+    let mut h = Harness::new();
+    h.conn.set_credentials(
+        h.now,
+        Credentials::new("old")
+            .with_refresh_token("r1")
+            .with_expires_in(10 * S),
+    );
+    h.now += 20 * S; // expired while disconnected
+    h.connect();
+    let out = h.take();
+    assert_eq!(opens(&out), 0);
+    assert!(out.iter().any(|a| matches!(a, Action::RefreshToken(_))));
+    h.conn.handle_refresh(h.now, Ok(Credentials::new("fresh")));
+    let out = h.take();
+    assert_eq!(opens(&out), 1);
+}
+
+#[test]
+fn upgrade_401_refreshes_once_and_retries_at_once() {
+    let mut h = Harness::new();
+    h.conn
+        .set_credentials(h.now, Credentials::new("old").with_refresh_token("r"));
+    h.connect();
+    h.take();
+    h.refuse(401, None);
+    let out = h.take();
+    assert!(out.iter().any(|a| matches!(a, Action::RefreshToken(_))));
+    assert_eq!(opens(&out), 0);
+    h.conn.handle_refresh(h.now, Ok(Credentials::new("new")));
+    let out = h.take();
+    assert_eq!(opens(&out), 1, "retried at once, without backoff");
+    // The refreshed token is refused too: no loop.
+    h.refuse(401, None);
+    assert_eq!(
+        h.conn.status(),
+        Status::Failed {
+            reason: FailReason::Auth,
+            http_status: Some(401)
+        }
+    );
+    h.advance(3600 * S);
+    assert_eq!(opens(&h.take()), 0);
+}
+
+#[test]
+fn upgrade_401_without_a_refresh_token_fails_without_retrying() {
+    let mut h = Harness::new();
+    h.connect();
+    h.refuse(401, None);
+    assert_eq!(
+        h.conn.status(),
+        Status::Failed {
+            reason: FailReason::Auth,
+            http_status: Some(401)
+        }
+    );
+    assert_eq!(
+        h.conn.poll_timeout(),
+        None,
+        "nothing left to do until the app acts"
+    );
+}
+
+#[test]
+fn a_rejected_refresh_fails_with_auth() {
+    let mut h = Harness::new();
+    h.conn
+        .set_credentials(h.now, Credentials::new("old").with_refresh_token("r"));
+    h.connect();
+    h.refuse(401, None);
+    h.conn.handle_refresh(h.now, Err(RefreshError::Rejected));
+    assert!(matches!(
+        h.conn.status(),
+        Status::Failed {
+            reason: FailReason::Auth,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_transient_refresh_failure_backs_off_and_refreshes_again() {
+    let mut h = Harness::new();
+    h.conn
+        .set_credentials(h.now, Credentials::new("old").with_refresh_token("r"));
+    h.connect();
+    h.refuse(401, None);
+    h.conn
+        .handle_refresh(h.now, Err(RefreshError::Transient { retry_after: None }));
+    h.drain();
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::RefreshFailed,
+            ..
+        }
+    ));
+    h.take();
+    h.advance(2 * S);
+    let out = h.take();
+    assert!(
+        out.iter().any(|a| matches!(a, Action::RefreshToken(_))),
+        "the rejected token is not reused"
+    );
+    assert_eq!(opens(&out), 0);
+}
+
+#[test]
+fn query_auth_puts_the_token_in_the_url_and_offers_no_subprotocol() {
+    let mut cfg = config();
+    cfg.auth_mode = AuthMode::Query;
+    let mut h = Harness::with_config(cfg);
+    h.connect();
+    let open = h
+        .take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Open(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(open.url, "ws://127.0.0.1:8080/ws?token=access-1");
+    assert!(open.protocols.is_empty());
+    assert!(!format!("{open:?}").contains("access-1"));
+}
+
+#[test]
+fn subprotocol_auth_offers_both_protocols_kaiku_needs() {
+    let mut h = Harness::new();
+    h.connect();
+    let open = h
+        .take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Open(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(open.url, "ws://127.0.0.1:8080/ws");
+    let p: Vec<&str> = open.protocols.iter().map(|s| s.expose()).collect();
+    assert_eq!(p, ["access_token.access-1", "access_token"]);
+}
+
+// ----- DESIGN 1.5: unknown events pass through --------------------------------------------
+
+#[test]
+fn unknown_server_events_pass_through_untouched() {
+    let mut h = live_with(&[], None);
+    let raw = r#"{"type":"reaction_add","channel_id":"c","emoji":"🎉","user":{"id":"u","x":null},"n":1.50}"#;
+    h.frame(raw);
+    let ev = server_events(&h.take());
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].event_type().as_str(), "reaction_add");
+    assert_eq!(ev[0].json().as_str(), raw);
+}
+
+#[test]
+fn garbage_frames_are_counted_and_survived() {
+    let mut h = live_with(&["c"], None);
+    for junk in [
+        "not json",
+        "[1,2]",
+        r#"{"type":"subscribed"}"#,
+        "{\"type\":",
+        "",
+        "null",
+    ] {
+        h.frame(junk);
+    }
+    h.conn.handle_activity(h.now); // a binary frame
+    assert!(h.conn.is_connected());
+    assert_eq!(h.conn.stats().decode_errors, 6);
+    h.frame(&message_new("c", "m1", 1));
+    assert_eq!(delivered_ids(&h.take()), ["m1"]);
+}
+
+#[test]
+fn an_oversized_frame_drops_the_link_and_reconnects() {
+    let mut cfg = config();
+    cfg.max_inbound_message = 1024;
+    let mut h = Harness::with_config(cfg);
+    h.connect_ready();
+    h.take();
+    h.frame(&format!(r#"{{"type":"x","pad":"{}"}}"#, "a".repeat(2000)));
+    let out = h.take();
+    assert!(out.contains(&Action::Close {
+        code: 1009,
+        reason: "message too large"
+    }));
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::MessageTooLarge,
+            ..
+        }
+    ));
+    assert_eq!(h.conn.stats().oversized, 1);
+    h.reconnect();
+    assert!(h.conn.is_connected());
+}
+
+// ----- DESIGN 1.6: heartbeat ----------------------------------------------------------------
+
+#[test]
+fn a_silent_link_is_detected_within_interval_plus_timeout() {
+    let mut h = live_with(&[], None);
+    let start = h.now;
+    h.advance(30 * S);
+    assert_eq!(sent(&h.take()), [r#"{"type":"ping"}"#]);
+    h.advance(10 * S);
+    let out = h.take();
+    assert!(out.contains(&Action::Abort));
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::HeartbeatTimeout,
+            ..
+        }
+    ));
+    assert_eq!(h.now - start, 40 * S);
+}
+
+#[test]
+fn any_frame_after_a_ping_keeps_the_link_alive() {
+    let mut h = live_with(&[], None);
+    h.advance(30 * S);
+    h.advance(5 * S);
+    h.frame(r#"{"type":"presence_update","user_id":"u","status":"online"}"#);
+    h.advance(20 * S);
+    assert!(h.conn.is_connected());
+}
+
+#[test]
+fn pong_measures_the_round_trip_and_is_not_forwarded() {
+    let mut h = live_with(&[], None);
+    h.advance(30 * S);
+    h.take();
+    h.now += Duration::from_millis(42);
+    h.frame(r#"{"type":"pong"}"#);
+    assert_eq!(h.conn.rtt(), Some(Duration::from_millis(42)));
+    assert!(server_events(&h.take()).is_empty());
+}
+
+#[test]
+fn waking_from_sleep_probes_at_once_with_a_short_deadline() {
+    let mut h = live_with(&[], None);
+    h.advance(10 * S);
+    h.take();
+    h.sleep_machine(3600 * S);
+    assert_eq!(sent(&h.take()), [r#"{"type":"ping"}"#]);
+    assert!(h.conn.is_connected());
+    assert_eq!(h.conn.poll_timeout(), Some(h.now + 5 * S));
+    h.advance(5 * S);
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::HeartbeatTimeout,
+            ..
+        }
+    ));
+    assert_eq!(h.conn.stats().wake_probes, 1);
+}
+
+#[test]
+fn a_missing_ready_times_out_the_handshake() {
+    let mut h = Harness::new();
+    h.connect();
+    h.open();
+    h.advance(9 * S);
+    assert!(matches!(h.conn.status(), Status::Connecting { .. }));
+    h.advance(S);
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::HandshakeTimeout,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_slow_ready_inside_the_handshake_timeout_is_fine() {
+    let mut h = Harness::new();
+    h.connect();
+    h.open();
+    h.advance(4 * S);
+    h.ready();
+    assert!(h.conn.is_connected());
+}
+
+// ----- DESIGN 1.7: backoff with jitter ---------------------------------------------------
+
+#[test]
+fn refused_upgrades_back_off_within_cap_bounds() {
+    let mut h = Harness::new();
+    h.connect();
+    let caps = [1, 2, 4, 8, 16, 30, 30];
+    for cap in caps {
+        h.take();
+        h.refuse(503, None);
+        let wait = h.until_open();
+        let cap = Duration::from_secs(cap);
+        assert!(
+            wait >= cap / 2 && wait <= cap,
+            "waited {wait:?} for cap {cap:?}"
+        );
+    }
+}
+
+#[test]
+fn two_clients_with_different_seeds_retry_at_different_instants() {
+    let mut waits = Vec::new();
+    for seed in [1, 2] {
+        let mut cfg = config();
+        cfg.seed = seed;
+        let mut h = Harness::with_config(cfg);
+        h.connect_ready();
+        h.drop_link();
+        waits.push(h.until_open());
+    }
+    assert_ne!(waits[0], waits[1]);
+}
+
+#[test]
+fn a_server_that_accepts_and_drops_at_once_gets_growing_delays() {
+    let mut h = Harness::new();
+    h.connect_ready();
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        h.drop_link();
+        waits.push(h.until_open());
+        h.open();
+        h.ready();
+    }
+    assert!(waits[4] >= Duration::from_secs(8), "{waits:?}");
+}
+
+#[test]
+fn backoff_resets_only_after_ten_seconds_up() {
+    let mut h = Harness::new();
+    h.connect_ready();
+    for _ in 0..4 {
+        h.drop_link();
+        h.reconnect();
+    }
+    h.advance(10 * S);
+    h.drop_link();
+    let wait = h.until_open();
+    assert!(wait <= S, "reset to retry 1: {wait:?}");
+}
+
+#[test]
+fn retry_after_on_429_is_honoured() {
+    let mut h = Harness::new();
+    h.connect();
+    h.take();
+    h.refuse(429, Some(60 * S));
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::RateLimited,
+            retry_in_ms: 60_000,
+            ..
+        }
+    ));
+    assert_eq!(h.until_open(), 60 * S);
+}
+
+#[test]
+fn forbidden_and_not_found_upgrades_fail_for_good() {
+    for (status, reason) in [(403, FailReason::Forbidden), (404, FailReason::Rejected)] {
+        let mut h = Harness::new();
+        h.connect();
+        h.refuse(status, None);
+        assert_eq!(
+            h.conn.status(),
+            Status::Failed {
+                reason,
+                http_status: Some(status)
+            }
+        );
+        assert_eq!(h.conn.poll_timeout(), None);
+        h.conn.connect(h.now).unwrap();
+        assert!(
+            matches!(h.conn.status(), Status::Connecting { attempt: 0 }),
+            "the app may try again"
+        );
+    }
+}
+
+// ----- DESIGN 1.8 and 3.1: status ----------------------------------------------------------
+
+#[test]
+fn status_events_follow_each_transition() {
+    let mut h = Harness::new();
+    h.connect_ready();
+    h.drop_link();
+    h.reconnect();
+    h.conn.disconnect(h.now);
+    let names: Vec<&str> = statuses(&h.take()).iter().map(Status::name).collect();
+    assert_eq!(
+        names,
+        [
+            "connecting",
+            "connected",
+            "reconnecting",
+            "connecting",
+            "connected",
+            "disconnected"
+        ]
+    );
+    let reconnecting = statuses(&h.log)[2].clone();
+    let json = serde_json::to_value(&reconnecting).unwrap();
+    assert_eq!(json["status"], "reconnecting");
+    assert_eq!(json["attempt"], 1);
+    assert_eq!(json["reason"], "connection_lost");
+    assert!(json["retry_in_ms"].as_u64().unwrap() <= 1000);
+}
+
+// ----- graceful close -----------------------------------------------------------------------
+
+#[test]
+fn disconnect_closes_gracefully_and_aborts_after_one_second() {
+    let mut h = live_with(&[], None);
+    h.conn.disconnect(h.now);
+    let out = h.take();
+    assert!(out.contains(&Action::Close {
+        code: 1000,
+        reason: "client closing"
+    }));
+    assert!(!out.contains(&Action::Abort));
+    h.advance(S);
+    assert_eq!(h.take(), [Action::Abort]);
+    assert_eq!(h.conn.poll_timeout(), None);
+}
+
+#[test]
+fn a_close_answered_in_time_needs_no_abort() {
+    let mut h = live_with(&[], None);
+    h.conn.disconnect(h.now);
+    h.drop_link();
+    h.advance(5 * S);
+    assert!(!h.take().contains(&Action::Abort));
+}
+
+#[test]
+fn never_two_sockets_when_a_retry_comes_before_the_close_linger_ends() {
+    let mut cfg = config();
+    cfg.max_inbound_message = 100;
+    cfg.close_timeout = 10 * S;
+    let mut h = Harness::with_config(cfg);
+    h.connect_ready();
+    h.take();
+    h.frame(&format!(r#"{{"type":"x","p":"{}"}}"#, "a".repeat(200)));
+    h.until_open();
+    let out = h.take();
+    let abort = out
+        .iter()
+        .position(|a| *a == Action::Abort)
+        .expect("old socket aborted");
+    let open = out
+        .iter()
+        .position(|a| matches!(a, Action::Open(_)))
+        .unwrap();
+    assert!(abort < open);
+}
+
+// ----- outbound (DESIGN 3.4) ---------------------------------------------------------------
+
+fn custom(n: u32) -> ClientEvent {
+    ClientEvent::Custom(CustomEvent::new(format!(r#"{{"type":"voice_stats","n":{n}}}"#)).unwrap())
+}
+
+#[test]
+fn volatile_events_are_refused_offline_and_handed_back() {
+    let mut h = Harness::new();
+    let typing = ClientEvent::Typing {
+        channel_id: "c".into(),
+    };
+    let err = h.conn.send(h.now, typing.clone()).unwrap_err();
+    assert!(matches!(err, SendError::Offline(_)));
+    assert_eq!(err.into_event(), typing);
+    assert_eq!(h.conn.stats().refused_offline, 1);
+}
+
+#[test]
+fn queued_events_wait_for_ready_and_go_out_in_order() {
+    let mut h = Harness::new();
+    h.conn.send(h.now, custom(1)).unwrap();
+    h.conn.send(h.now, custom(2)).unwrap();
+    h.connect();
+    h.open();
+    assert!(sent(&h.take()).is_empty(), "no frame before ready");
+    h.ready();
+    let frames = sent(&h.take());
+    assert_eq!(
+        frames,
+        [
+            r#"{"type":"voice_stats","n":1}"#,
+            r#"{"type":"voice_stats","n":2}"#
+        ]
+    );
+}
+
+#[test]
+fn a_full_queue_refuses_and_hands_the_event_back() {
+    let mut cfg = config();
+    cfg.queue.capacity = 2;
+    let mut h = Harness::with_config(cfg);
+    h.conn.send(h.now, custom(1)).unwrap();
+    h.conn.send(h.now, custom(2)).unwrap();
+    let err = h.conn.send(h.now, custom(3)).unwrap_err();
+    assert_eq!(err, SendError::QueueFull(custom(3)));
+    assert_eq!(h.conn.queued(), 2);
+}
+
+#[test]
+fn queued_events_past_their_max_age_are_reported_not_sent() {
+    let mut h = Harness::new();
+    h.conn.send(h.now, custom(1)).unwrap();
+    h.advance(61 * S);
+    assert_eq!(events(&h.take()), [Event::SendDropped(custom(1))]);
+    h.connect_ready();
+    assert!(sent(&h.take()).is_empty());
+}
+
+#[test]
+fn session_state_is_replayed_after_every_ready() {
+    let mut h = Harness::new();
+    h.connect_ready();
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::SetStatus {
+                status: "dnd".into(),
+            },
+        )
+        .unwrap();
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::VoiceJoin {
+                channel_id: "v".into(),
+            },
+        )
+        .unwrap();
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::VoiceMute {
+                channel_id: "v".into(),
+            },
+        )
+        .unwrap();
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::SetCustomStatus {
+                custom_status: serde_json::json!({"text": "away"}),
+            },
+        )
+        .unwrap();
+    h.advance(20 * S); // outside every rate-limit window
+    h.drop_link();
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::SetStatus {
+                status: "idle".into(),
+            },
+        )
+        .unwrap();
+    h.take();
+    h.reconnect();
+    let out = h.take();
+    assert_eq!(
+        sent(&out),
+        [
+            r#"{"type":"set_status","status":"idle"}"#,
+            r#"{"type":"set_custom_status","custom_status":{"text":"away"}}"#,
+            r#"{"type":"voice_join","channel_id":"v"}"#,
+            r#"{"type":"voice_mute","channel_id":"v"}"#,
+        ]
+    );
+    assert!(events(&out).contains(&Event::VoiceReset {
+        channel_id: "v".into()
+    }));
+}
+
+#[test]
+fn a_replay_inside_a_rate_limit_window_waits_and_keeps_join_before_mute() {
+    let mut h = Harness::new();
+    h.connect_ready();
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::VoiceJoin {
+                channel_id: "v".into(),
+            },
+        )
+        .unwrap();
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::VoiceMute {
+                channel_id: "v".into(),
+            },
+        )
+        .unwrap();
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::SetCustomStatus {
+                custom_status: serde_json::json!({"text": "away"}),
+            },
+        )
+        .unwrap();
+    h.drop_link();
+    h.take();
+    h.reconnect(); // well inside the 1 s voice-join and 10 s custom-status windows
+    assert!(
+        sent(&h.take()).is_empty(),
+        "rate-limited replays wait for their window"
+    );
+    h.advance(S);
+    assert_eq!(
+        sent(&h.take()),
+        [
+            r#"{"type":"voice_join","channel_id":"v"}"#,
+            r#"{"type":"voice_mute","channel_id":"v"}"#
+        ]
+    );
+    h.advance(9 * S);
+    assert_eq!(
+        sent(&h.take()),
+        [r#"{"type":"set_custom_status","custom_status":{"text":"away"}}"#]
+    );
+}
+
+#[test]
+fn leaving_voice_cancels_a_join_still_waiting_for_its_window() {
+    let mut h = live_with(&[], None);
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::VoiceJoin {
+                channel_id: "a".into(),
+            },
+        )
+        .unwrap();
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::VoiceJoin {
+                channel_id: "b".into(),
+            },
+        )
+        .unwrap();
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::VoiceLeave {
+                channel_id: "b".into(),
+            },
+        )
+        .unwrap();
+    h.advance(2 * S);
+    assert_eq!(
+        sent(&h.take()),
+        [
+            r#"{"type":"voice_join","channel_id":"a"}"#,
+            r#"{"type":"voice_leave","channel_id":"b"}"#
+        ]
+    );
+}
+
+#[test]
+fn voice_signalling_of_the_old_session_is_refused_after_a_drop() {
+    let mut h = Harness::new();
+    h.connect_ready();
+    h.drop_link();
+    let answer = ClientEvent::VoiceAnswer {
+        channel_id: "v".into(),
+        sdp: "x".into(),
+    };
+    assert!(matches!(
+        h.conn.send(h.now, answer),
+        Err(SendError::Offline(_))
+    ));
+}
+
+#[test]
+fn typing_is_coalesced_per_channel_not_lost() {
+    let mut h = live_with(&[], None);
+    let typing = ClientEvent::Typing {
+        channel_id: "c".into(),
+    };
+    for _ in 0..5 {
+        h.conn.send(h.now, typing.clone()).unwrap();
+        h.now += 100 * MS;
+    }
+    assert_eq!(sent(&h.take()).len(), 1);
+    h.advance(3 * S);
+    assert_eq!(sent(&h.take()), [r#"{"type":"typing","channel_id":"c"}"#]);
+}
+
+#[test]
+fn activity_is_rate_limited_to_the_latest_value() {
+    let mut h = live_with(&[], None);
+    for n in 0..3 {
+        h.conn
+            .send(
+                h.now,
+                ClientEvent::SetActivity {
+                    activity: serde_json::json!({"n": n}),
+                },
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        sent(&h.take()),
+        [r#"{"type":"set_activity","activity":{"n":0}}"#]
+    );
+    h.advance(10 * S);
+    assert_eq!(
+        sent(&h.take()),
+        [r#"{"type":"set_activity","activity":{"n":2}}"#]
+    );
+}
+
+// ----- subscriptions (DESIGN 3.3) ------------------------------------------------------------
+
+#[test]
+fn a_refused_subscription_is_removed_and_reported() {
+    let mut h = Harness::new();
+    h.subscribe("gone");
+    h.subscribe("ok");
+    h.connect_ready();
+    h.frame(r#"{"type":"error","code":"channel_not_found","message":"Channel not found"}"#);
+    h.frame(r#"{"type":"subscribed","channel_id":"ok"}"#);
+    let out = h.take();
+    assert!(events(&out).contains(&Event::SubscriptionRejected {
+        channel_id: "gone".into(),
+        code: "channel_not_found".into()
+    }));
+    assert_eq!(h.conn.subscriptions().collect::<Vec<_>>(), ["ok"]);
+    h.drop_link();
+    h.reconnect();
+    assert_eq!(
+        sent(&h.take()),
+        [r#"{"type":"subscribe","channel_id":"ok"}"#]
+    );
+}
+
+#[test]
+fn invalid_channel_ids_are_refused() {
+    let mut h = Harness::new();
+    assert!(h.conn.subscribe(h.now, "").is_err());
+    assert!(h.conn.subscribe(h.now, &"x".repeat(300)).is_err());
+    assert!(h.conn.subscribe(h.now, "a\nb").is_err());
+    assert_eq!(h.conn.subscriptions().count(), 0);
+}
+
+#[test]
+fn online_subscribe_and_unsubscribe_go_out_at_once() {
+    let mut h = live_with(&[], None);
+    h.subscribe("c");
+    h.conn.unsubscribe(h.now, "c");
+    assert_eq!(
+        sent(&h.take()),
+        [
+            r#"{"type":"subscribe","channel_id":"c"}"#,
+            r#"{"type":"unsubscribe","channel_id":"c"}"#
+        ]
+    );
+}
+
+// ----- time and determinism ---------------------------------------------------------------
+
+#[test]
+fn time_never_runs_backwards() {
+    let mut h = live_with(&[], None);
+    h.advance(30 * S);
+    let earlier = h.now - 20 * S;
+    h.conn.handle_timeout(earlier);
+    h.conn
+        .handle_frame(earlier, Bytes::from_static(br#"{"type":"pong"}"#));
+    assert!(h.conn.poll_timeout().is_some_and(|t| t > h.now));
+}
+
+#[test]
+fn the_same_seed_and_inputs_give_the_same_actions() {
+    let run = || {
+        let mut h = Harness::new();
+        h.subscribe("c");
+        h.connect_ready();
+        for _ in 0..5 {
+            h.drop_link();
+            h.reconnect();
+        }
+        h.advance(100 * S);
+        (h.elapsed(), format!("{:?}", h.log))
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn no_action_or_error_ever_shows_a_token() {
+    let mut h = Harness::new();
+    h.conn.set_credentials(
+        h.now,
+        Credentials::new("SECRET-A")
+            .with_refresh_token("SECRET-R")
+            .with_expires_in(S),
+    );
+    h.subscribe("c");
+    h.advance(2 * S);
+    h.connect();
+    h.conn
+        .handle_refresh(h.now, Ok(Credentials::new("SECRET-B")));
+    h.open();
+    h.ready();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    h.refuse(401, None);
+    let dump = format!("{:?} {:?}", h.log, h.conn);
+    assert!(!dump.contains("SECRET"), "{dump}");
+}
+
+#[test]
+fn history_results_for_unknown_requests_are_ignored() {
+    let mut h = live_with(&["c"], None);
+    h.answer_history(999, "garbage");
+    h.conn.handle_history(
+        h.now,
+        1000,
+        Err(HistoryError::Status {
+            status: 500,
+            retry_after: None,
+        }),
+    );
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn message_for_an_unwanted_channel_is_still_forwarded() {
+    let mut h = live_with(&[], None);
+    h.frame(&message_new("other", "m1", 1));
+    assert_eq!(delivered_ids(&h.take()), ["m1"]);
+    let _ = ServerEventKind::Pong;
+}
