@@ -117,6 +117,14 @@ pub enum CatchUpOutput {
     TokenRejected,
 }
 
+/// What a failed request leads to.
+enum Failure {
+    /// Try again, not before `after` when the server said so.
+    Retry { after: Option<Duration> },
+    /// The request cannot succeed (the channel is gone or forbidden).
+    GiveUp,
+}
+
 #[derive(Clone, Debug)]
 enum Req {
     InFlight(u64),
@@ -372,7 +380,9 @@ impl CatchUp {
         };
         let channel = channel.clone();
         let page = match response {
-            Ok(body) => HistoryPage::decode(body, self.config.max_body).map_err(|_| None),
+            // A body that is not a page (a proxy's HTML error, a truncated read) may not repeat.
+            Ok(body) => HistoryPage::decode(body, self.config.max_body)
+                .map_err(|_| Failure::Retry { after: None }),
             Err(HistoryError::Status {
                 status,
                 retry_after,
@@ -380,10 +390,12 @@ impl CatchUp {
                 if status == 401 {
                     self.out.push_back(CatchUpOutput::TokenRejected);
                 }
-                let permanent = matches!(status, 400 | 403 | 404 | 410);
-                Err(if permanent { None } else { Some(retry_after) })
+                Err(match status {
+                    400 | 403 | 404 | 410 => Failure::GiveUp,
+                    _ => Failure::Retry { after: retry_after },
+                })
             }
-            Err(HistoryError::Network) => Err(Some(None)),
+            Err(HistoryError::Network) => Err(Failure::Retry { after: None }),
         };
         match page {
             Ok(page) => self.on_page(now, &channel, page),
@@ -392,7 +404,7 @@ impl CatchUp {
         self.issue_due(now);
     }
 
-    fn on_failure(&mut self, now: Instant, channel: &Text, retry: Option<Option<Duration>>) {
+    fn on_failure(&mut self, now: Instant, channel: &Text, failure: Failure) {
         let (base, attempts) = (self.config.retry_base, self.config.max_attempts);
         let Some(c) = self.channels.get_mut(channel) else {
             return;
@@ -403,10 +415,10 @@ impl CatchUp {
             Sync::Live => return,
         };
         *failures += 1;
-        match retry {
-            Some(retry_after) if *failures < attempts => {
+        match failure {
+            Failure::Retry { after } if *failures < attempts => {
                 let backoff = base * 2u32.saturating_pow(*failures - 1);
-                *req = Req::RetryAt(now + retry_after.unwrap_or_default().max(backoff));
+                *req = Req::RetryAt(now + after.unwrap_or_default().max(backoff));
             }
             _ => {
                 if let Sync::Probe { report, .. } = c.sync {
@@ -599,5 +611,255 @@ impl CatchUp {
                 _ => 0,
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn msg(id: &str, sec: u32) -> String {
+        format!(r#"{{"id":"{id}","created_at":"2026-01-01T00:00:{sec:02}Z"}}"#)
+    }
+
+    fn live(ch: &str, id: &str, sec: u32) -> ServerEvent {
+        let json = format!(
+            r#"{{"type":"message_new","channel_id":"{ch}","message":{}}}"#,
+            msg(id, sec)
+        );
+        ServerEvent::decode(Bytes::from(json), 1 << 20).unwrap()
+    }
+
+    fn body(items: &[(&str, u32)], has_more: bool) -> Bytes {
+        let items: Vec<String> = items.iter().map(|(id, s)| msg(id, *s)).collect();
+        Bytes::from(format!(
+            r#"{{"items":[{}],"has_more":{has_more}}}"#,
+            items.join(",")
+        ))
+    }
+
+    fn drain(c: &mut CatchUp) -> Vec<CatchUpOutput> {
+        std::iter::from_fn(|| c.poll_output()).collect()
+    }
+
+    fn fetch_id(out: &[CatchUpOutput]) -> u64 {
+        out.iter()
+            .find_map(|o| match o {
+                CatchUpOutput::Fetch(r) => Some(r.id),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn delivered(out: &[CatchUpOutput]) -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                CatchUpOutput::Deliver(e) => match e.kind() {
+                    ServerEventKind::MessageNew { message, .. } => Some(message.id.to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A channel that was live with anchor `m1` and is now resubscribed after a drop.
+    fn reconnected() -> (CatchUp, Instant, Text) {
+        let t = t0();
+        let ch = Text::from("c");
+        let mut c = CatchUp::new(CatchUpConfig::default());
+        c.track(ch.clone(), None);
+        c.handle_subscribed(t, &ch);
+        let probe = fetch_id(&drain(&mut c));
+        c.handle_history(t, probe, Ok(body(&[("m1", 1)], true)));
+        assert!(drain(&mut c).is_empty(), "a probe delivers nothing");
+        c.handle_disconnect();
+        c.handle_subscribed(t, &ch);
+        (c, t, ch)
+    }
+
+    #[test]
+    fn first_subscribe_probes_with_limit_one_and_sets_the_anchor() {
+        let t = t0();
+        let ch = Text::from("c");
+        let mut c = CatchUp::new(CatchUpConfig::default());
+        c.track(ch.clone(), None);
+        assert_eq!(c.anchor(&ch), Some(&Anchor::Unknown));
+        c.handle_subscribed(t, &ch);
+        let out = drain(&mut c);
+        assert!(
+            matches!(&out[..], [CatchUpOutput::Fetch(r)] if r.limit == 1 && r.before.is_none())
+        );
+        c.handle_history(t, fetch_id(&out), Ok(body(&[("m9", 9)], true)));
+        assert!(matches!(c.anchor(&ch), Some(Anchor::Message { id, .. }) if id == "m9"));
+    }
+
+    #[test]
+    fn live_messages_are_held_during_catch_up_and_follow_the_gap() {
+        let (mut c, t, ch) = reconnected();
+        let req = fetch_id(&drain(&mut c));
+        assert!(c.is_catching_up(&ch));
+        c.handle_message(&ch, live("c", "m3", 3));
+        assert!(drain(&mut c).is_empty());
+        assert_eq!(c.held(), 1);
+        c.handle_history(t, req, Ok(body(&[("m3", 3), ("m2", 2), ("m1", 1)], true)));
+        let out = drain(&mut c);
+        assert_eq!(delivered(&out), ["m2", "m3"]);
+        assert_eq!(
+            out.last(),
+            Some(&CatchUpOutput::Resynced {
+                channel_id: ch.clone(),
+                recovered: 1,
+                complete: true
+            })
+        );
+        assert!(!c.is_catching_up(&ch));
+        assert_eq!(c.held(), 0);
+    }
+
+    #[test]
+    fn pages_are_walked_with_the_cursor_until_the_anchor() {
+        let (mut c, t, _ch) = reconnected();
+        let first = fetch_id(&drain(&mut c));
+        c.handle_history(t, first, Ok(body(&[("m5", 5), ("m4", 4)], true)));
+        let out = drain(&mut c);
+        let next = out.iter().find_map(|o| match o {
+            CatchUpOutput::Fetch(r) => Some(r.clone()),
+            _ => None,
+        });
+        let next = next.unwrap();
+        assert_eq!(next.before.as_ref().map(Text::as_str), Some("m4"));
+        c.handle_history(t, next.id, Ok(body(&[("m3", 3), ("m2", 2)], true)));
+        let next = fetch_id(&drain(&mut c));
+        c.handle_history(t, next, Ok(body(&[("m1", 1)], true)));
+        assert_eq!(delivered(&drain(&mut c)), ["m2", "m3", "m4", "m5"]);
+    }
+
+    #[test]
+    fn a_server_ignoring_the_cursor_cannot_loop_the_walk() {
+        let (mut c, t, ch) = reconnected();
+        let mut req = fetch_id(&drain(&mut c));
+        for _ in 0..3 {
+            c.handle_history(t, req, Ok(body(&[("m5", 5), ("m4", 4)], true)));
+            let out = drain(&mut c);
+            if out
+                .iter()
+                .any(|o| matches!(o, CatchUpOutput::Resynced { .. }))
+            {
+                assert!(out.contains(&CatchUpOutput::Resynced {
+                    channel_id: ch.clone(),
+                    recovered: 0,
+                    complete: false
+                }));
+                return;
+            }
+            req = fetch_id(&out);
+        }
+        panic!("the walk did not stop");
+    }
+
+    #[test]
+    fn permanent_errors_end_at_once_and_transient_ones_retry_with_backoff() {
+        let (mut c, t, ch) = reconnected();
+        let req = fetch_id(&drain(&mut c));
+        c.handle_history(
+            t,
+            req,
+            Err(HistoryError::Status {
+                status: 503,
+                retry_after: Some(Duration::from_secs(7)),
+            }),
+        );
+        assert!(drain(&mut c).is_empty());
+        assert_eq!(c.poll_timeout(), Some(t + Duration::from_secs(7)));
+        c.handle_timeout(t + Duration::from_secs(7));
+        let req = fetch_id(&drain(&mut c));
+        c.handle_history(
+            t,
+            req,
+            Err(HistoryError::Status {
+                status: 404,
+                retry_after: None,
+            }),
+        );
+        let out = drain(&mut c);
+        assert_eq!(
+            out,
+            [CatchUpOutput::Resynced {
+                channel_id: ch,
+                recovered: 0,
+                complete: false
+            }]
+        );
+    }
+
+    #[test]
+    fn a_401_asks_for_a_token_refresh() {
+        let (mut c, t, _ch) = reconnected();
+        let req = fetch_id(&drain(&mut c));
+        c.handle_history(
+            t,
+            req,
+            Err(HistoryError::Status {
+                status: 401,
+                retry_after: None,
+            }),
+        );
+        assert!(drain(&mut c).contains(&CatchUpOutput::TokenRejected));
+    }
+
+    #[test]
+    fn malformed_pages_count_as_failures_not_panics() {
+        let (mut c, t, _ch) = reconnected();
+        let req = fetch_id(&drain(&mut c));
+        c.handle_history(t, req, Ok(Bytes::from_static(b"<html>bad gateway</html>")));
+        assert!(c.poll_timeout().is_some(), "retry scheduled");
+    }
+
+    #[test]
+    fn too_many_held_events_end_the_catch_up_incomplete() {
+        let t = t0();
+        let ch = Text::from("c");
+        let mut c = CatchUp::new(CatchUpConfig {
+            max_held: 2,
+            ..CatchUpConfig::default()
+        });
+        c.track(ch.clone(), Some(Text::from("m0")));
+        c.handle_subscribed(t, &ch);
+        drain(&mut c);
+        for i in 1..=3 {
+            c.handle_message(&ch, live("c", &format!("m{i}"), i));
+        }
+        let out = drain(&mut c);
+        assert_eq!(delivered(&out), ["m1", "m2", "m3"]);
+        assert!(out.contains(&CatchUpOutput::Resynced {
+            channel_id: ch,
+            recovered: 0,
+            complete: false
+        }));
+    }
+
+    #[test]
+    fn stale_answers_after_a_disconnect_are_ignored() {
+        let (mut c, t, _ch) = reconnected();
+        let req = fetch_id(&drain(&mut c));
+        c.handle_disconnect();
+        c.handle_history(t, req, Ok(body(&[("m2", 2), ("m1", 1)], false)));
+        assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn recent_ids_forget_the_oldest_beyond_capacity() {
+        let mut r = RecentIds::new(2);
+        for id in ["a", "b", "c"] {
+            r.insert(Text::from(id));
+        }
+        assert!(!r.contains(&Text::from("a")));
+        assert!(r.contains(&Text::from("b")) && r.contains(&Text::from("c")));
     }
 }
