@@ -1,7 +1,11 @@
 //! Shared decoding helpers and the error type for bad input.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
 use bytes::Bytes;
-use serde_json::value::RawValue;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::text::Text;
 
@@ -104,34 +108,137 @@ pub(crate) fn first_token(s: &str) -> Option<u8> {
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
 }
 
-/// Reads a JSON string out of a raw value, as a slice of `owner` when it has no escapes.
-pub(crate) fn raw_str(owner: &Bytes, raw: &RawValue) -> Option<Text> {
-    if let Ok(s) = serde_json::from_str::<&str>(raw.get()) {
-        return Some(Text::slice_of(owner, s));
-    }
-    serde_json::from_str::<String>(raw.get())
-        .ok()
-        .map(Text::from)
-}
+/// A field the core reads only when it is a string. Any other JSON value is skipped without
+/// error, so an unknown event whose `channel_id` happens to be a number still decodes (and is
+/// forwarded untouched); a known event checks for `None` itself.
+#[derive(Default)]
+pub(crate) struct Lenient<'a>(pub(crate) Option<Cow<'a, str>>);
 
-/// Like [`raw_str`] for a required field of a known event.
-pub(crate) fn required_str(
-    owner: &Bytes,
-    raw: Option<&RawValue>,
-    event: &'static str,
-    field: &'static str,
-) -> Result<Text, DecodeError> {
-    raw.and_then(|r| raw_str(owner, r))
-        .ok_or(DecodeError::Field {
+impl Lenient<'_> {
+    /// The string as [`Text`]: a slice of `owner` when it had no escapes, else a copy.
+    pub(crate) fn text(&self, owner: &Bytes) -> Option<Text> {
+        match &self.0 {
+            Some(Cow::Borrowed(s)) => Some(Text::slice_of(owner, s)),
+            Some(Cow::Owned(s)) => Some(Text::from(s.as_str())),
+            None => None,
+        }
+    }
+
+    /// Like [`Lenient::text`] for a field a known event cannot do without.
+    pub(crate) fn required(
+        &self,
+        owner: &Bytes,
+        event: &'static str,
+        field: &'static str,
+    ) -> Result<Text, DecodeError> {
+        self.text(owner).ok_or(DecodeError::Field {
             event,
             field,
             expected: "string",
         })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Lenient<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LenientVisitor(PhantomData))
+    }
+}
+
+struct LenientVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for LenientVisitor<'a> {
+    type Value = Lenient<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Lenient(Some(Cow::Borrowed(v))))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Lenient(Some(Cow::Owned(v.to_owned()))))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Lenient(Some(Cow::Owned(v))))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        Lenient::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Lenient(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Lenient(None))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lenient_reads_strings_and_skips_everything_else() {
+        #[derive(serde::Deserialize)]
+        struct T<'a> {
+            #[serde(borrow)]
+            a: Lenient<'a>,
+        }
+        let text = |json: &str| {
+            let owner = Bytes::copy_from_slice(json.as_bytes());
+            let s = std::str::from_utf8(&owner).unwrap_or_default().to_owned();
+            serde_json::from_str::<T<'_>>(&s).map(|t| t.a.0.map(|c| c.into_owned()))
+        };
+        assert_eq!(text(r#"{"a":"x"}"#).ok().flatten().as_deref(), Some("x"));
+        assert_eq!(
+            text(r#"{"a":"\u0078"}"#).ok().flatten().as_deref(),
+            Some("x")
+        );
+        for other in [
+            "1",
+            "-1",
+            "1.5",
+            "true",
+            "null",
+            "[1,[2]]",
+            r#"{"b":{"c":1}}"#,
+        ] {
+            let v = text(&format!(r#"{{"a":{other}}}"#));
+            assert!(matches!(v, Ok(None)), "{other}");
+        }
+    }
 
     #[test]
     fn depth_counts_structure_not_brackets_in_strings() {

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::decode::{DecodeError, check_frame, first_token, raw_str};
+use super::decode::{DecodeError, Lenient, check_frame, first_token};
 use super::server::MessageHead;
 use crate::text::Text;
 
@@ -46,7 +46,7 @@ struct Envelope<'a> {
     #[serde(default)]
     has_more: Option<bool>,
     #[serde(borrow, default)]
-    next_cursor: Option<&'a RawValue>,
+    next_cursor: Lenient<'a>,
 }
 
 impl HistoryPage {
@@ -58,7 +58,7 @@ impl HistoryPage {
             Some(b'[') => (serde_json::from_str::<Vec<&RawValue>>(s)?, None, None),
             Some(b'{') => {
                 let env: Envelope<'_> = serde_json::from_str(s)?;
-                let cursor = env.next_cursor.and_then(|r| raw_str(&body, r));
+                let cursor = env.next_cursor.text(&body);
                 (env.items, env.has_more, cursor)
             }
             _ => {
@@ -72,7 +72,7 @@ impl HistoryPage {
             .map(|raw| {
                 Ok(HistoryItem {
                     json: Text::slice_of(&body, raw.get()),
-                    head: MessageHead::decode(&body, raw)?,
+                    head: MessageHead::decode(&body, raw.get())?,
                 })
             })
             .collect::<Result<Vec<_>, DecodeError>>()?;

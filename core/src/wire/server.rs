@@ -1,12 +1,14 @@
 //! Events the server sends, decoded lazily.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::value::RawValue;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::decode::{DecodeError, check_frame, first_token, raw_str, required_str};
+use super::decode::{DecodeError, Lenient, check_frame, first_token};
 use crate::text::Text;
 use crate::timestamp::Timestamp;
 
@@ -118,49 +120,119 @@ struct Head<'a> {
     #[serde(rename = "type", borrow)]
     ty: Cow<'a, str>,
     #[serde(borrow, default)]
-    channel_id: Option<&'a RawValue>,
+    channel_id: Lenient<'a>,
     #[serde(borrow, default)]
-    user_id: Option<&'a RawValue>,
+    user_id: Lenient<'a>,
     #[serde(borrow, default)]
-    message_id: Option<&'a RawValue>,
+    message_id: Lenient<'a>,
     #[serde(borrow, default)]
-    code: Option<&'a RawValue>,
+    code: Lenient<'a>,
+    /// An object in `message_new`, a string in `error`: read in the same single pass.
     #[serde(borrow, default)]
-    message: Option<&'a RawValue>,
+    message: MessageField<'a>,
+}
+
+/// The fields of a message object the core reads, found while the parser walks the frame
+/// once. `None` when the value is not an object.
+#[derive(Default)]
+pub(crate) struct MessageField<'a>(Option<RawHead<'a>>);
+
+#[derive(Default)]
+struct RawHead<'a> {
+    id: Lenient<'a>,
+    channel_id: Lenient<'a>,
+    created_at: Lenient<'a>,
 }
 
 #[derive(Deserialize)]
-struct RawMessageHead<'a> {
-    #[serde(borrow)]
-    id: &'a RawValue,
-    #[serde(borrow, default)]
-    channel_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    created_at: Option<&'a RawValue>,
+#[serde(field_identifier, rename_all = "snake_case")]
+enum MessageKey {
+    Id,
+    ChannelId,
+    CreatedAt,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MessageField<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = MessageField<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a message object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut head = RawHead::default();
+                while let Some(key) = map.next_key::<MessageKey>()? {
+                    match key {
+                        MessageKey::Id => head.id = map.next_value()?,
+                        MessageKey::ChannelId => head.channel_id = map.next_value()?,
+                        MessageKey::CreatedAt => head.created_at = map.next_value()?,
+                        MessageKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(MessageField(Some(head)))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MessageField(None))
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
+                Ok(MessageField(None))
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(MessageField(None))
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MessageField(None))
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MessageField(None))
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MessageField(None))
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MessageField(None))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(MessageField(None))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
 }
 
 impl MessageHead {
-    /// Reads a message object (from `message_new` or a REST history page).
-    pub(crate) fn decode(owner: &Bytes, raw: &RawValue) -> Result<Self, DecodeError> {
-        if first_token(raw.get()) != Some(b'{') {
-            return Err(DecodeError::Shape("message is not an object"));
-        }
-        let head: RawMessageHead<'_> = serde_json::from_str(raw.get())?;
-        let id = raw_str(owner, head.id).ok_or(DecodeError::Field {
-            event: "message",
-            field: "id",
-            expected: "string",
-        })?;
-        let channel_id = head.channel_id.and_then(|r| raw_str(owner, r));
-        let created_at = head
-            .created_at
-            .and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok())
-            .and_then(|s| Timestamp::parse(&s));
+    fn from_field(owner: &Bytes, field: &MessageField<'_>) -> Result<Self, DecodeError> {
+        let head = field
+            .0
+            .as_ref()
+            .ok_or(DecodeError::Shape("message is not an object"))?;
         Ok(Self {
-            id,
-            channel_id,
-            created_at,
+            id: head.id.required(owner, "message", "id")?,
+            channel_id: head.channel_id.text(owner),
+            created_at: head.created_at.0.as_deref().and_then(Timestamp::parse),
         })
+    }
+
+    /// Reads a message object (one item of a REST history page).
+    pub(crate) fn decode(owner: &Bytes, json: &str) -> Result<Self, DecodeError> {
+        let field: MessageField<'_> = serde_json::from_str(json)?;
+        Self::from_field(owner, &field)
     }
 }
 
@@ -191,55 +263,48 @@ impl ServerEvent {
     }
 
     fn understand(frame: &Bytes, ty: &Text, h: &Head<'_>) -> Result<ServerEventKind, DecodeError> {
-        let s = |raw, event, field| required_str(frame, raw, event, field);
-        let opt = |raw: Option<&RawValue>| raw.and_then(|r| raw_str(frame, r));
+        let s = |f: &Lenient<'_>, event, field| f.required(frame, event, field);
+        let opt = |f: &Lenient<'_>| f.text(frame);
         Ok(match ty.as_str() {
             "ready" => ServerEventKind::Ready {
-                user_id: s(h.user_id, "ready", "user_id")?,
+                user_id: s(&h.user_id, "ready", "user_id")?,
             },
             "pong" => ServerEventKind::Pong,
             "subscribed" => ServerEventKind::Subscribed {
-                channel_id: s(h.channel_id, "subscribed", "channel_id")?,
+                channel_id: s(&h.channel_id, "subscribed", "channel_id")?,
             },
             "unsubscribed" => ServerEventKind::Unsubscribed {
-                channel_id: s(h.channel_id, "unsubscribed", "channel_id")?,
+                channel_id: s(&h.channel_id, "unsubscribed", "channel_id")?,
             },
             "error" => ServerEventKind::Error {
-                code: s(h.code, "error", "code")?,
-                channel_id: opt(h.channel_id),
+                code: s(&h.code, "error", "code")?,
+                channel_id: opt(&h.channel_id),
             },
-            "message_new" => {
-                let raw = h.message.ok_or(DecodeError::Field {
-                    event: "message_new",
-                    field: "message",
-                    expected: "object",
-                })?;
-                ServerEventKind::MessageNew {
-                    channel_id: s(h.channel_id, "message_new", "channel_id")?,
-                    message: MessageHead::decode(frame, raw)?,
-                }
-            }
+            "message_new" => ServerEventKind::MessageNew {
+                channel_id: s(&h.channel_id, "message_new", "channel_id")?,
+                message: MessageHead::from_field(frame, &h.message)?,
+            },
             "message_edit" => ServerEventKind::MessageEdit {
-                channel_id: s(h.channel_id, "message_edit", "channel_id")?,
-                message_id: s(h.message_id, "message_edit", "message_id")?,
+                channel_id: s(&h.channel_id, "message_edit", "channel_id")?,
+                message_id: s(&h.message_id, "message_edit", "message_id")?,
             },
             "message_delete" => ServerEventKind::MessageDelete {
-                channel_id: s(h.channel_id, "message_delete", "channel_id")?,
-                message_id: s(h.message_id, "message_delete", "message_id")?,
+                channel_id: s(&h.channel_id, "message_delete", "channel_id")?,
+                message_id: s(&h.message_id, "message_delete", "message_id")?,
             },
             "typing_start" => ServerEventKind::TypingStart {
-                channel_id: s(h.channel_id, "typing_start", "channel_id")?,
-                user_id: s(h.user_id, "typing_start", "user_id")?,
+                channel_id: s(&h.channel_id, "typing_start", "channel_id")?,
+                user_id: s(&h.user_id, "typing_start", "user_id")?,
             },
             "typing_stop" => ServerEventKind::TypingStop {
-                channel_id: s(h.channel_id, "typing_stop", "channel_id")?,
-                user_id: s(h.user_id, "typing_stop", "user_id")?,
+                channel_id: s(&h.channel_id, "typing_stop", "channel_id")?,
+                user_id: s(&h.user_id, "typing_stop", "user_id")?,
             },
             "presence_update" => ServerEventKind::PresenceUpdate {
-                user_id: s(h.user_id, "presence_update", "user_id")?,
+                user_id: s(&h.user_id, "presence_update", "user_id")?,
             },
             t if t.starts_with("voice_") => ServerEventKind::Voice {
-                channel_id: opt(h.channel_id),
+                channel_id: opt(&h.channel_id),
             },
             _ => ServerEventKind::Other,
         })
