@@ -114,6 +114,8 @@ pub struct Auth {
     expires_at: Option<Instant>,
     refresh_at: Option<Instant>,
     in_flight: bool,
+    /// `set` was called while a refresh was in flight: its answer is stale.
+    superseded: bool,
     /// The server refused the current access token; only new credentials clear this.
     rejected: bool,
     ahead: f64,
@@ -121,6 +123,18 @@ pub struct Auth {
 
 /// Background refresh retry after a transient failure.
 const REFRESH_RETRY: Duration = Duration::from_secs(30);
+
+/// Longest token lifetime taken at its word (a year).
+const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// What became of a refresh answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The answer was applied.
+    Applied,
+    /// Credentials were replaced while it was in flight; the answer was dropped.
+    Superseded,
+}
 
 impl Auth {
     /// No credentials; refresh at `ahead` (0..1) of each token's life.
@@ -130,18 +144,29 @@ impl Auth {
             expires_at: None,
             refresh_at: None,
             in_flight: false,
+            superseded: false,
             rejected: false,
-            ahead: ahead.clamp(0.05, 1.0),
+            // NaN would pass `clamp` and panic in `mul_f64`; `Config::validate` refuses it,
+            // this keeps `Auth` safe on its own.
+            ahead: if ahead.is_finite() {
+                ahead.clamp(0.05, 1.0)
+            } else {
+                0.8
+            },
         }
     }
 
-    /// Installs credentials received at `now`.
+    /// Installs credentials received at `now`. A refresh still in flight is superseded: its
+    /// answer will not overwrite these.
     pub fn set(&mut self, now: Instant, creds: Credentials) {
-        self.expires_at = creds.expires_in.map(|d| now + d);
-        self.refresh_at = match (&creds.refresh_token, creds.expires_in) {
+        // A server-given lifetime is clamped so `Instant` arithmetic cannot overflow.
+        let life = creds.expires_in.map(|d| d.min(MAX_LIFETIME));
+        self.expires_at = life.map(|d| now + d);
+        self.refresh_at = match (&creds.refresh_token, life) {
             (Some(_), Some(life)) => Some(now + life.mul_f64(self.ahead)),
             _ => None,
         };
+        self.superseded = self.in_flight;
         self.creds = Some(creds);
         self.rejected = false;
     }
@@ -194,8 +219,15 @@ impl Auth {
     }
 
     /// The refresh finished. A rejected refresh token is forgotten, so it is never retried.
-    pub fn handle_refresh(&mut self, now: Instant, result: Result<Credentials, RefreshError>) {
+    pub fn handle_refresh(
+        &mut self,
+        now: Instant,
+        result: Result<Credentials, RefreshError>,
+    ) -> RefreshOutcome {
         self.in_flight = false;
+        if std::mem::take(&mut self.superseded) {
+            return RefreshOutcome::Superseded;
+        }
         match result {
             Ok(mut creds) => {
                 // A server may rotate refresh tokens or not; keep the old one if none came.
@@ -211,13 +243,11 @@ impl Auth {
                 self.refresh_at = None;
             }
             Err(RefreshError::Transient { retry_after }) => {
-                self.refresh_at = Some(
-                    now + retry_after
-                        .unwrap_or(REFRESH_RETRY)
-                        .max(Duration::from_secs(1)),
-                );
+                let wait = crate::close::clamp_wait(retry_after.unwrap_or(REFRESH_RETRY));
+                self.refresh_at = Some(now + wait.max(Duration::from_secs(1)));
             }
         }
+        RefreshOutcome::Applied
     }
 
     /// When the next background refresh is due.
@@ -300,6 +330,40 @@ mod tests {
         a.handle_refresh(t, Ok(Credentials::new("y")));
         assert_eq!(a.access_token().map(Secret::expose), Some("y"));
         assert!(a.can_refresh());
+    }
+
+    #[test]
+    fn new_credentials_win_over_a_refresh_in_flight() {
+        let t = t0();
+        let mut a = Auth::new(0.8);
+        a.set(t, Credentials::new("x").with_refresh_token("r"));
+        a.begin_refresh();
+        a.set(t, Credentials::new("from-login").with_refresh_token("r2"));
+        let out = a.handle_refresh(t, Ok(Credentials::new("late")));
+        assert_eq!(out, RefreshOutcome::Superseded);
+        assert_eq!(a.access_token().map(Secret::expose), Some("from-login"));
+        assert!(a.can_refresh());
+    }
+
+    #[test]
+    fn absurd_lifetimes_and_waits_do_not_overflow() {
+        let t = t0();
+        let mut a = Auth::new(f64::NAN);
+        a.set(
+            t,
+            Credentials::new("x")
+                .with_refresh_token("r")
+                .with_expires_in(Duration::MAX),
+        );
+        assert!(a.poll_timeout().is_some());
+        a.begin_refresh();
+        a.handle_refresh(
+            t,
+            Err(RefreshError::Transient {
+                retry_after: Some(Duration::MAX),
+            }),
+        );
+        assert!(a.poll_timeout().is_some());
     }
 
     #[test]

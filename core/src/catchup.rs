@@ -418,7 +418,8 @@ impl CatchUp {
         match failure {
             Failure::Retry { after } if *failures < attempts => {
                 let backoff = base * 2u32.saturating_pow(*failures - 1);
-                *req = Req::RetryAt(now + after.unwrap_or_default().max(backoff));
+                let after = crate::close::clamp_wait(after.unwrap_or_default());
+                *req = Req::RetryAt(now + after.max(backoff));
             }
             _ => {
                 if let Sync::Probe { report, .. } = c.sync {

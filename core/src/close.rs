@@ -107,8 +107,18 @@ pub enum Verdict {
 /// Default wait for a rate-limit close that does not say how long.
 const RATE_LIMIT_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// The longest wait a server can impose (`Retry-After`, rate-limit closes). A larger value is
+/// clamped: the client still retries within an hour, and `Instant` arithmetic stays far from
+/// overflow whatever the server sends.
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(3600);
+
+/// Clamps a wait the server asked for to [`MAX_SERVER_WAIT`].
+pub fn clamp_wait(d: Duration) -> Duration {
+    d.min(MAX_SERVER_WAIT)
+}
+
 impl Disconnect {
-    /// The verdict for this disconnect (see `docs/state-machine.md` for the table).
+    /// The verdict for this disconnect (see `docs/protocol.md` for the table).
     pub fn verdict(&self) -> Verdict {
         use ReconnectReason as R;
         let retry = |reason, min_wait| Verdict::Retry { reason, min_wait };
@@ -122,9 +132,9 @@ impl Disconnect {
                 408 => retry(R::ConnectFailed, None),
                 429 => retry(
                     R::RateLimited,
-                    Some(retry_after.unwrap_or(RATE_LIMIT_CLOSE_WAIT)),
+                    Some(clamp_wait(retry_after.unwrap_or(RATE_LIMIT_CLOSE_WAIT))),
                 ),
-                500..=599 => retry(R::ServerUnavailable, *retry_after),
+                500..=599 => retry(R::ServerUnavailable, retry_after.map(clamp_wait)),
                 _ => Verdict::Fail(FailReason::Rejected),
             },
             Self::Closed { code, reason } => match code {
@@ -161,7 +171,7 @@ fn seconds_in(reason: &str) -> Option<Duration> {
         .take(6)
         .collect();
     let secs: u64 = digits.parse().ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
+    Some(clamp_wait(Duration::from_secs(secs)))
 }
 
 #[cfg(test)]
@@ -242,6 +252,24 @@ mod tests {
             Verdict::Retry {
                 reason: ReconnectReason::RateLimited,
                 min_wait: Some(RATE_LIMIT_CLOSE_WAIT)
+            }
+        );
+    }
+
+    #[test]
+    fn absurd_retry_after_values_are_clamped() {
+        assert_eq!(
+            refused(429, Some(u64::MAX)),
+            Verdict::Retry {
+                reason: ReconnectReason::RateLimited,
+                min_wait: Some(MAX_SERVER_WAIT)
+            }
+        );
+        assert_eq!(
+            refused(503, Some(u64::MAX / 2)),
+            Verdict::Retry {
+                reason: ReconnectReason::ServerUnavailable,
+                min_wait: Some(MAX_SERVER_WAIT)
             }
         );
     }

@@ -32,6 +32,9 @@ pub enum ConfigError {
     /// Not http, https, ws or wss, or no host.
     #[error("server URL must be http(s):// or ws(s):// with a host, got `{0}`")]
     UnsupportedUrl(String),
+    /// A setting out of its range.
+    #[error("invalid setting: {0}")]
+    Invalid(&'static str),
     /// Plain text to a host that is not loopback, without `allow_insecure`.
     #[error(
         "refusing unencrypted {0}: use https/wss, or set allow_insecure for non-loopback hosts"
@@ -51,6 +54,9 @@ pub struct Config {
     pub allow_insecure: bool,
     /// Socket open plus `ready`. Default 10 s (Kaiku can take 2-4 s to send `ready`).
     pub handshake_timeout: Duration,
+    /// How long a connection attempt waits for a token refresh before backing off (the
+    /// refresh itself stays in flight). Default 40 s, above the REST client's 30 s timeout.
+    pub refresh_timeout: Duration,
     /// How long a graceful close waits for the peer's Close. Default 1 s.
     pub close_timeout: Duration,
     /// Largest inbound message; a larger one drops the link. Default 256 KiB.
@@ -84,6 +90,7 @@ impl Config {
             auth_mode: AuthMode::default(),
             allow_insecure: false,
             handshake_timeout: Duration::from_secs(10),
+            refresh_timeout: Duration::from_secs(40),
             close_timeout: Duration::from_secs(1),
             max_inbound_message: 256 * 1024,
             backoff: BackoffConfig::default(),
@@ -98,6 +105,22 @@ impl Config {
 
     /// Checks the rules that span fields (TLS unless loopback or explicitly allowed).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.refresh_ahead > 0.0 && self.refresh_ahead <= 1.0) {
+            return Err(ConfigError::Invalid("refresh_ahead must be in (0, 1]"));
+        }
+        if self.backoff.base.is_zero() || self.backoff.max < self.backoff.base {
+            return Err(ConfigError::Invalid("backoff needs 0 < base <= max"));
+        }
+        if self.heartbeat.interval.is_zero() || self.heartbeat.timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "heartbeat interval and timeout must be positive",
+            ));
+        }
+        if self.catch_up.page_size == 0 || self.queue.capacity == 0 {
+            return Err(ConfigError::Invalid(
+                "page size and queue capacity must be positive",
+            ));
+        }
         let plain = matches!(self.server.scheme(), "http" | "ws");
         if plain && !self.allow_insecure && !is_loopback(&self.server) {
             return Err(ConfigError::Insecure(
@@ -172,6 +195,19 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::Insecure(_))));
         c.allow_insecure = true;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused() {
+        let mut c = Config::new("http://localhost").unwrap();
+        c.refresh_ahead = f64::NAN;
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
+        let mut c = Config::new("http://localhost").unwrap();
+        c.backoff.base = Duration::ZERO;
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
+        let mut c = Config::new("http://localhost").unwrap();
+        c.heartbeat.interval = Duration::ZERO;
+        assert!(c.validate().is_err());
     }
 
     #[test]

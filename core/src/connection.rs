@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::action::{Action, Event, OpenRequest, RefreshRequest};
-use crate::auth::{Auth, Credentials, RefreshError};
+use crate::auth::{Auth, Credentials, RefreshError, RefreshOutcome};
 use crate::backoff::Backoff;
 use crate::catchup::{CatchUp, CatchUpOutput, HistoryError};
 use crate::close::{Disconnect, FailReason, ReconnectReason, Verdict};
@@ -75,8 +75,8 @@ enum Socket {
 
 #[derive(Clone, Debug)]
 enum Phase {
-    /// Waiting for a token refresh before opening.
-    Refreshing,
+    /// Waiting for a token refresh before opening, until `deadline`.
+    Refreshing { deadline: Instant },
     /// Socket requested or open, waiting for `ready` until `deadline`.
     Handshake { deadline: Instant },
 }
@@ -151,6 +151,7 @@ pub struct Connection {
     stats: Stats,
     rtt: Option<Duration>,
     user_id: Option<Text>,
+    last_status: Option<Status>,
 }
 
 impl Connection {
@@ -178,6 +179,7 @@ impl Connection {
             stats: Stats::default(),
             rtt: None,
             user_id: None,
+            last_status: None,
         })
     }
 
@@ -188,6 +190,14 @@ impl Connection {
     pub fn set_credentials(&mut self, now: Instant, credentials: Credentials) {
         let now = self.clamp(now);
         self.auth.set(now, credentials);
+        // An attempt waiting for a refresh can go on with these at once.
+        if let State::Connecting {
+            attempt,
+            phase: Phase::Refreshing { .. },
+        } = self.state
+        {
+            self.open(now, attempt);
+        }
     }
 
     /// Connects now. A no-op while connecting or connected; from `Reconnecting` it skips the
@@ -363,13 +373,12 @@ impl Connection {
             return;
         }
         self.stats.frames_in += 1;
-        let answered = match &mut self.state {
-            State::Connected(live) => live.heartbeat.handle_activity(now),
-            _ => None,
-        };
+        if let State::Connected(live) = &mut self.state {
+            live.heartbeat.handle_activity();
+        }
         if frame.len() > self.config.max_inbound_message {
             self.stats.oversized += 1;
-            self.close_socket(now, 1009, "message too large");
+            self.abort_socket();
             self.retry_later(now, ReconnectReason::MessageTooLarge, None);
             return;
         }
@@ -381,8 +390,10 @@ impl Connection {
             }
         };
         if matches!(event.kind(), ServerEventKind::Pong) {
-            if answered.is_some() {
-                self.rtt = answered;
+            if let State::Connected(live) = &mut self.state {
+                if let Some(rtt) = live.heartbeat.handle_pong(now) {
+                    self.rtt = Some(rtt);
+                }
             }
             return;
         }
@@ -393,12 +404,12 @@ impl Connection {
     /// Something other than a text frame arrived (binary, WebSocket ping/pong): the link is
     /// alive, nothing else.
     pub fn handle_activity(&mut self, now: Instant) {
-        let now = self.clamp(now);
+        let _ = self.clamp(now);
         if self.socket != Socket::Open {
             return;
         }
         if let State::Connected(live) = &mut self.state {
-            live.heartbeat.handle_activity(now);
+            live.heartbeat.handle_activity();
         }
     }
 
@@ -426,7 +437,7 @@ impl Connection {
                     self.auth.mark_rejected();
                     let attempt = self.attempt();
                     self.teardown();
-                    self.begin_refresh_for_connect(attempt);
+                    self.begin_refresh_for_connect(now, attempt);
                 } else {
                     self.fail(FailReason::Auth, http_status);
                 }
@@ -458,10 +469,12 @@ impl Connection {
             return;
         }
         let outcome = result.as_ref().map(|_| ()).map_err(|e| *e);
-        self.auth.handle_refresh(now, result);
+        if self.auth.handle_refresh(now, result) == RefreshOutcome::Superseded {
+            return;
+        }
         let State::Connecting {
             attempt,
-            phase: Phase::Refreshing,
+            phase: Phase::Refreshing { .. },
         } = self.state
         else {
             return;
@@ -501,6 +514,14 @@ impl Connection {
             } if now >= *deadline => {
                 self.abort_socket();
                 self.retry_later(now, ReconnectReason::HandshakeTimeout, None);
+            }
+            State::Connecting {
+                phase: Phase::Refreshing { deadline },
+                ..
+            } if now >= *deadline => {
+                // The refresh stays in flight: a late answer is still applied (the server may
+                // have rotated the refresh token), and the next attempt waits for it again.
+                self.retry_later(now, ReconnectReason::RefreshFailed, None);
             }
             State::Reconnecting {
                 attempt, retry_at, ..
@@ -577,7 +598,7 @@ impl Connection {
         }
         match &self.state {
             State::Connecting {
-                phase: Phase::Handshake { deadline },
+                phase: Phase::Handshake { deadline } | Phase::Refreshing { deadline },
                 ..
             } => add(Some(*deadline)),
             State::Reconnecting { retry_at, .. } => add(Some(*retry_at)),
@@ -695,30 +716,37 @@ impl Connection {
         }
     }
 
+    /// Changes state and tells the app, once per visible change (a refresh followed by the
+    /// socket open is one `connecting`).
     fn set_state(&mut self, state: State) {
         self.state = state;
-        self.actions
-            .push_back(Action::Emit(Event::Status(self.status())));
+        let status = self.status();
+        if self.last_status.as_ref() != Some(&status) {
+            self.last_status = Some(status.clone());
+            self.actions.push_back(Action::Emit(Event::Status(status)));
+        }
     }
 
     /// Begins connection attempt `attempt`: refresh first when the token is stale and can be
     /// refreshed, else open the socket.
     fn start_attempt(&mut self, now: Instant, attempt: u32) {
         if self.auth.is_stale(now) && (self.auth.can_refresh() || self.auth.is_refreshing()) {
-            self.begin_refresh_for_connect(attempt);
+            self.begin_refresh_for_connect(now, attempt);
         } else {
             self.open(now, attempt);
         }
     }
 
-    fn begin_refresh_for_connect(&mut self, attempt: u32) {
+    fn begin_refresh_for_connect(&mut self, now: Instant, attempt: u32) {
         self.abort_socket();
         if !self.auth.is_refreshing() {
             self.request_refresh();
         }
         self.set_state(State::Connecting {
             attempt,
-            phase: Phase::Refreshing,
+            phase: Phase::Refreshing {
+                deadline: now + self.config.refresh_timeout,
+            },
         });
     }
 
@@ -920,7 +948,7 @@ impl Connection {
     fn retry_later(&mut self, now: Instant, reason: ReconnectReason, min_wait: Option<Duration>) {
         self.teardown();
         let delay = self.backoff.next_delay(&mut self.rng);
-        let wait = delay.max(min_wait.unwrap_or_default());
+        let wait = delay.max(crate::close::clamp_wait(min_wait.unwrap_or_default()));
         self.stats.reconnects += 1;
         self.set_state(State::Reconnecting {
             attempt: self.backoff.retries(),

@@ -64,8 +64,13 @@ impl Heartbeat {
         }
     }
 
-    /// Something arrived: the link is alive. Returns the round trip when this answers a ping.
-    pub fn handle_activity(&mut self, now: Instant) -> Option<Duration> {
+    /// Something arrived: the link is alive.
+    pub fn handle_activity(&mut self) {
+        self.deadline = None;
+    }
+
+    /// A `pong` arrived: the link is alive; returns the round trip of the last ping.
+    pub fn handle_pong(&mut self, now: Instant) -> Option<Duration> {
         self.deadline = None;
         self.ping_sent_at
             .take()
@@ -94,10 +99,10 @@ impl Heartbeat {
     }
 
     fn sent(&mut self, now: Instant, timeout: Duration) {
+        self.ping_sent_at = Some(now);
         // An unanswered earlier ping keeps its (earlier) deadline.
         if self.deadline.is_none() {
             self.deadline = Some(now + timeout);
-            self.ping_sent_at = Some(now);
         }
     }
 
@@ -134,7 +139,7 @@ mod tests {
         assert_eq!(hb.handle_timeout(t + 29 * S), Beat::Idle);
         assert_eq!(hb.handle_timeout(t + 30 * S), Beat::Ping);
         assert_eq!(hb.poll_timeout(), t + 40 * S);
-        assert_eq!(hb.handle_activity(t + 31 * S), Some(S));
+        assert_eq!(hb.handle_pong(t + 31 * S), Some(S));
         assert_eq!(hb.poll_timeout(), t + 60 * S);
         assert_eq!(hb.handle_timeout(t + 60 * S), Beat::Ping);
     }
@@ -153,9 +158,19 @@ mod tests {
         let t = t0();
         let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
         hb.handle_timeout(t + 30 * S);
-        hb.handle_activity(t + 35 * S);
+        hb.handle_activity();
         assert!(!hb.is_awaiting());
         assert_eq!(hb.handle_timeout(t + 40 * S), Beat::Idle);
+    }
+
+    #[test]
+    fn rtt_is_measured_even_when_other_frames_arrive_first() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        hb.handle_timeout(t + 30 * S);
+        hb.handle_activity();
+        assert_eq!(hb.handle_pong(t + 30 * S + S / 2), Some(S / 2));
+        assert_eq!(hb.handle_pong(t + 32 * S), None, "one answer per ping");
     }
 
     #[test]

@@ -550,10 +550,10 @@ fn an_oversized_frame_drops_the_link_and_reconnects() {
     h.take();
     h.frame(&format!(r#"{{"type":"x","pad":"{}"}}"#, "a".repeat(2000)));
     let out = h.take();
-    assert!(out.contains(&Action::Close {
-        code: 1009,
-        reason: "message too large"
-    }));
+    assert!(
+        out.contains(&Action::Abort),
+        "dropped, not closed gracefully"
+    );
     assert!(matches!(
         h.conn.status(),
         Status::Reconnecting {
@@ -811,15 +811,14 @@ fn a_close_answered_in_time_needs_no_abort() {
 }
 
 #[test]
-fn never_two_sockets_when_a_retry_comes_before_the_close_linger_ends() {
+fn never_two_sockets_when_a_connect_comes_before_the_close_linger_ends() {
     let mut cfg = config();
-    cfg.max_inbound_message = 100;
     cfg.close_timeout = 10 * S;
     let mut h = Harness::with_config(cfg);
     h.connect_ready();
+    h.conn.disconnect(h.now);
     h.take();
-    h.frame(&format!(r#"{{"type":"x","p":"{}"}}"#, "a".repeat(200)));
-    h.until_open();
+    h.connect();
     let out = h.take();
     let abort = out
         .iter()
@@ -1143,6 +1142,107 @@ fn online_subscribe_and_unsubscribe_go_out_at_once() {
 }
 
 // ----- time and determinism ---------------------------------------------------------------
+
+#[test]
+fn a_refresh_that_never_answers_backs_off_instead_of_hanging() {
+    let mut h = Harness::new();
+    h.conn.set_credentials(
+        h.now,
+        Credentials::new("old")
+            .with_refresh_token("r")
+            .with_expires_in(S),
+    );
+    h.now += 2 * S;
+    h.connect();
+    assert!(
+        h.take()
+            .iter()
+            .any(|a| matches!(a, Action::RefreshToken(_)))
+    );
+    h.advance(40 * S);
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::RefreshFailed,
+            ..
+        }
+    ));
+    // The late answer is still applied, and the next attempt opens with it.
+    h.conn
+        .handle_refresh(h.now, Ok(Credentials::new("late").with_expires_in(900 * S)));
+    h.until_open();
+    let open = h
+        .take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Open(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(open.protocols[0].expose(), "access_token.late");
+}
+
+#[test]
+fn new_credentials_during_a_refresh_open_at_once_and_win() {
+    let mut h = Harness::new();
+    h.conn
+        .set_credentials(h.now, Credentials::new("old").with_refresh_token("r"));
+    h.connect();
+    h.refuse(401, None);
+    h.take();
+    h.conn.set_credentials(h.now, Credentials::new("relogin"));
+    let open = h
+        .take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Open(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(open.protocols[0].expose(), "access_token.relogin");
+    h.conn
+        .handle_refresh(h.now, Ok(Credentials::new("stale-refresh")));
+    h.open();
+    h.ready();
+    h.drop_link();
+    h.until_open();
+    let open = h
+        .take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Open(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(open.protocols[0].expose(), "access_token.relogin");
+}
+
+#[test]
+fn rtt_counts_from_the_last_ping_even_on_a_busy_link() {
+    let mut h = live_with(&[], None);
+    h.advance(30 * S);
+    h.now += 10 * MS;
+    h.frame(r#"{"type":"presence_update","user_id":"u","status":"online"}"#);
+    h.now += 10 * MS;
+    h.frame(r#"{"type":"pong"}"#);
+    assert_eq!(h.conn.rtt(), Some(20 * MS));
+}
+
+#[test]
+fn a_refresh_then_open_is_one_connecting_status() {
+    let mut h = Harness::new();
+    h.conn.set_credentials(
+        h.now,
+        Credentials::new("old")
+            .with_refresh_token("r")
+            .with_expires_in(S),
+    );
+    h.now += 2 * S;
+    h.connect();
+    h.conn.handle_refresh(h.now, Ok(Credentials::new("new")));
+    let names: Vec<&str> = statuses(&h.take()).iter().map(Status::name).collect();
+    assert_eq!(names, ["connecting"]);
+}
 
 #[test]
 fn time_never_runs_backwards() {
