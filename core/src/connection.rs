@@ -390,10 +390,10 @@ impl Connection {
             }
         };
         if matches!(event.kind(), ServerEventKind::Pong) {
-            if let State::Connected(live) = &mut self.state {
-                if let Some(rtt) = live.heartbeat.handle_pong(now) {
-                    self.rtt = Some(rtt);
-                }
+            if let State::Connected(live) = &mut self.state
+                && let Some(rtt) = live.heartbeat.handle_pong(now)
+            {
+                self.rtt = Some(rtt);
             }
             return;
         }
