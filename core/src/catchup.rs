@@ -298,8 +298,10 @@ impl CatchUp {
         self.issue_due(now);
     }
 
-    /// A live `message_new` for `channel`: delivered (once), or held while catching up.
-    pub fn handle_message(&mut self, channel: &Text, event: ServerEvent) {
+    /// A live event about `channel`: held while the channel catches up (so edits, deletes and
+    /// reactions cannot overtake the messages they refer to), else delivered, a `message_new`
+    /// only once.
+    pub fn handle_event(&mut self, channel: &Text, event: ServerEvent) {
         let max_held = self.config.max_held;
         let Some(c) = self.channels.get_mut(channel) else {
             // Not a tracked channel (e.g. unsubscribed a moment ago): forward as is.
@@ -705,7 +707,7 @@ mod tests {
         let (mut c, t, ch) = reconnected();
         let req = fetch_id(&drain(&mut c));
         assert!(c.is_catching_up(&ch));
-        c.handle_message(&ch, live("c", "m3", 3));
+        c.handle_event(&ch, live("c", "m3", 3));
         assert!(drain(&mut c).is_empty());
         assert_eq!(c.held(), 1);
         c.handle_history(t, req, Ok(body(&[("m3", 3), ("m2", 2), ("m1", 1)], true)));
@@ -834,7 +836,7 @@ mod tests {
         c.handle_subscribed(t, &ch);
         drain(&mut c);
         for i in 1..=3 {
-            c.handle_message(&ch, live("c", &format!("m{i}"), i));
+            c.handle_event(&ch, live("c", &format!("m{i}"), i));
         }
         let out = drain(&mut c);
         assert_eq!(delivered(&out), ["m1", "m2", "m3"]);

@@ -822,6 +822,21 @@ impl Connection {
     }
 
     fn dispatch(&mut self, now: Instant, event: ServerEvent) {
+        // Anything about a channel that is catching up waits behind its missed messages.
+        let held = match event.kind() {
+            ServerEventKind::Subscribed { .. }
+            | ServerEventKind::Unsubscribed { .. }
+            | ServerEventKind::Error { .. }
+            | ServerEventKind::MessageNew { .. } => None,
+            _ => event
+                .channel_id()
+                .filter(|c| self.catch_up.is_catching_up(c))
+                .cloned(),
+        };
+        if let Some(channel_id) = held {
+            self.catch_up.handle_event(&channel_id, event);
+            return;
+        }
         match event.kind() {
             ServerEventKind::Ready { user_id } => {
                 if matches!(
@@ -852,7 +867,7 @@ impl Connection {
             }
             ServerEventKind::MessageNew { channel_id, .. } => {
                 let channel_id = channel_id.clone();
-                self.catch_up.handle_message(&channel_id, event);
+                self.catch_up.handle_event(&channel_id, event);
                 return;
             }
             _ => {}

@@ -75,12 +75,25 @@ impl DeliveryQueue {
     /// while [`is_full`](Self::is_full).
     pub fn push(&mut self, event: Event) {
         let key = key_of(&event);
+        if key == Some(Key::Status) {
+            // Status is ordered against everything else (a `reconnecting` must not overtake
+            // the messages that arrived while connected): it folds only into a status that is
+            // the newest event waiting.
+            if let Some((Some(Key::Status), slot)) = self.items.back_mut() {
+                *slot = event;
+                self.coalesced += 1;
+            } else {
+                self.items.push_back((key, event));
+            }
+            return;
+        }
         if let Some(k) = &key {
-            if let Some(&pos) = self.index.get(k)
-                && let Some(slot) = pos
-                    .checked_sub(self.popped)
-                    .and_then(|i| usize::try_from(i).ok())
-                    .and_then(|i| self.items.get_mut(i))
+            if let Some(slot) = self
+                .index
+                .get(k)
+                .and_then(|pos| pos.checked_sub(self.popped))
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| self.items.get_mut(i))
             {
                 slot.1 = event;
                 self.coalesced += 1;
@@ -210,6 +223,20 @@ mod tests {
             Some(Event::Status(Status::Connecting { .. }))
         ));
         assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn a_status_never_overtakes_earlier_events() {
+        let mut q = DeliveryQueue::new(10);
+        q.push(Event::Status(Status::Connected));
+        q.push(msg("m1"));
+        q.push(Event::Status(Status::Disconnected));
+        q.push(Event::Status(Status::Connecting { attempt: 0 }));
+        let out: Vec<String> = std::iter::from_fn(|| q.pop()).map(|e| json(&e)).collect();
+        assert_eq!(out.len(), 3);
+        assert!(out[0].contains("Connected"));
+        assert!(out[1].contains("m1"));
+        assert!(out[2].contains("Connecting"));
     }
 
     #[test]

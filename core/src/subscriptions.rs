@@ -73,17 +73,23 @@ impl Subscriptions {
         out
     }
 
-    /// The server confirmed a channel. Returns true when that confirms a wanted channel.
+    /// The server confirmed a channel. Returns true when that newly confirms a wanted channel
+    /// (a repeated `subscribed` changes nothing).
+    ///
+    /// The server answers in order, so subscribes sent before this one that are still pending
+    /// were answered by something this table could not attribute (Kaiku's `message_error` for a
+    /// malformed id). They stop being candidates for later refusals, so an error is never pinned
+    /// on the wrong channel; they stay wanted and are tried again on the next connection.
     pub fn handle_subscribed(&mut self, channel: &Text) -> bool {
         if let Some(pos) = self.pending.iter().position(|c| c == channel) {
-            self.pending.remove(pos);
+            self.pending.drain(..=pos);
         }
         match self.wanted.get_mut(channel) {
-            Some(state) => {
+            Some(state) if *state == SubState::Pending => {
                 *state = SubState::Confirmed;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -288,6 +294,26 @@ mod tests {
         assert!(!s.is_wanted(&t("a")));
         assert!(s.handle_subscribed(&t("b")));
         assert_eq!(s.handle_error("forbidden", None), None);
+    }
+
+    #[test]
+    fn a_repeated_subscribed_confirms_nothing_new() {
+        let mut s = Subscriptions::default();
+        s.subscribe(t("a"), true);
+        assert!(s.handle_subscribed(&t("a")));
+        assert!(!s.handle_subscribed(&t("a")));
+        assert!(!s.handle_subscribed(&t("unknown")));
+    }
+
+    #[test]
+    fn an_unanswerable_pending_subscribe_never_takes_a_later_refusal() {
+        let mut s = Subscriptions::default();
+        s.subscribe(t("not-a-uuid"), true); // answered by message_error: no attribution
+        s.subscribe(t("b"), true);
+        s.subscribe(t("gone"), true);
+        assert!(s.handle_subscribed(&t("b")));
+        assert_eq!(s.handle_error("channel_not_found", None), Some(t("gone")));
+        assert!(s.is_wanted(&t("not-a-uuid")));
     }
 
     #[test]

@@ -327,6 +327,50 @@ fn a_drop_during_catch_up_restarts_it_from_the_same_anchor() {
     assert_eq!(delivered_ids(&h.log), ["m2", "m3"]);
 }
 
+#[test]
+fn edits_and_deletes_wait_behind_the_messages_being_caught_up() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.frame(r#"{"type":"message_edit","channel_id":"c","message_id":"m2","content":"x","edited_at":"2026-11-25T17:46:42.176549+00:00"}"#);
+    h.frame(r#"{"type":"reaction_add","channel_id":"c","message_id":"m2","emoji":"x"}"#);
+    h.frame(r#"{"type":"typing_start","channel_id":"other","user_id":"u"}"#);
+    let early: Vec<String> = server_events(&h.take())
+        .iter()
+        .map(|e| e.event_type().to_string())
+        .collect();
+    assert_eq!(
+        early,
+        ["typing_start"],
+        "only events about other channels pass"
+    );
+    h.answer_history(req[0].id, &page("c", &[("m2", 2), ("m1", 1)], false));
+    let order: Vec<String> = server_events(&h.take())
+        .iter()
+        .map(|e| e.event_type().to_string())
+        .collect();
+    assert_eq!(order, ["message_new", "message_edit", "reaction_add"]);
+}
+
+#[test]
+fn a_repeated_subscribed_does_not_restart_a_catch_up() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.frame(&message_new("c", "m3", 3));
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    assert!(fetches(&h.take()).is_empty());
+    h.answer_history(
+        req[0].id,
+        &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false),
+    );
+    assert_eq!(delivered_ids(&h.log), ["m2", "m3"]);
+}
+
 // ----- DESIGN 1.3 and 1.4: tokens -------------------------------------------------------
 
 #[test]

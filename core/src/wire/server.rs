@@ -101,7 +101,11 @@ pub enum ServerEventKind {
         channel_id: Option<Text>,
     },
     /// A type the core does not act on; forwarded untouched.
-    Other,
+    Other {
+        /// The event's `channel_id`, when it has a string one (so a channel that is catching
+        /// up can hold it in order with its messages).
+        channel_id: Option<Text>,
+    },
 }
 
 /// The part of a message object the core reads: identity, channel and creation time.
@@ -306,7 +310,9 @@ impl ServerEvent {
             t if t.starts_with("voice_") => ServerEventKind::Voice {
                 channel_id: opt(&h.channel_id),
             },
-            _ => ServerEventKind::Other,
+            _ => ServerEventKind::Other {
+                channel_id: opt(&h.channel_id),
+            },
         })
     }
 
@@ -345,6 +351,25 @@ impl ServerEvent {
     pub fn kind(&self) -> &ServerEventKind {
         &self.kind
     }
+
+    /// The channel the event is about, when it names one as a string.
+    pub fn channel_id(&self) -> Option<&Text> {
+        match &self.kind {
+            ServerEventKind::Subscribed { channel_id }
+            | ServerEventKind::Unsubscribed { channel_id }
+            | ServerEventKind::MessageNew { channel_id, .. }
+            | ServerEventKind::MessageEdit { channel_id, .. }
+            | ServerEventKind::MessageDelete { channel_id, .. }
+            | ServerEventKind::TypingStart { channel_id, .. }
+            | ServerEventKind::TypingStop { channel_id, .. } => Some(channel_id),
+            ServerEventKind::Error { channel_id, .. }
+            | ServerEventKind::Voice { channel_id }
+            | ServerEventKind::Other { channel_id } => channel_id.as_ref(),
+            ServerEventKind::Ready { .. }
+            | ServerEventKind::Pong
+            | ServerEventKind::PresenceUpdate { .. } => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -378,9 +403,12 @@ mod tests {
 
     #[test]
     fn unknown_types_pass_through_with_every_field() {
+        let with_channel =
+            decode(r#"{"type":"reaction_add","channel_id":"c","emoji":"x"}"#).unwrap();
+        assert_eq!(with_channel.channel_id().map(Text::as_str), Some("c"));
         let raw = r#"{"type":"reaction_add","channel_id":5,"emoji":"👍","extra":[null,{"a":1}]}"#;
         let e = decode(raw).unwrap();
-        assert_eq!(e.kind(), &ServerEventKind::Other);
+        assert_eq!(e.kind(), &ServerEventKind::Other { channel_id: None });
         assert_eq!(e.event_type(), "reaction_add");
         assert_eq!(e.json(), raw);
     }
