@@ -1,0 +1,117 @@
+//! Fault injection: the handle tests use to break the server on purpose.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Shared;
+use crate::ws::Out;
+
+/// Faults currently in force.
+#[derive(Debug, Default)]
+pub(crate) struct FaultState {
+    /// Refuse upgrades with this status (and `Retry-After` seconds) while `remaining` > 0.
+    pub refuse: Option<Refusal>,
+    /// Answer REST requests with 429 while `remaining` > 0.
+    pub rest_limit: Option<Refusal>,
+    /// New sockets start stalled.
+    pub stall_new: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Refusal {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    /// `None`: until cleared.
+    pub remaining: Option<u32>,
+}
+
+impl Refusal {
+    /// Takes one use; returns the refusal to apply, if any remains.
+    pub fn take(slot: &mut Option<Refusal>) -> Option<Refusal> {
+        let r = (*slot)?;
+        match r.remaining {
+            Some(0) => {
+                *slot = None;
+                None
+            }
+            Some(n) => {
+                *slot = Some(Refusal {
+                    remaining: Some(n - 1),
+                    ..r
+                });
+                Some(r)
+            }
+            None => Some(r),
+        }
+    }
+}
+
+/// Breaks the server on purpose. Cheap to clone; every method acts at once.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    shared: Arc<Shared>,
+}
+
+impl Faults {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Ends every socket abruptly: no close frame, the TCP connection just goes (clients see
+    /// 1006). Returns how many sockets were dropped.
+    pub fn drop_all(&self) -> usize {
+        self.shared.drop_all()
+    }
+
+    /// Stalls every open socket: TCP stays up, nothing is read or written any more (frames
+    /// for it are lost), as with a dead NAT mapping or a sleeping peer. With `new_too`, sockets
+    /// opened later start stalled as well, until [`clear`](Self::clear).
+    pub fn stall(&self, new_too: bool) -> usize {
+        self.shared.faults().stall_new = new_too;
+        let conns = self.shared.conns();
+        for c in conns.values() {
+            let _ = c.tx.send(Out::Stall);
+        }
+        conns.len()
+    }
+
+    /// Refuses the next `count` upgrades (all of them with `None`) with `status` and an
+    /// optional `Retry-After` in seconds. 401 refusals carry Kaiku's plain-text body.
+    pub fn refuse_upgrades(&self, status: u16, retry_after: Option<Duration>, count: Option<u32>) {
+        self.shared.faults().refuse = Some(crate::faults::Refusal {
+            status,
+            retry_after: retry_after.map(|d| d.as_secs()),
+            remaining: count,
+        });
+    }
+
+    /// Answers the next `count` REST requests (all with `None`) with 429 and `Retry-After`.
+    pub fn rate_limit_rest(&self, retry_after: Duration, count: Option<u32>) {
+        self.shared.faults().rest_limit = Some(Refusal {
+            status: 429,
+            retry_after: Some(retry_after.as_secs()),
+            remaining: count,
+        });
+    }
+
+    /// Sends a raw text frame to every open socket (garbage, unknown events, huge frames).
+    pub fn inject(&self, frame: &str) -> usize {
+        self.shared.broadcast_all(frame)
+    }
+
+    /// Every access token issued so far now reads as expired: REST answers 401
+    /// `TOKEN_EXPIRED`, upgrades 401. Refresh tokens keep working.
+    pub fn expire_tokens(&self) {
+        self.shared.store().expire_access_tokens();
+    }
+
+    /// Revokes every token, refresh tokens included: only a new login helps.
+    pub fn revoke_tokens(&self) {
+        self.shared.store().revoke_all();
+    }
+
+    /// Lifts every standing fault (refusals, rate limits, stalls of new sockets).
+    pub fn clear(&self) {
+        *self.shared.faults() = FaultState::default();
+    }
+}

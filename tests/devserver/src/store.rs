@@ -1,0 +1,360 @@
+//! In-memory data: users, tokens, channels and messages.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// A registered user.
+#[derive(Clone, Debug)]
+pub struct User {
+    /// User id.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// Shown name.
+    pub display_name: String,
+    password: String,
+    /// Presence status.
+    pub status: String,
+}
+
+#[derive(Clone, Debug)]
+struct TokenInfo {
+    user_id: String,
+    expires: SystemTime,
+    refresh: bool,
+}
+
+/// A stored message: its fields, kept as the REST object.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// Message id.
+    pub id: String,
+    /// Its channel.
+    pub channel_id: String,
+    /// Author's user id.
+    pub author_id: String,
+    /// Text.
+    pub content: String,
+    /// Creation time (strictly increasing across the server).
+    pub created_at: SystemTime,
+    /// Last edit.
+    pub edited_at: Option<SystemTime>,
+}
+
+/// A channel.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    /// Channel id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: SystemTime,
+    /// Oldest first.
+    pub messages: Vec<Message>,
+}
+
+/// Why a token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// Unknown, revoked, or the wrong kind of token.
+    Invalid,
+    /// Past its lifetime.
+    Expired,
+}
+
+/// Everything the server knows. Survives a simulated restart, like Kaiku's database.
+#[derive(Debug, Default)]
+pub struct Store {
+    users: BTreeMap<String, User>,
+    tokens: HashMap<String, TokenInfo>,
+    /// Channels by id.
+    pub channels: BTreeMap<String, Channel>,
+    next_id: u64,
+    last_time: Option<SystemTime>,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
+}
+
+/// RFC 3339 with microseconds and `Z`, as Kaiku's REST does.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// The `+00:00` spelling Kaiku uses in `message_edit`.
+pub fn rfc3339_offset(t: SystemTime) -> String {
+    let s = rfc3339(t);
+    format!("{}+00:00", s.trim_end_matches('Z'))
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new(access_ttl: Duration) -> Self {
+        Self {
+            access_ttl,
+            refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            ..Self::default()
+        }
+    }
+
+    /// A fresh UUID-shaped id (version 4 layout, sequential payload: easy to read in logs).
+    pub fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        let n = self.next_id;
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            (n.wrapping_mul(0x9E37_79B9) >> 8) as u32,
+            (n >> 16) as u16,
+            (n & 0xfff) as u16,
+            ((n >> 12) & 0xfff) as u16,
+            n
+        )
+    }
+
+    /// Wall-clock now, strictly increasing, so message order by time is total.
+    pub fn now(&mut self) -> SystemTime {
+        let mut t = SystemTime::now();
+        if let Some(last) = self.last_time
+            && t <= last
+        {
+            t = last + Duration::from_micros(1);
+        }
+        self.last_time = Some(t);
+        t
+    }
+
+    /// Adds a user; `None` when the name is taken.
+    pub fn register(&mut self, username: &str, password: &str, display_name: &str) -> Option<User> {
+        if self.users.values().any(|u| u.username == username) {
+            return None;
+        }
+        let id = self.new_id();
+        let user = User {
+            id: id.clone(),
+            username: username.to_owned(),
+            display_name: display_name.to_owned(),
+            password: password.to_owned(),
+            status: "online".into(),
+        };
+        self.users.insert(id, user.clone());
+        Some(user)
+    }
+
+    /// The user with these credentials.
+    pub fn login(&self, username: &str, password: &str) -> Option<User> {
+        self.users
+            .values()
+            .find(|u| u.username == username && u.password == password)
+            .cloned()
+    }
+
+    /// A user by id.
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.get(id)
+    }
+
+    /// A user by login name.
+    pub fn user_by_name(&self, username: &str) -> Option<&User> {
+        self.users.values().find(|u| u.username == username)
+    }
+
+    /// Sets a user's presence status.
+    pub fn set_status(&mut self, user_id: &str, status: &str) {
+        if let Some(u) = self.users.get_mut(user_id) {
+            u.status = status.to_owned();
+        }
+    }
+
+    fn jwt(&mut self, user_id: &str, typ: &str, ttl: Duration) -> String {
+        let now = SystemTime::now();
+        let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let exp = iat + ttl.as_secs();
+        let jti = self.new_id();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"typ":"JWT","alg":"none"}"#);
+        let claims = json!({"sub": user_id, "exp": exp, "iat": iat, "typ": typ, "jti": jti});
+        let payload = b64.encode(claims.to_string());
+        let token = format!("{header}.{payload}.devserver");
+        self.tokens.insert(
+            token.clone(),
+            TokenInfo {
+                user_id: user_id.to_owned(),
+                expires: now + ttl,
+                refresh: typ == "refresh",
+            },
+        );
+        token
+    }
+
+    /// A token response body: `{access_token, refresh_token, expires_in, token_type}`.
+    pub fn issue_tokens(&mut self, user_id: &str) -> Value {
+        let access = self.jwt(user_id, "access", self.access_ttl);
+        let refresh = self.jwt(user_id, "refresh", self.refresh_ttl);
+        json!({
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": self.access_ttl.as_secs(),
+            "token_type": "Bearer",
+            "setup_required": false,
+        })
+    }
+
+    fn check(&self, token: &str, refresh: bool) -> Result<String, TokenError> {
+        let info = self.tokens.get(token).ok_or(TokenError::Invalid)?;
+        if info.refresh != refresh {
+            return Err(TokenError::Invalid);
+        }
+        if SystemTime::now() >= info.expires {
+            return Err(TokenError::Expired);
+        }
+        Ok(info.user_id.clone())
+    }
+
+    /// The user of a valid access token.
+    pub fn check_access(&self, token: &str) -> Result<String, TokenError> {
+        self.check(token, false)
+    }
+
+    /// Rotates a refresh token: the old one is spent.
+    pub fn refresh(&mut self, refresh_token: &str) -> Result<Value, TokenError> {
+        let user = self.check(refresh_token, true)?;
+        self.tokens.remove(refresh_token);
+        Ok(self.issue_tokens(&user))
+    }
+
+    /// Revokes one token.
+    pub fn revoke(&mut self, token: &str) {
+        self.tokens.remove(token);
+    }
+
+    /// Every access token now reads as expired (refresh tokens keep working).
+    pub fn expire_access_tokens(&mut self) {
+        let past = SystemTime::now() - Duration::from_secs(1);
+        for t in self.tokens.values_mut().filter(|t| !t.refresh) {
+            t.expires = past;
+        }
+    }
+
+    /// Every token, access and refresh, is revoked: only a new login helps.
+    pub fn revoke_all(&mut self) {
+        self.tokens.clear();
+    }
+
+    /// Adds a channel.
+    pub fn create_channel(&mut self, name: &str) -> Channel {
+        let id = self.new_id();
+        let created_at = self.now();
+        let ch = Channel {
+            id: id.clone(),
+            name: name.to_owned(),
+            created_at,
+            messages: Vec::new(),
+        };
+        self.channels.insert(id, ch.clone());
+        ch
+    }
+
+    /// Stores a message (no broadcast; see `DevServer::post`).
+    pub fn post(&mut self, channel_id: &str, author_id: &str, content: &str) -> Option<Message> {
+        let id = self.new_id();
+        let created_at = self.now();
+        let ch = self.channels.get_mut(channel_id)?;
+        let m = Message {
+            id,
+            channel_id: channel_id.to_owned(),
+            author_id: author_id.to_owned(),
+            content: content.to_owned(),
+            created_at,
+            edited_at: None,
+        };
+        ch.messages.push(m.clone());
+        Some(m)
+    }
+
+    /// A message by id, for editing.
+    pub fn find_message(&mut self, id: &str) -> Option<&mut Message> {
+        self.channels
+            .values_mut()
+            .flat_map(|c| c.messages.iter_mut())
+            .find(|m| m.id == id)
+    }
+
+    /// Removes a message.
+    pub fn delete_message(&mut self, id: &str) -> Option<Message> {
+        for ch in self.channels.values_mut() {
+            if let Some(pos) = ch.messages.iter().position(|m| m.id == id) {
+                return Some(ch.messages.remove(pos));
+            }
+        }
+        None
+    }
+
+    /// A page of history, newest first: up to `limit` messages older than `before`.
+    /// Returns the items and whether older ones remain.
+    pub fn history(
+        &self,
+        channel_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Option<(Vec<&Message>, bool)> {
+        let ch = self.channels.get(channel_id)?;
+        let end = match before {
+            Some(b) => ch
+                .messages
+                .iter()
+                .position(|m| m.id == b)
+                .unwrap_or(ch.messages.len()),
+            None => ch.messages.len(),
+        };
+        let start = end.saturating_sub(limit);
+        let items: Vec<&Message> = ch.messages[start..end].iter().rev().collect();
+        Some((items, start > 0))
+    }
+
+    /// The REST message object (field order as Kaiku's REST answers).
+    pub fn message_json(&self, m: &Message) -> Value {
+        let author = self.user(&m.author_id);
+        json!({
+            "id": m.id,
+            "channel_id": m.channel_id,
+            "author": {
+                "id": m.author_id,
+                "username": author.map(|a| a.username.as_str()).unwrap_or("deleted"),
+                "display_name": author.map(|a| a.display_name.as_str()).unwrap_or("Deleted user"),
+                "avatar_url": null,
+                "status": author.map(|a| a.status.as_str()).unwrap_or("offline"),
+            },
+            "content": m.content,
+            "encrypted": false,
+            "attachments": [],
+            "reply_to": null,
+            "parent_id": null,
+            "thread_reply_count": 0,
+            "thread_last_reply_at": null,
+            "edited_at": m.edited_at.map(rfc3339),
+            "created_at": rfc3339(m.created_at),
+            "pinned": false,
+            "message_type": "user",
+        })
+    }
+
+    /// The REST channel object.
+    pub fn channel_json(&self, c: &Channel) -> Value {
+        json!({
+            "id": c.id,
+            "name": c.name,
+            "channel_type": "text",
+            "category_id": null,
+            "guild_id": null,
+            "topic": null,
+            "user_limit": null,
+            "position": 0,
+            "created_at": rfc3339(c.created_at),
+        })
+    }
+}

@@ -1,0 +1,264 @@
+//! The `/ws` endpoint: upgrade with Kaiku's auth rules, then one task per socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::faults::Refusal;
+use crate::{Conn, Shared};
+
+/// What the rest of the server tells a socket task.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// Send this text frame.
+    Text(String),
+    /// End the socket now, without a close frame.
+    Drop,
+    /// Stop reading and writing; keep TCP open.
+    Stall,
+}
+
+const MISSING_PROTOCOL: &str =
+    "Missing or invalid Sec-WebSocket-Protocol header. Expected: access_token.<jwt>";
+
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /ws`: checks faults and auth, then upgrades.
+pub(crate) async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    shared.upgrades.fetch_add(1, Ordering::Relaxed);
+    if let Some(r) = Refusal::take(&mut shared.faults().refuse) {
+        return refuse(r);
+    }
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .collect();
+    let protocol_token = offered
+        .iter()
+        .find_map(|p| p.strip_prefix("access_token."))
+        .filter(|_| shared.config.subprotocol_auth);
+    let query_token = query
+        .get("token")
+        .filter(|_| shared.config.query_auth)
+        .map(String::as_str);
+    let Some(token) = protocol_token.or(query_token) else {
+        return plain(StatusCode::UNAUTHORIZED, MISSING_PROTOCOL);
+    };
+    let user_id = match shared.store().check_access(token) {
+        Ok(u) => u,
+        Err(_) => return plain(StatusCode::UNAUTHORIZED, "Invalid token"),
+    };
+    let max = shared.config.max_message;
+    // Like Kaiku: select `access_token` when offered; offered only the token, select nothing.
+    ws.protocols(["access_token"])
+        .max_message_size(max)
+        .on_upgrade(move |socket| run(shared, user_id, socket))
+}
+
+fn refuse(r: Refusal) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut resp = if status == StatusCode::UNAUTHORIZED {
+        plain(status, "Invalid token")
+    } else {
+        (status, format!("refused by fault injection ({})", r.status)).into_response()
+    };
+    if let Some(secs) = r.retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// Client frames, parsed strictly as Kaiku does: an unknown type or a missing field is a
+/// `message_error`. Some fields are read only to validate the frame's shape.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ClientFrame {
+    Ping,
+    Subscribe { channel_id: String },
+    Unsubscribe { channel_id: String },
+    Typing { channel_id: String },
+    StopTyping { channel_id: String },
+    VoiceJoin { channel_id: String },
+    VoiceLeave { channel_id: String },
+    VoiceAnswer { channel_id: String },
+    VoiceIceCandidate { channel_id: String },
+    VoiceMute { channel_id: String },
+    VoiceUnmute { channel_id: String },
+    VoiceStats,
+    SetStatus { status: String },
+    SetActivity { activity: Value },
+    SetCustomStatus { custom_status: Value },
+}
+
+async fn run(shared: Arc<Shared>, user_id: String, socket: WebSocket) {
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    shared.conns().insert(
+        id,
+        Conn {
+            subs: Default::default(),
+            tx: tx.clone(),
+        },
+    );
+    let mut stalled = shared.faults().stall_new;
+    let delay = shared.config.ready_delay;
+    let ready = json!({"type": "ready", "user_id": user_id}).to_string();
+    let ready_tx = tx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = ready_tx.send(Out::Text(ready));
+    });
+    drop(tx);
+
+    let (mut sink, mut stream) = socket.split();
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Out::Text(t)) if !stalled => {
+                    if sink.send(Message::Text(Utf8Bytes::from(t))).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Out::Text(_)) => {} // lost in the stall
+                Some(Out::Stall) => stalled = true,
+                Some(Out::Drop) | None => break,
+            },
+            inbound = stream.next(), if !stalled => match inbound {
+                Some(Ok(Message::Text(text))) => handle(&shared, id, &user_id, text.as_str()),
+                Some(Ok(Message::Close(_))) => {
+                    // Kaiku never answers a Close: stop reading (so no reply is flushed) and
+                    // hold the socket until the client drops it or the server drops us.
+                    stalled = true;
+                }
+                Some(Ok(_)) => {} // binary, ping, pong: ignored, as Kaiku does
+                Some(Err(_)) | None => break,
+            },
+        }
+    }
+    shared.conns().remove(&id);
+    // Dropping sink and stream ends the TCP connection without a close frame.
+}
+
+fn reply(shared: &Shared, id: u64, frame: Value) {
+    if let Some(c) = shared.conns().get(&id) {
+        let _ = c.tx.send(Out::Text(frame.to_string()));
+    }
+}
+
+fn error(shared: &Shared, id: u64, code: &str, message: &str) {
+    reply(
+        shared,
+        id,
+        json!({"type": "error", "code": code, "message": message}),
+    );
+}
+
+fn handle(shared: &Shared, id: u64, user_id: &str, text: &str) {
+    let frame: ClientFrame = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => return error(shared, id, "message_error", &e.to_string()),
+    };
+    match frame {
+        ClientFrame::Ping => reply(shared, id, json!({"type": "pong"})),
+        ClientFrame::Subscribe { channel_id } => {
+            if !shared.store().channels.contains_key(&channel_id) {
+                return error(shared, id, "channel_not_found", "Channel not found");
+            }
+            if let Some(c) = shared.conns().get_mut(&id) {
+                c.subs.insert(channel_id.clone());
+            }
+            reply(
+                shared,
+                id,
+                json!({"type": "subscribed", "channel_id": channel_id}),
+            );
+        }
+        ClientFrame::Unsubscribe { channel_id } => {
+            if let Some(c) = shared.conns().get_mut(&id) {
+                c.subs.remove(&channel_id);
+            }
+            reply(
+                shared,
+                id,
+                json!({"type": "unsubscribed", "channel_id": channel_id}),
+            );
+        }
+        ClientFrame::Typing { channel_id } | ClientFrame::StopTyping { channel_id }
+            if !shared.store().channels.contains_key(&channel_id) =>
+        {
+            error(shared, id, "channel_not_found", "Channel not found");
+        }
+        ClientFrame::Typing { channel_id } => {
+            let f = json!({"type": "typing_start", "channel_id": channel_id, "user_id": user_id});
+            shared.broadcast(&channel_id, &f.to_string());
+        }
+        ClientFrame::StopTyping { channel_id } => {
+            let f = json!({"type": "typing_stop", "channel_id": channel_id, "user_id": user_id});
+            shared.broadcast(&channel_id, &f.to_string());
+        }
+        ClientFrame::SetStatus { status } => {
+            shared.store().set_status(user_id, &status);
+            let f = json!({"type": "presence_update", "user_id": user_id, "status": status});
+            shared.broadcast_all(&f.to_string());
+        }
+        ClientFrame::SetActivity { activity } => {
+            let f =
+                json!({"type": "rich_presence_update", "user_id": user_id, "activity": activity});
+            shared.broadcast_all(&f.to_string());
+        }
+        ClientFrame::SetCustomStatus { custom_status } => {
+            let f = json!({"type": "custom_status_update", "user_id": user_id, "custom_status": custom_status});
+            shared.broadcast_all(&f.to_string());
+        }
+        ClientFrame::VoiceJoin { channel_id } => {
+            let f =
+                json!({"type": "voice_user_joined", "channel_id": channel_id, "user_id": user_id});
+            shared.broadcast_all(&f.to_string());
+        }
+        ClientFrame::VoiceLeave { channel_id } => {
+            let f =
+                json!({"type": "voice_user_left", "channel_id": channel_id, "user_id": user_id});
+            shared.broadcast_all(&f.to_string());
+        }
+        ClientFrame::VoiceMute { channel_id } => {
+            let f =
+                json!({"type": "voice_user_muted", "channel_id": channel_id, "user_id": user_id});
+            shared.broadcast_all(&f.to_string());
+        }
+        ClientFrame::VoiceUnmute { channel_id } => {
+            let f =
+                json!({"type": "voice_user_unmuted", "channel_id": channel_id, "user_id": user_id});
+            shared.broadcast_all(&f.to_string());
+        }
+        ClientFrame::VoiceAnswer { .. }
+        | ClientFrame::VoiceIceCandidate { .. }
+        | ClientFrame::VoiceStats => {}
+    }
+}
