@@ -1,9 +1,39 @@
-//! Runs tether-core on tokio + tokio-tungstenite, with a REST client on reqwest.
+//! tether-tokio: runs [`tether_core::Connection`] on tokio and tokio-tungstenite, with a REST
+//! client on reqwest.
 //!
-//! Not built yet: this crate is a placeholder so the workspace has its final layout.
-//! See this crate's README for the issue that tracks it.
+//! One task owns the socket, the core and one timer, and carries out the core's actions;
+//! the app holds a cloneable [`Client`] handle and reads an [`Events`] stream. Nothing here
+//! decides anything the core decides: reconnects, heartbeats, catch-up and auth are the
+//! core's, the driver only does the I/O.
+//!
+//! ```no_run
+//! use tether_tokio::{Api, Client, ClientConfig};
+//! use tether_core::{Event, Secret};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let api = Api::new("https://chat.example.com")?;
+//! let credentials = api.login("alice", &Secret::new("password123")).await?;
+//! let (client, mut events) = Client::spawn(ClientConfig::new("https://chat.example.com")?, credentials)?;
+//! client.subscribe("239635b7-3d0d-4b53-8545-40410b608fb6").await?;
+//! client.connect()?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::Server(e) => println!("ws:{} {}", e.event_type(), e.json()),
+//!         Event::Status(s) => println!("status: {}", s.name()),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
-/// The version of the wire types this crate is meant to drive.
-pub use tether_core::PROTOCOL_VERSION;
+pub mod api;
+mod client;
+pub mod clock;
+
+pub use api::{Api, ApiError};
+pub use client::{Client, ClientConfig, ClientError, Events, with_jwt_expiry};
+pub use clock::Clock;
+pub use tether_core;

@@ -1,9 +1,123 @@
-//! End-to-end tests: drivers against the dev server over real loopback sockets.
-//!
-//! Not built yet: this crate is a placeholder so the workspace has its final layout.
-//! See this crate's README for the issue that tracks it.
+//! Helpers for the end-to-end tests in `tests/`: a dev server with a user and channels, a
+//! client logged in to it, and waits with deadlines (a test never hangs).
 
 #![warn(missing_docs)]
 
-/// The version of the wire types this crate is meant to drive.
-pub use tether_core::PROTOCOL_VERSION;
+use std::time::Duration;
+
+use tether_core::{Credentials, Event, ServerEventKind, Status};
+use tether_devserver::{DevServer, ServerConfig};
+use tether_tokio::{Client, ClientConfig, Events};
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A dev server with user `alice` (and `bob` to post as) and `channels` channels.
+#[derive(Debug)]
+pub struct World {
+    /// The server.
+    pub server: DevServer,
+    /// Channel ids.
+    pub channels: Vec<String>,
+    /// Alice's credentials.
+    pub alice: Credentials,
+}
+
+impl World {
+    /// Starts a server with `config` on a free loopback port.
+    pub async fn start(config: ServerConfig, channels: usize) -> Self {
+        let server = DevServer::start(([127, 0, 0, 1], 0).into(), config)
+            .await
+            .expect("dev server starts");
+        let alice = server.create_user("alice", "password123").expect("alice");
+        server.create_user("bob", "password123").expect("bob");
+        let alice = Credentials::from_token_response(alice.to_string().as_bytes()).expect("tokens");
+        let channels = (0..channels)
+            .map(|i| server.create_channel(&format!("c{i}")))
+            .collect();
+        Self {
+            server,
+            channels,
+            alice,
+        }
+    }
+
+    /// Client settings for this server with a fixed seed and fast timers for tests.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(&self.server.url()).expect("config");
+        c.core.seed = 7;
+        c.core.backoff.base = Duration::from_millis(100);
+        c.core.backoff.max = Duration::from_millis(800);
+        c
+    }
+
+    /// A client for alice with `config`, subscribed to every channel, connected.
+    pub async fn client(&self, config: ClientConfig) -> (Client, Events) {
+        let (client, events) = Client::spawn(config, self.alice.clone()).expect("spawn");
+        for ch in &self.channels {
+            client.subscribe(ch).await.expect("subscribe");
+        }
+        client.connect().expect("connect");
+        (client, events)
+    }
+}
+
+/// The next event, or a panic naming what was awaited.
+pub async fn next(events: &mut Events, what: &str) -> Event {
+    match tokio::time::timeout(WAIT, events.recv()).await {
+        Ok(Some(e)) => e,
+        Ok(None) => panic!("event stream ended while waiting for {what}"),
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// Reads events until `pred` matches one; returns everything read, the match last.
+pub async fn until(
+    events: &mut Events,
+    what: &str,
+    mut pred: impl FnMut(&Event) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        let e = next(events, what).await;
+        let done = pred(&e);
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// Waits for `connected` and for `n` `subscribed` confirmations.
+pub async fn until_live(events: &mut Events, n: usize) -> Vec<Event> {
+    let mut subscribed = 0;
+    let mut connected = false;
+    until(events, "connected and subscribed", |e| {
+        match e {
+            Event::Status(Status::Connected) => connected = true,
+            Event::Server(s) if matches!(s.kind(), ServerEventKind::Subscribed { .. }) => {
+                subscribed += 1
+            }
+            _ => {}
+        }
+        connected && subscribed >= n
+    })
+    .await
+}
+
+/// Message ids of the `message_new` events among `events`, in order, with their channel.
+pub fn messages(events: &[Event]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Server(s) => match s.kind() {
+                ServerEventKind::MessageNew {
+                    channel_id,
+                    message,
+                } => Some((channel_id.to_string(), message.id.to_string())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}

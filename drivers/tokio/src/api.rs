@@ -1,0 +1,409 @@
+//! The REST client: auth, channels and messages of a Kaiku-compatible server.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tether_core::wire::HistoryPage;
+use tether_core::{Credentials, Secret};
+use url::Url;
+
+/// Largest response body read (history pages of 100 large messages fit comfortably).
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Default request timeout.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a REST call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The server answered with an error status.
+    #[error("HTTP {status}: {code}: {message}")]
+    Http {
+        /// HTTP status.
+        status: u16,
+        /// The server's machine-readable code (`TOKEN_EXPIRED`, `CHANNEL_NOT_FOUND`, ...),
+        /// empty when the body had none.
+        code: String,
+        /// The server's message (or its plain-text body).
+        message: String,
+    },
+    /// 429: wait before trying again.
+    #[error("rate limited; retry after {retry_after:?}")]
+    RateLimited {
+        /// `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// No answer: connection refused, reset, TLS failure or timeout.
+    #[error("network error: {0}")]
+    Network(String),
+    /// An answer that is not what the API promises (bad JSON, wrong shape, too large).
+    #[error("unexpected response: {0}")]
+    Decode(String),
+    /// The base URL or a path could not form a URL.
+    #[error("invalid URL: {0}")]
+    Url(String),
+}
+
+impl ApiError {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Http { status, .. } => Some(*status),
+            Self::RateLimited { .. } => Some(429),
+            _ => None,
+        }
+    }
+
+    /// Whether the credentials were refused (401).
+    pub fn is_unauthorized(&self) -> bool {
+        self.status() == Some(401)
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Kaiku), clamped to an hour.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// Parses a `Retry-After` value given in seconds.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: u64 = value.trim().parse().ok()?;
+    Some(tether_core::close::clamp_wait(Duration::from_secs(secs)))
+}
+
+/// The REST API of one server. Cheap to clone (the connection pool is shared).
+#[derive(Clone, Debug)]
+pub struct Api {
+    http: reqwest::Client,
+    base: Url,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+impl Api {
+    /// A client for the server at `base` (`https://chat.example.com`), with a 30 s timeout.
+    pub fn new(base: &str) -> Result<Self, ApiError> {
+        Self::with_timeout(base, TIMEOUT)
+    }
+
+    /// Like [`Api::new`] with another timeout.
+    pub fn with_timeout(base: &str, timeout: Duration) -> Result<Self, ApiError> {
+        let mut base = Url::parse(base).map_err(|e| ApiError::Url(e.to_string()))?;
+        match base.scheme() {
+            "http" | "https" => {}
+            "ws" => base
+                .set_scheme("http")
+                .map_err(|_| ApiError::Url("scheme".into()))?,
+            "wss" => base
+                .set_scheme("https")
+                .map_err(|_| ApiError::Url("scheme".into()))?,
+            other => return Err(ApiError::Url(format!("unsupported scheme `{other}`"))),
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Network(e.to_string()))?;
+        Ok(Self { http, base })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&Secret>,
+    ) -> Result<RequestBuilder, ApiError> {
+        let url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| ApiError::Url(e.to_string()))?;
+        let mut req = self.http.request(method, url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t.expose());
+        }
+        Ok(req)
+    }
+
+    /// Sends a request and returns the body of a success, or the typed error.
+    async fn call(&self, req: RequestBuilder) -> Result<(StatusCode, Bytes), ApiError> {
+        let resp = req.send().await.map_err(network)?;
+        let status = resp.status();
+        let retry = retry_after(resp.headers());
+        let body = read_capped(resp, MAX_BODY).await?;
+        if status.is_success() {
+            return Ok((status, body));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(ApiError::RateLimited { retry_after: retry });
+        }
+        Err(error_from(status, &body))
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: RequestBuilder,
+    ) -> Result<T, ApiError> {
+        let (_, body) = self.call(req).await?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    async fn credentials(&self, req: RequestBuilder) -> Result<Credentials, ApiError> {
+        let (_, body) = self.call(req).await?;
+        Credentials::from_token_response(&body).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    /// `POST /auth/login`.
+    pub async fn login(&self, username: &str, password: &Secret) -> Result<Credentials, ApiError> {
+        let req = self
+            .request(Method::POST, "auth/login", None)?
+            .json(&json!({"username": username, "password": password.expose()}));
+        self.credentials(req).await
+    }
+
+    /// `POST /auth/register`.
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &Secret,
+    ) -> Result<Credentials, ApiError> {
+        let req = self
+            .request(Method::POST, "auth/register", None)?
+            .json(&json!({"username": username, "password": password.expose()}));
+        self.credentials(req).await
+    }
+
+    /// `POST /auth/refresh`.
+    pub async fn refresh(&self, refresh_token: &Secret) -> Result<Credentials, ApiError> {
+        let req = self
+            .request(Method::POST, "auth/refresh", None)?
+            .json(&json!({"refresh_token": refresh_token.expose()}));
+        self.credentials(req).await
+    }
+
+    /// `POST /auth/logout`.
+    pub async fn logout(&self, token: &Secret) -> Result<(), ApiError> {
+        self.call(self.request(Method::POST, "auth/logout", Some(token))?)
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /auth/me`.
+    pub async fn me(&self, token: &Secret) -> Result<Value, ApiError> {
+        self.json(self.request(Method::GET, "auth/me", Some(token))?)
+            .await
+    }
+
+    /// `GET /api/channels`.
+    pub async fn channels(&self, token: &Secret) -> Result<Vec<Value>, ApiError> {
+        self.json(self.request(Method::GET, "api/channels", Some(token))?)
+            .await
+    }
+
+    /// `POST /api/channels`.
+    pub async fn create_channel(&self, token: &Secret, name: &str) -> Result<Value, ApiError> {
+        let req = self
+            .request(Method::POST, "api/channels", Some(token))?
+            .json(&json!({"name": name}));
+        self.json(req).await
+    }
+
+    /// `GET /api/messages/channel/{id}?limit=&before=`: the raw body, for callers that keep
+    /// the server's JSON (the connection's catch-up does).
+    pub async fn messages_raw(
+        &self,
+        token: &Secret,
+        channel_id: &str,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Bytes, ApiError> {
+        let path = format!("api/messages/channel/{}", encode_segment(channel_id));
+        let mut req = self
+            .request(Method::GET, &path, Some(token))?
+            .query(&[("limit", limit.to_string())]);
+        if let Some(b) = before {
+            req = req.query(&[("before", b)]);
+        }
+        Ok(self.call(req).await?.1)
+    }
+
+    /// One page of history, newest first, in either response shape.
+    pub async fn messages(
+        &self,
+        token: &Secret,
+        channel_id: &str,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<HistoryPage, ApiError> {
+        let body = self.messages_raw(token, channel_id, before, limit).await?;
+        HistoryPage::decode(body, MAX_BODY).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    /// `POST /api/messages/channel/{id}`.
+    pub async fn post_message(
+        &self,
+        token: &Secret,
+        channel_id: &str,
+        content: &str,
+    ) -> Result<Value, ApiError> {
+        let path = format!("api/messages/channel/{}", encode_segment(channel_id));
+        let req = self
+            .request(Method::POST, &path, Some(token))?
+            .json(&json!({"content": content}));
+        self.json(req).await
+    }
+
+    /// `PATCH /api/messages/{id}`.
+    pub async fn edit_message(
+        &self,
+        token: &Secret,
+        message_id: &str,
+        content: &str,
+    ) -> Result<Value, ApiError> {
+        let path = format!("api/messages/{}", encode_segment(message_id));
+        let req = self
+            .request(Method::PATCH, &path, Some(token))?
+            .json(&json!({"content": content}));
+        self.json(req).await
+    }
+
+    /// `DELETE /api/messages/{id}`.
+    pub async fn delete_message(&self, token: &Secret, message_id: &str) -> Result<(), ApiError> {
+        let path = format!("api/messages/{}", encode_segment(message_id));
+        self.call(self.request(Method::DELETE, &path, Some(token))?)
+            .await?;
+        Ok(())
+    }
+}
+
+fn network(e: reqwest::Error) -> ApiError {
+    // reqwest errors name the URL, which never carries a token here (tokens go in headers).
+    ApiError::Network(e.to_string())
+}
+
+/// Percent-encodes one path segment (ids are UUIDs, but nothing from the caller is trusted).
+fn encode_segment(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// Reads a body up to `max` bytes; a larger body is an error, not an allocation.
+async fn read_capped(mut resp: Response, max: usize) -> Result<Bytes, ApiError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(ApiError::Decode(format!("body over {max} bytes")));
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(network)? {
+        if buf.len() + chunk.len() > max {
+            return Err(ApiError::Decode(format!("body over {max} bytes")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Both error body shapes: `{error: CODE, message}` (newer) and `{error: message, code}`
+/// (older); a plain-text body becomes the message.
+fn error_from(status: StatusCode, body: &[u8]) -> ApiError {
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody {
+            code: Some(code),
+            error,
+            message,
+        }) => (code, error.or(message).unwrap_or_default()),
+        Ok(ErrorBody {
+            error: Some(code),
+            message,
+            ..
+        }) => (code, message.unwrap_or_default()),
+        _ => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)])
+                .trim()
+                .to_owned();
+            (String::new(), text)
+        }
+    };
+    ApiError::Http {
+        status: status.as_u16(),
+        code,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_error_shapes_and_plain_text() {
+        let e = error_from(
+            StatusCode::UNAUTHORIZED,
+            br#"{"error":"TOKEN_EXPIRED","message":"Token expired"}"#,
+        );
+        assert!(
+            matches!(e, ApiError::Http { status: 401, ref code, ref message } if code == "TOKEN_EXPIRED" && message == "Token expired")
+        );
+        let e = error_from(
+            StatusCode::NOT_FOUND,
+            br#"{"error":"Channel not found","code":"CHANNEL_NOT_FOUND"}"#,
+        );
+        assert!(
+            matches!(e, ApiError::Http { ref code, ref message, .. } if code == "CHANNEL_NOT_FOUND" && message == "Channel not found")
+        );
+        let e = error_from(
+            StatusCode::BAD_REQUEST,
+            b"Failed to parse the request body as JSON",
+        );
+        assert!(
+            matches!(e, ApiError::Http { status: 400, ref code, ref message } if code.is_empty() && message.starts_with("Failed"))
+        );
+    }
+
+    #[test]
+    fn retry_after_is_seconds_and_clamped() {
+        assert_eq!(parse_retry_after("60"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("99999999999"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn base_urls_are_normalised() {
+        let a = Api::new("https://chat.example.com/base").unwrap();
+        assert_eq!(a.base().as_str(), "https://chat.example.com/base/");
+        let a = Api::new("wss://chat.example.com").unwrap();
+        assert_eq!(a.base().as_str(), "https://chat.example.com/");
+        assert!(Api::new("ftp://x").is_err());
+        assert!(Api::new("nonsense").is_err());
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    }
+}

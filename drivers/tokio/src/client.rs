@@ -1,0 +1,724 @@
+//! [`Client`]: one task that owns the socket, the core and one timer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tether_core::{
+    Action, ClientEvent, Config, ConfigError, Connection, Credentials, DeliveryQueue, Disconnect,
+    Event, HistoryError, HistoryRequest, InvalidChannel, OpenRequest, RefreshError, SendError,
+    Stats, Status, TransportError,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::api::{Api, ApiError};
+use crate::clock::Clock;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The core's settings (server URL, auth mode, timers, limits).
+    pub core: Config,
+    /// Events held for the app before the driver stops reading the socket. Default 1024.
+    pub event_capacity: usize,
+    /// REST request timeout. Default 30 s.
+    pub api_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for `server`, with jitter seeded from OS entropy so that two clients never
+    /// share a reconnect schedule. Set `core.seed` afterwards to replay a fixed schedule.
+    pub fn new(server: &str) -> Result<Self, ConfigError> {
+        let mut core = Config::new(server)?;
+        core.seed = os_seed();
+        Ok(Self {
+            core,
+            event_capacity: 1024,
+            api_timeout: crate::api::TIMEOUT,
+        })
+    }
+}
+
+/// 64 random bits from the OS, through std's randomly keyed hasher (no extra dependency).
+fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64,
+    );
+    h.finish()
+}
+
+/// Fills a token's lifetime from its JWT `exp` claim, reading the wall clock (the core may
+/// not). Use it on credentials that came without `expires_in`.
+pub fn with_jwt_expiry(credentials: Credentials) -> Credentials {
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    credentials.with_jwt_expiry(unix_now)
+}
+
+/// Why a [`Client`] call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The client task has ended (the client was shut down).
+    #[error("the connection task has ended")]
+    Closed,
+    /// The channel id was refused.
+    #[error(transparent)]
+    InvalidChannel(#[from] InvalidChannel),
+    /// The event was not taken (it is inside, handed back).
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+enum Command {
+    Connect,
+    Disconnect,
+    Subscribe {
+        channel_id: String,
+        newest: Option<String>,
+        reply: oneshot::Sender<Result<(), InvalidChannel>>,
+    },
+    Unsubscribe(String),
+    Send(ClientEvent, oneshot::Sender<Result<(), SendError>>),
+    SetCredentials(Credentials),
+    Stats(oneshot::Sender<(Stats, Option<Duration>)>),
+}
+
+/// Events for the app: a bounded, coalescing queue shared with the driver task.
+#[derive(Debug)]
+struct Inbox {
+    queue: Mutex<DeliveryQueue>,
+    readable: Notify,
+    writable: Notify,
+    closed: AtomicBool,
+}
+
+/// The app's end of the event queue. Read it steadily: while it is full the client stops
+/// reading the socket (typing and presence are coalesced first; messages are never dropped).
+#[derive(Debug)]
+pub struct Events {
+    inbox: Arc<Inbox>,
+}
+
+impl Events {
+    /// The next event; `None` once the client has shut down and everything was read.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            let notified = self.inbox.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(event) = self.inbox.queue.lock().await.pop() {
+                self.inbox.writable.notify_one();
+                return Some(event);
+            }
+            if self.inbox.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        let event = self.inbox.queue.try_lock().ok()?.pop();
+        if event.is_some() {
+            self.inbox.writable.notify_one();
+        }
+        event
+    }
+
+    /// Events replaced by a newer one of the same kind (typing, presence, status) so far.
+    pub async fn coalesced(&self) -> u64 {
+        self.inbox.queue.lock().await.coalesced()
+    }
+}
+
+/// A handle to one realtime connection. Cheap to clone; the connection ends when every
+/// handle is dropped.
+#[derive(Clone, Debug)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<Status>,
+    api: Api,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl Client {
+    /// Starts the connection task (disconnected until [`connect`](Self::connect)) and returns
+    /// the handle and the app's event stream. Must be called inside a tokio runtime.
+    pub fn spawn(
+        config: ClientConfig,
+        credentials: Credentials,
+    ) -> Result<(Self, Events), ConfigError> {
+        let api = Api::with_timeout(config.core.server.as_str(), config.api_timeout)
+            .map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
+        let clock = Clock::new();
+        let mut conn = Connection::new(config.core.clone())?;
+        conn.set_credentials(clock.now(), credentials);
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(Status::Disconnected);
+        let inbox = Arc::new(Inbox {
+            queue: Mutex::new(DeliveryQueue::new(config.event_capacity)),
+            readable: Notify::new(),
+            writable: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            conn,
+            clock,
+            api: api.clone(),
+            max_message: config.core.max_inbound_message,
+            socket: None,
+            connecting: None,
+            generation: 0,
+            internal_tx,
+            internal_rx,
+            rest: JoinSet::new(),
+            inbox: inbox.clone(),
+            status_tx,
+            commands: command_rx,
+        };
+        tokio::spawn(driver.run());
+        Ok((
+            Self {
+                commands,
+                status,
+                api,
+            },
+            Events { inbox },
+        ))
+    }
+
+    fn command(&self, c: Command) -> Result<(), ClientError> {
+        self.commands.send(c).map_err(|_| ClientError::Closed)
+    }
+
+    /// Connects (or retries now, when waiting to reconnect).
+    pub fn connect(&self) -> Result<(), ClientError> {
+        self.command(Command::Connect)
+    }
+
+    /// Closes the connection; subscriptions are kept for the next `connect`.
+    pub fn disconnect(&self) -> Result<(), ClientError> {
+        self.command(Command::Disconnect)
+    }
+
+    /// Wants a channel's events, now and after every reconnect.
+    pub async fn subscribe(&self, channel_id: &str) -> Result<(), ClientError> {
+        self.subscribe_inner(channel_id, None).await
+    }
+
+    /// Like [`subscribe`](Self::subscribe), catching up from the newest message the app shows.
+    pub async fn subscribe_from(
+        &self,
+        channel_id: &str,
+        newest_message_id: &str,
+    ) -> Result<(), ClientError> {
+        self.subscribe_inner(channel_id, Some(newest_message_id.to_owned()))
+            .await
+    }
+
+    async fn subscribe_inner(
+        &self,
+        channel_id: &str,
+        newest: Option<String>,
+    ) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Subscribe {
+            channel_id: channel_id.to_owned(),
+            newest,
+            reply,
+        })?;
+        Ok(rx.await.map_err(|_| ClientError::Closed)??)
+    }
+
+    /// Stops wanting a channel.
+    pub fn unsubscribe(&self, channel_id: &str) -> Result<(), ClientError> {
+        self.command(Command::Unsubscribe(channel_id.to_owned()))
+    }
+
+    /// Sends a client event under its offline policy (see `tether_core::outbound::Policy`).
+    pub async fn send(&self, event: ClientEvent) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Send(event, reply))?;
+        Ok(rx.await.map_err(|_| ClientError::Closed)??)
+    }
+
+    /// Replaces the credentials (after a new login, say).
+    pub fn set_credentials(&self, credentials: Credentials) -> Result<(), ClientError> {
+        self.command(Command::SetCredentials(credentials))
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Counters, and the last heartbeat round trip.
+    pub async fn stats(&self) -> Result<(Stats, Option<Duration>), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Stats(reply))?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// The REST client of the same server.
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// What the background work reports back to the driver task.
+enum Internal {
+    Connected(u64, Result<(Box<Ws>, Option<String>), Disconnect>),
+    WriterFailed(u64),
+    History(u64, Result<Bytes, HistoryError>),
+    Refresh(Result<Credentials, RefreshError>),
+}
+
+struct Socket {
+    generation: u64,
+    reader: SplitStream<Ws>,
+    writer: mpsc::UnboundedSender<Message>,
+    /// Aborted when the socket is dropped, so an abort really drops the TCP connection.
+    writer_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if let Some(t) = self.writer_task.take() {
+            t.abort();
+        }
+    }
+}
+
+struct Driver {
+    conn: Connection,
+    clock: Clock,
+    api: Api,
+    max_message: usize,
+    socket: Option<Socket>,
+    connecting: Option<tokio::task::JoinHandle<()>>,
+    generation: u64,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    rest: JoinSet<()>,
+    inbox: Arc<Inbox>,
+    status_tx: watch::Sender<Status>,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        loop {
+            let deadline = self.drain().await;
+            let full = self.inbox.queue.lock().await.is_full();
+            let sleep = tokio::time::sleep(deadline.map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(self.clock.now())
+            }));
+            tokio::pin!(sleep);
+            let reading = self.socket.is_some() && !full;
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                internal = self.internal_rx.recv() => {
+                    if let Some(i) = internal {
+                        self.internal(i);
+                    }
+                }
+                frame = next_frame(&mut self.socket), if reading => self.frame(frame),
+                () = self.inbox.writable.notified(), if full => {}
+                () = &mut sleep, if deadline.is_some() => {
+                    let now = self.clock.now();
+                    self.conn.handle_timeout(now);
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Carries out every pending action (through the core's one drain contract); returns the
+    /// next deadline.
+    async fn drain(&mut self) -> Option<std::time::Instant> {
+        let mut actions = Vec::new();
+        let deadline = tether_core::drain(&mut self.conn, |a| actions.push(a));
+        let mut events = Vec::new();
+        for action in actions {
+            match action {
+                Action::Open(req) => self.open(req),
+                Action::Send(text) => self.write(Message::Text(to_utf8(text))),
+                Action::Close { code, reason } => self.write(Message::Close(Some(CloseFrame {
+                    code: code.into(),
+                    reason: reason.into(),
+                }))),
+                Action::Abort => {
+                    self.socket = None;
+                    if let Some(c) = self.connecting.take() {
+                        c.abort();
+                    }
+                }
+                Action::FetchHistory(req) => self.fetch(req),
+                Action::RefreshToken(req) => self.refresh(req.refresh_token),
+                Action::Emit(event) => {
+                    if let Event::Status(s) = &event {
+                        tracing::debug!(status = s.name(), "status");
+                        self.status_tx.send_replace(s.clone());
+                    }
+                    events.push(event);
+                }
+                _ => {}
+            }
+        }
+        if !events.is_empty() {
+            let mut queue = self.inbox.queue.lock().await;
+            for e in events {
+                queue.push(e);
+            }
+            drop(queue);
+            self.inbox.readable.notify_one();
+        }
+        deadline
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = self.clock.now();
+        match c {
+            Command::Connect => {
+                // Credentials exist from `spawn`, so this cannot fail.
+                let _ = self.conn.connect(now);
+            }
+            Command::Disconnect => self.conn.disconnect(now),
+            Command::Subscribe {
+                channel_id,
+                newest,
+                reply,
+            } => {
+                let r = match newest {
+                    Some(n) => self.conn.subscribe_from(now, &channel_id, &n),
+                    None => self.conn.subscribe(now, &channel_id),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Unsubscribe(ch) => self.conn.unsubscribe(now, &ch),
+            Command::Send(event, reply) => {
+                let _ = reply.send(self.conn.send(now, event));
+            }
+            Command::SetCredentials(c) => self.conn.set_credentials(now, c),
+            Command::Stats(reply) => {
+                let _ = reply.send((self.conn.stats(), self.conn.rtt()));
+            }
+        }
+    }
+
+    fn open(&mut self, req: OpenRequest) {
+        tracing::debug!(url = %req.redacted_url(), "opening socket");
+        self.socket = None;
+        if let Some(c) = self.connecting.take() {
+            c.abort();
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let tx = self.internal_tx.clone();
+        let max = self.max_message;
+        self.connecting = Some(tokio::spawn(async move {
+            let result = connect(req, max).await;
+            let _ = tx.send(Internal::Connected(generation, result));
+        }));
+    }
+
+    fn write(&mut self, message: Message) {
+        if let Some(s) = &self.socket {
+            // A send error means the writer task ended; it reports that itself.
+            let _ = s.writer.send(message);
+        }
+    }
+
+    fn fetch(&mut self, req: HistoryRequest) {
+        let api = self.api.clone();
+        let tx = self.internal_tx.clone();
+        self.rest.spawn(async move {
+            let result = match &req.token {
+                Some(token) => api
+                    .messages_raw(
+                        token,
+                        req.channel_id.as_str(),
+                        req.before.as_ref().map(|b| b.as_str()),
+                        req.limit,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        ApiError::Http { status, .. } => HistoryError::Status {
+                            status,
+                            retry_after: None,
+                        },
+                        ApiError::RateLimited { retry_after } => HistoryError::Status {
+                            status: 429,
+                            retry_after,
+                        },
+                        _ => HistoryError::Network,
+                    }),
+                None => Err(HistoryError::Status {
+                    status: 401,
+                    retry_after: None,
+                }),
+            };
+            let _ = tx.send(Internal::History(req.id, result));
+        });
+    }
+
+    fn refresh(&mut self, token: tether_core::Secret) {
+        let api = self.api.clone();
+        let tx = self.internal_tx.clone();
+        self.rest.spawn(async move {
+            let result = match api.refresh(&token).await {
+                Ok(c) => Ok(with_jwt_expiry(c)),
+                Err(ApiError::Http {
+                    status: 400 | 401 | 403,
+                    ..
+                }) => Err(RefreshError::Rejected),
+                Err(ApiError::RateLimited { retry_after }) => {
+                    Err(RefreshError::Transient { retry_after })
+                }
+                Err(_) => Err(RefreshError::Transient { retry_after: None }),
+            };
+            let _ = tx.send(Internal::Refresh(result));
+        });
+    }
+
+    fn internal(&mut self, i: Internal) {
+        let now = self.clock.now();
+        match i {
+            Internal::Connected(generation, result) if generation == self.generation => {
+                self.connecting = None;
+                match result {
+                    Ok((ws, protocol)) => {
+                        let (sink, reader) = (*ws).split();
+                        let (writer, rx) = mpsc::unbounded_channel();
+                        let tx = self.internal_tx.clone();
+                        let writer_task = tokio::spawn(write_loop(sink, rx, tx, generation));
+                        self.socket = Some(Socket {
+                            generation,
+                            reader,
+                            writer,
+                            writer_task: Some(writer_task),
+                        });
+                        self.conn.handle_open(now, protocol.as_deref());
+                    }
+                    Err(why) => self.conn.handle_closed(now, why),
+                }
+            }
+            Internal::Connected(..) => {} // a connect the core already gave up on
+            Internal::WriterFailed(generation) => {
+                if self
+                    .socket
+                    .as_ref()
+                    .is_some_and(|s| s.generation == generation)
+                {
+                    self.socket = None;
+                    self.conn
+                        .handle_closed(now, Disconnect::Error(TransportError::Io));
+                }
+            }
+            Internal::History(id, result) => self.conn.handle_history(now, id, result),
+            Internal::Refresh(result) => self.conn.handle_refresh(now, result),
+        }
+    }
+
+    fn frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) {
+        let now = self.clock.now();
+        match frame {
+            Some(Ok(Message::Text(text))) => self.conn.handle_frame(now, Bytes::from(text)),
+            Some(Ok(Message::Close(frame))) => {
+                self.socket = None;
+                let (code, reason) = frame.map_or((None, String::new()), |f| {
+                    (Some(u16::from(f.code)), f.reason.to_string())
+                });
+                self.conn
+                    .handle_closed(now, Disconnect::Closed { code, reason });
+            }
+            Some(Ok(_)) => self.conn.handle_activity(now),
+            Some(Err(e)) => {
+                self.socket = None;
+                self.conn
+                    .handle_closed(now, disconnect_from(&e, Stage::Live));
+            }
+            None => {
+                self.socket = None;
+                self.conn.handle_closed(
+                    now,
+                    Disconnect::Closed {
+                        code: None,
+                        reason: String::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let now = self.clock.now();
+        self.conn.disconnect(now);
+        let _ = self.drain().await;
+        // Give the Close frame a moment to leave; the Kaiku server never answers it.
+        if let Some(mut socket) = self.socket.take() {
+            let task = socket.writer_task.take();
+            drop(socket); // closes the writer's queue: it flushes what is left, then ends
+            if let Some(task) = task {
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
+        }
+        self.rest.abort_all();
+        self.inbox.closed.store(true, Ordering::Release);
+        self.inbox.readable.notify_one();
+    }
+}
+
+/// Socket text is UTF-8 by construction; tungstenite re-checks, and an impossible failure
+/// sends an empty frame rather than panicking.
+fn to_utf8(text: tether_core::Text) -> Utf8Bytes {
+    Utf8Bytes::try_from(text.into_bytes()).unwrap_or_default()
+}
+
+async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<Message, tungstenite::Error>> {
+    match socket {
+        Some(s) => s.reader.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    failed: mpsc::UnboundedSender<Internal>,
+    generation: u64,
+) {
+    while let Some(message) = rx.recv().await {
+        // Batch what is already queued into one flush.
+        let mut result = sink.feed(message).await;
+        while result.is_ok() {
+            match rx.try_recv() {
+                Ok(m) => result = sink.feed(m).await,
+                Err(_) => break,
+            }
+        }
+        if result.is_err() || sink.flush().await.is_err() {
+            let _ = failed.send(Internal::WriterFailed(generation));
+            return;
+        }
+    }
+}
+
+/// Opens the socket: TCP (+ TLS for wss), the upgrade with our subprotocols, and the
+/// negotiated subprotocol. A refused upgrade reports its status and `Retry-After`.
+async fn connect(
+    req: OpenRequest,
+    max_message: usize,
+) -> Result<(Box<Ws>, Option<String>), Disconnect> {
+    let mut request = req
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| disconnect_from(&e, Stage::Connecting))?;
+    if !req.protocols.is_empty() {
+        let joined = req
+            .protocols
+            .iter()
+            .map(|p| p.expose())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let value = HeaderValue::from_str(&joined)
+            .map_err(|_| Disconnect::Error(TransportError::Protocol))?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", value);
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let (ws, response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .map_err(|e| disconnect_from(&e, Stage::Connecting))?;
+    let protocol = response
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((Box::new(ws), protocol))
+}
+
+/// Where a transport error happened: an I/O error while connecting means the server could
+/// not be reached; on a live socket, that the link broke.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Connecting,
+    Live,
+}
+
+/// Maps a tungstenite error to what the core needs to decide.
+fn disconnect_from(e: &tungstenite::Error, stage: Stage) -> Disconnect {
+    use tungstenite::Error as E;
+    use tungstenite::error::CapacityError;
+    match e {
+        E::Http(response) => Disconnect::Refused {
+            status: response.status().as_u16(),
+            retry_after: response
+                .headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::api::parse_retry_after),
+        },
+        E::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Disconnect::Error(TransportError::TooLarge)
+        }
+        E::Capacity(_)
+        | E::Protocol(_)
+        | E::Utf8(_)
+        | E::AttackAttempt
+        | E::HttpFormat(_)
+        | E::Url(_) => Disconnect::Error(TransportError::Protocol),
+        E::Tls(_) => Disconnect::Error(TransportError::Tls),
+        E::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            Disconnect::Error(TransportError::Tls)
+        }
+        E::Io(_) if stage == Stage::Connecting => Disconnect::Error(TransportError::Connect),
+        E::Io(_) => Disconnect::Error(TransportError::Io),
+        E::ConnectionClosed | E::AlreadyClosed => Disconnect::Closed {
+            code: None,
+            reason: String::new(),
+        },
+        _ => Disconnect::Error(TransportError::Io),
+    }
+}
