@@ -1,19 +1,185 @@
-//! The `tether` command.
+//! The `tether` command (DESIGN section 6 is its contract).
 //!
-//! Not built yet: the terminal driver, `serve`, `listen`, `send` and `history` arrive with
-//! issue #3. Until then the binary says so and exits with status 1.
+//! - `tether`: the dev server on a free loopback port with demo data, and an interactive
+//!   terminal chat on it;
+//! - `tether serve`: the dev server alone;
+//! - `tether listen`: connect, subscribe, print what arrives (`--json`: one line per event,
+//!   exactly what the Tauri plugin emits);
+//! - `tether send` and `tether history`: one REST call each.
+//!
+//! Exit codes: 0 success, 1 failure (network, server, connection given up), 2 rejected
+//! credentials, 64 bad usage. Errors are one line on stderr; logs go to stderr too.
 
-use std::io::Write;
+// A command-line program: writing to stdout and stderr is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod args;
+mod interactive;
+mod listen;
+mod rest;
+
 use std::process::ExitCode;
 
+use clap::Parser;
+use tether_core::Secret;
+use tether_tokio::{Api, ApiError};
+
+use crate::args::{Cli, Command, Login};
+
+/// A failure the command reports: one line, one exit code.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// Exit 1.
+    pub fn general(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: message.into(),
+        }
+    }
+
+    /// Exit 2: the server refused the credentials.
+    pub fn auth(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// From a REST error: 401 is a credentials failure, the rest general.
+    pub fn api(context: &str, e: &ApiError) -> Self {
+        if e.is_unauthorized() {
+            Self::auth(format!("{context}: credentials rejected ({e})"))
+        } else {
+            Self::general(format!("{context}: {e}"))
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let mut err = std::io::stderr().lock();
-    // A write error on stderr leaves nothing better to do than exit with the same code.
-    let _ = writeln!(
-        err,
-        "tether {}: the command is not built yet (protocol core {} only); see README.md",
-        env!("CARGO_PKG_VERSION"),
-        tether_core::PROTOCOL_VERSION
-    );
-    ExitCode::from(1)
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => 64,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logs(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("tether: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_logs(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,tether=debug",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        None => interactive::run().await,
+        Some(Command::Serve(a)) => serve(a).await,
+        Some(Command::Listen(a)) => listen::run(a).await,
+        Some(Command::Send(a)) => rest::send(a).await,
+        Some(Command::History(a)) => rest::history(a).await,
+    }
+}
+
+async fn serve(a: args::Serve) -> Result<(), Failure> {
+    let mut config = tether_devserver::ServerConfig::default();
+    config.demo = !a.no_demo;
+    config.query_auth = a.allow_query_auth;
+    let server = tether_devserver::DevServer::start(a.addr, config)
+        .await
+        .map_err(|e| Failure::general(format!("cannot listen on {}: {e}", a.addr)))?;
+    println!("listening on {}", server.url());
+    if !a.no_demo {
+        println!("demo users: alice, bob, carol (password: password123)");
+    }
+    wait_for_ctrl_c().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C / SIGINT, or SIGTERM on Unix).
+pub async fn wait_for_ctrl_c() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Credentials from `--token` or `--username/--password` (a login over REST).
+pub async fn credentials(api: &Api, login: &Login) -> Result<tether_core::Credentials, Failure> {
+    match (&login.token, &login.username, &login.password) {
+        (Some(token), _, _) => Ok(tether_tokio::with_jwt_expiry(
+            tether_core::Credentials::new(token.as_str()),
+        )),
+        (None, Some(user), Some(password)) => api
+            .login(user, &Secret::new(password.as_str()))
+            .await
+            .map(tether_tokio::with_jwt_expiry)
+            .map_err(|e| Failure::api("login failed", &e)),
+        _ => Err(Failure {
+            code: 64,
+            message: "give --token, or --username and --password".into(),
+        }),
+    }
+}
+
+/// The REST client for `--server`, with a clear error for a bad URL.
+pub fn api_for(server: &str) -> Result<Api, Failure> {
+    Api::new(server).map_err(|e| Failure {
+        code: 64,
+        message: format!("bad --server `{server}`: {e}"),
+    })
 }

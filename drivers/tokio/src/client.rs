@@ -571,6 +571,7 @@ impl Driver {
             }
             Some(Ok(_)) => self.conn.handle_activity(now),
             Some(Err(e)) => {
+                tracing::debug!(error = %e, "socket read failed");
                 self.socket = None;
                 self.conn
                     .handle_closed(now, disconnect_from(&e, Stage::Live));
@@ -702,6 +703,13 @@ fn disconnect_from(e: &tungstenite::Error, stage: Stage) -> Disconnect {
         },
         E::Capacity(CapacityError::MessageTooLong { .. }) => {
             Disconnect::Error(TransportError::TooLarge)
+        }
+        // The peer vanished without a close frame: what Kaiku's clients see as 1006.
+        E::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+            Disconnect::Closed {
+                code: None,
+                reason: String::new(),
+            }
         }
         E::Capacity(_)
         | E::Protocol(_)

@@ -1,0 +1,173 @@
+//! The names and payloads a frontend sees: the `ws:*` events the Kaiku frontend listens to.
+//!
+//! One mapping, used by every driver that talks to a UI (the Tauri plugin emits these; the
+//! `tether listen --json` command prints them), so they cannot drift apart:
+//!
+//! | event | emitted as |
+//! |---|---|
+//! | any server event | `ws:<type>` with the server's JSON, untouched |
+//! | status | `ws:status` with the full status object, then the legacy name: `ws:connecting`, `ws:connected`, `ws:disconnected` (payload `null`; `failed` is also `ws:disconnected`) or `ws:reconnecting` (payload: the attempt number) |
+//! | catch-up done | `ws:resynced` `{"channel_id","recovered","complete"}` |
+//! | subscription refused | `ws:subscription_rejected` `{"channel_id","code"}` |
+//! | voice session reset | `ws:voice_reset` `{"channel_id"}` |
+//! | accepted send dropped | `ws:send_dropped` with the client event |
+
+use serde_json::json;
+
+use crate::action::Event;
+use crate::status::Status;
+
+/// One event for a frontend: its name and its payload as JSON text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontendEvent {
+    /// `ws:<something>`.
+    pub name: String,
+    /// JSON text (`null` for the events that carry nothing).
+    pub payload: String,
+}
+
+impl FrontendEvent {
+    fn new(name: impl Into<String>, payload: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            payload: payload.into(),
+        }
+    }
+
+    /// One line of `tether listen --json`: `{"event":"<name>","payload":<payload>}`.
+    pub fn to_json_line(&self) -> String {
+        let name = serde_json::to_string(&self.name).unwrap_or_else(|_| "\"\"".into());
+        let mut line = String::with_capacity(self.payload.len() + name.len() + 24);
+        line.push_str(r#"{"event":"#);
+        line.push_str(&name);
+        line.push_str(r#","payload":"#);
+        line.push_str(&self.payload);
+        line.push('}');
+        line
+    }
+}
+
+/// The frontend events for one connection event, in emission order (one or two).
+pub fn frontend_events(event: &Event) -> Vec<FrontendEvent> {
+    match event {
+        Event::Server(e) => vec![FrontendEvent::new(
+            format!("ws:{}", e.event_type()),
+            e.json().as_str(),
+        )],
+        Event::Status(s) => {
+            let full = serde_json::to_string(s).unwrap_or_else(|_| "null".into());
+            let legacy = match s {
+                Status::Connecting { .. } => FrontendEvent::new("ws:connecting", "null"),
+                Status::Connected => FrontendEvent::new("ws:connected", "null"),
+                Status::Reconnecting { attempt, .. } => {
+                    FrontendEvent::new("ws:reconnecting", attempt.to_string())
+                }
+                _ => FrontendEvent::new("ws:disconnected", "null"),
+            };
+            vec![FrontendEvent::new("ws:status", full), legacy]
+        }
+        Event::Resynced {
+            channel_id,
+            recovered,
+            complete,
+        } => vec![FrontendEvent::new(
+            "ws:resynced",
+            json!({"channel_id": channel_id, "recovered": recovered, "complete": complete})
+                .to_string(),
+        )],
+        Event::SubscriptionRejected { channel_id, code } => vec![FrontendEvent::new(
+            "ws:subscription_rejected",
+            json!({"channel_id": channel_id, "code": code}).to_string(),
+        )],
+        Event::VoiceReset { channel_id } => vec![FrontendEvent::new(
+            "ws:voice_reset",
+            json!({ "channel_id": channel_id }).to_string(),
+        )],
+        Event::SendDropped(e) => vec![FrontendEvent::new("ws:send_dropped", e.to_json())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::close::ReconnectReason;
+    use crate::wire::ServerEvent;
+
+    fn lines(e: &Event) -> Vec<String> {
+        frontend_events(e)
+            .iter()
+            .map(FrontendEvent::to_json_line)
+            .collect()
+    }
+
+    #[test]
+    fn server_events_are_forwarded_verbatim_under_their_type() {
+        let raw = r#"{"type":"reaction_add","emoji":"👍","x":null}"#;
+        let e =
+            Event::Server(ServerEvent::decode(Bytes::from_static(raw.as_bytes()), 1024).unwrap());
+        assert_eq!(
+            lines(&e),
+            [format!(r#"{{"event":"ws:reaction_add","payload":{raw}}}"#)]
+        );
+    }
+
+    #[test]
+    fn status_gives_the_full_object_then_the_legacy_name() {
+        let e = Event::Status(Status::Reconnecting {
+            attempt: 2,
+            retry_in_ms: 1500,
+            reason: ReconnectReason::HeartbeatTimeout,
+        });
+        assert_eq!(
+            lines(&e),
+            [
+                r#"{"event":"ws:status","payload":{"status":"reconnecting","attempt":2,"retry_in_ms":1500,"reason":"heartbeat_timeout"}}"#,
+                r#"{"event":"ws:reconnecting","payload":2}"#,
+            ]
+        );
+        assert_eq!(
+            lines(&Event::Status(Status::Connected))[1],
+            r#"{"event":"ws:connected","payload":null}"#
+        );
+    }
+
+    #[test]
+    fn resynced_has_its_three_fields() {
+        let e = Event::Resynced {
+            channel_id: "c".into(),
+            recovered: 3,
+            complete: true,
+        };
+        assert_eq!(
+            lines(&e),
+            [
+                r#"{"event":"ws:resynced","payload":{"channel_id":"c","complete":true,"recovered":3}}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn every_line_is_json_with_both_keys() {
+        let events = [
+            Event::Status(Status::Disconnected),
+            Event::VoiceReset {
+                channel_id: "v".into(),
+            },
+            Event::SubscriptionRejected {
+                channel_id: "c".into(),
+                code: "forbidden".into(),
+            },
+        ];
+        for e in &events {
+            for line in lines(e) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                assert!(
+                    v.get("event").is_some() && v.get("payload").is_some(),
+                    "{line}"
+                );
+            }
+        }
+    }
+}

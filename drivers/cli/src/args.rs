@@ -1,0 +1,225 @@
+//! Command-line arguments.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// tether: a realtime chat connection that stays alive, correct and cheap.
+///
+/// With no command, starts a demo server on a free loopback port and an interactive chat
+/// on it.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about, long_about = None)]
+pub struct Cli {
+    /// More logs on stderr (-v, -vv). TETHER_LOG=<filter> overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Kaiku-compatible dev server; prints `listening on http://...`.
+    Serve(Serve),
+    /// Connect, subscribe and print what arrives until killed.
+    Listen(Listen),
+    /// Post a message.
+    Send(Send),
+    /// Print a channel's recent messages, oldest first.
+    History(History),
+}
+
+#[derive(Debug, Args)]
+pub struct Serve {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Start empty: no demo users and channels.
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Also accept `?token=` on the socket (older clients).
+    #[arg(long)]
+    pub allow_query_auth: bool,
+}
+
+/// How to authenticate.
+#[derive(Debug, Args)]
+pub struct Login {
+    /// HTTP base URL of the server (the socket is `/ws` on it).
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// An access token (JWT).
+    #[arg(long, env = "TETHER_TOKEN", hide_env_values = true, conflicts_with_all = ["username", "password"])]
+    pub token: Option<String>,
+    /// Log in with this user (with --password).
+    #[arg(long, requires = "password")]
+    pub username: Option<String>,
+    /// Password for --username.
+    #[arg(
+        long,
+        env = "TETHER_PASSWORD",
+        hide_env_values = true,
+        requires = "username"
+    )]
+    pub password: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AuthMode {
+    /// `Sec-WebSocket-Protocol: access_token.<jwt>, access_token` (current Kaiku).
+    Subprotocol,
+    /// `?token=<jwt>` (older servers).
+    Query,
+}
+
+#[derive(Debug, Args)]
+pub struct Listen {
+    #[command(flatten)]
+    pub login: Login,
+    /// Channel to subscribe to (repeatable).
+    #[arg(long = "channel", value_name = "ID")]
+    pub channels: Vec<String>,
+    /// One JSON object per line: {"event":"ws:...","payload":...}.
+    #[arg(long)]
+    pub json: bool,
+    /// How the token reaches the socket.
+    #[arg(long, value_enum, default_value_t = AuthMode::Subprotocol)]
+    pub auth: AuthMode,
+    /// Seconds between heartbeat pings.
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub heartbeat_interval: Option<f64>,
+    /// Seconds of silence after a ping before the link is declared dead.
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub heartbeat_timeout: Option<f64>,
+    /// First reconnect delay cap, in milliseconds.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_base: Option<u64>,
+    /// Largest reconnect delay cap, in milliseconds.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_max: Option<u64>,
+    /// Allow ws:// (http://) to a host that is not loopback.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds in (0, 86400]")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct Send {
+    #[command(flatten)]
+    pub login: Login,
+    /// Channel to post in.
+    #[arg(long, value_name = "ID")]
+    pub channel: String,
+    /// The message.
+    pub text: String,
+}
+
+#[derive(Debug, Args)]
+pub struct History {
+    #[command(flatten)]
+    pub login: Login,
+    /// Channel to read.
+    #[arg(long, value_name = "ID")]
+    pub channel: String,
+    /// How many messages (1-100).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: u32,
+    /// One message object per line, as the server sent it.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn listen_takes_every_flag_of_the_contract() {
+        let cli = Cli::try_parse_from([
+            "tether",
+            "listen",
+            "--server",
+            "http://127.0.0.1:1",
+            "--token",
+            "t",
+            "--channel",
+            "a",
+            "--channel",
+            "b",
+            "--json",
+            "--auth",
+            "query",
+            "--heartbeat-interval",
+            "2",
+            "--heartbeat-timeout",
+            "1.5",
+            "--backoff-base",
+            "100",
+            "--backoff-max",
+            "1000",
+        ]);
+        let Ok(Cli {
+            command: Some(Command::Listen(l)),
+            ..
+        }) = cli
+        else {
+            panic!("parse failed: {cli:?}");
+        };
+        assert_eq!(l.channels, ["a", "b"]);
+        assert!(l.json);
+        assert_eq!(l.heartbeat_timeout, Some(1.5));
+    }
+
+    #[test]
+    fn token_and_password_logins_exclude_each_other() {
+        let r = Cli::try_parse_from([
+            "tether",
+            "listen",
+            "--server",
+            "http://x",
+            "--token",
+            "t",
+            "--username",
+            "u",
+            "--password",
+            "p",
+        ]);
+        assert!(r.is_err());
+        assert!(
+            Cli::try_parse_from([
+                "tether",
+                "listen",
+                "--server",
+                "http://x",
+                "--username",
+                "u"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "tether",
+                "listen",
+                "--server",
+                "http://x",
+                "--heartbeat-interval",
+                "0"
+            ])
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! `tether` with no arguments: a demo server on a free loopback port and a line-based chat on
+//! it, with commands that break the connection on purpose so you can watch it recover.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tether_core::{Event, Secret, Status};
+use tether_devserver::{DevServer, ServerConfig};
+use tether_tokio::{Client, ClientConfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::listen::{describe_status, human, short};
+use crate::{Failure, wait_for_ctrl_c};
+
+const HELP: &str = "\
+type a line to post it in the current channel, or a command:
+  /channels          list channels (* = current)
+  /join NAME         switch the current channel
+  /status            connection status, round-trip time, counters
+  /drop              drop every socket abruptly (watch the reconnect and catch-up)
+  /stall             freeze every socket silently (the heartbeat notices)
+  /restart [SECS]    restart the server (default 2 s down): subscriptions are replayed
+  /refuse CODE [N]   refuse the next N upgrades with HTTP CODE (default N = 3)
+  /expire            expire every access token (the client refreshes)
+  /help              this text
+  /quit              leave";
+
+struct Chat {
+    server: DevServer,
+    client: Client,
+    token: Secret,
+    channels: Vec<(String, String)>,
+    current: usize,
+}
+
+pub async fn run() -> Result<(), Failure> {
+    let mut config = ServerConfig::default();
+    config.demo = true;
+    let server = DevServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+        .map_err(|e| Failure::general(format!("cannot start the dev server: {e}")))?;
+    let url = server.url();
+    let api = tether_tokio::Api::new(&url).map_err(|e| Failure::general(e.to_string()))?;
+    let creds = api
+        .login("alice", &Secret::new("password123"))
+        .await
+        .map_err(|e| Failure::api("demo login", &e))?;
+    let token = creds.access_token.clone();
+    let channels: Vec<(String, String)> = api
+        .channels(&token)
+        .await
+        .map_err(|e| Failure::api("listing channels", &e))?
+        .iter()
+        .filter_map(|c| Some((c["id"].as_str()?.to_owned(), c["name"].as_str()?.to_owned())))
+        .collect();
+    let mut cfg = ClientConfig::new(&url).map_err(|e| Failure::general(e.to_string()))?;
+    // Fast enough to watch: a dead link is noticed within 8 s, retries stay under 5 s.
+    cfg.core.heartbeat.interval = Duration::from_secs(5);
+    cfg.core.heartbeat.timeout = Duration::from_secs(3);
+    cfg.core.backoff.max = Duration::from_secs(5);
+    let (client, mut events) =
+        Client::spawn(cfg, creds).map_err(|e| Failure::general(e.to_string()))?;
+    for (id, _) in &channels {
+        let _ = client.subscribe(id).await;
+    }
+    client
+        .connect()
+        .map_err(|e| Failure::general(e.to_string()))?;
+    println!("tether demo: dev server on {url} (users alice, bob, carol; password password123)");
+    println!(
+        "you are alice; other terminals can join: tether listen --server {url} --username bob --password password123 --channel <id>"
+    );
+    println!("{HELP}");
+    let mut chat = Chat {
+        server,
+        client,
+        token,
+        channels,
+        current: 0,
+    };
+    chat.show_channels();
+
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let stop = wait_for_ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            event = events.recv() => match event {
+                Some(e) => chat.show(&e),
+                None => break,
+            },
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => {
+                    if !chat.input(line.trim()).await {
+                        break;
+                    }
+                }
+                // No more input (piped or closed stdin): keep showing events until Ctrl-C.
+                Ok(None) | Err(_) => stdin_open = false,
+            },
+        }
+    }
+    let _ = chat.client.disconnect();
+    chat.server.shutdown().await;
+    Ok(())
+}
+
+impl Chat {
+    fn show(&self, event: &Event) {
+        match event {
+            Event::Status(Status::Connected) => println!("-- connected"),
+            Event::Status(s) => println!("-- {}", describe_status(s)),
+            Event::Server(e) if matches!(e.event_type().as_str(), "subscribed" | "ready") => {}
+            Event::Resynced {
+                recovered: 0,
+                complete: true,
+                ..
+            } => {}
+            other => println!("{}", human(other)),
+        }
+    }
+
+    fn show_channels(&self) {
+        for (i, (id, name)) in self.channels.iter().enumerate() {
+            let mark = if i == self.current { '*' } else { ' ' };
+            println!("{mark} #{name} ({})", short(id));
+        }
+    }
+
+    /// Handles one input line; false to quit.
+    async fn input(&mut self, line: &str) -> bool {
+        let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let rest = rest.trim();
+        let faults = self.server.faults();
+        match cmd {
+            "" => {}
+            "/quit" | "/exit" => return false,
+            "/help" => println!("{HELP}"),
+            "/channels" => self.show_channels(),
+            "/join" => match self
+                .channels
+                .iter()
+                .position(|(id, name)| name == rest.trim_start_matches('#') || id == rest)
+            {
+                Some(i) => {
+                    self.current = i;
+                    println!("-- now in #{}", self.channels[i].1);
+                }
+                None => println!("-- no channel `{rest}` (see /channels)"),
+            },
+            "/status" => match self.client.stats().await {
+                Ok((stats, rtt)) => println!(
+                    "-- {}; rtt {}; {} frames in, {} out, {} reconnects, {} duplicates dropped, {} bad frames",
+                    describe_status(&self.client.status()),
+                    rtt.map_or("n/a".into(), |d| format!(
+                        "{:.1} ms",
+                        d.as_secs_f64() * 1000.0
+                    )),
+                    stats.frames_in,
+                    stats.frames_out,
+                    stats.reconnects,
+                    stats.duplicates,
+                    stats.decode_errors
+                ),
+                Err(e) => println!("-- {e}"),
+            },
+            "/drop" => println!("-- dropped {} socket(s)", faults.drop_all()),
+            "/stall" => println!("-- stalled {} socket(s)", faults.stall(false)),
+            "/expire" => {
+                faults.expire_tokens();
+                println!("-- every access token is now expired");
+            }
+            "/refuse" => {
+                let mut parts = rest.split_whitespace();
+                let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(503);
+                let n = parts.next().and_then(|s| s.parse().ok()).unwrap_or(3);
+                faults.refuse_upgrades(status, None, Some(n));
+                faults.drop_all();
+                println!("-- refusing the next {n} upgrade(s) with HTTP {status}");
+            }
+            "/restart" => {
+                let secs = rest.parse().unwrap_or(2.0f64).clamp(0.0, 60.0);
+                println!("-- restarting the server ({secs} s down)");
+                if let Err(e) = self.server.restart(Duration::from_secs_f64(secs)).await {
+                    println!("-- restart failed: {e}");
+                }
+            }
+            c if c.starts_with('/') => println!("-- unknown command {c} (see /help)"),
+            _ => {
+                let Some((id, _)) = self.channels.get(self.current) else {
+                    println!("-- no channel to post in");
+                    return true;
+                };
+                if let Err(e) = self.client.api().post_message(&self.token, id, line).await {
+                    println!("-- not posted: {e}");
+                }
+            }
+        }
+        true
+    }
+}

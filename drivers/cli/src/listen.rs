@@ -1,0 +1,175 @@
+//! `tether listen`: connect, subscribe, print every event until killed or given up.
+
+use std::io::Write;
+use std::time::Duration;
+
+use tether_core::{AuthMode, Event, FailReason, ServerEventKind, Status, frontend_events};
+use tether_tokio::{Client, ClientConfig};
+
+use crate::args::{self, Listen};
+use crate::{Failure, api_for, credentials, wait_for_ctrl_c};
+
+pub async fn run(a: Listen) -> Result<(), Failure> {
+    let api = api_for(&a.login.server)?;
+    let mut config = ClientConfig::new(&a.login.server).map_err(|e| Failure {
+        code: 64,
+        message: format!("bad --server `{}`: {e}", a.login.server),
+    })?;
+    config.core.auth_mode = match a.auth {
+        args::AuthMode::Subprotocol => AuthMode::Subprotocol,
+        args::AuthMode::Query => AuthMode::Query,
+    };
+    config.core.allow_insecure = a.insecure;
+    if let Some(s) = a.heartbeat_interval {
+        config.core.heartbeat.interval = Duration::from_secs_f64(s);
+    }
+    if let Some(s) = a.heartbeat_timeout {
+        config.core.heartbeat.timeout = Duration::from_secs_f64(s);
+    }
+    if let Some(ms) = a.backoff_base {
+        config.core.backoff.base = Duration::from_millis(ms);
+    }
+    if let Some(ms) = a.backoff_max {
+        config.core.backoff.max = Duration::from_millis(ms);
+    }
+    if config.core.backoff.max < config.core.backoff.base {
+        config.core.backoff.max = config.core.backoff.base;
+    }
+    let creds = credentials(&api, &a.login).await?;
+    let (client, mut events) = Client::spawn(config, creds).map_err(|e| Failure {
+        code: 64,
+        message: format!("cannot connect to `{}`: {e}", a.login.server),
+    })?;
+    for ch in &a.channels {
+        client.subscribe(ch).await.map_err(|e| Failure {
+            code: 64,
+            message: format!("--channel `{ch}`: {e}"),
+        })?;
+    }
+    client
+        .connect()
+        .map_err(|e| Failure::general(e.to_string()))?;
+
+    let stop = wait_for_ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            () = &mut stop => return Ok(()),
+        };
+        let Some(event) = event else {
+            return Err(Failure::general("the connection task ended"));
+        };
+        print(&event, a.json);
+        if let Event::Status(Status::Failed {
+            reason,
+            http_status,
+        }) = &event
+        {
+            let status = http_status
+                .map(|s| format!(" (HTTP {s})"))
+                .unwrap_or_default();
+            return Err(match reason {
+                FailReason::Auth => {
+                    Failure::auth(format!("credentials rejected{status}; log in again"))
+                }
+                other => Failure::general(format!(
+                    "gave up: {}{status}",
+                    serde_json::to_string(other)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                )),
+            });
+        }
+    }
+}
+
+fn print(event: &Event, json: bool) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (the reader went away) is not worth a panic; the next Ctrl-C ends us.
+    let _ = if json {
+        frontend_events(event)
+            .iter()
+            .try_for_each(|f| writeln!(out, "{}", f.to_json_line()))
+    } else {
+        writeln!(out, "{}", human(event))
+    };
+    let _ = out.flush();
+}
+
+/// One readable line for an event.
+pub fn human(event: &Event) -> String {
+    match event {
+        Event::Status(s) => format!("-- {}", describe_status(s)),
+        Event::Server(e) => match e.kind() {
+            ServerEventKind::MessageNew { channel_id, .. } => {
+                let v: serde_json::Value =
+                    serde_json::from_str(e.json().as_str()).unwrap_or_default();
+                let m = &v["message"];
+                format!(
+                    "[{}] {}: {}",
+                    short(channel_id.as_str()),
+                    m["author"]["username"].as_str().unwrap_or("?"),
+                    m["content"].as_str().unwrap_or("")
+                )
+            }
+            _ => format!("ws:{} {}", e.event_type(), e.json()),
+        },
+        Event::Resynced {
+            channel_id,
+            recovered,
+            complete,
+        } => format!(
+            "-- caught up [{}]: {recovered} missed message(s){}",
+            short(channel_id.as_str()),
+            if *complete {
+                ""
+            } else {
+                " (gap too large: reload the channel)"
+            }
+        ),
+        Event::SubscriptionRejected { channel_id, code } => {
+            format!("-- subscription to {channel_id} refused: {code}")
+        }
+        Event::VoiceReset { channel_id } => format!("-- voice session in {channel_id} was reset"),
+        Event::SendDropped(e) => format!("-- not sent (too old): {}", e.event_type()),
+        other => format!("-- {other:?}"),
+    }
+}
+
+/// A status as words: `reconnecting (attempt 2, in 1.5 s): heartbeat_timeout`.
+pub fn describe_status(s: &Status) -> String {
+    match s {
+        Status::Reconnecting {
+            attempt,
+            retry_in_ms,
+            reason,
+        } => format!(
+            "reconnecting (attempt {attempt}, in {:.1} s): {}",
+            *retry_in_ms as f64 / 1000.0,
+            serde_json::to_string(reason)
+                .unwrap_or_default()
+                .trim_matches('"')
+        ),
+        Status::Connecting { attempt: 0 } => "connecting".into(),
+        Status::Connecting { attempt } => format!("connecting (attempt {attempt})"),
+        Status::Failed {
+            reason,
+            http_status,
+        } => format!(
+            "failed: {}{}",
+            serde_json::to_string(reason)
+                .unwrap_or_default()
+                .trim_matches('"'),
+            http_status
+                .map(|h| format!(" (HTTP {h})"))
+                .unwrap_or_default()
+        ),
+        other => other.name().into(),
+    }
+}
+
+/// The first 8 characters of an id: enough to tell channels apart on a terminal.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
