@@ -99,6 +99,15 @@ impl Faults {
         self.shared.broadcast_all(frame)
     }
 
+    /// Sends a binary frame to every open socket (Kaiku's clients must ignore those).
+    pub fn inject_binary(&self, bytes: &[u8]) -> usize {
+        let conns = self.shared.conns();
+        for c in conns.values() {
+            let _ = c.tx.send(Out::Binary(bytes.to_vec()));
+        }
+        conns.len()
+    }
+
     /// Every access token issued so far now reads as expired: REST answers 401
     /// `TOKEN_EXPIRED`, upgrades 401. Refresh tokens keep working.
     pub fn expire_tokens(&self) {

@@ -21,6 +21,8 @@ use crate::{Conn, Shared};
 pub(crate) enum Out {
     /// Send this text frame.
     Text(String),
+    /// Send this binary frame.
+    Binary(Vec<u8>),
     /// End the socket now, without a close frame.
     Drop,
     /// Stop reading and writing; keep TCP open.
@@ -146,7 +148,12 @@ async fn run(shared: Arc<Shared>, user_id: String, socket: WebSocket) {
                         break;
                     }
                 }
-                Some(Out::Text(_)) => {} // lost in the stall
+                Some(Out::Binary(b)) if !stalled => {
+                    if sink.send(Message::Binary(b.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Out::Text(_) | Out::Binary(_)) => {} // lost in the stall
                 Some(Out::Stall) => stalled = true,
                 Some(Out::Drop) | None => break,
             },

@@ -69,3 +69,327 @@ async fn an_abrupt_drop_reconnects_resubscribes_and_catches_up_in_order() {
     }
     let _ = Duration::ZERO;
 }
+
+use std::time::Instant;
+
+use tether_core::{Credentials, FailReason, ReconnectReason, ServerEventKind};
+use tether_devserver::HistoryShape;
+use tether_tokio::Client;
+
+fn reconnecting(e: &Event) -> Option<(u32, u64, ReconnectReason)> {
+    match e {
+        Event::Status(Status::Reconnecting {
+            attempt,
+            retry_in_ms,
+            reason,
+        }) => Some((*attempt, *retry_in_ms, *reason)),
+        _ => None,
+    }
+}
+
+async fn post_and_see(w: &World, events: &mut tether_tokio::Events, ch: &str) -> Vec<Event> {
+    let id = w.server.post(ch, "bob", "probe").expect("post");
+    until(events, "the probe message", |e| {
+        messages(std::slice::from_ref(e)).iter().any(|m| m.1 == id)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_silent_server_is_detected_within_interval_plus_timeout() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let mut cfg = w.client_config();
+    cfg.core.heartbeat.interval = Duration::from_secs(1);
+    cfg.core.heartbeat.timeout = Duration::from_secs(1);
+    let (_client, mut events) = w.client(cfg).await;
+    until_live(&mut events, 1).await;
+    let stalled_at = Instant::now();
+    assert_eq!(w.server.faults().stall(false), 1);
+    let seen = until(&mut events, "heartbeat timeout", |e| {
+        matches!(
+            reconnecting(e),
+            Some((_, _, ReconnectReason::HeartbeatTimeout))
+        )
+    })
+    .await;
+    let took = stalled_at.elapsed();
+    assert!(
+        took <= Duration::from_millis(2600),
+        "noticed after {took:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::Status(Status::Failed { .. })))
+    );
+    until_live(&mut events, 1).await;
+    post_and_see(&w, &mut events, &w.channels[0]).await;
+}
+
+#[tokio::test]
+async fn refused_upgrades_back_off_within_bounds_and_honour_retry_after() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let cfg = w.client_config();
+    let (base, max) = (cfg.core.backoff.base, cfg.core.backoff.max);
+    let (_client, mut events) = w.client(cfg).await;
+    until_live(&mut events, 1).await;
+    let faults = w.server.faults();
+    faults.refuse_upgrades(503, None, Some(3));
+    faults.drop_all();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let e = next(&mut events, "reconnecting statuses").await;
+        if let Some((attempt, ms, _)) = reconnecting(&e) {
+            let received = Instant::now();
+            let cap = (base * 2u32.pow(attempt - 1)).min(max);
+            let wait = Duration::from_millis(ms);
+            assert!(
+                wait + Duration::from_millis(1) >= cap / 2 && wait <= cap,
+                "attempt {attempt}: {wait:?} vs cap {cap:?}"
+            );
+            seen.push((attempt, wait, received));
+        }
+        if let Event::Status(Status::Connecting { attempt }) = e {
+            if let Some((a, wait, at)) = seen.last() {
+                assert_eq!(*a, attempt);
+                assert!(
+                    at.elapsed() + Duration::from_millis(20) >= *wait,
+                    "retried early"
+                );
+            }
+        }
+    }
+    // 429 with Retry-After: the wait is at least what the server asked.
+    until_live(&mut events, 1).await;
+    faults.refuse_upgrades(429, Some(Duration::from_secs(2)), Some(1));
+    faults.drop_all();
+    let started = Instant::now();
+    until(
+        &mut events,
+        "a rate-limited wait",
+        |e| matches!(reconnecting(e), Some((_, ms, ReconnectReason::RateLimited)) if ms >= 2000),
+    )
+    .await;
+    until_live(&mut events, 1).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_401_refreshes_once_and_reconnects_without_losing_messages() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let (client, mut events) = w.client(w.client_config()).await;
+    until_live(&mut events, 1).await;
+    post_and_see(&w, &mut events, &w.channels[0]).await;
+    let faults = w.server.faults();
+    faults.expire_tokens();
+    faults.drop_all();
+    let missed = w
+        .server
+        .post(&w.channels[0], "bob", "while expired")
+        .expect("post");
+    let seen = until(&mut events, "catch-up after refresh", |e| {
+        matches!(e, Event::Resynced { .. })
+    })
+    .await;
+    assert!(messages(&seen).iter().any(|m| m.1 == missed));
+    assert!(client.status() == Status::Connected);
+    let (stats, _) = client.stats().await.expect("stats");
+    assert_eq!(stats.refreshes, 1);
+}
+
+#[tokio::test]
+async fn a_401_with_no_way_to_refresh_fails_fast_without_a_retry_loop() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let access_only = Credentials::new(w.alice.access_token.clone());
+    let (client, mut events) = Client::spawn(w.client_config(), access_only).expect("spawn");
+    client.subscribe(&w.channels[0]).await.expect("subscribe");
+    client.connect().expect("connect");
+    until_live(&mut events, 1).await;
+    let before = w.server.upgrades();
+    let faults = w.server.faults();
+    faults.revoke_tokens();
+    faults.drop_all();
+    let started = Instant::now();
+    let seen = until(&mut events, "failed", |e| {
+        matches!(e, Event::Status(Status::Failed { .. }))
+    })
+    .await;
+    assert!(matches!(
+        seen.last(),
+        Some(Event::Status(Status::Failed {
+            reason: FailReason::Auth,
+            http_status: Some(401)
+        }))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        w.server.upgrades() - before <= 2,
+        "{} attempts",
+        w.server.upgrades() - before
+    );
+}
+
+#[tokio::test]
+async fn unknown_events_pass_through_and_garbage_is_survived() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let (client, mut events) = w.client(w.client_config()).await;
+    until_live(&mut events, 1).await;
+    let faults = w.server.faults();
+    let unknown =
+        r#"{"type":"brand_new_event","channel_id":7,"nested":{"a":[1,null,"x"]},"emoji":"🎉"}"#;
+    let deep = format!(
+        r#"{{"type":"deep","v":{}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    for junk in [
+        "not json",
+        r#"{"type":1}"#,
+        r#"{"type":"subscribed"}"#,
+        "[1,2]",
+        deep.as_str(),
+        unknown,
+    ] {
+        faults.inject(junk);
+    }
+    faults.inject_binary(&[0, 159, 146, 150]);
+    let seen = until(
+        &mut events,
+        "the unknown event",
+        |e| matches!(e, Event::Server(s) if s.event_type().as_str() == "brand_new_event"),
+    )
+    .await;
+    let Some(Event::Server(e)) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(e.json().as_str(), unknown, "forwarded byte for byte");
+    post_and_see(&w, &mut events, &w.channels[0]).await;
+    assert_eq!(
+        client.status(),
+        Status::Connected,
+        "garbage never drops the link"
+    );
+    let (stats, _) = client.stats().await.expect("stats");
+    assert_eq!(stats.decode_errors, 5);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_drops_the_link_and_recovers() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let mut cfg = w.client_config();
+    cfg.core.max_inbound_message = 64 * 1024;
+    let (_client, mut events) = w.client(cfg).await;
+    until_live(&mut events, 1).await;
+    w.server.faults().inject(&format!(
+        r#"{{"type":"huge","pad":"{}"}}"#,
+        "x".repeat(100 * 1024)
+    ));
+    until(&mut events, "message_too_large", |e| {
+        matches!(
+            reconnecting(e),
+            Some((_, _, ReconnectReason::MessageTooLarge))
+        )
+    })
+    .await;
+    until_live(&mut events, 1).await;
+    post_and_see(&w, &mut events, &w.channels[0]).await;
+}
+
+#[tokio::test]
+async fn catch_up_walks_several_pages_of_a_bare_array_history() {
+    let mut config = ServerConfig::default();
+    config.history_shape = HistoryShape::BareArray;
+    let w = World::start(config, 1).await;
+    let mut cfg = w.client_config();
+    cfg.core.catch_up.page_size = 3;
+    let (_client, mut events) = w.client(cfg).await;
+    until_live(&mut events, 1).await;
+    post_and_see(&w, &mut events, &w.channels[0]).await;
+    w.server.faults().drop_all();
+    let missed: Vec<String> = (0..10)
+        .map(|i| {
+            w.server
+                .post(&w.channels[0], "bob", &format!("m{i}"))
+                .expect("post")
+        })
+        .collect();
+    let seen = until(&mut events, "resynced", |e| {
+        matches!(e, Event::Resynced { .. })
+    })
+    .await;
+    let got: Vec<String> = messages(&seen).into_iter().map(|m| m.1).collect();
+    assert_eq!(got, missed);
+    assert!(matches!(
+        seen.last(),
+        Some(Event::Resynced {
+            recovered: 10,
+            complete: true,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn a_server_restart_is_survived_with_subscriptions_replayed() {
+    let mut w = World::start(ServerConfig::default(), 2).await;
+    let (_client, mut events) = w.client(w.client_config()).await;
+    until_live(&mut events, 2).await;
+    w.server
+        .restart(Duration::from_millis(300))
+        .await
+        .expect("restart");
+    until_live(&mut events, 2).await;
+    for ch in w.channels.clone() {
+        post_and_see(&w, &mut events, &ch).await;
+    }
+}
+
+#[tokio::test]
+async fn query_auth_connects_to_a_server_that_accepts_it() {
+    let mut config = ServerConfig::default();
+    config.query_auth = true;
+    config.subprotocol_auth = false;
+    let w = World::start(config, 1).await;
+    let mut cfg = w.client_config();
+    cfg.core.auth_mode = tether_core::AuthMode::Query;
+    let (_client, mut events) = w.client(cfg).await;
+    until_live(&mut events, 1).await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_every_message_in_order_and_coalesced_typing() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let mut cfg = w.client_config();
+    cfg.event_capacity = 8;
+    let (_client, mut events) = w.client(cfg).await;
+    until_live(&mut events, 1).await;
+    let ch = &w.channels[0];
+    let typing = format!(r#"{{"type":"typing_start","channel_id":"{ch}","user_id":"bob"}}"#);
+    let mut posted = Vec::new();
+    for i in 0..300 {
+        posted.push(
+            w.server
+                .post(ch, "bob", &format!("flood {i}"))
+                .expect("post"),
+        );
+        if i % 3 == 0 {
+            w.server.faults().inject(&typing);
+        }
+    }
+    // Nobody read for a while: the client must have stopped reading, not dropped anything.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let last = posted.last().cloned().unwrap_or_default();
+    let seen = until(&mut events, "the last flood message", |e| {
+        messages(std::slice::from_ref(e))
+            .iter()
+            .any(|m| m.1 == last)
+    })
+    .await;
+    let got: Vec<String> = messages(&seen).into_iter().map(|m| m.1).collect();
+    assert_eq!(got, posted);
+    let typings = seen.iter().filter(|e| matches!(e, Event::Server(s) if matches!(s.kind(), ServerEventKind::TypingStart { .. }))).count();
+    assert!(
+        typings < 100,
+        "typing indicators coalesced while the app lagged: {typings}"
+    );
+}
