@@ -100,6 +100,16 @@ impl Api {
 
     /// Like [`Api::new`] with another timeout.
     pub fn with_timeout(base: &str, timeout: Duration) -> Result<Self, ApiError> {
+        Self::with_options(base, timeout, &[])
+    }
+
+    /// Like [`Api::new`] with another timeout and extra trusted root certificates (DER),
+    /// for servers with a private CA.
+    pub fn with_options(
+        base: &str,
+        timeout: Duration,
+        extra_roots_der: &[Vec<u8>],
+    ) -> Result<Self, ApiError> {
         let mut base = Url::parse(base).map_err(|e| ApiError::Url(e.to_string()))?;
         match base.scheme() {
             "http" | "https" => {}
@@ -115,10 +125,16 @@ impl Api {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")));
+        for der in extra_roots_der {
+            let cert = reqwest::Certificate::from_der(der)
+                .map_err(|e| ApiError::Url(format!("bad root certificate: {e}")))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
             .build()
             .map_err(|e| ApiError::Network(e.to_string()))?;
         Ok(Self { http, base })

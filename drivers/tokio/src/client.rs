@@ -37,6 +37,9 @@ pub struct ClientConfig {
     pub event_capacity: usize,
     /// REST request timeout. Default 30 s.
     pub api_timeout: Duration,
+    /// Root certificates (DER) trusted in addition to the webpki roots, for a server with a
+    /// private CA (or a test's self-signed certificate).
+    pub extra_roots_der: Vec<Vec<u8>>,
 }
 
 impl ClientConfig {
@@ -49,6 +52,7 @@ impl ClientConfig {
             core,
             event_capacity: 1024,
             api_timeout: crate::api::TIMEOUT,
+            extra_roots_der: Vec::new(),
         })
     }
 }
@@ -176,8 +180,13 @@ impl Client {
         config: ClientConfig,
         credentials: Credentials,
     ) -> Result<(Self, Events), ConfigError> {
-        let api = Api::with_timeout(config.core.server.as_str(), config.api_timeout)
-            .map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
+        let api = Api::with_options(
+            config.core.server.as_str(),
+            config.api_timeout,
+            &config.extra_roots_der,
+        )
+        .map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
+        let tls = tls_config(&config.extra_roots_der).map_err(ConfigError::InvalidUrl)?;
         let clock = Clock::new();
         let mut conn = Connection::new(config.core.clone())?;
         conn.set_credentials(clock.now(), credentials);
@@ -195,6 +204,7 @@ impl Client {
             clock,
             api: api.clone(),
             max_message: config.core.max_inbound_message,
+            tls,
             socket: None,
             connecting: None,
             generation: 0,
@@ -328,6 +338,7 @@ struct Driver {
     clock: Clock,
     api: Api,
     max_message: usize,
+    tls: Arc<rustls::ClientConfig>,
     socket: Option<Socket>,
     connecting: Option<tokio::task::JoinHandle<()>>,
     generation: u64,
@@ -453,8 +464,9 @@ impl Driver {
         let generation = self.generation;
         let tx = self.internal_tx.clone();
         let max = self.max_message;
+        let tls = self.tls.clone();
         self.connecting = Some(tokio::spawn(async move {
-            let result = connect(req, max).await;
+            let result = connect(req, max, tls).await;
             let _ = tx.send(Internal::Connected(generation, result));
         }));
     }
@@ -607,6 +619,25 @@ impl Driver {
     }
 }
 
+/// The TLS settings for `wss://`: webpki roots plus the caller's extra roots, ring crypto.
+fn tls_config(extra_roots_der: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra_roots_der {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| format!("bad root certificate: {e}"))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Socket text is UTF-8 by construction; tungstenite re-checks, and an impossible failure
 /// sends an empty frame rather than panicking.
 fn to_utf8(text: tether_core::Text) -> Utf8Bytes {
@@ -647,6 +678,7 @@ async fn write_loop(
 async fn connect(
     req: OpenRequest,
     max_message: usize,
+    tls: Arc<rustls::ClientConfig>,
 ) -> Result<(Box<Ws>, Option<String>), Disconnect> {
     let mut request = req
         .url
@@ -669,9 +701,15 @@ async fn connect(
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    let (ws, response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-        .await
-        .map_err(|e| disconnect_from(&e, Stage::Connecting))?;
+    let connector = tokio_tungstenite::Connector::Rustls(tls);
+    let (ws, response) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(config),
+        true,
+        Some(connector),
+    )
+    .await
+    .map_err(|e| disconnect_from(&e, Stage::Connecting))?;
     let protocol = response
         .headers()
         .get("Sec-WebSocket-Protocol")

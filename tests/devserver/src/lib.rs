@@ -18,6 +18,7 @@
 mod faults;
 mod rest;
 mod store;
+mod tls;
 mod ws;
 
 use std::collections::HashMap;
@@ -76,6 +77,23 @@ pub struct ServerConfig {
     pub max_message: usize,
     /// Create demo users (alice, bob, carol; password `password123`) and channels.
     pub demo: bool,
+    /// Serve HTTPS/WSS with this certificate instead of plain HTTP.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A certificate chain and private key (DER) for serving TLS.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    /// The certificate chain, leaf first.
+    pub cert_chain_der: Vec<Vec<u8>>,
+    /// The private key (PKCS#8).
+    pub key_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsIdentity { .. }")
+    }
 }
 
 impl Default for ServerConfig {
@@ -89,6 +107,7 @@ impl Default for ServerConfig {
             ready_delay: Duration::ZERO,
             max_message: 256 * 1024,
             demo: false,
+            tls: None,
         }
     }
 }
@@ -190,7 +209,7 @@ impl DevServer {
         });
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
-        let (stop, task) = serve(listener, shared.clone());
+        let (stop, task) = serve(listener, shared.clone())?;
         Ok(Self {
             shared,
             addr,
@@ -213,9 +232,15 @@ impl DevServer {
         self.addr
     }
 
-    /// The HTTP base URL (`http://127.0.0.1:PORT`); the socket is `/ws` on it.
+    /// The HTTP base URL (`http://127.0.0.1:PORT`, `https://` with TLS); the socket is
+    /// `/ws` on it.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The fault-injection handle.
@@ -263,7 +288,7 @@ impl DevServer {
         self.shared.drop_all();
         tokio::time::sleep(downtime).await;
         let listener = bind(self.addr)?;
-        let (stop, task) = serve(listener, self.shared.clone());
+        let (stop, task) = serve(listener, self.shared.clone())?;
         self.stop = Some(stop);
         self.task = Some(task);
         Ok(())
@@ -307,7 +332,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-fn serve(listener: TcpListener, shared: Arc<Shared>) -> (oneshot::Sender<()>, JoinHandle<()>) {
+type Served = (oneshot::Sender<()>, JoinHandle<()>);
+
+fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<Served> {
+    if let Some(identity) = shared.config.tls.clone() {
+        return tls::serve(listener, router(shared), &identity);
+    }
     let app = router(shared);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -320,7 +350,7 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> (oneshot::Sender<()>, Jo
             tracing::warn!(error = %e, "dev server stopped");
         }
     });
-    (stop, task)
+    Ok((stop, task))
 }
 
 fn router(shared: Arc<Shared>) -> Router {

@@ -391,3 +391,65 @@ async fn a_slow_reader_gets_every_message_in_order_and_coalesced_typing() {
         "typing indicators coalesced while the app lagged: {typings}"
     );
 }
+
+/// A self-signed certificate for 127.0.0.1/localhost: (the server's identity, its DER cert).
+fn self_signed() -> (tether_devserver::TlsIdentity, Vec<u8>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("rcgen");
+    let der = cert.cert.der().to_vec();
+    let identity = tether_devserver::TlsIdentity {
+        cert_chain_der: vec![der.clone()],
+        key_der: cert.signing_key.serialize_der(),
+    };
+    (identity, der)
+}
+
+#[tokio::test]
+async fn wss_works_with_a_trusted_self_signed_certificate() {
+    let (identity, der) = self_signed();
+    let mut config = ServerConfig::default();
+    config.tls = Some(identity);
+    let w = World::start(config, 1).await;
+    assert!(w.server.url().starts_with("https://"));
+    let mut cfg = w.client_config();
+    cfg.extra_roots_der = vec![der];
+    let (client, mut events) = w.client(cfg).await;
+    until_live(&mut events, 1).await;
+    post_and_see(&w, &mut events, &w.channels[0]).await;
+    // Catch-up goes over HTTPS with the same trust.
+    w.server.faults().drop_all();
+    let missed = w
+        .server
+        .post(&w.channels[0], "bob", "over tls")
+        .expect("post");
+    let seen = until(&mut events, "resynced", |e| {
+        matches!(e, Event::Resynced { .. })
+    })
+    .await;
+    assert!(messages(&seen).iter().any(|m| m.1 == missed));
+    assert_eq!(client.status(), Status::Connected);
+}
+
+#[tokio::test]
+async fn a_certificate_that_does_not_verify_is_retried_and_never_accepted() {
+    let (identity, _) = self_signed();
+    let mut config = ServerConfig::default();
+    config.tls = Some(identity);
+    let w = World::start(config, 1).await;
+    let (client, mut events) = w.client(w.client_config()).await; // no extra root: untrusted
+    let mut tls_errors = 0;
+    let seen = until(&mut events, "three TLS failures", |e| {
+        if matches!(reconnecting(e), Some((_, _, ReconnectReason::TlsError))) {
+            tls_errors += 1;
+        }
+        tls_errors == 3
+    })
+    .await;
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::Status(Status::Connected)))
+    );
+    assert_eq!(w.server.connections(), 0, "no socket was ever accepted");
+    drop(client);
+}
