@@ -453,3 +453,79 @@ async fn a_certificate_that_does_not_verify_is_retried_and_never_accepted() {
     assert_eq!(w.server.connections(), 0, "no socket was ever accepted");
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_clients_spread_their_reconnects_and_all_come_back() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        // OS-seeded jitter, as in production; 1 s base so the spread is visible.
+        let mut cfg = tether_tokio::ClientConfig::new(&w.server.url()).expect("config");
+        cfg.core.backoff.base = Duration::from_secs(1);
+        let (client, events) = Client::spawn(cfg, w.alice.clone()).expect("spawn");
+        client.subscribe(&w.channels[0]).await.expect("subscribe");
+        client.connect().expect("connect");
+        clients.push((client, events));
+    }
+    for (_, events) in &mut clients {
+        until_live(events, 1).await;
+    }
+    assert_eq!(w.server.faults().drop_all(), 40);
+    let dropped = Instant::now();
+    let mut first_delays = Vec::new();
+    for (_, events) in &mut clients {
+        let seen = until(events, "first reconnect delay", |e| {
+            reconnecting(e).is_some()
+        })
+        .await;
+        let (attempt, ms, _) = seen.iter().find_map(reconnecting).expect("reconnecting");
+        assert_eq!(attempt, 1);
+        first_delays.push(ms);
+    }
+    for (_, events) in &mut clients {
+        until_live(events, 1).await;
+    }
+    let all_back = dropped.elapsed();
+    first_delays.sort_unstable();
+    first_delays.dedup();
+    let (min, max) = (first_delays[0], first_delays[first_delays.len() - 1]);
+    assert!(
+        first_delays.len() >= 38,
+        "jitter gives distinct delays: {first_delays:?}"
+    );
+    assert!(
+        min >= 500 && max <= 1000,
+        "inside [cap/2, cap]: {min}..{max}"
+    );
+    assert!(
+        max - min >= 250,
+        "spread over the window, not bunched: {min}..{max}"
+    );
+    assert!(
+        all_back < Duration::from_secs(5),
+        "all 40 back in {all_back:?}"
+    );
+    eprintln!(
+        "40 clients: first retries spread over {min}..{max} ms, all back and resubscribed {all_back:?} after the drop"
+    );
+}
+
+#[tokio::test]
+async fn time_from_server_back_to_connected_and_resubscribed() {
+    let mut w = World::start(ServerConfig::default(), 3).await;
+    let mut cfg = w.client_config();
+    cfg.core.backoff.base = Duration::from_millis(50);
+    cfg.core.backoff.max = Duration::from_millis(200);
+    let (_client, mut events) = w.client(cfg).await;
+    until_live(&mut events, 3).await;
+    w.server
+        .restart(Duration::from_millis(500))
+        .await
+        .expect("restart");
+    let back = Instant::now();
+    until_live(&mut events, 3).await;
+    let took = back.elapsed();
+    // Bounded by the backoff cap (200 ms) plus the handshake; generous for CI.
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    eprintln!("server back -> connected + 3 channels resubscribed: {took:?} (backoff cap 200 ms)");
+}
