@@ -75,11 +75,14 @@ impl DeliveryQueue {
     /// while [`is_full`](Self::is_full).
     pub fn push(&mut self, event: Event) {
         let key = key_of(&event);
+        // Coalescing is for an app that falls behind: while the queue is less than half full
+        // every event is delivered as it came, so a prompt reader sees each change.
+        let lagging = self.items.len() >= self.capacity / 2;
         if key == Some(Key::Status) {
             // Status is ordered against everything else (a `reconnecting` must not overtake
             // the messages that arrived while connected): it folds only into a status that is
             // the newest event waiting.
-            if let Some((Some(Key::Status), slot)) = self.items.back_mut() {
+            if let (true, Some((Some(Key::Status), slot))) = (lagging, self.items.back_mut()) {
                 *slot = event;
                 self.coalesced += 1;
             } else {
@@ -91,6 +94,7 @@ impl DeliveryQueue {
             if let Some(slot) = self
                 .index
                 .get(k)
+                .filter(|_| lagging)
                 .and_then(|pos| pos.checked_sub(self.popped))
                 .and_then(|i| usize::try_from(i).ok())
                 .and_then(|i| self.items.get_mut(i))
@@ -174,7 +178,7 @@ mod tests {
 
     #[test]
     fn typing_and_presence_keep_only_the_latest_per_key() {
-        let mut q = DeliveryQueue::new(10);
+        let mut q = DeliveryQueue::new(2);
         q.push(typing("typing_start", "u1"));
         q.push(msg("m1"));
         q.push(typing("typing_start", "u2"));
@@ -212,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_key_popped_starts_a_new_slot() {
-        let mut q = DeliveryQueue::new(10);
+        let mut q = DeliveryQueue::new(2);
         q.push(Event::Status(Status::Connected));
         assert!(matches!(q.pop(), Some(Event::Status(Status::Connected))));
         q.push(Event::Status(Status::Disconnected));
@@ -227,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_status_never_overtakes_earlier_events() {
-        let mut q = DeliveryQueue::new(10);
+        let mut q = DeliveryQueue::new(2);
         q.push(Event::Status(Status::Connected));
         q.push(msg("m1"));
         q.push(Event::Status(Status::Disconnected));
@@ -237,6 +241,17 @@ mod tests {
         assert!(out[0].contains("Connected"));
         assert!(out[1].contains("m1"));
         assert!(out[2].contains("Connecting"));
+    }
+
+    #[test]
+    fn a_prompt_reader_sees_every_change() {
+        let mut q = DeliveryQueue::new(1024);
+        q.push(Event::Status(Status::Connecting { attempt: 1 }));
+        q.push(Event::Status(Status::Connected));
+        q.push(typing("typing_start", "u1"));
+        q.push(typing("typing_stop", "u1"));
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.coalesced(), 0);
     }
 
     #[test]

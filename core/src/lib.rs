@@ -73,6 +73,8 @@ pub mod config;
 mod connection;
 pub mod delivery;
 pub mod frontend;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod heartbeat;
 pub mod outbound;
 pub mod rng;

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// With no command, starts a demo server on a free loopback port and an interactive chat
 /// on it.
 #[derive(Debug, Parser)]
-#[command(name = "tether", version, about, long_about = None)]
+#[command(name = "tether", bin_name = "tether", version)]
 pub struct Cli {
     /// More logs on stderr (-v, -vv). TETHER_LOG=<filter> overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

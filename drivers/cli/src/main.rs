@@ -65,12 +65,20 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            let code = match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
-                _ => 64,
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    ExitCode::SUCCESS
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    ExitCode::from(64)
+                }
+                _ => {
+                    eprintln!("tether: {}", usage_error_line(&e));
+                    ExitCode::from(64)
+                }
             };
-            let _ = e.print();
-            return ExitCode::from(code);
         }
     };
     init_logs(cli.verbose);
@@ -94,6 +102,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// A usage error as one line (clap renders it on several, with the usage and a hint).
+fn usage_error_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    format!("{} (see --help)", parts.join(" "))
+}
+
 fn init_logs(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -105,6 +126,8 @@ fn init_logs(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not in a file or a pipe someone parses.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

@@ -1,5 +1,8 @@
 //! The tokio driver against the dev server over real loopback sockets.
 
+// Two tests report what they measured (reconnect spread, time back to subscribed) on stderr.
+#![allow(clippy::print_stderr)]
+
 use std::time::Duration;
 
 use tether_core::{Event, Status};
@@ -489,8 +492,10 @@ async fn forty_clients_spread_their_reconnects_and_all_come_back() {
     first_delays.sort_unstable();
     first_delays.dedup();
     let (min, max) = (first_delays[0], first_delays[first_delays.len() - 1]);
+    // 40 delays in 501 possible milliseconds collide now and then (birthday odds: about 1.6
+    // pairs on average); clients sharing one schedule would give a single value.
     assert!(
-        first_delays.len() >= 38,
+        first_delays.len() >= 30,
         "jitter gives distinct delays: {first_delays:?}"
     );
     assert!(

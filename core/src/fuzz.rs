@@ -1,0 +1,665 @@
+//! Fuzzing and property-testing entry points (feature `fuzzing`): decoders that must never
+//! panic, and [`World`], a fake driver plus a tiny Kaiku server that drives a [`Connection`]
+//! through any sequence of [`Op`]s while checking the invariants of DESIGN section 7 after
+//! every step:
+//!
+//! 1. never two sockets (an `Open` only when the previous socket is gone);
+//! 2. no frame unless connected (`Send` only on an open socket that said `ready`);
+//! 3. the deadline always moves on (after `handle_timeout(t)` at the deadline, the next one is
+//!    later, or there is none);
+//! 4. wanted subscriptions re-sent exactly once per `ready`;
+//! 5. backoff delays within `[cap/2, cap]` (or the server's `Retry-After`);
+//! 6. no message id delivered twice;
+//! 7. per-channel order kept;
+//! 8. queues bounded (offline queue, held live events).
+//!
+//! A broken invariant panics: that is what a fuzzer or proptest reports. The cargo-fuzz targets
+//! in `fuzz/` and `core/tests/properties.rs` are thin shims over this module.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+use bytes::Bytes;
+
+use crate::{
+    Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Disconnect, Event,
+    HistoryError, HistoryRequest, ReconnectReason, RefreshError, ServerEventKind, Status,
+};
+
+const S: Duration = Duration::from_secs(1);
+
+/// The channels the operations talk about.
+pub const CHANNELS: [&str; 3] = ["a", "b", "c"];
+
+/// Decodes arbitrary bytes as a server frame: never panics; a decoded frame's JSON is the input.
+pub fn decode_frame(data: &[u8]) {
+    let bytes = Bytes::copy_from_slice(data);
+    if let Ok(event) = crate::ServerEvent::decode(bytes, 256 * 1024) {
+        assert_eq!(
+            event.json().as_bytes().as_ref(),
+            data,
+            "decoded frames keep their bytes"
+        );
+        assert!(!event.event_type().is_empty() || data.windows(8).any(|w| w == b"\"type\""));
+    }
+}
+
+/// Decodes arbitrary bytes as every REST body the core reads: history pages (both shapes) and
+/// token responses. Never panics; a page's items keep their bytes.
+pub fn decode_rest(data: &[u8]) {
+    let bytes = Bytes::copy_from_slice(data);
+    if let Ok(page) = crate::wire::HistoryPage::decode(bytes, 8 * 1024 * 1024) {
+        for item in &page.items {
+            let json = item.json().as_str();
+            assert!(json.starts_with('{') && json.ends_with('}'));
+        }
+        let _ = page.has_more_given(50);
+        let _ = page.cursor();
+    }
+    let _ = Credentials::from_token_response(data);
+}
+
+/// Runs `ops` against a fresh connection seeded with `seed`, checking every invariant.
+pub fn run_ops(seed: u64, ops: &[Op]) {
+    let mut w = World::new(seed);
+    for op in ops {
+        w.apply(op);
+    }
+}
+
+/// A message object in the Kaiku REST shape.
+pub fn message(ch: &str, id: &str, second: u32) -> String {
+    format!(
+        r#"{{"attachments":[],"author":{{"avatar_url":null,"display_name":"Bob","id":"u2","status":"online","username":"bob"}},"channel_id":"{ch}","content":"m {id}","created_at":"2026-11-25T17:{:02}:{:02}.000001Z","edited_at":null,"encrypted":false,"id":"{id}","message_type":"user","parent_id":null,"pinned":false,"reply_to":null,"thread_last_reply_at":null,"thread_reply_count":0}}"#,
+        (second / 60) % 60,
+        second % 60
+    )
+}
+
+fn message_new(ch: &str, id: &str, second: u32) -> String {
+    format!(
+        r#"{{"type":"message_new","channel_id":"{ch}","message":{}}}"#,
+        message(ch, id, second)
+    )
+}
+
+/// The one place the harness reads the clock: every other instant is derived from it.
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+/// One step of a run: an app command, a transport event, a server action or time passing.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Connect,
+    Disconnect,
+    Subscribe(usize),
+    Unsubscribe(usize),
+    Send(u8, usize),
+    /// The pending connect succeeds (`handle_open`).
+    Open,
+    /// The server says `ready` on the open socket.
+    Ready,
+    /// The server answers the oldest pending `subscribe` (`refuse` answers with an error).
+    AnswerSubscribe {
+        refuse: bool,
+    },
+    /// Someone posts a message (delivered live where the socket is subscribed).
+    Post(usize),
+    /// The server repeats a message it already delivered on this subscription (a duplicate
+    /// on the wire).
+    Echo(usize),
+    Garbage(u8),
+    Pong,
+    /// The socket ends abruptly (or the close completes).
+    Drop,
+    /// The pending upgrade is refused.
+    Refuse(u16, Option<u8>),
+    /// The oldest REST history request is answered (`fail` with an error).
+    AnswerHistory {
+        fail: bool,
+        bare: bool,
+    },
+    /// The pending refresh is answered.
+    AnswerRefresh(u8),
+    /// The world does the next natural thing: open, `ready`, answer a subscribe or a history
+    /// request, or let the retry timer fire. Keeps random runs going deep.
+    Progress,
+    /// Time passes, firing timers at their deadlines.
+    Advance(u32),
+    /// The machine sleeps: time jumps without timers firing.
+    Sleep(u32),
+}
+
+impl<'a> Arbitrary<'a> for Op {
+    /// Weighted like real traffic: protocol progress and time far more often than faults.
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let ch = |u: &mut Unstructured<'a>| u.choose_index(CHANNELS.len());
+        Ok(match u.int_in_range(0u8..=99)? {
+            0..=3 => Op::Connect,
+            4..=5 => Op::Disconnect,
+            6..=11 => Op::Subscribe(ch(u)?),
+            12..=13 => Op::Unsubscribe(ch(u)?),
+            14..=17 => Op::Send(u.int_in_range(0..=7)?, ch(u)?),
+            18..=25 => Op::Open,
+            26..=33 => Op::Ready,
+            34..=41 => Op::AnswerSubscribe {
+                refuse: u.ratio(1, 10)?,
+            },
+            42..=53 => Op::Post(ch(u)?),
+            54..=55 => Op::Echo(u.arbitrary()?),
+            56..=57 => Op::Garbage(u.arbitrary()?),
+            58..=59 => Op::Pong,
+            60..=64 => Op::Drop,
+            65..=68 => Op::Refuse(
+                *u.choose(&[401u16, 403, 429, 503, 500])?,
+                if u.arbitrary()? {
+                    Some(u.int_in_range(0..=89)?)
+                } else {
+                    None
+                },
+            ),
+            69..=77 => Op::AnswerHistory {
+                fail: u.ratio(1, 3)?,
+                bare: u.arbitrary()?,
+            },
+            78..=80 => Op::AnswerRefresh(u.int_in_range(0..=2)?),
+            81..=92 => Op::Progress,
+            93..=98 => Op::Advance(u.int_in_range(0..=44_999)?),
+            _ => Op::Sleep(u.int_in_range(0..=7_199)?),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sock {
+    None,
+    Opening,
+    Open { ready: bool },
+    Closing,
+}
+
+/// A fake driver and a tiny Kaiku server, faithful enough that the invariants are meaningful.
+/// The fake driver, the tiny server and the invariant checker.
+#[derive(Debug)]
+pub struct World {
+    conn: Connection,
+    config: Config,
+    now: std::time::Instant,
+    sock: Sock,
+    /// Channels the server has subscribed on the current socket.
+    server_subs: BTreeSet<String>,
+    /// Subscribes sent and not answered, oldest first.
+    pending_subs: VecDeque<String>,
+    /// All messages ever posted, per channel, oldest first: (id, seq).
+    store: BTreeMap<String, Vec<(String, u32)>>,
+    next_seq: u32,
+    history: VecDeque<HistoryRequest>,
+    refresh_pending: bool,
+    delivered: BTreeSet<String>,
+    /// Messages sent live per channel since the server last subscribed it.
+    sent_live: BTreeMap<String, Vec<(String, u32)>>,
+    last_seq: BTreeMap<String, u32>,
+    /// Retry-After of the refusal being handled, for the backoff bound.
+    retry_after: Option<Duration>,
+    token_gen: u32,
+    /// What the run exercised, so a test can check the generator reaches the deep paths.
+    pub seen: BTreeSet<&'static str>,
+}
+
+impl World {
+    /// A world with a disconnected client seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        let mut config = Config::new("http://127.0.0.1:1").unwrap();
+        config.seed = seed;
+        config.catch_up.page_size = 2;
+        config.catch_up.max_messages = 4;
+        config.queue.capacity = 8;
+        let now = t0();
+        let mut conn = Connection::new(config.clone()).unwrap();
+        conn.set_credentials(
+            now,
+            Credentials::new("t0")
+                .with_refresh_token("r")
+                .with_expires_in(900 * S),
+        );
+        Self {
+            conn,
+            config,
+            now,
+            sock: Sock::None,
+            server_subs: BTreeSet::new(),
+            pending_subs: VecDeque::new(),
+            store: BTreeMap::new(),
+            next_seq: 0,
+            history: VecDeque::new(),
+            refresh_pending: false,
+            delivered: BTreeSet::new(),
+            sent_live: BTreeMap::new(),
+            last_seq: BTreeMap::new(),
+            retry_after: None,
+            token_gen: 0,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    fn frame(&mut self, json: &str) {
+        self.conn
+            .handle_frame(self.now, Bytes::copy_from_slice(json.as_bytes()));
+    }
+
+    fn socket_gone(&mut self) {
+        self.sock = Sock::None;
+        self.server_subs.clear();
+        self.pending_subs.clear();
+    }
+
+    /// Applies one operation, then checks every invariant.
+    pub fn apply(&mut self, op: &Op) {
+        self.retry_after = None;
+        let now = self.now;
+        match op {
+            Op::Connect => {
+                let _ = self.conn.connect(now);
+            }
+            Op::Disconnect => self.conn.disconnect(now),
+            Op::Subscribe(c) => self.conn.subscribe(now, CHANNELS[*c]).unwrap(),
+            Op::Unsubscribe(c) => self.conn.unsubscribe(now, CHANNELS[*c]),
+            Op::Send(kind, c) => {
+                let ch = CHANNELS[*c].to_owned();
+                let event = match kind {
+                    0 => ClientEvent::Typing { channel_id: ch },
+                    1 => ClientEvent::StopTyping { channel_id: ch },
+                    2 => ClientEvent::SetStatus {
+                        status: "idle".into(),
+                    },
+                    3 => ClientEvent::VoiceJoin { channel_id: ch },
+                    4 => ClientEvent::VoiceMute { channel_id: ch },
+                    5 => ClientEvent::SetActivity {
+                        activity: serde_json::json!({"n": c}),
+                    },
+                    6 => ClientEvent::VoiceLeave { channel_id: ch },
+                    _ => {
+                        ClientEvent::Custom(CustomEvent::new(r#"{"type":"voice_stats"}"#).unwrap())
+                    }
+                };
+                // Refusals hand the event back: that is the contract, nothing to check here.
+                let _ = self.conn.send(now, event);
+            }
+            Op::Open => {
+                if self.sock == Sock::Opening {
+                    self.sock = Sock::Open { ready: false };
+                    self.conn.handle_open(now, Some("access_token"));
+                }
+            }
+            Op::Ready => {
+                if self.sock == (Sock::Open { ready: false }) {
+                    self.sock = Sock::Open { ready: true };
+                    self.frame(r#"{"type":"ready","user_id":"me"}"#);
+                }
+            }
+            Op::AnswerSubscribe { refuse } => {
+                if let (Some(ch), Sock::Open { ready: true }) =
+                    (self.pending_subs.pop_front(), self.sock)
+                {
+                    if *refuse {
+                        self.frame(r#"{"type":"error","code":"forbidden","message":"no"}"#);
+                    } else {
+                        self.server_subs.insert(ch.clone());
+                        self.sent_live.insert(ch.clone(), Vec::new());
+                        self.frame(&format!(r#"{{"type":"subscribed","channel_id":"{ch}"}}"#));
+                    }
+                }
+            }
+            Op::Post(c) => {
+                let ch = CHANNELS[*c];
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let id = format!("m{seq:05}");
+                self.store
+                    .entry(ch.to_owned())
+                    .or_default()
+                    .push((id.clone(), seq));
+                if self.server_subs.contains(ch) && self.sock == (Sock::Open { ready: true }) {
+                    self.sent_live
+                        .entry(ch.to_owned())
+                        .or_default()
+                        .push((id.clone(), seq));
+                    self.frame(&message_new(ch, &id, seq));
+                }
+            }
+            Op::Echo(i) => {
+                let all: Vec<(String, String, u32)> = self
+                    .sent_live
+                    .iter()
+                    .flat_map(|(c, v)| v.iter().map(move |(id, s)| (c.clone(), id.clone(), *s)))
+                    .collect();
+                if let (false, Sock::Open { ready: true }) = (all.is_empty(), self.sock) {
+                    let (c, id, s) = &all[i % all.len()];
+                    if self.server_subs.contains(c) {
+                        self.frame(&message_new(c, id, *s));
+                    }
+                }
+            }
+            Op::Garbage(b) => {
+                if matches!(self.sock, Sock::Open { .. }) {
+                    let junk = match b % 4 {
+                        0 => "{".to_owned(),
+                        1 => r#"{"type":"message_new","channel_id":"a"}"#.to_owned(),
+                        2 => format!("{}{}", "[".repeat(100), "]".repeat(100)),
+                        _ => r#"{"type":"brand_new_event","x":[1,{"y":null}]}"#.to_owned(),
+                    };
+                    self.frame(&junk);
+                }
+            }
+            Op::Pong => {
+                if matches!(self.sock, Sock::Open { .. }) {
+                    self.frame(r#"{"type":"pong"}"#);
+                }
+            }
+            Op::Drop => {
+                if matches!(self.sock, Sock::Open { .. } | Sock::Closing | Sock::Opening) {
+                    self.socket_gone();
+                    self.conn.handle_closed(
+                        now,
+                        Disconnect::Closed {
+                            code: None,
+                            reason: String::new(),
+                        },
+                    );
+                }
+            }
+            Op::Refuse(status, ra) => {
+                if self.sock == Sock::Opening {
+                    self.socket_gone();
+                    let retry_after = ra.map(|s| Duration::from_secs(u64::from(s)));
+                    self.retry_after = retry_after;
+                    self.conn.handle_closed(
+                        now,
+                        Disconnect::Refused {
+                            status: *status,
+                            retry_after,
+                        },
+                    );
+                }
+            }
+            Op::AnswerHistory { fail, bare } => {
+                if let Some(req) = self.history.pop_front() {
+                    let response = if *fail {
+                        Err(HistoryError::Status {
+                            status: 503,
+                            retry_after: None,
+                        })
+                    } else {
+                        Ok(Bytes::from(self.page(&req, *bare)))
+                    };
+                    self.conn.handle_history(now, req.id, response);
+                }
+            }
+            Op::AnswerRefresh(k) => {
+                if std::mem::take(&mut self.refresh_pending) {
+                    self.token_gen += 1;
+                    let result = match k {
+                        0 => Ok(Credentials::new(format!("t{}", self.token_gen))
+                            .with_expires_in(900 * S)),
+                        1 => Err(RefreshError::Transient { retry_after: None }),
+                        _ => Err(RefreshError::Rejected),
+                    };
+                    self.conn.handle_refresh(now, result);
+                }
+            }
+            Op::Progress => {
+                let next = match self.sock {
+                    Sock::Opening => Op::Open,
+                    Sock::Open { ready: false } => Op::Ready,
+                    Sock::Open { ready: true } if !self.pending_subs.is_empty() => {
+                        Op::AnswerSubscribe { refuse: false }
+                    }
+                    _ if !self.history.is_empty() => Op::AnswerHistory {
+                        fail: false,
+                        bare: false,
+                    },
+                    _ if self.refresh_pending => Op::AnswerRefresh(0),
+                    _ => {
+                        let due = self
+                            .conn
+                            .poll_timeout()
+                            .map_or(0, |t| t.saturating_duration_since(self.now).as_millis());
+                        Op::Advance(u32::try_from(due).unwrap_or(u32::MAX).min(60_000))
+                    }
+                };
+                self.apply(&next);
+            }
+            Op::Advance(ms) => {
+                let target = self.now + Duration::from_millis(u64::from(*ms));
+                for _ in 0..10_000 {
+                    self.drain();
+                    match self.conn.poll_timeout() {
+                        Some(t) if t <= target => {
+                            self.now = t.max(self.now);
+                            self.conn.handle_timeout(self.now);
+                            let next = self.conn.poll_timeout();
+                            assert!(
+                                next.is_none_or(|n| n > self.now),
+                                "deadline did not move on"
+                            );
+                        }
+                        _ => break,
+                    }
+                }
+                self.now = target;
+            }
+            Op::Sleep(secs) => {
+                self.now += Duration::from_secs(u64::from(*secs));
+                self.conn.handle_timeout(self.now);
+            }
+        }
+        self.drain();
+        assert!(
+            self.conn.queued() <= self.config.queue.capacity,
+            "offline queue over its bound"
+        );
+        assert!(
+            self.conn.held() <= self.config.catch_up.max_held * CHANNELS.len(),
+            "held live events over their bound"
+        );
+    }
+
+    /// A history page from the store, newest first, as the server would answer `req`.
+    fn page(&self, req: &HistoryRequest, bare: bool) -> String {
+        let msgs = self
+            .store
+            .get(req.channel_id.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let mut older: Vec<&(String, u32)> = match &req.before {
+            Some(b) => msgs.iter().take_while(|(id, _)| id != b.as_str()).collect(),
+            None => msgs.iter().collect(),
+        };
+        older.reverse();
+        let limit = req.limit as usize;
+        let has_more = older.len() > limit;
+        let items: Vec<String> = older
+            .iter()
+            .take(limit)
+            .map(|(id, s)| message(req.channel_id.as_str(), id, *s))
+            .collect();
+        if bare {
+            format!("[{}]", items.join(","))
+        } else {
+            let cursor = if has_more {
+                format!(r#","next_cursor":"{}""#, older[limit - 1].0)
+            } else {
+                String::new()
+            };
+            format!(
+                r#"{{"items":[{}],"has_more":{has_more}{cursor}}}"#,
+                items.join(",")
+            )
+        }
+    }
+
+    fn drain(&mut self) {
+        let mut subscribe_frames = Vec::new();
+        let mut became_ready = false;
+        while let Some(action) = self.conn.poll_action() {
+            match action {
+                Action::Open(_) => {
+                    assert_eq!(self.sock, Sock::None, "a second socket was opened");
+                    self.sock = Sock::Opening;
+                }
+                Action::Abort => {
+                    self.socket_gone();
+                }
+                Action::Close { .. } => {
+                    assert!(
+                        matches!(self.sock, Sock::Open { .. }),
+                        "close without an open socket"
+                    );
+                    self.sock = Sock::Closing;
+                    self.server_subs.clear();
+                    self.pending_subs.clear();
+                }
+                Action::Send(frame) => {
+                    assert_eq!(
+                        self.sock,
+                        Sock::Open { ready: true },
+                        "frame sent while not connected: {frame}"
+                    );
+                    let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+                    match v["type"].as_str() {
+                        Some("subscribe") => {
+                            let ch = v["channel_id"].as_str().unwrap().to_owned();
+                            subscribe_frames.push(ch.clone());
+                            self.pending_subs.push_back(ch);
+                        }
+                        Some("unsubscribe") => {
+                            // The server handles frames in order: a subscribe still pending
+                            // is answered, then undone by this unsubscribe.
+                            let ch = v["channel_id"].as_str().unwrap();
+                            self.server_subs.remove(ch);
+                            self.pending_subs.retain(|p| p != ch);
+                        }
+                        _ => {}
+                    }
+                }
+                Action::FetchHistory(req) => self.history.push_back(req),
+                Action::RefreshToken(_) => {
+                    self.seen.insert("refresh");
+                    assert!(!self.refresh_pending, "two refreshes in flight");
+                    self.refresh_pending = true;
+                }
+                Action::Emit(Event::Resynced { complete, .. }) => {
+                    self.seen.insert(if complete {
+                        "resynced complete"
+                    } else {
+                        "resynced incomplete"
+                    });
+                }
+                Action::Emit(Event::SubscriptionRejected { .. }) => {
+                    self.seen.insert("subscription rejected");
+                }
+                Action::Emit(Event::Status(status)) => {
+                    self.seen.insert(status.name());
+                    if let Status::Reconnecting { reason, .. } = &status {
+                        self.seen.insert(match reason {
+                            ReconnectReason::HeartbeatTimeout => "heartbeat timeout",
+                            ReconnectReason::HandshakeTimeout => "handshake timeout",
+                            ReconnectReason::RateLimited => "rate limited",
+                            _ => "other loss",
+                        });
+                    }
+                    if status == Status::Connected {
+                        became_ready = true;
+                        subscribe_frames.clear();
+                    }
+                    self.check_backoff(&status);
+                }
+                Action::Emit(Event::Server(e)) => {
+                    if let ServerEventKind::MessageNew {
+                        channel_id,
+                        message,
+                    } = e.kind()
+                    {
+                        let id = message.id.to_string();
+                        assert!(
+                            self.delivered.insert(id.clone()),
+                            "message {id} delivered twice"
+                        );
+                        self.seen.insert("message delivered");
+                        let seq: u32 = id[1..].parse().unwrap();
+                        let last = self.last_seq.insert(channel_id.to_string(), seq);
+                        assert!(
+                            last.is_none_or(|l| l < seq),
+                            "channel {channel_id}: {seq} after {last:?}"
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        if became_ready {
+            let wanted: Vec<String> = self.conn.subscriptions().map(str::to_owned).collect();
+            assert_eq!(
+                subscribe_frames, wanted,
+                "ready must re-send each wanted channel once"
+            );
+        }
+    }
+
+    fn check_backoff(&self, status: &Status) {
+        if let Status::Reconnecting {
+            attempt,
+            retry_in_ms,
+            reason,
+        } = status
+        {
+            let b = &self.config.backoff;
+            let shift = attempt.saturating_sub(1).min(20);
+            let cap = (b.base * (1u32 << shift)).min(b.max);
+            let wait = Duration::from_millis(*retry_in_ms);
+            let floor = cap / 2;
+            let mut ceiling = cap;
+            if matches!(
+                reason,
+                ReconnectReason::RateLimited | ReconnectReason::ServerUnavailable
+            ) {
+                ceiling = ceiling.max(self.retry_after.unwrap_or(Duration::from_secs(5)));
+            }
+            assert!(
+                wait + Duration::from_millis(1) >= floor && wait <= ceiling,
+                "retry {attempt} waits {wait:?}, outside [{floor:?}, {ceiling:?}]"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arbitrary_bytes_make_runnable_operation_sequences() {
+        let mut rng = crate::rng::Rng::new(9);
+        for seed in 0..50 {
+            let bytes: Vec<u8> = (0..2048).map(|_| rng.next_u64() as u8).collect();
+            let mut u = Unstructured::new(&bytes);
+            let ops: Vec<Op> = u.arbitrary().unwrap_or_default();
+            run_ops(seed, &ops);
+        }
+    }
+
+    #[test]
+    fn decoders_accept_their_seeds_and_survive_garbage() {
+        decode_frame(br#"{"type":"ready","user_id":"u"}"#);
+        decode_frame(b"\xff\xfe{");
+        decode_frame(&[b'['; 10_000]);
+        decode_rest(br#"{"items":[{"id":"m"}],"has_more":false}"#);
+        decode_rest(br#"{"access_token":"a","expires_in":18446744073709551615}"#);
+        decode_rest(b"");
+    }
+}
