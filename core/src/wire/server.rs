@@ -253,6 +253,9 @@ impl ServerEvent {
             return Err(DecodeError::Shape("frame is not a JSON object"));
         }
         let head: Head<'_> = serde_json::from_str(s)?;
+        if head.ty.is_empty() {
+            return Err(DecodeError::Shape("`type` is empty"));
+        }
         let event_type = match &head.ty {
             Cow::Borrowed(t) => Text::slice_of(&frame, t),
             Cow::Owned(t) => Text::from(t.as_str()),
@@ -447,6 +450,10 @@ mod tests {
         assert!(matches!(decode("{not json"), Err(DecodeError::Json(_))));
         assert!(matches!(decode(r#"["ready"]"#), Err(DecodeError::Shape(_))));
         assert!(matches!(decode(r#"{"type":1}"#), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            decode(r#"{"type"	:""}"#),
+            Err(DecodeError::Shape(_))
+        ));
         assert!(matches!(
             decode(r#"{"no_type":1}"#),
             Err(DecodeError::Json(_))
