@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: formatting, lints, and the whole test suite.
 # Usage: bash scripts/test.sh
-# Env:   TETHER_SIM_SEEDS=N   seeds for the deterministic simulation (default 2000)
-#        TETHER_PROPTEST_CASES=N  cases per property test (default 256)
+# Env:   TETHER_SIM_SEEDS=N    seeds for the deterministic simulation (default 2000)
+#        PROPTEST_CASES=N      cases per property test (default 256)
+#        TETHER_FUZZ_SECS=N    seconds per fuzz target in the smoke run (default 20; 0 skips)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,4 +40,32 @@ if cargo tree -p tether-core -e normal --prefix none | grep -E '^(tokio|reqwest|
   echo "tether-core must not depend on an I/O crate" >&2
   exit 1
 fi
+FUZZ_SECS="${TETHER_FUZZ_SECS:-20}"
+if [ "$FUZZ_SECS" != "0" ]; then
+  echo "== fuzz smoke: build every target, run each ${FUZZ_SECS}s on its seed corpus"
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --version ^0.13 --locked
+  fi
+  # Stable toolchain: cargo-fuzz needs -Z flags, which RUSTC_BOOTSTRAP allows.
+  export RUSTC_BOOTSTRAP=1
+  (
+    cd fuzz
+    cargo fuzz build -O
+    for target in server_frame rest_body operations; do
+      corpus="$(mktemp -d)"
+      cp seeds/"$target"/* "$corpus"/
+      log="$(mktemp)"
+      if ! cargo fuzz run -O "$target" "$corpus" -- -dict=protocol.dict \
+        -max_total_time="$FUZZ_SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        >"$log" 2>&1; then
+        tail -n 60 "$log" >&2
+        echo "fuzz target $target failed; the input is under fuzz/artifacts/$target" >&2
+        exit 1
+      fi
+      echo "$target: $(grep -E 'stat::number_of_executed_units' "$log" | awk '{print $2}') runs, no crash"
+      rm -rf "$corpus" "$log"
+    done
+  )
+fi
+
 echo "all checks passed"
