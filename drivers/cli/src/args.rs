@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tether", bin_name = "tether", version)]
 pub struct Cli {
-    /// More logs on stderr (-v, -vv). TETHER_LOG=<filter> overrides.
+    /// More logs on stderr (-v, -vv). TETHER_LOG=<filter> (or RUST_LOG) overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     #[command(subcommand)]

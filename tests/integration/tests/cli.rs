@@ -520,6 +520,32 @@ async fn listen_with_query_auth_connects_to_a_server_that_only_takes_query_token
     assert!(!stderr.contains("eyJ"), "no token is ever logged: {stderr}");
 }
 
+#[tokio::test]
+async fn no_token_or_password_reaches_stderr_at_rust_log_trace() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let ch = w.channels[0].as_str();
+    let mut cmd = tether_cmd(&listen_args(
+        &w,
+        &["--username", "alice", "--password", PASSWORD],
+        &[ch],
+    ));
+    cmd.env("RUST_LOG", "trace");
+    let mut t = Tether::spawn_cmd(cmd, true);
+    t.live(&[ch]).await;
+    let id = post(&w, ch, "traced");
+    t.until_event("ws:message_new").await;
+    // A reconnect and a catch-up too: the token goes out again on the upgrade and over REST.
+    w.server.faults().drop_all();
+    t.until_event("ws:resynced").await;
+    let stderr = t.stderr.clone();
+    let all = t.stop().await;
+    assert_same_ids(&message_ids(&all), ch, &[id]);
+    let stderr = stderr.lock().unwrap().clone();
+    assert!(stderr.contains("TRACE"), "RUST_LOG=trace is honoured");
+    assert!(!stderr.contains(PASSWORD), "the password is never logged");
+    assert!(!stderr.contains("eyJ"), "no token is ever logged: {stderr}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Abrupt drops in the middle of a message stream.
 // ---------------------------------------------------------------------------------------------
