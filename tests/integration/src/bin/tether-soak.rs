@@ -1,0 +1,383 @@
+//! Chaos soak: many tokio clients against the dev server while a seeded fault schedule drops
+//! sockets, stalls links, refuses upgrades, expires tokens and restarts the server, and
+//! messages flow in many channels. At the end every client must hold every message of every
+//! channel it wanted, exactly once and in order, unless it was told to reload the channel
+//! (`resynced { complete: false }`).
+//!
+//! ```text
+//! cargo run --release -p tether-integration --bin tether-soak -- \
+//!     --clients 100 --channels 20 --secs 600 --seed 1
+//! ```
+//!
+//! Prints one JSON report line on stdout; exits 1 on any loss, duplicate or reordering.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tether_core::rng::Rng;
+use tether_core::{Credentials, Event, ServerEventKind, Status};
+use tether_devserver::{DevServer, ServerConfig};
+use tether_tokio::{Client, ClientConfig, Events};
+use tokio::sync::Mutex;
+
+#[derive(Debug)]
+struct Options {
+    clients: usize,
+    channels: usize,
+    secs: u64,
+    seed: u64,
+    /// Messages posted per second, across all channels.
+    rate: u64,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        clients: 20,
+        channels: 5,
+        secs: 45,
+        seed: 1,
+        rate: 40,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let n: u64 = value
+            .parse()
+            .map_err(|_| format!("{flag}: `{value}` is not a number"))?;
+        match flag.as_str() {
+            "--clients" => o.clients = n as usize,
+            "--channels" => o.channels = n as usize,
+            "--secs" => o.secs = n,
+            "--seed" => o.seed = n,
+            "--rate" => o.rate = n.max(1),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if o.clients == 0 || o.channels == 0 || o.secs == 0 {
+        return Err("--clients, --channels and --secs must be positive".into());
+    }
+    Ok(o)
+}
+
+/// What one client saw of one channel.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Local instant of the first `subscribed`: messages created after it are required.
+    since: Option<Instant>,
+    /// Message ids in delivery order (resolved to creation indexes at the end: a broadcast
+    /// can reach a client before the poster has written the id down).
+    delivered: Vec<String>,
+    /// Instants of `resynced { complete: false }`.
+    reloads: Vec<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    channels: BTreeMap<String, Seen>,
+    reconnecting: u64,
+    failed: u64,
+}
+
+/// Message id -> (channel, creation index, local creation instant).
+type Ledger = Arc<std::sync::Mutex<BTreeMap<String, (String, u64, Instant)>>>;
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn collect(mut events: Events, tally: Arc<std::sync::Mutex<Tally>>) {
+    while let Some(e) = events.recv().await {
+        let mut t = tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &e {
+            Event::Server(s) => match s.kind() {
+                ServerEventKind::Subscribed { channel_id } => {
+                    let seen = t.channels.entry(channel_id.to_string()).or_default();
+                    seen.since.get_or_insert_with(Instant::now);
+                }
+                ServerEventKind::MessageNew {
+                    channel_id,
+                    message,
+                } => {
+                    t.channels
+                        .entry(channel_id.to_string())
+                        .or_default()
+                        .delivered
+                        .push(message.id.to_string());
+                }
+                _ => {}
+            },
+            Event::Resynced {
+                channel_id,
+                complete: false,
+                ..
+            } => {
+                t.channels
+                    .entry(channel_id.to_string())
+                    .or_default()
+                    .reloads
+                    .push(Instant::now());
+            }
+            Event::Status(Status::Reconnecting { .. }) => t.reconnecting += 1,
+            Event::Status(Status::Failed { .. }) => t.failed += 1,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let o = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tether-soak: {e}");
+            std::process::exit(64);
+        }
+    };
+    let server = DevServer::start(([127, 0, 0, 1], 0).into(), ServerConfig::default())
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("tether-soak: cannot start the dev server: {e}");
+            std::process::exit(1);
+        });
+    let url = server.url();
+    let channels: Vec<String> = (0..o.channels)
+        .map(|i| server.create_channel(&format!("c{i}")))
+        .collect();
+    server.create_user("poster", "password123");
+    let ledger: Ledger = Arc::default();
+    let mut rng = Rng::new(o.seed);
+
+    // Clients: each wants a random third of the channels (at least one).
+    let mut clients = Vec::new();
+    let mut tallies = Vec::new();
+    for i in 0..o.clients {
+        let name = format!("user{i}");
+        let Some(tokens) = server.create_user(&name, "password123") else {
+            continue;
+        };
+        let Ok(creds) = Credentials::from_token_response(tokens.to_string().as_bytes()) else {
+            continue;
+        };
+        let mut cfg = ClientConfig::new(&url).unwrap_or_else(|e| panic!("config: {e}"));
+        cfg.core.seed = o.seed.wrapping_mul(1000).wrapping_add(i as u64);
+        cfg.core.heartbeat.interval = Duration::from_secs(2);
+        cfg.core.heartbeat.timeout = Duration::from_secs(2);
+        cfg.core.backoff.max = Duration::from_secs(4);
+        let Ok((client, events)) = Client::spawn(cfg, creds) else {
+            continue;
+        };
+        let mut wanted = BTreeSet::new();
+        for ch in &channels {
+            if rng.next_u64() % 3 == 0 {
+                wanted.insert(ch.clone());
+            }
+        }
+        if wanted.is_empty() {
+            wanted.insert(channels[i % channels.len()].clone());
+        }
+        for ch in &wanted {
+            let _ = client.subscribe(ch).await;
+        }
+        let _ = client.connect();
+        let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
+        tokio::spawn(collect(events, tally.clone()));
+        tallies.push((wanted, tally));
+        clients.push(client);
+    }
+
+    let server = Arc::new(Mutex::new(server));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(o.secs);
+    let mut next_index = 0u64;
+    let mut next_fault = started + Duration::from_secs(3);
+    let mut faults_done: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let tick = Duration::from_millis((1000 / o.rate).max(1));
+    while Instant::now() < deadline {
+        {
+            let s = server.lock().await;
+            let ch = &channels[(rng.next_u64() % channels.len() as u64) as usize];
+            if let Some(id) = s.post(ch, "poster", &format!("soak {next_index}")) {
+                ledger
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(id, (ch.clone(), next_index, Instant::now()));
+                next_index += 1;
+            }
+        }
+        if Instant::now() >= next_fault {
+            let mut s = server.lock().await;
+            let f = s.faults();
+            let kind = match rng.next_u64() % 6 {
+                0 => {
+                    f.drop_all();
+                    "drop"
+                }
+                1 => {
+                    f.stall(false);
+                    "stall"
+                }
+                2 => {
+                    f.refuse_upgrades(503, None, Some(20));
+                    f.drop_all();
+                    "refuse_503"
+                }
+                3 => {
+                    f.refuse_upgrades(429, Some(Duration::from_secs(1)), Some(20));
+                    f.drop_all();
+                    "refuse_429"
+                }
+                4 => {
+                    f.expire_tokens();
+                    f.drop_all();
+                    "expire_tokens"
+                }
+                _ => {
+                    let down =
+                        rng.duration_between(Duration::from_millis(200), Duration::from_secs(2));
+                    let _ = s.restart(down).await;
+                    "restart"
+                }
+            };
+            *faults_done.entry(kind).or_default() += 1;
+            next_fault = Instant::now()
+                + rng.duration_between(Duration::from_secs(2), Duration::from_secs(8));
+        }
+        tokio::time::sleep(tick).await;
+    }
+    server.lock().await.faults().clear();
+
+    // Settle: every client back, every catch-up done, or 60 s.
+    let settle_by = Instant::now() + Duration::from_secs(60);
+    let last_per_channel: BTreeMap<String, u64> = ledger
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .values()
+        .fold(BTreeMap::new(), |mut m, (ch, i, _)| {
+            m.insert(ch.clone(), (*i).max(m.get(ch).copied().unwrap_or(0)));
+            m
+        });
+    let ledger_now = ledger
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    loop {
+        let settled = tallies.iter().all(|(wanted, tally)| {
+            let t = tally
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            wanted.iter().all(|ch| {
+                let last = last_per_channel.get(ch).copied();
+                let seen = t.channels.get(ch);
+                match (last, seen) {
+                    (None, _) => true,
+                    (Some(l), Some(s)) => {
+                        let index = |id: &String| ledger_now.get(id).map(|m| m.1);
+                        s.delivered.last().and_then(index) == Some(l) || !s.reloads.is_empty()
+                    }
+                    (Some(_), None) => false,
+                }
+            })
+        });
+        if settled || Instant::now() > settle_by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Verdict.
+    let ledger = ledger
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut by_channel: BTreeMap<&str, Vec<(u64, Instant)>> = BTreeMap::new();
+    for (ch, i, at) in ledger.values() {
+        by_channel.entry(ch.as_str()).or_default().push((*i, *at));
+    }
+    for v in by_channel.values_mut() {
+        v.sort_unstable_by_key(|x| x.0);
+    }
+    let (mut delivered, mut lost, mut duplicated, mut reordered, mut exempt) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut reconnects = 0u64;
+    let mut examples = Vec::new();
+    for (client, (wanted, tally)) in tallies.iter().enumerate() {
+        let t = tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reconnects += t.reconnecting;
+        for ch in wanted {
+            let Some(seen) = t.channels.get(ch) else {
+                lost += by_channel.get(ch.as_str()).map_or(0, |v| v.len() as u64);
+                continue;
+            };
+            let order: Vec<u64> = seen
+                .delivered
+                .iter()
+                .filter_map(|id| ledger.get(id).map(|m| m.1))
+                .collect();
+            delivered += order.len() as u64;
+            let unique: BTreeSet<u64> = order.iter().copied().collect();
+            duplicated += (order.len() - unique.len()) as u64;
+            reordered += order.windows(2).filter(|w| w[0] >= w[1]).count() as u64;
+            let last_reload = seen.reloads.iter().max().copied();
+            for (i, at) in by_channel
+                .get(ch.as_str())
+                .map_or(&[][..], |v| v.as_slice())
+            {
+                let required = seen.since.is_some_and(|s| *at > s);
+                if !required || unique.contains(i) {
+                    continue;
+                }
+                if last_reload.is_some_and(|r| *at <= r) {
+                    exempt += 1;
+                } else {
+                    lost += 1;
+                    if examples.len() < 5 {
+                        examples.push(format!(
+                            "client {client} channel {ch}: message #{i} missing"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let report = serde_json::json!({
+        "seed": o.seed,
+        "clients": clients.len(),
+        "channels": o.channels,
+        "secs": o.secs,
+        "messages_created": ledger.len(),
+        "messages_delivered": delivered,
+        "lost": lost,
+        "duplicated": duplicated,
+        "reordered": reordered,
+        "exempt_after_reload": exempt,
+        "reconnects": reconnects,
+        "faults": faults_done,
+        "peak_rss_kib": rss_kib("VmHWM:"),
+        "rss_kib": rss_kib("VmRSS:"),
+        "examples": examples,
+    });
+    println!("{report}");
+    drop(clients);
+    if lost + duplicated + reordered > 0 {
+        eprintln!(
+            "tether-soak: FAILED (seed {}): {lost} lost, {duplicated} duplicated, {reordered} reordered",
+            o.seed
+        );
+        std::process::exit(1);
+    }
+}
