@@ -181,7 +181,7 @@ async fn main() {
         };
         let mut wanted = BTreeSet::new();
         for ch in &channels {
-            if rng.next_u64() % 3 == 0 {
+            if rng.next_u64().is_multiple_of(3) {
                 wanted.insert(ch.clone());
             }
         }
