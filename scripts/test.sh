@@ -38,6 +38,9 @@ cargo test --workspace --locked
 echo "== chaos soak (short): 20 clients, 5 channels, seeded faults, 45 s"
 cargo run --locked -q -p tether-integration --bin tether-soak -- --secs "${TETHER_SOAK_SECS:-45}" --clients 20 --channels 5 --seed "${TETHER_SOAK_SEED:-1}"
 
+echo "== flood (short): the app stops reading for 5 s while 50,000 messages arrive"
+cargo run --locked -q -p tether-integration --bin tether-flood -- --messages 50000 --pause-secs 5 --max-rss-mib 64
+
 echo "== sans-IO check: tether-core depends on no I/O crate"
 if cargo tree -p tether-core -e normal --prefix none | grep -E '^(tokio|reqwest|tungstenite|tokio-tungstenite|tauri|mio|socket2) ' ; then
   echo "tether-core must not depend on an I/O crate" >&2

@@ -117,7 +117,8 @@ enum State {
 ///   [`send`](Self::send), [`set_credentials`](Self::set_credentials).
 /// - **Inputs from the world** (`handle_*`, each taking `now`):
 ///   [`handle_open`](Self::handle_open), [`handle_frame`](Self::handle_frame),
-///   [`handle_activity`](Self::handle_activity), [`handle_closed`](Self::handle_closed),
+///   [`handle_activity`](Self::handle_activity), [`handle_backpressure`](Self::handle_backpressure),
+///   [`handle_closed`](Self::handle_closed),
 ///   [`handle_history`](Self::handle_history), [`handle_refresh`](Self::handle_refresh),
 ///   [`handle_timeout`](Self::handle_timeout).
 /// - **Outputs** (`poll_*`): [`poll_action`](Self::poll_action) until `None`, then
@@ -152,6 +153,8 @@ pub struct Connection {
     rtt: Option<Duration>,
     user_id: Option<Text>,
     last_status: Option<Status>,
+    /// The driver is not reading the socket (backpressure); see `handle_backpressure`.
+    reading_paused: bool,
 }
 
 impl Connection {
@@ -180,6 +183,7 @@ impl Connection {
             rtt: None,
             user_id: None,
             last_status: None,
+            reading_paused: false,
         })
     }
 
@@ -410,6 +414,16 @@ impl Connection {
         }
         if let State::Connected(live) = &mut self.state {
             live.heartbeat.handle_activity();
+        }
+    }
+
+    /// The driver stopped (`true`) or resumed (`false`) reading the socket because the app
+    /// is behind (DESIGN 3.6). Silence while paused is not a dead link: the heartbeat waits.
+    pub fn handle_backpressure(&mut self, now: Instant, paused: bool) {
+        let now = self.clamp(now);
+        self.reading_paused = paused;
+        if let State::Connected(live) = &mut self.state {
+            live.heartbeat.set_paused(now, paused);
         }
     }
 
@@ -785,9 +799,11 @@ impl Connection {
         self.user_id = Some(user_id);
         self.reauth_used = false;
         self.stats.sessions += 1;
+        let mut heartbeat = Heartbeat::new(now, &self.config.heartbeat);
+        heartbeat.set_paused(now, self.reading_paused);
         let live = Live {
             stable_at: Some(self.backoff.stable_at(now)),
-            heartbeat: Heartbeat::new(now, &self.config.heartbeat),
+            heartbeat,
         };
         self.set_state(State::Connected(live));
         for ch in self.subs.handle_ready() {

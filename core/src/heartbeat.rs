@@ -50,6 +50,8 @@ pub struct Heartbeat {
     next_ping: Instant,
     deadline: Option<Instant>,
     ping_sent_at: Option<Instant>,
+    /// The driver stopped reading on purpose (the app is behind): silence proves nothing.
+    paused: bool,
 }
 
 impl Heartbeat {
@@ -61,7 +63,20 @@ impl Heartbeat {
             next_ping: now + config.interval,
             deadline: None,
             ping_sent_at: None,
+            paused: false,
         }
+    }
+
+    /// The driver stopped (`true`) or resumed (`false`) reading the socket for backpressure.
+    /// While paused a missed deadline is not a dead link (the answer is waiting unread); on
+    /// resume a pending ping gets a fresh deadline.
+    pub fn set_paused(&mut self, now: Instant, paused: bool) {
+        if self.paused && !paused {
+            if let Some(d) = self.deadline.as_mut() {
+                *d = (*d).max(now + self.timeout);
+            }
+        }
+        self.paused = paused;
     }
 
     /// Something arrived: the link is alive.
@@ -80,8 +95,12 @@ impl Heartbeat {
     /// Fires due timers. A returned `Ping` must be sent by the caller.
     pub fn handle_timeout(&mut self, now: Instant) -> Beat {
         if self.deadline.is_some_and(|d| now >= d) {
-            self.deadline = None;
-            return Beat::Dead;
+            if self.paused {
+                self.deadline = Some(now + self.timeout);
+            } else {
+                self.deadline = None;
+                return Beat::Dead;
+            }
         }
         if now >= self.next_ping {
             self.next_ping = now + self.interval;
@@ -171,6 +190,23 @@ mod tests {
         hb.handle_activity();
         assert_eq!(hb.handle_pong(t + 30 * S + S / 2), Some(S / 2));
         assert_eq!(hb.handle_pong(t + 32 * S), None, "one answer per ping");
+    }
+
+    #[test]
+    fn silence_while_the_driver_is_not_reading_is_not_a_dead_link() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        hb.set_paused(t, true);
+        assert_eq!(hb.handle_timeout(t + 30 * S), Beat::Ping);
+        assert_ne!(hb.handle_timeout(t + 40 * S), Beat::Dead);
+        assert_ne!(hb.handle_timeout(t + 200 * S), Beat::Dead);
+        hb.set_paused(t + 200 * S, false);
+        assert_eq!(
+            hb.poll_timeout(),
+            t + 210 * S,
+            "a fresh window after resuming"
+        );
+        assert_eq!(hb.handle_timeout(t + 210 * S), Beat::Dead);
     }
 
     #[test]

@@ -653,6 +653,28 @@ fn pong_measures_the_round_trip_and_is_not_forwarded() {
 }
 
 #[test]
+fn a_driver_paused_for_backpressure_keeps_the_link_alive() {
+    let mut h = live_with(&[], None);
+    h.conn.handle_backpressure(h.now, true);
+    h.advance(120 * S);
+    assert!(h.conn.is_connected(), "unread answers are not silence");
+    h.conn.handle_backpressure(h.now, false);
+    h.advance(9 * S);
+    assert!(h.conn.is_connected());
+    h.advance(S);
+    assert!(
+        matches!(
+            h.conn.status(),
+            Status::Reconnecting {
+                reason: ReconnectReason::HeartbeatTimeout,
+                ..
+            }
+        ),
+        "once reading again, real silence is still a dead link"
+    );
+}
+
+#[test]
 fn waking_from_sleep_probes_at_once_with_a_short_deadline() {
     let mut h = live_with(&[], None);
     h.advance(10 * S);

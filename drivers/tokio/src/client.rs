@@ -214,6 +214,7 @@ impl Client {
             inbox: inbox.clone(),
             status_tx,
             commands: command_rx,
+            paused: false,
         };
         tokio::spawn(driver.run());
         Ok((
@@ -348,6 +349,8 @@ struct Driver {
     inbox: Arc<Inbox>,
     status_tx: watch::Sender<Status>,
     commands: mpsc::UnboundedReceiver<Command>,
+    /// Not reading the socket because the app is behind.
+    paused: bool,
 }
 
 impl Driver {
@@ -355,6 +358,12 @@ impl Driver {
         loop {
             let deadline = self.drain().await;
             let full = self.inbox.queue.lock().await.is_full();
+            if full != self.paused {
+                // Tell the core we stopped (or resumed) reading on purpose, so an app that
+                // falls behind does not look like a dead link.
+                self.paused = full;
+                self.conn.handle_backpressure(self.clock.now(), full);
+            }
             let sleep = tokio::time::sleep(deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(self.clock.now())
             }));

@@ -99,6 +99,21 @@ impl Faults {
         self.shared.broadcast_all(frame)
     }
 
+    /// Floods every socket subscribed to `channel_id` with `count` new messages (stored, so
+    /// REST history has them too), each sent as soon as that socket can take it.
+    pub fn flood(&self, channel_id: &str, count: u64) -> usize {
+        let conns = self.shared.conns();
+        let mut n = 0;
+        for c in conns.values().filter(|c| c.subs.contains(channel_id)) {
+            let _ = c.tx.send(Out::Flood {
+                channel_id: channel_id.to_owned(),
+                count,
+            });
+            n += 1;
+        }
+        n
+    }
+
     /// Sends a binary frame to every open socket (Kaiku's clients must ignore those).
     pub fn inject_binary(&self, bytes: &[u8]) -> usize {
         let conns = self.shared.conns();

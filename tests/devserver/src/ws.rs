@@ -27,6 +27,9 @@ pub(crate) enum Out {
     Drop,
     /// Stop reading and writing; keep TCP open.
     Stall,
+    /// Post `count` messages to `channel_id` and send each to this socket as it is created,
+    /// waiting for the socket to take it (a flood that respects TCP backpressure).
+    Flood { channel_id: String, count: u64 },
 }
 
 const MISSING_PROTOCOL: &str =
@@ -155,6 +158,11 @@ async fn run(shared: Arc<Shared>, user_id: String, socket: WebSocket) {
                 }
                 Some(Out::Text(_) | Out::Binary(_)) => {} // lost in the stall
                 Some(Out::Stall) => stalled = true,
+                Some(Out::Flood { channel_id, count }) => {
+                    if flood(&shared, &mut sink, &channel_id, count).await.is_err() {
+                        break;
+                    }
+                }
                 Some(Out::Drop) | None => break,
             },
             inbound = stream.next(), if !stalled => match inbound {
@@ -171,6 +179,40 @@ async fn run(shared: Arc<Shared>, user_id: String, socket: WebSocket) {
     }
     shared.conns().remove(&id);
     // Dropping sink and stream ends the TCP connection without a close frame.
+}
+
+/// Posts and sends `count` messages, one at a time: the socket's send waits whenever the
+/// client's receive window is full, so the server holds one frame, not the whole flood.
+async fn flood<S>(shared: &Shared, sink: &mut S, channel_id: &str, count: u64) -> Result<(), ()>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let author = {
+        let mut store = shared.store();
+        match store.user_by_name("flood") {
+            Some(u) => u.id.clone(),
+            None => {
+                store
+                    .register("flood", "password123", "Flood")
+                    .ok_or(())?
+                    .id
+            }
+        }
+    };
+    for i in 0..count {
+        let frame = {
+            let mut store = shared.store();
+            let m = store
+                .post(channel_id, &author, &format!("flood {i}"))
+                .ok_or(())?;
+            json!({"type": "message_new", "channel_id": channel_id, "message": store.message_json(&m)})
+                .to_string()
+        };
+        sink.send(Message::Text(Utf8Bytes::from(frame)))
+            .await
+            .map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 fn reply(shared: &Shared, id: u64, frame: Value) {

@@ -1,0 +1,222 @@
+//! Bounded memory under a flood (DESIGN 3.6): the app stops reading while the server pushes
+//! message events; the client's memory must stay bounded (bounded delivery queue, then TCP
+//! backpressure), and once the app reads again every message must arrive, exactly once, in
+//! order, on the same connection.
+//!
+//! The server runs in a child process (this binary with `--serve`), so the resident memory
+//! measured here is the client's alone.
+//!
+//! ```text
+//! cargo run --release -p tether-integration --bin tether-flood -- --messages 1000000 --pause-secs 60
+//! ```
+//!
+//! Prints one JSON report line; exits 1 when a message is missing, duplicated or out of order,
+//! when the link dropped, or when peak resident memory went over `--max-rss-mib` (default 64).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tether_core::{Credentials, Event, ServerEventKind, Status};
+use tether_devserver::{DevServer, ServerConfig};
+use tether_tokio::{Client, ClientConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+struct Options {
+    messages: u64,
+    pause: Duration,
+    max_rss_mib: u64,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        messages: 50_000,
+        pause: Duration::from_secs(5),
+        max_rss_mib: 64,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let n: u64 = value
+            .parse()
+            .map_err(|_| format!("{flag}: `{value}` is not a number"))?;
+        match flag.as_str() {
+            "--messages" => o.messages = n.max(1),
+            "--pause-secs" => o.pause = Duration::from_secs(n),
+            "--max-rss-mib" => o.max_rss_mib = n,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(o)
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("tether-flood: {msg}");
+    std::process::exit(1)
+}
+
+/// The child: a dev server that floods on command (`flood N` on stdin) until stdin closes.
+async fn serve() {
+    let server = DevServer::start(([127, 0, 0, 1], 0).into(), ServerConfig::default())
+        .await
+        .unwrap_or_else(|e| fail(&format!("server: {e}")));
+    let channel = server.create_channel("flood");
+    let tokens = server
+        .create_user("reader", "password123")
+        .unwrap_or_else(|| fail("user"));
+    println!(
+        "{}",
+        serde_json::json!({"url": server.url(), "channel": channel, "tokens": tokens})
+    );
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(n) = line
+            .strip_prefix("flood ")
+            .and_then(|n| n.trim().parse().ok())
+        {
+            server.faults().flood(&channel, n);
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--serve") {
+        serve().await;
+        return;
+    }
+    let o = options().unwrap_or_else(|e| {
+        eprintln!("tether-flood: {e}");
+        std::process::exit(64)
+    });
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(&format!("current_exe: {e}")));
+    let mut child = tokio::process::Command::new(exe)
+        .arg("--serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("server process: {e}")));
+    let mut child_out =
+        BufReader::new(child.stdout.take().unwrap_or_else(|| fail("stdout"))).lines();
+    let mut child_in = child.stdin.take().unwrap_or_else(|| fail("stdin"));
+    let hello = child_out
+        .next_line()
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| fail("no hello from the server"));
+    let info: serde_json::Value =
+        serde_json::from_str(&hello).unwrap_or_else(|e| fail(&format!("hello: {e}")));
+    let url = info["url"].as_str().unwrap_or_default().to_owned();
+    let channel = info["channel"].as_str().unwrap_or_default().to_owned();
+    let creds = Credentials::from_token_response(info["tokens"].to_string().as_bytes())
+        .unwrap_or_else(|e| fail(&format!("tokens: {e}")));
+
+    let mut cfg = ClientConfig::new(&url).unwrap_or_else(|e| fail(&e.to_string()));
+    // Short heartbeats: the pause must not look like a dead link even when pings are due.
+    cfg.core.heartbeat.interval = Duration::from_secs(2);
+    cfg.core.heartbeat.timeout = Duration::from_secs(2);
+    let (client, mut events) = Client::spawn(cfg, creds).unwrap_or_else(|e| fail(&e.to_string()));
+    let _ = client.subscribe(&channel).await;
+    let _ = client.connect();
+    // Wait until subscribed (and the anchor probe is answered).
+    let live_by = Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = tokio::time::timeout_at(live_by.into(), events.recv())
+            .await
+            .unwrap_or_else(|_| fail("never subscribed"))
+            .unwrap_or_else(|| fail("event stream ended"));
+        if matches!(&e, Event::Server(s) if matches!(s.kind(), ServerEventKind::Subscribed { .. }))
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let baseline = rss_kib("VmRSS:");
+
+    // The app stops reading; the server floods.
+    let _ = child_in
+        .write_all(format!("flood {}\n", o.messages).as_bytes())
+        .await;
+    let _ = child_in.flush().await;
+    let pause_until = Instant::now() + o.pause;
+    let mut peak = baseline;
+    while Instant::now() < pause_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss_kib("VmRSS:"));
+    }
+
+    // The app reads again: everything must come, once, in order, on the same session.
+    let started = Instant::now();
+    let mut next = 0u64;
+    let mut dropped = false;
+    while next < o.messages {
+        let e = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .unwrap_or_else(|_| fail(&format!("stalled after {next} of {} messages", o.messages)))
+            .unwrap_or_else(|| fail("event stream ended"));
+        match &e {
+            Event::Server(s) => {
+                if let ServerEventKind::MessageNew { .. } = s.kind() {
+                    let v: serde_json::Value =
+                        serde_json::from_str(s.json().as_str()).unwrap_or_default();
+                    let content = v["message"]["content"].as_str().unwrap_or_default();
+                    let n: u64 = content
+                        .strip_prefix("flood ")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(u64::MAX);
+                    if n != next {
+                        fail(&format!("expected message {next}, got `{content}`"));
+                    }
+                    next += 1;
+                }
+            }
+            Event::Status(Status::Reconnecting { reason, .. }) => {
+                dropped = true;
+                eprintln!("tether-flood: the link dropped ({reason:?})");
+            }
+            _ => {}
+        }
+        if next.is_multiple_of(1024) {
+            peak = peak.max(rss_kib("VmRSS:"));
+        }
+    }
+    let drain = started.elapsed();
+    peak = peak.max(rss_kib("VmRSS:"));
+    let report = serde_json::json!({
+        "messages": o.messages,
+        "pause_secs": o.pause.as_secs(),
+        "delivered_in_order": next,
+        "link_dropped": dropped,
+        "baseline_rss_kib": baseline,
+        "peak_rss_kib": peak,
+        "drain_secs": drain.as_secs_f64(),
+        "events_per_sec_after_resume": o.messages as f64 / drain.as_secs_f64().max(1e-9),
+    });
+    println!("{report}");
+    drop(child_in);
+    let _ = child.kill().await;
+    if dropped {
+        fail("the connection dropped while the app was not reading");
+    }
+    if peak > o.max_rss_mib * 1024 {
+        fail(&format!(
+            "peak resident memory {} KiB over {} MiB",
+            peak, o.max_rss_mib
+        ));
+    }
+}
