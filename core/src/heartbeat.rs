@@ -71,10 +71,11 @@ impl Heartbeat {
     /// While paused a missed deadline is not a dead link (the answer is waiting unread); on
     /// resume a pending ping gets a fresh deadline.
     pub fn set_paused(&mut self, now: Instant, paused: bool) {
-        if self.paused && !paused {
-            if let Some(d) = self.deadline.as_mut() {
-                *d = (*d).max(now + self.timeout);
-            }
+        if self.paused
+            && !paused
+            && let Some(d) = self.deadline.as_mut()
+        {
+            *d = (*d).max(now + self.timeout);
         }
         self.paused = paused;
     }
