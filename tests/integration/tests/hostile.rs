@@ -51,10 +51,10 @@ fn client_for(url: &str) -> (Client, tether_tokio::Events) {
 /// The first terminal or retry verdict the client reaches.
 async fn verdict(events: &mut tether_tokio::Events) -> Status {
     loop {
-        if let Event::Status(s) = next(events, "a verdict").await {
-            if matches!(s, Status::Reconnecting { .. } | Status::Failed { .. }) {
-                return s;
-            }
+        if let Event::Status(s @ (Status::Reconnecting { .. } | Status::Failed { .. })) =
+            next(events, "a verdict").await
+        {
+            return s;
         }
     }
 }
