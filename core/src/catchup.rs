@@ -2,8 +2,9 @@
 //!
 //! Per channel the tracker keeps an *anchor* (the newest message delivered on it) and the ids
 //! of recently delivered messages. After a reconnect it walks history pages newest-first until
-//! it meets the anchor, holding the channel's live `message_new` events meanwhile, then
-//! delivers the gap oldest-first, then the held events, then one `resynced`.
+//! it meets the anchor, holding every live event about the channel meanwhile (messages, edits,
+//! deletes, reactions, typing), then delivers the gap oldest-first, then the held events, then
+//! one `resynced`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -102,7 +103,7 @@ pub enum HistoryError {
 pub enum CatchUpOutput {
     /// Fetch a page.
     Fetch(HistoryRequest),
-    /// Deliver this `message_new` to the app.
+    /// Deliver this event to the app (a `message_new`, or an event held behind a catch-up).
     Deliver(ServerEvent),
     /// A channel finished catching up.
     Resynced {
@@ -202,7 +203,7 @@ impl RecentIds {
 /// Tracks every wanted channel's anchor and drives catch-ups.
 ///
 /// Verbs: [`track`](Self::track) / [`forget`](Self::forget) from the app;
-/// [`handle_subscribed`](Self::handle_subscribed), [`handle_message`](Self::handle_message),
+/// [`handle_subscribed`](Self::handle_subscribed), [`handle_event`](Self::handle_event),
 /// [`handle_history`](Self::handle_history), [`handle_disconnect`](Self::handle_disconnect),
 /// [`handle_timeout`](Self::handle_timeout) from the connection; [`poll_output`](Self::poll_output)
 /// and [`poll_timeout`](Self::poll_timeout).
@@ -355,6 +356,10 @@ impl CatchUp {
     /// The connection is gone: every channel that was live must catch up on the next
     /// `subscribed`. Catch-ups in progress are abandoned; their held events are dropped
     /// because the anchor did not move, so the next catch-up fetches them again.
+    ///
+    /// Held events other than messages (edits, deletes, reactions, typing) are delivered now:
+    /// REST history cannot replay them, and late is better than never (an edit or delete of a
+    /// message the app has not seen yet is harmless; the refetched body shows the final text).
     pub fn handle_disconnect(&mut self) {
         for c in self.channels.values_mut() {
             if c.live {
@@ -364,7 +369,13 @@ impl CatchUp {
                 c.needs_catch_up = true;
             }
             c.live = false;
-            c.sync = Sync::Live;
+            if let Sync::CatchUp(walk) = std::mem::replace(&mut c.sync, Sync::Live) {
+                for e in walk.held {
+                    if !matches!(e.kind(), ServerEventKind::MessageNew { .. }) {
+                        self.out.push_back(CatchUpOutput::Deliver(e));
+                    }
+                }
+            }
         }
     }
 

@@ -124,8 +124,9 @@ enum State {
 /// - **Outputs** (`poll_*`): [`poll_action`](Self::poll_action) until `None`, then
 ///   [`poll_timeout`](Self::poll_timeout). See [`drain`](crate::drain).
 /// - **Questions** (`&self`): [`status`](Self::status), [`is_connected`](Self::is_connected),
-///   [`stats`](Self::stats), [`rtt`](Self::rtt), [`user_id`](Self::user_id),
-///   [`subscriptions`](Self::subscriptions), [`queued`](Self::queued).
+///   [`has_socket`](Self::has_socket), [`stats`](Self::stats), [`rtt`](Self::rtt),
+///   [`user_id`](Self::user_id), [`subscriptions`](Self::subscriptions),
+///   [`queued`](Self::queued), [`held`](Self::held), [`config`](Self::config).
 ///
 /// Time never runs backwards inside: every `now` is clamped to the latest seen.
 #[derive(Debug)]
@@ -484,6 +485,16 @@ impl Connection {
         }
         let outcome = result.as_ref().map(|_| ()).map_err(|e| *e);
         if self.auth.handle_refresh(now, result) == RefreshOutcome::Superseded {
+            // Answers a refresh for credentials that were replaced since. An attempt waiting
+            // for a refresh (a 401 on the new token while this one was in flight) starts over
+            // now, instead of sitting out the refresh deadline.
+            if let State::Connecting {
+                attempt,
+                phase: Phase::Refreshing { .. },
+            } = self.state
+            {
+                self.start_attempt(now, attempt);
+            }
             return;
         }
         let State::Connecting {

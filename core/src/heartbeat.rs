@@ -41,7 +41,8 @@ pub enum Beat {
 /// The heartbeat of one live connection. It exists only inside the connected state.
 ///
 /// Verbs: [`handle_activity`](Self::handle_activity) for any inbound frame,
-/// [`handle_timeout`](Self::handle_timeout), [`probe`](Self::probe) after a sleep,
+/// [`handle_pong`](Self::handle_pong), [`handle_timeout`](Self::handle_timeout),
+/// [`probe`](Self::probe) after a sleep, [`set_paused`](Self::set_paused) for backpressure,
 /// [`poll_timeout`](Self::poll_timeout).
 #[derive(Clone, Debug)]
 pub struct Heartbeat {

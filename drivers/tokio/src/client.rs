@@ -368,7 +368,9 @@ impl Driver {
                 d.saturating_duration_since(self.clock.now())
             }));
             tokio::pin!(sleep);
-            let reading = self.socket.is_some() && !full;
+            // Backpressure applies to a live session only: the handshake (`ready`) must be read
+            // even when the app is behind, or a stalled app would churn through retries.
+            let reading = self.socket.is_some() && (!full || !self.conn.is_connected());
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(c) => self.command(c),
