@@ -105,6 +105,9 @@ pub enum CatchUpOutput {
     Fetch(HistoryRequest),
     /// Deliver this event to the app (a `message_new`, or an event held behind a catch-up).
     Deliver(ServerEvent),
+    /// A probe answered with an unconfirmed anchor: the connection should send a ping, and
+    /// call [`CatchUp::confirm_anchors`] when its `pong` arrives.
+    FenceNeeded,
     /// A channel finished catching up.
     Resynced {
         /// The channel.
@@ -117,6 +120,9 @@ pub enum CatchUpOutput {
     /// The REST history answered 401: the access token should be refreshed.
     TokenRejected,
 }
+
+/// Longest `Retry-After` a catch-up waits out while holding its channel's live events.
+const MAX_HOLD_WAIT: Duration = Duration::from_secs(30);
 
 /// What a failed request leads to.
 enum Failure {
@@ -136,6 +142,9 @@ enum Req {
 struct Walk {
     req: Req,
     failures: u32,
+    /// The walk starts from an anchor it can trust (not a probe's unconfirmed answer):
+    /// only then can it end `complete`.
+    exact: bool,
     before: Option<Text>,
     gap: Vec<HistoryItem>,
     gap_ids: BTreeSet<Text>,
@@ -146,13 +155,8 @@ struct Walk {
 enum Sync {
     /// Messages are delivered as they arrive.
     Live,
-    /// A `limit=1` request to learn the anchor. `report` makes it end with an incomplete
-    /// `resynced` (a reconnect found no anchor to catch up from).
-    Probe {
-        req: Req,
-        failures: u32,
-        report: bool,
-    },
+    /// A `limit=1` request to learn the anchor.
+    Probe { req: Req, failures: u32 },
     /// Walking history back to the anchor.
     CatchUp(Box<Walk>),
 }
@@ -164,8 +168,19 @@ struct Channel {
     sync: Sync,
     /// Subscribed on the current connection.
     live: bool,
+    /// A `subscribe` went out on the current connection: the server may have started sending
+    /// (and we missed) messages even if its `subscribed` never reached us.
+    sent: bool,
     /// The next `subscribed` must catch up (a reconnect, or an app-given anchor).
     needs_catch_up: bool,
+    /// The anchor came from a probe and is not confirmed yet: messages created between the
+    /// server's `subscribe` and the probe's answer may have been lost on the way, so a
+    /// catch-up from it cannot claim to be complete. Confirmed by a later live delivery, or by
+    /// a `pong` to a ping sent after the probe answered ([`CatchUp::confirm_anchors`]).
+    provisional: bool,
+    /// A reload (`resynced { complete: false }`) is owed: a gap could not be bounded (a
+    /// reconnect found no anchor). Stays owed across drops until it is reported.
+    owed_incomplete: bool,
 }
 
 /// De-duplication memory: the last N delivered ids.
@@ -237,7 +252,10 @@ impl CatchUp {
             recent,
             sync: Sync::Live,
             live: false,
+            sent: false,
             needs_catch_up: false,
+            provisional: false,
+            owed_incomplete: false,
         });
         if let Some(id) = newest {
             entry.anchor = Anchor::Message {
@@ -270,6 +288,21 @@ impl CatchUp {
         self.duplicates
     }
 
+    /// A `subscribe` for `channel` went out on the current connection.
+    pub fn handle_subscribe_sent(&mut self, channel: &Text) {
+        if let Some(c) = self.channels.get_mut(channel) {
+            c.sent = true;
+        }
+    }
+
+    /// A `pong` answered a ping sent after every probe so far had answered: the socket
+    /// delivered everything the server sent before those answers, so their anchors hold.
+    pub fn confirm_anchors(&mut self) {
+        for c in self.channels.values_mut() {
+            c.provisional = false;
+        }
+    }
+
     /// The server confirmed a subscription: start whatever this channel needs.
     pub fn handle_subscribed(&mut self, now: Instant, channel: &Text) {
         let Some(c) = self.channels.get_mut(channel) else {
@@ -282,16 +315,18 @@ impl CatchUp {
             c.sync = Sync::CatchUp(Box::new(Walk {
                 req: Req::RetryAt(now),
                 failures: 0,
+                exact: !c.provisional,
                 before: None,
                 gap: Vec::new(),
                 gap_ids: BTreeSet::new(),
                 held: Vec::new(),
             }));
         } else if !has_anchor {
+            // A reconnect with no anchor cannot tell what was missed: the app must reload.
+            c.owed_incomplete |= catch_up;
             c.sync = Sync::Probe {
                 req: Req::RetryAt(now),
                 failures: 0,
-                report: catch_up,
             };
         } else {
             c.sync = Sync::Live;
@@ -349,6 +384,9 @@ impl CatchUp {
                 id: message.id.clone(),
                 created_at: message.created_at,
             };
+            // Delivered live after the probe's answer and newer than it: the socket carries
+            // everything before it, so the anchor is now a delivered message.
+            c.provisional = false;
         }
         out.push_back(CatchUpOutput::Deliver(event));
     }
@@ -362,13 +400,13 @@ impl CatchUp {
     /// message the app has not seen yet is harmless; the refetched body shows the final text).
     pub fn handle_disconnect(&mut self) {
         for c in self.channels.values_mut() {
-            if c.live {
-                c.needs_catch_up = true;
-            }
-            if let Sync::Probe { report: true, .. } = c.sync {
+            // Sent is enough: the server may have processed the subscribe and broadcast to
+            // us before the link died, even if its `subscribed` never arrived.
+            if c.live || c.sent {
                 c.needs_catch_up = true;
             }
             c.live = false;
+            c.sent = false;
             if let Sync::CatchUp(walk) = std::mem::replace(&mut c.sync, Sync::Live) {
                 for e in walk.held {
                     if !matches!(e.kind(), ServerEventKind::MessageNew { .. }) {
@@ -429,15 +467,19 @@ impl CatchUp {
         };
         *failures += 1;
         match failure {
-            Failure::Retry { after } if *failures < attempts => {
+            // A server that wants us gone for long would silence the channel (its live events
+            // are held meanwhile): give up and let the app reload instead.
+            Failure::Retry { after }
+                if *failures < attempts && after.is_none_or(|a| a <= MAX_HOLD_WAIT) =>
+            {
                 let backoff = base * 2u32.saturating_pow(*failures - 1);
                 let after = crate::close::clamp_wait(after.unwrap_or_default());
                 *req = Req::RetryAt(now + after.max(backoff));
             }
             _ => {
-                if let Sync::Probe { report, .. } = c.sync {
+                if let Sync::Probe { .. } = c.sync {
                     c.sync = Sync::Live;
-                    if report {
+                    if std::mem::take(&mut c.owed_incomplete) {
                         self.out.push_back(CatchUpOutput::Resynced {
                             channel_id: channel.clone(),
                             recovered: 0,
@@ -458,19 +500,24 @@ impl CatchUp {
         };
         match &mut c.sync {
             Sync::Live => {}
-            Sync::Probe { report, .. } => {
-                let report = *report;
+            Sync::Probe { .. } => {
                 if c.anchor == Anchor::Unknown {
                     c.anchor = match page.items.first() {
-                        Some(item) => Anchor::Message {
-                            id: item.head().id.clone(),
-                            created_at: item.head().created_at,
-                        },
+                        Some(item) => {
+                            c.provisional = true;
+                            self.out.push_back(CatchUpOutput::FenceNeeded);
+                            Anchor::Message {
+                                id: item.head().id.clone(),
+                                created_at: item.head().created_at,
+                            }
+                        }
+                        // Nothing existed when the probe read: a walk from the start of the
+                        // channel is exact.
                         None => Anchor::Empty,
                     };
                 }
                 c.sync = Sync::Live;
-                if report {
+                if std::mem::take(&mut c.owed_incomplete) {
                     self.out.push_back(CatchUpOutput::Resynced {
                         channel_id: channel.clone(),
                         recovered: 0,
@@ -480,14 +527,16 @@ impl CatchUp {
             }
             Sync::CatchUp(walk) => {
                 let (anchor_id, anchor_at) = match &c.anchor {
-                    Anchor::Message { id, created_at } => (Some(id), *created_at),
+                    Anchor::Message { id, created_at } => (Some(id.clone()), *created_at),
                     _ => (None, None),
                 };
                 let before = walk.gap.len();
                 let mut reached = false;
+                let mut anchor_time = None;
                 for item in &page.items {
                     let h = item.head();
-                    if anchor_id == Some(&h.id) {
+                    if anchor_id.as_ref() == Some(&h.id) {
+                        anchor_time = h.created_at;
                         reached = true;
                         break;
                     }
@@ -504,10 +553,23 @@ impl CatchUp {
                     walk.gap.push(item.clone());
                 }
                 let progressed = walk.gap.len() > before || page.items.is_empty();
+                // An app-given anchor has no time; learn it when met, so a later walk can
+                // still stop if that message is deleted.
+                if let (Anchor::Message { created_at, .. }, Some(t)) = (&mut c.anchor, anchor_time)
+                {
+                    created_at.get_or_insert(t);
+                }
                 if walk.gap.len() > max {
                     self.finish(channel, false);
-                } else if reached || !page.has_more_given(limit) {
+                } else if reached {
                     self.finish(channel, true);
+                } else if !page.has_more_given(limit) {
+                    // The start of history, without meeting the anchor. Exact only when the
+                    // walk knew where to stop by time (the anchor was deleted) or the channel
+                    // was empty; an anchor known only by id (from the app) that is gone leaves
+                    // no way to tell what the app has.
+                    let known = anchor_at.is_some() || anchor_id.is_none();
+                    self.finish(channel, known);
                 } else if let (true, Some(cursor)) = (progressed, page.cursor()) {
                     walk.before = Some(cursor);
                     walk.failures = 0;
@@ -529,24 +591,35 @@ impl CatchUp {
         let Sync::CatchUp(walk) = std::mem::replace(&mut c.sync, Sync::Live) else {
             return;
         };
-        let Walk { gap, held, .. } = *walk;
+        let Walk {
+            gap, held, exact, ..
+        } = *walk;
+        let complete = complete && exact && !std::mem::take(&mut c.owed_incomplete);
+        c.provisional = false;
         let mut recovered = 0;
-        let mut held: Vec<Option<ServerEvent>> = held.into_iter().map(Some).collect();
+        let (held_messages, held_other): (Vec<ServerEvent>, Vec<ServerEvent>) = held
+            .into_iter()
+            .partition(|e| matches!(e.kind(), ServerEventKind::MessageNew { .. }));
+        let mut held_messages: Vec<Option<ServerEvent>> =
+            held_messages.into_iter().map(Some).collect();
+        // Messages go out in creation order: the gap (as held live events where they came
+        // live, else synthesized from history), merged with held live messages the history
+        // did not have (posted after the page was read, or deleted since).
+        let mut messages: Vec<ServerEvent> = Vec::new();
         if complete {
             for item in gap.iter().rev() {
-                let live = held.iter_mut().find(|h| {
+                let live = held_messages.iter_mut().find(|h| {
                     h.as_ref().is_some_and(|e| {
                         matches!(e.kind(), ServerEventKind::MessageNew { message, .. } if message.id == item.head().id)
                     })
                 });
-                let event = match live.and_then(Option::take) {
+                messages.push(match live.and_then(Option::take) {
                     Some(e) => e,
                     None => {
                         recovered += 1;
                         ServerEvent::synthesize_message_new(channel, item)
                     }
-                };
-                Self::deliver(c, &mut self.out, &mut self.duplicates, event);
+                });
             }
         } else if let Some(newest) = gap.first() {
             // The app reloads the channel; later catch-ups start from the newest known message.
@@ -555,7 +628,15 @@ impl CatchUp {
                 created_at: newest.head().created_at,
             };
         }
-        for e in held.into_iter().flatten() {
+        messages.extend(held_messages.into_iter().flatten());
+        // A stable sort: events without a creation time keep their arrival order, last.
+        messages.sort_by_key(|e| match e.kind() {
+            ServerEventKind::MessageNew { message, .. } => {
+                message.created_at.map_or(i64::MAX, |t| t.unix_nanos())
+            }
+            _ => i64::MAX,
+        });
+        for e in messages.into_iter().chain(held_other) {
             Self::deliver(c, &mut self.out, &mut self.duplicates, e);
         }
         self.out.push_back(CatchUpOutput::Resynced {
@@ -691,7 +772,12 @@ mod tests {
         c.handle_subscribed(t, &ch);
         let probe = fetch_id(&drain(&mut c));
         c.handle_history(t, probe, Ok(body(&[("m1", 1)], true)));
-        assert!(drain(&mut c).is_empty(), "a probe delivers nothing");
+        assert_eq!(
+            drain(&mut c),
+            [CatchUpOutput::FenceNeeded],
+            "a probe delivers nothing"
+        );
+        c.confirm_anchors(); // the fence's pong arrived
         c.handle_disconnect();
         c.handle_subscribed(t, &ch);
         (c, t, ch)
@@ -865,6 +951,147 @@ mod tests {
         c.handle_disconnect();
         c.handle_history(t, req, Ok(body(&[("m2", 2), ("m1", 1)], false)));
         assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn an_unconfirmed_probe_anchor_cannot_end_complete() {
+        let t = t0();
+        let ch = Text::from("c");
+        let mut c = CatchUp::new(CatchUpConfig::default());
+        c.track(ch.clone(), None);
+        c.handle_subscribe_sent(&ch);
+        c.handle_subscribed(t, &ch);
+        let probe = fetch_id(&drain(&mut c));
+        c.handle_history(t, probe, Ok(body(&[("m1", 1)], true)));
+        drain(&mut c);
+        // The link dies before the fence's pong: m1 itself may never have come live.
+        c.handle_disconnect();
+        c.handle_subscribed(t, &ch);
+        let req = fetch_id(&drain(&mut c));
+        c.handle_history(t, req, Ok(body(&[("m2", 2), ("m1", 1)], true)));
+        let out = drain(&mut c);
+        assert!(out.contains(&CatchUpOutput::Resynced {
+            channel_id: ch,
+            recovered: 0,
+            complete: false
+        }));
+    }
+
+    #[test]
+    fn a_subscribe_sent_but_never_confirmed_still_needs_a_catch_up() {
+        let t = t0();
+        let ch = Text::from("c");
+        let mut c = CatchUp::new(CatchUpConfig::default());
+        c.track(ch.clone(), Some(Text::from("m0")));
+        c.handle_subscribe_sent(&ch);
+        c.handle_disconnect(); // `subscribed` never arrived
+        c.handle_subscribed(t, &ch);
+        let out = drain(&mut c);
+        assert!(
+            matches!(&out[..], [CatchUpOutput::Fetch(r)] if r.limit == 50),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn an_owed_reload_survives_an_abandoned_probe() {
+        let t = t0();
+        let ch = Text::from("c");
+        let mut c = CatchUp::new(CatchUpConfig::default());
+        c.track(ch.clone(), None);
+        c.handle_subscribed(t, &ch);
+        drain(&mut c); // first probe never answers
+        c.handle_disconnect();
+        c.handle_subscribed(t, &ch); // reconnect with no anchor: a reload is owed
+        drain(&mut c);
+        c.handle_event(&ch, live("c", "m2", 2)); // sets an anchor
+        c.handle_disconnect(); // the probe that owed the report is abandoned
+        c.handle_subscribed(t, &ch);
+        let req = fetch_id(&drain(&mut c));
+        c.handle_history(t, req, Ok(body(&[("m3", 3), ("m2", 2)], true)));
+        let out = drain(&mut c);
+        assert!(
+            out.contains(&CatchUpOutput::Resynced {
+                channel_id: ch,
+                recovered: 1,
+                complete: false
+            }) || out.iter().any(|o| matches!(
+                o,
+                CatchUpOutput::Resynced {
+                    complete: false,
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn an_app_given_anchor_that_is_gone_ends_incomplete() {
+        let t = t0();
+        let ch = Text::from("c");
+        let mut c = CatchUp::new(CatchUpConfig::default());
+        c.track(ch.clone(), Some(Text::from("deleted")));
+        c.handle_subscribed(t, &ch);
+        let req = fetch_id(&drain(&mut c));
+        c.handle_history(t, req, Ok(body(&[("m2", 2), ("m1", 1)], false)));
+        let out = drain(&mut c);
+        assert!(
+            delivered(&out).is_empty(),
+            "no partial history as if it were the gap"
+        );
+        assert!(out.contains(&CatchUpOutput::Resynced {
+            channel_id: ch,
+            recovered: 0,
+            complete: false
+        }));
+    }
+
+    #[test]
+    fn an_app_given_anchor_learns_its_time_when_met() {
+        let t = t0();
+        let ch = Text::from("c");
+        let mut c = CatchUp::new(CatchUpConfig::default());
+        c.track(ch.clone(), Some(Text::from("m1")));
+        c.handle_subscribed(t, &ch);
+        let req = fetch_id(&drain(&mut c));
+        c.handle_history(t, req, Ok(body(&[("m1", 1)], false)));
+        assert!(matches!(
+            c.anchor(&ch),
+            Some(Anchor::Message {
+                created_at: Some(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn held_messages_missing_from_history_keep_creation_order() {
+        let (mut c, t, ch) = reconnected();
+        let req = fetch_id(&drain(&mut c));
+        c.handle_event(&ch, live("c", "m2", 2)); // deleted before the page is read
+        c.handle_event(&ch, live("c", "m3", 3));
+        c.handle_history(t, req, Ok(body(&[("m3", 3), ("m1", 1)], false)));
+        assert_eq!(delivered(&drain(&mut c)), ["m2", "m3"]);
+    }
+
+    #[test]
+    fn a_long_retry_after_gives_up_instead_of_holding_the_channel() {
+        let (mut c, t, ch) = reconnected();
+        let req = fetch_id(&drain(&mut c));
+        c.handle_history(
+            t,
+            req,
+            Err(HistoryError::Status {
+                status: 503,
+                retry_after: Some(Duration::from_secs(600)),
+            }),
+        );
+        assert!(drain(&mut c).contains(&CatchUpOutput::Resynced {
+            channel_id: ch,
+            recovered: 0,
+            complete: false
+        }));
     }
 
     #[test]

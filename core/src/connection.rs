@@ -156,6 +156,11 @@ pub struct Connection {
     last_status: Option<Status>,
     /// The driver is not reading the socket (backpressure); see `handle_backpressure`.
     reading_paused: bool,
+    /// Pings sent and pongs received on the current socket, and the ping whose pong confirms
+    /// the anchors of the probes answered before it.
+    pings_sent: u64,
+    pongs_received: u64,
+    fence: Option<u64>,
 }
 
 impl Connection {
@@ -185,6 +190,9 @@ impl Connection {
             user_id: None,
             last_status: None,
             reading_paused: false,
+            pings_sent: 0,
+            pongs_received: 0,
+            fence: None,
         })
     }
 
@@ -269,7 +277,8 @@ impl Connection {
         if !self.subs.is_wanted(&ch) {
             self.catch_up.track(ch.clone(), newest.map(Text::from));
         }
-        if self.subs.subscribe(ch, self.is_connected()) {
+        if self.subs.subscribe(ch.clone(), self.is_connected()) {
+            self.catch_up.handle_subscribe_sent(&ch);
             self.send_frame(
                 ClientEvent::Subscribe {
                     channel_id: channel_id.to_owned(),
@@ -395,6 +404,12 @@ impl Connection {
             }
         };
         if matches!(event.kind(), ServerEventKind::Pong) {
+            // Pongs answer pings in order: the fence's pong confirms the probes before it.
+            self.pongs_received += 1;
+            if self.fence.is_some_and(|f| self.pongs_received >= f) {
+                self.fence = None;
+                self.catch_up.confirm_anchors();
+            }
             if let State::Connected(live) = &mut self.state
                 && let Some(rtt) = live.heartbeat.handle_pong(now)
             {
@@ -809,6 +824,7 @@ impl Connection {
     fn on_ready(&mut self, now: Instant, user_id: Text) {
         self.user_id = Some(user_id);
         self.reauth_used = false;
+        (self.pings_sent, self.pongs_received, self.fence) = (0, 0, None);
         self.stats.sessions += 1;
         let mut heartbeat = Heartbeat::new(now, &self.config.heartbeat);
         heartbeat.set_paused(now, self.reading_paused);
@@ -818,6 +834,7 @@ impl Connection {
         };
         self.set_state(State::Connected(live));
         for ch in self.subs.handle_ready() {
+            self.catch_up.handle_subscribe_sent(&ch);
             self.send_frame(
                 ClientEvent::Subscribe {
                     channel_id: ch.as_str().to_owned(),
@@ -922,6 +939,14 @@ impl Connection {
                     complete,
                 })),
                 CatchUpOutput::TokenRejected => self.request_refresh(),
+                CatchUpOutput::FenceNeeded => {
+                    // Ping now: its pong proves the socket delivered everything the server
+                    // sent before the probe answered.
+                    if self.is_connected() {
+                        self.send_frame(PING);
+                        self.fence = Some(self.pings_sent);
+                    }
+                }
             }
         }
     }
@@ -968,6 +993,9 @@ impl Connection {
             self.socket == Socket::Open,
             "frame queued without an open socket"
         );
+        if frame == PING {
+            self.pings_sent += 1;
+        }
         self.stats.frames_out += 1;
         self.actions.push_back(Action::Send(frame));
     }

@@ -29,6 +29,11 @@ fn live_with(channels: &[&str], anchor: Option<(&str, u32)>) -> Harness {
         assert_eq!(probe[0].limit, 1);
         let msgs: Vec<(&str, u32)> = anchor.into_iter().collect();
         h.answer_history(probe[0].id, &page(c, &msgs, false));
+        // A probe that found a message pings as a fence; its pong confirms the anchor.
+        if anchor.is_some() {
+            assert_eq!(sent(&h.take()), [r#"{"type":"ping"}"#]);
+            h.frame(r#"{"type":"pong"}"#);
+        }
     }
     h.take();
     h
@@ -235,6 +240,27 @@ fn a_message_seen_live_and_in_history_is_delivered_once() {
     );
     assert_eq!(delivered_ids(&h.log), ["m2", "m3"]);
     assert_eq!(h.conn.stats().duplicates, 1);
+}
+
+#[test]
+fn a_probe_anchor_lost_with_the_link_before_its_fence_means_reload() {
+    let mut h = Harness::new();
+    h.subscribe("c");
+    h.connect_ready();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let probe = fetches(&h.take());
+    h.answer_history(probe[0].id, &page("c", &[("m1", 1)], false));
+    assert_eq!(sent(&h.take()), [r#"{"type":"ping"}"#], "the fence");
+    h.drop_link(); // no pong: m1 may have been lost in flight
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.answer_history(req[0].id, &page("c", &[("m2", 2), ("m1", 1)], false));
+    assert!(events(&h.take()).contains(&Event::Resynced {
+        channel_id: "c".into(),
+        recovered: 0,
+        complete: false
+    }));
 }
 
 #[test]

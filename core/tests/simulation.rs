@@ -88,9 +88,10 @@
 //!   from "another window", mostly while the core's own refresh is outstanding;
 //! - (d) no deadline while waiting for a refresh: some refresh answers take 20-90 s.
 //!
-//! Found by this simulation, still open; each has a minimal scenario in [`known_bugs`]
-//! (ignored tests). `TETHER_SIM_STRICT=1` drops the exemptions below, `TETHER_SIM_STRICT=g` (or
-//! `ef`, `h`, any mix) only those of the named bugs.
+//! Found by this simulation and fixed since; each keeps its minimal scenario in
+//! [`known_bugs`] as a regression test. The checker runs strict by default (no exemption);
+//! `TETHER_SIM_STRICT=g` (or `ef`, `h`, any mix) keeps only the named checks strict, and
+//! exempts what the others would lose, when bisecting a regression.
 //!
 //! - (e) the server processed a `subscribe`, but the socket died before `subscribed` reached
 //!   the client: on the next socket the channel is probed as new, and what was posted in
@@ -773,7 +774,9 @@ struct Strict {
 
 impl Strict {
     fn from_env() -> Self {
-        let v = std::env::var("TETHER_SIM_STRICT").unwrap_or_default();
+        // The bugs these exemptions covered are fixed: strict is the default. The variable
+        // still narrows the check to some of them when hunting a regression.
+        let v = std::env::var("TETHER_SIM_STRICT").unwrap_or_else(|_| "1".into());
         let all = v == "1";
         Self {
             lost_with_link: all || v.contains('e') || v.contains('f'),
@@ -2487,11 +2490,9 @@ fn a_healthy_network_keeps_one_session_and_delivers_everything() {
     assert!(cov.required > 1_000, "{cov:#?}");
 }
 
-// ----- minimal scenarios of open core bugs found by the simulation -------------------------
+// ----- minimal scenarios of core bugs found by the simulation (all fixed) -------------------
 //
-// Ignored until fixed: `cargo test -p tether-core --test simulation -- --ignored`. Each is
-// the shortest sequence that shows the bug; the simulation exempts what they lose unless
-// `TETHER_SIM_STRICT=1`.
+// Each is the shortest sequence that showed the bug, kept as a regression test.
 
 mod known_bugs {
     use super::support::{Harness, fetches, message_new, page};
@@ -2518,7 +2519,6 @@ mod known_bugs {
     /// arrived. If the link dies first, the next catch-up starts after it: the message is
     /// lost, and the catch-up even reports itself complete.
     #[test]
-    #[ignore = "open core bug (f): a probe anchors past messages lost with the link"]
     fn a_message_lost_with_the_link_during_the_anchor_probe_is_caught_up() {
         let mut h = Harness::new();
         h.connect_ready();
@@ -2548,7 +2548,6 @@ mod known_bugs {
     /// `subscribed` walks from that anchor and reports a *complete* resync: m1, posted during
     /// the first drop, is lost silently.
     #[test]
-    #[ignore = "open core bug (i): an abandoned reporting probe forgets the gap"]
     fn a_gap_owed_a_report_is_not_forgotten_when_its_probe_is_abandoned() {
         let mut h = Harness::new();
         h.connect_ready();
@@ -2580,7 +2579,6 @@ mod known_bugs {
     /// socket the channel is probed as if new: m1 becomes the anchor, is never delivered,
     /// and nothing tells the app to reload.
     #[test]
-    #[ignore = "open core bug (e): a subscribe lost with its socket loses what was posted meanwhile"]
     fn messages_posted_after_an_unconfirmed_subscribe_are_not_silently_lost() {
         let mut h = Harness::new();
         h.connect_ready();
@@ -2604,7 +2602,6 @@ mod known_bugs {
     /// catch-up's newer messages (held events that are not in the gap go last): out of
     /// creation order.
     #[test]
-    #[ignore = "open core bug (h): a held message deleted mid-catch-up is delivered out of order"]
     fn a_message_deleted_during_a_catch_up_is_not_delivered_out_of_order() {
         let mut h = Harness::new();
         h.connect_ready();
@@ -2633,7 +2630,6 @@ mod known_bugs {
     /// finishes *complete*: the channel's whole history is delivered again, older messages
     /// after newer ones, with `Resynced { complete: true }`.
     #[test]
-    #[ignore = "open core bug (g): subscribe_from a deleted message re-delivers the history"]
     fn subscribe_from_a_deleted_message_does_not_replay_the_history() {
         let mut h = Harness::new();
         h.connect_ready();
