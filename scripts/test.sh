@@ -33,7 +33,11 @@ echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test (workspace)"
-cargo test --workspace --locked
+test_log="$(mktemp)"
+cargo test --workspace --locked 2>&1 | tee "$test_log"
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$test_log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$test_log" | awk '{s+=$1} END {print s+0}')
+rm -f "$test_log"
 
 echo "== chaos soak (short): 20 clients, 5 channels, seeded faults, 45 s"
 cargo run --locked -q -p tether-integration --bin tether-soak -- --secs "${TETHER_SOAK_SECS:-45}" --clients 20 --channels 5 --seed "${TETHER_SOAK_SEED:-1}"
@@ -74,4 +78,5 @@ if [ "$FUZZ_SECS" != "0" ]; then
   )
 fi
 
-echo "all checks passed"
+echo "all checks passed (fmt, clippy, tests, soak, flood, fuzz smoke)"
+echo "tests: $passed passed, $failed failed"
