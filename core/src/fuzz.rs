@@ -47,8 +47,9 @@ pub fn decode_frame(data: &[u8]) {
     }
 }
 
-/// Decodes arbitrary bytes as every REST body the core reads: history pages (both shapes) and
-/// token responses. Never panics; a page's items keep their bytes.
+/// Decodes arbitrary bytes as every REST body the core reads: history pages (both shapes),
+/// token responses and error bodies (both shapes). Never panics; a page's items keep their
+/// bytes.
 pub fn decode_rest(data: &[u8]) {
     let bytes = Bytes::copy_from_slice(data);
     if let Ok(page) = crate::wire::HistoryPage::decode(bytes, 8 * 1024 * 1024) {
@@ -60,6 +61,11 @@ pub fn decode_rest(data: &[u8]) {
         let _ = page.cursor();
     }
     let _ = Credentials::from_token_response(data);
+    let e = crate::wire::RestError::decode(data);
+    assert!(
+        e.message.len() <= 4 * data.len() + 3,
+        "a message is never larger than its body"
+    );
 }
 
 /// The `operations` fuzz target: bytes become a seed and a list of [`Op`]s, then [`run_ops`].

@@ -7,9 +7,11 @@
 mod client;
 mod decode;
 mod history;
+mod rest_error;
 mod server;
 
 pub use client::{ClientEvent, CustomEvent, InvalidCustomEvent};
 pub use decode::{DecodeError, MAX_DEPTH};
 pub use history::{HistoryItem, HistoryPage};
+pub use rest_error::RestError;
 pub use server::{MessageHead, ServerEvent, ServerEventKind};

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tether_core::wire::HistoryPage;
 use tether_core::{Credentials, Secret};
@@ -80,16 +79,6 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 pub struct Api {
     http: reqwest::Client,
     base: Url,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    code: Option<String>,
 }
 
 impl Api {
@@ -340,31 +329,13 @@ async fn read_capped(mut resp: Response, max: usize) -> Result<Bytes, ApiError> 
     Ok(buf.freeze())
 }
 
-/// Both error body shapes: `{error: CODE, message}` (newer) and `{error: message, code}`
-/// (older); a plain-text body becomes the message.
+/// The typed error for a failed response; both body shapes are read by the core.
 fn error_from(status: StatusCode, body: &[u8]) -> ApiError {
-    let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody {
-            code: Some(code),
-            error,
-            message,
-        }) => (code, error.or(message).unwrap_or_default()),
-        Ok(ErrorBody {
-            error: Some(code),
-            message,
-            ..
-        }) => (code, message.unwrap_or_default()),
-        _ => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(512)])
-                .trim()
-                .to_owned();
-            (String::new(), text)
-        }
-    };
+    let e = tether_core::wire::RestError::decode(body);
     ApiError::Http {
         status: status.as_u16(),
-        code,
-        message,
+        code: e.code,
+        message: e.message,
     }
 }
 

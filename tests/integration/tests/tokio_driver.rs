@@ -534,3 +534,43 @@ async fn time_from_server_back_to_connected_and_resubscribed() {
     assert!(took < Duration::from_secs(2), "{took:?}");
     eprintln!("server back -> connected + 3 channels resubscribed: {took:?} (backoff cap 200 ms)");
 }
+
+#[tokio::test]
+async fn sends_while_offline_stay_bounded_and_refusals_hand_the_event_back() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let mut cfg = w.client_config();
+    cfg.core.queue.capacity = 16;
+    let (client, _events) = Client::spawn(cfg, w.alice.clone()).expect("spawn");
+    let custom = |n: u32| {
+        tether_core::ClientEvent::Custom(
+            tether_core::CustomEvent::new(format!(r#"{{"type":"voice_stats","n":{n}}}"#))
+                .expect("json"),
+        )
+    };
+    let mut refused = Vec::new();
+    for n in 0..1000 {
+        match client.send(custom(n)).await {
+            Ok(()) => {}
+            Err(tether_tokio::ClientError::Send(e)) => refused.push(e.into_event()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        refused.len(),
+        1000 - 16,
+        "the queue holds 16, the rest come back"
+    );
+    assert_eq!(
+        refused[0],
+        custom(16),
+        "handed back as given, oldest refusal first"
+    );
+    // Volatile events are refused outright while offline, and handed back too.
+    let typing = tether_core::ClientEvent::Typing {
+        channel_id: w.channels[0].clone(),
+    };
+    match client.send(typing.clone()).await {
+        Err(tether_tokio::ClientError::Send(e)) => assert_eq!(e.into_event(), typing),
+        other => panic!("{other:?}"),
+    }
+}
