@@ -204,6 +204,8 @@ impl RecentIds {
     }
 
     fn insert(&mut self, id: Text) {
+        // Kept long: a copy, not a slice pinning the frame or page it came from.
+        let id = id.detached();
         if self.set.insert(id.clone()) {
             self.order.push_back(id);
             if self.order.len() > self.cap
@@ -381,7 +383,7 @@ impl CatchUp {
         };
         if newer {
             c.anchor = Anchor::Message {
-                id: message.id.clone(),
+                id: message.id.detached(),
                 created_at: message.created_at,
             };
             // Delivered live after the probe's answer and newer than it: the socket carries
@@ -507,7 +509,7 @@ impl CatchUp {
                             c.provisional = true;
                             self.out.push_back(CatchUpOutput::FenceNeeded);
                             Anchor::Message {
-                                id: item.head().id.clone(),
+                                id: item.head().id.detached(),
                                 created_at: item.head().created_at,
                             }
                         }
@@ -624,7 +626,7 @@ impl CatchUp {
         } else if let Some(newest) = gap.first() {
             // The app reloads the channel; later catch-ups start from the newest known message.
             c.anchor = Anchor::Message {
-                id: newest.head().id.clone(),
+                id: newest.head().id.detached(),
                 created_at: newest.head().created_at,
             };
         }

@@ -712,6 +712,11 @@ impl Connection {
         self.rtt
     }
 
+    /// The current access token (after any refresh), for REST calls made beside the socket.
+    pub fn access_token(&self) -> Option<&Secret> {
+        self.auth.access_token()
+    }
+
     /// The user id from the last `ready`.
     pub fn user_id(&self) -> Option<&Text> {
         self.user_id.as_ref()
@@ -822,7 +827,7 @@ impl Connection {
     }
 
     fn on_ready(&mut self, now: Instant, user_id: Text) {
-        self.user_id = Some(user_id);
+        self.user_id = Some(user_id.detached());
         self.reauth_used = false;
         (self.pings_sent, self.pongs_received, self.fence) = (0, 0, None);
         self.stats.sessions += 1;

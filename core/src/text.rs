@@ -50,6 +50,13 @@ impl Text {
         self.0.is_empty()
     }
 
+    /// A copy in its own small allocation. Use it for anything kept long: a slice of a received
+    /// frame keeps the whole buffer it came from alive (a socket's read buffer can be 128 KiB),
+    /// so the de-duplication memory and the anchors hold copies, not slices.
+    pub fn detached(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
+    }
+
     /// A slice of `owner` when `part` lies inside it (no copy), else a copy of `part`.
     pub(crate) fn slice_of(owner: &Bytes, part: &str) -> Self {
         let start = owner.as_ptr() as usize;
@@ -140,6 +147,15 @@ mod tests {
         let t = Text::slice_of(&owner, s);
         assert_eq!(t, "abc");
         assert_eq!(t.as_bytes().as_ptr(), owner[7..].as_ptr());
+    }
+
+    #[test]
+    fn detached_copies_do_not_pin_the_frame() {
+        let owner = Bytes::from(vec![b'x'; 1 << 16]);
+        let s = std::str::from_utf8(&owner[..36]).unwrap_or_default();
+        let id = Text::slice_of(&owner, s).detached();
+        assert_ne!(id.as_bytes().as_ptr(), owner.as_ptr());
+        assert_eq!(id.len(), 36);
     }
 
     #[test]

@@ -107,6 +107,7 @@ enum Command {
     Send(ClientEvent, oneshot::Sender<Result<(), SendError>>),
     SetCredentials(Credentials),
     Stats(oneshot::Sender<(Stats, Option<Duration>)>),
+    Token(oneshot::Sender<Option<tether_core::Secret>>),
 }
 
 /// Events for the app: a bounded, coalescing queue shared with the driver task.
@@ -304,6 +305,13 @@ impl Client {
         rx.await.map_err(|_| ClientError::Closed)
     }
 
+    /// The current access token (refreshed by the connection as needed), for REST calls.
+    pub async fn access_token(&self) -> Result<Option<tether_core::Secret>, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Token(reply))?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
     /// The REST client of the same server.
     pub fn api(&self) -> &Api {
         &self.api
@@ -382,6 +390,8 @@ impl Driver {
                     }
                 }
                 frame = next_frame(&mut self.socket), if reading => self.frame(frame),
+                // Reap finished REST tasks: a JoinSet keeps every finished task until joined.
+                Some(_) = self.rest.join_next(), if !self.rest.is_empty() => {}
                 () = self.inbox.writable.notified(), if full => {}
                 () = &mut sleep, if deadline.is_some() => {
                     let now = self.clock.now();
@@ -461,6 +471,9 @@ impl Driver {
             Command::SetCredentials(c) => self.conn.set_credentials(now, c),
             Command::Stats(reply) => {
                 let _ = reply.send((self.conn.stats(), self.conn.rtt()));
+            }
+            Command::Token(reply) => {
+                let _ = reply.send(self.conn.access_token().cloned());
             }
         }
     }

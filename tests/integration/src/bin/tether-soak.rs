@@ -31,6 +31,9 @@ struct Options {
     seed: u64,
     /// Messages posted per second, across all channels.
     rate: u64,
+    /// Fault kinds to draw from (empty: all): 0 drop, 1 stall, 2 refuse 503, 3 refuse 429,
+    /// 4 expire tokens, 5 restart.
+    faults: Vec<u64>,
 }
 
 fn options() -> Result<Options, String> {
@@ -40,10 +43,18 @@ fn options() -> Result<Options, String> {
         secs: 45,
         seed: 1,
         rate: 40,
+        faults: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        if flag == "--faults" {
+            o.faults = value
+                .split(',')
+                .map(|k| k.trim().parse::<u64>().map_err(|_| format!("--faults: `{k}`")))
+                .collect::<Result<_, _>>()?;
+            continue;
+        }
         let n: u64 = value
             .parse()
             .map_err(|_| format!("{flag}: `{value}` is not a number"))?;
@@ -220,7 +231,13 @@ async fn main() {
         if Instant::now() >= next_fault {
             let mut s = server.lock().await;
             let f = s.faults();
-            let kind = match rng.next_u64() % 6 {
+            let pick = loop {
+                let k = rng.next_u64() % 6;
+                if o.faults.is_empty() || o.faults.contains(&k) {
+                    break k;
+                }
+            };
+            let kind = match pick {
                 0 => {
                     f.drop_all();
                     "drop"
@@ -368,6 +385,8 @@ async fn main() {
         "reconnects": reconnects,
         "faults": faults_done,
         "peak_rss_kib": rss_kib("VmHWM:"),
+        "alive_tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+        "open_fds": std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
         "rss_kib": rss_kib("VmRSS:"),
         "examples": examples,
     });
