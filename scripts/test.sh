@@ -26,6 +26,15 @@ if [ "${CI:-}" = "true" ]; then
   export CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0
 fi
 
+# System packages the Tauri plugin links against (Tauri 2 on Linux always links webkit/gtk).
+if ! pkg-config --exists webkit2gtk-4.1 2>/dev/null; then
+  echo "== installing libwebkit2gtk-4.1-dev (needed to build tauri-plugin-tether)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    libwebkit2gtk-4.1-dev pkg-config >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -44,6 +53,14 @@ cargo run --locked -q -p tether-integration --bin tether-soak -- --secs "${TETHE
 
 echo "== flood (short): the app stops reading for 5 s while 50,000 messages arrive"
 cargo run --locked -q -p tether-integration --bin tether-flood -- --messages 50000 --pause-secs 5 --max-rss-mib 64
+
+echo "== guest-js: the TypeScript bindings type-check (tsc)"
+if command -v npm >/dev/null 2>&1; then
+  (cd drivers/tauri/guest-js && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p tsconfig.json --noEmit)
+else
+  echo "npm not found: install Node.js (20+) to check the guest-js package" >&2
+  exit 1
+fi
 
 echo "== sans-IO check: tether-core depends on no I/O crate"
 if cargo tree -p tether-core -e normal --prefix none | grep -E '^(tokio|reqwest|tungstenite|tokio-tungstenite|tauri|mio|socket2) ' ; then

@@ -46,6 +46,7 @@ pub enum TransportError {
 
 /// Why the connection is waiting to retry. Serialized in the status as `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ReconnectReason {
@@ -75,6 +76,7 @@ pub enum ReconnectReason {
 
 /// Why the connection gave up. Serialized in the status as `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailReason {

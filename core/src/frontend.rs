@@ -12,10 +12,45 @@
 //! | voice session reset | `ws:voice_reset` `{"channel_id"}` |
 //! | accepted send dropped | `ws:send_dropped` with the client event |
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::action::Event;
 use crate::status::Status;
+
+/// Payload of `ws:resynced`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct ResyncedPayload {
+    /// The channel.
+    pub channel_id: String,
+    /// Messages the catch-up delivered that had not arrived live.
+    pub recovered: usize,
+    /// False: reload the channel.
+    pub complete: bool,
+}
+
+/// Payload of `ws:subscription_rejected`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct SubscriptionRejectedPayload {
+    /// The channel.
+    pub channel_id: String,
+    /// The server's code (`channel_not_found`, `forbidden`).
+    pub code: String,
+}
+
+/// Payload of `ws:voice_reset`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct VoiceResetPayload {
+    /// The voice channel to re-establish.
+    pub channel_id: String,
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    // These payload types hold only strings, numbers and booleans: serializing cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
 
 /// One event for a frontend: its name and its payload as JSON text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,16 +107,24 @@ pub fn frontend_events(event: &Event) -> Vec<FrontendEvent> {
             complete,
         } => vec![FrontendEvent::new(
             "ws:resynced",
-            json!({"channel_id": channel_id, "recovered": recovered, "complete": complete})
-                .to_string(),
+            json(&ResyncedPayload {
+                channel_id: channel_id.to_string(),
+                recovered: *recovered,
+                complete: *complete,
+            }),
         )],
         Event::SubscriptionRejected { channel_id, code } => vec![FrontendEvent::new(
             "ws:subscription_rejected",
-            json!({"channel_id": channel_id, "code": code}).to_string(),
+            json(&SubscriptionRejectedPayload {
+                channel_id: channel_id.to_string(),
+                code: code.to_string(),
+            }),
         )],
         Event::VoiceReset { channel_id } => vec![FrontendEvent::new(
             "ws:voice_reset",
-            json!({ "channel_id": channel_id }).to_string(),
+            json(&VoiceResetPayload {
+                channel_id: channel_id.clone(),
+            }),
         )],
         Event::SendDropped(e) => vec![FrontendEvent::new("ws:send_dropped", e.to_json())],
     }
@@ -143,7 +186,7 @@ mod tests {
         assert_eq!(
             lines(&e),
             [
-                r#"{"event":"ws:resynced","payload":{"channel_id":"c","complete":true,"recovered":3}}"#
+                r#"{"event":"ws:resynced","payload":{"channel_id":"c","recovered":3,"complete":true}}"#
             ]
         );
     }

@@ -7,6 +7,7 @@ use crate::close::{FailReason, ReconnectReason};
 /// The status sent to apps, internally tagged:
 /// `{"status":"reconnecting","attempt":2,"retry_in_ms":1500,"reason":"heartbeat_timeout"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "status", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Status {
@@ -35,6 +36,7 @@ pub enum Status {
         reason: FailReason,
         /// The HTTP status of the refused upgrade, when that is what ended it.
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         http_status: Option<u16>,
     },
 }

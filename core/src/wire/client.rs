@@ -5,6 +5,7 @@ use serde_json::Value;
 
 /// A client-to-server event (DESIGN section 4), serialized as `{"type":"<snake_case>",...}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ClientEvent {

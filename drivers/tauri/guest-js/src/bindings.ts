@@ -1,0 +1,184 @@
+// Generated from the Rust types by `tauri_plugin_tether::typescript_bindings()`.
+// Do not edit: `cargo test -p tauri-plugin-tether` fails when this file drifts.
+
+export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;
+
+export type Status = { "status": "disconnected" } | { "status": "connecting", 
+/**
+ * Retry number (0 = first try).
+ */
+attempt: number, } | { "status": "connected" } | { "status": "reconnecting", 
+/**
+ * Retry number, from 1.
+ */
+attempt: number, 
+/**
+ * Time until the retry, in milliseconds.
+ */
+retry_in_ms: number, 
+/**
+ * Why the link was lost.
+ */
+reason: ReconnectReason, } | { "status": "failed", 
+/**
+ * Why.
+ */
+reason: FailReason, 
+/**
+ * The HTTP status of the refused upgrade, when that is what ended it.
+ */
+http_status?: number, };
+
+export type ReconnectReason = "connection_lost" | "server_closed" | "heartbeat_timeout" | "handshake_timeout" | "connect_failed" | "tls_error" | "server_unavailable" | "rate_limited" | "message_too_large" | "protocol_error" | "refresh_failed";
+
+export type FailReason = "auth" | "forbidden" | "rejected" | "policy";
+
+export type ClientEvent = { "type": "ping" } | { "type": "subscribe", 
+/**
+ * Channel id.
+ */
+channel_id: string, } | { "type": "unsubscribe", 
+/**
+ * Channel id.
+ */
+channel_id: string, } | { "type": "typing", 
+/**
+ * Channel id.
+ */
+channel_id: string, } | { "type": "stop_typing", 
+/**
+ * Channel id.
+ */
+channel_id: string, } | { "type": "voice_join", 
+/**
+ * Channel id.
+ */
+channel_id: string, } | { "type": "voice_leave", 
+/**
+ * Channel id.
+ */
+channel_id: string, } | { "type": "voice_answer", 
+/**
+ * Channel id.
+ */
+channel_id: string, 
+/**
+ * Session description.
+ */
+sdp: string, } | { "type": "voice_ice_candidate", 
+/**
+ * Channel id.
+ */
+channel_id: string, 
+/**
+ * The candidate line.
+ */
+candidate: string, } | { "type": "voice_mute", 
+/**
+ * Channel id.
+ */
+channel_id: string, } | { "type": "voice_unmute", 
+/**
+ * Channel id.
+ */
+channel_id: string, } | { "type": "set_status", 
+/**
+ * The status.
+ */
+status: string, } | { "type": "set_activity", 
+/**
+ * The activity object, passed through as given.
+ */
+activity: JsonValue, } | { "type": "set_custom_status", 
+/**
+ * The custom status object, passed through as given.
+ */
+custom_status: JsonValue, };
+
+export type ResyncedPayload = { 
+/**
+ * The channel.
+ */
+channel_id: string, 
+/**
+ * Messages the catch-up delivered that had not arrived live.
+ */
+recovered: number, 
+/**
+ * False: reload the channel.
+ */
+complete: boolean, };
+
+export type SubscriptionRejectedPayload = { 
+/**
+ * The channel.
+ */
+channel_id: string, 
+/**
+ * The server's code (`channel_not_found`, `forbidden`).
+ */
+code: string, };
+
+export type VoiceResetPayload = { 
+/**
+ * The voice channel to re-establish.
+ */
+channel_id: string, };
+
+export type ConnectOptions = { 
+/**
+ * HTTP base URL of the server (`https://chat.example.com`).
+ */
+server: string, 
+/**
+ * `"subprotocol"` (default, current Kaiku) or `"query"` (older servers).
+ */
+auth_mode?: string, 
+/**
+ * An access token; or give `username` and `password`; or call `login` first.
+ */
+token?: string, 
+/**
+ * Log in with this user.
+ */
+username?: string, 
+/**
+ * Password for `username`.
+ */
+password?: string, 
+/**
+ * Channels to subscribe to at once.
+ */
+channels?: Array<string>, };
+
+export type LoginResult = { 
+/**
+ * `GET /auth/me` of the logged-in user.
+ */
+user: Record<string, unknown>, };
+
+export type HistoryResult = { 
+/**
+ * Message objects as the server sent them.
+ */
+items: Array<Record<string, unknown>>, 
+/**
+ * Whether older messages exist.
+ */
+has_more: boolean, 
+/**
+ * Pass as `before` for the next older page.
+ */
+next_cursor: string | null, };
+
+export type Error = { 
+/**
+ * What kind.
+ */
+kind: ErrorKind, 
+/**
+ * One readable line (never a token).
+ */
+message: string, };
+
+export type ErrorKind = "invalid_argument" | "auth" | "network" | "server" | "not_connected" | "offline" | "queue_full" | "closed";

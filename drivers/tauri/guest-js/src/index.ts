@@ -1,0 +1,114 @@
+// Typed wrappers for tauri-plugin-tether. The types in ./bindings are generated from the Rust
+// types (a Rust test fails when they drift).
+
+import { Channel, invoke } from "@tauri-apps/api/core";
+import { listen, type Event, type UnlistenFn } from "@tauri-apps/api/event";
+
+import type {
+  ClientEvent,
+  ConnectOptions,
+  Error as TetherError,
+  HistoryResult,
+  LoginResult,
+  ResyncedPayload,
+  Status,
+  SubscriptionRejectedPayload,
+  VoiceResetPayload,
+} from "./bindings";
+
+export * from "./bindings";
+
+const cmd = (name: string) => `plugin:tether|${name}`;
+
+/** Connects (or, when already connected to the same server, adds the channels). */
+export function connect(options: ConnectOptions): Promise<Status> {
+  return invoke<Status>(cmd("connect"), { options });
+}
+
+/** Closes the connection. */
+export function disconnect(): Promise<void> {
+  return invoke(cmd("disconnect"));
+}
+
+/** Wants a channel's events, now and after every reconnect. */
+export function subscribe(channelId: string, newestMessageId?: string): Promise<void> {
+  return invoke(cmd("subscribe"), { channelId, newestMessageId: newestMessageId ?? null });
+}
+
+/** Stops wanting a channel. */
+export function unsubscribe(channelId: string): Promise<void> {
+  return invoke(cmd("unsubscribe"), { channelId });
+}
+
+/** Sends a client event (typing, status, voice, ...). */
+export function send(event: ClientEvent): Promise<void> {
+  return invoke(cmd("send"), { event });
+}
+
+/** The current connection status. */
+export function status(): Promise<Status> {
+  return invoke<Status>(cmd("status"));
+}
+
+/** Logs in over REST; `connect({ server })` then uses these credentials. */
+export function login(server: string, username: string, password: string): Promise<LoginResult> {
+  return invoke<LoginResult>(cmd("login"), { server, username, password });
+}
+
+/** Logs out and closes the connection. */
+export function logout(): Promise<void> {
+  return invoke(cmd("logout"));
+}
+
+/** A page of a channel's history, newest first. */
+export function history(channelId: string, before?: string, limit?: number): Promise<HistoryResult> {
+  return invoke<HistoryResult>(cmd("history"), { channelId, before: before ?? null, limit: limit ?? null });
+}
+
+/** One event as the plugin emits it. */
+export interface TetherEvent {
+  event: string;
+  payload: unknown;
+}
+
+/** The high-rate path: every event arrives in batches on one channel instead of `emit`. */
+export async function attachChannel(onBatch: (events: TetherEvent[]) => void): Promise<Channel<TetherEvent[]>> {
+  const channel = new Channel<TetherEvent[]>();
+  channel.onmessage = onBatch;
+  await invoke(cmd("attach_channel"), { channel });
+  return channel;
+}
+
+/** Payloads of the events tether adds or defines; `ws:<type>` server events carry the server's JSON. */
+export interface TetherEventPayloads {
+  "ws:status": Status;
+  "ws:connecting": null;
+  "ws:connected": null;
+  "ws:disconnected": null;
+  "ws:reconnecting": number;
+  "ws:resynced": ResyncedPayload;
+  "ws:subscription_rejected": SubscriptionRejectedPayload;
+  "ws:voice_reset": VoiceResetPayload;
+  "ws:send_dropped": ClientEvent;
+}
+
+/** A server event: `{"type": "...", ...}` exactly as the server sent it. */
+export type ServerEvent = { type: string } & Record<string, unknown>;
+
+/** Listens to one of tether's own events with its typed payload. */
+export function onTether<K extends keyof TetherEventPayloads>(
+  name: K,
+  handler: (payload: TetherEventPayloads[K]) => void,
+): Promise<UnlistenFn> {
+  return listen<TetherEventPayloads[K]>(name, (e: Event<TetherEventPayloads[K]>) => handler(e.payload));
+}
+
+/** Listens to a server event type (`message_new`, `typing_start`, or one the server invents). */
+export function onServer(type: string, handler: (event: ServerEvent) => void): Promise<UnlistenFn> {
+  return listen<ServerEvent>(`ws:${type}`, (e: Event<ServerEvent>) => handler(e.payload));
+}
+
+/** Whether a thrown value is a tether command error. */
+export function isTetherError(e: unknown): e is TetherError {
+  return typeof e === "object" && e !== null && "kind" in e && "message" in e;
+}

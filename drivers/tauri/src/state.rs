@@ -1,0 +1,108 @@
+//! The plugin's managed state: one connection per app, and where its events go.
+
+use std::sync::{Arc, Mutex};
+
+use tauri::ipc::{Channel, InvokeResponseBody};
+use tauri::{AppHandle, Emitter, Runtime};
+use tether_core::{Credentials, Secret, frontend_events};
+use tether_tokio::{Client, Events};
+
+/// Where batched events go when the app attached a channel (`attach_channel`).
+pub(crate) type SharedChannel = Arc<Mutex<Option<Channel<InvokeResponseBody>>>>;
+
+/// Most events forwarded in one batch on the channel path.
+const MAX_BATCH: usize = 512;
+
+/// One live connection.
+pub(crate) struct Session {
+    pub server: String,
+    pub client: Client,
+    /// The token the session started with (the client refreshes its own; see
+    /// `Client::access_token`).
+    pub token: Secret,
+    pub forward: tauri::async_runtime::JoinHandle<()>,
+}
+
+impl Session {
+    /// Ends the connection: the client's task closes the socket when its last handle drops;
+    /// the forwarding task ends with the event stream.
+    pub fn shutdown(self) {
+        let _ = self.client.disconnect();
+        drop(self.client);
+        self.forward.abort();
+    }
+}
+
+/// The plugin's state, managed by the app. It outlives webviews: a reloaded page finds the
+/// same connection (call `status`, or `connect` again, which keeps it).
+#[derive(Default)]
+pub struct Tether {
+    pub(crate) session: tokio::sync::Mutex<Option<Session>>,
+    pub(crate) credentials: tokio::sync::Mutex<Option<(String, Credentials)>>,
+    pub(crate) channel: SharedChannel,
+}
+
+impl std::fmt::Debug for Tether {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tether { .. }")
+    }
+}
+
+impl Tether {
+    /// Closes the connection, if any (the app is exiting).
+    pub fn shutdown(&self) {
+        if let Ok(mut s) = self.session.try_lock()
+            && let Some(s) = s.take()
+        {
+            s.shutdown();
+        }
+    }
+}
+
+/// Forwards every event to the webview: `emit_str` of the server's own JSON under its `ws:*`
+/// name (see `tether_core::frontend`), or batches on the attached channel.
+pub(crate) fn forward<R: Runtime>(
+    app: AppHandle<R>,
+    mut events: Events,
+    channel: SharedChannel,
+) -> tauri::async_runtime::JoinHandle<()> {
+    tauri::async_runtime::spawn(async move {
+        while let Some(first) = events.recv().await {
+            let attached = channel.lock().ok().and_then(|c| c.clone());
+            match attached {
+                Some(ch) => {
+                    // Everything already waiting goes in the same message.
+                    let mut batch = String::from("[");
+                    let mut n = 0;
+                    let mut next = Some(first);
+                    while let Some(e) = next.take() {
+                        for f in frontend_events(&e) {
+                            if n > 0 {
+                                batch.push(',');
+                            }
+                            batch.push_str(&f.to_json_line());
+                            n += 1;
+                        }
+                        if n < MAX_BATCH {
+                            next = events.try_recv();
+                        }
+                    }
+                    batch.push(']');
+                    if ch.send(InvokeResponseBody::Json(batch)).is_err() {
+                        tracing::debug!("event channel closed; back to per-event emit");
+                        if let Ok(mut c) = channel.lock() {
+                            *c = None;
+                        }
+                    }
+                }
+                None => {
+                    for f in frontend_events(&first) {
+                        if let Err(e) = app.emit_str(&f.name, f.payload) {
+                            tracing::debug!(error = %e, "emit failed");
+                        }
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,301 @@
+//! The plugin through Tauri's IPC on the mock runtime, against the dev server over loopback:
+//! every command invoked as a webview would, every event observed as a webview would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{
+    INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder, mock_context, noop_assets,
+};
+use tauri::utils::acl::ExecutionContext;
+use tauri::webview::InvokeRequest;
+use tauri::{App, Listener, WebviewWindow, WebviewWindowBuilder};
+use tether_devserver::{DevServer, ServerConfig};
+
+const COMMANDS: &[&str] = &[
+    "connect",
+    "disconnect",
+    "subscribe",
+    "unsubscribe",
+    "send",
+    "status",
+    "login",
+    "logout",
+    "history",
+];
+
+/// Events a webview would see, as (name, payload JSON).
+type Seen = mpsc::Receiver<(String, String)>;
+
+struct Harness {
+    _app: App<MockRuntime>,
+    webview: WebviewWindow<MockRuntime>,
+    seen: Seen,
+    server: DevServer,
+    channel: String,
+}
+
+fn app(allow: bool) -> (App<MockRuntime>, WebviewWindow<MockRuntime>) {
+    let mut context = mock_context(noop_assets());
+    if allow {
+        // The mock context grants nothing: allow the plugin's commands as `tether:default` would.
+        for c in COMMANDS {
+            context
+                .runtime_authority_mut()
+                .__allow_command(format!("plugin:tether|{c}"), ExecutionContext::Local);
+        }
+    }
+    let app = mock_builder()
+        .plugin(tauri_plugin_tether::init())
+        .build(context)
+        .expect("app");
+    let webview = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .expect("webview");
+    (app, webview)
+}
+
+fn harness() -> Harness {
+    let (app, webview) = app(true);
+    let (tx, seen) = mpsc::channel();
+    for name in [
+        "ws:status",
+        "ws:connecting",
+        "ws:connected",
+        "ws:disconnected",
+        "ws:reconnecting",
+        "ws:resynced",
+        "ws:message_new",
+        "ws:subscribed",
+        "ws:ready",
+        "ws:brand_new",
+        "ws:typing_start",
+    ] {
+        let tx = tx.clone();
+        app.listen_any(name, move |e| {
+            let _ = tx.send((name.to_owned(), e.payload().to_owned()));
+        });
+    }
+    let server = tauri::async_runtime::block_on(DevServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        ServerConfig::default(),
+    ))
+    .expect("dev server");
+    server.create_user("alice", "password123").expect("alice");
+    server.create_user("bob", "password123").expect("bob");
+    let channel = server.create_channel("general");
+    Harness {
+        _app: app,
+        webview,
+        seen,
+        server,
+        channel,
+    }
+}
+
+fn invoke(webview: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
+    get_ipc_response(
+        webview,
+        InvokeRequest {
+            cmd: format!("plugin:tether|{cmd}"),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            // The local origin on Linux and macOS (Windows uses http://tauri.localhost).
+            url: "tauri://localhost".parse().unwrap(),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: INVOKE_KEY.to_string(),
+        },
+    )
+    .map(|b| b.deserialize::<Value>().unwrap_or(Value::Null))
+}
+
+impl Harness {
+    fn connect(&self) -> Value {
+        invoke(
+            &self.webview,
+            "connect",
+            json!({"options": {"server": self.server.url(), "username": "alice", "password": "password123", "channels": [self.channel]}}),
+        )
+        .expect("connect")
+    }
+
+    /// Events until `name` arrives (20 s at most); returns all of them, the match last.
+    fn until(&self, name: &str) -> Vec<(String, String)> {
+        let mut got = Vec::new();
+        loop {
+            let e = self
+                .seen
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no {name}; saw {got:?}"));
+            let done = e.0 == name;
+            got.push(e);
+            if done {
+                return got;
+            }
+        }
+    }
+}
+
+#[test]
+fn commands_are_refused_without_the_permission() {
+    let (_app, webview) = app(false);
+    let e = invoke(&webview, "status", json!({})).expect_err("not granted");
+    assert!(e.to_string().contains("not allowed"), "{e}");
+}
+
+#[test]
+fn connect_emits_the_status_events_the_kaiku_frontend_listens_to() {
+    let h = harness();
+    let status = h.connect();
+    assert!(status["status"].is_string(), "{status}");
+    let seen = h.until("ws:connected");
+    let names: Vec<&str> = seen.iter().map(|e| e.0.as_str()).collect();
+    assert!(names.contains(&"ws:connecting"), "{names:?}");
+    let connected = seen.last().unwrap();
+    assert_eq!(connected.1, "null", "ws:connected carries no payload");
+    let status = seen.iter().rev().find(|e| e.0 == "ws:status").unwrap();
+    assert_eq!(status.1, r#"{"status":"connected"}"#);
+    assert_eq!(
+        invoke(&h.webview, "status", json!({})).unwrap(),
+        json!({"status": "connected"})
+    );
+}
+
+#[test]
+fn server_events_arrive_verbatim_known_or_not() {
+    let h = harness();
+    h.connect();
+    h.until("ws:subscribed");
+    let id = h.server.post(&h.channel, "bob", "hello from bob").unwrap();
+    let (_, payload) = h.until("ws:message_new").pop().unwrap();
+    let v: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(v["message"]["id"], id.as_str());
+    assert_eq!(v["type"], "message_new");
+    let unknown = r#"{"type":"brand_new","x":[1,null,{"y":"z"}],"emoji":"🎉"}"#;
+    h.server.faults().inject(unknown);
+    let (_, payload) = h.until("ws:brand_new").pop().unwrap();
+    assert_eq!(payload, unknown, "forwarded without re-serializing");
+}
+
+#[test]
+fn a_drop_gives_reconnecting_then_connected_then_resynced_with_the_missed_messages() {
+    let h = harness();
+    h.connect();
+    h.until("ws:subscribed");
+    h.server.post(&h.channel, "bob", "before").unwrap();
+    h.until("ws:message_new");
+    std::thread::sleep(Duration::from_millis(50)); // let the anchor's fence pong land
+    h.server.faults().drop_all();
+    let missed = h.server.post(&h.channel, "bob", "while down").unwrap();
+    let seen = h.until("ws:resynced");
+    let names: Vec<&str> = seen.iter().map(|e| e.0.as_str()).collect();
+    let reconnecting = names
+        .iter()
+        .position(|n| *n == "ws:reconnecting")
+        .expect("reconnecting");
+    let connected = names
+        .iter()
+        .rposition(|n| *n == "ws:connected")
+        .expect("connected");
+    assert!(reconnecting < connected, "{names:?}");
+    let attempt = &seen[reconnecting].1;
+    assert_eq!(attempt, "1", "ws:reconnecting carries the attempt number");
+    assert!(
+        seen.iter()
+            .any(|e| e.0 == "ws:message_new" && e.1.contains(&missed)),
+        "caught up"
+    );
+    let resynced: Value = serde_json::from_str(&seen.last().unwrap().1).unwrap();
+    assert_eq!(resynced["channel_id"], h.channel.as_str());
+    assert_eq!(resynced["complete"], true);
+    assert_eq!(resynced["recovered"], 1);
+}
+
+#[test]
+fn send_subscribe_history_and_errors_round_trip() {
+    let h = harness();
+    h.connect();
+    h.until("ws:subscribed");
+    // A typed client event: the server answers typing with typing_start to the channel.
+    invoke(
+        &h.webview,
+        "send",
+        json!({"event": {"type": "typing", "channel_id": h.channel}}),
+    )
+    .expect("send");
+    let (_, payload) = h.until("ws:typing_start").pop().unwrap();
+    assert!(payload.contains(&h.channel));
+    for i in 0..3 {
+        h.server.post(&h.channel, "bob", &format!("m{i}")).unwrap();
+    }
+    let page = invoke(
+        &h.webview,
+        "history",
+        json!({"channelId": h.channel, "limit": 2}),
+    )
+    .expect("history");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["has_more"], true);
+    assert!(page["next_cursor"].is_string());
+    // Errors come back as {kind, message}.
+    let e = invoke(&h.webview, "send", json!({"event": {"type": "nope"}})).expect_err("bad event");
+    assert!(
+        e.is_string() || e.get("kind").is_some() || e.to_string().contains("nope"),
+        "{e}"
+    );
+    let e = invoke(&h.webview, "subscribe", json!({"channelId": ""})).expect_err("bad id");
+    assert_eq!(e["kind"], "invalid_argument", "{e}");
+    invoke(&h.webview, "unsubscribe", json!({"channelId": h.channel})).expect("unsubscribe");
+    invoke(&h.webview, "disconnect", json!({})).expect("disconnect");
+    assert_eq!(
+        invoke(&h.webview, "status", json!({})).unwrap(),
+        json!({"status": "disconnected"})
+    );
+    let e =
+        invoke(&h.webview, "history", json!({"channelId": h.channel})).expect_err("not connected");
+    assert_eq!(e["kind"], "not_connected");
+}
+
+#[test]
+fn login_then_connect_uses_the_stored_credentials_and_wrong_passwords_are_auth_errors() {
+    let h = harness();
+    let e = invoke(
+        &h.webview,
+        "login",
+        json!({"server": h.server.url(), "username": "alice", "password": "wrong"}),
+    )
+    .expect_err("wrong password");
+    assert_eq!(e["kind"], "auth", "{e}");
+    let user = invoke(
+        &h.webview,
+        "login",
+        json!({"server": h.server.url(), "username": "alice", "password": "password123"}),
+    )
+    .expect("login");
+    assert_eq!(user["user"]["username"], "alice");
+    invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {"server": h.server.url(), "channels": [h.channel]}}),
+    )
+    .expect("connect");
+    h.until("ws:connected");
+    // A reload calls connect again: same connection, no new ws:connecting.
+    let status = invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {"server": h.server.url()}}),
+    )
+    .expect("again");
+    assert_eq!(status, json!({"status": "connected"}));
+    invoke(&h.webview, "logout", json!({})).expect("logout");
+    assert_eq!(
+        invoke(&h.webview, "status", json!({})).unwrap(),
+        json!({"status": "disconnected"})
+    );
+}
