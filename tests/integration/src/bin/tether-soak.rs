@@ -51,7 +51,11 @@ fn options() -> Result<Options, String> {
         if flag == "--faults" {
             o.faults = value
                 .split(',')
-                .map(|k| k.trim().parse::<u64>().map_err(|_| format!("--faults: `{k}`")))
+                .map(|k| {
+                    k.trim()
+                        .parse::<u64>()
+                        .map_err(|_| format!("--faults: `{k}`"))
+                })
                 .collect::<Result<_, _>>()?;
             continue;
         }
