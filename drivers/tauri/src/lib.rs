@@ -1,14 +1,13 @@
 //! tauri-plugin-tether: tether's realtime connection for a Tauri 2 app.
 //!
-//! Add the plugin and grant `tether:default`:
+//! Add the plugin and grant `tether:default` in a capability (an app's `tauri.conf.json`
+//! is needed to build this, so it is not compiled here; `examples/demo-app` is a full app):
 //!
-//! ```no_run
-//! # fn main() {
+//! ```ignore
 //! tauri::Builder::default()
 //!     .plugin(tauri_plugin_tether::init())
 //!     .run(tauri::generate_context!())
 //!     .expect("app runs");
-//! # }
 //! ```
 //!
 //! The frontend (see `guest-js/`) calls `connect`, `subscribe`, `send`, `status`, `login`,
