@@ -27,12 +27,13 @@ if [ "${CI:-}" = "true" ]; then
 fi
 
 # System packages the Tauri plugin links against (Tauri 2 on Linux always links webkit/gtk).
-if ! pkg-config --exists webkit2gtk-4.1 2>/dev/null; then
-  echo "== installing libwebkit2gtk-4.1-dev (needed to build tauri-plugin-tether)"
+# and what its real-window test needs (Xvfb).
+if ! pkg-config --exists webkit2gtk-4.1 2>/dev/null || ! command -v xvfb-run >/dev/null 2>&1; then
+  echo "== installing libwebkit2gtk-4.1-dev, xvfb, xauth (Tauri plugin build and window test)"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    libwebkit2gtk-4.1-dev pkg-config >/dev/null
+    libwebkit2gtk-4.1-dev pkg-config xvfb xauth >/dev/null
 fi
 
 echo "== cargo fmt --check"
@@ -53,6 +54,10 @@ cargo run --locked -q -p tether-integration --bin tether-soak -- --secs "${TETHE
 
 echo "== flood (short): the app stops reading for 5 s while 50,000 messages arrive"
 cargo run --locked -q -p tether-integration --bin tether-flood -- --messages 50000 --pause-secs 5 --max-rss-mib 64
+
+echo "== Tauri: the demo app in a real window under Xvfb (post, drop, reconnect, catch up)"
+cargo build --locked -q --manifest-path drivers/tauri/examples/demo-app/Cargo.toml --target-dir target
+cargo run --locked -q -p tether-integration --bin tether-window-e2e -- target/debug/tether-demo-app
 
 echo "== guest-js: the TypeScript bindings type-check (tsc)"
 if command -v npm >/dev/null 2>&1; then
