@@ -111,7 +111,15 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn collect(mut events: Events, tally: Arc<std::sync::Mutex<Tally>>) {
+/// Reads one client's events into its tally. Like a real app, it logs in again when the
+/// connection gives up (`Failed`): a refresh token can be spent by a refresh whose answer was
+/// lost to a fault, and only a new login helps then.
+async fn collect(
+    mut events: Events,
+    tally: Arc<std::sync::Mutex<Tally>>,
+    client: Client,
+    username: String,
+) {
     while let Some(e) = events.recv().await {
         let mut t = tally
             .lock()
@@ -146,7 +154,21 @@ async fn collect(mut events: Events, tally: Arc<std::sync::Mutex<Tally>>) {
                     .push(Instant::now());
             }
             Event::Status(Status::Reconnecting { .. }) => t.reconnecting += 1,
-            Event::Status(Status::Failed { .. }) => t.failed += 1,
+            Event::Status(Status::Failed { .. }) => {
+                t.failed += 1;
+                let (client, username) = (client.clone(), username.clone());
+                tokio::spawn(async move {
+                    let password = tether_core::Secret::new("password123");
+                    for _ in 0..20 {
+                        if let Ok(creds) = client.api().login(&username, &password).await {
+                            let _ = client.set_credentials(tether_tokio::with_jwt_expiry(creds));
+                            let _ = client.connect();
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                });
+            }
             _ => {}
         }
     }
@@ -208,7 +230,7 @@ async fn main() {
         }
         let _ = client.connect();
         let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
-        tokio::spawn(collect(events, tally.clone()));
+        tokio::spawn(collect(events, tally.clone(), client.clone(), name.clone()));
         tallies.push((wanted, tally));
         clients.push(client);
     }
@@ -333,12 +355,14 @@ async fn main() {
     let (mut delivered, mut lost, mut duplicated, mut reordered, mut exempt) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut reconnects = 0u64;
+    let mut failed = 0u64;
     let mut examples = Vec::new();
     for (client, (wanted, tally)) in tallies.iter().enumerate() {
         let t = tally
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         reconnects += t.reconnecting;
+        failed += t.failed;
         for ch in wanted {
             let Some(seen) = t.channels.get(ch) else {
                 lost += by_channel.get(ch.as_str()).map_or(0, |v| v.len() as u64);
@@ -387,6 +411,7 @@ async fn main() {
         "reordered": reordered,
         "exempt_after_reload": exempt,
         "reconnects": reconnects,
+        "failed_then_logged_in_again": failed,
         "faults": faults_done,
         "peak_rss_kib": rss_kib("VmHWM:"),
         "alive_tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
