@@ -121,3 +121,16 @@ pub fn messages(events: &[Event]) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A field of `/proc/self/status` in KiB (`VmRSS:`, `VmHWM:`); 0 where there is none.
+pub fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -10,6 +10,19 @@ use tether_tokio::{Api, ApiError, Client, ClientConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Reads an HTTP request head (through the blank line); `None` when the peer goes away.
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 4096];
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// A server that reads one request head per connection and answers `response` (then, with
 /// `hold`, keeps the connection open without a word).
 async fn raw_server(response: Vec<u8>, hold: bool) -> String {
@@ -19,13 +32,8 @@ async fn raw_server(response: Vec<u8>, hold: bool) -> String {
         while let Ok((mut tcp, _)) = listener.accept().await {
             let response = response.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut tcp).await.is_none() {
+                    return;
                 }
                 let _ = tcp.write_all(&response).await;
                 if hold {
@@ -112,14 +120,9 @@ async fn upgrade_server(protocol: Option<&'static str>) -> String {
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(head) = read_head(&mut tcp).await else {
+                    return;
+                };
                 let text = String::from_utf8_lossy(&head).to_string();
                 let key = text
                     .lines()

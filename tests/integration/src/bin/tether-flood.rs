@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use tether_core::{Credentials, Event, ServerEventKind, Status};
 use tether_devserver::{DevServer, ServerConfig};
+use tether_integration::rss_kib;
 use tether_tokio::{Client, ClientConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -49,18 +50,6 @@ fn options() -> Result<Options, String> {
         }
     }
     Ok(o)
-}
-
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn fail(msg: &str) -> ! {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tether_core::rng::Rng;
 use tether_core::{Credentials, Event, ServerEventKind, Status};
 use tether_devserver::{DevServer, ServerConfig};
+use tether_integration::rss_kib;
 use tether_tokio::{Client, ClientConfig, Events};
 use tokio::sync::Mutex;
 
@@ -98,18 +99,6 @@ struct Tally {
 
 /// Message id -> (channel, creation index, local creation instant).
 type Ledger = Arc<std::sync::Mutex<BTreeMap<String, (String, u64, Instant)>>>;
-
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Reads one client's events into its tally. Like a real app, it logs in again when the
 /// connection gives up (`Failed`): a refresh token can be spent by a refresh whose answer was
