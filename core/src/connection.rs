@@ -459,7 +459,13 @@ impl Connection {
             _ => None,
         };
         match why.verdict() {
-            Verdict::Retry { reason, min_wait } => self.retry_later(now, reason, min_wait),
+            Verdict::Retry { reason, min_wait } => {
+                // The refreshed token was not refused: this attempt ended for another reason
+                // (a 503, a drop). A later 401 is a new refusal and earns a new refresh; each
+                // such cycle passes through a backoff, so it cannot become a tight loop.
+                self.reauth_used = false;
+                self.retry_later(now, reason, min_wait);
+            }
             Verdict::Reauth => {
                 let refreshable = self.auth.can_refresh() || self.auth.is_refreshing();
                 if !self.reauth_used && refreshable {

@@ -480,6 +480,27 @@ fn upgrade_401_refreshes_once_and_retries_at_once() {
 }
 
 #[test]
+fn a_refreshed_token_that_meets_a_503_can_be_refreshed_again_after_a_later_401() {
+    let mut h = Harness::new();
+    h.conn
+        .set_credentials(h.now, Credentials::new("t1").with_refresh_token("r"));
+    h.connect();
+    h.refuse(401, None);
+    h.conn
+        .handle_refresh(h.now, Ok(Credentials::new("t2").with_refresh_token("r2")));
+    h.take();
+    h.refuse(503, None); // the fresh token was never judged
+    h.until_open();
+    h.refuse(401, None); // it expired meanwhile: a new refusal, a new refresh
+    assert!(
+        h.take()
+            .iter()
+            .any(|a| matches!(a, Action::RefreshToken(_)))
+    );
+    assert!(matches!(h.conn.status(), Status::Connecting { .. }));
+}
+
+#[test]
 fn upgrade_401_without_a_refresh_token_fails_without_retrying() {
     let mut h = Harness::new();
     h.connect();
