@@ -8,6 +8,8 @@ use std::path::Path;
 
 use tether_core::fuzz;
 
+mod support;
+
 #[test]
 fn every_saved_fuzz_crash_now_passes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
@@ -23,7 +25,7 @@ fn every_saved_fuzz_crash_now_passes() {
         match name.split('-').next() {
             Some("server_frame") => fuzz::decode_frame(&data),
             Some("rest_body") => fuzz::decode_rest(&data),
-            Some("operations") => fuzz::operations(&data),
+            Some("operations") => fuzz::operations(support::t0(), &data),
             _ => panic!("{name}: unknown target prefix"),
         }
         replayed += 1;
@@ -33,4 +35,23 @@ fn every_saved_fuzz_crash_now_passes() {
         "no regression inputs found in {}",
         dir.display()
     );
+}
+
+#[test]
+fn arbitrary_bytes_make_runnable_operation_sequences() {
+    let mut rng = tether_core::rng::Rng::new(9);
+    for _ in 0..50 {
+        let bytes: Vec<u8> = (0..2048).map(|_| rng.next_u64() as u8).collect();
+        fuzz::operations(support::t0(), &bytes);
+    }
+}
+
+#[test]
+fn decoders_accept_their_seeds_and_survive_garbage() {
+    fuzz::decode_frame(br#"{"type":"ready","user_id":"u"}"#);
+    fuzz::decode_frame(b"\xff\xfe{");
+    fuzz::decode_frame(&[b'['; 10_000]);
+    fuzz::decode_rest(br#"{"items":[{"id":"m"}],"has_more":false}"#);
+    fuzz::decode_rest(br#"{"access_token":"a","expires_in":18446744073709551615}"#);
+    fuzz::decode_rest(b"");
 }

@@ -10,6 +10,8 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
+
+mod support;
 use tether_core::fuzz::{CHANNELS, Op, World};
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,7 +46,7 @@ proptest! {
 
     #[test]
     fn invariants_hold_for_any_sequence(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..160)) {
-        let mut w = World::new(seed);
+        let mut w = World::new(support::t0(), seed);
         for op in &ops {
             w.apply(op);
         }
@@ -52,7 +54,7 @@ proptest! {
 
     #[test]
     fn invariants_hold_when_connecting_first(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..160)) {
-        let mut w = World::new(seed);
+        let mut w = World::new(support::t0(), seed);
         w.apply(&Op::Subscribe(0));
         w.apply(&Op::Connect);
         w.apply(&Op::Open);
@@ -78,7 +80,7 @@ fn random_sequences_reach_every_interesting_path() {
     let mut seen = BTreeSet::new();
     for seed in 0..200 {
         let ops = strategy.new_tree(&mut runner).unwrap().current();
-        let mut w = World::new(seed);
+        let mut w = World::new(support::t0(), seed);
         for (c, _) in CHANNELS.iter().enumerate() {
             w.apply(&Op::Subscribe(c));
         }
