@@ -61,9 +61,10 @@ fi
 echo "== flood (short): the app stops reading for 5 s while 50,000 messages arrive"
 cargo run --locked -q -p tether-integration --bin tether-flood -- --messages 50000 --pause-secs 5 --max-rss-mib 64
 
-echo "== Tauri: the demo app in a real window under Xvfb (post, drop, reconnect, catch up)"
+echo "== Tauri: the demo app in a real window under Xvfb (post, drop, reconnect, catch up, close;"
+echo "   then a short emit-vs-channel throughput smoke of 2,000 events)"
 cargo build --locked -q --manifest-path drivers/tauri/examples/demo-app/Cargo.toml --target-dir target
-cargo run --locked -q -p tether-integration --bin tether-window-e2e -- target/debug/tether-demo-app
+cargo run --locked -q -p tether-integration --bin tether-window-e2e -- target/debug/tether-demo-app 2000
 
 echo "== guest-js: the TypeScript bindings type-check (tsc)"
 if command -v npm >/dev/null 2>&1; then

@@ -106,14 +106,15 @@ pub(crate) async fn connect<R: Runtime>(
         client.subscribe(ch).await?;
     }
     client.connect()?;
-    let forward = crate::state::forward(app, events, state.channel.clone());
+    // The forwarding task ends by itself with the event stream.
+    crate::state::forward(app, events, state.channel.clone());
     if let Some(old) = session.replace(Session {
         server: options.server,
         client,
         token,
-        forward,
     }) {
-        old.shutdown();
+        // The old connection closes in the background; this one is already starting.
+        tauri::async_runtime::spawn(old.close());
     }
     Ok(session
         .as_ref()
@@ -123,8 +124,9 @@ pub(crate) async fn connect<R: Runtime>(
 /// Closes the connection and forgets it.
 #[tauri::command]
 pub(crate) async fn disconnect(state: State<'_, Tether>) -> Result<(), Error> {
-    if let Some(s) = state.session.lock().await.take() {
-        s.shutdown();
+    let session = state.session.lock().await.take();
+    if let Some(s) = session {
+        s.close().await;
     }
     Ok(())
 }
@@ -213,7 +215,7 @@ pub(crate) async fn logout(state: State<'_, Tether>) -> Result<(), Error> {
         (None, None, _) => return Ok(()),
     };
     if let Some(s) = session {
-        s.shutdown();
+        s.close().await;
     }
     Api::new(&server)
         .map_err(|e| invalid(e.to_string()))?

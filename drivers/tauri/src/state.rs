@@ -13,6 +13,12 @@ pub(crate) type SharedChannel = Arc<Mutex<Option<Channel<InvokeResponseBody>>>>;
 /// Most events forwarded in one batch on the channel path.
 const MAX_BATCH: usize = 512;
 
+/// Least time between two batches on the channel path. Each batch costs the webview one
+/// script evaluation whatever its size, so a burst is gathered for up to this long (bounded
+/// by `MAX_BATCH` and by the client's event queue, which pushes back on the socket) instead of
+/// being sent one event at a time. An event arriving after a quiet spell goes out at once.
+const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(4);
+
 /// One live connection.
 pub(crate) struct Session {
     pub server: String,
@@ -20,16 +26,14 @@ pub(crate) struct Session {
     /// The token the session started with (the client refreshes its own; see
     /// `Client::access_token`).
     pub token: Secret,
-    pub forward: tauri::async_runtime::JoinHandle<()>,
 }
 
 impl Session {
-    /// Ends the connection: the client's task closes the socket when its last handle drops;
-    /// the forwarding task ends with the event stream.
-    pub fn shutdown(self) {
-        let _ = self.client.disconnect();
-        drop(self.client);
-        self.forward.abort();
+    /// Ends the connection: sends the close frame and waits (about a second at most) until it
+    /// has left. The forwarding task then ends with the event stream, after handing the
+    /// webview the last events (`ws:disconnected`).
+    pub async fn close(self) {
+        self.client.close().await;
     }
 }
 
@@ -49,28 +53,32 @@ impl std::fmt::Debug for Tether {
 }
 
 impl Tether {
-    /// Closes the connection, if any (the app is exiting).
+    /// Closes the connection, if any, because the app is exiting: blocks until the close
+    /// frame has left (at most about two seconds), so the server sees a clean close rather
+    /// than a reset. Called on `RunEvent::Exit`, on the main thread.
     pub fn shutdown(&self) {
-        if let Ok(mut s) = self.session.try_lock()
-            && let Some(s) = s.take()
-        {
-            s.shutdown();
+        let session = self.session.try_lock().ok().and_then(|mut s| s.take());
+        if let Some(s) = session {
+            tauri::async_runtime::block_on(async move {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s.close()).await;
+            });
         }
     }
 }
 
 /// Forwards every event to the webview: `emit_str` of the server's own JSON under its `ws:*`
 /// name (see `tether_core::frontend`), or batches on the attached channel.
-pub(crate) fn forward<R: Runtime>(
-    app: AppHandle<R>,
-    mut events: Events,
-    channel: SharedChannel,
-) -> tauri::async_runtime::JoinHandle<()> {
+pub(crate) fn forward<R: Runtime>(app: AppHandle<R>, mut events: Events, channel: SharedChannel) {
     tauri::async_runtime::spawn(async move {
+        let mut last_batch: Option<tokio::time::Instant> = None;
         while let Some(first) = events.recv().await {
             let attached = channel.lock().ok().and_then(|c| c.clone());
             match attached {
                 Some(ch) => {
+                    if let Some(at) = last_batch {
+                        tokio::time::sleep_until(at + BATCH_INTERVAL).await;
+                    }
+                    last_batch = Some(tokio::time::Instant::now());
                     // Everything already waiting goes in the same message.
                     let mut batch = String::from("[");
                     let mut n = 0;
@@ -104,5 +112,5 @@ pub(crate) fn forward<R: Runtime>(
                 }
             }
         }
-    })
+    });
 }

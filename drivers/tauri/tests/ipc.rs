@@ -299,3 +299,27 @@ fn login_then_connect_uses_the_stored_credentials_and_wrong_passwords_are_auth_e
         json!({"status": "disconnected"})
     );
 }
+
+#[test]
+fn disconnect_closes_the_socket_cleanly_and_tells_the_page() {
+    let h = harness();
+    h.connect();
+    h.until("ws:subscribed");
+    let closes = h.server.client_closes();
+    invoke(&h.webview, "disconnect", json!({})).expect("disconnect");
+    // `disconnect` returns once the close frame has left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while h.server.client_closes() == closes && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        h.server.client_closes(),
+        closes + 1,
+        "a close frame, not a reset"
+    );
+    h.until("ws:disconnected");
+    assert_eq!(
+        invoke(&h.webview, "status", json!({})).unwrap(),
+        json!({"status": "disconnected"})
+    );
+}

@@ -108,6 +108,8 @@ enum Command {
     SetCredentials(Credentials),
     Stats(oneshot::Sender<(Stats, Option<Duration>)>),
     Token(oneshot::Sender<Option<tether_core::Secret>>),
+    /// Close and end the task; answered once the close frame has left (or after 1 s).
+    Close(oneshot::Sender<()>),
 }
 
 /// Events for the app: a bounded, coalescing queue shared with the driver task.
@@ -242,6 +244,16 @@ impl Client {
         self.command(Command::Disconnect)
     }
 
+    /// Closes the connection for good and waits until the close frame has left (at most about
+    /// a second), so an app that is exiting does not cut the socket mid-frame. Every handle of
+    /// this client is closed; the event stream ends. Closing a closed client does nothing.
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.command(Command::Close(reply)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Wants a channel's events, now and after every reconnect.
     pub async fn subscribe(&self, channel_id: &str) -> Result<(), ClientError> {
         self.subscribe_inner(channel_id, None).await
@@ -363,6 +375,7 @@ struct Driver {
 
 impl Driver {
     async fn run(mut self) {
+        let mut closed_reply = None;
         loop {
             let deadline = self.drain().await;
             let full = self.inbox.queue.lock().await.is_full();
@@ -381,6 +394,10 @@ impl Driver {
             let reading = self.socket.is_some() && (!full || !self.conn.is_connected());
             tokio::select! {
                 command = self.commands.recv() => match command {
+                    Some(Command::Close(reply)) => {
+                        closed_reply = Some(reply);
+                        break;
+                    }
                     Some(c) => self.command(c),
                     None => break,
                 },
@@ -400,6 +417,9 @@ impl Driver {
             }
         }
         self.shutdown().await;
+        if let Some(reply) = closed_reply {
+            let _ = reply.send(());
+        }
     }
 
     /// Carries out every pending action (through the core's one drain contract); returns the
@@ -475,6 +495,7 @@ impl Driver {
             Command::Token(reply) => {
                 let _ = reply.send(self.conn.access_token().cloned());
             }
+            Command::Close(_) => {} // handled by the run loop
         }
     }
 

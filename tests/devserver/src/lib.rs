@@ -128,6 +128,7 @@ pub(crate) struct Shared {
     pub faults: Mutex<FaultState>,
     pub next_conn: AtomicU64,
     pub upgrades: AtomicU64,
+    pub client_closes: AtomicU64,
 }
 
 impl Shared {
@@ -206,6 +207,7 @@ impl DevServer {
             faults: Mutex::new(FaultState::default()),
             next_conn: AtomicU64::new(1),
             upgrades: AtomicU64::new(0),
+            client_closes: AtomicU64::new(0),
         });
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
@@ -273,6 +275,11 @@ impl DevServer {
     /// Upgrade requests seen so far (accepted or refused).
     pub fn upgrades(&self) -> u64 {
         self.shared.upgrades.load(Ordering::Relaxed)
+    }
+
+    /// Sockets the client ended with a WebSocket close frame (a clean close) so far.
+    pub fn client_closes(&self) -> u64 {
+        self.shared.client_closes.load(Ordering::Relaxed)
     }
 
     /// Open sockets.

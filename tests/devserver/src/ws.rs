@@ -168,6 +168,7 @@ async fn run(shared: Arc<Shared>, user_id: String, socket: WebSocket) {
             inbound = stream.next(), if !stalled => match inbound {
                 Some(Ok(Message::Text(text))) => handle(&shared, id, &user_id, text.as_str()),
                 Some(Ok(Message::Close(_))) => {
+                    shared.client_closes.fetch_add(1, Ordering::Relaxed);
                     // Kaiku never answers a Close: stop reading (so no reply is flushed) and
                     // hold the socket until the client drops it or the server drops us.
                     stalled = true;

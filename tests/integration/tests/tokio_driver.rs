@@ -574,3 +574,35 @@ async fn sends_while_offline_stay_bounded_and_refusals_hand_the_event_back() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn close_sends_a_close_frame_before_returning_and_ends_the_client() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let (client, mut events) = w.client(w.client_config()).await;
+    until_live(&mut events, 1).await;
+    let closes = w.server.client_closes();
+    client.close().await;
+    // The close frame left before `close` returned: the server has it, or is reading it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while w.server.client_closes() == closes && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(w.server.client_closes(), closes + 1, "no close frame");
+    // The client is done: its stream ends after `disconnected`, and commands are refused.
+    let rest = until(&mut events, "disconnected", |e| {
+        matches!(e, Event::Status(Status::Disconnected))
+    })
+    .await;
+    assert!(!rest.is_empty());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), events.recv())
+            .await
+            .expect("the stream ends")
+            .is_none()
+    );
+    assert!(
+        client.connect().is_err(),
+        "a closed client takes no commands"
+    );
+    client.close().await; // twice is harmless
+}

@@ -93,6 +93,8 @@ struct Seen {
 #[derive(Debug, Default)]
 struct Tally {
     channels: BTreeMap<String, Seen>,
+    /// What happened to this client, for the report of a loss: (instant, what).
+    log: Vec<(Instant, String)>,
     reconnecting: u64,
     failed: u64,
 }
@@ -116,6 +118,8 @@ async fn collect(
         match &e {
             Event::Server(s) => match s.kind() {
                 ServerEventKind::Subscribed { channel_id } => {
+                    t.log
+                        .push((Instant::now(), format!("subscribed {channel_id}")));
                     let seen = t.channels.entry(channel_id.to_string()).or_default();
                     seen.since.get_or_insert_with(Instant::now);
                 }
@@ -123,6 +127,10 @@ async fn collect(
                     channel_id,
                     message,
                 } => {
+                    t.log.push((
+                        Instant::now(),
+                        format!("message {channel_id} {}", message.id),
+                    ));
                     t.channels
                         .entry(channel_id.to_string())
                         .or_default()
@@ -133,17 +141,31 @@ async fn collect(
             },
             Event::Resynced {
                 channel_id,
-                complete: false,
-                ..
+                complete,
+                recovered,
             } => {
+                t.log.push((
+                    Instant::now(),
+                    format!("resynced {channel_id} recovered {recovered} complete {complete}"),
+                ));
+                if *complete {
+                    continue;
+                }
                 t.channels
                     .entry(channel_id.to_string())
                     .or_default()
                     .reloads
                     .push(Instant::now());
             }
-            Event::Status(Status::Reconnecting { .. }) => t.reconnecting += 1,
+            Event::Status(Status::Reconnecting { .. }) => {
+                t.log.push((Instant::now(), "reconnecting".into()));
+                t.reconnecting += 1;
+            }
+            Event::Status(s) if !matches!(s, Status::Failed { .. }) => {
+                t.log.push((Instant::now(), s.name().to_string()));
+            }
             Event::Status(Status::Failed { .. }) => {
+                t.log.push((Instant::now(), "failed".into()));
                 t.failed += 1;
                 let (client, username) = (client.clone(), username.clone());
                 tokio::spawn(async move {
@@ -230,6 +252,7 @@ async fn main() {
     let mut next_index = 0u64;
     let mut next_fault = started + Duration::from_secs(3);
     let mut faults_done: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut fault_log: Vec<(Instant, &'static str)> = Vec::new();
     let tick = Duration::from_millis((1000 / o.rate).max(1));
     while Instant::now() < deadline {
         {
@@ -284,6 +307,7 @@ async fn main() {
                 }
             };
             *faults_done.entry(kind).or_default() += 1;
+            fault_log.push((Instant::now(), kind));
             next_fault = Instant::now()
                 + rng.duration_between(Duration::from_secs(2), Duration::from_secs(8));
         }
@@ -346,6 +370,7 @@ async fn main() {
     let mut reconnects = 0u64;
     let mut failed = 0u64;
     let mut examples = Vec::new();
+    let mut timelines = Vec::new();
     for (client, (wanted, tally)) in tallies.iter().enumerate() {
         let t = tally
             .lock()
@@ -367,6 +392,7 @@ async fn main() {
             duplicated += (order.len() - unique.len()) as u64;
             reordered += order.windows(2).filter(|w| w[0] >= w[1]).count() as u64;
             let last_reload = seen.reloads.iter().max().copied();
+            let mut lost_here: Vec<(u64, Instant)> = Vec::new();
             for (i, at) in by_channel
                 .get(ch.as_str())
                 .map_or(&[][..], |v| v.as_slice())
@@ -379,6 +405,7 @@ async fn main() {
                     exempt += 1;
                 } else {
                     lost += 1;
+                    lost_here.push((*i, *at));
                     if examples.len() < 5 {
                         examples.push(format!(
                             "client {client} channel {ch}: message #{i} missing"
@@ -386,9 +413,24 @@ async fn main() {
                     }
                 }
             }
+            if let (Some(first), Some(last)) = (lost_here.first(), lost_here.last())
+                && timelines.len() < 3
+            {
+                timelines.push(timeline(
+                    started,
+                    client,
+                    ch,
+                    (first.1, last.1),
+                    &lost_here,
+                    &t.log,
+                    &fault_log,
+                    &ledger,
+                ));
+            }
         }
     }
     let report = serde_json::json!({
+        "timelines": timelines,
         "seed": o.seed,
         "clients": clients.len(),
         "channels": o.channels,
@@ -417,4 +459,53 @@ async fn main() {
         );
         std::process::exit(1);
     }
+}
+
+/// What happened around a loss: the lost messages, the faults, and the client's own events
+/// (statuses, subscriptions, resyncs, and the messages of that channel it received), from
+/// 3 s before the first lost message was created to 10 s after the last.
+#[allow(clippy::too_many_arguments)]
+fn timeline(
+    started: Instant,
+    client: usize,
+    channel: &str,
+    (first, last): (Instant, Instant),
+    lost: &[(u64, Instant)],
+    log: &[(Instant, String)],
+    faults: &[(Instant, &'static str)],
+    ledger: &BTreeMap<String, (String, u64, Instant)>,
+) -> serde_json::Value {
+    let from = first.checked_sub(Duration::from_secs(3)).unwrap_or(first);
+    let to = last + Duration::from_secs(10);
+    let ms = |at: Instant| at.saturating_duration_since(started).as_millis() as u64;
+    let mut lines: Vec<(Instant, String)> = Vec::new();
+    for (at, what) in faults.iter().filter(|(at, _)| (from..to).contains(at)) {
+        lines.push((*at, format!("FAULT {what}")));
+    }
+    for (i, at) in lost {
+        lines.push((*at, format!("created (lost) #{i}")));
+    }
+    for (at, what) in log.iter().filter(|(at, _)| (from..to).contains(at)) {
+        let what = match what.strip_prefix("message ") {
+            Some(rest) => {
+                let mut parts = rest.splitn(2, ' ');
+                let (ch, id) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                if ch != channel {
+                    continue;
+                }
+                match ledger.get(id) {
+                    Some((_, i, created)) => format!("got #{i} (created {} ms)", ms(*created)),
+                    None => format!("got unknown {id}"),
+                }
+            }
+            None => what.clone(),
+        };
+        lines.push((*at, what));
+    }
+    lines.sort_by_key(|l| l.0);
+    serde_json::json!({
+        "client": client,
+        "channel": channel,
+        "lines": lines.iter().map(|(at, w)| format!("{:>7} ms {w}", ms(*at))).collect::<Vec<_>>(),
+    })
 }

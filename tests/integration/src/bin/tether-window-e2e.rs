@@ -234,6 +234,30 @@ async fn main() {
     if !order.windows(2).all(|w| w[0] < w[1]) {
         fail(&format!("missed messages out of order: {messages:?}"));
     }
+
+    // Lifecycle: closing the last window exits the app, and the plugin closes the socket
+    // cleanly on the way out (a close frame, not a reset).
+    let closes_before = server.client_closes();
+    let closing = Instant::now();
+    server.faults().inject(r#"{"type":"e2e_close_window"}"#);
+    match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => fail(&format!(
+            "the app exited with {status} after its window closed"
+        )),
+        Ok(Err(e)) => fail(&format!("waiting for the app: {e}")),
+        Err(_) => fail("the app did not exit within 15 s of its last window closing"),
+    }
+    let exited_after = closing.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    // (The server, like Kaiku, stops reading after a close frame, so it keeps the dead socket
+    // until its next write fails: only the close frame is checked.)
+    while server.client_closes() == closes_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if server.client_closes() == closes_before {
+        fail("the app exited without a close frame: the socket was cut, not closed");
+    }
     stop_app(child).await;
 
     // Throughput into the webview: per-event emit against the batched channel.
@@ -281,6 +305,7 @@ async fn main() {
             "result": "ok",
             "first_message": first,
             "window_connected_after_secs": window_up.as_secs_f64(),
+            "exit_after_window_close_secs": exited_after.as_secs_f64(),
             "total_secs": started.elapsed().as_secs_f64(),
             "messages_in_dom": messages.len(),
             "webview_throughput": rates,
