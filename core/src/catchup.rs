@@ -181,6 +181,11 @@ struct Channel {
     /// A reload (`resynced { complete: false }`) is owed: a gap could not be bounded (a
     /// reconnect found no anchor). Stays owed across drops until it is reported.
     owed_incomplete: bool,
+    /// Live events that arrived while a catch-up was due but before its `subscribed`: a
+    /// server can start broadcasting to a socket before its reply to `subscribe` leaves (the
+    /// dev server does, between two locks). Delivering them would move the anchor past the
+    /// gap; they join the catch-up's held events instead.
+    early: Vec<ServerEvent>,
 }
 
 /// De-duplication memory: the last N delivered ids.
@@ -258,6 +263,7 @@ impl CatchUp {
             needs_catch_up: false,
             provisional: false,
             owed_incomplete: false,
+            early: Vec::new(),
         });
         if let Some(id) = newest {
             entry.anchor = Anchor::Message {
@@ -278,11 +284,12 @@ impl CatchUp {
         self.channels.get(channel).map(|c| &c.anchor)
     }
 
-    /// Whether the channel is catching up (its live messages are held).
+    /// Whether the channel's live events are held: it is catching up, or a catch-up is due
+    /// and waits for the channel's `subscribed`.
     pub fn is_catching_up(&self, channel: &Text) -> bool {
         self.channels
             .get(channel)
-            .is_some_and(|c| matches!(c.sync, Sync::CatchUp(_)))
+            .is_some_and(|c| c.needs_catch_up || matches!(c.sync, Sync::CatchUp(_)))
     }
 
     /// Duplicate message events suppressed so far.
@@ -313,6 +320,7 @@ impl CatchUp {
         c.live = true;
         let catch_up = std::mem::take(&mut c.needs_catch_up);
         let has_anchor = c.anchor != Anchor::Unknown;
+        let early = std::mem::take(&mut c.early);
         if catch_up && has_anchor {
             c.sync = Sync::CatchUp(Box::new(Walk {
                 req: Req::RetryAt(now),
@@ -321,9 +329,16 @@ impl CatchUp {
                 before: None,
                 gap: Vec::new(),
                 gap_ids: BTreeSet::new(),
-                held: Vec::new(),
+                held: early,
             }));
-        } else if !has_anchor {
+            self.issue_due(now);
+            return;
+        }
+        // No walk to join: what came early is delivered now, in arrival order.
+        for e in early {
+            Self::deliver(c, &mut self.out, &mut self.duplicates, e);
+        }
+        if !has_anchor {
             // A reconnect with no anchor cannot tell what was missed: the app must reload.
             c.owed_incomplete |= catch_up;
             c.sync = Sync::Probe {
@@ -350,6 +365,18 @@ impl CatchUp {
             walk.held.push(event);
             if walk.held.len() > max_held {
                 self.finish(channel, false);
+            }
+            return;
+        }
+        if c.needs_catch_up {
+            c.early.push(event);
+            if c.early.len() > max_held {
+                // Too much before `subscribed`: deliver, and owe the app a reload, since the
+                // anchor now moves past a gap that may never be walked.
+                c.owed_incomplete = true;
+                for e in std::mem::take(&mut c.early) {
+                    Self::deliver(c, &mut self.out, &mut self.duplicates, e);
+                }
             }
             return;
         }
@@ -409,11 +436,14 @@ impl CatchUp {
             }
             c.live = false;
             c.sent = false;
-            if let Sync::CatchUp(walk) = std::mem::replace(&mut c.sync, Sync::Live) {
-                for e in walk.held {
-                    if !matches!(e.kind(), ServerEventKind::MessageNew { .. }) {
-                        self.out.push_back(CatchUpOutput::Deliver(e));
-                    }
+            let early = std::mem::take(&mut c.early);
+            let held = match std::mem::replace(&mut c.sync, Sync::Live) {
+                Sync::CatchUp(walk) => walk.held,
+                _ => Vec::new(),
+            };
+            for e in early.into_iter().chain(held) {
+                if !matches!(e.kind(), ServerEventKind::MessageNew { .. }) {
+                    self.out.push_back(CatchUpOutput::Deliver(e));
                 }
             }
         }
@@ -703,9 +733,12 @@ impl CatchUp {
     pub fn held(&self) -> usize {
         self.channels
             .values()
-            .map(|c| match &c.sync {
-                Sync::CatchUp(w) => w.held.len(),
-                _ => 0,
+            .map(|c| {
+                c.early.len()
+                    + match &c.sync {
+                        Sync::CatchUp(w) => w.held.len(),
+                        _ => 0,
+                    }
             })
             .sum()
     }

@@ -108,6 +108,61 @@ fn reconnect_catches_up_missed_messages_in_order_before_held_live_ones() {
     ));
 }
 
+/// Found by the chaos soak: the dev server registers a subscription and sends `subscribed`
+/// under two separate locks, so a message broadcast in between reaches the client first.
+/// Delivered at once, it moved the anchor past the messages missed while offline, and the
+/// catch-up stopped at it: a silent gap, reported as complete.
+#[test]
+fn a_message_that_overtakes_subscribed_waits_for_the_catch_up() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link(); // m2 is posted while offline
+    h.reconnect();
+    h.take();
+    h.frame(&message_new("c", "m3", 3)); // broadcast before the `subscribed` reply
+    h.frame(r#"{"type":"typing_start","channel_id":"c","user_id":"u"}"#);
+    let early = h.take();
+    assert!(
+        delivered_ids(&early).is_empty() && server_events(&early).is_empty(),
+        "held until the gap is known: {early:?}"
+    );
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    assert_eq!(req.len(), 1, "the catch-up walks from m1, not from m3");
+    h.answer_history(
+        req[0].id,
+        &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false),
+    );
+    let out = h.take();
+    assert_eq!(delivered_ids(&out), ["m2", "m3"]);
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Emit(Event::Resynced {
+            recovered: 1,
+            complete: true,
+            ..
+        })
+    )));
+}
+
+#[test]
+fn a_message_before_subscribed_is_dropped_with_the_link_and_fetched_again() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.take();
+    h.frame(&message_new("c", "m3", 3));
+    h.drop_link(); // before `subscribed`: m3 is not delivered, the anchor stays at m1
+    assert!(delivered_ids(&h.take()).is_empty());
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.answer_history(
+        req[0].id,
+        &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false),
+    );
+    assert_eq!(delivered_ids(&h.take()), ["m2", "m3"]);
+}
+
 #[test]
 fn caught_up_messages_keep_the_rest_object_verbatim() {
     let mut h = live_with(&["c"], Some(("m1", 1)));

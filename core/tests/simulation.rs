@@ -231,6 +231,9 @@ enum Ev {
     Closed { link: u64, why: Disconnect },
     /// The server sends `ready` on a fresh socket.
     ServerReady { link: u64 },
+    /// The server's reply to a `subscribe`, sent a moment after the subscription took
+    /// effect (as the dev server and, possibly, Kaiku do: broadcasts can overtake it).
+    ServerSubscribed { link: u64, channel: String },
     /// The server learns that the client dropped the socket.
     ServerGone { link: u64 },
     /// A client frame reaches the server.
@@ -1147,6 +1150,12 @@ impl Sim {
                     self.send_to_client(link, Frame::Text { text, ready: true });
                 }
             }
+            Ev::ServerSubscribed { link, channel } => {
+                if self.server.sessions.contains_key(&link) {
+                    let text = format!(r#"{{"type":"subscribed","channel_id":"{channel}"}}"#);
+                    self.send_to_client(link, Frame::Text { text, ready: false });
+                }
+            }
             Ev::ServerGone { link } => {
                 self.server.sessions.remove(&link);
             }
@@ -1497,9 +1506,19 @@ impl Sim {
                     i.start.get_or_insert(self.now);
                     i.processed.push((link, self.now));
                 }
-                Some(format!(
-                    r#"{{"type":"subscribed","channel_id":"{channel}"}}"#
-                ))
+                // The subscription is in effect now; half the time the reply leaves a moment
+                // later, so messages broadcast meanwhile reach the client before `subscribed`.
+                if self.dice.below(2) == 0 {
+                    let d = self
+                        .dice
+                        .between(Duration::ZERO, Duration::from_millis(300));
+                    self.after(d, Ev::ServerSubscribed { link, channel });
+                    None
+                } else {
+                    Some(format!(
+                        r#"{{"type":"subscribed","channel_id":"{channel}"}}"#
+                    ))
+                }
             }
             "subscribe" => Some(
                 r#"{"type":"error","code":"channel_not_found","message":"Channel not found"}"#
