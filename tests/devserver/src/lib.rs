@@ -73,6 +73,10 @@ pub struct ServerConfig {
     pub access_ttl: Duration,
     /// Delay between the upgrade and `ready` (Kaiku: up to 2-4 s when busy). Default 0.
     pub ready_delay: Duration,
+    /// Delay between a subscription taking effect and its `subscribed` reply. Messages
+    /// broadcast meanwhile reach the client first, as they can (for a few microseconds)
+    /// even with no delay. Widened by the chaos soak. Default 0.
+    pub subscribed_delay: Duration,
     /// Largest inbound message accepted from a client. Default 256 KiB.
     pub max_message: usize,
     /// Create demo users (alice, bob, carol; password `password123`) and channels.
@@ -105,6 +109,7 @@ impl Default for ServerConfig {
             error_shape: ErrorShape::Modern,
             access_ttl: Duration::from_secs(900),
             ready_delay: Duration::ZERO,
+            subscribed_delay: Duration::ZERO,
             max_message: 256 * 1024,
             demo: false,
             tls: None,

@@ -241,14 +241,22 @@ fn handle(shared: &Shared, id: u64, user_id: &str, text: &str) {
             if !shared.store().channels.contains_key(&channel_id) {
                 return error(shared, id, "channel_not_found", "Channel not found");
             }
-            if let Some(c) = shared.conns().get_mut(&id) {
+            let tx = shared.conns().get_mut(&id).map(|c| {
                 c.subs.insert(channel_id.clone());
+                c.tx.clone()
+            });
+            let frame = json!({"type": "subscribed", "channel_id": channel_id}).to_string();
+            let delay = shared.config.subscribed_delay;
+            if let Some(tx) = tx {
+                if delay.is_zero() {
+                    let _ = tx.send(Out::Text(frame));
+                } else {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Out::Text(frame));
+                    });
+                }
             }
-            reply(
-                shared,
-                id,
-                json!({"type": "subscribed", "channel_id": channel_id}),
-            );
         }
         ClientFrame::Unsubscribe { channel_id } => {
             if let Some(c) = shared.conns().get_mut(&id) {

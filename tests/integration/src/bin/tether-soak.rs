@@ -35,6 +35,9 @@ struct Options {
     /// Fault kinds to draw from (empty: all): 0 drop, 1 stall, 2 refuse 503, 3 refuse 429,
     /// 4 expire tokens, 5 restart.
     faults: Vec<u64>,
+    /// The dev server's delay between a subscription taking effect and its `subscribed`
+    /// reply: messages broadcast meanwhile overtake it.
+    subscribed_delay_ms: u64,
 }
 
 fn options() -> Result<Options, String> {
@@ -45,6 +48,7 @@ fn options() -> Result<Options, String> {
         seed: 1,
         rate: 40,
         faults: Vec::new(),
+        subscribed_delay_ms: 20,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -69,6 +73,7 @@ fn options() -> Result<Options, String> {
             "--secs" => o.secs = n,
             "--seed" => o.seed = n,
             "--rate" => o.rate = n.max(1),
+            "--subscribed-delay-ms" => o.subscribed_delay_ms = n,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -194,7 +199,9 @@ async fn main() {
             std::process::exit(64);
         }
     };
-    let server = DevServer::start(([127, 0, 0, 1], 0).into(), ServerConfig::default())
+    let mut config = ServerConfig::default();
+    config.subscribed_delay = Duration::from_millis(o.subscribed_delay_ms);
+    let server = DevServer::start(([127, 0, 0, 1], 0).into(), config)
         .await
         .unwrap_or_else(|e| {
             eprintln!("tether-soak: cannot start the dev server: {e}");
