@@ -81,6 +81,42 @@ pub struct Api {
     base: Url,
 }
 
+/// A new HTTP client: its own connection pool and TLS settings (webpki roots plus `extra`).
+fn http_client(
+    timeout: Duration,
+    extra_roots_der: &[Vec<u8>],
+) -> Result<reqwest::Client, ApiError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")));
+    for der in extra_roots_der {
+        let cert = reqwest::Certificate::from_der(der)
+            .map_err(|e| ApiError::Url(format!("bad root certificate: {e}")))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build()
+        .map_err(|e| ApiError::Network(e.to_string()))
+}
+
+/// The process's HTTP client for `timeout` with the default roots. An HTTP client holds a TLS
+/// configuration and a connection pool, so thousands of tether clients in one process share
+/// one (and its pooled connections) instead of each building its own.
+fn shared_http(timeout: Duration) -> Result<reqwest::Client, ApiError> {
+    static SHARED: std::sync::Mutex<Vec<(Duration, reqwest::Client)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut shared = SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, c)) = shared.iter().find(|(t, _)| *t == timeout) {
+        return Ok(c.clone());
+    }
+    let c = http_client(timeout, &[])?;
+    shared.push((timeout, c.clone()));
+    Ok(c)
+}
+
 impl Api {
     /// A client for the server at `base` (`https://chat.example.com`), with a 30 s timeout.
     pub fn new(base: &str) -> Result<Self, ApiError> {
@@ -114,18 +150,11 @@ impl Api {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")));
-        for der in extra_roots_der {
-            let cert = reqwest::Certificate::from_der(der)
-                .map_err(|e| ApiError::Url(format!("bad root certificate: {e}")))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ApiError::Network(e.to_string()))?;
+        let http = if extra_roots_der.is_empty() {
+            shared_http(timeout)?
+        } else {
+            http_client(timeout, extra_roots_der)?
+        };
         Ok(Self { http, base })
     }
 

@@ -40,6 +40,11 @@ pub struct ClientConfig {
     /// Root certificates (DER) trusted in addition to the webpki roots, for a server with a
     /// private CA (or a test's self-signed certificate).
     pub extra_roots_der: Vec<Vec<u8>>,
+    /// The socket's read buffer: what one read from the kernel can take. Every connection
+    /// holds one for its whole life, so it is most of an idle client's memory. Frames larger
+    /// than this still arrive whole (they are assembled across reads). Default 16 KiB
+    /// (tungstenite's own default is 128 KiB).
+    pub read_buffer_size: usize,
 }
 
 impl ClientConfig {
@@ -53,6 +58,7 @@ impl ClientConfig {
             event_capacity: 1024,
             api_timeout: crate::api::TIMEOUT,
             extra_roots_der: Vec::new(),
+            read_buffer_size: 16 * 1024,
         })
     }
 }
@@ -206,7 +212,10 @@ impl Client {
             conn,
             clock,
             api: api.clone(),
-            max_message: config.core.max_inbound_message,
+            ws_config: WebSocketConfig::default()
+                .max_message_size(Some(config.core.max_inbound_message))
+                .max_frame_size(Some(config.core.max_inbound_message))
+                .read_buffer_size(config.read_buffer_size.max(1024)),
             tls,
             socket: None,
             connecting: None,
@@ -358,7 +367,7 @@ struct Driver {
     conn: Connection,
     clock: Clock,
     api: Api,
-    max_message: usize,
+    ws_config: WebSocketConfig,
     tls: Arc<rustls::ClientConfig>,
     socket: Option<Socket>,
     connecting: Option<tokio::task::JoinHandle<()>>,
@@ -508,10 +517,10 @@ impl Driver {
         self.generation += 1;
         let generation = self.generation;
         let tx = self.internal_tx.clone();
-        let max = self.max_message;
+        let ws_config = self.ws_config;
         let tls = self.tls.clone();
         self.connecting = Some(tokio::spawn(async move {
-            let result = connect(req, max, tls).await;
+            let result = connect(req, ws_config, tls).await;
             let _ = tx.send(Internal::Connected(generation, result));
         }));
     }
@@ -665,7 +674,21 @@ impl Driver {
 }
 
 /// The TLS settings for `wss://`: webpki roots plus the caller's extra roots, ring crypto.
+/// Built once and shared by every client with no extra roots (thousands of clients in one
+/// process need not each hold a copy).
 fn tls_config(extra_roots_der: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
+    static DEFAULT: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if !extra_roots_der.is_empty() {
+        return build_tls_config(extra_roots_der);
+    }
+    if let Some(c) = DEFAULT.get() {
+        return Ok(c.clone());
+    }
+    let c = build_tls_config(&[])?;
+    Ok(DEFAULT.get_or_init(|| c).clone())
+}
+
+fn build_tls_config(extra_roots_der: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for der in extra_roots_der {
@@ -722,7 +745,7 @@ async fn write_loop(
 /// negotiated subprotocol. A refused upgrade reports its status and `Retry-After`.
 async fn connect(
     req: OpenRequest,
-    max_message: usize,
+    config: WebSocketConfig,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<(Box<Ws>, Option<String>), Disconnect> {
     let mut request = req
@@ -743,9 +766,6 @@ async fn connect(
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", value);
     }
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message));
     let connector = tokio_tungstenite::Connector::Rustls(tls);
     let (ws, response) = tokio_tungstenite::connect_async_tls_with_config(
         request,

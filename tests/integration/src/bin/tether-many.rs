@@ -1,0 +1,305 @@
+//! Many clients in one process (issue #6): N tokio clients connected and subscribed against
+//! the dev server. Reports, for each step of N: resident memory per client, CPU per idle client
+//! per minute (heartbeats only), and the time to bring every client back after the server drops
+//! every socket at once (the jitter spreads the load).
+//!
+//! The server runs in a child process (this binary with `--serve`), so the memory and CPU
+//! measured are the clients' alone.
+//!
+//! ```text
+//! cargo run --release -p tether-integration --bin tether-many -- --steps 1000,5000,10000 --idle-secs 60
+//! ```
+//!
+//! Prints one JSON line per step and a final summary line; exits 1 when clients do not all
+//! come back (a functional failure), never because of a figure.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tether_core::{Credentials, Event, ServerEventKind, Status};
+use tether_devserver::{DevServer, ServerConfig};
+use tether_integration::rss_kib;
+use tether_tokio::{Client, ClientConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+struct Options {
+    steps: Vec<usize>,
+    idle: Duration,
+    channels: usize,
+    /// Clients started at once, before waiting for them to be live.
+    batch: usize,
+    read_buffer: Option<usize>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        steps: vec![1000, 5000, 10000],
+        idle: Duration::from_secs(60),
+        channels: 10,
+        batch: 500,
+        read_buffer: None,
+    };
+    let mut args = std::env::args().skip(1).filter(|a| a != "--serve");
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let num = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{flag}: `{v}` is not a number"))
+        };
+        match flag.as_str() {
+            "--steps" => {
+                o.steps = value
+                    .split(',')
+                    .map(|v| num(v).map(|n| n as usize))
+                    .collect::<Result<_, _>>()?
+            }
+            "--idle-secs" => o.idle = Duration::from_secs(num(&value)?),
+            "--channels" => o.channels = num(&value)?.max(1) as usize,
+            "--batch" => o.batch = num(&value)?.max(1) as usize,
+            "--read-buffer" => o.read_buffer = Some(num(&value)? as usize),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if o.steps.windows(2).any(|w| w[0] > w[1]) || o.steps.is_empty() {
+        return Err("--steps must be increasing, e.g. 1000,5000,10000".into());
+    }
+    Ok(o)
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("tether-many: {msg}");
+    std::process::exit(1)
+}
+
+/// The child: a dev server; `drop` on stdin drops every socket and answers `dropped N`.
+async fn serve(channels: usize) {
+    let server = DevServer::start(([127, 0, 0, 1], 0).into(), ServerConfig::default())
+        .await
+        .unwrap_or_else(|e| fail(&format!("server: {e}")));
+    let ids: Vec<String> = (0..channels)
+        .map(|i| server.create_channel(&format!("c{i}")))
+        .collect();
+    let tokens = server
+        .create_user("many", "password123")
+        .unwrap_or_else(|| fail("user"));
+    println!(
+        "{}",
+        serde_json::json!({"url": server.url(), "channels": ids, "tokens": tokens})
+    );
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim() == "drop" {
+            let n = server.faults().drop_all();
+            println!("dropped {n}");
+        }
+    }
+}
+
+/// Process CPU time (user + system) so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3; utime and stime
+    // are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Clients that are connected with their channel confirmed on the current socket.
+#[derive(Default)]
+struct Live {
+    count: AtomicUsize,
+}
+
+/// Reads one client's events and keeps `live` counting it while it is connected and subscribed.
+async fn watch(mut events: tether_tokio::Events, live: Arc<Live>) {
+    let mut connected = false;
+    let mut counted = false;
+    while let Some(e) = events.recv().await {
+        match &e {
+            Event::Status(Status::Connected) => connected = true,
+            Event::Status(_) => {
+                connected = false;
+                if counted {
+                    counted = false;
+                    live.count.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            Event::Server(s)
+                if matches!(s.kind(), ServerEventKind::Subscribed { .. })
+                    && connected
+                    && !counted =>
+            {
+                counted = true;
+                live.count.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn until_live(live: &Live, n: usize, within: Duration, what: &str) -> Duration {
+    let started = Instant::now();
+    while live.count.load(Ordering::Relaxed) < n {
+        if started.elapsed() > within {
+            fail(&format!(
+                "{what}: only {} of {n} clients live after {within:?}",
+                live.count.load(Ordering::Relaxed)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let o = options().unwrap_or_else(|e| {
+        eprintln!("tether-many: {e}");
+        std::process::exit(64)
+    });
+    if std::env::args().nth(1).as_deref() == Some("--serve") {
+        serve(o.channels).await;
+        return;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(&format!("current_exe: {e}")));
+    let mut child = tokio::process::Command::new(exe)
+        .args(["--serve", "--channels", &o.channels.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("server process: {e}")));
+    let mut child_out =
+        BufReader::new(child.stdout.take().unwrap_or_else(|| fail("stdout"))).lines();
+    let mut child_in = child.stdin.take().unwrap_or_else(|| fail("stdin"));
+    let hello = child_out
+        .next_line()
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| fail("no hello from the server"));
+    let info: serde_json::Value =
+        serde_json::from_str(&hello).unwrap_or_else(|e| fail(&format!("hello: {e}")));
+    let url = info["url"].as_str().unwrap_or_default().to_owned();
+    let channels: Vec<String> = info["channels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if channels.is_empty() {
+        fail("the server made no channels");
+    }
+    let creds = Credentials::from_token_response(info["tokens"].to_string().as_bytes())
+        .unwrap_or_else(|e| fail(&format!("tokens: {e}")));
+
+    let live = Arc::new(Live::default());
+    let mut clients: Vec<Client> = Vec::new();
+    let empty_rss = rss_kib("VmRSS:");
+    let mut rows = Vec::new();
+    for &n in &o.steps {
+        // Start the clients this step adds, a batch at a time (each batch's REST probes reuse
+        // the previous batch's pooled HTTP connections instead of opening thousands at once).
+        let rss_before = rss_kib("VmRSS:");
+        let before = clients.len();
+        while clients.len() < n {
+            let end = (clients.len() + o.batch).min(n);
+            for i in clients.len()..end {
+                let mut cfg = ClientConfig::new(&url).unwrap_or_else(|e| fail(&e.to_string()));
+                if let Some(b) = o.read_buffer {
+                    cfg.read_buffer_size = b;
+                }
+                let (client, events) =
+                    Client::spawn(cfg, creds.clone()).unwrap_or_else(|e| fail(&e.to_string()));
+                let _ = client.subscribe(&channels[i % channels.len()]).await;
+                let _ = client.connect();
+                tokio::spawn(watch(events, live.clone()));
+                clients.push(client);
+            }
+            until_live(&live, end, Duration::from_secs(120), "connecting").await;
+        }
+        // Let the anchor probes finish and the allocator settle.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_after = rss_kib("VmRSS:");
+        let per_client_kib = (rss_after.saturating_sub(empty_rss)) as f64 / n as f64;
+        let added_kib = (rss_after.saturating_sub(rss_before)) as f64 / (n - before) as f64;
+
+        // Idle: heartbeats only.
+        let cpu0 = cpu_time();
+        let wall0 = Instant::now();
+        tokio::time::sleep(o.idle).await;
+        let cpu = cpu_time().saturating_sub(cpu0);
+        let wall = wall0.elapsed();
+        let cpu_ms_per_client_per_min =
+            cpu.as_secs_f64() * 1000.0 / n as f64 / (wall.as_secs_f64() / 60.0);
+
+        // Mass drop: every socket at once; time until every client is live again.
+        let _ = child_in.write_all(b"drop\n").await;
+        let _ = child_in.flush().await;
+        let dropped = child_out
+            .next_line()
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let dropped_at = Instant::now();
+        // Wait for the clients to notice, then for all of them to come back.
+        while live.count.load(Ordering::Relaxed) == n
+            && dropped_at.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut back_at = Vec::new();
+        let mut last = live.count.load(Ordering::Relaxed);
+        let deadline = dropped_at + Duration::from_secs(180);
+        while last < n {
+            if Instant::now() > deadline {
+                fail(&format!(
+                    "only {last} of {n} clients came back after the mass drop"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let now = live.count.load(Ordering::Relaxed);
+            for _ in last..now.max(last) {
+                back_at.push(dropped_at.elapsed());
+            }
+            last = now.max(last);
+        }
+        let total = dropped_at.elapsed();
+        let pct = |p: f64| {
+            back_at
+                .get(((back_at.len() as f64 * p) as usize).min(back_at.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let row = serde_json::json!({
+            "clients": n,
+            "rss_kib": rss_after,
+            "rss_per_client_kib": (per_client_kib * 10.0).round() / 10.0,
+            "rss_per_added_client_kib": (added_kib * 10.0).round() / 10.0,
+            "idle_secs": wall.as_secs_f64(),
+            "idle_cpu_ms_per_client_per_min": (cpu_ms_per_client_per_min * 1000.0).round() / 1000.0,
+            "server": dropped,
+            "reconnect_all_secs": total.as_secs_f64(),
+            "reconnect_p50_secs": pct(0.5),
+            "reconnect_p99_secs": pct(0.99),
+        });
+        println!("{row}");
+        rows.push(row);
+    }
+    println!("{}", serde_json::json!({"summary": rows}));
+    drop(clients);
+    drop(child_in);
+    let _ = child.kill().await;
+}
