@@ -24,6 +24,12 @@ impl Text {
         Some(Self(bytes))
     }
 
+    /// Wraps bytes the caller has just validated as UTF-8 (no second check, no copy).
+    pub(crate) fn from_checked_utf8(bytes: Bytes) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok(), "not UTF-8");
+        Self(bytes)
+    }
+
     /// The string. Validation is repeated here because the crate forbids `unsafe`; every
     /// constructor checks UTF-8, so the fallback is unreachable.
     pub fn as_str(&self) -> &str {

@@ -240,6 +240,25 @@ impl MessageHead {
     }
 }
 
+/// The types the core acts on, as static strings: their [`ServerEvent::event_type`] then
+/// neither slices nor copies the frame.
+fn known_type(ty: &str) -> Option<&'static str> {
+    const KNOWN: [&str; 11] = [
+        "ready",
+        "pong",
+        "subscribed",
+        "unsubscribed",
+        "error",
+        "message_new",
+        "message_edit",
+        "message_delete",
+        "typing_start",
+        "typing_stop",
+        "presence_update",
+    ];
+    KNOWN.into_iter().find(|k| *k == ty)
+}
+
 impl ServerEvent {
     /// Decodes one text frame of at most `max_len` bytes.
     ///
@@ -256,12 +275,18 @@ impl ServerEvent {
         if head.ty.is_empty() {
             return Err(DecodeError::Shape("`type` is empty"));
         }
-        let event_type = match &head.ty {
-            Cow::Borrowed(t) => Text::slice_of(&frame, t),
-            Cow::Owned(t) => Text::from(t.as_str()),
+        let event_type = match known_type(&head.ty) {
+            Some(t) => Text::from_static(t),
+            None => match &head.ty {
+                Cow::Borrowed(t) => Text::slice_of(&frame, t),
+                Cow::Owned(t) => Text::from(t.as_str()),
+            },
         };
         let kind = Self::understand(&frame, &event_type, &head)?;
-        let json = Text::slice_of(&frame, s);
+        // The JSON is the whole frame: moved, not sliced, so a frame that nothing shares yet
+        // (a `Vec` the driver just read) is not promoted to a shared buffer. A `pong` then
+        // costs no allocation at all.
+        let json = Text::from_checked_utf8(frame);
         Ok(Self {
             json,
             event_type,
@@ -434,6 +459,21 @@ mod tests {
             decode(r#"{"type":"voice_offer","channel_id":"c","sdp":"x"}"#).unwrap().kind(),
             ServerEventKind::Voice { channel_id: Some(c) } if c == "c"
         ));
+    }
+
+    #[test]
+    fn known_events_keep_the_frame_unshared() {
+        // The heartbeat's answer must cost nothing: no slice of the frame means a buffer the
+        // driver just read is never promoted to a shared (allocated) one.
+        let pong = ServerEvent::decode(Bytes::from(br#"{"type":"pong"}"#.to_vec()), MAX).unwrap();
+        assert!(pong.json().as_bytes().is_unique());
+        assert_eq!(pong.event_type(), "pong");
+        let other = decode(r#"{"type":"reaction_add"}"#).unwrap();
+        assert_eq!(other.event_type(), "reaction_add");
+        assert!(
+            !other.json().as_bytes().is_unique(),
+            "unknown types slice the frame"
+        );
     }
 
     #[test]

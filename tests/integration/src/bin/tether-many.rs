@@ -7,7 +7,7 @@
 //! measured are the clients' alone.
 //!
 //! ```text
-//! cargo run --release -p tether-integration --bin tether-many -- --steps 1000,5000,10000 --idle-secs 60
+//! cargo run --release -p tether-integration --bin tether-many -- --steps 1000,5000,10000 --idle-secs 60 --svg docs/many-clients.svg
 //! ```
 //!
 //! Prints one JSON line per step and a final summary line; exits 1 when clients do not all
@@ -33,6 +33,8 @@ struct Options {
     /// Clients started at once, before waiting for them to be live.
     batch: usize,
     read_buffer: Option<usize>,
+    /// Where to draw the figures against N (an SVG file).
+    svg: Option<String>,
 }
 
 fn options() -> Result<Options, String> {
@@ -42,6 +44,7 @@ fn options() -> Result<Options, String> {
         channels: 10,
         batch: 500,
         read_buffer: None,
+        svg: None,
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--serve");
     while let Some(flag) = args.next() {
@@ -62,6 +65,7 @@ fn options() -> Result<Options, String> {
             "--channels" => o.channels = num(&value)?.max(1) as usize,
             "--batch" => o.batch = num(&value)?.max(1) as usize,
             "--read-buffer" => o.read_buffer = Some(num(&value)? as usize),
+            "--svg" => o.svg = Some(value),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -299,7 +303,67 @@ async fn main() {
         rows.push(row);
     }
     println!("{}", serde_json::json!({"summary": rows}));
+    if let Some(path) = &o.svg
+        && let Err(e) = plot(path, &rows)
+    {
+        fail(&format!("cannot draw {path}: {e}"));
+    }
     drop(clients);
     drop(child_in);
     let _ = child.kill().await;
+}
+
+/// Draws memory per client and the time to bring every client back, against N.
+fn plot(path: &str, rows: &[serde_json::Value]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let n: Vec<f64> = rows
+        .iter()
+        .map(|r| r["clients"].as_f64().unwrap_or(0.0))
+        .collect();
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        rows.iter()
+            .zip(&n)
+            .map(|(r, n)| (*n, r[key].as_f64().unwrap_or(0.0)))
+            .collect()
+    };
+    let max_n = n.iter().copied().fold(1.0, f64::max) * 1.05;
+    let root = SVGBackend::new(path, (900, 380)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 2));
+    let charts = [
+        (
+            "resident memory per client (KiB)",
+            series("rss_per_client_kib"),
+            Some(48.0),
+        ),
+        (
+            "all clients back after a mass drop (s)",
+            series("reconnect_all_secs"),
+            None,
+        ),
+    ];
+    for (panel, (title, points, budget)) in panels.iter().zip(charts) {
+        let top = points.iter().map(|p| p.1).chain(budget).fold(1.0, f64::max) * 1.2;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.0..max_n, 0.0..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("clients in one process")
+            .draw()?;
+        chart.draw_series(LineSeries::new(points.clone(), &BLUE))?;
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
+        if let Some(b) = budget {
+            chart
+                .draw_series(LineSeries::new([(0.0, b), (max_n, b)], &RED))?
+                .label("budget")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
+            chart.configure_series_labels().border_style(BLACK).draw()?;
+        }
+    }
+    root.present()?;
+    Ok(())
 }
