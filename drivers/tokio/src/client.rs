@@ -6,14 +6,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tether_core::{
     Action, ClientEvent, Config, ConfigError, Connection, Credentials, DeliveryQueue, Disconnect,
     Event, HistoryError, HistoryRequest, InvalidChannel, OpenRequest, RefreshError, SendError,
     Stats, Status, TransportError,
 };
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -118,10 +118,11 @@ enum Command {
     Close(oneshot::Sender<()>),
 }
 
-/// Events for the app: a bounded, coalescing queue shared with the driver task.
+/// Events for the app: a bounded, coalescing queue shared with the driver task. A plain mutex:
+/// it is held only to push or pop, never across an await.
 #[derive(Debug)]
 struct Inbox {
-    queue: Mutex<DeliveryQueue>,
+    queue: std::sync::Mutex<DeliveryQueue>,
     readable: Notify,
     writable: Notify,
     closed: AtomicBool,
@@ -134,6 +135,27 @@ pub struct Events {
     inbox: Arc<Inbox>,
 }
 
+impl Inbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, DeliveryQueue> {
+        // Nothing panics while holding the lock; if something did, the queue is still whole.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The oldest event; wakes the driver when this makes room in a full queue.
+    fn pop(&self) -> Option<Event> {
+        let mut queue = self.queue();
+        let was_full = queue.is_full();
+        let event = queue.pop();
+        drop(queue);
+        if was_full && event.is_some() {
+            self.writable.notify_one();
+        }
+        event
+    }
+}
+
 impl Events {
     /// The next event; `None` once the client has shut down and everything was read.
     pub async fn recv(&mut self) -> Option<Event> {
@@ -141,8 +163,7 @@ impl Events {
             let notified = self.inbox.readable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(event) = self.inbox.queue.lock().await.pop() {
-                self.inbox.writable.notify_one();
+            if let Some(event) = self.inbox.pop() {
                 return Some(event);
             }
             if self.inbox.closed.load(Ordering::Acquire) {
@@ -154,16 +175,12 @@ impl Events {
 
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
-        let event = self.inbox.queue.try_lock().ok()?.pop();
-        if event.is_some() {
-            self.inbox.writable.notify_one();
-        }
-        event
+        self.inbox.pop()
     }
 
     /// Events replaced by a newer one of the same kind (typing, presence, status) so far.
     pub async fn coalesced(&self) -> u64 {
-        self.inbox.queue.lock().await.coalesced()
+        self.inbox.queue().coalesced()
     }
 }
 
@@ -202,7 +219,7 @@ impl Client {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(Status::Disconnected);
         let inbox = Arc::new(Inbox {
-            queue: Mutex::new(DeliveryQueue::new(config.event_capacity)),
+            queue: std::sync::Mutex::new(DeliveryQueue::new(config.event_capacity)),
             readable: Notify::new(),
             writable: Notify::new(),
             closed: AtomicBool::new(false),
@@ -227,6 +244,8 @@ impl Client {
             status_tx,
             commands: command_rx,
             paused: false,
+            actions: Vec::new(),
+            events: Vec::new(),
         };
         tokio::spawn(driver.run());
         Ok((
@@ -380,24 +399,38 @@ struct Driver {
     commands: mpsc::UnboundedReceiver<Command>,
     /// Not reading the socket because the app is behind.
     paused: bool,
+    /// The drain's buffers, kept between turns.
+    actions: Vec<Action>,
+    events: Vec<Event>,
 }
+
+/// Frames handled in one turn of the loop when more are already buffered: one drain, one
+/// push into the app's queue and one wake-up for the lot, instead of one each.
+const FRAMES_PER_TURN: usize = 64;
 
 impl Driver {
     async fn run(mut self) {
         let mut closed_reply = None;
+        // One timer for the task's life, moved only when the core's deadline moves.
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<std::time::Instant> = None;
         loop {
-            let deadline = self.drain().await;
-            let full = self.inbox.queue.lock().await.is_full();
+            let deadline = self.drain();
+            let full = self.inbox.queue().is_full();
             if full != self.paused {
                 // Tell the core we stopped (or resumed) reading on purpose, so an app that
                 // falls behind does not look like a dead link.
                 self.paused = full;
                 self.conn.handle_backpressure(self.clock.now(), full);
             }
-            let sleep = tokio::time::sleep(deadline.map_or(Duration::from_secs(3600), |d| {
-                d.saturating_duration_since(self.clock.now())
-            }));
-            tokio::pin!(sleep);
+            if deadline != armed {
+                armed = deadline;
+                if let Some(d) = deadline {
+                    let wait = d.saturating_duration_since(self.clock.now());
+                    sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            }
             // Backpressure applies to a live session only: the handshake (`ready`) must be read
             // even when the app is behind, or a stalled app would churn through retries.
             let reading = self.socket.is_some() && (!full || !self.conn.is_connected());
@@ -415,11 +448,21 @@ impl Driver {
                         self.internal(i);
                     }
                 }
-                frame = next_frame(&mut self.socket), if reading => self.frame(frame),
+                frame = next_frame(&mut self.socket), if reading => {
+                    self.frame(frame);
+                    // Take what is already buffered too, then drain once.
+                    for _ in 1..FRAMES_PER_TURN {
+                        let Some(frame) = next_frame(&mut self.socket).now_or_never() else {
+                            break;
+                        };
+                        self.frame(frame);
+                    }
+                }
                 // Reap finished REST tasks: a JoinSet keeps every finished task until joined.
                 Some(_) = self.rest.join_next(), if !self.rest.is_empty() => {}
                 () = self.inbox.writable.notified(), if full => {}
                 () = &mut sleep, if deadline.is_some() => {
+                    armed = None; // fired: re-arm even if the core keeps the same deadline
                     let now = self.clock.now();
                     self.conn.handle_timeout(now);
                 }
@@ -433,11 +476,11 @@ impl Driver {
 
     /// Carries out every pending action (through the core's one drain contract); returns the
     /// next deadline.
-    async fn drain(&mut self) -> Option<std::time::Instant> {
-        let mut actions = Vec::new();
+    fn drain(&mut self) -> Option<std::time::Instant> {
+        let mut actions = std::mem::take(&mut self.actions);
         let deadline = tether_core::drain(&mut self.conn, |a| actions.push(a));
-        let mut events = Vec::new();
-        for action in actions {
+        let mut events = std::mem::take(&mut self.events);
+        for action in actions.drain(..) {
             match action {
                 Action::Open(req) => self.open(req),
                 Action::Send(text) => self.write(Message::Text(to_utf8(text))),
@@ -464,13 +507,15 @@ impl Driver {
             }
         }
         if !events.is_empty() {
-            let mut queue = self.inbox.queue.lock().await;
-            for e in events {
+            let mut queue = self.inbox.queue();
+            for e in events.drain(..) {
                 queue.push(e);
             }
             drop(queue);
             self.inbox.readable.notify_one();
         }
+        self.actions = actions;
+        self.events = events;
         deadline
     }
 
@@ -658,7 +703,7 @@ impl Driver {
     async fn shutdown(mut self) {
         let now = self.clock.now();
         self.conn.disconnect(now);
-        let _ = self.drain().await;
+        let _ = self.drain();
         // Give the Close frame a moment to leave; the Kaiku server never answers it.
         if let Some(mut socket) = self.socket.take() {
             let task = socket.writer_task.take();
