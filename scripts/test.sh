@@ -56,6 +56,13 @@ cargo run --locked -q -p tether-integration --bin tether-soak -- --secs "${TETHE
 echo "== flood (short): the app stops reading for 5 s while 50,000 messages arrive"
 cargo run --locked -q -p tether-integration --bin tether-flood -- --messages 50000 --pause-secs 5 --max-rss-mib 64
 
+echo "== benchmarks: build every one (release), run each briefly; speed is never checked here"
+cargo bench --locked -q -p tether-bench --no-run
+cargo bench --locked -q -p tether-bench --bench core -- --test
+cargo run --locked -q -p tether-bench --bin tether-bench-driver -- --quick
+cargo run --locked -q -p tether-integration --bin tether-reconnect -- --rounds 2
+cargo run --locked -q -p tether-integration --bin tether-many -- --steps 50,200 --idle-secs 2
+
 echo "== Tauri: the demo app in a real window under Xvfb (post, drop, reconnect, catch up, close;"
 echo "   then a short emit-vs-channel throughput smoke of 2,000 events)"
 cargo build --locked -q --manifest-path drivers/tauri/examples/demo-app/Cargo.toml --target-dir target
@@ -102,5 +109,5 @@ if [ "$FUZZ_SECS" != "0" ]; then
   )
 fi
 
-echo "all checks passed (fmt, clippy, tests, soak, flood, fuzz smoke)"
+echo "all checks passed (fmt, clippy, tests, soak, flood, benchmark smokes, window e2e, guest-js, sans-IO, fuzz smoke)"
 echo "tests: $passed passed, $failed failed"

@@ -353,6 +353,11 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<Served> 
     let app = router(shared);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        // Small frames leave at once (no Nagle delay waiting for an ACK): a chat server
+        // should, and the client's own latency is what the benchmarks measure.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;

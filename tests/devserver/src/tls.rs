@@ -42,6 +42,7 @@ pub(crate) fn serve(
                     Err(_) => continue,
                 },
             };
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let service = TowerToHyperService::new(app.clone());
             tokio::spawn(async move {
