@@ -208,17 +208,20 @@ impl RecentIds {
         self.set.contains(id)
     }
 
-    fn insert(&mut self, id: Text) {
+    /// Remembers `id`; returns the copy kept (shared, so the caller can keep it too without
+    /// another allocation).
+    fn insert(&mut self, id: Text) -> Text {
         // Kept long: a copy, not a slice pinning the frame or page it came from.
         let id = id.detached();
         if self.set.insert(id.clone()) {
-            self.order.push_back(id);
+            self.order.push_back(id.clone());
             if self.order.len() > self.cap
                 && let Some(old) = self.order.pop_front()
             {
                 self.set.remove(&old);
             }
         }
+        id
     }
 }
 
@@ -397,7 +400,7 @@ impl CatchUp {
             *duplicates += 1;
             return;
         }
-        c.recent.insert(message.id.clone());
+        let kept = c.recent.insert(message.id.clone());
         let newer = match (&c.anchor, message.created_at) {
             (
                 Anchor::Message {
@@ -410,7 +413,7 @@ impl CatchUp {
         };
         if newer {
             c.anchor = Anchor::Message {
-                id: message.id.detached(),
+                id: kept,
                 created_at: message.created_at,
             };
             // Delivered live after the probe's answer and newer than it: the socket carries
