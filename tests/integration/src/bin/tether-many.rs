@@ -1,7 +1,9 @@
 //! Many clients in one process (issue #6): N tokio clients connected and subscribed against
 //! the dev server. Reports, for each step of N: resident memory per client, CPU per idle client
-//! per minute (heartbeats only), and the time to bring every client back after the server drops
-//! every socket at once (the jitter spreads the load).
+//! per minute (heartbeats only), messages delivered per second across all clients during a
+//! burst (every channel gets `--burst` messages; the server, in its own process, shares the
+//! two cores), and the time to bring every client back after the server drops every socket at
+//! once (the jitter spreads the load).
 //!
 //! The server runs in a child process (this binary with `--serve`), so the memory and CPU
 //! measured are the clients' alone.
@@ -35,6 +37,8 @@ struct Options {
     read_buffer: Option<usize>,
     /// Where to draw the figures against N (an SVG file).
     svg: Option<String>,
+    /// Messages posted to every channel in the throughput burst.
+    burst: u64,
 }
 
 fn options() -> Result<Options, String> {
@@ -45,6 +49,7 @@ fn options() -> Result<Options, String> {
         batch: 500,
         read_buffer: None,
         svg: None,
+        burst: 20,
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--serve");
     while let Some(flag) = args.next() {
@@ -66,6 +71,7 @@ fn options() -> Result<Options, String> {
             "--batch" => o.batch = num(&value)?.max(1) as usize,
             "--read-buffer" => o.read_buffer = Some(num(&value)? as usize),
             "--svg" => o.svg = Some(value),
+            "--burst" => o.burst = num(&value)?.max(1),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -80,7 +86,8 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1)
 }
 
-/// The child: a dev server; `drop` on stdin drops every socket and answers `dropped N`.
+/// The child: a dev server. On stdin, `drop` drops every socket (answers `dropped N`), and
+/// `post K` posts K messages to every channel (answers `posted`).
 async fn serve(channels: usize) {
     let server = DevServer::start(([127, 0, 0, 1], 0).into(), ServerConfig::default())
         .await
@@ -97,9 +104,20 @@ async fn serve(channels: usize) {
     );
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if line.trim() == "drop" {
+        let line = line.trim();
+        if line == "drop" {
             let n = server.faults().drop_all();
             println!("dropped {n}");
+        } else if let Some(k) = line
+            .strip_prefix("post ")
+            .and_then(|k| k.parse::<u64>().ok())
+        {
+            for i in 0..k {
+                for ch in &ids {
+                    server.post(ch, "many", &format!("burst {i}"));
+                }
+            }
+            println!("posted");
         }
     }
 }
@@ -122,6 +140,8 @@ fn cpu_time() -> Duration {
 #[derive(Default)]
 struct Live {
     count: AtomicUsize,
+    /// `message_new` events received, by every client.
+    messages: std::sync::atomic::AtomicU64,
 }
 
 /// Reads one client's events and keeps `live` counting it while it is connected and subscribed.
@@ -137,6 +157,9 @@ async fn watch(mut events: tether_tokio::Events, live: Arc<Live>) {
                     counted = false;
                     live.count.fetch_sub(1, Ordering::Relaxed);
                 }
+            }
+            Event::Server(s) if matches!(s.kind(), ServerEventKind::MessageNew { .. }) => {
+                live.messages.fetch_add(1, Ordering::Relaxed);
             }
             Event::Server(s)
                 if matches!(s.kind(), ServerEventKind::Subscribed { .. })
@@ -249,6 +272,29 @@ async fn main() {
         let cpu_ms_per_client_per_min =
             cpu.as_secs_f64() * 1000.0 / n as f64 / (wall.as_secs_f64() / 60.0);
 
+        // A burst: K messages in every channel; every client gets K (one channel each).
+        let before_burst = live.messages.load(Ordering::Relaxed);
+        let burst_started = Instant::now();
+        let _ = child_in
+            .write_all(format!("post {}\n", o.burst).as_bytes())
+            .await;
+        let _ = child_in.flush().await;
+        let _ = child_out.next_line().await;
+        let expected = before_burst + (n as u64) * o.burst;
+        while live.messages.load(Ordering::Relaxed) < expected {
+            if burst_started.elapsed() > Duration::from_secs(120) {
+                fail(&format!(
+                    "burst: {} of {} deliveries after 120 s",
+                    live.messages.load(Ordering::Relaxed) - before_burst,
+                    expected - before_burst
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let burst_secs = burst_started.elapsed().as_secs_f64();
+        let deliveries_per_sec = (n as u64 * o.burst) as f64 / burst_secs;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
         // Mass drop: every socket at once; time until every client is live again.
         let _ = child_in.write_all(b"drop\n").await;
         let _ = child_in.flush().await;
@@ -295,6 +341,8 @@ async fn main() {
             "idle_secs": wall.as_secs_f64(),
             "idle_cpu_ms_per_client_per_min": (cpu_ms_per_client_per_min * 1000.0).round() / 1000.0,
             "server": dropped,
+            "burst_messages_per_client": o.burst,
+            "burst_deliveries_per_sec": deliveries_per_sec.round(),
             "reconnect_all_secs": total.as_secs_f64(),
             "reconnect_p50_secs": pct(0.5),
             "reconnect_p99_secs": pct(0.99),
@@ -327,14 +375,19 @@ fn plot(path: &str, rows: &[serde_json::Value]) -> Result<(), Box<dyn std::error
             .collect()
     };
     let max_n = n.iter().copied().fold(1.0, f64::max) * 1.05;
-    let root = SVGBackend::new(path, (900, 380)).into_drawing_area();
+    let root = SVGBackend::new(path, (1350, 380)).into_drawing_area();
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((1, 2));
+    let panels = root.split_evenly((1, 3));
     let charts = [
         (
             "resident memory per client (KiB)",
             series("rss_per_client_kib"),
             Some(48.0),
+        ),
+        (
+            "messages delivered per second, all clients",
+            series("burst_deliveries_per_sec"),
+            None,
         ),
         (
             "all clients back after a mass drop (s)",
