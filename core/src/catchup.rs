@@ -239,12 +239,16 @@ pub struct CatchUp {
     out: VecDeque<CatchUpOutput>,
     next_id: u64,
     duplicates: u64,
+    /// Recently forwarded message ids of channels not tracked (refused, or unsubscribed a
+    /// moment ago while the server still sends): a message is forwarded once even there.
+    untracked: RecentIds,
 }
 
 impl CatchUp {
     /// No channel tracked.
     pub fn new(config: CatchUpConfig) -> Self {
         Self {
+            untracked: RecentIds::new(config.recent_ids),
             config,
             channels: BTreeMap::new(),
             out: VecDeque::new(),
@@ -339,7 +343,7 @@ impl CatchUp {
         }
         // No walk to join: what came early is delivered now, in arrival order.
         for e in early {
-            Self::deliver(c, &mut self.out, &mut self.duplicates, e);
+            Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
         }
         if !has_anchor {
             // A reconnect with no anchor cannot tell what was missed: the app must reload.
@@ -360,7 +364,14 @@ impl CatchUp {
     pub fn handle_event(&mut self, channel: &Text, event: ServerEvent) {
         let max_held = self.config.max_held;
         let Some(c) = self.channels.get_mut(channel) else {
-            // Not a tracked channel (e.g. unsubscribed a moment ago): forward as is.
+            // Not a tracked channel (e.g. unsubscribed a moment ago): forward, once.
+            if let ServerEventKind::MessageNew { message, .. } = event.kind() {
+                if self.untracked.contains(&message.id) {
+                    self.duplicates += 1;
+                    return;
+                }
+                self.untracked.insert(message.id.clone());
+            }
             self.out.push_back(CatchUpOutput::Deliver(event));
             return;
         };
@@ -378,16 +389,25 @@ impl CatchUp {
                 // anchor now moves past a gap that may never be walked.
                 c.owed_incomplete = true;
                 for e in std::mem::take(&mut c.early) {
-                    Self::deliver(c, &mut self.out, &mut self.duplicates, e);
+                    Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
                 }
             }
             return;
         }
-        Self::deliver(c, &mut self.out, &mut self.duplicates, event);
+        Self::deliver(
+            c,
+            &self.untracked,
+            &mut self.out,
+            &mut self.duplicates,
+            event,
+        );
     }
 
+    /// Delivers `event` on a tracked channel; a message only once (not already delivered on
+    /// this channel, nor forwarded while the channel was not tracked).
     fn deliver(
         c: &mut Channel,
+        untracked: &RecentIds,
         out: &mut VecDeque<CatchUpOutput>,
         duplicates: &mut u64,
         event: ServerEvent,
@@ -396,7 +416,7 @@ impl CatchUp {
             out.push_back(CatchUpOutput::Deliver(event));
             return;
         };
-        if c.recent.contains(&message.id) {
+        if c.recent.contains(&message.id) || untracked.contains(&message.id) {
             *duplicates += 1;
             return;
         }
@@ -582,7 +602,10 @@ impl CatchUp {
                         reached = true;
                         break;
                     }
-                    if c.recent.contains(&h.id) || !walk.gap_ids.insert(h.id.clone()) {
+                    if c.recent.contains(&h.id)
+                        || self.untracked.contains(&h.id)
+                        || !walk.gap_ids.insert(h.id.clone())
+                    {
                         continue;
                     }
                     walk.gap.push(item.clone());
@@ -672,7 +695,7 @@ impl CatchUp {
             _ => i64::MAX,
         });
         for e in messages.into_iter().chain(held_other) {
-            Self::deliver(c, &mut self.out, &mut self.duplicates, e);
+            Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
         }
         self.out.push_back(CatchUpOutput::Resynced {
             channel_id: channel.clone(),

@@ -78,6 +78,12 @@ pub fn operations(start: Instant, data: &[u8]) {
     }
 }
 
+/// The seed and operations the `operations` target makes of `data` (to print a crash
+/// input's steps: `{ops:#?}`).
+pub fn decode_ops(data: &[u8]) -> Option<(u64, Vec<Op>)> {
+    <(u64, Vec<Op>)>::arbitrary_take_rest(Unstructured::new(data)).ok()
+}
+
 /// Runs `ops` against a fresh connection seeded with `seed`, starting at `start`, checking
 /// every invariant.
 pub fn run_ops(start: Instant, seed: u64, ops: &[Op]) {
