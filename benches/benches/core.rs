@@ -1,5 +1,5 @@
 //! The core's benchmark (issue #6): how fast tether reads the realistic event mix, against
-//! `serde_json` baselines, and how much it allocates. Results: `docs/benchmarks-core.md`.
+//! `serde_json` baselines, and how much it allocates. Results: `docs/benchmarks.md`.
 //!
 //! ```sh
 //! cargo bench -p tether-bench --bench core            # the real run (about a minute)

@@ -137,6 +137,15 @@ impl DeliveryQueue {
         self.items.is_empty()
     }
 
+    /// Gives back the memory a burst left behind, when nothing waits. Call it now and then
+    /// (the tokio driver does on its timer), not after every pop: a busy queue would only
+    /// grow it again.
+    pub fn release_memory(&mut self) {
+        if self.items.is_empty() {
+            self.items.shrink_to_fit();
+        }
+    }
+
     /// Events replaced by a newer one with the same key so far.
     pub fn coalesced(&self) -> u64 {
         self.coalesced
@@ -150,6 +159,19 @@ mod tests {
     use super::*;
     use crate::status::Status;
     use crate::wire::ServerEvent;
+
+    #[test]
+    fn release_memory_frees_an_empty_queue_only() {
+        let mut q = DeliveryQueue::new(1024);
+        for i in 0..100 {
+            q.push(server(&format!(r#"{{"type":"x","n":{i}}}"#)));
+        }
+        q.release_memory();
+        assert_eq!(q.len(), 100, "nothing is dropped");
+        while q.pop().is_some() {}
+        q.release_memory();
+        assert_eq!(q.items.capacity(), 0);
+    }
 
     fn server(json: &str) -> Event {
         Event::Server(

@@ -1,6 +1,6 @@
 //! Load program for the tokio driver (issue #6): how many events per second reach the app,
 //! and the app-level round trip, through `tether-tokio` against a bare tokio-tungstenite
-//! read loop and the ezsockets client. Method and figures: `docs/benchmarks-driver.md`.
+//! read loop and the ezsockets client. Method and figures: `docs/benchmarks.md`.
 //!
 //! ```text
 //! cargo run --release -p tether-bench --bin tether-bench-driver -- [--events N] [--samples N] [--runs N] [--quick]

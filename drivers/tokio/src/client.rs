@@ -465,6 +465,9 @@ impl Driver {
                     armed = None; // fired: re-arm even if the core keeps the same deadline
                     let now = self.clock.now();
                     self.conn.handle_timeout(now);
+                    // A timer (the heartbeat, at the latest) is the quiet moment to give back
+                    // what a burst left in the buffers: thousands of idle clients add up.
+                    self.release_memory();
                 }
             }
         }
@@ -517,6 +520,18 @@ impl Driver {
         self.actions = actions;
         self.events = events;
         deadline
+    }
+
+    /// Frees the drain buffers and the app's queue if a burst grew them and they are empty.
+    fn release_memory(&mut self) {
+        const KEEP: usize = 8;
+        if self.actions.capacity() > KEEP {
+            self.actions.shrink_to(KEEP);
+        }
+        if self.events.capacity() > KEEP {
+            self.events.shrink_to(KEEP);
+        }
+        self.inbox.queue().release_memory();
     }
 
     fn command(&mut self, c: Command) {
