@@ -134,3 +134,50 @@ pub fn rss_kib(field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A dev server in a child process, for the load programs that measure the client's own
+/// memory and CPU: this binary run again with `--serve` and `args`. The child prints one JSON
+/// line (its URL, channels, tokens) and then takes commands on its stdin.
+#[derive(Debug)]
+pub struct ServerChild {
+    /// The process (killed when dropped).
+    pub child: tokio::process::Child,
+    /// Its commands.
+    pub stdin: tokio::process::ChildStdin,
+    /// Its answers, after the first line.
+    pub lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// Its first line.
+    pub hello: serde_json::Value,
+}
+
+impl ServerChild {
+    /// Starts the child and reads its first line.
+    pub async fn spawn(args: &[&str]) -> Result<Self, String> {
+        use tokio::io::AsyncBufReadExt as _;
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("--serve")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("server process: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let hello = lines
+            .next_line()
+            .await
+            .ok()
+            .flatten()
+            .ok_or("no hello from the server")?;
+        let hello = serde_json::from_str(&hello).map_err(|e| format!("hello: {e}"))?;
+        Ok(Self {
+            child,
+            stdin,
+            lines,
+            hello,
+        })
+    }
+}

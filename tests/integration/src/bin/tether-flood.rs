@@ -15,12 +15,11 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tether_core::{Credentials, Event, ServerEventKind, Status};
 use tether_devserver::{DevServer, ServerConfig};
-use tether_integration::rss_kib;
+use tether_integration::{ServerChild, rss_kib};
 use tether_tokio::{Client, ClientConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -91,25 +90,12 @@ async fn main() {
         eprintln!("tether-flood: {e}");
         std::process::exit(64)
     });
-    let exe = std::env::current_exe().unwrap_or_else(|e| fail(&format!("current_exe: {e}")));
-    let mut child = tokio::process::Command::new(exe)
-        .arg("--serve")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| fail(&format!("server process: {e}")));
-    let mut child_out =
-        BufReader::new(child.stdout.take().unwrap_or_else(|| fail("stdout"))).lines();
-    let mut child_in = child.stdin.take().unwrap_or_else(|| fail("stdin"));
-    let hello = child_out
-        .next_line()
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| fail("no hello from the server"));
-    let info: serde_json::Value =
-        serde_json::from_str(&hello).unwrap_or_else(|e| fail(&format!("hello: {e}")));
+    let ServerChild {
+        mut child,
+        stdin: mut child_in,
+        lines: _,
+        hello: info,
+    } = ServerChild::spawn(&[]).await.unwrap_or_else(|e| fail(&e));
     let url = info["url"].as_str().unwrap_or_default().to_owned();
     let channel = info["channel"].as_str().unwrap_or_default().to_owned();
     let creds = Credentials::from_token_response(info["tokens"].to_string().as_bytes())
