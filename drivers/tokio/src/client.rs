@@ -42,8 +42,9 @@ pub struct ClientConfig {
     pub extra_roots_der: Vec<Vec<u8>>,
     /// The socket's read buffer: what one read from the kernel can take. Every connection
     /// holds one for its whole life, so it is most of an idle client's memory. Frames larger
-    /// than this still arrive whole (they are assembled across reads). Default 16 KiB
-    /// (tungstenite's own default is 128 KiB).
+    /// than this still arrive whole (they are assembled across reads). Default 8 KiB, about
+    /// 35 chat events per read (tungstenite's own default is 128 KiB; raise it for bulk
+    /// transfers).
     pub read_buffer_size: usize,
 }
 
@@ -58,7 +59,7 @@ impl ClientConfig {
             event_capacity: 1024,
             api_timeout: crate::api::TIMEOUT,
             extra_roots_der: Vec::new(),
-            read_buffer_size: 16 * 1024,
+            read_buffer_size: 8 * 1024,
         })
     }
 }
