@@ -127,6 +127,11 @@ impl DeliveryQueue {
         self.items.len() >= self.capacity
     }
 
+    /// Events that can still be queued before [`is_full`](Self::is_full).
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.items.len())
+    }
+
     /// Events waiting.
     pub fn len(&self) -> usize {
         self.items.len()

@@ -106,15 +106,14 @@ pub(crate) async fn connect<R: Runtime>(
         client.subscribe(ch).await?;
     }
     client.connect()?;
-    // The forwarding task ends by itself with the event stream.
-    crate::state::forward(app, events, state.channel.clone());
+    let forward = crate::state::forward(app, events, state.channel.clone());
     if let Some(old) = session.replace(Session {
         server: options.server,
         client,
         token,
+        forward,
     }) {
-        // The old connection closes in the background; this one is already starting.
-        tauri::async_runtime::spawn(old.close());
+        old.replaced();
     }
     Ok(session
         .as_ref()

@@ -26,6 +26,8 @@ pub(crate) struct Session {
     /// The token the session started with (the client refreshes its own; see
     /// `Client::access_token`).
     pub token: Secret,
+    /// The task forwarding the client's events to the webview.
+    pub forward: tauri::async_runtime::JoinHandle<()>,
 }
 
 impl Session {
@@ -34,6 +36,15 @@ impl Session {
     /// webview the last events (`ws:disconnected`).
     pub async fn close(self) {
         self.client.close().await;
+    }
+
+    /// Ends a connection that a new one replaces: its events stop reaching the webview at
+    /// once (a late `ws:disconnected` would contradict the new session), and it closes in the
+    /// background.
+    pub fn replaced(self) {
+        self.forward.abort();
+        let client = self.client;
+        tauri::async_runtime::spawn(async move { client.close().await });
     }
 }
 
@@ -53,22 +64,43 @@ impl std::fmt::Debug for Tether {
 }
 
 impl Tether {
-    /// Closes the connection, if any, because the app is exiting: blocks until the close
-    /// frame has left (at most about two seconds), so the server sees a clean close rather
-    /// than a reset. Called on `RunEvent::Exit`, on the main thread.
+    /// Closes the connection, if any, because the app is exiting: waits until the close frame
+    /// has left (at most about two seconds), so the server sees a clean close rather than a
+    /// reset. Called on `RunEvent::Exit`, on the main thread. The close runs on the async
+    /// runtime and this thread only waits for its answer, so an app that gave Tauri its own
+    /// runtime (`async_runtime::set`) cannot make this nest one runtime in another.
     pub fn shutdown(&self) {
-        let session = self.session.try_lock().ok().and_then(|mut s| s.take());
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+        // A `connect` in progress holds the lock for a moment (it logs in, subscribes).
+        let started = std::time::Instant::now();
+        let session = loop {
+            if let Ok(mut s) = self.session.try_lock() {
+                break s.take();
+            }
+            if started.elapsed() > WAIT / 4 {
+                tracing::debug!("exit: a connect holds the session; not waiting for it");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         if let Some(s) = session {
-            tauri::async_runtime::block_on(async move {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s.close()).await;
+            let (done, wait) = std::sync::mpsc::channel();
+            tauri::async_runtime::spawn(async move {
+                s.close().await;
+                let _ = done.send(());
             });
+            let _ = wait.recv_timeout(WAIT);
         }
     }
 }
 
 /// Forwards every event to the webview: `emit_str` of the server's own JSON under its `ws:*`
 /// name (see `tether_core::frontend`), or batches on the attached channel.
-pub(crate) fn forward<R: Runtime>(app: AppHandle<R>, mut events: Events, channel: SharedChannel) {
+pub(crate) fn forward<R: Runtime>(
+    app: AppHandle<R>,
+    mut events: Events,
+    channel: SharedChannel,
+) -> tauri::async_runtime::JoinHandle<()> {
     tauri::async_runtime::spawn(async move {
         let mut last_batch: Option<tokio::time::Instant> = None;
         while let Some(first) = events.recv().await {
@@ -112,5 +144,5 @@ pub(crate) fn forward<R: Runtime>(app: AppHandle<R>, mut events: Events, channel
                 }
             }
         }
-    });
+    })
 }

@@ -307,7 +307,8 @@ fn disconnect_closes_the_socket_cleanly_and_tells_the_page() {
     h.until("ws:subscribed");
     let closes = h.server.client_closes();
     invoke(&h.webview, "disconnect", json!({})).expect("disconnect");
-    // `disconnect` returns once the close frame has left.
+    // A close frame, not a reset (the server may read it a moment after `disconnect`
+    // returns, so this waits for the server's count).
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while h.server.client_closes() == closes && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));

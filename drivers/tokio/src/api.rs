@@ -100,20 +100,33 @@ fn http_client(
         .map_err(|e| ApiError::Network(e.to_string()))
 }
 
-/// The process's HTTP client for `timeout` with the default roots. An HTTP client holds a TLS
-/// configuration and a connection pool, so thousands of tether clients in one process share
-/// one (and its pooled connections) instead of each building its own.
+/// The shared HTTP client for `timeout` with the default roots, one per tokio runtime. An HTTP
+/// client holds a TLS configuration and a connection pool, so thousands of tether clients in
+/// one process share one (and its pooled connections) instead of each building its own. Per
+/// runtime, because a pooled connection is driven by a task of the runtime that opened it:
+/// another runtime (a second one in the app, or the next `#[tokio::test]`) must not reuse it.
+/// Outside a runtime, a client of its own.
 fn shared_http(timeout: Duration) -> Result<reqwest::Client, ApiError> {
-    static SHARED: std::sync::Mutex<Vec<(Duration, reqwest::Client)>> =
+    /// Runtimes remembered; the oldest entry goes first (a test suite makes many).
+    const KEEP: usize = 8;
+    type Key = (tokio::runtime::Id, Duration);
+    static SHARED: std::sync::Mutex<Vec<(Key, reqwest::Client)>> =
         std::sync::Mutex::new(Vec::new());
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return http_client(timeout, &[]);
+    };
+    let key = (handle.id(), timeout);
     let mut shared = SHARED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, c)) = shared.iter().find(|(t, _)| *t == timeout) {
+    if let Some((_, c)) = shared.iter().find(|(k, _)| *k == key) {
         return Ok(c.clone());
     }
     let c = http_client(timeout, &[])?;
-    shared.push((timeout, c.clone()));
+    if shared.len() >= KEEP {
+        shared.remove(0);
+    }
+    shared.push((key, c.clone()));
     Ok(c)
 }
 

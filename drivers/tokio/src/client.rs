@@ -451,8 +451,11 @@ impl Driver {
                 }
                 frame = next_frame(&mut self.socket), if reading => {
                     self.frame(frame);
-                    // Take what is already buffered too, then drain once.
-                    for _ in 1..FRAMES_PER_TURN {
+                    // Take what is already buffered too, then drain once: as many frames as
+                    // the app's queue has room for (about an event each), so the batch does
+                    // not push it past its bound.
+                    let room = self.inbox.queue().room();
+                    for _ in 1..FRAMES_PER_TURN.min(room) {
                         let Some(frame) = next_frame(&mut self.socket).now_or_never() else {
                             break;
                         };
@@ -717,6 +720,10 @@ impl Driver {
     }
 
     async fn shutdown(mut self) {
+        // A handshake in progress would finish later and drop its socket without a close.
+        if let Some(c) = self.connecting.take() {
+            c.abort();
+        }
         let now = self.clock.now();
         self.conn.disconnect(now);
         let _ = self.drain();

@@ -582,7 +582,8 @@ async fn close_sends_a_close_frame_before_returning_and_ends_the_client() {
     until_live(&mut events, 1).await;
     let closes = w.server.client_closes();
     client.close().await;
-    // The close frame left before `close` returned: the server has it, or is reading it.
+    // A close frame, not a reset. (`close` waits until the frame has left; the server may
+    // take a moment more to read it, so this waits for the server's count.)
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while w.server.client_closes() == closes && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;

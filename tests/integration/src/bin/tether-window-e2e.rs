@@ -42,6 +42,7 @@ fn spawn_app(
         .env("TETHER_USERNAME", "alice")
         .env("TETHER_PASSWORD", "password123")
         .env("TETHER_CHANNEL", channel)
+        .env("TETHER_E2E", "1")
         // Software rendering: no GPU under Xvfb.
         .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
         .env("LIBGL_ALWAYS_SOFTWARE", "1")

@@ -25,6 +25,7 @@ fn e2e_config() -> serde_json::Value {
         "channel": var("TETHER_CHANNEL"),
         "bench_mode": var("TETHER_BENCH_MODE"),
         "bench_n": var("TETHER_BENCH_N").parse::<u64>().unwrap_or(0),
+        "e2e": var("TETHER_E2E") == "1",
     })
 }
 
