@@ -283,7 +283,12 @@ impl CatchUp {
 
     /// Stops tracking a channel (unsubscribed or refused); an ongoing catch-up is abandoned.
     pub fn forget(&mut self, channel: &Text) {
-        self.channels.remove(channel);
+        // What it delivered stays known: the server may still send (or repeat) its messages.
+        if let Some(c) = self.channels.remove(channel) {
+            for id in c.recent.order {
+                self.untracked.insert(id);
+            }
+        }
     }
 
     /// The channel's anchor.
