@@ -231,9 +231,10 @@ enum Ev {
     Closed { link: u64, why: Disconnect },
     /// The server sends `ready` on a fresh socket.
     ServerReady { link: u64 },
-    /// The server's reply to a `subscribe`, sent a moment after the subscription took
-    /// effect (as the dev server and, possibly, Kaiku do: broadcasts can overtake it).
-    ServerSubscribed { link: u64, channel: String },
+    /// A reply the server sends a moment after the frame it answers took effect (a
+    /// `subscribed`, as the dev server and, possibly, Kaiku do: broadcasts can overtake it,
+    /// later replies cannot).
+    ServerReply { link: u64, text: String },
     /// The server learns that the client dropped the socket.
     ServerGone { link: u64 },
     /// A client frame reaches the server.
@@ -566,6 +567,9 @@ struct Link {
     /// FIFO per direction: the earliest instant the next frame may arrive.
     up_free: Duration,
     down_free: Duration,
+    /// The server answers a socket's frames in order: the earliest instant its next reply
+    /// may leave (a late `subscribed` holds back the replies after it, not broadcasts).
+    reply_free: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1150,9 +1154,8 @@ impl Sim {
                     self.send_to_client(link, Frame::Text { text, ready: true });
                 }
             }
-            Ev::ServerSubscribed { link, channel } => {
+            Ev::ServerReply { link, text } => {
                 if self.server.sessions.contains_key(&link) {
-                    let text = format!(r#"{{"type":"subscribed","channel_id":"{channel}"}}"#);
                     self.send_to_client(link, Frame::Text { text, ready: false });
                 }
             }
@@ -1240,6 +1243,7 @@ impl Sim {
                         stalled: false,
                         up_free: self.now,
                         down_free: self.now,
+                        reply_free: self.now,
                     },
                 );
                 self.client_link = Some(link);
@@ -1512,13 +1516,13 @@ impl Sim {
                     let d = self
                         .dice
                         .between(Duration::ZERO, Duration::from_millis(300));
-                    self.after(d, Ev::ServerSubscribed { link, channel });
-                    None
-                } else {
-                    Some(format!(
-                        r#"{{"type":"subscribed","channel_id":"{channel}"}}"#
-                    ))
+                    if let Some(l) = self.links.get_mut(&link) {
+                        l.reply_free = l.reply_free.max(self.now + d);
+                    }
                 }
+                Some(format!(
+                    r#"{{"type":"subscribed","channel_id":"{channel}"}}"#
+                ))
             }
             "subscribe" => Some(
                 r#"{"type":"error","code":"channel_not_found","message":"Channel not found"}"#
@@ -1543,7 +1547,13 @@ impl Sim {
             _ => None,
         };
         if let Some(text) = reply {
-            self.send_to_client(link, Frame::Text { text, ready: false });
+            // Replies keep their order behind a late one.
+            let at = self.links.get(&link).map_or(self.now, |l| l.reply_free);
+            if at > self.now {
+                self.at(at, Ev::ServerReply { link, text });
+            } else {
+                self.send_to_client(link, Frame::Text { text, ready: false });
+            }
         }
     }
 

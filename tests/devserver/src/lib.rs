@@ -75,7 +75,9 @@ pub struct ServerConfig {
     pub ready_delay: Duration,
     /// Delay between a subscription taking effect and its `subscribed` reply. Messages
     /// broadcast meanwhile reach the client first, as they can (for a few microseconds)
-    /// even with no delay. Widened by the chaos soak. Default 0.
+    /// even with no delay. Widened by the chaos soak. Default 0. (Replies to later frames,
+    /// a `pong`, can overtake it too; the simulation, which checks error attribution, keeps
+    /// replies in order.)
     pub subscribed_delay: Duration,
     /// Largest inbound message accepted from a client. Default 256 KiB.
     pub max_message: usize,
