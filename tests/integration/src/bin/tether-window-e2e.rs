@@ -297,7 +297,8 @@ async fn main() {
                 format!("{mode}_events_per_sec"),
                 serde_json::json!(rate.round()),
             );
-            let _ = child.kill().await;
+            // The whole process group: the app and its Xvfb, not only the wrapper.
+            stop_app(child).await;
         }
     }
     println!(
