@@ -15,49 +15,51 @@
 //! driver:
 //!
 //! ```
-//! use std::time::{Duration, Instant};
+//! use std::time::Instant;
 //! use tether_core::{Action, Config, Connection, Credentials, Event, drain};
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut config = Config::new("http://127.0.0.1:8080")?;
-//! config.seed = 7; // a real driver seeds this from OS entropy
-//! let mut conn = Connection::new(config)?;
-//! let mut now = Instant::now();
-//! conn.set_credentials(now, Credentials::new("eyJ...access"));
-//! conn.subscribe(now, "general")?;
-//! conn.connect(now)?;
+//! /// `start` is the driver's clock reading: the core never reads one itself.
+//! fn drive(start: Instant) -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut config = Config::new("http://127.0.0.1:8080")?;
+//!     config.seed = 7; // a real driver seeds this from OS entropy
+//!     let mut conn = Connection::new(config)?;
+//!     let mut now = start;
+//!     conn.set_credentials(now, Credentials::new("eyJ...access"));
+//!     conn.subscribe(now, "general")?;
+//!     conn.connect(now)?;
 //!
-//! // A pretend transport: the socket opens and the server says `ready`.
-//! let mut opened = false;
-//! let mut next_timer = drain(&mut conn, |action| match action {
-//!     Action::Open(_request) => opened = true, // start connecting to _request.url
-//!     Action::Send(_frame) => {}               // write a text frame
-//!     Action::Emit(Event::Status(status)) => println!("status: {}", status.name()),
-//!     _ => {}
-//! });
-//! assert!(opened);
-//! conn.handle_open(now, Some("access_token"));
-//! conn.handle_frame(now, r#"{"type":"ready","user_id":"u1"}"#.into());
-//! let mut sent = Vec::new();
-//! next_timer = drain(&mut conn, |action| {
-//!     if let Action::Send(frame) = action {
-//!         sent.push(frame.to_string());
+//!     // A pretend transport: the socket opens and the server says `ready`.
+//!     let mut opened = false;
+//!     drain(&mut conn, |action| match action {
+//!         Action::Open(_request) => opened = true, // start connecting to _request.url
+//!         Action::Send(_frame) => {}               // write a text frame
+//!         Action::Emit(Event::Status(status)) => println!("status: {}", status.name()),
+//!         _ => {}
+//!     });
+//!     assert!(opened);
+//!     conn.handle_open(now, Some("access_token"));
+//!     conn.handle_frame(now, r#"{"type":"ready","user_id":"u1"}"#.into());
+//!     let mut sent = Vec::new();
+//!     let mut next_timer = drain(&mut conn, |action| {
+//!         if let Action::Send(frame) = action {
+//!             sent.push(frame.to_string());
+//!         }
+//!     });
+//!     assert!(conn.is_connected());
+//!     assert_eq!(sent, [r#"{"type":"subscribe","channel_id":"general"}"#]);
+//!
+//!     // Time passes only when the driver says so: jump to the deadline, handle it, drain.
+//!     if let Some(deadline) = next_timer {
+//!         now = deadline;
+//!         conn.handle_timeout(now);
+//!         next_timer = drain(&mut conn, |_| {});
 //!     }
-//! });
-//! assert!(conn.is_connected());
-//! assert_eq!(sent, [r#"{"type":"subscribe","channel_id":"general"}"#]);
-//!
-//! // Time passes only when the driver says so: jump to the deadline, handle it, drain.
-//! if let Some(deadline) = next_timer {
-//!     now = deadline;
-//!     conn.handle_timeout(now);
-//!     next_timer = drain(&mut conn, |_| {});
+//!     assert!(next_timer.is_some_and(|t| t > now));
+//!     Ok(())
 //! }
-//! assert!(next_timer.is_some_and(|t| t > now));
-//! # let _ = Duration::ZERO;
-//! # Ok(())
-//! # }
 //! ```
+//!
+//! (`core/tests/drive_loop.rs` runs this same loop with a start instant from the test.)
 //!
 //! The design, with every number and rule, is in `docs/state-machine.md` and
 //! `docs/protocol.md` of the repository.
