@@ -104,6 +104,15 @@ pub enum Event {
         /// The voice channel.
         channel_id: String,
     },
+    /// Catch-ups wait on the server's rate limit (`retry_in_ms` until the next read may go),
+    /// or no longer do (`None`). Emitted when this changes; waiting is not a failure: the
+    /// catch-ups complete later.
+    RateLimited {
+        /// Milliseconds until reads resume; `None`: they have.
+        retry_in_ms: Option<u64>,
+        /// Channels whose catch-up waits.
+        waiting: usize,
+    },
     /// An event was accepted earlier but will not be sent: it waited offline longer than the
     /// queue's max age, or was a coalesced typing indicator when the link dropped.
     SendDropped(ClientEvent),

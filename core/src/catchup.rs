@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::pacing::{Blocked, Pacer, PacingConfig, ReadHeaders, ServerClock};
 use crate::secret::Secret;
 use crate::text::Text;
 use crate::timestamp::Timestamp;
@@ -50,13 +51,16 @@ impl Default for CatchUpConfig {
     }
 }
 
-/// The newest message the app has of a channel.
+/// Where a channel's catch-up stops: the newest thing the app is known to have.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Anchor {
-    /// Not known yet (a history probe is on its way, or failed).
+    /// Nothing known: the server's clock was unknown when the channel was subscribed (no
+    /// `Date` header), and nothing was delivered since. A gap cannot be bounded.
     Unknown,
-    /// The channel had no messages.
-    Empty,
+    /// Every message created at or after this server time was delivered live (or is part of
+    /// a gap): a lower bound of the server's clock when the channel's `subscribe` went out,
+    /// minus a margin. Set for a channel that has no message anchor yet.
+    Since(Timestamp),
     /// This message.
     Message {
         /// Its id.
@@ -105,9 +109,6 @@ pub enum CatchUpOutput {
     Fetch(HistoryRequest),
     /// Deliver this event to the app (a `message_new`, or an event held behind a catch-up).
     Deliver(ServerEvent),
-    /// A probe answered with an unconfirmed anchor: the connection should send a ping, and
-    /// call [`CatchUp::confirm_anchors`] when its `pong` arrives.
-    FenceNeeded,
     /// A channel finished catching up.
     Resynced {
         /// The channel.
@@ -121,71 +122,115 @@ pub enum CatchUpOutput {
     TokenRejected,
 }
 
-/// Longest `Retry-After` a catch-up waits out while holding its channel's live events.
-const MAX_HOLD_WAIT: Duration = Duration::from_secs(30);
-
 /// What a failed request leads to.
 enum Failure {
-    /// Try again, not before `after` when the server said so.
-    Retry { after: Option<Duration> },
+    /// The server asked every read to wait (429, or 503 with `Retry-After`): not a failure
+    /// of this walk, which goes back in line.
+    Paced,
+    /// Try again after a backoff.
+    Retry,
     /// The request cannot succeed (the channel is gone or forbidden).
     GiveUp,
 }
 
-#[derive(Clone, Debug)]
+/// Where a walk's next page stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Req {
+    /// Waiting for the pacer.
+    Queued,
+    /// Sent as this request id.
     InFlight(u64),
+    /// Failed; in line again from this instant.
     RetryAt(Instant),
 }
 
+/// A catch-up in progress: history pages walked newest-first back to the anchor.
 #[derive(Clone, Debug)]
 struct Walk {
     req: Req,
     failures: u32,
-    /// The walk starts from an anchor it can trust (not a probe's unconfirmed answer):
-    /// only then can it end `complete`.
-    exact: bool,
     before: Option<Text>,
     gap: Vec<HistoryItem>,
     gap_ids: BTreeSet<Text>,
+    /// Live events about the channel, held until the gap is delivered.
     held: Vec<ServerEvent>,
 }
 
+impl Walk {
+    fn new(held: Vec<ServerEvent>) -> Self {
+        Self {
+            req: Req::Queued,
+            failures: 0,
+            before: None,
+            gap: Vec::new(),
+            gap_ids: BTreeSet::new(),
+            held,
+        }
+    }
+
+    /// In line for a read at `now` (not in flight, not backing off).
+    fn is_waiting(&self, now: Instant) -> bool {
+        match self.req {
+            Req::Queued => true,
+            Req::RetryAt(at) => at <= now,
+            Req::InFlight(_) => false,
+        }
+    }
+}
+
+/// What a channel's next `subscribed` owes the app for the time it was not subscribed.
 #[derive(Clone, Debug)]
-enum Sync {
-    /// Messages are delivered as they arrive.
+enum Missed {
+    /// Nothing: the channel was never subscribed on a socket before.
+    Nothing,
+    /// Messages may have been missed: walk history back to the anchor. Live events that
+    /// arrive before `subscribed` wait here (a server may broadcast before it answers), so
+    /// the anchor cannot move past the gap.
+    Walk { early: Vec<ServerEvent> },
+    /// Messages may have been missed, and no anchor bounds them: the app must reload
+    /// (`resynced { complete: false }`).
+    Reload,
+}
+
+/// A channel's place in the catch-up lifecycle on the current socket (docs/state-machine.md
+/// draws it). Each phase carries exactly the data that exists in it.
+#[derive(Clone, Debug)]
+enum Phase {
+    /// No `subscribe` for it on the current socket yet.
+    Idle { missed: Missed },
+    /// Its `subscribe` went out on this socket; no `subscribed` yet.
+    Subscribing { missed: Missed },
+    /// Subscribed: events are delivered as they arrive.
     Live,
-    /// A `limit=1` request to learn the anchor.
-    Probe { req: Req, failures: u32 },
-    /// Walking history back to the anchor.
-    CatchUp(Box<Walk>),
+    /// Subscribed and walking history back to the anchor; live events are held.
+    CatchingUp(Box<Walk>),
 }
 
 #[derive(Clone, Debug)]
 struct Channel {
     anchor: Anchor,
     recent: RecentIds,
-    sync: Sync,
-    /// Subscribed on the current connection.
-    live: bool,
-    /// A `subscribe` went out on the current connection: the server may have started sending
-    /// (and we missed) messages even if its `subscribed` never reached us.
-    sent: bool,
-    /// The next `subscribed` must catch up (a reconnect, or an app-given anchor).
-    needs_catch_up: bool,
-    /// The anchor came from a probe and is not confirmed yet: messages created between the
-    /// server's `subscribe` and the probe's answer may have been lost on the way, so a
-    /// catch-up from it cannot claim to be complete. Confirmed by a later live delivery, or by
-    /// a `pong` to a ping sent after the probe answered ([`CatchUp::confirm_anchors`]).
-    provisional: bool,
-    /// A reload (`resynced { complete: false }`) is owed: a gap could not be bounded (a
-    /// reconnect found no anchor). Stays owed across drops until it is reported.
-    owed_incomplete: bool,
-    /// Live events that arrived while a catch-up was due but before its `subscribed`: a
-    /// server can start broadcasting to a socket before its reply to `subscribe` leaves (the
-    /// dev server does, between two locks). Delivering them would move the anchor past the
-    /// gap; they join the catch-up's held events instead.
-    early: Vec<ServerEvent>,
+    phase: Phase,
+    /// Position in subscription order (earlier subscribed, earlier caught up).
+    order: u64,
+    /// When the app last focused it (0: never); the latest focused catch up first.
+    focus: u64,
+}
+
+impl Channel {
+    /// What a drop costs this channel, given what it knows.
+    fn missed(&self) -> Missed {
+        if self.anchor == Anchor::Unknown {
+            Missed::Reload
+        } else {
+            Missed::Walk { early: Vec::new() }
+        }
+    }
+
+    /// Catch-up order: the latest focused first, then by subscription order.
+    fn priority(&self) -> (bool, std::cmp::Reverse<u64>, u64) {
+        (self.focus == 0, std::cmp::Reverse(self.focus), self.order)
+    }
 }
 
 /// De-duplication memory: the last N delivered ids.
@@ -225,19 +270,30 @@ impl RecentIds {
     }
 }
 
-/// Tracks every wanted channel's anchor and drives catch-ups.
+/// Tracks every wanted channel's anchor and drives catch-ups through one read pacer.
 ///
-/// Verbs: [`track`](Self::track) / [`forget`](Self::forget) from the app;
+/// Verbs: [`track`](Self::track) / [`forget`](Self::forget) / [`focus`](Self::focus) from
+/// the app; [`handle_subscribe_sent`](Self::handle_subscribe_sent),
 /// [`handle_subscribed`](Self::handle_subscribed), [`handle_event`](Self::handle_event),
-/// [`handle_history`](Self::handle_history), [`handle_disconnect`](Self::handle_disconnect),
-/// [`handle_timeout`](Self::handle_timeout) from the connection; [`poll_output`](Self::poll_output)
-/// and [`poll_timeout`](Self::poll_timeout).
+/// [`handle_history`](Self::handle_history), [`handle_read_headers`](Self::handle_read_headers),
+/// [`handle_server_date`](Self::handle_server_date),
+/// [`handle_disconnect`](Self::handle_disconnect), [`handle_timeout`](Self::handle_timeout)
+/// from the connection; [`poll_output`](Self::poll_output) and
+/// [`poll_timeout`](Self::poll_timeout).
 #[derive(Clone, Debug)]
 pub struct CatchUp {
     config: CatchUpConfig,
     channels: BTreeMap<Text, Channel>,
+    /// The walks' reads in flight: request id to channel. Cleared by a drop (a late answer
+    /// then only frees its pacing slot).
+    requests: BTreeMap<u64, Text>,
+    pacer: Pacer,
+    clock: ServerClock,
+    clock_margin: Duration,
     out: VecDeque<CatchUpOutput>,
     next_id: u64,
+    next_order: u64,
+    next_focus: u64,
     duplicates: u64,
     /// Recently forwarded message ids of channels not tracked (refused, or unsubscribed a
     /// moment ago while the server still sends): a message is forwarded once even there.
@@ -246,13 +302,19 @@ pub struct CatchUp {
 
 impl CatchUp {
     /// No channel tracked.
-    pub fn new(config: CatchUpConfig) -> Self {
+    pub fn new(config: CatchUpConfig, pacing: PacingConfig) -> Self {
         Self {
             untracked: RecentIds::new(config.recent_ids),
+            clock_margin: pacing.clock_margin,
+            pacer: Pacer::new(pacing),
+            clock: ServerClock::default(),
             config,
             channels: BTreeMap::new(),
+            requests: BTreeMap::new(),
             out: VecDeque::new(),
             next_id: 1,
+            next_order: 0,
+            next_focus: 0,
             duplicates: 0,
         }
     }
@@ -261,23 +323,27 @@ impl CatchUp {
     /// if it knows one: the first `subscribed` then catches up from it.
     pub fn track(&mut self, channel: Text, newest: Option<Text>) {
         let recent = RecentIds::new(self.config.recent_ids);
+        self.next_order += 1;
+        let order = self.next_order;
         let entry = self.channels.entry(channel).or_insert(Channel {
             anchor: Anchor::Unknown,
             recent,
-            sync: Sync::Live,
-            live: false,
-            sent: false,
-            needs_catch_up: false,
-            provisional: false,
-            owed_incomplete: false,
-            early: Vec::new(),
+            phase: Phase::Idle {
+                missed: Missed::Nothing,
+            },
+            order,
+            focus: 0,
         });
         if let Some(id) = newest {
             entry.anchor = Anchor::Message {
                 id,
                 created_at: None,
             };
-            entry.needs_catch_up = true;
+            if let Phase::Idle { missed } | Phase::Subscribing { missed } = &mut entry.phase
+                && !matches!(missed, Missed::Walk { .. })
+            {
+                *missed = Missed::Walk { early: Vec::new() };
+            }
         }
     }
 
@@ -291,6 +357,15 @@ impl CatchUp {
         }
     }
 
+    /// The app is looking at this channel: its catch-up goes before the others' (the latest
+    /// focused first).
+    pub fn focus(&mut self, channel: &Text) {
+        if let Some(c) = self.channels.get_mut(channel) {
+            self.next_focus += 1;
+            c.focus = self.next_focus;
+        }
+    }
+
     /// The channel's anchor.
     pub fn anchor(&self, channel: &Text) -> Option<&Anchor> {
         self.channels.get(channel).map(|c| &c.anchor)
@@ -299,9 +374,18 @@ impl CatchUp {
     /// Whether the channel's live events are held: it is catching up, or a catch-up is due
     /// and waits for the channel's `subscribed`.
     pub fn is_catching_up(&self, channel: &Text) -> bool {
-        self.channels
-            .get(channel)
-            .is_some_and(|c| c.needs_catch_up || matches!(c.sync, Sync::CatchUp(_)))
+        self.channels.get(channel).is_some_and(|c| {
+            matches!(
+                c.phase,
+                Phase::CatchingUp(_)
+                    | Phase::Idle {
+                        missed: Missed::Walk { .. }
+                    }
+                    | Phase::Subscribing {
+                        missed: Missed::Walk { .. }
+                    }
+            )
+        })
     }
 
     /// Duplicate message events suppressed so far.
@@ -309,63 +393,83 @@ impl CatchUp {
         self.duplicates
     }
 
-    /// A `subscribe` for `channel` went out on the current connection.
-    pub fn handle_subscribe_sent(&mut self, channel: &Text) {
-        if let Some(c) = self.channels.get_mut(channel) {
-            c.sent = true;
+    /// History reads sent so far.
+    pub fn reads(&self) -> u64 {
+        self.pacer.reads()
+    }
+
+    /// Read answers that asked every read to wait (429, or 503 with `Retry-After`).
+    pub fn rate_limited(&self) -> u64 {
+        self.pacer.rate_limited()
+    }
+
+    /// An HTTP answer received at `now` carried `Date: date` (the WebSocket upgrade, a REST
+    /// call): the server's clock, for time anchors and budget resets.
+    pub fn handle_server_date(&mut self, now: Instant, date: Timestamp) {
+        self.clock.handle_date(now, date);
+    }
+
+    /// The headers of an answer to a REST read: the core's own history read `request`, or
+    /// (with `None`) a read the app made beside the core. The server counts both.
+    pub fn handle_read_headers(&mut self, now: Instant, request: Option<u64>, h: &ReadHeaders) {
+        if let Some(date) = h.date {
+            self.clock.handle_date(now, date);
+        }
+        let own = request.is_some_and(|id| self.pacer.is_in_flight(id));
+        self.pacer.handle_headers(now, h, &self.clock, own);
+        self.issue_due(now);
+    }
+
+    /// A `subscribe` for `channel` went out on the current socket at `now`. A channel with no
+    /// anchor gets one: the server's time now (a lower bound), less the clock margin. Every
+    /// message created after that is either delivered live or part of a later gap.
+    pub fn handle_subscribe_sent(&mut self, now: Instant, channel: &Text) {
+        let Some(c) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if c.anchor == Anchor::Unknown
+            && let Some(t) = self.clock.lower_bound(now)
+        {
+            let margin = i64::try_from(self.clock_margin.as_nanos()).unwrap_or(i64::MAX);
+            c.anchor = Anchor::Since(Timestamp::from_unix_nanos(
+                t.unix_nanos().saturating_sub(margin),
+            ));
+        }
+        if let Phase::Idle { missed } = &mut c.phase {
+            let missed = std::mem::replace(missed, Missed::Nothing);
+            c.phase = Phase::Subscribing { missed };
         }
     }
 
-    /// A `pong` answered a ping sent after every probe so far had answered: the socket
-    /// delivered everything the server sent before those answers, so their anchors hold.
-    pub fn confirm_anchors(&mut self) {
-        for c in self.channels.values_mut() {
-            c.provisional = false;
-        }
-    }
-
-    /// The server confirmed a subscription: start whatever this channel needs.
+    /// The server confirmed a subscription: start whatever this channel owes.
     pub fn handle_subscribed(&mut self, now: Instant, channel: &Text) {
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
-        c.live = true;
-        let catch_up = std::mem::take(&mut c.needs_catch_up);
-        let has_anchor = c.anchor != Anchor::Unknown;
-        let early = std::mem::take(&mut c.early);
-        if catch_up && has_anchor {
-            c.sync = Sync::CatchUp(Box::new(Walk {
-                req: Req::RetryAt(now),
-                failures: 0,
-                exact: !c.provisional,
-                before: None,
-                gap: Vec::new(),
-                gap_ids: BTreeSet::new(),
-                held: early,
-            }));
-            self.issue_due(now);
+        let Phase::Subscribing { missed } = &mut c.phase else {
+            // A repeated or stale `subscribed`: nothing changes.
             return;
+        };
+        match std::mem::replace(missed, Missed::Nothing) {
+            Missed::Nothing => c.phase = Phase::Live,
+            Missed::Reload => {
+                c.phase = Phase::Live;
+                self.out.push_back(CatchUpOutput::Resynced {
+                    channel_id: channel.clone(),
+                    recovered: 0,
+                    complete: false,
+                });
+            }
+            Missed::Walk { early } => {
+                c.phase = Phase::CatchingUp(Box::new(Walk::new(early)));
+                self.issue_due(now);
+            }
         }
-        // No walk to join: what came early is delivered now, in arrival order.
-        for e in early {
-            Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
-        }
-        if !has_anchor {
-            // A reconnect with no anchor cannot tell what was missed: the app must reload.
-            c.owed_incomplete |= catch_up;
-            c.sync = Sync::Probe {
-                req: Req::RetryAt(now),
-                failures: 0,
-            };
-        } else {
-            c.sync = Sync::Live;
-        }
-        self.issue_due(now);
     }
 
-    /// A live event about `channel`: held while the channel catches up (so edits, deletes and
-    /// reactions cannot overtake the messages they refer to), else delivered, a `message_new`
-    /// only once.
+    /// A live event about `channel`: held while the channel catches up or waits to (so
+    /// edits, deletes and reactions cannot overtake the messages they refer to), else
+    /// delivered, a `message_new` only once.
     pub fn handle_event(&mut self, channel: &Text, event: ServerEvent) {
         let max_held = self.config.max_held;
         let Some(c) = self.channels.get_mut(channel) else {
@@ -380,32 +484,45 @@ impl CatchUp {
             self.out.push_back(CatchUpOutput::Deliver(event));
             return;
         };
-        if let Sync::CatchUp(walk) = &mut c.sync {
-            walk.held.push(event);
-            if walk.held.len() > max_held {
-                self.finish(channel, false);
-            }
-            return;
-        }
-        if c.needs_catch_up {
-            c.early.push(event);
-            if c.early.len() > max_held {
-                // Too much before `subscribed`: deliver, and owe the app a reload, since the
-                // anchor now moves past a gap that may never be walked.
-                c.owed_incomplete = true;
-                for e in std::mem::take(&mut c.early) {
-                    Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
+        match &mut c.phase {
+            Phase::CatchingUp(walk) => {
+                walk.held.push(event);
+                if walk.held.len() > max_held {
+                    self.finish(channel, false);
                 }
             }
-            return;
+            Phase::Idle { missed } | Phase::Subscribing { missed } => {
+                let Missed::Walk { early } = missed else {
+                    Self::deliver(
+                        c,
+                        &self.untracked,
+                        &mut self.out,
+                        &mut self.duplicates,
+                        event,
+                    );
+                    return;
+                };
+                early.push(event);
+                if early.len() > max_held {
+                    // Too much before `subscribed`: deliver, and owe the app a reload, since
+                    // the anchor now moves past a gap that will not be walked.
+                    let early = std::mem::take(early);
+                    *missed = Missed::Reload;
+                    for e in early {
+                        Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
+                    }
+                }
+            }
+            Phase::Live => {
+                Self::deliver(
+                    c,
+                    &self.untracked,
+                    &mut self.out,
+                    &mut self.duplicates,
+                    event,
+                );
+            }
         }
-        Self::deliver(
-            c,
-            &self.untracked,
-            &mut self.out,
-            &mut self.duplicates,
-            event,
-        );
     }
 
     /// Delivers `event` on a tracked channel; a message only once (not already delivered on
@@ -434,6 +551,9 @@ impl CatchUp {
                 },
                 Some(m),
             ) => m >= *at,
+            // Older than the subscription: the app's own history, not a new anchor.
+            (Anchor::Since(t), Some(m)) => m >= *t,
+            (Anchor::Since(_), None) => false,
             _ => true,
         };
         if newer {
@@ -441,35 +561,47 @@ impl CatchUp {
                 id: kept,
                 created_at: message.created_at,
             };
-            // Delivered live after the probe's answer and newer than it: the socket carries
-            // everything before it, so the anchor is now a delivered message.
-            c.provisional = false;
         }
         out.push_back(CatchUpOutput::Deliver(event));
     }
 
-    /// The connection is gone: every channel that was live must catch up on the next
-    /// `subscribed`. Catch-ups in progress are abandoned; their held events are dropped
-    /// because the anchor did not move, so the next catch-up fetches them again.
+    /// The connection is gone: every channel whose `subscribe` went out must catch up on the
+    /// next `subscribed` (the server may have broadcast to us before the link died, even if
+    /// its `subscribed` never arrived). Catch-ups in progress are abandoned; their held
+    /// messages are dropped because the anchor did not move, so the next walk fetches them
+    /// again.
     ///
     /// Held events other than messages (edits, deletes, reactions, typing) are delivered now:
     /// REST history cannot replay them, and late is better than never (an edit or delete of a
     /// message the app has not seen yet is harmless; the refetched body shows the final text).
     pub fn handle_disconnect(&mut self) {
+        self.requests.clear();
         for c in self.channels.values_mut() {
-            // Sent is enough: the server may have processed the subscribe and broadcast to
-            // us before the link died, even if its `subscribed` never arrived.
-            if c.live || c.sent {
-                c.needs_catch_up = true;
-            }
-            c.live = false;
-            c.sent = false;
-            let early = std::mem::take(&mut c.early);
-            let held = match std::mem::replace(&mut c.sync, Sync::Live) {
-                Sync::CatchUp(walk) => walk.held,
-                _ => Vec::new(),
+            let missed_if_sent = c.missed();
+            let (missed, held) = match std::mem::replace(
+                &mut c.phase,
+                Phase::Idle {
+                    missed: Missed::Nothing,
+                },
+            ) {
+                Phase::Idle {
+                    missed: Missed::Walk { early },
+                }
+                | Phase::Subscribing {
+                    missed: Missed::Walk { early },
+                } => (Missed::Walk { early: Vec::new() }, early),
+                Phase::Idle { missed } => (missed, Vec::new()),
+                Phase::Subscribing {
+                    missed: Missed::Reload,
+                } => (Missed::Reload, Vec::new()),
+                Phase::Subscribing {
+                    missed: Missed::Nothing,
+                }
+                | Phase::Live => (missed_if_sent, Vec::new()),
+                Phase::CatchingUp(walk) => (Missed::Walk { early: Vec::new() }, walk.held),
             };
-            for e in early.into_iter().chain(held) {
+            c.phase = Phase::Idle { missed };
+            for e in held {
                 if !matches!(e.kind(), ServerEventKind::MessageNew { .. }) {
                     self.out.push_back(CatchUpOutput::Deliver(e));
                 }
@@ -477,23 +609,26 @@ impl CatchUp {
         }
     }
 
-    /// A history response for request `id`; stale ids are ignored.
+    /// A history response for request `id`. Its pacing slot is freed whatever it says; an
+    /// answer to a walk abandoned by a drop is otherwise ignored.
     pub fn handle_history(&mut self, now: Instant, id: u64, response: Result<Bytes, HistoryError>) {
-        let Some((channel, _)) = self.channels.iter().find(|(_, c)| match &c.sync {
-            Sync::Probe {
-                req: Req::InFlight(r),
-                ..
-            } => *r == id,
-            Sync::CatchUp(w) => matches!(w.req, Req::InFlight(r) if r == id),
-            Sync::Probe { .. } | Sync::Live => false,
-        }) else {
+        self.pacer.handle_answer(id);
+        if let Err(HistoryError::Status {
+            status,
+            retry_after,
+        }) = &response
+            && (*status == 429 || (*status == 503 && retry_after.is_some()))
+        {
+            // Applied even when the driver did not report the headers.
+            self.pacer.pause(now, *retry_after);
+        }
+        let Some(channel) = self.requests.remove(&id) else {
+            self.issue_due(now);
             return;
         };
-        let channel = channel.clone();
         let page = match response {
             // A body that is not a page (a proxy's HTML error, a truncated read) may not repeat.
-            Ok(body) => HistoryPage::decode(body, self.config.max_body)
-                .map_err(|_| Failure::Retry { after: None }),
+            Ok(body) => HistoryPage::decode(body, self.config.max_body).map_err(|_| Failure::Retry),
             Err(HistoryError::Status {
                 status,
                 retry_after,
@@ -503,14 +638,16 @@ impl CatchUp {
                 }
                 Err(match status {
                     400 | 403 | 404 | 410 => Failure::GiveUp,
-                    _ => Failure::Retry { after: retry_after },
+                    429 => Failure::Paced,
+                    503 if retry_after.is_some() => Failure::Paced,
+                    _ => Failure::Retry,
                 })
             }
-            Err(HistoryError::Network) => Err(Failure::Retry { after: None }),
+            Err(HistoryError::Network) => Err(Failure::Retry),
         };
         match page {
-            Ok(page) => self.on_page(now, &channel, page),
-            Err(retry) => self.on_failure(now, &channel, retry),
+            Ok(page) => self.on_page(&channel, page),
+            Err(failure) => self.on_failure(now, &channel, failure),
         }
         self.issue_due(now);
     }
@@ -520,129 +657,84 @@ impl CatchUp {
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
-        let (req, failures) = match &mut c.sync {
-            Sync::Probe { req, failures, .. } => (req, failures),
-            Sync::CatchUp(w) => (&mut w.req, &mut w.failures),
-            Sync::Live => return,
+        let Phase::CatchingUp(walk) = &mut c.phase else {
+            return;
         };
-        *failures += 1;
         match failure {
-            // A server that wants us gone for long would silence the channel (its live events
-            // are held meanwhile): give up and let the app reload instead.
-            Failure::Retry { after }
-                if *failures < attempts && after.is_none_or(|a| a <= MAX_HOLD_WAIT) =>
-            {
-                let backoff = base * 2u32.saturating_pow(*failures - 1);
-                let after = crate::close::clamp_wait(after.unwrap_or_default());
-                *req = Req::RetryAt(now + after.max(backoff));
+            // Waiting on the server's budget is not a failure: back in line, and the pacer
+            // holds every read until the wait has passed.
+            Failure::Paced => walk.req = Req::Queued,
+            Failure::Retry if walk.failures + 1 < attempts => {
+                walk.failures += 1;
+                let backoff = base * 2u32.saturating_pow(walk.failures - 1);
+                walk.req = Req::RetryAt(now + backoff);
             }
-            _ => {
-                if let Sync::Probe { .. } = c.sync {
-                    c.sync = Sync::Live;
-                    if std::mem::take(&mut c.owed_incomplete) {
-                        self.out.push_back(CatchUpOutput::Resynced {
-                            channel_id: channel.clone(),
-                            recovered: 0,
-                            complete: false,
-                        });
-                    }
-                } else {
-                    self.finish(channel, false);
-                }
-            }
+            Failure::Retry | Failure::GiveUp => self.finish(channel, false),
         }
     }
 
-    fn on_page(&mut self, now: Instant, channel: &Text, page: HistoryPage) {
+    fn on_page(&mut self, channel: &Text, page: HistoryPage) {
         let (limit, max) = (self.config.page_size, self.config.max_messages);
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
-        match &mut c.sync {
-            Sync::Live => {}
-            Sync::Probe { .. } => {
-                if c.anchor == Anchor::Unknown {
-                    c.anchor = match page.items.first() {
-                        Some(item) => {
-                            c.provisional = true;
-                            self.out.push_back(CatchUpOutput::FenceNeeded);
-                            Anchor::Message {
-                                id: item.head().id.detached(),
-                                created_at: item.head().created_at,
-                            }
-                        }
-                        // Nothing existed when the probe read: a walk from the start of the
-                        // channel is exact.
-                        None => Anchor::Empty,
-                    };
-                }
-                c.sync = Sync::Live;
-                if std::mem::take(&mut c.owed_incomplete) {
-                    self.out.push_back(CatchUpOutput::Resynced {
-                        channel_id: channel.clone(),
-                        recovered: 0,
-                        complete: false,
-                    });
-                }
+        let Phase::CatchingUp(walk) = &mut c.phase else {
+            return;
+        };
+        let (anchor_id, anchor_at) = match &c.anchor {
+            Anchor::Message { id, created_at } => (Some(id.clone()), *created_at),
+            Anchor::Since(t) => (None, Some(*t)),
+            Anchor::Unknown => (None, None),
+        };
+        let before = walk.gap.len();
+        let mut reached = false;
+        let mut anchor_time = None;
+        for item in &page.items {
+            let h = item.head();
+            if anchor_id.as_ref() == Some(&h.id) {
+                anchor_time = h.created_at;
+                reached = true;
+                break;
             }
-            Sync::CatchUp(walk) => {
-                let (anchor_id, anchor_at) = match &c.anchor {
-                    Anchor::Message { id, created_at } => (Some(id.clone()), *created_at),
-                    _ => (None, None),
-                };
-                let before = walk.gap.len();
-                let mut reached = false;
-                let mut anchor_time = None;
-                for item in &page.items {
-                    let h = item.head();
-                    if anchor_id.as_ref() == Some(&h.id) {
-                        anchor_time = h.created_at;
-                        reached = true;
-                        break;
-                    }
-                    // The anchor itself may have been deleted: anything older is known.
-                    if let (Some(at), Some(created)) = (anchor_at, h.created_at)
-                        && created < at
-                    {
-                        reached = true;
-                        break;
-                    }
-                    if c.recent.contains(&h.id)
-                        || self.untracked.contains(&h.id)
-                        || !walk.gap_ids.insert(h.id.clone())
-                    {
-                        continue;
-                    }
-                    walk.gap.push(item.clone());
-                }
-                let progressed = walk.gap.len() > before || page.items.is_empty();
-                // An app-given anchor has no time; learn it when met, so a later walk can
-                // still stop if that message is deleted.
-                if let (Anchor::Message { created_at, .. }, Some(t)) = (&mut c.anchor, anchor_time)
-                {
-                    created_at.get_or_insert(t);
-                }
-                if walk.gap.len() > max {
-                    self.finish(channel, false);
-                } else if reached {
-                    self.finish(channel, true);
-                } else if !page.has_more_given(limit) {
-                    // The start of history, without meeting the anchor. Exact only when the
-                    // walk knew where to stop by time (the anchor was deleted) or the channel
-                    // was empty; an anchor known only by id (from the app) that is gone leaves
-                    // no way to tell what the app has.
-                    let known = anchor_at.is_some() || anchor_id.is_none();
-                    self.finish(channel, known);
-                } else if let (true, Some(cursor)) = (progressed, page.cursor()) {
-                    walk.before = Some(cursor);
-                    walk.failures = 0;
-                    walk.req = Req::RetryAt(now);
-                } else {
-                    // More pages claimed but none reachable, or a page that taught nothing
-                    // (a server ignoring `before`): stop rather than loop.
-                    self.finish(channel, false);
-                }
+            // Older than the anchor (which may itself have been deleted): anything older is
+            // known.
+            if let (Some(at), Some(created)) = (anchor_at, h.created_at)
+                && created < at
+            {
+                reached = true;
+                break;
             }
+            if c.recent.contains(&h.id)
+                || self.untracked.contains(&h.id)
+                || !walk.gap_ids.insert(h.id.clone())
+            {
+                continue;
+            }
+            walk.gap.push(item.clone());
+        }
+        let progressed = walk.gap.len() > before || page.items.is_empty();
+        // An app-given anchor has no time; learn it when met, so a later walk can still stop
+        // if that message is deleted.
+        if let (Anchor::Message { created_at, .. }, Some(t)) = (&mut c.anchor, anchor_time) {
+            created_at.get_or_insert(t);
+        }
+        if walk.gap.len() > max {
+            self.finish(channel, false);
+        } else if reached {
+            self.finish(channel, true);
+        } else if !page.has_more_given(limit) {
+            // The start of history, without meeting the anchor. Exact only when the walk knew
+            // where to stop by time; an anchor known only by id (from the app) that is gone
+            // leaves no way to tell what the app has.
+            self.finish(channel, anchor_at.is_some());
+        } else if let (true, Some(cursor)) = (progressed, page.cursor()) {
+            walk.before = Some(cursor);
+            walk.failures = 0;
+            walk.req = Req::Queued;
+        } else {
+            // More pages claimed but none reachable, or a page that taught nothing (a server
+            // ignoring `before`): stop rather than loop.
+            self.finish(channel, false);
         }
     }
 
@@ -651,14 +743,14 @@ impl CatchUp {
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
-        let Sync::CatchUp(walk) = std::mem::replace(&mut c.sync, Sync::Live) else {
+        let Phase::CatchingUp(walk) = std::mem::replace(&mut c.phase, Phase::Live) else {
             return;
         };
-        let Walk {
-            gap, held, exact, ..
-        } = *walk;
-        let complete = complete && exact && !std::mem::take(&mut c.owed_incomplete);
-        c.provisional = false;
+        let Walk { gap, held, req, .. } = *walk;
+        if let Req::InFlight(id) = req {
+            // Its answer, if it still comes, only frees the pacing slot.
+            self.requests.remove(&id);
+        }
         let mut recovered = 0;
         let (held_messages, held_other): (Vec<ServerEvent>, Vec<ServerEvent>) = held
             .into_iter()
@@ -709,50 +801,97 @@ impl CatchUp {
         });
     }
 
-    /// Re-issues requests whose retry time has come.
+    /// Sends the reads whose time has come, as far as pacing allows.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.issue_due(now);
     }
 
+    /// Issues waiting walks' next pages, the focused and earliest subscribed first, while
+    /// the pacer allows.
     fn issue_due(&mut self, now: Instant) {
-        let limit = self.config.page_size;
-        for (channel, c) in &mut self.channels {
-            let (req, before, limit) = match &mut c.sync {
-                Sync::Probe { req, .. } => (req, None, 1),
-                Sync::CatchUp(w) => (&mut w.req, w.before.clone(), limit),
-                Sync::Live => continue,
-            };
-            if matches!(req, Req::RetryAt(at) if *at <= now) {
-                let id = self.next_id;
-                self.next_id += 1;
-                *req = Req::InFlight(id);
-                self.out.push_back(CatchUpOutput::Fetch(HistoryRequest {
-                    id,
-                    channel_id: channel.clone(),
-                    before,
-                    limit,
-                    token: None,
-                }));
+        // A retry whose time has come waits in line like any other read from now on.
+        for c in self.channels.values_mut() {
+            if let Phase::CatchingUp(w) = &mut c.phase
+                && matches!(w.req, Req::RetryAt(at) if at <= now)
+            {
+                w.req = Req::Queued;
             }
+        }
+        let mut waiting: Vec<(_, Text)> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| matches!(&c.phase, Phase::CatchingUp(w) if w.is_waiting(now)))
+            .map(|(ch, c)| (c.priority(), ch.clone()))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        waiting.sort_unstable();
+        let limit = self.config.page_size;
+        for (_, channel) in waiting {
+            if !self.pacer.try_send(now, self.next_id) {
+                break;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let Some(Phase::CatchingUp(walk)) =
+                self.channels.get_mut(&channel).map(|c| &mut c.phase)
+            else {
+                continue;
+            };
+            walk.req = Req::InFlight(id);
+            self.requests.insert(id, channel.clone());
+            self.out.push_back(CatchUpOutput::Fetch(HistoryRequest {
+                id,
+                channel_id: channel,
+                before: walk.before.clone(),
+                limit,
+                token: None,
+            }));
         }
     }
 
-    /// The earliest retry due.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.channels
+    /// Walks waiting for a read, and the instant pacing lets the next one go if it is the
+    /// server's budget or wait that holds them (not the number in flight).
+    pub fn rate_limited_until(&mut self, now: Instant) -> Option<(Instant, usize)> {
+        let waiting = self
+            .channels
             .values()
-            .filter_map(|c| match &c.sync {
-                Sync::Probe {
-                    req: Req::RetryAt(at),
-                    ..
-                } => Some(*at),
-                Sync::CatchUp(w) => match w.req {
+            .filter(|c| matches!(&c.phase, Phase::CatchingUp(w) if w.is_waiting(now)))
+            .count();
+        if waiting == 0 {
+            return None;
+        }
+        match self.pacer.blocked(now) {
+            Some(Blocked::Until(t)) => Some((t, waiting)),
+            _ => None,
+        }
+    }
+
+    /// The earliest instant something is due: a retry after a failure, or, while walks wait
+    /// for the pacer, the end of its wait (or of an unanswered read's time in flight).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut waiting = false;
+        let retry = self
+            .channels
+            .values()
+            .filter_map(|c| match &c.phase {
+                Phase::CatchingUp(w) => match w.req {
                     Req::RetryAt(at) => Some(at),
+                    Req::Queued => {
+                        waiting = true;
+                        None
+                    }
                     Req::InFlight(_) => None,
                 },
                 _ => None,
             })
-            .min()
+            .min();
+        let paced = if waiting { self.pacer.wake_at() } else { None };
+        match (retry, paced) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next thing to do.
@@ -764,12 +903,15 @@ impl CatchUp {
     pub fn held(&self) -> usize {
         self.channels
             .values()
-            .map(|c| {
-                c.early.len()
-                    + match &c.sync {
-                        Sync::CatchUp(w) => w.held.len(),
-                        _ => 0,
-                    }
+            .map(|c| match &c.phase {
+                Phase::CatchingUp(w) => w.held.len(),
+                Phase::Idle {
+                    missed: Missed::Walk { early },
+                }
+                | Phase::Subscribing {
+                    missed: Missed::Walk { early },
+                } => early.len(),
+                _ => 0,
             })
             .sum()
     }

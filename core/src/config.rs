@@ -9,6 +9,7 @@ use crate::backoff::BackoffConfig;
 use crate::catchup::CatchUpConfig;
 use crate::heartbeat::HeartbeatConfig;
 use crate::outbound::{QueueConfig, RateLimitConfig};
+use crate::pacing::PacingConfig;
 use crate::secret::Secret;
 
 /// How the access token reaches the WebSocket upgrade.
@@ -71,6 +72,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// Catch-up of missed messages.
     pub catch_up: CatchUpConfig,
+    /// Pacing of the REST reads the catch-up makes (the server's rate limit).
+    pub pacing: PacingConfig,
     /// Refresh the token at this fraction of its life. Default 0.8.
     pub refresh_ahead: f64,
     /// Seed of the jitter generator. Drivers seed it from OS entropy so that two clients
@@ -98,6 +101,7 @@ impl Config {
             queue: QueueConfig::default(),
             rate_limits: RateLimitConfig::default(),
             catch_up: CatchUpConfig::default(),
+            pacing: PacingConfig::default(),
             refresh_ahead: 0.8,
             seed: 0,
         })
@@ -114,6 +118,12 @@ impl Config {
         if self.heartbeat.interval.is_zero() || self.heartbeat.timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "heartbeat interval and timeout must be positive",
+            ));
+        }
+        if self.pacing.max_in_flight == 0 || self.pacing.budget == 0 || self.pacing.window.is_zero()
+        {
+            return Err(ConfigError::Invalid(
+                "pacing needs max_in_flight, budget and window above zero",
             ));
         }
         if self.catch_up.page_size == 0 || self.queue.capacity == 0 {

@@ -13,12 +13,14 @@ use crate::close::{Disconnect, FailReason, ReconnectReason, Verdict};
 use crate::config::{AuthMode, Config, ConfigError};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::outbound::{OutboundQueue, Policy, RateLimiter};
+use crate::pacing::ReadHeaders;
 use crate::rng::Rng;
 use crate::secret::Secret;
 use crate::stats::Stats;
 use crate::status::Status;
 use crate::subscriptions::{SessionState, Subscriptions};
 use crate::text::Text;
+use crate::timestamp::Timestamp;
 use crate::wire::{ClientEvent, ServerEvent, ServerEventKind};
 
 /// The ping frame, shared so a heartbeat tick allocates nothing.
@@ -114,19 +116,24 @@ enum State {
 /// - **App commands** (plain verbs): [`connect`](Self::connect),
 ///   [`disconnect`](Self::disconnect), [`subscribe`](Self::subscribe),
 ///   [`subscribe_from`](Self::subscribe_from), [`unsubscribe`](Self::unsubscribe),
+///   [`focus`](Self::focus),
 ///   [`send`](Self::send), [`set_credentials`](Self::set_credentials).
 /// - **Inputs from the world** (`handle_*`, each taking `now`):
 ///   [`handle_open`](Self::handle_open), [`handle_frame`](Self::handle_frame),
 ///   [`handle_activity`](Self::handle_activity), [`handle_backpressure`](Self::handle_backpressure),
 ///   [`handle_closed`](Self::handle_closed),
-///   [`handle_history`](Self::handle_history), [`handle_refresh`](Self::handle_refresh),
+///   [`handle_history`](Self::handle_history),
+///   [`handle_history_headers`](Self::handle_history_headers),
+///   [`handle_app_read`](Self::handle_app_read),
+///   [`handle_server_date`](Self::handle_server_date), [`handle_refresh`](Self::handle_refresh),
 ///   [`handle_timeout`](Self::handle_timeout).
 /// - **Outputs** (`poll_*`): [`poll_action`](Self::poll_action) until `None`, then
 ///   [`poll_timeout`](Self::poll_timeout). See [`drain`](crate::drain).
 /// - **Questions** (`&self`): [`status`](Self::status), [`is_connected`](Self::is_connected),
 ///   [`has_socket`](Self::has_socket), [`stats`](Self::stats), [`rtt`](Self::rtt),
 ///   [`user_id`](Self::user_id), [`subscriptions`](Self::subscriptions),
-///   [`queued`](Self::queued), [`held`](Self::held), [`config`](Self::config).
+///   [`queued`](Self::queued), [`held`](Self::held),
+///   [`reads_paused_until`](Self::reads_paused_until), [`config`](Self::config).
 ///
 /// Time never runs backwards inside: every `now` is clamped to the latest seen.
 #[derive(Debug)]
@@ -156,11 +163,8 @@ pub struct Connection {
     last_status: Option<Status>,
     /// The driver is not reading the socket (backpressure); see `handle_backpressure`.
     reading_paused: bool,
-    /// Pings sent and pongs received on the current socket, and the ping whose pong confirms
-    /// the anchors of the probes answered before it.
-    pings_sent: u64,
-    pongs_received: u64,
-    fence: Option<u64>,
+    /// Until when catch-up reads wait on the server's rate limit, as last told to the app.
+    reads_paused_until: Option<Instant>,
 }
 
 impl Connection {
@@ -174,7 +178,7 @@ impl Connection {
             auth: Auth::new(config.refresh_ahead),
             queue: OutboundQueue::new(config.queue.clone()),
             limits: RateLimiter::new(config.rate_limits.clone()),
-            catch_up: CatchUp::new(config.catch_up.clone()),
+            catch_up: CatchUp::new(config.catch_up.clone(), config.pacing.clone()),
             config,
             state: State::Disconnected,
             socket: Socket::None,
@@ -190,9 +194,7 @@ impl Connection {
             user_id: None,
             last_status: None,
             reading_paused: false,
-            pings_sent: 0,
-            pongs_received: 0,
-            fence: None,
+            reads_paused_until: None,
         })
     }
 
@@ -278,7 +280,7 @@ impl Connection {
             self.catch_up.track(ch.clone(), newest.map(Text::from));
         }
         if self.subs.subscribe(ch.clone(), self.is_connected()) {
-            self.catch_up.handle_subscribe_sent(&ch);
+            self.catch_up.handle_subscribe_sent(now, &ch);
             self.send_frame(
                 ClientEvent::Subscribe {
                     channel_id: channel_id.to_owned(),
@@ -288,6 +290,14 @@ impl Connection {
             );
         }
         Ok(())
+    }
+
+    /// The app is looking at this channel: when several channels catch up at once, its
+    /// history is read first (the latest focused first, then the others in subscription
+    /// order). Unknown channels are ignored.
+    pub fn focus(&mut self, now: Instant, channel_id: &str) {
+        let _ = self.clamp(now);
+        self.catch_up.focus(&Text::from(channel_id));
     }
 
     /// Stops wanting a channel. Offline this only edits the set.
@@ -404,12 +414,6 @@ impl Connection {
             }
         };
         if matches!(event.kind(), ServerEventKind::Pong) {
-            // Pongs answer pings in order: the fence's pong confirms the probes before it.
-            self.pongs_received += 1;
-            if self.fence.is_some_and(|f| self.pongs_received >= f) {
-                self.fence = None;
-                self.catch_up.confirm_anchors();
-            }
             if let State::Connected(live) = &mut self.state
                 && let Some(rtt) = live.heartbeat.handle_pong(now)
             {
@@ -418,7 +422,7 @@ impl Connection {
             return;
         }
         self.dispatch(now, event);
-        self.drain_catch_up();
+        self.drain_catch_up(now);
     }
 
     /// Something other than a text frame arrived (binary, WebSocket ping/pong): the link is
@@ -490,12 +494,38 @@ impl Connection {
         response: Result<Bytes, HistoryError>,
     ) {
         let now = self.clamp(now);
-        if !self.is_connected() {
-            // Catch-ups were abandoned with the socket; a late answer has nowhere to go.
-            return;
-        }
+        // Catch-ups were abandoned with the socket: a late answer only frees its pacing slot
+        // (and a 429 still pauses every read).
         self.catch_up.handle_history(now, request_id, response);
-        self.drain_catch_up();
+        self.drain_catch_up(now);
+    }
+
+    /// The headers of the answer to the core's history read `request_id`: the server's
+    /// budget (`x-ratelimit-*`), its clock (`Date`) and any wait it asks for. Report them
+    /// before [`handle_history`](Self::handle_history). Build them with
+    /// [`ReadHeaders::from_headers`](crate::ReadHeaders::from_headers).
+    pub fn handle_history_headers(&mut self, now: Instant, request_id: u64, headers: &ReadHeaders) {
+        let now = self.clamp(now);
+        self.catch_up
+            .handle_read_headers(now, Some(request_id), headers);
+        self.drain_catch_up(now);
+    }
+
+    /// The headers of the answer to a REST read the app made beside the core (its own
+    /// history or channel list): the server counts it against the same budget, so the
+    /// catch-up paces itself around it, and a 429 there pauses the catch-up's reads too.
+    pub fn handle_app_read(&mut self, now: Instant, headers: &ReadHeaders) {
+        let now = self.clamp(now);
+        self.catch_up.handle_read_headers(now, None, headers);
+        self.drain_catch_up(now);
+    }
+
+    /// An HTTP answer from the server received at `now` carried `Date: date` (the WebSocket
+    /// upgrade's 101, a token refresh): its clock, for the anchors of channels that have no
+    /// message yet and for the budget's reset. Drivers should report the upgrade's.
+    pub fn handle_server_date(&mut self, now: Instant, date: Timestamp) {
+        let now = self.clamp(now);
+        self.catch_up.handle_server_date(now, date);
     }
 
     /// The answer to an [`Action::RefreshToken`].
@@ -609,7 +639,7 @@ impl Connection {
                 }
             }
             self.catch_up.handle_timeout(now);
-            self.drain_catch_up();
+            self.drain_catch_up(now);
         }
 
         for event in self.queue.expire(now) {
@@ -710,7 +740,15 @@ impl Connection {
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         s.duplicates = self.catch_up.duplicates();
+        s.reads = self.catch_up.reads();
+        s.reads_rate_limited = self.catch_up.rate_limited();
+        s.reads_paused_until = self.reads_paused_until;
         s
+    }
+
+    /// Until when catch-up reads wait on the server's rate limit (`None`: they do not).
+    pub fn reads_paused_until(&self) -> Option<Instant> {
+        self.reads_paused_until
     }
 
     /// Round-trip time of the last answered heartbeat.
@@ -835,7 +873,6 @@ impl Connection {
     fn on_ready(&mut self, now: Instant, user_id: Text) {
         self.user_id = Some(user_id.detached());
         self.reauth_used = false;
-        (self.pings_sent, self.pongs_received, self.fence) = (0, 0, None);
         self.stats.sessions += 1;
         let mut heartbeat = Heartbeat::new(now, &self.config.heartbeat);
         heartbeat.set_paused(now, self.reading_paused);
@@ -845,7 +882,7 @@ impl Connection {
         };
         self.set_state(State::Connected(live));
         for ch in self.subs.handle_ready() {
-            self.catch_up.handle_subscribe_sent(&ch);
+            self.catch_up.handle_subscribe_sent(now, &ch);
             self.send_frame(
                 ClientEvent::Subscribe {
                     channel_id: ch.as_str().to_owned(),
@@ -930,7 +967,7 @@ impl Connection {
         self.actions.push_back(Action::Emit(Event::Server(event)));
     }
 
-    fn drain_catch_up(&mut self) {
+    fn drain_catch_up(&mut self, now: Instant) {
         while let Some(out) = self.catch_up.poll_output() {
             match out {
                 CatchUpOutput::Fetch(mut req) => {
@@ -950,16 +987,27 @@ impl Connection {
                     complete,
                 })),
                 CatchUpOutput::TokenRejected => self.request_refresh(),
-                CatchUpOutput::FenceNeeded => {
-                    // Ping now: its pong proves the socket delivered everything the server
-                    // sent before the probe answered.
-                    if self.is_connected() {
-                        self.send_frame(PING);
-                        self.fence = Some(self.pings_sent);
-                    }
-                }
             }
         }
+        let paused = self.catch_up.rate_limited_until(now);
+        self.report_paused(now, paused);
+    }
+
+    /// Tells the app when catch-ups start or stop waiting on the rate limit, or the wait
+    /// moves.
+    fn report_paused(&mut self, now: Instant, paused: Option<(Instant, usize)>) {
+        let until = paused.map(|(t, _)| t);
+        if until == self.reads_paused_until {
+            return;
+        }
+        self.reads_paused_until = until;
+        let retry_in_ms = until.map(|t| {
+            u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+        });
+        self.actions.push_back(Action::Emit(Event::RateLimited {
+            retry_in_ms,
+            waiting: paused.map_or(0, |(_, n)| n),
+        }));
     }
 
     /// Sends a state event, keeping voice events in a valid order: a mute change waits for a
@@ -1004,9 +1052,6 @@ impl Connection {
             self.socket == Socket::Open,
             "frame queued without an open socket"
         );
-        if frame == PING {
-            self.pings_sent += 1;
-        }
         self.stats.frames_out += 1;
         self.actions.push_back(Action::Send(frame));
     }
@@ -1015,6 +1060,9 @@ impl Connection {
     fn teardown(&mut self) {
         self.subs.handle_disconnect();
         self.catch_up.handle_disconnect();
+        if let Some(now) = self.last_now {
+            self.report_paused(now, None);
+        }
         for event in self.limits.handle_disconnect() {
             self.stats.dropped_after_accept += 1;
             self.actions

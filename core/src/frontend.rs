@@ -11,6 +11,7 @@
 //! | subscription refused | `ws:subscription_rejected` `{"channel_id","code"}` |
 //! | voice session reset | `ws:voice_reset` `{"channel_id"}` |
 //! | accepted send dropped | `ws:send_dropped` with the client event |
+//! | catch-ups wait on the server's rate limit, or resume | `ws:rate_limited` `{"retry_in_ms","waiting"}` (`retry_in_ms` is `null` once reads resume) |
 
 use serde::Serialize;
 
@@ -45,6 +46,16 @@ pub struct SubscriptionRejectedPayload {
 pub struct VoiceResetPayload {
     /// The voice channel to re-establish.
     pub channel_id: String,
+}
+
+/// Payload of `ws:rate_limited`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct RateLimitedPayload {
+    /// Milliseconds until catch-up reads resume; `null` once they have.
+    pub retry_in_ms: Option<u64>,
+    /// Channels whose catch-up waits.
+    pub waiting: usize,
 }
 
 fn json<T: Serialize>(value: &T) -> String {
@@ -127,6 +138,16 @@ pub fn frontend_events(event: &Event) -> Vec<FrontendEvent> {
             }),
         )],
         Event::SendDropped(e) => vec![FrontendEvent::new("ws:send_dropped", e.to_json())],
+        Event::RateLimited {
+            retry_in_ms,
+            waiting,
+        } => vec![FrontendEvent::new(
+            "ws:rate_limited",
+            json(&RateLimitedPayload {
+                retry_in_ms: *retry_in_ms,
+                waiting: *waiting,
+            }),
+        )],
     }
 }
 
@@ -192,6 +213,26 @@ mod tests {
     }
 
     #[test]
+    fn rate_limited_says_for_how_long_and_how_many_wait() {
+        let e = Event::RateLimited {
+            retry_in_ms: Some(42_000),
+            waiting: 12,
+        };
+        assert_eq!(
+            lines(&e),
+            [r#"{"event":"ws:rate_limited","payload":{"retry_in_ms":42000,"waiting":12}}"#]
+        );
+        let e = Event::RateLimited {
+            retry_in_ms: None,
+            waiting: 0,
+        };
+        assert_eq!(
+            lines(&e),
+            [r#"{"event":"ws:rate_limited","payload":{"retry_in_ms":null,"waiting":0}}"#]
+        );
+    }
+
+    #[test]
     fn every_line_is_json_with_both_keys() {
         let events = [
             Event::Status(Status::Disconnected),
@@ -201,6 +242,10 @@ mod tests {
             Event::SubscriptionRejected {
                 channel_id: "c".into(),
                 code: "forbidden".into(),
+            },
+            Event::RateLimited {
+                retry_in_ms: Some(42_000),
+                waiting: 12,
             },
         ];
         for e in &events {

@@ -32,4 +32,11 @@ pub struct Stats {
     pub refreshes: u64,
     /// Upgrades answered without the subprotocol we offered.
     pub missing_subprotocol: u64,
+    /// History reads the catch-up sent.
+    pub reads: u64,
+    /// Read answers (the core's or the app's) that asked every read to wait: 429, or 503
+    /// with `Retry-After`.
+    pub reads_rate_limited: u64,
+    /// Catch-ups are waiting on the server's rate limit until this instant.
+    pub reads_paused_until: Option<std::time::Instant>,
 }

@@ -10,7 +10,8 @@ use support::t0;
 
 use bytes::Bytes;
 use tether_core::catchup::*;
-use tether_core::{ServerEvent, ServerEventKind, Text};
+use tether_core::pacing::{PacingConfig, ReadHeaders};
+use tether_core::{ServerEvent, ServerEventKind, Text, Timestamp};
 
 fn msg(id: &str, sec: u32) -> String {
     format!(r#"{{"id":"{id}","created_at":"2026-01-01T00:00:{sec:02}Z"}}"#)
@@ -57,38 +58,126 @@ fn delivered(out: &[CatchUpOutput]) -> Vec<String> {
         .collect()
 }
 
+/// The server's clock as the `Date` header gives it: 2026-01-01T00:00:00Z plus `sec`.
+fn server_time(sec: u32) -> Timestamp {
+    Timestamp::parse(&format!("2026-01-01T00:00:{sec:02}Z")).unwrap()
+}
+
+fn tracker() -> CatchUp {
+    CatchUp::new(CatchUpConfig::default(), PacingConfig::default())
+}
+
+/// The channel's `subscribe` goes out and is confirmed at `t`.
+fn subscribe(c: &mut CatchUp, t: Instant, ch: &Text) {
+    c.handle_subscribe_sent(t, ch);
+    c.handle_subscribed(t, ch);
+}
+
 /// A channel that was live with anchor `m1` and is now resubscribed after a drop.
 fn reconnected() -> (CatchUp, Instant, Text) {
     let t = t0();
     let ch = Text::from("c");
-    let mut c = CatchUp::new(CatchUpConfig::default());
+    let mut c = tracker();
     c.track(ch.clone(), None);
-    c.handle_subscribed(t, &ch);
-    let probe = fetch_id(&drain(&mut c));
-    c.handle_history(t, probe, Ok(body(&[("m1", 1)], true)));
-    assert_eq!(
-        drain(&mut c),
-        [CatchUpOutput::FenceNeeded],
-        "a probe delivers nothing"
-    );
-    c.confirm_anchors(); // the fence's pong arrived
+    subscribe(&mut c, t, &ch);
+    c.handle_event(&ch, live("c", "m1", 1));
+    assert_eq!(delivered(&drain(&mut c)), ["m1"]);
     c.handle_disconnect();
-    c.handle_subscribed(t, &ch);
+    subscribe(&mut c, t, &ch);
     (c, t, ch)
 }
 
+/// `n` channels (`c00`, `c01`, ...) live with an anchor each, resubscribed after a drop.
+fn many_reconnected(n: usize, pacing: PacingConfig) -> (CatchUp, Instant, Vec<Text>) {
+    let t = t0();
+    let mut c = CatchUp::new(CatchUpConfig::default(), pacing);
+    let channels: Vec<Text> = (0..n).map(|i| Text::from(format!("c{i:02}"))).collect();
+    for ch in &channels {
+        c.track(ch.clone(), None);
+        subscribe(&mut c, t, ch);
+        c.handle_event(ch, live(ch.as_str(), &format!("{ch}-m1"), 1));
+    }
+    drain(&mut c);
+    c.handle_disconnect();
+    for ch in &channels {
+        subscribe(&mut c, t, ch);
+    }
+    (c, t, channels)
+}
+
+fn fetches(out: &[CatchUpOutput]) -> Vec<HistoryRequest> {
+    out.iter()
+        .filter_map(|o| match o {
+            CatchUpOutput::Fetch(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn first_subscribe_probes_with_limit_one_and_sets_the_anchor() {
+fn first_subscribe_reads_nothing_and_anchors_at_the_servers_clock() {
     let t = t0();
     let ch = Text::from("c");
-    let mut c = CatchUp::new(CatchUpConfig::default());
+    let mut c = tracker();
+    c.handle_server_date(t, server_time(30));
     c.track(ch.clone(), None);
     assert_eq!(c.anchor(&ch), Some(&Anchor::Unknown));
-    c.handle_subscribed(t, &ch);
+    c.handle_subscribe_sent(t + Duration::from_secs(5), &ch);
+    c.handle_subscribed(t + Duration::from_secs(6), &ch);
+    assert!(drain(&mut c).is_empty(), "no anchor probe");
+    // 30 s at the `Date`, 5 s later at the subscribe, less the 2 s margin.
+    assert_eq!(c.anchor(&ch), Some(&Anchor::Since(server_time(33))));
+}
+
+#[test]
+fn a_drop_before_any_message_walks_back_to_the_subscription_time() {
+    // The issue's case: the link drops before the channel ever saw a message; what was
+    // posted during the drop must still arrive.
+    let t = t0();
+    let ch = Text::from("c");
+    let mut c = tracker();
+    c.handle_server_date(t, server_time(10));
+    c.track(ch.clone(), None);
+    subscribe(&mut c, t, &ch); // anchor: since 00:00:08
+    c.handle_disconnect();
+    subscribe(&mut c, t + Duration::from_secs(3), &ch);
+    let req = fetch_id(&drain(&mut c));
+    // Newest first: two posted during the drop, then the channel's older history.
+    c.handle_history(
+        t,
+        req,
+        Ok(body(&[("m3", 12), ("m2", 9), ("m1", 7), ("m0", 1)], true)),
+    );
     let out = drain(&mut c);
-    assert!(matches!(&out[..], [CatchUpOutput::Fetch(r)] if r.limit == 1 && r.before.is_none()));
-    c.handle_history(t, fetch_id(&out), Ok(body(&[("m9", 9)], true)));
-    assert!(matches!(c.anchor(&ch), Some(Anchor::Message { id, .. }) if id == "m9"));
+    assert_eq!(delivered(&out), ["m2", "m3"]);
+    assert_eq!(
+        out.last(),
+        Some(&CatchUpOutput::Resynced {
+            channel_id: ch,
+            recovered: 2,
+            complete: true
+        })
+    );
+}
+
+#[test]
+fn without_a_server_clock_a_drop_owes_a_reload() {
+    let t = t0();
+    let ch = Text::from("c");
+    let mut c = tracker();
+    c.track(ch.clone(), None);
+    subscribe(&mut c, t, &ch);
+    assert_eq!(c.anchor(&ch), Some(&Anchor::Unknown));
+    c.handle_disconnect();
+    subscribe(&mut c, t, &ch);
+    assert_eq!(
+        drain(&mut c),
+        [CatchUpOutput::Resynced {
+            channel_id: ch,
+            recovered: 0,
+            complete: false
+        }]
+    );
 }
 
 #[test]
@@ -219,9 +308,9 @@ fn too_many_held_events_end_the_catch_up_incomplete() {
     let ch = Text::from("c");
     let mut config = CatchUpConfig::default();
     config.max_held = 2;
-    let mut c = CatchUp::new(config);
+    let mut c = CatchUp::new(config, PacingConfig::default());
     c.track(ch.clone(), Some(Text::from("m0")));
-    c.handle_subscribed(t, &ch);
+    subscribe(&mut c, t, &ch);
     drain(&mut c);
     for i in 1..=3 {
         c.handle_event(&ch, live("c", &format!("m{i}"), i));
@@ -245,38 +334,14 @@ fn stale_answers_after_a_disconnect_are_ignored() {
 }
 
 #[test]
-fn an_unconfirmed_probe_anchor_cannot_end_complete() {
-    let t = t0();
-    let ch = Text::from("c");
-    let mut c = CatchUp::new(CatchUpConfig::default());
-    c.track(ch.clone(), None);
-    c.handle_subscribe_sent(&ch);
-    c.handle_subscribed(t, &ch);
-    let probe = fetch_id(&drain(&mut c));
-    c.handle_history(t, probe, Ok(body(&[("m1", 1)], true)));
-    drain(&mut c);
-    // The link dies before the fence's pong: m1 itself may never have come live.
-    c.handle_disconnect();
-    c.handle_subscribed(t, &ch);
-    let req = fetch_id(&drain(&mut c));
-    c.handle_history(t, req, Ok(body(&[("m2", 2), ("m1", 1)], true)));
-    let out = drain(&mut c);
-    assert!(out.contains(&CatchUpOutput::Resynced {
-        channel_id: ch,
-        recovered: 0,
-        complete: false
-    }));
-}
-
-#[test]
 fn a_subscribe_sent_but_never_confirmed_still_needs_a_catch_up() {
     let t = t0();
     let ch = Text::from("c");
-    let mut c = CatchUp::new(CatchUpConfig::default());
+    let mut c = tracker();
     c.track(ch.clone(), Some(Text::from("m0")));
-    c.handle_subscribe_sent(&ch);
+    c.handle_subscribe_sent(t, &ch);
     c.handle_disconnect(); // `subscribed` never arrived
-    c.handle_subscribed(t, &ch);
+    subscribe(&mut c, t, &ch);
     let out = drain(&mut c);
     assert!(
         matches!(&out[..], [CatchUpOutput::Fetch(r)] if r.limit == 50),
@@ -285,35 +350,25 @@ fn a_subscribe_sent_but_never_confirmed_still_needs_a_catch_up() {
 }
 
 #[test]
-fn an_owed_reload_survives_an_abandoned_probe() {
+fn an_owed_reload_survives_a_drop_before_it_is_reported() {
     let t = t0();
     let ch = Text::from("c");
-    let mut c = CatchUp::new(CatchUpConfig::default());
+    let mut c = tracker();
     c.track(ch.clone(), None);
-    c.handle_subscribed(t, &ch);
-    drain(&mut c); // first probe never answers
-    c.handle_disconnect();
-    c.handle_subscribed(t, &ch); // reconnect with no anchor: a reload is owed
-    drain(&mut c);
-    c.handle_event(&ch, live("c", "m2", 2)); // sets an anchor
-    c.handle_disconnect(); // the probe that owed the report is abandoned
-    c.handle_subscribed(t, &ch);
-    let req = fetch_id(&drain(&mut c));
-    c.handle_history(t, req, Ok(body(&[("m3", 3), ("m2", 2)], true)));
-    let out = drain(&mut c);
+    subscribe(&mut c, t, &ch); // no server clock yet: no anchor
+    c.handle_disconnect(); // a reload is owed
+    c.handle_server_date(t, server_time(5));
+    c.handle_subscribe_sent(t, &ch); // anchors at the clock now, but the reload stays owed
+    c.handle_event(&ch, live("c", "m2", 6));
+    c.handle_disconnect(); // before `subscribed`: not reported yet
+    subscribe(&mut c, t, &ch);
     assert!(
-        out.contains(&CatchUpOutput::Resynced {
+        drain(&mut c).contains(&CatchUpOutput::Resynced {
             channel_id: ch,
-            recovered: 1,
+            recovered: 0,
             complete: false
-        }) || out.iter().any(|o| matches!(
-            o,
-            CatchUpOutput::Resynced {
-                complete: false,
-                ..
-            }
-        )),
-        "{out:?}"
+        }),
+        "the reload is still owed"
     );
 }
 
@@ -321,9 +376,9 @@ fn an_owed_reload_survives_an_abandoned_probe() {
 fn an_app_given_anchor_that_is_gone_ends_incomplete() {
     let t = t0();
     let ch = Text::from("c");
-    let mut c = CatchUp::new(CatchUpConfig::default());
+    let mut c = tracker();
     c.track(ch.clone(), Some(Text::from("deleted")));
-    c.handle_subscribed(t, &ch);
+    subscribe(&mut c, t, &ch);
     let req = fetch_id(&drain(&mut c));
     c.handle_history(t, req, Ok(body(&[("m2", 2), ("m1", 1)], false)));
     let out = drain(&mut c);
@@ -342,9 +397,9 @@ fn an_app_given_anchor_that_is_gone_ends_incomplete() {
 fn an_app_given_anchor_learns_its_time_when_met() {
     let t = t0();
     let ch = Text::from("c");
-    let mut c = CatchUp::new(CatchUpConfig::default());
+    let mut c = tracker();
     c.track(ch.clone(), Some(Text::from("m1")));
-    c.handle_subscribed(t, &ch);
+    subscribe(&mut c, t, &ch);
     let req = fetch_id(&drain(&mut c));
     c.handle_history(t, req, Ok(body(&[("m1", 1)], false)));
     assert!(matches!(
@@ -367,20 +422,110 @@ fn held_messages_missing_from_history_keep_creation_order() {
 }
 
 #[test]
-fn a_long_retry_after_gives_up_instead_of_holding_the_channel() {
+fn a_long_retry_after_is_waited_out_not_a_failure() {
     let (mut c, t, ch) = reconnected();
-    let req = fetch_id(&drain(&mut c));
-    c.handle_history(
-        t,
-        req,
-        Err(HistoryError::Status {
-            status: 503,
-            retry_after: Some(Duration::from_secs(600)),
-        }),
-    );
+    let mut req = fetch_id(&drain(&mut c));
+    let mut at = t;
+    // More waits than `max_attempts`: none of them counts as a failure.
+    for _ in 0..5 {
+        c.handle_history(
+            at,
+            req,
+            Err(HistoryError::Status {
+                status: 429,
+                retry_after: Some(Duration::from_secs(60)),
+            }),
+        );
+        assert!(drain(&mut c).is_empty(), "no read inside the pause");
+        assert_eq!(c.poll_timeout(), Some(at + Duration::from_secs(60)));
+        c.handle_timeout(at + Duration::from_millis(59_999));
+        assert!(drain(&mut c).is_empty(), "no read inside the pause");
+        at += Duration::from_secs(60);
+        c.handle_timeout(at);
+        req = fetch_id(&drain(&mut c));
+    }
+    c.handle_history(at, req, Ok(body(&[("m2", 2), ("m1", 1)], true)));
     assert!(drain(&mut c).contains(&CatchUpOutput::Resynced {
         channel_id: ch,
-        recovered: 0,
-        complete: false
+        recovered: 1,
+        complete: true
     }));
+}
+
+#[test]
+fn no_more_than_max_in_flight_reads_and_the_focused_channel_goes_first() {
+    let (mut c, t, channels) = many_reconnected(10, PacingConfig::default());
+    let first = fetches(&drain(&mut c));
+    let names: Vec<&str> = first.iter().map(|r| r.channel_id.as_str()).collect();
+    assert_eq!(
+        names,
+        ["c00", "c01", "c02", "c03"],
+        "subscription order, four at once"
+    );
+    c.focus(&channels[8]);
+    c.focus(&channels[7]); // the latest focus first
+    c.handle_history(t, first[0].id, Ok(body(&[("c00-m1", 1)], true)));
+    c.handle_history(t, first[1].id, Ok(body(&[("c01-m1", 1)], true)));
+    let next: Vec<String> = fetches(&drain(&mut c))
+        .iter()
+        .map(|r| r.channel_id.to_string())
+        .collect();
+    assert_eq!(next, ["c07", "c08"]);
+}
+
+#[test]
+fn a_spent_budget_holds_reads_until_its_window_ends() {
+    let mut pacing = PacingConfig::default();
+    pacing.budget = 5;
+    pacing.window = Duration::from_secs(60);
+    let (mut c, t, _channels) = many_reconnected(8, pacing);
+    let mut sent = fetches(&drain(&mut c));
+    while let Some(r) = sent.pop() {
+        c.handle_history(
+            t,
+            r.id,
+            Ok(body(&[(&format!("{}-m1", r.channel_id), 1)], true)),
+        );
+        sent.extend(fetches(&drain(&mut c)));
+    }
+    assert_eq!(c.reads(), 5);
+    assert_eq!(
+        c.rate_limited_until(t),
+        Some((t + Duration::from_secs(60), 3))
+    );
+    assert_eq!(c.poll_timeout(), Some(t + Duration::from_secs(60)));
+    c.handle_timeout(t + Duration::from_secs(60));
+    assert_eq!(fetches(&drain(&mut c)).len(), 3);
+}
+
+#[test]
+fn the_servers_remaining_budget_and_reset_are_obeyed() {
+    let (mut c, t, _channels) = many_reconnected(6, PacingConfig::default());
+    let sent = fetches(&drain(&mut c));
+    assert_eq!(sent.len(), 4);
+    // The server says: 1 read left in a window that ends 20 s after its `Date`.
+    let h = ReadHeaders::from_headers(
+        200,
+        [
+            ("date", &b"Thu, 01 Jan 2026 00:00:10 GMT"[..]),
+            ("x-ratelimit-limit", b"200"),
+            ("x-ratelimit-remaining", b"4"),
+            ("x-ratelimit-reset", b"1767225630"),
+        ],
+    );
+    c.handle_read_headers(t, Some(sent[0].id), &h);
+    // Three others in flight may not be counted yet: 4 - 3 = 1 left.
+    c.handle_history(t, sent[0].id, Ok(body(&[("c00-m1", 1)], true)));
+    assert_eq!(fetches(&drain(&mut c)).len(), 1);
+    for r in &sent[1..] {
+        c.handle_history(
+            t,
+            r.id,
+            Ok(body(&[(&format!("{}-m1", r.channel_id), 1)], true)),
+        );
+    }
+    assert!(fetches(&drain(&mut c)).is_empty(), "the budget is spent");
+    assert_eq!(c.poll_timeout(), Some(t + Duration::from_secs(20)));
+    c.handle_timeout(t + Duration::from_secs(20));
+    assert_eq!(fetches(&drain(&mut c)).len(), 1);
 }

@@ -14,8 +14,9 @@ use tether_core::{
     ReconnectReason, RefreshError, SendError, ServerEventKind, Status,
 };
 
-/// Connects with `channels` wanted, answers their subscriptions and anchor probes with
-/// `anchor` as the newest message of each (or an empty channel).
+/// Connects with `channels` wanted and answers their subscriptions; with `anchor`, that
+/// message then arrives live on each (else the channels stay quiet, anchored at the server's
+/// clock when they were subscribed).
 fn live_with(channels: &[&str], anchor: Option<(&str, u32)>) -> Harness {
     let mut h = Harness::new();
     for c in channels {
@@ -24,18 +25,15 @@ fn live_with(channels: &[&str], anchor: Option<(&str, u32)>) -> Harness {
     h.connect_ready();
     for c in channels {
         h.frame(&format!(r#"{{"type":"subscribed","channel_id":"{c}"}}"#));
-        let probe = fetches(&h.take());
-        assert_eq!(probe.len(), 1, "one anchor probe per new channel");
-        assert_eq!(probe[0].limit, 1);
-        let msgs: Vec<(&str, u32)> = anchor.into_iter().collect();
-        h.answer_history(probe[0].id, &page(c, &msgs, false));
-        // A probe that found a message pings as a fence; its pong confirms the anchor.
-        if anchor.is_some() {
-            assert_eq!(sent(&h.take()), [r#"{"type":"ping"}"#]);
-            h.frame(r#"{"type":"pong"}"#);
+        assert!(
+            fetches(&h.take()).is_empty(),
+            "a first subscription reads no history"
+        );
+        if let Some((id, sec)) = anchor {
+            h.frame(&message_new(c, id, sec));
         }
     }
-    h.take();
+    h.clear_log();
     h
 }
 
@@ -260,8 +258,7 @@ fn a_gap_larger_than_the_cap_ends_incomplete_without_a_partial_gap() {
     h.subscribe("c");
     h.connect_ready();
     h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
-    let probe = fetches(&h.take());
-    h.answer_history(probe[0].id, &page("c", &[("m1", 1)], false));
+    h.frame(&message_new("c", "m1", 1));
     h.drop_link();
     h.reconnect();
     h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
@@ -298,28 +295,36 @@ fn a_message_seen_live_and_in_history_is_delivered_once() {
 }
 
 #[test]
-fn a_probe_anchor_lost_with_the_link_before_its_fence_means_reload() {
+fn a_drop_before_the_first_message_still_catches_up_what_was_posted_during_it() {
+    // Issue 10: the link drops right after subscribing, before any message or history read;
+    // what others post meanwhile must reach the app, and the catch-up is complete.
     let mut h = Harness::new();
     h.subscribe("c");
     h.connect_ready();
     h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
-    let probe = fetches(&h.take());
-    h.answer_history(probe[0].id, &page("c", &[("m1", 1)], false));
-    assert_eq!(sent(&h.take()), [r#"{"type":"ping"}"#], "the fence");
-    h.drop_link(); // no pong: m1 may have been lost in flight
+    assert!(fetches(&h.take()).is_empty(), "no anchor probe");
+    h.drop_link();
     h.reconnect();
     h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
     let req = fetches(&h.take());
-    h.answer_history(req[0].id, &page("c", &[("m2", 2), ("m1", 1)], false));
-    assert!(events(&h.take()).contains(&Event::Resynced {
+    assert_eq!(req.len(), 1);
+    // Posted during the drop (17:00:01, 17:00:02), and one at the second of the
+    // subscription: inside the clock margin, so it is delivered too (never lost).
+    h.answer_history(
+        req[0].id,
+        &page("c", &[("m2", 2), ("m1", 1), ("m0", 0)], false),
+    );
+    let out = h.take();
+    assert_eq!(delivered_ids(&out), ["m0", "m1", "m2"]);
+    assert!(events(&out).contains(&Event::Resynced {
         channel_id: "c".into(),
-        recovered: 0,
-        complete: false
+        recovered: 3,
+        complete: true
     }));
 }
 
 #[test]
-fn a_quiet_channel_catches_up_from_its_probed_anchor() {
+fn a_quiet_channel_catches_up_from_its_last_message() {
     let mut h = live_with(&["c"], Some(("m7", 7)));
     h.drop_link();
     h.reconnect();

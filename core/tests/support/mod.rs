@@ -72,6 +72,13 @@ impl Harness {
         out
     }
 
+    /// Forgets every action so far (a scenario's setup).
+    pub fn clear_log(&mut self) {
+        self.drain();
+        self.log.clear();
+        self.cursor = 0;
+    }
+
     /// Runs timers up to `now + d`, firing each deadline at its exact instant.
     pub fn advance(&mut self, d: Duration) {
         let target = self.now + d;
@@ -117,8 +124,12 @@ impl Harness {
         self.drain();
     }
 
+    /// The socket opens; its 101 carried a `Date`: the server's clock reads
+    /// 2026-11-25T17:00:00Z at `t0` (the hour `message` stamps its messages in).
     pub fn open(&mut self) {
         self.conn.handle_open(self.now, Some("access_token"));
+        self.conn
+            .handle_server_date(self.now, server_clock(self.elapsed()));
         self.drain();
     }
 
@@ -257,6 +268,13 @@ pub fn events(actions: &[Action]) -> Vec<Event> {
             _ => None,
         })
         .collect()
+}
+
+/// The server's clock `elapsed` after `t0`, in whole seconds as a `Date` header has it.
+pub fn server_clock(elapsed: Duration) -> tether_core::Timestamp {
+    let base = tether_core::Timestamp::parse("2026-11-25T17:00:00Z").unwrap();
+    let secs = i64::try_from(elapsed.as_secs()).unwrap();
+    tether_core::Timestamp::from_unix_nanos(base.unix_nanos() + secs * 1_000_000_000)
 }
 
 /// A Kaiku-shaped message object (keys alphabetical, as the server's `message_new` has them).

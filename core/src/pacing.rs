@@ -1,0 +1,564 @@
+//! Pacing of REST reads, and the server's clock as the client can know it (DESIGN 3.5).
+//!
+//! A Kaiku server limits REST reads per user (200 per 60 s by default) and says so in every
+//! answer (`x-ratelimit-remaining`, `x-ratelimit-reset`). [`Pacer`] owns every read the core
+//! makes: at most `max_in_flight` at once, never past a spent budget before its reset, and
+//! after a 429 (or a 503 with `Retry-After`) on *any* read, the app's included, no read
+//! until the wait has passed. [`ServerClock`] turns the HTTP `Date` header into a lower bound
+//! of the server's time at any local instant: the reset instants of the budget, and the
+//! anchors of channels that have no message yet, are computed from it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::timestamp::Timestamp;
+
+/// Settings of the read pacing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PacingConfig {
+    /// Reads in flight at once. Default 4.
+    pub max_in_flight: usize,
+    /// Reads per window when the server sends no budget headers: a mirror of the server's
+    /// default (Kaiku: 200 per 60 s). Default 200.
+    pub budget: u32,
+    /// The window of [`budget`](Self::budget). Default 60 s.
+    pub window: Duration,
+    /// A read not answered after this long no longer counts as in flight (the drivers' REST
+    /// client gives up after 30 s). Default 35 s.
+    pub request_timeout: Duration,
+    /// How far before the estimated server time of a subscription its time anchor is put,
+    /// for clock skew between the server's `Date` and its messages' `created_at`. Default 2 s.
+    pub clock_margin: Duration,
+}
+
+impl Default for PacingConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 4,
+            budget: 200,
+            window: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(35),
+            clock_margin: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What an answer to a REST read said about the server's budget and clock.
+///
+/// Drivers build it with [`ReadHeaders::from_headers`] from the HTTP answer and report it
+/// with [`Connection::handle_read_headers`](crate::Connection::handle_read_headers), for the
+/// core's own history reads and for the app's reads alike: the server counts both against
+/// one budget.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadHeaders {
+    /// The HTTP status (0 when there was no answer).
+    pub status: u16,
+    /// `Date`: the server's clock when it answered (whole seconds).
+    pub date: Option<Timestamp>,
+    /// `x-ratelimit-limit`.
+    pub limit: Option<u32>,
+    /// `x-ratelimit-remaining`.
+    pub remaining: Option<u32>,
+    /// `x-ratelimit-reset`: when the budget's window ends (epoch seconds).
+    pub reset: Option<Timestamp>,
+    /// `Retry-After`, in seconds (the HTTP-date form is read too).
+    pub retry_after: Option<Duration>,
+}
+
+impl ReadHeaders {
+    /// Reads the headers that matter from an HTTP answer (names are matched without case;
+    /// values that do not parse are ignored).
+    pub fn from_headers<'a>(
+        status: u16,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Self {
+        let mut h = Self {
+            status,
+            ..Self::default()
+        };
+        for (name, value) in headers {
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
+            let value = value.trim();
+            let number = || value.parse::<u64>().ok();
+            if name.eq_ignore_ascii_case("date") {
+                h.date = parse_http_date(value);
+            } else if name.eq_ignore_ascii_case("x-ratelimit-limit") {
+                h.limit = number().map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+            } else if name.eq_ignore_ascii_case("x-ratelimit-remaining") {
+                h.remaining = number().map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+            } else if name.eq_ignore_ascii_case("x-ratelimit-reset") {
+                h.reset = number().and_then(epoch_seconds);
+            } else if name.eq_ignore_ascii_case("retry-after") {
+                h.retry_after = number().map(Duration::from_secs).or_else(|| {
+                    // The HTTP-date form, relative to the answer's own `Date`.
+                    let at = parse_http_date(value)?;
+                    let date = h.date?;
+                    Some(Duration::from_nanos(
+                        u64::try_from(at.unix_nanos().saturating_sub(date.unix_nanos()))
+                            .unwrap_or(0),
+                    ))
+                });
+            }
+        }
+        h.retry_after = h.retry_after.map(crate::close::clamp_wait);
+        h
+    }
+
+    /// The answer asks every read to wait (429, or 503 with `Retry-After`).
+    pub fn is_rate_limited(&self) -> bool {
+        self.status == 429 || (self.status == 503 && self.retry_after.is_some())
+    }
+}
+
+fn epoch_seconds(secs: u64) -> Option<Timestamp> {
+    let nanos = i64::try_from(secs).ok()?.checked_mul(1_000_000_000)?;
+    Some(Timestamp::from_unix_nanos(nanos))
+}
+
+/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, and the two obsolete forms).
+pub fn parse_http_date(value: &str) -> Option<Timestamp> {
+    let t = httpdate::parse_http_date(value).ok()?;
+    let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    epoch_seconds(since.as_secs())
+}
+
+/// A lower bound of the server's clock at any local instant, from the latest `Date` header.
+///
+/// An answer stamped `D` (whole seconds, rounded down) and received at local instant `r` was
+/// written at a server time `>= D`, no later than `r`; so at any local instant `x` the
+/// server's clock read at least `D + (x - r)`. The latest sample is kept: drift between the
+/// two clocks grows with a sample's age.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerClock {
+    sample: Option<(Instant, Timestamp)>,
+}
+
+impl ServerClock {
+    /// An answer received at `now` carried `Date: date`.
+    pub fn handle_date(&mut self, now: Instant, date: Timestamp) {
+        self.sample = Some((now, date));
+    }
+
+    /// Whether any `Date` was seen.
+    pub fn is_known(&self) -> bool {
+        self.sample.is_some()
+    }
+
+    /// The server's clock at `at` was at least this.
+    pub fn lower_bound(&self, at: Instant) -> Option<Timestamp> {
+        let (received, date) = self.sample?;
+        let nanos = if at >= received {
+            i64::try_from(at.duration_since(received).as_nanos()).unwrap_or(i64::MAX)
+        } else {
+            -i64::try_from(received.duration_since(at).as_nanos()).unwrap_or(i64::MAX)
+        };
+        Some(Timestamp::from_unix_nanos(
+            date.unix_nanos().saturating_add(nanos),
+        ))
+    }
+
+    /// A local instant by which the server's clock has surely reached `server_time`, seen
+    /// from an answer received at `now` (stamped `date` when it had a `Date`). `None` when no
+    /// clock is known.
+    fn instant_of(
+        &self,
+        now: Instant,
+        date: Option<Timestamp>,
+        server_time: Timestamp,
+    ) -> Option<Instant> {
+        let (received, date) = match date {
+            Some(d) => (now, d),
+            None => self.sample?,
+        };
+        let ahead = server_time.unix_nanos().saturating_sub(date.unix_nanos());
+        let ahead = Duration::from_nanos(u64::try_from(ahead).unwrap_or(0));
+        Some(received + crate::close::clamp_wait(ahead))
+    }
+}
+
+/// The read budget of the current window, as far as the client can tell.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    /// Reads left.
+    remaining: u32,
+    /// When the window ends; `None`: it starts with the next read.
+    resets_at: Option<Instant>,
+    /// The budget of a fresh window: the server's `x-ratelimit-limit` once seen.
+    limit: u32,
+    /// Budget headers were seen: the server's window, not the local mirror.
+    from_server: bool,
+}
+
+/// Why reads are held back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocked {
+    /// `max_in_flight` reads are out; the next answer frees a slot.
+    InFlight,
+    /// The server asked for a wait, or the budget is spent: until this instant.
+    Until(Instant),
+}
+
+/// Paces every REST read the core makes. Verbs: [`try_send`](Self::try_send) before a read,
+/// [`handle_answer`](Self::handle_answer) when it is answered,
+/// [`handle_headers`](Self::handle_headers) for any read's headers (the app's too).
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    config: PacingConfig,
+    /// Reads in flight, by request id, with the instant they stop counting.
+    in_flight: BTreeMap<u64, Instant>,
+    /// No read before this (a 429, or a 503 with `Retry-After`).
+    paused_until: Option<Instant>,
+    window: Window,
+    /// Reads sent, and answers that asked to wait.
+    reads: u64,
+    rate_limited: u64,
+}
+
+impl Pacer {
+    /// Nothing in flight, a full budget.
+    pub fn new(config: PacingConfig) -> Self {
+        let budget = config.budget.max(1);
+        Self {
+            window: Window {
+                remaining: budget,
+                resets_at: None,
+                limit: budget,
+                from_server: false,
+            },
+            config,
+            in_flight: BTreeMap::new(),
+            paused_until: None,
+            reads: 0,
+            rate_limited: 0,
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.in_flight.retain(|_, until| *until > now);
+        if self.paused_until.is_some_and(|t| t <= now) {
+            self.paused_until = None;
+        }
+        if let Some(at) = self.window.resets_at
+            && at <= now
+        {
+            self.window.remaining = self.window.limit;
+            self.window.resets_at = None;
+        }
+    }
+
+    /// What holds reads back at `now`, if anything.
+    pub fn blocked(&mut self, now: Instant) -> Option<Blocked> {
+        self.expire(now);
+        if let Some(t) = self.paused_until {
+            return Some(Blocked::Until(t));
+        }
+        if self.window.remaining == 0 {
+            // `remaining == 0` only with a window in force (a refill clears it).
+            let until = self.window.resets_at.unwrap_or(now + self.config.window);
+            self.window.resets_at = Some(until);
+            return Some(Blocked::Until(until));
+        }
+        if self.in_flight.len() >= self.config.max_in_flight.max(1) {
+            return Some(Blocked::InFlight);
+        }
+        None
+    }
+
+    /// Takes a slot and a unit of budget for read `id`, if pacing allows one now.
+    pub fn try_send(&mut self, now: Instant, id: u64) -> bool {
+        if self.blocked(now).is_some() {
+            return false;
+        }
+        if self.window.resets_at.is_none() {
+            // The local mirror's window starts with its first read; a server's headers
+            // replace it with the real one.
+            self.window.resets_at = Some(now + self.config.window);
+        }
+        self.window.remaining -= 1;
+        self.in_flight.insert(id, now + self.config.request_timeout);
+        self.reads += 1;
+        true
+    }
+
+    /// Read `id` was answered (or failed): its slot is free. Unknown ids are ignored.
+    pub fn handle_answer(&mut self, id: u64) {
+        self.in_flight.remove(&id);
+    }
+
+    /// The headers of an answer to a read received at `now`: the core's own (`own`: still
+    /// counted in flight) or the app's.
+    pub fn handle_headers(
+        &mut self,
+        now: Instant,
+        headers: &ReadHeaders,
+        clock: &ServerClock,
+        own: bool,
+    ) {
+        self.expire(now);
+        // Reads still out may or may not have been counted by the server yet: assume they
+        // were not, which errs towards fewer reads.
+        let others = u32::try_from(self.in_flight.len().saturating_sub(usize::from(own)))
+            .unwrap_or(u32::MAX);
+        if headers.is_rate_limited() {
+            self.rate_limited += 1;
+            let wait = headers.retry_after.or_else(|| {
+                let reset = clock.instant_of(now, headers.date, headers.reset?)?;
+                Some(reset.saturating_duration_since(now))
+            });
+            self.pause(now, wait);
+            return;
+        }
+        if let Some(limit) = headers.limit.filter(|l| *l > 0) {
+            self.window.limit = limit;
+        }
+        let Some(remaining) = headers.remaining else {
+            if !self.window.from_server && !own {
+                // The app's read against a server that sends no headers: it spent budget.
+                if self.window.resets_at.is_none() {
+                    self.window.resets_at = Some(now + self.config.window);
+                }
+                self.window.remaining = self.window.remaining.saturating_sub(1);
+            }
+            return;
+        };
+        self.window.from_server = true;
+        let remaining = remaining.saturating_sub(others);
+        let reset = headers
+            .reset
+            .and_then(|r| clock.instant_of(now, headers.date, r));
+        let newer_window = match (reset, self.window.resets_at) {
+            (Some(new), Some(old)) => new > old + Duration::from_secs(1),
+            _ => true,
+        };
+        if newer_window {
+            self.window.remaining = remaining;
+        } else {
+            self.window.remaining = self.window.remaining.min(remaining);
+        }
+        self.window.resets_at = match reset {
+            Some(r) => Some(r),
+            None => self.window.resets_at.or(Some(now + self.config.window)),
+        };
+    }
+
+    /// Every read waits until `retry_after` has passed (5 s when the server gave none).
+    pub fn pause(&mut self, now: Instant, retry_after: Option<Duration>) {
+        let wait = crate::close::clamp_wait(retry_after.unwrap_or(Duration::from_secs(5)));
+        let until = now + wait.max(Duration::from_secs(1));
+        let until = self.paused_until.map_or(until, |t| t.max(until));
+        self.paused_until = Some(until);
+        // The server's window ends when its wait does: a fresh budget then.
+        self.window.remaining = 0;
+        self.window.resets_at = Some(until);
+    }
+
+    /// Whether read `id` is in flight.
+    pub fn is_in_flight(&self, id: u64) -> bool {
+        self.in_flight.contains_key(&id)
+    }
+
+    /// When waiting reads should look again: the end of a pause or of a spent window, or,
+    /// with every slot taken, the earliest unanswered read's timeout. May be in the past
+    /// until the next [`try_send`](Self::try_send) or [`blocked`](Self::blocked) notices.
+    pub fn wake_at(&self) -> Option<Instant> {
+        if let Some(t) = self.paused_until {
+            return Some(t);
+        }
+        if self.window.remaining == 0 {
+            return self.window.resets_at;
+        }
+        if self.in_flight.len() >= self.config.max_in_flight.max(1) {
+            return self.next_expiry();
+        }
+        None
+    }
+
+    /// When the earliest in-flight read stops counting (an unanswered read).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.in_flight.values().min().copied()
+    }
+
+    /// Reads in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Reads sent so far.
+    pub fn reads(&self) -> u64 {
+        self.reads
+    }
+
+    /// Answers that asked every read to wait (429, or 503 with `Retry-After`).
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)], status: u16) -> ReadHeaders {
+        ReadHeaders::from_headers(status, pairs.iter().map(|(n, v)| (*n, v.as_bytes())))
+    }
+
+    fn pacer(max: usize, budget: u32) -> Pacer {
+        Pacer::new(PacingConfig {
+            max_in_flight: max,
+            budget,
+            ..PacingConfig::default()
+        })
+    }
+
+    #[test]
+    fn headers_are_read_without_case_and_garbage_is_ignored() {
+        let h = headers(
+            &[
+                ("Date", "Wed, 25 Nov 2026 17:46:42 GMT"),
+                ("X-RateLimit-Limit", "200"),
+                ("x-ratelimit-remaining", "nope"),
+                ("x-ratelimit-reset", "1795629176"),
+                ("Retry-After", "99999999999"),
+            ],
+            429,
+        );
+        assert_eq!(h.date, Timestamp::parse("2026-11-25T17:46:42Z"));
+        assert_eq!(h.limit, Some(200));
+        assert_eq!(h.remaining, None);
+        assert_eq!(
+            h.reset.map(|t| t.unix_nanos()),
+            Some(1_795_629_176_000_000_000)
+        );
+        assert_eq!(h.retry_after, Some(crate::close::MAX_SERVER_WAIT));
+        assert!(h.is_rate_limited());
+        assert!(!headers(&[], 503).is_rate_limited());
+        assert!(headers(&[("retry-after", "3")], 503).is_rate_limited());
+    }
+
+    #[test]
+    fn the_server_clock_is_a_lower_bound_that_moves_with_local_time() {
+        let t0 = crate::test_clock::start();
+        let mut c = ServerClock::default();
+        assert_eq!(c.lower_bound(t0), None);
+        let date = Timestamp::from_unix_nanos(1_000_000_000_000);
+        c.handle_date(t0 + Duration::from_secs(5), date);
+        assert_eq!(
+            c.lower_bound(t0 + Duration::from_secs(7)),
+            Some(Timestamp::from_unix_nanos(1_002_000_000_000))
+        );
+        assert_eq!(
+            c.lower_bound(t0),
+            Some(Timestamp::from_unix_nanos(995_000_000_000))
+        );
+    }
+
+    #[test]
+    fn no_more_than_max_in_flight() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(2, 100);
+        assert!(p.try_send(t0, 1) && p.try_send(t0, 2));
+        assert!(!p.try_send(t0, 3));
+        assert_eq!(p.blocked(t0), Some(Blocked::InFlight));
+        p.handle_answer(1);
+        assert!(p.try_send(t0, 3));
+    }
+
+    #[test]
+    fn an_unanswered_read_stops_counting_after_the_request_timeout() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(1, 100);
+        assert!(p.try_send(t0, 1));
+        assert!(!p.try_send(t0 + Duration::from_secs(34), 2));
+        assert_eq!(p.next_expiry(), Some(t0 + Duration::from_secs(35)));
+        assert!(p.try_send(t0 + Duration::from_secs(35), 2));
+    }
+
+    #[test]
+    fn the_local_mirror_spends_its_budget_then_waits_for_the_window() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(100, 3);
+        for id in 0..3 {
+            assert!(p.try_send(t0, id));
+        }
+        assert!(!p.try_send(t0, 9));
+        assert_eq!(
+            p.blocked(t0),
+            Some(Blocked::Until(t0 + Duration::from_secs(60)))
+        );
+        assert!(!p.try_send(t0 + Duration::from_secs(59), 9));
+        assert!(p.try_send(t0 + Duration::from_secs(60), 9));
+    }
+
+    #[test]
+    fn server_headers_replace_the_mirror_and_convert_the_reset_with_the_date() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(100, 200);
+        let clock = ServerClock::default();
+        assert!(p.try_send(t0, 1));
+        let h = headers(
+            &[
+                ("date", "Thu, 01 Jan 1970 00:16:40 GMT"), // 1000 s
+                ("x-ratelimit-limit", "30"),
+                ("x-ratelimit-remaining", "1"),
+                ("x-ratelimit-reset", "1010"),
+            ],
+            200,
+        );
+        p.handle_headers(t0, &h, &clock, true);
+        p.handle_answer(1);
+        assert!(p.try_send(t0, 2));
+        assert!(!p.try_send(t0, 3));
+        assert_eq!(
+            p.blocked(t0),
+            Some(Blocked::Until(t0 + Duration::from_secs(10)))
+        );
+        // A fresh window holds the server's limit, not the configured mirror's.
+        let later = t0 + Duration::from_secs(10);
+        for id in 10..40 {
+            assert!(p.try_send(later, id));
+            p.handle_answer(id);
+        }
+        assert!(!p.try_send(later, 99));
+    }
+
+    #[test]
+    fn reads_in_flight_are_assumed_uncounted() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(10, 200);
+        let clock = ServerClock::default();
+        for id in 0..4 {
+            assert!(p.try_send(t0, id));
+        }
+        // The first answer says 3 left; the other three reads may not be counted yet.
+        let h = headers(&[("x-ratelimit-remaining", "3")], 200);
+        p.handle_headers(t0, &h, &clock, true);
+        p.handle_answer(0);
+        assert!(!p.try_send(t0, 9));
+    }
+
+    #[test]
+    fn a_429_on_any_read_pauses_every_read_for_its_retry_after() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(4, 200);
+        let clock = ServerClock::default();
+        // The app's read, not ours.
+        p.handle_headers(t0, &headers(&[("retry-after", "7")], 429), &clock, false);
+        assert_eq!(p.rate_limited(), 1);
+        assert!(!p.try_send(t0 + Duration::from_millis(6999), 1));
+        assert!(p.try_send(t0 + Duration::from_secs(7), 1));
+    }
+
+    #[test]
+    fn the_apps_reads_spend_the_mirrors_budget() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(4, 2);
+        let clock = ServerClock::default();
+        p.handle_headers(t0, &headers(&[], 200), &clock, false);
+        assert!(p.try_send(t0, 1));
+        assert!(!p.try_send(t0, 2));
+    }
+}
