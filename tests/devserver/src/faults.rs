@@ -15,6 +15,8 @@ pub(crate) struct FaultState {
     pub rest_limit: Option<Refusal>,
     /// New sockets start stalled.
     pub stall_new: bool,
+    /// Replaces `ServerConfig::rest_latency` until cleared.
+    pub rest_latency: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -85,13 +87,21 @@ impl Faults {
         });
     }
 
-    /// Answers the next `count` REST requests (all with `None`) with 429 and `Retry-After`.
+    /// Answers the next `count` REST requests (all with `None`) with 429 and `Retry-After`,
+    /// whatever the configured rate limits say (and without counting against them).
     pub fn rate_limit_rest(&self, retry_after: Duration, count: Option<u32>) {
         self.shared.faults().rest_limit = Some(Refusal {
             status: 429,
             retry_after: Some(retry_after.as_secs()),
             remaining: count,
         });
+    }
+
+    /// Delays the answer to every REST request from now on by `latency` (in place of
+    /// `ServerConfig::rest_latency`, until [`clear`](Self::clear)). A request still counts
+    /// against its rate limit when it arrives; only its answer waits.
+    pub fn set_rest_latency(&self, latency: Duration) {
+        self.shared.faults().rest_latency = Some(latency);
     }
 
     /// Sends a raw text frame to every open socket (garbage, unknown events, huge frames).
@@ -134,7 +144,8 @@ impl Faults {
         self.shared.store().revoke_all();
     }
 
-    /// Lifts every standing fault (refusals, rate limits, stalls of new sockets).
+    /// Lifts every standing fault (refusals, rate limits, stalls of new sockets) and puts
+    /// the REST latency back to the configured one.
     pub fn clear(&self) {
         *self.shared.faults() = FaultState::default();
     }

@@ -10,12 +10,31 @@
 //!
 //! Everything is in memory. [`Faults`] breaks it on purpose for tests: abrupt drops, stalled
 //! links, refused upgrades (with `Retry-After`), injected raw frames, expired tokens, REST
-//! rate limits; [`DevServer::restart`] closes the listener and every socket and comes back
-//! on the same port with the data kept and the subscriptions gone, as Kaiku does.
+//! 429s on demand, a slow REST API; [`DevServer::restart`] closes the listener and every
+//! socket and comes back on the same port with the data kept and the subscriptions gone, as
+//! Kaiku does.
+//!
+//! Rate limits, off unless [`ServerConfig::rate_limits`] asks ([`RateLimits::kaiku`] for the
+//! real server's defaults), work as Kaiku's: fixed windows that start with the first request
+//! after the last one ended, per user on reads and writes (per IP without a valid token) and
+//! per IP on login and refresh. An answer within the budget carries `x-ratelimit-limit`,
+//! `x-ratelimit-remaining` and `x-ratelimit-reset` (epoch seconds, rounded up; none with
+//! [`ServerConfig::rate_limit_headers`] off); a spent budget answers 429 with only
+//! `Retry-After` and Kaiku's body `{"error":"rate_limited","message":"Too many requests. Wait
+//! N seconds.","retry_after":N,"limit":L,"remaining":0}`. Every answer has a `Date` header,
+//! the 101 of an upgrade included, so a client can read the server's clock.
+//!
+//! [`ServerConfig::rest_latency`] (or [`Faults::set_rest_latency`]) delays every REST
+//! answer, as a debug build of Kaiku does (about 2 s a read); a request counts against its
+//! limit on arrival. Each user's REST reads are logged ([`DevServer::read_log`]: arrival,
+//! path, answer, `Retry-After`) with the most in flight at once
+//! ([`DevServer::max_reads_in_flight`]) and the reads that came inside a 429's pause
+//! ([`DevServer::read_pause_violations`]), for tests and benchmarks of a client's pacing.
 
 #![warn(missing_docs)]
 
 mod faults;
+mod limits;
 mod rest;
 mod store;
 mod tls;
@@ -27,6 +46,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use limits::Limiter;
+
 use axum::Router;
 use axum::routing::{get, patch, post};
 use tokio::net::{TcpListener, TcpSocket};
@@ -35,6 +56,7 @@ use tokio::task::JoinHandle;
 
 use faults::FaultState;
 pub use faults::Faults;
+pub use limits::{Limit, PauseViolation, RateLimits, ReadRecord};
 pub use store::{Message, Store, rfc3339};
 
 /// Which history response shape the server uses.
@@ -85,6 +107,15 @@ pub struct ServerConfig {
     pub demo: bool,
     /// Serve HTTPS/WSS with this certificate instead of plain HTTP.
     pub tls: Option<TlsIdentity>,
+    /// REST rate limits. Default: none (every category unlimited).
+    pub rate_limits: RateLimits,
+    /// Send `x-ratelimit-limit`, `-remaining` and `-reset` with answers in a limited
+    /// category. Default true. Off, the limits still apply and a 429 still carries
+    /// `Retry-After`: a server whose proxy strips the headers.
+    pub rate_limit_headers: bool,
+    /// Delay before answering every REST request (a debug build of Kaiku takes about 2 s a
+    /// read). Default 0. [`Faults::set_rest_latency`] changes it at run time.
+    pub rest_latency: Duration,
 }
 
 /// A certificate chain and private key (DER) for serving TLS.
@@ -115,6 +146,9 @@ impl Default for ServerConfig {
             max_message: 256 * 1024,
             demo: false,
             tls: None,
+            rate_limits: RateLimits::default(),
+            rate_limit_headers: true,
+            rest_latency: Duration::ZERO,
         }
     }
 }
@@ -133,6 +167,7 @@ pub(crate) struct Shared {
     pub store: Mutex<Store>,
     pub conns: Mutex<HashMap<u64, Conn>>,
     pub faults: Mutex<FaultState>,
+    pub limits: Mutex<Limiter>,
     pub next_conn: AtomicU64,
     pub upgrades: AtomicU64,
     pub client_closes: AtomicU64,
@@ -157,6 +192,24 @@ impl Shared {
         self.faults
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn limits(&self) -> MutexGuard<'_, Limiter> {
+        self.limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The delay before each REST answer: the fault's, else the configured one.
+    pub fn rest_latency(&self) -> Duration {
+        self.faults()
+            .rest_latency
+            .unwrap_or(self.config.rest_latency)
+    }
+
+    /// A user's id by login name.
+    fn user_id(&self, username: &str) -> Option<String> {
+        self.store().user_by_name(username).map(|u| u.id.clone())
     }
 
     /// Sends a frame to every socket subscribed to `channel_id`.
@@ -212,6 +265,7 @@ impl DevServer {
             store: Mutex::new(store),
             conns: Mutex::new(HashMap::new()),
             faults: Mutex::new(FaultState::default()),
+            limits: Mutex::new(Limiter::default()),
             next_conn: AtomicU64::new(1),
             upgrades: AtomicU64::new(0),
             client_closes: AtomicU64::new(0),
@@ -294,6 +348,46 @@ impl DevServer {
         self.shared.conns().len()
     }
 
+    /// `username`'s REST reads (every GET but `/health`) so far, in arrival order; empty
+    /// for an unknown user. Reads without a valid token belong to no one and are only
+    /// counted in [`reads_total`](Self::reads_total).
+    pub fn read_log(&self, username: &str) -> Vec<ReadRecord> {
+        self.shared
+            .user_id(username)
+            .map(|id| self.shared.limits().read_log(&id))
+            .unwrap_or_default()
+    }
+
+    /// REST reads so far, every user's and unauthenticated ones.
+    pub fn reads_total(&self) -> u64 {
+        self.shared.limits().reads_total()
+    }
+
+    /// REST reads answered 429 so far (by the limits or by [`Faults::rate_limit_rest`]).
+    pub fn reads_rejected(&self) -> u64 {
+        self.shared.limits().reads_rejected()
+    }
+
+    /// The most REST reads of `username` in flight at once so far: counted from arrival to
+    /// answer, latency included.
+    pub fn max_reads_in_flight(&self, username: &str) -> usize {
+        self.shared
+            .user_id(username)
+            .map_or(0, |id| self.shared.limits().max_in_flight(&id))
+    }
+
+    /// `username`'s reads that arrived inside the pause a 429 asked for: from the moment
+    /// the 429 was answered for its `Retry-After`. Empty for a client that waits as told.
+    pub fn read_pause_violations(&self, username: &str) -> Vec<PauseViolation> {
+        limits::pause_violations(&self.read_log(username))
+    }
+
+    /// Forgets the read log, its counters and maxima (between phases of a benchmark).
+    /// Rate-limit windows are kept.
+    pub fn reset_read_log(&self) {
+        self.shared.limits().reset_reads();
+    }
+
     /// Simulates a server restart: the listener closes (connections are refused), every
     /// socket ends without a close frame, and after `downtime` the server listens again on
     /// the same port. Data and tokens survive; subscriptions do not.
@@ -360,6 +454,8 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<Served> 
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        // The peer's address keys the per-IP limits (login, refresh).
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;
@@ -394,7 +490,7 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
-            rest::rate_limit,
+            rest::gate,
         ))
         .route("/ws", get(ws::upgrade))
         .with_state(shared)

@@ -1,9 +1,11 @@
 //! The REST API: auth, channels, messages. Kaiku's shapes and error bodies.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -11,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::faults::Refusal;
+use crate::limits::{Category, Decision, ReadTicket};
 use crate::store::{TokenError, rfc3339_offset};
 use crate::{ErrorShape, HistoryShape, Shared};
 
@@ -22,25 +25,163 @@ fn error(shared: &Shared, status: StatusCode, code: &str, message: &str) -> Resp
     (status, Json(body)).into_response()
 }
 
-/// Answers 429 while the rate-limit fault is in force.
-pub(crate) async fn rate_limit(
+/// What the gate decided about a request before it reaches its handler.
+enum Verdict {
+    /// No limit applies.
+    Pass,
+    /// Within its budget: answered, with the budget's headers.
+    Allowed(Decision),
+    /// Over its budget: 429.
+    Limited(Decision),
+    /// The `rate_limit_rest` fault: 429 with this `Retry-After` in seconds.
+    Fault(u64),
+}
+
+/// Every REST request passes here: it is counted against its rate limit on arrival, logged
+/// if it is a read, then waits out the REST latency before it is answered.
+pub(crate) async fn gate(
     State(shared): State<Arc<Shared>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(r) = Refusal::take(&mut shared.faults().rest_limit) else {
-        return next.run(request).await;
-    };
-    let secs = r.retry_after.unwrap_or(60);
-    let body = json!({
-        "error": "rate_limited",
-        "message": format!("Too many requests. Wait {secs} seconds."),
-        "retry_after": secs,
+    let arrived = Instant::now();
+    let category = Category::of(request.method(), request.uri().path());
+    let user_id = category
+        .filter(|c| c.per_user())
+        .and_then(|_| check_bearer(&shared, request.headers()).ok());
+    let read = (category == Some(Category::Read)).then(|| {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| request.uri().path(), |p| p.as_str());
+        InFlight {
+            shared: shared.clone(),
+            ticket: Some(
+                shared
+                    .limits()
+                    .begin_read(arrived, user_id.as_deref(), path),
+            ),
+        }
     });
-    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
+
+    let verdict = if let Some(r) = Refusal::take(&mut shared.faults().rest_limit) {
+        Verdict::Fault(r.retry_after.unwrap_or(60))
+    } else if let Some((category, limit)) =
+        category.and_then(|c| shared.config.rate_limits.of(c).map(|l| (c, l)))
+    {
+        let key = match user_id {
+            Some(ref id) => format!("user:{id}"),
+            None => client_ip(&request),
+        };
+        let d = shared
+            .limits()
+            .check(arrived, SystemTime::now(), category, &key, limit);
+        if d.allowed {
+            Verdict::Allowed(d)
+        } else {
+            Verdict::Limited(d)
+        }
+    } else {
+        Verdict::Pass
+    };
+
+    let latency = shared.rest_latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
+
+    let (response, retry_after) = match verdict {
+        Verdict::Pass => (next.run(request).await, None),
+        Verdict::Allowed(d) => {
+            let mut response = next.run(request).await;
+            if shared.config.rate_limit_headers {
+                budget_headers(response.headers_mut(), &d);
+            }
+            (response, None)
+        }
+        Verdict::Limited(d) => {
+            let secs = d.retry_after_secs(Instant::now());
+            (rate_limited(secs, Some(d.limit)), Some(secs))
+        }
+        Verdict::Fault(secs) => (rate_limited(secs, None), Some(secs)),
+    };
+    if let Some(mut read) = read {
+        read.answered(
+            response.status().as_u16(),
+            retry_after.map(Duration::from_secs),
+        );
+    }
+    response
+}
+
+/// A read counted in flight; ends when answered, or when dropped because the client went
+/// away first.
+struct InFlight {
+    shared: Arc<Shared>,
+    ticket: Option<ReadTicket>,
+}
+
+impl InFlight {
+    fn answered(&mut self, status: u16, retry_after: Option<Duration>) {
+        if let Some(ticket) = self.ticket.take() {
+            self.shared
+                .limits()
+                .end_read(&ticket, Instant::now(), Some((status, retry_after)));
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.shared.limits().end_read(&ticket, Instant::now(), None);
+        }
+    }
+}
+
+/// The peer's IP, the key of per-IP limits (and of per-user ones without a valid token).
+fn client_ip(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "ip:unknown".to_owned(), |c| format!("ip:{}", c.0.ip()))
+}
+
+fn budget_headers(headers: &mut HeaderMap, d: &Decision) {
+    for (name, value) in [
+        ("x-ratelimit-limit", d.limit.to_string()),
+        ("x-ratelimit-remaining", d.remaining.to_string()),
+        ("x-ratelimit-reset", d.reset_epoch_secs().to_string()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// A 429 with `Retry-After: secs`, and no `x-ratelimit-*` headers: Kaiku sends none with
+/// it. With `limit`, Kaiku's body byte for byte (its field order, which `json!` would sort);
+/// without, the body the `rate_limit_rest` fault has always sent.
+fn rate_limited(secs: u64, limit: Option<u32>) -> Response {
+    let body = match limit {
+        Some(limit) => format!(
+            r#"{{"error":"rate_limited","message":"Too many requests. Wait {secs} seconds.","retry_after":{secs},"limit":{limit},"remaining":0}}"#
+        ),
+        None => json!({
+            "error": "rate_limited",
+            "message": format!("Too many requests. Wait {secs} seconds."),
+            "retry_after": secs,
+        })
+        .to_string(),
+    };
+    let mut resp = (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
 }
 
@@ -77,8 +218,9 @@ fn check_bearer(shared: &Shared, headers: &HeaderMap) -> Result<String, AuthFail
     shared.store().check_access(token).map_err(AuthFail::Token)
 }
 
-pub(crate) async fn health() -> Json<Value> {
-    Json(json!({"status": "ok", "database": true, "redis": true, "rate_limiting": false}))
+pub(crate) async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let limiting = shared.config.rate_limits.any();
+    Json(json!({"status": "ok", "database": true, "redis": true, "rate_limiting": limiting}))
 }
 
 #[derive(Deserialize)]

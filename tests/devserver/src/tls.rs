@@ -35,7 +35,7 @@ pub(crate) fn serve(
     let (stop, mut stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         loop {
-            let (tcp, _) = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 _ = &mut stopped => return,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -44,7 +44,11 @@ pub(crate) fn serve(
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
-            let service = TowerToHyperService::new(app.clone());
+            // The peer's address keys the per-IP limits (login, refresh), as on plain HTTP.
+            let app = app
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+            let service = TowerToHyperService::new(app);
             tokio::spawn(async move {
                 // A client that rejects our certificate ends the handshake here: nothing to do.
                 let Ok(stream) = acceptor.accept(tcp).await else {
