@@ -276,7 +276,7 @@ impl Pacer {
         if self.window.resets_at.is_none() {
             // The local mirror's window starts with its first read; a server's headers
             // replace it with the real one.
-            self.window.resets_at = Some(now + self.config.window);
+            self.window.resets_at = Some(now + self.mirror_window());
         }
         self.window.remaining -= 1;
         self.in_flight.insert(id, now + self.config.request_timeout);
@@ -319,7 +319,7 @@ impl Pacer {
             if !self.window.from_server && !own {
                 // The app's read against a server that sends no headers: it spent budget.
                 if self.window.resets_at.is_none() {
-                    self.window.resets_at = Some(now + self.config.window);
+                    self.window.resets_at = Some(now + self.mirror_window());
                 }
                 self.window.remaining = self.window.remaining.saturating_sub(1);
             }
@@ -341,8 +341,14 @@ impl Pacer {
         }
         self.window.resets_at = match reset {
             Some(r) => Some(r),
-            None => self.window.resets_at.or(Some(now + self.config.window)),
+            None => self.window.resets_at.or(Some(now + self.mirror_window())),
         };
+    }
+
+    /// The local mirror's window, with a second of slack: the server's window starts when
+    /// the first read *arrives*, a little after it left, and ends that much later too.
+    fn mirror_window(&self) -> Duration {
+        self.config.window + Duration::from_secs(1)
     }
 
     /// Every read waits until `retry_after` has passed (5 s when the server gave none).
@@ -485,12 +491,13 @@ mod tests {
             assert!(p.try_send(t0, id));
         }
         assert!(!p.try_send(t0, 9));
+        // The window, plus a second for the server's window starting on arrival.
         assert_eq!(
             p.blocked(t0),
-            Some(Blocked::Until(t0 + Duration::from_secs(60)))
+            Some(Blocked::Until(t0 + Duration::from_secs(61)))
         );
-        assert!(!p.try_send(t0 + Duration::from_secs(59), 9));
-        assert!(p.try_send(t0 + Duration::from_secs(60), 9));
+        assert!(!p.try_send(t0 + Duration::from_secs(60), 9));
+        assert!(p.try_send(t0 + Duration::from_secs(61), 9));
     }
 
     #[test]

@@ -5,6 +5,7 @@ const COMMANDS: &[&str] = &[
     "disconnect",
     "subscribe",
     "unsubscribe",
+    "focus",
     "send",
     "status",
     "login",

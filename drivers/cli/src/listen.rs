@@ -133,6 +133,16 @@ pub fn human(event: &Event) -> String {
         }
         Event::VoiceReset { channel_id } => format!("-- voice session in {channel_id} was reset"),
         Event::SendDropped(e) => format!("-- not sent (too old): {}", e.event_type()),
+        Event::RateLimited {
+            retry_in_ms: Some(ms),
+            waiting,
+        } => format!(
+            "-- catch-up of {waiting} channel(s) waits for the server's rate limit: reads resume in {:.1} s",
+            *ms as f64 / 1000.0
+        ),
+        Event::RateLimited {
+            retry_in_ms: None, ..
+        } => "-- catch-up reads resumed".to_owned(),
         other => format!("-- {other:?}"),
     }
 }

@@ -159,6 +159,18 @@ pub(crate) async fn unsubscribe(state: State<'_, Tether>, channel_id: String) ->
     Ok(())
 }
 
+/// The app is looking at this channel: after a reconnect its catch-up goes first.
+#[tauri::command]
+pub(crate) async fn focus(state: State<'_, Tether>, channel_id: String) -> Result<(), Error> {
+    let session = state.session.lock().await;
+    session
+        .as_ref()
+        .ok_or_else(not_connected)?
+        .client
+        .focus(&channel_id)?;
+    Ok(())
+}
+
 /// Sends a client event (`{"type":"typing","channel_id":...}` and the rest of DESIGN 4).
 #[tauri::command]
 pub(crate) async fn send(state: State<'_, Tether>, event: ClientEvent) -> Result<(), Error> {
@@ -231,13 +243,14 @@ pub(crate) async fn history(
     before: Option<String>,
     limit: Option<u32>,
 ) -> Result<HistoryResult, Error> {
-    let (server, token) = {
+    // The session's own REST client: its reads report the server's budget to the
+    // connection, so this read and the catch-up's share it (a 429 here pauses both).
+    let (api, token) = {
         let session = state.session.lock().await;
         let s = session.as_ref().ok_or_else(not_connected)?;
         let token = s.client.access_token().await?.ok_or_else(not_connected)?;
-        (s.server.clone(), token)
+        (s.client.api().clone(), token)
     };
-    let api = Api::new(&server).map_err(|e| invalid(e.to_string()))?;
     let page = api
         .messages(
             &token,

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tether_core::wire::HistoryPage;
-use tether_core::{Credentials, Secret};
+use tether_core::{Credentials, ReadHeaders, Secret};
 use url::Url;
 
 /// Largest response body read (history pages of 100 large messages fit comfortably).
@@ -74,11 +74,34 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(tether_core::close::clamp_wait(Duration::from_secs(secs)))
 }
 
+/// Told the headers of every read's answer (GET); see [`Api::with_read_observer`].
+pub type ReadObserver = std::sync::Arc<dyn Fn(&ReadHeaders) + Send + Sync>;
+
 /// The REST API of one server. Cheap to clone (the connection pool is shared).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     base: Url,
+    observer: Option<ReadObserver>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.base.as_str())
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// The headers of an answer that matter to read pacing (budget, clock, waits).
+pub(crate) fn read_headers(resp: &Response) -> ReadHeaders {
+    ReadHeaders::from_headers(
+        resp.status().as_u16(),
+        resp.headers()
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    )
 }
 
 /// A new HTTP client: its own connection pool and TLS settings (webpki roots plus `extra`).
@@ -168,7 +191,20 @@ impl Api {
         } else {
             http_client(timeout, extra_roots_der)?
         };
-        Ok(Self { http, base })
+        Ok(Self {
+            http,
+            base,
+            observer: None,
+        })
+    }
+
+    /// The same API, telling `observer` the headers of every read's answer (GETs: history,
+    /// channels, `me`). A [`Client`](crate::Client)'s [`api`](crate::Client::api) reports
+    /// them to its connection this way, so the app's reads and the catch-up's share the
+    /// server's budget.
+    pub fn with_read_observer(mut self, observer: ReadObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The base URL.
@@ -193,9 +229,35 @@ impl Api {
         Ok(req)
     }
 
-    /// Sends a request and returns the body of a success, or the typed error.
+    /// Sends a request and returns the body of a success, or the typed error. A read's
+    /// headers go to the observer.
     async fn call(&self, req: RequestBuilder) -> Result<(StatusCode, Bytes), ApiError> {
-        let resp = req.send().await.map_err(network)?;
+        let (result, headers) = self.call_with_headers(req).await;
+        if let (Some(observer), Some(headers)) = (&self.observer, headers) {
+            observer(&headers);
+        }
+        result
+    }
+
+    /// Like [`call`](Self::call), handing back a read's headers instead of observing them.
+    async fn call_with_headers(
+        &self,
+        req: RequestBuilder,
+    ) -> (Result<(StatusCode, Bytes), ApiError>, Option<ReadHeaders>) {
+        let request = match req.build() {
+            Ok(r) => r,
+            Err(e) => return (Err(network(e)), None),
+        };
+        let is_read = request.method() == Method::GET;
+        let resp = match self.http.execute(request).await {
+            Ok(r) => r,
+            Err(e) => return (Err(network(e)), None),
+        };
+        let headers = is_read.then(|| read_headers(&resp));
+        (Self::answer(resp).await, headers)
+    }
+
+    async fn answer(resp: Response) -> Result<(StatusCode, Bytes), ApiError> {
         let status = resp.status();
         let retry = retry_after(resp.headers());
         let body = read_capped(resp, MAX_BODY).await?;
@@ -293,6 +355,28 @@ impl Api {
             req = req.query(&[("before", b)]);
         }
         Ok(self.call(req).await?.1)
+    }
+
+    /// Like [`messages_raw`](Self::messages_raw), also handing back the answer's headers (the
+    /// server's budget and clock) instead of telling the observer: the connection's own
+    /// catch-up reads report them to the core themselves.
+    pub async fn messages_raw_with_headers(
+        &self,
+        token: &Secret,
+        channel_id: &str,
+        before: Option<&str>,
+        limit: u32,
+    ) -> (Result<Bytes, ApiError>, Option<ReadHeaders>) {
+        let path = format!("api/messages/channel/{}", encode_segment(channel_id));
+        let mut req = match self.request(Method::GET, &path, Some(token)) {
+            Ok(r) => r.query(&[("limit", limit.to_string())]),
+            Err(e) => return (Err(e), None),
+        };
+        if let Some(b) = before {
+            req = req.query(&[("before", b)]);
+        }
+        let (result, headers) = self.call_with_headers(req).await;
+        (result.map(|(_, body)| body), headers)
     }
 
     /// One page of history, newest first, in either response shape.

@@ -9,8 +9,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tether_core::{
     Action, ClientEvent, Config, ConfigError, Connection, Credentials, DeliveryQueue, Disconnect,
-    Event, HistoryError, HistoryRequest, InvalidChannel, OpenRequest, RefreshError, SendError,
-    Stats, Status, TransportError,
+    Event, HistoryError, HistoryRequest, InvalidChannel, OpenRequest, ReadHeaders, RefreshError,
+    SendError, Stats, Status, Timestamp, TransportError,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -111,6 +111,9 @@ enum Command {
         reply: oneshot::Sender<Result<(), InvalidChannel>>,
     },
     Unsubscribe(String),
+    Focus(String),
+    /// The headers of a read the app made through [`Client::api`].
+    AppRead(ReadHeaders),
     Send(ClientEvent, oneshot::Sender<Result<(), SendError>>),
     SetCredentials(Credentials),
     Stats(oneshot::Sender<(Stats, Option<Duration>)>),
@@ -217,7 +220,18 @@ impl Client {
         let clock = Clock::new();
         let mut conn = Connection::new(config.core.clone())?;
         conn.set_credentials(clock.now(), credentials);
-        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (commands, command_rx) = mpsc::unbounded_channel::<Command>();
+        // The app's reads through `Client::api` report their headers to the connection, so
+        // they and the catch-up share the server's budget. A weak sender: an `Api` kept by
+        // the app does not keep the connection task alive.
+        let weak = commands.downgrade();
+        let observed = api
+            .clone()
+            .with_read_observer(Arc::new(move |h: &ReadHeaders| {
+                if let Some(tx) = weak.upgrade() {
+                    let _ = tx.send(Command::AppRead(h.clone()));
+                }
+            }));
         let (status_tx, status) = watch::channel(Status::Disconnected);
         let inbox = Arc::new(Inbox {
             queue: std::sync::Mutex::new(DeliveryQueue::new(config.event_capacity)),
@@ -253,7 +267,7 @@ impl Client {
             Self {
                 commands,
                 status,
-                api,
+                api: observed,
             },
             Events { inbox },
         ))
@@ -312,6 +326,12 @@ impl Client {
         Ok(rx.await.map_err(|_| ClientError::Closed)??)
     }
 
+    /// The app is looking at this channel: after a reconnect its catch-up goes first (the
+    /// latest focused first, then the others in subscription order).
+    pub fn focus(&self, channel_id: &str) -> Result<(), ClientError> {
+        self.command(Command::Focus(channel_id.to_owned()))
+    }
+
     /// Stops wanting a channel.
     pub fn unsubscribe(&self, channel_id: &str) -> Result<(), ClientError> {
         self.command(Command::Unsubscribe(channel_id.to_owned()))
@@ -353,7 +373,9 @@ impl Client {
         rx.await.map_err(|_| ClientError::Closed)
     }
 
-    /// The REST client of the same server.
+    /// The REST client of the same server. Reads made through it (history, channels) report
+    /// the server's rate-limit headers to this connection, so the app's reads and the
+    /// catch-up's share one budget and a 429 on either pauses both.
     pub fn api(&self) -> &Api {
         &self.api
     }
@@ -361,9 +383,9 @@ impl Client {
 
 /// What the background work reports back to the driver task.
 enum Internal {
-    Connected(u64, Result<(Box<Ws>, Option<String>), Disconnect>),
+    Connected(u64, Result<Opened, Disconnect>),
     WriterFailed(u64),
-    History(u64, Result<Bytes, HistoryError>),
+    History(u64, Result<Bytes, HistoryError>, Option<ReadHeaders>),
     Refresh(Result<Credentials, RefreshError>),
 }
 
@@ -558,6 +580,8 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Command::Unsubscribe(ch) => self.conn.unsubscribe(now, &ch),
+            Command::Focus(ch) => self.conn.focus(now, &ch),
+            Command::AppRead(headers) => self.conn.handle_app_read(now, &headers),
             Command::Send(event, reply) => {
                 let _ = reply.send(self.conn.send(now, event));
             }
@@ -600,32 +624,38 @@ impl Driver {
         let api = self.api.clone();
         let tx = self.internal_tx.clone();
         self.rest.spawn(async move {
-            let result = match &req.token {
-                Some(token) => api
-                    .messages_raw(
+            let (result, headers) = match &req.token {
+                Some(token) => {
+                    api.messages_raw_with_headers(
                         token,
                         req.channel_id.as_str(),
                         req.before.as_ref().map(|b| b.as_str()),
                         req.limit,
                     )
                     .await
-                    .map_err(|e| match e {
-                        ApiError::Http { status, .. } => HistoryError::Status {
-                            status,
-                            retry_after: None,
-                        },
-                        ApiError::RateLimited { retry_after } => HistoryError::Status {
-                            status: 429,
-                            retry_after,
-                        },
-                        _ => HistoryError::Network,
+                }
+                None => (
+                    Err(ApiError::Http {
+                        status: 401,
+                        code: String::new(),
+                        message: String::new(),
                     }),
-                None => Err(HistoryError::Status {
-                    status: 401,
-                    retry_after: None,
-                }),
+                    None,
+                ),
             };
-            let _ = tx.send(Internal::History(req.id, result));
+            let retry_after = headers.as_ref().and_then(|h| h.retry_after);
+            let result = result.map_err(|e| match e {
+                ApiError::Http { status, .. } => HistoryError::Status {
+                    status,
+                    retry_after,
+                },
+                ApiError::RateLimited { retry_after } => HistoryError::Status {
+                    status: 429,
+                    retry_after,
+                },
+                _ => HistoryError::Network,
+            });
+            let _ = tx.send(Internal::History(req.id, result, headers));
         });
     }
 
@@ -654,7 +684,7 @@ impl Driver {
             Internal::Connected(generation, result) if generation == self.generation => {
                 self.connecting = None;
                 match result {
-                    Ok((ws, protocol)) => {
+                    Ok(Opened { ws, protocol, date }) => {
                         let (sink, reader) = (*ws).split();
                         let (writer, rx) = mpsc::unbounded_channel();
                         let tx = self.internal_tx.clone();
@@ -666,6 +696,10 @@ impl Driver {
                             writer_task: Some(writer_task),
                         });
                         self.conn.handle_open(now, protocol.as_deref());
+                        if let Some(date) = date {
+                            // The server's clock: anchors for channels with no message yet.
+                            self.conn.handle_server_date(now, date);
+                        }
                     }
                     Err(why) => self.conn.handle_closed(now, why),
                 }
@@ -682,7 +716,12 @@ impl Driver {
                         .handle_closed(now, Disconnect::Error(TransportError::Io));
                 }
             }
-            Internal::History(id, result) => self.conn.handle_history(now, id, result),
+            Internal::History(id, result, headers) => {
+                if let Some(h) = headers {
+                    self.conn.handle_history_headers(now, id, &h);
+                }
+                self.conn.handle_history(now, id, result);
+            }
             Internal::Refresh(result) => self.conn.handle_refresh(now, result),
         }
     }
@@ -811,11 +850,20 @@ async fn write_loop(
 
 /// Opens the socket: TCP (+ TLS for wss), the upgrade with our subprotocols, and the
 /// negotiated subprotocol. A refused upgrade reports its status and `Retry-After`.
+/// An open socket and what its upgrade's answer said.
+struct Opened {
+    ws: Box<Ws>,
+    /// The negotiated subprotocol.
+    protocol: Option<String>,
+    /// The 101's `Date`: the server's clock.
+    date: Option<Timestamp>,
+}
+
 async fn connect(
     req: OpenRequest,
     config: WebSocketConfig,
     tls: Arc<rustls::ClientConfig>,
-) -> Result<(Box<Ws>, Option<String>), Disconnect> {
+) -> Result<Opened, Disconnect> {
     let mut request = req
         .url
         .as_str()
@@ -848,7 +896,16 @@ async fn connect(
         .get("Sec-WebSocket-Protocol")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    Ok((Box::new(ws), protocol))
+    let date = response
+        .headers()
+        .get("Date")
+        .and_then(|v| v.to_str().ok())
+        .and_then(tether_core::pacing::parse_http_date);
+    Ok(Opened {
+        ws: Box::new(ws),
+        protocol,
+        date,
+    })
 }
 
 /// Where a transport error happened: an I/O error while connecting means the server could

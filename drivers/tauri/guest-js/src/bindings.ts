@@ -125,6 +125,16 @@ export type VoiceResetPayload = {
  */
 channel_id: string, };
 
+export type RateLimitedPayload = { 
+/**
+ * Milliseconds until catch-up reads resume; `null` once they have.
+ */
+retry_in_ms: number | null, 
+/**
+ * Channels whose catch-up waits.
+ */
+waiting: number, };
+
 export type ConnectOptions = { 
 /**
  * HTTP base URL of the server (`https://chat.example.com`).

@@ -10,6 +10,7 @@ import type {
   Error as TetherError,
   HistoryResult,
   LoginResult,
+  RateLimitedPayload,
   ResyncedPayload,
   Status,
   SubscriptionRejectedPayload,
@@ -38,6 +39,11 @@ export function subscribe(channelId: string, newestMessageId?: string): Promise<
 /** Stops wanting a channel. */
 export function unsubscribe(channelId: string): Promise<void> {
   return invoke(cmd("unsubscribe"), { channelId });
+}
+
+/** The app is looking at this channel: after a reconnect its catch-up goes first. */
+export function focus(channelId: string): Promise<void> {
+  return invoke(cmd("focus"), { channelId });
 }
 
 /** Sends a client event (typing, status, voice, ...). */
@@ -90,6 +96,7 @@ export interface TetherEventPayloads {
   "ws:subscription_rejected": SubscriptionRejectedPayload;
   "ws:voice_reset": VoiceResetPayload;
   "ws:send_dropped": ClientEvent;
+  "ws:rate_limited": RateLimitedPayload;
 }
 
 /** A server event: `{"type": "...", ...}` exactly as the server sent it. */
