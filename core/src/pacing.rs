@@ -191,6 +191,9 @@ struct Window {
     limit: u32,
     /// Budget headers were seen: the server's window, not the local mirror.
     from_server: bool,
+    /// The lowest `x-ratelimit-remaining` the server gave in this window: exact once every
+    /// read has been answered (answers can arrive out of order; the lowest is the latest).
+    server_low: Option<u32>,
 }
 
 /// Why reads are held back.
@@ -228,6 +231,7 @@ impl Pacer {
                 resets_at: None,
                 limit: budget,
                 from_server: false,
+                server_low: None,
             },
             config,
             in_flight: BTreeMap::new(),
@@ -247,6 +251,7 @@ impl Pacer {
         {
             self.window.remaining = self.window.limit;
             self.window.resets_at = None;
+            self.window.server_low = None;
         }
     }
 
@@ -325,23 +330,28 @@ impl Pacer {
             }
             return;
         };
-        self.window.from_server = true;
-        let remaining = remaining.saturating_sub(others);
         let reset = headers
             .reset
             .and_then(|r| clock.instant_of(now, headers.date, r));
-        let newer_window = match (reset, self.window.resets_at) {
-            (Some(new), Some(old)) => new > old + Duration::from_secs(1),
-            _ => true,
+        // The first headers replace the local mirror's guess. After that, a window is newer
+        // when its reset is later (`Date` and the reset are whole seconds: the same window
+        // can look a second apart).
+        let newer_window = !std::mem::replace(&mut self.window.from_server, true)
+            || match (reset, self.window.resets_at) {
+                (Some(new), Some(old)) => new > old + Duration::from_secs(1),
+                (_, None) => true,
+                (None, Some(_)) => false,
+            };
+        let low = match self.window.server_low {
+            Some(low) if !newer_window => low.min(remaining),
+            _ => remaining,
         };
-        if newer_window {
-            self.window.remaining = remaining;
-        } else {
-            self.window.remaining = self.window.remaining.min(remaining);
-        }
-        self.window.resets_at = match reset {
-            Some(r) => Some(r),
-            None => self.window.resets_at.or(Some(now + self.mirror_window())),
+        self.window.server_low = Some(low);
+        self.window.remaining = low.saturating_sub(others);
+        self.window.resets_at = match (reset, self.window.resets_at) {
+            (Some(new), Some(old)) if !newer_window => Some(new.max(old)),
+            (Some(new), _) => Some(new),
+            (None, old) => old.or(Some(now + self.mirror_window())),
         };
     }
 
@@ -545,6 +555,25 @@ mod tests {
         p.handle_headers(t0, &h, &clock, true);
         p.handle_answer(0);
         assert!(!p.try_send(t0, 9));
+    }
+
+    #[test]
+    fn once_every_read_is_answered_the_lowest_remaining_is_exact() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(10, 200);
+        let clock = ServerClock::default();
+        for id in 0..2 {
+            assert!(p.try_send(t0, id));
+        }
+        // Answers out of order: the server counted read 0 (5 left), then read 1 (4 left).
+        p.handle_headers(t0, &headers(&[("x-ratelimit-remaining", "4")], 200), &clock, true);
+        p.handle_answer(1);
+        p.handle_headers(t0, &headers(&[("x-ratelimit-remaining", "5")], 200), &clock, true);
+        p.handle_answer(0);
+        for id in 10..14 {
+            assert!(p.try_send(t0, id), "read {id}");
+        }
+        assert!(!p.try_send(t0, 14), "exactly the 4 left");
     }
 
     #[test]

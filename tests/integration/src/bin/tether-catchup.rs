@@ -1,0 +1,314 @@
+//! Catch-up under the server's rate limit (issue 10), against the dev server over loopback.
+//!
+//! The dev server limits REST reads as Kaiku does (by default its real budget: 200 reads per
+//! 60 s per user, `x-ratelimit-*` headers, 429 with `Retry-After`). One client subscribes to
+//! `--channels` channels and connects; every socket is then dropped, `--missed` messages are
+//! posted on each channel while upgrades are refused, and the server lets the client back.
+//! Measured: the reads and 429s of the first connect, then from `connected` to the last
+//! `resynced`: the time, the reads, the 429s, and how many channels were caught up
+//! completely.
+//!
+//! ```text
+//! cargo run --release -p tether-integration --bin tether-catchup -- --channels 200
+//! cargo run --release -p tether-integration --bin tether-catchup -- --channels 500 --out 500.json
+//! cargo run --release -p tether-integration --bin tether-catchup -- --plot docs/catchup.svg 200.json 500.json
+//! ```
+//!
+//! Prints one JSON line (also written to `--out`); exits 1 when a channel is not caught up
+//! completely, or the catch-up meets more than one 429 per budget window it needs.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::time::{Duration, Instant};
+
+use tether_core::{Event, ServerEventKind, Status};
+use tether_devserver::{DevServer, Limit, ServerConfig};
+use tether_tokio::{Client, ClientConfig, Events};
+
+fn fail(msg: &str) -> ! {
+    eprintln!("tether-catchup: {msg}");
+    std::process::exit(1)
+}
+
+struct Args {
+    channels: usize,
+    missed: usize,
+    budget: u32,
+    window: u64,
+    latency_ms: u64,
+    timeout: u64,
+    out: Option<String>,
+    label: String,
+    plot: Option<(String, Vec<String>)>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        channels: 200,
+        missed: 5,
+        budget: 200,
+        window: 60,
+        latency_ms: 0,
+        timeout: 900,
+        out: None,
+        label: String::from("after"),
+        plot: None,
+    };
+    let usage = || -> ! {
+        eprintln!(
+            "usage: tether-catchup [--channels N] [--missed N] [--budget READS] [--window SECS] \
+             [--latency-ms MS] [--timeout SECS] [--label NAME] [--out FILE]\n       \
+             tether-catchup --plot OUT.svg RESULT.json..."
+        );
+        std::process::exit(64)
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--plot" {
+            let out = it.next().unwrap_or_else(|| usage());
+            a.plot = Some((out, it.by_ref().collect()));
+            break;
+        }
+        let value = it.next().unwrap_or_else(|| usage());
+        let num = || value.parse::<u64>().unwrap_or_else(|_| usage());
+        match flag.as_str() {
+            "--channels" => a.channels = usize::try_from(num()).unwrap_or_else(|_| usage()),
+            "--missed" => a.missed = usize::try_from(num()).unwrap_or_else(|_| usage()),
+            "--budget" => a.budget = u32::try_from(num()).unwrap_or_else(|_| usage()),
+            "--window" => a.window = num(),
+            "--latency-ms" => a.latency_ms = num(),
+            "--timeout" => a.timeout = num(),
+            "--out" => a.out = Some(value),
+            "--label" => a.label = value,
+            _ => usage(),
+        }
+    }
+    if a.channels == 0 || a.budget == 0 || a.window == 0 {
+        usage()
+    }
+    a
+}
+
+/// The next event within the run's deadline.
+async fn next(events: &mut Events, deadline: Instant, what: &str) -> Event {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, events.recv()).await {
+        Ok(Some(e)) => e,
+        Ok(None) => fail("event stream ended"),
+        Err(_) => fail(&format!("timed out waiting for {what}")),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    if let Some((out, inputs)) = &a.plot {
+        if let Err(e) = plot(out, inputs) {
+            fail(&format!("plot: {e}"));
+        }
+        return;
+    }
+    let mut config = ServerConfig::default();
+    config.rate_limits.read = Some(Limit::new(a.budget, Duration::from_secs(a.window)));
+    config.rest_latency = Duration::from_millis(a.latency_ms);
+    let server = DevServer::start(([127, 0, 0, 1], 0).into(), config)
+        .await
+        .unwrap_or_else(|e| fail(&format!("dev server: {e}")));
+    let alice = server
+        .create_user("alice", "password123")
+        .unwrap_or_else(|| fail("user"));
+    server
+        .create_user("bob", "password123")
+        .unwrap_or_else(|| fail("user"));
+    let credentials = tether_core::Credentials::from_token_response(alice.to_string().as_bytes())
+        .unwrap_or_else(|_| fail("tokens"));
+    let channels: Vec<String> = (0..a.channels)
+        .map(|i| server.create_channel(&format!("c{i}")))
+        .collect();
+    let mut cc = ClientConfig::new(&server.url()).unwrap_or_else(|_| fail("config"));
+    cc.core.seed = 7;
+    cc.core.backoff.base = Duration::from_millis(100);
+    cc.core.backoff.max = Duration::from_millis(400);
+    let (client, mut events) =
+        Client::spawn(cc, credentials).unwrap_or_else(|_| fail("client spawn"));
+    for ch in &channels {
+        client
+            .subscribe(ch)
+            .await
+            .unwrap_or_else(|_| fail("subscribe"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    client.connect().unwrap_or_else(|_| fail("connect"));
+    let (mut connected, mut subscribed) = (false, 0);
+    while !(connected && subscribed >= a.channels) {
+        match next(&mut events, deadline, "the first connect").await {
+            Event::Status(Status::Connected) => connected = true,
+            Event::Server(s) if matches!(s.kind(), ServerEventKind::Subscribed { .. }) => {
+                subscribed += 1
+            }
+            _ => {}
+        }
+    }
+    // Whatever the first connect reads (an older client probed every channel) settles.
+    let settle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle {
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
+    }
+    let first_reads = server.reads_total();
+    let first_429 = server.reads_rejected();
+
+    // Drop, and keep the client out while the others post.
+    server.faults().refuse_upgrades(503, None, None);
+    server.faults().drop_all();
+    for i in 0..a.missed {
+        for ch in &channels {
+            server
+                .post(ch, "bob", &format!("missed {i}"))
+                .unwrap_or_else(|| fail("post"));
+        }
+    }
+    // Let the client notice the drop before the server takes it back.
+    loop {
+        if let Event::Status(Status::Reconnecting { .. }) =
+            next(&mut events, deadline, "reconnecting").await
+        {
+            break;
+        }
+    }
+    server.reset_read_log();
+    let (reads_before, rejected_before) = (server.reads_total(), server.reads_rejected());
+    server.faults().clear();
+
+    let mut connected_at = None;
+    let mut resynced_at = Vec::new();
+    let (mut complete, mut incomplete, mut recovered) = (0usize, 0usize, 0usize);
+    let mut waits = 0usize;
+    while complete + incomplete < a.channels {
+        let e = next(&mut events, deadline, "every channel resynced").await;
+        let now = Instant::now();
+        match e {
+            Event::Status(Status::Connected) => connected_at = connected_at.or(Some(now)),
+            Event::Resynced {
+                complete: done,
+                recovered: r,
+                ..
+            } => {
+                let since = connected_at.map_or(0.0, |c| now.duration_since(c).as_secs_f64());
+                resynced_at.push(since);
+                recovered += r;
+                if done {
+                    complete += 1;
+                } else {
+                    incomplete += 1;
+                }
+            }
+            Event::Server(_) | Event::Status(_) => {}
+            _ => waits += 1,
+        }
+    }
+    let elapsed = resynced_at.last().copied().unwrap_or(0.0);
+    let reads = server.reads_total() - reads_before;
+    let rejected = server.reads_rejected() - rejected_before;
+    let windows_needed = reads.div_ceil(u64::from(a.budget));
+    let violations = server.read_pause_violations("alice").len();
+    let max_in_flight = server.max_reads_in_flight("alice");
+    let result = serde_json::json!({
+        "label": a.label,
+        "channels": a.channels,
+        "missed_per_channel": a.missed,
+        "budget": a.budget,
+        "window_s": a.window,
+        "latency_ms": a.latency_ms,
+        "first_connect_reads": first_reads,
+        "first_connect_429": first_429,
+        "connected_to_last_resynced_s": (elapsed * 1000.0).round() / 1000.0,
+        "reads": reads,
+        "rejected_429": rejected,
+        "windows_needed": windows_needed,
+        "complete": complete,
+        "incomplete": incomplete,
+        "recovered": recovered,
+        "reads_inside_a_pause": violations,
+        "max_reads_in_flight": max_in_flight,
+        "other_events": waits,
+        "resynced_at_s": resynced_at,
+    });
+    println!("{result}");
+    if let Some(path) = &a.out
+        && let Err(e) = std::fs::write(path, format!("{result}\n"))
+    {
+        fail(&format!("{path}: {e}"));
+    }
+    client.close().await;
+    server.shutdown().await;
+    if incomplete > 0 {
+        fail(&format!("{incomplete} channel(s) not caught up completely"));
+    }
+    if rejected > windows_needed.max(1) {
+        fail(&format!(
+            "{rejected} 429s for {reads} reads in {windows_needed} window(s)"
+        ));
+    }
+    if violations > 0 {
+        fail(&format!("{violations} read(s) inside a Retry-After pause"));
+    }
+}
+
+/// Channels caught up over time, one line per result file.
+fn plot(path: &str, inputs: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let mut runs = Vec::new();
+    for input in inputs {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(input)?)?;
+        let times: Vec<f64> = v["resynced_at_s"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default();
+        let name = format!(
+            "{} ({} channels): {} complete, {} 429s",
+            v["label"].as_str().unwrap_or("?"),
+            v["channels"],
+            v["complete"],
+            v["rejected_429"]
+        );
+        runs.push((name, times));
+    }
+    let max_t = runs
+        .iter()
+        .flat_map(|(_, t)| t.iter().copied())
+        .fold(1.0_f64, f64::max);
+    let max_n = runs.iter().map(|(_, t)| t.len()).max().unwrap_or(1).max(1);
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Channels caught up after a reconnect (Kaiku budget: 200 reads / 60 s)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..max_t * 1.05, 0usize..max_n + max_n / 20 + 1)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since connected")
+        .y_desc("channels resynced")
+        .draw()?;
+    let colors = [&BLUE, &RED, &GREEN, &MAGENTA, &BLACK, &CYAN];
+    for (i, (name, times)) in runs.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let points: Vec<(f64, usize)> = times.iter().enumerate().map(|(n, t)| (*t, n + 1)).collect();
+        chart
+            .draw_series(LineSeries::new(points, color))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
