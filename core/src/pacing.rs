@@ -187,6 +187,9 @@ struct Window {
     remaining: u32,
     /// When the window ends; `None`: it starts with the next read.
     resets_at: Option<Instant>,
+    /// `resets_at` is the client's guess (the mirror's window, or a refill before the
+    /// server's next answer), which the server's own reset replaces.
+    reset_guessed: bool,
     /// The budget of a fresh window: the server's `x-ratelimit-limit` once seen.
     limit: u32,
     /// Budget headers were seen: the server's window, not the local mirror.
@@ -229,6 +232,7 @@ impl Pacer {
             window: Window {
                 remaining: budget,
                 resets_at: None,
+                reset_guessed: false,
                 limit: budget,
                 from_server: false,
                 server_low: None,
@@ -251,6 +255,7 @@ impl Pacer {
         {
             self.window.remaining = self.window.limit;
             self.window.resets_at = None;
+            self.window.reset_guessed = false;
             self.window.server_low = None;
         }
     }
@@ -263,7 +268,13 @@ impl Pacer {
         }
         if self.window.remaining == 0 {
             // `remaining == 0` only with a window in force (a refill clears it).
-            let until = self.window.resets_at.unwrap_or(now + self.config.window);
+            let until = match self.window.resets_at {
+                Some(t) => t,
+                None => {
+                    self.window.reset_guessed = true;
+                    now + self.mirror_window()
+                }
+            };
             self.window.resets_at = Some(until);
             return Some(Blocked::Until(until));
         }
@@ -282,6 +293,7 @@ impl Pacer {
             // The local mirror's window starts with its first read; a server's headers
             // replace it with the real one.
             self.window.resets_at = Some(now + self.mirror_window());
+            self.window.reset_guessed = true;
         }
         self.window.remaining -= 1;
         self.in_flight.insert(id, now + self.config.request_timeout);
@@ -325,6 +337,7 @@ impl Pacer {
                 // The app's read against a server that sends no headers: it spent budget.
                 if self.window.resets_at.is_none() {
                     self.window.resets_at = Some(now + self.mirror_window());
+                    self.window.reset_guessed = true;
                 }
                 self.window.remaining = self.window.remaining.saturating_sub(1);
             }
@@ -338,7 +351,9 @@ impl Pacer {
         // can look a second apart).
         let newer_window = !std::mem::replace(&mut self.window.from_server, true)
             || match (reset, self.window.resets_at) {
-                (Some(new), Some(old)) => new > old + Duration::from_secs(1),
+                (Some(new), Some(old)) => {
+                    self.window.reset_guessed || new > old + Duration::from_secs(1)
+                }
                 (_, None) => true,
                 (None, Some(_)) => false,
             };
@@ -351,8 +366,15 @@ impl Pacer {
         self.window.resets_at = match (reset, self.window.resets_at) {
             (Some(new), Some(old)) if !newer_window => Some(new.max(old)),
             (Some(new), _) => Some(new),
-            (None, old) => old.or(Some(now + self.mirror_window())),
+            (None, Some(old)) => Some(old),
+            (None, None) => {
+                self.window.reset_guessed = true;
+                Some(now + self.mirror_window())
+            }
         };
+        if reset.is_some() {
+            self.window.reset_guessed = false;
+        }
     }
 
     /// The local mirror's window, with a second of slack: the server's window starts when
@@ -370,6 +392,7 @@ impl Pacer {
         // The server's window ends when its wait does: a fresh budget then.
         self.window.remaining = 0;
         self.window.resets_at = Some(until);
+        self.window.reset_guessed = false;
     }
 
     /// Whether read `id` is in flight.
@@ -540,6 +563,42 @@ mod tests {
             p.handle_answer(id);
         }
         assert!(!p.try_send(later, 99));
+    }
+
+    #[test]
+    fn each_new_server_window_takes_the_servers_reset_not_the_mirrors_guess() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(100, 200); // the mirror would guess 61 s windows
+        let clock = ServerClock::default();
+        let h = |date: &str, reset: &str, remaining: &str| {
+            headers(
+                &[
+                    ("date", date),
+                    ("x-ratelimit-limit", "2"),
+                    ("x-ratelimit-remaining", remaining),
+                    ("x-ratelimit-reset", reset),
+                ],
+                200,
+            )
+        };
+        // Two windows of 2 reads, 3 s each (epoch 1000 s and 1003 s).
+        for (k, (date, reset)) in [("Thu, 01 Jan 1970 00:16:40 GMT", "1003"), ("Thu, 01 Jan 1970 00:16:43 GMT", "1006")]
+            .into_iter()
+            .enumerate()
+        {
+            let at = t0 + Duration::from_secs(3 * k as u64);
+            for i in 0..2u64 {
+                let id = 10 * k as u64 + i;
+                assert!(p.try_send(at, id), "window {k}, read {i}");
+                p.handle_headers(at, &h(date, reset, if i == 0 { "1" } else { "0" }), &clock, true);
+                p.handle_answer(id);
+            }
+            assert_eq!(
+                p.blocked(at),
+                Some(Blocked::Until(at + Duration::from_secs(3))),
+                "window {k} ends at the server's reset"
+            );
+        }
     }
 
     #[test]
