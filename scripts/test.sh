@@ -62,6 +62,9 @@ cargo bench --locked -q -p tether-bench --bench core -- --test
 cargo run --locked -q -p tether-bench --bin tether-bench-driver -- --quick
 cargo run --locked -q -p tether-integration --bin tether-reconnect -- --rounds 2
 cargo run --locked -q -p tether-integration --bin tether-many -- --steps 50,200 --idle-secs 2
+# Paced catch-up: 40 channels under 15 reads / 2 s; fails on an incomplete channel, more than
+# one 429 per window, or a read inside a Retry-After pause.
+cargo run --locked -q -p tether-integration --bin tether-catchup -- --channels 40 --budget 15 --window 2
 
 echo "== Tauri: the demo app in a real window under Xvfb (post, drop, reconnect, catch up, close;"
 echo "   then a short emit-vs-channel throughput smoke of 2,000 events)"

@@ -146,13 +146,15 @@ impl Chat {
             {
                 Some(i) => {
                     self.current = i;
+                    // The channel on screen catches up first after a reconnect.
+                    let _ = self.client.focus(&self.channels[i].0);
                     println!("-- now in #{}", self.channels[i].1);
                 }
                 None => println!("-- no channel `{rest}` (see /channels)"),
             },
             "/status" => match self.client.stats().await {
                 Ok((stats, rtt)) => println!(
-                    "-- {}; rtt {}; {} frames in, {} out, {} reconnects, {} duplicates dropped, {} bad frames",
+                    "-- {}; rtt {}; {} frames in, {} out, {} reconnects, {} duplicates dropped, {} bad frames, {} history reads ({} rate-limited)",
                     describe_status(&self.client.status()),
                     rtt.map_or("n/a".into(), |d| format!(
                         "{:.1} ms",
@@ -162,7 +164,9 @@ impl Chat {
                     stats.frames_out,
                     stats.reconnects,
                     stats.duplicates,
-                    stats.decode_errors
+                    stats.decode_errors,
+                    stats.reads,
+                    stats.reads_rate_limited
                 ),
                 Err(e) => println!("-- {e}"),
             },
