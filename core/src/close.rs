@@ -40,6 +40,9 @@ pub enum TransportError {
     Protocol,
     /// An inbound message over the size limit.
     TooLarge,
+    /// The upgrade's answer selected no subprotocol although we offered some, or one we did
+    /// not offer. Terminal: `Failed { subprotocol }` (retrying would meet the same server).
+    Subprotocol,
     /// Read or write error on an established socket.
     Io,
 }
@@ -88,6 +91,9 @@ pub enum FailReason {
     Rejected,
     /// Close code 1008 (policy violation).
     Policy,
+    /// The server answered the upgrade without the subprotocol we offered, or with one we
+    /// never offered: it does not speak this protocol (or not with this auth mode).
+    Subprotocol,
 }
 
 /// What to do about a [`Disconnect`].
@@ -157,23 +163,60 @@ impl Disconnect {
                 TransportError::Tls => retry(R::TlsError, None),
                 TransportError::Protocol => retry(R::ProtocolError, None),
                 TransportError::TooLarge => retry(R::MessageTooLarge, None),
+                TransportError::Subprotocol => Verdict::Fail(FailReason::Subprotocol),
                 TransportError::Io => retry(R::ConnectionLost, None),
             },
         }
     }
 }
 
-/// The first number in a close reason ("retry after 12 s", "retry_after=12"), in seconds,
-/// capped at an hour.
+/// The wait a rate-limit close reason asks for, capped at an hour: a number with a time unit
+/// ("retry in 5s", "30 seconds", "1500 ms", "2 min"), or after a word that says so
+/// ("retry_after=12", "wait: 7"), or the whole reason ("12"). Other numbers ("code 4029") are
+/// not waits.
 fn seconds_in(reason: &str) -> Option<Duration> {
-    let digits: String = reason
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(char::is_ascii_digit)
-        .take(6)
-        .collect();
-    let secs: u64 = digits.parse().ok()?;
-    Some(clamp_wait(Duration::from_secs(secs)))
+    let bytes = reason.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        // Ten digits is already centuries of seconds; more is clamped the same way.
+        let value: u64 = reason[start..i.min(start + 10)].parse().ok()?;
+        let rest = reason[i..].trim_start();
+        let unit: String = rest
+            .chars()
+            .take_while(char::is_ascii_alphabetic)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let wait = match unit.as_str() {
+            "ms" | "msec" | "msecs" | "millis" | "milliseconds" => {
+                Some(Duration::from_millis(value))
+            }
+            "s" | "sec" | "secs" | "second" | "seconds" => Some(Duration::from_secs(value)),
+            "m" | "min" | "mins" | "minute" | "minutes" => {
+                Some(Duration::from_secs(value.saturating_mul(60)))
+            }
+            _ => None,
+        };
+        if let Some(w) = wait {
+            return Some(clamp_wait(w));
+        }
+        let before = reason[..start].to_ascii_lowercase();
+        let before = before.trim_end_matches(|c: char| c.is_whitespace() || c == '=' || c == ':');
+        let keyword = ["retry", "after", "wait", "in", "retry_after", "retry-after"]
+            .iter()
+            .any(|k| before.ends_with(k));
+        if keyword || reason.trim() == &reason[start..i] {
+            return Some(clamp_wait(Duration::from_secs(value)));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -194,6 +237,33 @@ mod tests {
             reason: reason.into(),
         }
         .verdict()
+    }
+
+    #[test]
+    fn a_close_reason_gives_the_wait_it_names_not_any_number() {
+        let wait = |reason: &str| seconds_in(reason).map(|d| d.as_millis());
+        assert_eq!(wait("code 4029, retry in 5s"), Some(5_000));
+        assert_eq!(wait("retry after 12 s"), Some(12_000));
+        assert_eq!(wait("retry_after=12"), Some(12_000));
+        assert_eq!(wait("Wait 60 seconds."), Some(60_000));
+        assert_eq!(wait("try again in 1500 ms"), Some(1_500));
+        assert_eq!(wait("slow down: 2 min"), Some(120_000));
+        assert_eq!(wait("12"), Some(12_000));
+        assert_eq!(wait("rate limited (4029)"), None);
+        assert_eq!(wait("error 4029"), None);
+        assert_eq!(wait(""), None);
+        assert_eq!(
+            wait("retry in 99999999999999999999 s"),
+            Some(MAX_SERVER_WAIT.as_millis())
+        );
+    }
+
+    #[test]
+    fn a_missing_or_foreign_subprotocol_is_terminal() {
+        assert_eq!(
+            Disconnect::Error(TransportError::Subprotocol).verdict(),
+            Verdict::Fail(FailReason::Subprotocol)
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::action::{Action, Event, OpenRequest, RefreshRequest};
 use crate::auth::{Auth, Credentials, RefreshError, RefreshOutcome};
 use crate::backoff::Backoff;
 use crate::catchup::{CatchUp, CatchUpOutput, HistoryError};
-use crate::close::{Disconnect, FailReason, ReconnectReason, Verdict};
+use crate::close::{Disconnect, FailReason, ReconnectReason, TransportError, Verdict};
 use crate::config::{AuthMode, Config, ConfigError};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::outbound::{OutboundQueue, Policy, RateLimiter};
@@ -376,16 +376,29 @@ impl Connection {
     // ----- inputs from the world ---------------------------------------------------------
 
     /// The socket opened; `protocol` is the negotiated subprotocol, if any.
+    ///
+    /// The core owns the subprotocol rule: when it offered subprotocols, the server must
+    /// select one of them (Kaiku echoes `access_token`). An answer that selects none, or one
+    /// never offered, means a server that does not speak this protocol (or not with this
+    /// auth mode): the socket is dropped and the connection fails for good
+    /// (`Failed { subprotocol }`), as retrying would meet the same answer. A driver whose
+    /// WebSocket library enforces the rule itself reports that refusal as
+    /// `Disconnect::Error(TransportError::Subprotocol)`, with the same outcome.
     pub fn handle_open(&mut self, now: Instant, protocol: Option<&str>) {
         let _ = self.clamp(now);
         if self.socket != Socket::Opening {
             return;
         }
         self.socket = Socket::Open;
-        if self.config.auth_mode == AuthMode::Subprotocol && protocol.is_none() {
-            // Kaiku selects none when offered only `access_token.<jwt>`; we offer both, so
-            // this is an older or odd server. It still works: count it, carry on.
+        let offered = self.config.auth_mode == AuthMode::Subprotocol;
+        let accepted = match protocol {
+            None => !offered,
+            // Only the bare `access_token` is ever selected: the other offer carries the token.
+            Some(p) => offered && p == "access_token",
+        };
+        if !accepted {
             self.stats.missing_subprotocol += 1;
+            self.fail(FailReason::Subprotocol, None);
         }
     }
 
@@ -462,6 +475,14 @@ impl Connection {
             Disconnect::Refused { status, .. } => Some(*status),
             _ => None,
         };
+        match &why {
+            // The driver's WebSocket library refused an oversized frame before the core saw it.
+            Disconnect::Error(TransportError::TooLarge) => self.stats.oversized += 1,
+            Disconnect::Error(TransportError::Subprotocol) => {
+                self.stats.missing_subprotocol += 1;
+            }
+            _ => {}
+        }
         match why.verdict() {
             Verdict::Retry { reason, min_wait } => {
                 // The refreshed token was not refused: this attempt ended for another reason

@@ -1488,3 +1488,47 @@ fn message_for_an_unwanted_channel_is_still_forwarded() {
     assert_eq!(delivered_ids(&h.take()), ["m1"]);
     let _ = ServerEventKind::Pong;
 }
+
+// ----- issue 11: one owner for the subprotocol rule; oversized frames counted -------------
+
+#[test]
+fn a_101_without_our_subprotocol_fails_for_good_and_drops_the_socket() {
+    for selected in [None, Some("something-else"), Some("access_token.forged")] {
+        let mut h = Harness::new();
+        h.connect();
+        h.conn.handle_open(h.now, selected);
+        let out = h.take();
+        assert!(
+            out.contains(&Action::Abort),
+            "{selected:?}: the socket is dropped"
+        );
+        assert_eq!(
+            h.conn.status(),
+            Status::Failed {
+                reason: FailReason::Subprotocol,
+                http_status: None
+            },
+            "{selected:?}"
+        );
+        assert_eq!(h.conn.stats().missing_subprotocol, 1);
+        h.advance(60 * S);
+        assert_eq!(opens(&h.take()), 0, "{selected:?}: no retry");
+    }
+}
+
+#[test]
+fn an_oversized_frame_refused_by_the_driver_is_counted() {
+    let mut h = live_with(&["c"], None);
+    h.conn.handle_closed(
+        h.now,
+        tether_core::Disconnect::Error(tether_core::TransportError::TooLarge),
+    );
+    assert_eq!(h.conn.stats().oversized, 1);
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::MessageTooLarge,
+            ..
+        }
+    ));
+}

@@ -522,6 +522,10 @@ impl Driver {
                     if let Some(c) = self.connecting.take() {
                         c.abort();
                     }
+                    // A connect that already finished may have its result queued: a new
+                    // generation makes sure it is dropped, not installed as a socket the
+                    // core has let go of.
+                    self.generation += 1;
                 }
                 Action::FetchHistory(req) => self.fetch(req),
                 Action::RefreshToken(req) => self.refresh(req.refresh_token),
@@ -931,6 +935,10 @@ fn disconnect_from(e: &tungstenite::Error, stage: Stage) -> Disconnect {
         },
         E::Capacity(CapacityError::MessageTooLong { .. }) => {
             Disconnect::Error(TransportError::TooLarge)
+        }
+        // tungstenite checks the 101's subprotocol itself; the core owns what that means.
+        E::Protocol(tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_)) => {
+            Disconnect::Error(TransportError::Subprotocol)
         }
         // The peer vanished without a close frame: what Kaiku's clients see as 1006.
         E::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {

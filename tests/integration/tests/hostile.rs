@@ -170,38 +170,34 @@ async fn a_101_with_a_bad_accept_key_is_not_taken_for_a_websocket() {
     );
 }
 
-#[tokio::test]
-async fn a_101_without_the_offered_subprotocol_is_refused_and_retried() {
-    let url = upgrade_server(None).await;
-    let (_c, mut events) = client_for(&url);
+/// A 101 without the subprotocol we offered, or with one we never offered: a server that
+/// does not speak Kaiku's protocol (or not with this auth mode). Retrying would meet the same
+/// answer forever (the original client's bug 4 in another shape): it fails for good, with a
+/// reason the app can show, and the socket is not kept.
+async fn a_101_with_the_wrong_subprotocol_fails_for_good(protocol: Option<&'static str>) {
+    let url = upgrade_server(protocol).await;
+    let (client, mut events) = client_for(&url);
     let s = verdict(&mut events).await;
-    assert!(
-        matches!(
-            s,
-            Status::Reconnecting {
-                reason: ReconnectReason::ProtocolError,
-                ..
-            }
-        ),
-        "{s:?}"
+    assert_eq!(
+        s,
+        Status::Failed {
+            reason: FailReason::Subprotocol,
+            http_status: None
+        }
     );
+    let (stats, _) = client.stats().await.expect("stats");
+    assert_eq!(stats.missing_subprotocol, 1);
+    assert_eq!(stats.reconnects, 0, "no retry loop");
 }
 
 #[tokio::test]
-async fn a_101_selecting_a_protocol_we_never_offered_is_refused() {
-    let url = upgrade_server(Some("something-else")).await;
-    let (_c, mut events) = client_for(&url);
-    let s = verdict(&mut events).await;
-    assert!(
-        matches!(
-            s,
-            Status::Reconnecting {
-                reason: ReconnectReason::ProtocolError,
-                ..
-            }
-        ),
-        "{s:?}"
-    );
+async fn a_101_without_the_offered_subprotocol_fails_for_good() {
+    a_101_with_the_wrong_subprotocol_fails_for_good(None).await;
+}
+
+#[tokio::test]
+async fn a_101_selecting_a_protocol_we_never_offered_fails_for_good() {
+    a_101_with_the_wrong_subprotocol_fails_for_good(Some("something-else")).await;
 }
 
 #[tokio::test]

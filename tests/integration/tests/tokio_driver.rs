@@ -279,7 +279,7 @@ async fn an_oversized_frame_drops_the_link_and_recovers() {
     let w = World::start(ServerConfig::default(), 1).await;
     let mut cfg = w.client_config();
     cfg.core.max_inbound_message = 64 * 1024;
-    let (_client, mut events) = w.client(cfg).await;
+    let (client, mut events) = w.client(cfg).await;
     until_live(&mut events, 1).await;
     w.server.faults().inject(&format!(
         r#"{{"type":"huge","pad":"{}"}}"#,
@@ -294,6 +294,9 @@ async fn an_oversized_frame_drops_the_link_and_recovers() {
     .await;
     until_live(&mut events, 1).await;
     post_and_see(&w, &mut events, &w.channels[0]).await;
+    // tungstenite refused the frame before the core saw it; it is still counted.
+    let (stats, _) = client.stats().await.expect("stats");
+    assert_eq!(stats.oversized, 1);
 }
 
 #[tokio::test]
@@ -606,4 +609,37 @@ async fn close_sends_a_close_frame_before_returning_and_ends_the_client() {
         "a closed client takes no commands"
     );
     client.close().await; // twice is harmless
+}
+
+/// Issue 11: a connect that completes just as the core gives up on it (`disconnect`, a
+/// handshake timeout) must not leave its socket open. Races `connect` against `disconnect`
+/// with the delay between them swept across the time a loopback upgrade takes; after each
+/// round the server must see no socket left (Kaiku never pings, so a kept socket would stay
+/// open forever). A socket that was closed properly (a Close frame) is held by the server,
+/// as Kaiku does: the test drops those itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_the_core_gave_up_on_never_keeps_its_socket() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let (client, _events) = Client::spawn(w.client_config(), w.alice.clone()).expect("spawn");
+    for round in 0..150u64 {
+        let closes = w.server.client_closes();
+        client.connect().expect("connect");
+        // 0 to 3 ms: before, around and after the upgrade completes.
+        let spin = Instant::now() + Duration::from_micros(round * 20);
+        while Instant::now() < spin {
+            tokio::task::yield_now().await;
+        }
+        client.disconnect().expect("disconnect");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while w.server.connections() > 0 {
+            if w.server.client_closes() > closes {
+                w.server.faults().drop_all();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: a socket stayed open after disconnect, without a close frame"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
