@@ -582,15 +582,23 @@ mod tests {
             )
         };
         // Two windows of 2 reads, 3 s each (epoch 1000 s and 1003 s).
-        for (k, (date, reset)) in [("Thu, 01 Jan 1970 00:16:40 GMT", "1003"), ("Thu, 01 Jan 1970 00:16:43 GMT", "1006")]
-            .into_iter()
-            .enumerate()
+        for (k, (date, reset)) in [
+            ("Thu, 01 Jan 1970 00:16:40 GMT", "1003"),
+            ("Thu, 01 Jan 1970 00:16:43 GMT", "1006"),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let at = t0 + Duration::from_secs(3 * k as u64);
             for i in 0..2u64 {
                 let id = 10 * k as u64 + i;
                 assert!(p.try_send(at, id), "window {k}, read {i}");
-                p.handle_headers(at, &h(date, reset, if i == 0 { "1" } else { "0" }), &clock, true);
+                p.handle_headers(
+                    at,
+                    &h(date, reset, if i == 0 { "1" } else { "0" }),
+                    &clock,
+                    true,
+                );
                 p.handle_answer(id);
             }
             assert_eq!(
@@ -625,9 +633,19 @@ mod tests {
             assert!(p.try_send(t0, id));
         }
         // Answers out of order: the server counted read 0 (5 left), then read 1 (4 left).
-        p.handle_headers(t0, &headers(&[("x-ratelimit-remaining", "4")], 200), &clock, true);
+        p.handle_headers(
+            t0,
+            &headers(&[("x-ratelimit-remaining", "4")], 200),
+            &clock,
+            true,
+        );
         p.handle_answer(1);
-        p.handle_headers(t0, &headers(&[("x-ratelimit-remaining", "5")], 200), &clock, true);
+        p.handle_headers(
+            t0,
+            &headers(&[("x-ratelimit-remaining", "5")], 200),
+            &clock,
+            true,
+        );
         p.handle_answer(0);
         for id in 10..14 {
             assert!(p.try_send(t0, id), "read {id}");

@@ -297,7 +297,8 @@ fn plot(path: &str, inputs: &[String]) -> Result<(), Box<dyn std::error::Error>>
     let colors = [&BLUE, &RED, &GREEN, &MAGENTA, &BLACK, &CYAN];
     for (i, (name, times)) in runs.iter().enumerate() {
         let color = colors[i % colors.len()];
-        let points: Vec<(f64, usize)> = times.iter().enumerate().map(|(n, t)| (*t, n + 1)).collect();
+        let points: Vec<(f64, usize)> =
+            times.iter().enumerate().map(|(n, t)| (*t, n + 1)).collect();
         chart
             .draw_series(LineSeries::new(points, color))?
             .label(name.as_str())
