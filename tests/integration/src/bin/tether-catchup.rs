@@ -4,7 +4,8 @@
 //! 60 s per user, `x-ratelimit-*` headers, 429 with `Retry-After`). One client subscribes to
 //! `--channels` channels and connects; every socket is then dropped, `--missed` messages are
 //! posted on each channel while upgrades are refused, and the server lets the client back.
-//! Measured: the reads and 429s of the first connect, then from `connected` to the last
+//! `--settle` seconds after the first connect (3; more than the window gives the catch-up a
+//! fresh budget). Measured: the reads and 429s of the first connect, then from `connected` to the last
 //! `resynced`: the time, the reads, the 429s, and how many channels were caught up
 //! completely.
 //!
@@ -37,6 +38,7 @@ struct Args {
     window: u64,
     latency_ms: u64,
     timeout: u64,
+    settle: u64,
     out: Option<String>,
     label: String,
     plot: Option<(String, Vec<String>)>,
@@ -50,6 +52,7 @@ fn args() -> Args {
         window: 60,
         latency_ms: 0,
         timeout: 900,
+        settle: 3,
         out: None,
         label: String::from("after"),
         plot: None,
@@ -57,7 +60,7 @@ fn args() -> Args {
     let usage = || -> ! {
         eprintln!(
             "usage: tether-catchup [--channels N] [--missed N] [--budget READS] [--window SECS] \
-             [--latency-ms MS] [--timeout SECS] [--label NAME] [--out FILE]\n       \
+             [--latency-ms MS] [--settle SECS] [--timeout SECS] [--label NAME] [--out FILE]\n       \
              tether-catchup --plot OUT.svg RESULT.json..."
         );
         std::process::exit(64)
@@ -78,6 +81,7 @@ fn args() -> Args {
             "--window" => a.window = num(),
             "--latency-ms" => a.latency_ms = num(),
             "--timeout" => a.timeout = num(),
+            "--settle" => a.settle = num(),
             "--out" => a.out = Some(value),
             "--label" => a.label = value,
             _ => usage(),
@@ -149,8 +153,9 @@ async fn main() {
             _ => {}
         }
     }
-    // Whatever the first connect reads (an older client probed every channel) settles.
-    let settle = Instant::now() + Duration::from_secs(3);
+    // Whatever the first connect reads (an older client probed every channel) settles; with
+    // a settle longer than the window, the drop meets a fresh budget.
+    let settle = Instant::now() + Duration::from_secs(a.settle);
     while Instant::now() < settle {
         let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
     }
@@ -219,6 +224,7 @@ async fn main() {
         "budget": a.budget,
         "window_s": a.window,
         "latency_ms": a.latency_ms,
+        "settle_s": a.settle,
         "first_connect_reads": first_reads,
         "first_connect_429": first_429,
         "connected_to_last_resynced_s": (elapsed * 1000.0).round() / 1000.0,
