@@ -46,6 +46,15 @@ pub struct ClientConfig {
     /// 35 chat events per read (tungstenite's own default is 128 KiB; raise it for bulk
     /// transfers).
     pub read_buffer_size: usize,
+    /// Commands from the app waiting for the connection task. Default 1024. When full, the
+    /// async calls (`subscribe`, `send`, `stats`, `close`) wait for room and the others
+    /// (`connect`, `disconnect`, `unsubscribe`, `focus`, `set_credentials`) return
+    /// [`ClientError::Busy`]: the task is that far behind.
+    pub command_capacity: usize,
+    /// Frames waiting for the socket's writer. Default 4096 (a reconnect replays one
+    /// `subscribe` per channel at once). When full, the peer has not read thousands of
+    /// frames: the link is dropped as dead and reconnected, instead of queueing without end.
+    pub write_queue_capacity: usize,
 }
 
 impl ClientConfig {
@@ -60,6 +69,8 @@ impl ClientConfig {
             api_timeout: crate::api::TIMEOUT,
             extra_roots_der: Vec::new(),
             read_buffer_size: 8 * 1024,
+            command_capacity: 1024,
+            write_queue_capacity: 4096,
         })
     }
 }
@@ -100,6 +111,10 @@ pub enum ClientError {
     /// The event was not taken (it is inside, handed back).
     #[error(transparent)]
     Send(#[from] SendError),
+    /// The connection task is `command_capacity` commands behind; nothing was done. Try
+    /// again shortly.
+    #[error("the connection task is busy; command not taken")]
+    Busy,
 }
 
 enum Command {
@@ -192,7 +207,7 @@ impl Events {
 /// handle is dropped.
 #[derive(Clone, Debug)]
 pub struct Client {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
     api: Api,
 }
@@ -220,7 +235,7 @@ impl Client {
         let clock = Clock::new();
         let mut conn = Connection::new(config.core.clone())?;
         conn.set_credentials(clock.now(), credentials);
-        let (commands, command_rx) = mpsc::unbounded_channel::<Command>();
+        let (commands, command_rx) = mpsc::channel::<Command>(config.command_capacity.max(1));
         // The app's reads through `Client::api` report their headers to the connection, so
         // they and the catch-up share the server's budget. A weak sender: an `Api` kept by
         // the app does not keep the connection task alive.
@@ -228,8 +243,9 @@ impl Client {
         let observed = api
             .clone()
             .with_read_observer(Arc::new(move |h: &ReadHeaders| {
+                // Advisory: a task that far behind misses one report; the app never waits.
                 if let Some(tx) = weak.upgrade() {
-                    let _ = tx.send(Command::AppRead(h.clone()));
+                    let _ = tx.try_send(Command::AppRead(h.clone()));
                 }
             }));
         let (status_tx, status) = watch::channel(Status::Disconnected);
@@ -252,6 +268,7 @@ impl Client {
             socket: None,
             connecting: None,
             generation: 0,
+            write_queue_capacity: config.write_queue_capacity.max(1),
             internal_tx,
             internal_rx,
             rest: JoinSet::new(),
@@ -273,8 +290,17 @@ impl Client {
         ))
     }
 
+    /// Hands a command to the task now, or says why not.
     fn command(&self, c: Command) -> Result<(), ClientError> {
-        self.commands.send(c).map_err(|_| ClientError::Closed)
+        self.commands.try_send(c).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ClientError::Busy,
+            mpsc::error::TrySendError::Closed(_) => ClientError::Closed,
+        })
+    }
+
+    /// Hands a command to the task, waiting for room.
+    async fn command_wait(&self, c: Command) -> Result<(), ClientError> {
+        self.commands.send(c).await.map_err(|_| ClientError::Closed)
     }
 
     /// Connects (or retries now, when waiting to reconnect).
@@ -292,7 +318,7 @@ impl Client {
     /// this client is closed; the event stream ends. Closing a closed client does nothing.
     pub async fn close(&self) {
         let (reply, rx) = oneshot::channel();
-        if self.command(Command::Close(reply)).is_ok() {
+        if self.command_wait(Command::Close(reply)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -318,11 +344,12 @@ impl Client {
         newest: Option<String>,
     ) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Subscribe {
+        self.command_wait(Command::Subscribe {
             channel_id: channel_id.to_owned(),
             newest,
             reply,
-        })?;
+        })
+        .await?;
         Ok(rx.await.map_err(|_| ClientError::Closed)??)
     }
 
@@ -340,7 +367,7 @@ impl Client {
     /// Sends a client event under its offline policy (see `tether_core::outbound::Policy`).
     pub async fn send(&self, event: ClientEvent) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Send(event, reply))?;
+        self.command_wait(Command::Send(event, reply)).await?;
         Ok(rx.await.map_err(|_| ClientError::Closed)??)
     }
 
@@ -362,14 +389,14 @@ impl Client {
     /// Counters, and the last heartbeat round trip.
     pub async fn stats(&self) -> Result<(Stats, Option<Duration>), ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Stats(reply))?;
+        self.command_wait(Command::Stats(reply)).await?;
         rx.await.map_err(|_| ClientError::Closed)
     }
 
     /// The current access token (refreshed by the connection as needed), for REST calls.
     pub async fn access_token(&self) -> Result<Option<tether_core::Secret>, ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Token(reply))?;
+        self.command_wait(Command::Token(reply)).await?;
         rx.await.map_err(|_| ClientError::Closed)
     }
 
@@ -392,7 +419,7 @@ enum Internal {
 struct Socket {
     generation: u64,
     reader: SplitStream<Ws>,
-    writer: mpsc::UnboundedSender<Message>,
+    writer: mpsc::Sender<Message>,
     /// Aborted when the socket is dropped, so an abort really drops the TCP connection.
     writer_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -414,12 +441,13 @@ struct Driver {
     socket: Option<Socket>,
     connecting: Option<tokio::task::JoinHandle<()>>,
     generation: u64,
+    write_queue_capacity: usize,
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     rest: JoinSet<()>,
     inbox: Arc<Inbox>,
     status_tx: watch::Sender<Status>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::Receiver<Command>,
     /// Not reading the socket because the app is behind.
     paused: bool,
     /// The drain's buffers, kept between turns.
@@ -507,8 +535,29 @@ impl Driver {
     /// next deadline.
     fn drain(&mut self) -> Option<std::time::Instant> {
         let mut actions = std::mem::take(&mut self.actions);
-        let deadline = tether_core::drain(&mut self.conn, |a| actions.push(a));
         let mut events = std::mem::take(&mut self.events);
+        // Carrying out an action can be an input too (a full write queue drops the link):
+        // drain until the core has nothing more to say.
+        let mut deadline = tether_core::drain(&mut self.conn, |a| actions.push(a));
+        while !actions.is_empty() {
+            self.carry_out(&mut actions, &mut events);
+            deadline = tether_core::drain(&mut self.conn, |a| actions.push(a));
+        }
+        if !events.is_empty() {
+            let mut queue = self.inbox.queue();
+            for e in events.drain(..) {
+                queue.push(e);
+            }
+            drop(queue);
+            self.inbox.readable.notify_one();
+        }
+        self.actions = actions;
+        self.events = events;
+        deadline
+    }
+
+    /// Carries out `actions` (emptying it); app events go to `events`.
+    fn carry_out(&mut self, actions: &mut Vec<Action>, events: &mut Vec<Event>) {
         for action in actions.drain(..) {
             match action {
                 Action::Open(req) => self.open(req),
@@ -539,17 +588,6 @@ impl Driver {
                 _ => {}
             }
         }
-        if !events.is_empty() {
-            let mut queue = self.inbox.queue();
-            for e in events.drain(..) {
-                queue.push(e);
-            }
-            drop(queue);
-            self.inbox.readable.notify_one();
-        }
-        self.actions = actions;
-        self.events = events;
-        deadline
     }
 
     /// Frees the drain buffers and the app's queue if a burst grew them and they are empty.
@@ -618,9 +656,22 @@ impl Driver {
     }
 
     fn write(&mut self, message: Message) {
-        if let Some(s) = &self.socket {
-            // A send error means the writer task ended; it reports that itself.
-            let _ = s.writer.send(message);
+        let Some(s) = &self.socket else {
+            return;
+        };
+        match s.writer.try_send(message) {
+            Ok(()) => {}
+            // The writer task ended; it reports that itself.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The peer has not read `write_queue_capacity` frames: a dead link, not a
+                // reason to queue without end.
+                tracing::debug!("write queue full; dropping the link");
+                self.socket = None;
+                let now = self.clock.now();
+                self.conn
+                    .handle_closed(now, Disconnect::Error(TransportError::Io));
+            }
         }
     }
 
@@ -690,7 +741,7 @@ impl Driver {
                 match result {
                     Ok(Opened { ws, protocol, date }) => {
                         let (sink, reader) = (*ws).split();
-                        let (writer, rx) = mpsc::unbounded_channel();
+                        let (writer, rx) = mpsc::channel(self.write_queue_capacity);
                         let tx = self.internal_tx.clone();
                         let writer_task = tokio::spawn(write_loop(sink, rx, tx, generation));
                         self.socket = Some(Socket {
@@ -832,7 +883,7 @@ async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<Message, tungs
 
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut rx: mpsc::Receiver<Message>,
     failed: mpsc::UnboundedSender<Internal>,
     generation: u64,
 ) {

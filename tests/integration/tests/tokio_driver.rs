@@ -643,3 +643,71 @@ async fn a_connect_the_core_gave_up_on_never_keeps_its_socket() {
         }
     }
 }
+
+/// Issue 11: the socket's write queue is bounded. A peer that stops reading (a stalled
+/// server) fills the kernel's buffers, then the queue; the client then drops the link as
+/// dead and reconnects, instead of queueing frames without end. The heartbeat is set far
+/// away so that only the bound can notice.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_when_the_write_queue_fills() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let mut cfg = w.client_config();
+    cfg.write_queue_capacity = 64;
+    cfg.core.heartbeat.interval = Duration::from_secs(600);
+    let (client, mut events) = w.client(cfg).await;
+    until_live(&mut events, 1).await;
+    w.server.faults().stall(false);
+    let pad = "x".repeat(200 * 1024);
+    let started = Instant::now();
+    let mut sent = 0;
+    while !matches!(client.status(), Status::Reconnecting { .. }) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the link was never dropped; {sent} frames of 200 KiB queued"
+        );
+        let event = tether_core::CustomEvent::new(format!(r#"{{"type":"bulk","pad":"{pad}"}}"#))
+            .expect("a custom event");
+        client
+            .send(tether_core::ClientEvent::Custom(event))
+            .await
+            .expect("taken while connected");
+        sent += 1;
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        matches!(
+            client.status(),
+            Status::Reconnecting {
+                reason: ReconnectReason::ConnectionLost,
+                ..
+            }
+        ),
+        "{:?}",
+        client.status()
+    );
+}
+
+/// Issue 11: the command channel is bounded. Commands beyond `command_capacity` that the
+/// task has not taken yet are refused with `Busy`, not queued without end; the async calls
+/// wait for room instead.
+#[tokio::test(flavor = "current_thread")]
+async fn commands_beyond_the_capacity_are_refused_busy_not_queued() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let mut cfg = w.client_config();
+    cfg.command_capacity = 4;
+    // On this single-threaded runtime the connection task runs only when the test yields.
+    let (client, _events) = Client::spawn(cfg, w.alice.clone()).expect("spawn");
+    for _ in 0..4 {
+        client.focus("c").expect("room for four");
+    }
+    assert!(matches!(
+        client.focus("c"),
+        Err(tether_tokio::ClientError::Busy)
+    ));
+    // An async call waits for room rather than failing.
+    client
+        .subscribe(&w.channels[0])
+        .await
+        .expect("subscribe waits for room");
+    client.focus("c").expect("room again");
+}
