@@ -186,6 +186,7 @@ async fn main() {
 
     let mut connected_at = None;
     let mut resynced_at = Vec::new();
+    let mut complete_at = Vec::new();
     let (mut complete, mut incomplete, mut recovered) = (0usize, 0usize, 0usize);
     let mut waits = 0usize;
     while complete + incomplete < a.channels {
@@ -202,6 +203,7 @@ async fn main() {
                 resynced_at.push(since);
                 recovered += r;
                 if done {
+                    complete_at.push(since);
                     complete += 1;
                 } else {
                     incomplete += 1;
@@ -238,6 +240,7 @@ async fn main() {
         "max_reads_in_flight": max_in_flight,
         "other_events": waits,
         "resynced_at_s": resynced_at,
+        "complete_at_s": complete_at,
     });
     println!("{result}");
     if let Some(path) = &a.out
@@ -266,7 +269,13 @@ fn plot(path: &str, inputs: &[String]) -> Result<(), Box<dyn std::error::Error>>
     let mut runs = Vec::new();
     for input in inputs {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(input)?)?;
-        let times: Vec<f64> = v["resynced_at_s"]
+        // Channels caught up completely (older results: every resync, when all were).
+        let key = if v.get("complete_at_s").is_some() || v["incomplete"] != 0 {
+            "complete_at_s"
+        } else {
+            "resynced_at_s"
+        };
+        let times: Vec<f64> = v[key]
             .as_array()
             .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
             .unwrap_or_default();
@@ -298,7 +307,7 @@ fn plot(path: &str, inputs: &[String]) -> Result<(), Box<dyn std::error::Error>>
     chart
         .configure_mesh()
         .x_desc("seconds since connected")
-        .y_desc("channels resynced")
+        .y_desc("channels caught up completely")
         .draw()?;
     let colors = [&BLUE, &RED, &GREEN, &MAGENTA, &BLACK, &CYAN];
     for (i, (name, times)) in runs.iter().enumerate() {
