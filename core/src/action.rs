@@ -98,6 +98,17 @@ pub enum Event {
         /// The server's code (`channel_not_found`, `forbidden`).
         code: Text,
     },
+    /// The server refused something with a subscription refusal (`forbidden`,
+    /// `channel_not_found`) that may answer this channel's `subscribe` or another frame sent
+    /// just before it (a `typing`, a `voice_join`): Kaiku's `error` names no channel. The
+    /// channel stays wanted and its `subscribe` was sent again behind a `ping`; a real
+    /// refusal then follows as [`Event::SubscriptionRejected`].
+    SubscriptionUncertain {
+        /// The channel.
+        channel_id: Text,
+        /// The server's code.
+        code: Text,
+    },
     /// The connection was re-established and the voice channel re-joined: the old voice
     /// session (its offer/answer and ICE state) is gone and must be rebuilt.
     VoiceReset {

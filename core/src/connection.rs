@@ -18,7 +18,7 @@ use crate::rng::Rng;
 use crate::secret::Secret;
 use crate::stats::Stats;
 use crate::status::Status;
-use crate::subscriptions::{SessionState, Subscriptions};
+use crate::subscriptions::{Refusal, SentKind, SessionState, Subscriptions};
 use crate::text::Text;
 use crate::timestamp::Timestamp;
 use crate::wire::{ClientEvent, ServerEvent, ServerEventKind};
@@ -280,14 +280,7 @@ impl Connection {
             self.catch_up.track(ch.clone(), newest.map(Text::from));
         }
         if self.subs.subscribe(ch.clone(), self.is_connected()) {
-            self.catch_up.handle_subscribe_sent(now, &ch);
-            self.send_frame(
-                ClientEvent::Subscribe {
-                    channel_id: channel_id.to_owned(),
-                }
-                .to_json()
-                .into(),
-            );
+            self.send_subscribe(now, &ch);
         }
         Ok(())
     }
@@ -427,6 +420,7 @@ impl Connection {
             }
         };
         if matches!(event.kind(), ServerEventKind::Pong) {
+            self.subs.handle_pong();
             if let State::Connected(live) = &mut self.state
                 && let Some(rtt) = live.heartbeat.handle_pong(now)
             {
@@ -903,14 +897,7 @@ impl Connection {
         };
         self.set_state(State::Connected(live));
         for ch in self.subs.handle_ready() {
-            self.catch_up.handle_subscribe_sent(now, &ch);
-            self.send_frame(
-                ClientEvent::Subscribe {
-                    channel_id: ch.as_str().to_owned(),
-                }
-                .to_json()
-                .into(),
-            );
+            self.send_subscribe(now, &ch);
         }
         for event in self.session.replay() {
             self.send_state(now, event);
@@ -969,13 +956,37 @@ impl Connection {
                 self.catch_up.handle_subscribed(now, channel_id);
             }
             ServerEventKind::Error { code, channel_id } => {
-                if let Some(ch) = self.subs.handle_error(code.as_str(), channel_id.as_ref()) {
-                    self.catch_up.forget(&ch);
-                    self.actions
-                        .push_back(Action::Emit(Event::SubscriptionRejected {
-                            channel_id: ch,
-                            code: code.clone(),
-                        }));
+                match self.subs.handle_error(code.as_str(), channel_id.as_ref()) {
+                    Some(Refusal::Rejected(ch)) => {
+                        self.catch_up.forget(&ch);
+                        self.actions
+                            .push_back(Action::Emit(Event::SubscriptionRejected {
+                                channel_id: ch,
+                                code: code.clone(),
+                            }));
+                    }
+                    Some(Refusal::Uncertain(ch)) => {
+                        // The refusal may answer a typing or voice frame sent before this
+                        // channel's subscribe: never drop a wanted channel on a guess. Ask
+                        // again behind a ping, whose pong retires everything before it, so
+                        // the answer to this subscribe is unambiguous (D47).
+                        let code = code.clone();
+                        self.subs.handle_resubscribe_sent(&ch);
+                        self.send_frame_raw(PING);
+                        self.send_frame_raw(
+                            ClientEvent::Subscribe {
+                                channel_id: ch.as_str().to_owned(),
+                            }
+                            .to_json()
+                            .into(),
+                        );
+                        self.actions
+                            .push_back(Action::Emit(Event::SubscriptionUncertain {
+                                channel_id: ch,
+                                code,
+                            }));
+                    }
+                    None => {}
                 }
             }
             ServerEventKind::MessageNew { channel_id, .. } => {
@@ -1068,7 +1079,30 @@ impl Connection {
         }
     }
 
+    /// Sends `subscribe` for a wanted channel (the subscription table already counts it).
+    fn send_subscribe(&mut self, now: Instant, channel: &Text) {
+        self.catch_up.handle_subscribe_sent(now, channel);
+        let frame = ClientEvent::Subscribe {
+            channel_id: channel.as_str().to_owned(),
+        }
+        .to_json()
+        .into();
+        self.send_frame_raw(frame);
+    }
+
+    /// Sends a frame other than `subscribe`; the subscription table keeps the order of what
+    /// the server may answer (a refusal can answer a typing or voice frame too).
     fn send_frame(&mut self, frame: Text) {
+        let kind = if frame == PING {
+            SentKind::Ping
+        } else {
+            SentKind::Other
+        };
+        self.subs.handle_sent(kind);
+        self.send_frame_raw(frame);
+    }
+
+    fn send_frame_raw(&mut self, frame: Text) {
         debug_assert!(
             self.socket == Socket::Open,
             "frame queued without an open socket"

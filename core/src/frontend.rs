@@ -9,6 +9,7 @@
 //! | status | `ws:status` with the full status object, then the legacy name: `ws:connecting`, `ws:connected`, `ws:disconnected` (payload `null`; `failed` is also `ws:disconnected`) or `ws:reconnecting` (payload: the attempt number) |
 //! | catch-up done | `ws:resynced` `{"channel_id","recovered","complete"}` |
 //! | subscription refused | `ws:subscription_rejected` `{"channel_id","code"}` |
+//! | a refusal that may not be this subscription's (asked again) | `ws:subscription_uncertain` `{"channel_id","code"}` |
 //! | voice session reset | `ws:voice_reset` `{"channel_id"}` |
 //! | accepted send dropped | `ws:send_dropped` with the client event |
 //! | catch-ups wait on the server's rate limit, or resume | `ws:rate_limited` `{"retry_in_ms","waiting"}` (`retry_in_ms` is `null` once reads resume) |
@@ -126,6 +127,13 @@ pub fn frontend_events(event: &Event) -> Vec<FrontendEvent> {
         )],
         Event::SubscriptionRejected { channel_id, code } => vec![FrontendEvent::new(
             "ws:subscription_rejected",
+            json(&SubscriptionRejectedPayload {
+                channel_id: channel_id.to_string(),
+                code: code.to_string(),
+            }),
+        )],
+        Event::SubscriptionUncertain { channel_id, code } => vec![FrontendEvent::new(
+            "ws:subscription_uncertain",
             json(&SubscriptionRejectedPayload {
                 channel_id: channel_id.to_string(),
                 code: code.to_string(),

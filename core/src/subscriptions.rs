@@ -19,18 +19,56 @@ pub enum SubState {
     Confirmed,
 }
 
+/// A frame sent on the current socket that the server may answer, in send order. The server
+/// handles a socket's frames in order and answers them in order: a `subscribe` always gets
+/// `subscribed` or an `error`, a `ping` always gets `pong`, any other frame (typing, voice,
+/// presence) gets nothing when it succeeds and may get an `error` when it does not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Sent {
+    Subscribe(Text),
+    Ping,
+    /// One or more other frames in a row (only whether there were any matters).
+    Other,
+}
+
+/// What a refusal (`channel_not_found`, `forbidden`) says about the subscriptions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// It answers this channel's `subscribe`: the channel is no longer wanted.
+    Rejected(Text),
+    /// It answers either this channel's `subscribe` or another frame sent before it (a
+    /// `typing`, a `voice_join`), which a refusal can answer too. The channel stays wanted;
+    /// the connection sends a `ping` and the `subscribe` again, whose answer is then
+    /// unambiguous (D47).
+    Uncertain(Text),
+}
+
 /// The set of wanted channels. A `BTreeMap`, so replay order is deterministic.
 ///
 /// Verbs: [`subscribe`](Self::subscribe) / [`unsubscribe`](Self::unsubscribe) from the app;
 /// [`handle_ready`](Self::handle_ready), [`handle_subscribed`](Self::handle_subscribed),
-/// [`handle_error`](Self::handle_error), [`handle_disconnect`](Self::handle_disconnect) from
+/// [`handle_error`](Self::handle_error), [`handle_sent`](Self::handle_sent),
+/// [`handle_pong`](Self::handle_pong), [`handle_disconnect`](Self::handle_disconnect) from
 /// the connection.
 #[derive(Clone, Debug, Default)]
 pub struct Subscriptions {
     wanted: BTreeMap<Text, SubState>,
-    /// Subscribes sent and not answered, oldest first. Kaiku's `error` names no channel, but
-    /// the server handles frames in order, so a refusal answers the oldest pending one.
-    pending: VecDeque<Text>,
+    /// Frames sent on this socket whose answer has not arrived, oldest first. Kaiku's `error`
+    /// names no channel, but answers come in order, so a refusal answers the oldest frame
+    /// still unanswered that can be refused.
+    unanswered: VecDeque<Sent>,
+    /// Channels whose `subscribe` was sent again after an uncertain refusal, on this socket:
+    /// at most once each.
+    retried: std::collections::BTreeSet<Text>,
+}
+
+/// What kind of frame went out, for [`Subscriptions::handle_sent`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SentKind {
+    /// A heartbeat or fence `ping`.
+    Ping,
+    /// Anything but `subscribe` and `ping`.
+    Other,
 }
 
 impl Subscriptions {
@@ -46,7 +84,7 @@ impl Subscriptions {
             SubState::Idle
         };
         if online {
-            self.pending.push_back(channel.clone());
+            self.unanswered.push_back(Sent::Subscribe(channel.clone()));
         }
         self.wanted.insert(channel, state);
         online
@@ -55,6 +93,7 @@ impl Subscriptions {
     /// Removes a channel. Returns whether `unsubscribe` should be sent (it was sent or
     /// confirmed on the current connection); offline this only edits the set.
     pub fn unsubscribe(&mut self, channel: &Text) -> bool {
+        self.retried.remove(channel);
         match self.wanted.remove(channel) {
             Some(SubState::Pending | SubState::Confirmed) => true,
             Some(SubState::Idle) | None => false,
@@ -63,26 +102,48 @@ impl Subscriptions {
 
     /// A new session is ready: every wanted channel is to be subscribed exactly once.
     pub fn handle_ready(&mut self) -> Vec<Text> {
-        self.pending.clear();
+        self.unanswered.clear();
+        self.retried.clear();
         let mut out = Vec::with_capacity(self.wanted.len());
         for (ch, state) in &mut self.wanted {
             *state = SubState::Pending;
-            self.pending.push_back(ch.clone());
+            self.unanswered.push_back(Sent::Subscribe(ch.clone()));
             out.push(ch.clone());
         }
         out
     }
 
+    /// A frame other than `subscribe` went out on the socket.
+    pub fn handle_sent(&mut self, kind: SentKind) {
+        match kind {
+            SentKind::Ping => self.unanswered.push_back(Sent::Ping),
+            SentKind::Other if self.unanswered.back() == Some(&Sent::Other) => {}
+            SentKind::Other => self.unanswered.push_back(Sent::Other),
+        }
+    }
+
+    /// A `pong` arrived: it answers the oldest `ping`, and every frame sent before that ping
+    /// has had its answer. Subscribes among them that were not confirmed were answered by
+    /// something this table could not attribute (D17): they stay wanted and are tried again
+    /// on the next connection.
+    pub fn handle_pong(&mut self) {
+        if let Some(pos) = self.unanswered.iter().position(|s| *s == Sent::Ping) {
+            self.unanswered.drain(..=pos);
+        }
+    }
+
     /// The server confirmed a channel. Returns true when that newly confirms a wanted channel
     /// (a repeated `subscribed` changes nothing).
     ///
-    /// The server answers in order, so subscribes sent before this one that are still pending
-    /// were answered by something this table could not attribute (Kaiku's `message_error` for a
-    /// malformed id). They stop being candidates for later refusals, so an error is never pinned
-    /// on the wrong channel; they stay wanted and are tried again on the next connection.
+    /// The server answers in order, so every frame sent before this `subscribe` has had its
+    /// answer: subscribes still pending among them were answered by something this table
+    /// could not attribute (Kaiku's `message_error` for a malformed id). They stop being
+    /// candidates for later refusals, so an error is never pinned on the wrong channel; they
+    /// stay wanted and are tried again on the next connection.
     pub fn handle_subscribed(&mut self, channel: &Text) -> bool {
-        if let Some(pos) = self.pending.iter().position(|c| c == channel) {
-            self.pending.drain(..=pos);
+        let this = Sent::Subscribe(channel.clone());
+        if let Some(pos) = self.unanswered.iter().position(|c| *c == this) {
+            self.unanswered.drain(..=pos);
         }
         match self.wanted.get_mut(channel) {
             Some(state) if *state == SubState::Pending => {
@@ -93,26 +154,64 @@ impl Subscriptions {
         }
     }
 
-    /// The server refused something with `code`. A refusal of a subscription
-    /// (`channel_not_found`, `forbidden`) removes that channel and returns it.
-    pub fn handle_error(&mut self, code: &str, channel: Option<&Text>) -> Option<Text> {
+    /// The server refused something with `code`, naming `channel` or not. Returns what that
+    /// says about a subscription, if anything:
+    ///
+    /// - the error names a channel whose `subscribe` is unanswered: that one is rejected;
+    /// - else it answers the oldest unanswered frame that can be refused. If no other frame
+    ///   is unanswered before the oldest `subscribe`, that `subscribe` is rejected;
+    /// - if a `typing` or `voice_join` (any other frame) is unanswered before it, either one
+    ///   may be the refused frame: [`Refusal::Uncertain`]. The channel stays wanted, and the
+    ///   connection asks again behind a `ping`, once per socket; a second uncertain refusal
+    ///   of the same channel waits for that answer.
+    pub fn handle_error(&mut self, code: &str, channel: Option<&Text>) -> Option<Refusal> {
         if !is_subscription_refusal(code) {
             return None;
         }
-        let ch = match channel {
-            Some(c) => {
-                let pos = self.pending.iter().position(|p| p == c)?;
-                self.pending.remove(pos)?
-            }
-            None => self.pending.pop_front()?,
+        if let Some(c) = channel {
+            let this = Sent::Subscribe(c.clone());
+            let pos = self.unanswered.iter().position(|p| *p == this)?;
+            self.unanswered.remove(pos);
+            return self.reject(c.clone());
+        }
+        let pos = self
+            .unanswered
+            .iter()
+            .position(|s| matches!(s, Sent::Subscribe(_)))?;
+        let Sent::Subscribe(ch) = self.unanswered[pos].clone() else {
+            return None;
         };
-        self.wanted.remove(&ch);
-        Some(ch)
+        if self.unanswered.iter().take(pos).any(|s| *s == Sent::Other) {
+            if !self.retried.insert(ch.clone()) {
+                // Already asked again behind a ping: that answer decides.
+                return None;
+            }
+            return Some(Refusal::Uncertain(ch));
+        }
+        self.unanswered.remove(pos);
+        self.reject(ch)
+    }
+
+    fn reject(&mut self, channel: Text) -> Option<Refusal> {
+        self.retried.remove(&channel);
+        // Another `subscribe` of it may still be unanswered (the one sent again): it goes too.
+        self.unanswered
+            .retain(|s| !matches!(s, Sent::Subscribe(c) if *c == channel));
+        self.wanted
+            .remove(&channel)
+            .map(|_| Refusal::Rejected(channel))
+    }
+
+    /// After [`Refusal::Uncertain`]: the connection sends `ping`, then `subscribe` again.
+    pub fn handle_resubscribe_sent(&mut self, channel: &Text) {
+        self.unanswered.push_back(Sent::Ping);
+        self.unanswered.push_back(Sent::Subscribe(channel.clone()));
     }
 
     /// The connection is gone: nothing is pending or confirmed any more.
     pub fn handle_disconnect(&mut self) {
-        self.pending.clear();
+        self.unanswered.clear();
+        self.retried.clear();
         for state in self.wanted.values_mut() {
             *state = SubState::Idle;
         }
@@ -290,7 +389,10 @@ mod tests {
         s.subscribe(t("b"), false);
         s.handle_ready();
         assert_eq!(s.handle_error("message_error", None), None);
-        assert_eq!(s.handle_error("channel_not_found", None), Some(t("a")));
+        assert_eq!(
+            s.handle_error("channel_not_found", None),
+            Some(Refusal::Rejected(t("a")))
+        );
         assert!(!s.is_wanted(&t("a")));
         assert!(s.handle_subscribed(&t("b")));
         assert_eq!(s.handle_error("forbidden", None), None);
@@ -312,7 +414,10 @@ mod tests {
         s.subscribe(t("b"), true);
         s.subscribe(t("gone"), true);
         assert!(s.handle_subscribed(&t("b")));
-        assert_eq!(s.handle_error("channel_not_found", None), Some(t("gone")));
+        assert_eq!(
+            s.handle_error("channel_not_found", None),
+            Some(Refusal::Rejected(t("gone")))
+        );
         assert!(s.is_wanted(&t("not-a-uuid")));
     }
 
@@ -321,8 +426,69 @@ mod tests {
         let mut s = Subscriptions::default();
         s.subscribe(t("a"), true);
         s.subscribe(t("b"), true);
-        assert_eq!(s.handle_error("forbidden", Some(&t("b"))), Some(t("b")));
+        assert_eq!(
+            s.handle_error("forbidden", Some(&t("b"))),
+            Some(Refusal::Rejected(t("b")))
+        );
         assert!(s.is_wanted(&t("a")));
+    }
+
+    #[test]
+    fn a_refusal_that_may_answer_a_typing_is_uncertain_and_asked_again_once() {
+        let mut s = Subscriptions::default();
+        s.subscribe(t("a"), true);
+        s.handle_subscribed(&t("a"));
+        s.handle_sent(SentKind::Other); // typing in a channel the user may not write in
+        s.subscribe(t("b"), true);
+        assert_eq!(
+            s.handle_error("forbidden", None),
+            Some(Refusal::Uncertain(t("b")))
+        );
+        assert!(s.is_wanted(&t("b")), "never dropped on a guess");
+        s.handle_resubscribe_sent(&t("b"));
+        // b's own answer to the first subscribe: refused too, still uncertain, not asked again.
+        assert_eq!(s.handle_error("forbidden", None), None);
+        assert!(s.is_wanted(&t("b")));
+        // The fence's pong: everything before it was answered; the second subscribe is next.
+        s.handle_pong();
+        assert_eq!(
+            s.handle_error("forbidden", None),
+            Some(Refusal::Rejected(t("b")))
+        );
+        assert!(!s.is_wanted(&t("b")));
+    }
+
+    #[test]
+    fn when_the_typing_took_the_refusal_the_channel_is_confirmed() {
+        let mut s = Subscriptions::default();
+        s.handle_sent(SentKind::Other);
+        s.subscribe(t("b"), true);
+        assert_eq!(
+            s.handle_error("forbidden", None),
+            Some(Refusal::Uncertain(t("b")))
+        );
+        s.handle_resubscribe_sent(&t("b"));
+        assert!(s.handle_subscribed(&t("b")));
+        s.handle_pong();
+        assert!(
+            !s.handle_subscribed(&t("b")),
+            "the second answer changes nothing"
+        );
+        assert_eq!(s.state(&t("b")), Some(SubState::Confirmed));
+    }
+
+    #[test]
+    fn a_pong_retires_every_frame_sent_before_its_ping() {
+        let mut s = Subscriptions::default();
+        s.handle_sent(SentKind::Other);
+        s.handle_sent(SentKind::Ping);
+        s.subscribe(t("b"), true);
+        s.handle_pong();
+        // The typing was answered (silently) before the pong: the refusal is b's.
+        assert_eq!(
+            s.handle_error("channel_not_found", None),
+            Some(Refusal::Rejected(t("b")))
+        );
     }
 
     #[test]

@@ -1532,3 +1532,75 @@ fn an_oversized_frame_refused_by_the_driver_is_counted() {
         }
     ));
 }
+
+// ----- issue 11: a refusal that may answer another frame never drops a wanted channel ----
+
+#[test]
+fn a_refusal_answering_an_earlier_voice_join_does_not_drop_a_wanted_channel() {
+    let mut h = live_with(&["a"], None);
+    h.conn
+        .send(
+            h.now,
+            tether_core::ClientEvent::VoiceJoin {
+                channel_id: "v".into(),
+            },
+        )
+        .unwrap();
+    h.subscribe("b");
+    h.take();
+    // Kaiku refuses the voice join (its `error` names no channel), then confirms b.
+    h.frame(r#"{"type":"error","code":"forbidden","message":"Access denied"}"#);
+    let out = h.take();
+    assert!(
+        !events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::SubscriptionRejected { .. })),
+        "b was dropped on a guess: {out:?}"
+    );
+    assert!(events(&out).contains(&Event::SubscriptionUncertain {
+        channel_id: "b".into(),
+        code: "forbidden".into()
+    }));
+    assert_eq!(
+        sent(&out),
+        [
+            r#"{"type":"ping"}"#,
+            r#"{"type":"subscribe","channel_id":"b"}"#
+        ],
+        "asked again behind a fence"
+    );
+    h.frame(r#"{"type":"subscribed","channel_id":"b"}"#);
+    h.frame(r#"{"type":"pong"}"#);
+    h.frame(r#"{"type":"subscribed","channel_id":"b"}"#);
+    assert!(h.conn.subscriptions().any(|c| c == "b"));
+    // b is live: its messages are delivered.
+    h.frame(&message_new("b", "m1", 1));
+    assert_eq!(delivered_ids(&h.take()), ["m1"]);
+}
+
+#[test]
+fn a_refusal_of_the_subscribe_asked_again_is_attributed_after_the_fence() {
+    let mut h = live_with(&["a"], None);
+    h.conn
+        .send(
+            h.now,
+            tether_core::ClientEvent::Typing {
+                channel_id: "a".into(),
+            },
+        )
+        .unwrap();
+    h.subscribe("secret");
+    h.take();
+    // The typing succeeded silently; the subscribe is refused: uncertain at first.
+    h.frame(r#"{"type":"error","code":"forbidden","message":"Access denied"}"#);
+    assert!(h.conn.subscriptions().any(|c| c == "secret"));
+    h.take();
+    // The fence's pong, then the second subscribe's refusal: now it can only be this one.
+    h.frame(r#"{"type":"pong"}"#);
+    h.frame(r#"{"type":"error","code":"forbidden","message":"Access denied"}"#);
+    assert!(events(&h.take()).contains(&Event::SubscriptionRejected {
+        channel_id: "secret".into(),
+        code: "forbidden".into()
+    }));
+    assert!(!h.conn.subscriptions().any(|c| c == "secret"));
+}
