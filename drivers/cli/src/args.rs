@@ -43,8 +43,8 @@ pub struct Serve {
     pub allow_query_auth: bool,
 }
 
-/// How to authenticate.
-#[derive(Debug, Args)]
+/// How to authenticate. `Debug` never shows the token or the password.
+#[derive(Args)]
 pub struct Login {
     /// HTTP base URL of the server (the socket is `/ws` on it).
     #[arg(long, value_name = "URL")]
@@ -63,6 +63,24 @@ pub struct Login {
         requires = "username"
     )]
     pub password: Option<String>,
+    /// Allow http:// (and ws://) to a host that is not loopback. The password or token then
+    /// crosses the network unencrypted; without this flag such a --server is refused before
+    /// anything is sent. Loopback is always allowed.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Login")
+            .field("server", &self.server)
+            .field("token", &redacted(&self.token))
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("insecure", &self.insecure)
+            .finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -98,9 +116,6 @@ pub struct Listen {
     /// Largest reconnect delay cap, in milliseconds.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub backoff_max: Option<u64>,
-    /// Allow ws:// (http://) to a host that is not loopback.
-    #[arg(long)]
-    pub insecure: bool,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -145,6 +160,27 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn debug_never_shows_the_token_or_the_password() {
+        let cli = Cli::try_parse_from([
+            "tether",
+            "send",
+            "--server",
+            "http://127.0.0.1:1",
+            "--username",
+            "bob",
+            "--password",
+            "hunter2-secret",
+            "--channel",
+            "c",
+            "hi",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

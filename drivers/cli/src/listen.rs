@@ -10,7 +10,7 @@ use crate::args::{self, Listen};
 use crate::{Failure, api_for, credentials, wait_for_ctrl_c};
 
 pub async fn run(a: Listen) -> Result<(), Failure> {
-    let api = api_for(&a.login.server)?;
+    let api = api_for(&a.login)?;
     let mut config = ClientConfig::new(&a.login.server).map_err(|e| Failure {
         code: 64,
         message: format!("bad --server `{}`: {e}", a.login.server),
@@ -19,7 +19,7 @@ pub async fn run(a: Listen) -> Result<(), Failure> {
         args::AuthMode::Subprotocol => AuthMode::Subprotocol,
         args::AuthMode::Query => AuthMode::Query,
     };
-    config.core.allow_insecure = a.insecure;
+    config.core.allow_insecure = a.login.insecure;
     if let Some(s) = a.heartbeat_interval {
         config.core.heartbeat.interval = Duration::from_secs_f64(s);
     }

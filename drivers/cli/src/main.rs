@@ -50,8 +50,23 @@ impl Failure {
         }
     }
 
-    /// From a REST error: 401 is a credentials failure, the rest general.
+    /// Exit 64: plain http to a host that is not loopback, without `--insecure` (bad usage:
+    /// the command line must change). Nothing was sent.
+    pub fn insecure(host: &str) -> Self {
+        Self {
+            code: 64,
+            message: format!(
+                "refusing to send credentials unencrypted to `{host}`: use an https:// --server, or pass --insecure"
+            ),
+        }
+    }
+
+    /// From a REST error: 401 is a credentials failure, a refused plain-text call bad usage,
+    /// the rest general.
     pub fn api(context: &str, e: &ApiError) -> Self {
+        if let ApiError::Insecure(host) = e {
+            return Self::insecure(host);
+        }
         if e.is_unauthorized() {
             Self::auth(format!("{context}: credentials rejected ({e})"))
         } else {
@@ -200,10 +215,19 @@ pub async fn credentials(api: &Api, login: &Login) -> Result<tether_core::Creden
     }
 }
 
-/// The REST client for `--server`, with a clear error for a bad URL.
-pub fn api_for(server: &str) -> Result<Api, Failure> {
-    Api::new(server).map_err(|e| Failure {
-        code: 64,
-        message: format!("bad --server `{server}`: {e}"),
-    })
+/// The REST client for `--server`, with a clear error for a bad URL. Plain http to a host
+/// that is not loopback is refused here, before any request, unless `--insecure` is given:
+/// every command sends a password or a token.
+pub fn api_for(login: &Login) -> Result<Api, Failure> {
+    let server = &login.server;
+    let api = Api::new(server)
+        .map_err(|e| Failure {
+            code: 64,
+            message: format!("bad --server `{server}`: {e}"),
+        })?
+        .allow_insecure(login.insecure);
+    if api.is_refused_as_insecure() {
+        return Err(Failure::insecure(api.base().host_str().unwrap_or_default()));
+    }
+    Ok(api)
 }

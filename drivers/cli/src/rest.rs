@@ -4,7 +4,7 @@ use crate::args::{History, Send};
 use crate::{Failure, api_for, credentials};
 
 pub async fn send(a: Send) -> Result<(), Failure> {
-    let api = api_for(&a.login.server)?;
+    let api = api_for(&a.login)?;
     let creds = credentials(&api, &a.login).await?;
     let message = api
         .post_message(&creds.access_token, &a.channel, &a.text)
@@ -15,7 +15,7 @@ pub async fn send(a: Send) -> Result<(), Failure> {
 }
 
 pub async fn history(a: History) -> Result<(), Failure> {
-    let api = api_for(&a.login.server)?;
+    let api = api_for(&a.login)?;
     let creds = credentials(&api, &a.login).await?;
     let page = api
         .messages(&creds.access_token, &a.channel, None, a.limit)

@@ -7,10 +7,12 @@ use tether_core::{AuthMode, ClientEvent, Credentials, Secret, Status};
 use tether_tokio::{Api, Client, ClientConfig};
 
 use crate::error::{Error, ErrorKind};
-use crate::state::{Session, Tether};
+use crate::state::{Session, StoredLogin, Tether};
 
 /// How to connect.
-#[derive(Clone, Debug, Default, Deserialize, ts_rs::TS)]
+///
+/// `Debug` shows whether a token or a password was given, never the value.
+#[derive(Clone, Default, Deserialize, ts_rs::TS)]
 #[serde(default)]
 pub struct ConnectOptions {
     /// HTTP base URL of the server (`https://chat.example.com`).
@@ -18,10 +20,13 @@ pub struct ConnectOptions {
     /// `"subprotocol"` (default, current Kaiku) or `"query"` (older servers).
     #[ts(optional)]
     pub auth_mode: Option<String>,
-    /// An access token; or give `username` and `password`; or call `login` first.
+    /// An access token; or give `username` and `password`; or call `login` first. On a
+    /// session to the same server, a token other than the session's replaces its
+    /// credentials and reconnects.
     #[ts(optional)]
     pub token: Option<String>,
-    /// Log in with this user.
+    /// Log in with this user. On a session to the same server, another user (or any user
+    /// after the session failed) logs in again and reconnects.
     #[ts(optional)]
     pub username: Option<String>,
     /// Password for `username`.
@@ -30,6 +35,26 @@ pub struct ConnectOptions {
     /// Channels to subscribe to at once.
     #[ts(optional, as = "Option<Vec<String>>")]
     pub channels: Vec<String>,
+    /// Allow plain `http://`/`ws://` to a host that is not loopback (default `false`).
+    /// Without it such a server is refused (`kind: "insecure"`) before the password or token
+    /// is sent, because anyone on the path could read them. Loopback is always allowed.
+    #[ts(optional)]
+    pub allow_insecure: Option<bool>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ConnectOptions")
+            .field("server", &self.server)
+            .field("auth_mode", &self.auth_mode)
+            .field("token", &redacted(&self.token))
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("channels", &self.channels)
+            .field("allow_insecure", &self.allow_insecure)
+            .finish()
+    }
 }
 
 /// What `login` returns.
@@ -56,40 +81,26 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidArgument, message)
 }
 
-/// Connects (or, when already connected to the same server, subscribes the extra channels and
-/// returns the status: a reloaded webview calls `connect` again without reconnecting).
+/// Connects. A session to the same server is kept (a reloaded webview calls `connect` again
+/// without reconnecting): the extra channels are subscribed and the status returned. But when
+/// that session has failed, or the options bring credentials it does not have (another token,
+/// another user, or a `login` since), those credentials replace its own and it reconnects.
 #[tauri::command]
 pub(crate) async fn connect<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, Tether>,
     options: ConnectOptions,
 ) -> Result<Status, Error> {
+    let allow_insecure = options.allow_insecure.unwrap_or(false);
     let mut session = state.session.lock().await;
-    if let Some(s) = session.as_ref()
+    if let Some(s) = session.as_mut()
         && s.server == options.server
     {
-        for ch in &options.channels {
-            s.client.subscribe(ch).await?;
-        }
-        return Ok(s.client.status());
+        return reconnect_if_needed(s, &state, &options).await;
     }
-    let api = Api::new(&options.server).map_err(|e| invalid(e.to_string()))?;
-    let credentials = match (&options.token, &options.username, &options.password) {
-        (Some(t), _, _) => tether_tokio::with_jwt_expiry(Credentials::new(t.as_str())),
-        (None, Some(u), Some(p)) => {
-            tether_tokio::with_jwt_expiry(api.login(u, &Secret::new(p.as_str())).await?)
-        }
-        _ => match state.credentials.lock().await.as_ref() {
-            Some((server, c)) if *server == options.server => c.clone(),
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::Auth,
-                    "no credentials: pass a token, a username and password, or call login",
-                ));
-            }
-        },
-    };
-    let mut config = ClientConfig::new(&options.server).map_err(|e| invalid(e.to_string()))?;
+    // Every check before the first byte leaves: the socket's TLS rule, then the REST one
+    // (a login would send the password).
+    let mut config = ClientConfig::new(&options.server)?;
     config.core.auth_mode = match options.auth_mode.as_deref() {
         None | Some("subprotocol") => AuthMode::Subprotocol,
         Some("query") => AuthMode::Query,
@@ -99,9 +110,33 @@ pub(crate) async fn connect<R: Runtime>(
             )));
         }
     };
+    config.core.allow_insecure = allow_insecure;
+    config.core.validate()?;
+    let api = api(&options.server, allow_insecure)?;
+    let stored = state.login.lock().await;
+    let login_serial = stored.as_ref().map_or(0, |l| l.serial);
+    let (credentials, username) = match (&options.token, &options.username, &options.password) {
+        (Some(t), _, _) => (
+            tether_tokio::with_jwt_expiry(Credentials::new(t.as_str())),
+            None,
+        ),
+        (None, Some(u), Some(p)) => (
+            tether_tokio::with_jwt_expiry(api.login(u, &Secret::new(p.as_str())).await?),
+            Some(u.clone()),
+        ),
+        _ => match stored.as_ref() {
+            Some(l) if l.server == options.server => (l.credentials.clone(), None),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Auth,
+                    "no credentials: pass a token, a username and password, or call login",
+                ));
+            }
+        },
+    };
+    drop(stored);
     let token = credentials.access_token.clone();
-    let (client, events) =
-        Client::spawn(config, credentials).map_err(|e| invalid(e.to_string()))?;
+    let (client, events) = Client::spawn(config, credentials)?;
     for ch in &options.channels {
         client.subscribe(ch).await?;
     }
@@ -111,6 +146,9 @@ pub(crate) async fn connect<R: Runtime>(
         server: options.server,
         client,
         token,
+        username,
+        login_serial,
+        allow_insecure,
         forward,
     }) {
         old.replaced();
@@ -118,6 +156,72 @@ pub(crate) async fn connect<R: Runtime>(
     Ok(session
         .as_ref()
         .map_or(Status::Disconnected, |s| s.client.status()))
+}
+
+/// `connect` to the server of the live session `s`: subscribes the extra channels, and
+/// applies new credentials (or retries a failed session) with a reconnect.
+async fn reconnect_if_needed(
+    s: &mut Session,
+    state: &Tether,
+    options: &ConnectOptions,
+) -> Result<Status, Error> {
+    let failed = matches!(s.client.status(), Status::Failed { .. });
+    let mut fresh = None;
+    if let Some(t) = &options.token {
+        let current = s.client.access_token().await.ok().flatten();
+        // The session's token, or the one it refreshed to: nothing new (a failed session is
+        // retried below with what it has, its refresh token included).
+        if t.as_str() != s.token.expose()
+            && current.as_ref().map(Secret::expose) != Some(t.as_str())
+        {
+            fresh = Some((
+                tether_tokio::with_jwt_expiry(Credentials::new(t.as_str())),
+                None,
+            ));
+        }
+    } else if let (Some(u), Some(p)) = (&options.username, &options.password) {
+        // The session's own user, not failed: a reload; the password is not sent again.
+        if failed || s.username.as_deref() != Some(u.as_str()) {
+            let api = api(&options.server, options.allow_insecure.unwrap_or(false))?;
+            let creds = api.login(u, &Secret::new(p.as_str())).await?;
+            fresh = Some((tether_tokio::with_jwt_expiry(creds), Some(u.clone())));
+        }
+    } else if let Some(l) = state.login.lock().await.as_ref()
+        && l.server == s.server
+        && l.serial > s.login_serial
+    {
+        fresh = Some((l.credentials.clone(), None));
+        s.login_serial = l.serial;
+    }
+    if let Some((credentials, username)) = fresh {
+        tracing::debug!("connect: new credentials for the session; reconnecting");
+        s.token = credentials.access_token.clone();
+        s.username = username;
+        s.client.set_credentials(credentials)?;
+        if matches!(
+            s.client.status(),
+            Status::Connected | Status::Connecting { .. }
+        ) {
+            // A socket opened with the old credentials must not stay: close it, then open
+            // one with the new ones (subscriptions are kept).
+            s.client.disconnect()?;
+        }
+        s.client.connect()?;
+    } else if failed {
+        // The app acts after a failure: try again with what the session has.
+        s.client.connect()?;
+    }
+    for ch in &options.channels {
+        s.client.subscribe(ch).await?;
+    }
+    Ok(s.client.status())
+}
+
+/// The REST client for `server`, with the app's TLS opt-in.
+fn api(server: &str, allow_insecure: bool) -> Result<Api, Error> {
+    Ok(Api::new(server)
+        .map_err(|e| invalid(e.to_string()))?
+        .allow_insecure(allow_insecure))
 }
 
 /// Closes the connection and forgets it.
@@ -195,18 +299,31 @@ pub(crate) async fn status(state: State<'_, Tether>) -> Result<Status, Error> {
         .map_or(Status::Disconnected, |s| s.client.status()))
 }
 
-/// Logs in over REST and keeps the credentials for `connect`; returns the user.
+/// Logs in over REST and keeps the credentials for `connect`; returns the user. Plain
+/// `http://` to a host that is not loopback is refused (`kind: "insecure"`) before the password
+/// leaves, unless `allow_insecure` is `true`.
 #[tauri::command]
 pub(crate) async fn login(
     state: State<'_, Tether>,
     server: String,
     username: String,
     password: String,
+    allow_insecure: Option<bool>,
 ) -> Result<LoginResult, Error> {
-    let api = Api::new(&server).map_err(|e| invalid(e.to_string()))?;
+    let allow_insecure = allow_insecure.unwrap_or(false);
+    let api = api(&server, allow_insecure)?;
     let creds = tether_tokio::with_jwt_expiry(api.login(&username, &Secret::new(password)).await?);
     let user = api.me(&creds.access_token).await?;
-    *state.credentials.lock().await = Some((server, creds));
+    let serial = state
+        .logins
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    *state.login.lock().await = Some(StoredLogin {
+        server,
+        credentials: creds,
+        allow_insecure,
+        serial,
+    });
     Ok(LoginResult { user })
 }
 
@@ -214,24 +331,25 @@ pub(crate) async fn login(
 #[tauri::command]
 pub(crate) async fn logout(state: State<'_, Tether>) -> Result<(), Error> {
     let session = state.session.lock().await.take();
-    let creds = state.credentials.lock().await.take();
+    let stored = state.login.lock().await.take();
     let live_token = match &session {
         Some(s) => s.client.access_token().await.ok().flatten(),
         None => None,
     };
-    let (server, token) = match (&session, &creds, live_token) {
-        (Some(s), _, Some(t)) => (s.server.clone(), t),
-        (Some(s), _, None) => (s.server.clone(), s.token.clone()),
-        (None, Some((server, c)), _) => (server.clone(), c.access_token.clone()),
+    let (server, token, allow_insecure) = match (&session, &stored, live_token) {
+        (Some(s), _, Some(t)) => (s.server.clone(), t, s.allow_insecure),
+        (Some(s), _, None) => (s.server.clone(), s.token.clone(), s.allow_insecure),
+        (None, Some(l), _) => (
+            l.server.clone(),
+            l.credentials.access_token.clone(),
+            l.allow_insecure,
+        ),
         (None, None, _) => return Ok(()),
     };
     if let Some(s) = session {
         s.close().await;
     }
-    Api::new(&server)
-        .map_err(|e| invalid(e.to_string()))?
-        .logout(&token)
-        .await?;
+    api(&server, allow_insecure)?.logout(&token).await?;
     Ok(())
 }
 
@@ -286,4 +404,31 @@ pub(crate) async fn attach_channel(
 
 fn not_connected() -> Error {
     Error::new(ErrorKind::NotConnected, "not connected: call connect first")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_options_debug_never_shows_the_token_or_the_password() {
+        let options = ConnectOptions {
+            server: "https://chat.example.com".into(),
+            token: Some("eyJhbGciOi.the-token.sig".into()),
+            username: Some("alice".into()),
+            password: Some("hunter2-the-password".into()),
+            channels: vec!["c1".into()],
+            ..ConnectOptions::default()
+        };
+        for shown in [format!("{options:?}"), format!("{options:#?}")] {
+            assert!(!shown.contains("the-token"), "{shown}");
+            assert!(!shown.contains("the-password"), "{shown}");
+            // What helps debugging stays: the server, the user, that secrets were given.
+            assert!(shown.contains("chat.example.com"), "{shown}");
+            assert!(shown.contains("alice"), "{shown}");
+            assert_eq!(shown.matches("<redacted>").count(), 2, "{shown}");
+        }
+        let none = format!("{:?}", ConnectOptions::default());
+        assert!(!none.contains("<redacted>"), "{none}");
+    }
 }

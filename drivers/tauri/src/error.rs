@@ -22,6 +22,13 @@ pub enum ErrorKind {
     QueueFull,
     /// The connection task has ended.
     Closed,
+    /// The connection task is too far behind to take the command now; nothing was done.
+    /// Try again shortly.
+    Busy,
+    /// Refused before anything was sent: plain `http://`/`ws://` to a host that is not
+    /// loopback would expose the password or token. Use `https://`, or pass
+    /// `allow_insecure: true` if the user explicitly accepts that.
+    Insecure,
 }
 
 /// A command failure, serialized for JavaScript as `{ "kind": "...", "message": "..." }`.
@@ -49,9 +56,20 @@ impl From<tether_tokio::ApiError> for Error {
         use tether_tokio::ApiError as A;
         let kind = match &e {
             _ if e.is_unauthorized() => ErrorKind::Auth,
+            A::Insecure(_) => ErrorKind::Insecure,
             A::Network(_) => ErrorKind::Network,
             A::Url(_) => ErrorKind::InvalidArgument,
             _ => ErrorKind::Server,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<tether_core::ConfigError> for Error {
+    fn from(e: tether_core::ConfigError) -> Self {
+        let kind = match &e {
+            tether_core::ConfigError::Insecure(_) => ErrorKind::Insecure,
+            _ => ErrorKind::InvalidArgument,
         };
         Self::new(kind, e.to_string())
     }
@@ -67,6 +85,7 @@ impl From<tether_tokio::ClientError> for Error {
             C::Send(SendError::Offline(_)) => ErrorKind::Offline,
             C::Send(SendError::QueueFull(_)) => ErrorKind::QueueFull,
             C::Send(_) => ErrorKind::InvalidArgument,
+            C::Busy => ErrorKind::Busy,
             _ => ErrorKind::Closed,
         };
         Self::new(kind, e.to_string())

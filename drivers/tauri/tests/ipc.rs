@@ -124,6 +124,57 @@ impl Harness {
         .expect("connect")
     }
 
+    /// Events until a `ws:status` with this `status` arrives (20 s at most); returns all of
+    /// them, the match last.
+    fn until_status(&self, status: &str) -> Vec<(String, String)> {
+        let mut got = Vec::new();
+        loop {
+            let e = self
+                .seen
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no status {status}; saw {got:?}"));
+            let done = e.0 == "ws:status"
+                && serde_json::from_str::<Value>(&e.1).unwrap()["status"] == status;
+            got.push(e);
+            if done {
+                return got;
+            }
+        }
+    }
+
+    /// Connects as alice, then makes the session fail on auth: every token is revoked (the
+    /// refresh token too) and the socket dropped, so the reconnect is refused for good.
+    fn connect_then_fail_on_auth(&self) {
+        self.connect();
+        self.until("ws:connected");
+        self.server.faults().revoke_tokens();
+        self.server.faults().drop_all();
+        let failed = self.until_status("failed").pop().unwrap();
+        let failed: Value = serde_json::from_str(&failed.1).unwrap();
+        assert_eq!(failed["reason"], "auth", "{failed}");
+        assert_eq!(
+            invoke(&self.webview, "status", json!({})).unwrap()["status"],
+            "failed"
+        );
+    }
+
+    /// A new token for `user`, obtained outside the plugin.
+    fn fresh_token(&self, user: &str) -> String {
+        let api = tether_tokio::Api::new(&self.server.url()).unwrap();
+        let creds = tauri::async_runtime::block_on(
+            api.login(user, &tether_core::Secret::new("password123")),
+        )
+        .expect("login");
+        creds.access_token.expose().to_owned()
+    }
+
+    /// No event for a moment (nothing reconnects, say).
+    fn quiet(&self) {
+        if let Ok(e) = self.seen.recv_timeout(Duration::from_millis(300)) {
+            panic!("expected nothing, got {e:?}");
+        }
+    }
+
     /// Events until `name` arrives (20 s at most); returns all of them, the match last.
     fn until(&self, name: &str) -> Vec<(String, String)> {
         let mut got = Vec::new();
@@ -323,4 +374,151 @@ fn disconnect_closes_the_socket_cleanly_and_tells_the_page() {
         invoke(&h.webview, "status", json!({})).unwrap(),
         json!({"status": "disconnected"})
     );
+}
+
+#[test]
+fn a_session_failed_on_auth_reconnects_when_connect_brings_a_fresh_token() {
+    let h = harness();
+    h.connect_then_fail_on_auth();
+    let token = h.fresh_token("alice");
+    let upgrades = h.server.upgrades();
+    invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {"server": h.server.url(), "token": token}}),
+    )
+    .expect("connect");
+    h.until("ws:connected");
+    assert!(h.server.upgrades() > upgrades, "a new socket");
+    assert_eq!(
+        invoke(&h.webview, "status", json!({})).unwrap(),
+        json!({"status": "connected"})
+    );
+    // The session kept its subscription: a message posted now arrives.
+    let id = h.server.post(&h.channel, "bob", "back").unwrap();
+    let (_, payload) = h.until("ws:message_new").pop().unwrap();
+    assert!(payload.contains(&id), "{payload}");
+}
+
+#[test]
+fn a_session_failed_on_auth_reconnects_when_connect_brings_username_and_password() {
+    let h = harness();
+    h.connect_then_fail_on_auth();
+    // The same user and password as the first connect: after a failure they log in again.
+    h.connect();
+    h.until("ws:connected");
+    assert_eq!(
+        invoke(&h.webview, "status", json!({})).unwrap(),
+        json!({"status": "connected"})
+    );
+}
+
+#[test]
+fn a_login_after_a_failure_is_used_by_the_next_connect() {
+    let h = harness();
+    h.connect_then_fail_on_auth();
+    invoke(
+        &h.webview,
+        "login",
+        json!({"server": h.server.url(), "username": "alice", "password": "password123"}),
+    )
+    .expect("login");
+    invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {"server": h.server.url()}}),
+    )
+    .expect("connect");
+    h.until("ws:connected");
+}
+
+#[test]
+fn connect_again_with_the_same_credentials_keeps_the_live_connection() {
+    let h = harness();
+    h.connect();
+    h.until("ws:subscribed");
+    let upgrades = h.server.upgrades();
+    // A reload: the same options again, then a token-less connect. Nothing reconnects.
+    assert_eq!(h.connect(), json!({"status": "connected"}));
+    let status = invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {"server": h.server.url()}}),
+    )
+    .expect("connect");
+    assert_eq!(status, json!({"status": "connected"}));
+    h.quiet();
+    assert_eq!(h.server.upgrades(), upgrades, "no new socket");
+}
+
+#[test]
+fn connect_with_another_user_switches_the_live_session_to_them() {
+    let h = harness();
+    h.connect();
+    h.until("ws:subscribed");
+    let upgrades = h.server.upgrades();
+    invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {"server": h.server.url(), "username": "bob", "password": "password123"}}),
+    )
+    .expect("connect as bob");
+    // The old socket goes, a new one comes up as bob.
+    let seen = h.until("ws:ready");
+    assert!(seen.iter().any(|e| e.0 == "ws:disconnected"), "{seen:?}");
+    let ready: Value = serde_json::from_str(&seen.last().unwrap().1).unwrap();
+    let bob = h
+        .server
+        .with_store(|s| s.user_by_name("bob").map(|u| u.id.clone()))
+        .unwrap();
+    assert_eq!(ready["user_id"], bob.as_str(), "{ready}");
+    assert!(h.server.upgrades() > upgrades);
+}
+
+#[test]
+fn login_and_connect_refuse_plain_http_to_a_remote_host_unless_allowed() {
+    let h = harness();
+    // `.invalid` never resolves: an attempt ends in a network error, a refusal in `insecure`.
+    let remote = "http://example.invalid";
+    let started = std::time::Instant::now();
+    let e = invoke(
+        &h.webview,
+        "login",
+        json!({"server": remote, "username": "alice", "password": "password123"}),
+    )
+    .expect_err("login refused");
+    assert_eq!(e["kind"], "insecure", "{e}");
+    for options in [
+        json!({"server": remote, "username": "alice", "password": "password123"}),
+        json!({"server": remote, "token": "t"}),
+        json!({"server": "ws://example.invalid", "token": "t"}),
+    ] {
+        let e = invoke(&h.webview, "connect", json!({ "options": options }))
+            .expect_err("connect refused");
+        assert_eq!(e["kind"], "insecure", "{options}: {e}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        invoke(&h.webview, "status", json!({})).unwrap(),
+        json!({"status": "disconnected"})
+    );
+    // With the opt-in, it is attempted (and fails to resolve).
+    let e = invoke(
+        &h.webview,
+        "login",
+        json!({"server": remote, "username": "alice", "password": "password123", "allowInsecure": true}),
+    )
+    .expect_err("no such host");
+    assert_eq!(e["kind"], "network", "{e}");
+    let e = invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {"server": remote, "username": "alice", "password": "password123", "allow_insecure": true}}),
+    )
+    .expect_err("no such host");
+    assert_eq!(e["kind"], "network", "{e}");
 }

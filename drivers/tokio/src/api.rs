@@ -45,6 +45,13 @@ pub enum ApiError {
     /// The base URL or a path could not form a URL.
     #[error("invalid URL: {0}")]
     Url(String),
+    /// Refused before anything was sent: the base is plain `http://` to a host that is not
+    /// loopback, and [`Api::allow_insecure`] was not set. Every call carries a credential (a
+    /// password, a refresh token or a bearer token), which would cross the network readable.
+    #[error(
+        "refusing to send credentials unencrypted to `{0}`: use https, or allow insecure connections for non-loopback hosts"
+    )]
+    Insecure(String),
 }
 
 impl ApiError {
@@ -78,11 +85,19 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 pub type ReadObserver = std::sync::Arc<dyn Fn(&ReadHeaders) + Send + Sync>;
 
 /// The REST API of one server. Cheap to clone (the connection pool is shared).
+///
+/// Plain `http://` goes only to loopback (127.0.0.0/8, `::1`, `localhost`) unless
+/// [`allow_insecure`](Api::allow_insecure) is set: the same rule, and the same opt-in, as the
+/// socket's (`tether_core::Config::validate`). Otherwise every call fails with
+/// [`ApiError::Insecure`] before a connection is opened.
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     base: Url,
     observer: Option<ReadObserver>,
+    /// The host, when the base is plain text to a host that is not loopback.
+    plain_remote: Option<String>,
+    allow_insecure: bool,
 }
 
 impl std::fmt::Debug for Api {
@@ -90,7 +105,19 @@ impl std::fmt::Debug for Api {
         f.debug_struct("Api")
             .field("base", &self.base.as_str())
             .field("observed", &self.observer.is_some())
+            .field("allow_insecure", &self.allow_insecure)
             .finish()
+    }
+}
+
+/// The host of `base` when the core's TLS rule refuses it without the opt-in: plain text to a
+/// host that is not loopback. The core owns the rule (`Config::validate`); this asks it rather
+/// than keeping a second copy of what counts as loopback.
+fn plain_remote_host(base: &Url) -> Option<String> {
+    let config = tether_core::Config::new(base.as_str()).ok()?;
+    match config.validate() {
+        Err(tether_core::ConfigError::Insecure(host)) => Some(host),
+        _ => None,
     }
 }
 
@@ -193,9 +220,25 @@ impl Api {
         };
         Ok(Self {
             http,
+            plain_remote: plain_remote_host(&base),
             base,
             observer: None,
+            allow_insecure: false,
         })
+    }
+
+    /// The same API, allowed (`true`) or not (`false`, the default) to send credentials over
+    /// plain `http://` to a host that is not loopback. Set it only when the user explicitly
+    /// asked (the socket's `Config::allow_insecure`, `tether --insecure`): a password or a
+    /// token sent that way can be read by anyone on the path.
+    pub fn allow_insecure(mut self, allow: bool) -> Self {
+        self.allow_insecure = allow;
+        self
+    }
+
+    /// Whether calls would be refused with [`ApiError::Insecure`].
+    pub fn is_refused_as_insecure(&self) -> bool {
+        self.plain_remote.is_some() && !self.allow_insecure
     }
 
     /// The same API, telling `observer` the headers of every read's answer (GETs: history,
@@ -212,12 +255,17 @@ impl Api {
         &self.base
     }
 
+    /// A request to `path`. Every request carries a credential (the token here, or a password
+    /// or refresh token in the body), so this is where the TLS rule is applied.
     fn request(
         &self,
         method: Method,
         path: &str,
         token: Option<&Secret>,
     ) -> Result<RequestBuilder, ApiError> {
+        if let (Some(host), false) = (&self.plain_remote, self.allow_insecure) {
+            return Err(ApiError::Insecure(host.clone()));
+        }
         let url = self
             .base
             .join(path.trim_start_matches('/'))
@@ -513,6 +561,70 @@ mod tests {
         assert_eq!(a.base().as_str(), "https://chat.example.com/");
         assert!(Api::new("ftp://x").is_err());
         assert!(Api::new("nonsense").is_err());
+    }
+
+    #[test]
+    fn plain_http_is_refused_only_to_hosts_that_are_not_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://[::1]:9",
+            "http://localhost:1",
+            "ws://LOCALHOST",
+            "https://chat.example.com",
+            "wss://10.0.0.1",
+        ] {
+            assert!(!Api::new(ok).unwrap().is_refused_as_insecure(), "{ok}");
+        }
+        for refused in [
+            "http://chat.example.com",
+            "ws://10.0.0.1",
+            "http://[fd00::2]",
+            "http://localhost.example.com",
+        ] {
+            let api = Api::new(refused).unwrap();
+            assert!(api.is_refused_as_insecure(), "{refused}");
+            assert!(
+                !api.allow_insecure(true).is_refused_as_insecure(),
+                "{refused}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_call_over_plain_http_to_a_remote_host_fails_before_sending() {
+        // `.invalid` never resolves: a call that tried the network would end in a network
+        // error (after a DNS query), not in `Insecure`.
+        let api = Api::with_timeout("http://example.invalid", Duration::from_secs(5)).unwrap();
+        let password = Secret::new("hunter2");
+        let token = Secret::new("a.jwt.token");
+        let started = std::time::Instant::now();
+        let results = [
+            api.login("u", &password).await.map(drop),
+            api.register("u", &password).await.map(drop),
+            api.refresh(&token).await.map(drop),
+            api.logout(&token).await,
+            api.me(&token).await.map(drop),
+            api.channels(&token).await.map(drop),
+            api.create_channel(&token, "c").await.map(drop),
+            api.messages(&token, "c", None, 1).await.map(drop),
+            api.messages_raw_with_headers(&token, "c", None, 1)
+                .await
+                .0
+                .map(drop),
+            api.post_message(&token, "c", "hi").await.map(drop),
+            api.edit_message(&token, "m", "hi").await.map(drop),
+            api.delete_message(&token, "m").await,
+        ];
+        for r in results {
+            assert!(
+                matches!(&r, Err(ApiError::Insecure(host)) if host == "example.invalid"),
+                "{r:?}"
+            );
+        }
+        assert!(started.elapsed() < Duration::from_millis(100));
+        let e = api.login("u", &password).await.unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -1100,6 +1100,106 @@ async fn failures_exit_non_zero_with_one_line() {
     assert_one_line_error(&out, "send to an unknown channel");
 }
 
+/// This machine's address on the interface of its default route, if it has one (a UDP
+/// connect only picks a route; nothing is sent).
+fn non_loopback_ipv4() -> Option<std::net::IpAddr> {
+    let udp = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    udp.connect(("10.255.255.1", 9)).ok()?;
+    let ip = udp.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+#[allow(clippy::print_stderr)] // says why half of it was skipped, on a machine with no network
+async fn plain_http_to_a_remote_server_is_refused_before_connecting_unless_insecure() {
+    // A password or a token over http:// to a host that is not loopback: exit 64 (the command
+    // line must change), one line naming the way out, and no attempt (`.invalid` never
+    // resolves: an attempt would end in a network error, exit 1).
+    for args in [
+        &["listen", "--username", "u", "--password", "p"][..],
+        &["listen", "--token", "t", "--json"][..],
+        &[
+            "send",
+            "--username",
+            "u",
+            "--password",
+            "p",
+            "--channel",
+            "c",
+            "hi",
+        ][..],
+        &["history", "--token", "t", "--channel", "c"][..],
+    ] {
+        let mut full = vec![args[0], "--server", "http://example.invalid"];
+        full.extend_from_slice(&args[1..]);
+        let out = run(&full).await;
+        assert_eq!(out.code, Some(64), "{full:?}: {out:?}");
+        assert_one_line_error(&out, "plain http to a remote host");
+        assert!(
+            out.stderr.contains("example.invalid") && out.stderr.contains("--insecure"),
+            "{out:?}"
+        );
+        assert!(
+            !out.stderr.contains("network"),
+            "nothing attempted: {out:?}"
+        );
+    }
+
+    let Some(ip) = non_loopback_ipv4() else {
+        eprintln!("no non-loopback IPv4 address here: the listener half is skipped");
+        return;
+    };
+    // Nothing reaches a real listener on a non-loopback address, not even a TCP handshake.
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("listen");
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let out = run(&[
+        "listen",
+        "--server",
+        &url,
+        "--username",
+        "alice",
+        "--password",
+        PASSWORD,
+    ])
+    .await;
+    assert_eq!(out.code, Some(64), "{out:?}");
+    assert_one_line_error(&out, "plain http to a non-loopback address");
+    let accepted = listener.accept();
+    assert!(
+        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection was attempted: {accepted:?}"
+    );
+
+    // `--insecure` governs the REST calls too: the same kind of address, served, works.
+    let server = tether_devserver::DevServer::start((ip, 0).into(), ServerConfig::default())
+        .await
+        .expect("dev server on the non-loopback address");
+    server.create_user("alice", PASSWORD).expect("alice");
+    let channel = server.create_channel("general");
+    server.post(&channel, "alice", "over plain http").unwrap();
+    let url = server.url();
+    let history = [
+        "history",
+        "--server",
+        &url,
+        "--username",
+        "alice",
+        "--password",
+        PASSWORD,
+        "--channel",
+        &channel,
+    ];
+    let out = run(&history).await;
+    assert_eq!(out.code, Some(64), "without --insecure: {out:?}");
+    let mut insecure = history.to_vec();
+    insecure.push("--insecure");
+    let out = run(&insecure).await;
+    assert_eq!(out.code, Some(0), "with --insecure: {out:?}");
+    assert!(out.stdout.contains("over plain http"), "{out:?}");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn send_prints_the_created_message_and_history_lists_oldest_first() {
     let w = World::start(ServerConfig::default(), 1).await;

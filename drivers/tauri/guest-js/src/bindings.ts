@@ -31,7 +31,7 @@ http_status?: number, };
 
 export type ReconnectReason = "connection_lost" | "server_closed" | "heartbeat_timeout" | "handshake_timeout" | "connect_failed" | "tls_error" | "server_unavailable" | "rate_limited" | "message_too_large" | "protocol_error" | "refresh_failed";
 
-export type FailReason = "auth" | "forbidden" | "rejected" | "policy";
+export type FailReason = "auth" | "forbidden" | "rejected" | "policy" | "subprotocol";
 
 export type ClientEvent = { "type": "ping" } | { "type": "subscribe", 
 /**
@@ -145,11 +145,14 @@ server: string,
  */
 auth_mode?: string, 
 /**
- * An access token; or give `username` and `password`; or call `login` first.
+ * An access token; or give `username` and `password`; or call `login` first. On a
+ * session to the same server, a token other than the session's replaces its
+ * credentials and reconnects.
  */
 token?: string, 
 /**
- * Log in with this user.
+ * Log in with this user. On a session to the same server, another user (or any user
+ * after the session failed) logs in again and reconnects.
  */
 username?: string, 
 /**
@@ -159,7 +162,13 @@ password?: string,
 /**
  * Channels to subscribe to at once.
  */
-channels?: Array<string>, };
+channels?: Array<string>, 
+/**
+ * Allow plain `http://`/`ws://` to a host that is not loopback (default `false`).
+ * Without it such a server is refused (`kind: "insecure"`) before the password or token
+ * is sent, because anyone on the path could read them. Loopback is always allowed.
+ */
+allow_insecure?: boolean, };
 
 export type LoginResult = { 
 /**
@@ -191,4 +200,4 @@ kind: ErrorKind,
  */
 message: string, };
 
-export type ErrorKind = "invalid_argument" | "auth" | "network" | "server" | "not_connected" | "offline" | "queue_full" | "closed";
+export type ErrorKind = "invalid_argument" | "auth" | "network" | "server" | "not_connected" | "offline" | "queue_full" | "closed" | "busy" | "insecure";

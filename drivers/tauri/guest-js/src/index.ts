@@ -21,7 +21,13 @@ export * from "./bindings";
 
 const cmd = (name: string) => `plugin:tether|${name}`;
 
-/** Connects (or, when already connected to the same server, adds the channels). */
+/**
+ * Connects. When already connected to the same server, adds the channels and keeps the
+ * connection (a reloaded page calls this again), unless the session has failed or the options
+ * bring other credentials (another token or user, or a `login` since): then it reconnects
+ * with them. Plain `http://` to a host that is not loopback is refused (`kind: "insecure"`)
+ * unless `allow_insecure` is set.
+ */
 export function connect(options: ConnectOptions): Promise<Status> {
   return invoke<Status>(cmd("connect"), { options });
 }
@@ -56,9 +62,29 @@ export function status(): Promise<Status> {
   return invoke<Status>(cmd("status"));
 }
 
+/** Options of {@link login}. */
+export interface LoginOptions {
+  /**
+   * Allow plain `http://` to a host that is not loopback (default `false`): the password then
+   * crosses the network readable. Without it such a server is refused (`kind: "insecure"`)
+   * before the password is sent. Loopback is always allowed.
+   */
+  allowInsecure?: boolean;
+}
+
 /** Logs in over REST; `connect({ server })` then uses these credentials. */
-export function login(server: string, username: string, password: string): Promise<LoginResult> {
-  return invoke<LoginResult>(cmd("login"), { server, username, password });
+export function login(
+  server: string,
+  username: string,
+  password: string,
+  options: LoginOptions = {},
+): Promise<LoginResult> {
+  return invoke<LoginResult>(cmd("login"), {
+    server,
+    username,
+    password,
+    allowInsecure: options.allowInsecure ?? null,
+  });
 }
 
 /** Logs out and closes the connection. */
