@@ -225,12 +225,14 @@ impl Client {
         config: ClientConfig,
         credentials: Credentials,
     ) -> Result<(Self, Events), ConfigError> {
+        // The REST calls follow the socket's TLS rule and its opt-in (D53).
         let api = Api::with_options(
             config.core.server.as_str(),
             config.api_timeout,
             &config.extra_roots_der,
         )
-        .map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
+        .map_err(|e| ConfigError::InvalidUrl(e.to_string()))?
+        .allow_insecure(config.core.allow_insecure);
         let tls = tls_config(&config.extra_roots_der).map_err(ConfigError::InvalidUrl)?;
         let clock = Clock::new();
         let mut conn = Connection::new(config.core.clone())?;

@@ -133,3 +133,49 @@ async fn a_remote_name_is_refused_without_even_a_lookup() {
         .expect_err("no such host");
     assert!(matches!(e, ApiError::Network(_)), "attempted: {e}");
 }
+
+/// A client that opted in (`allow_insecure`) to a remote plain-http server uses the opt-in for
+/// its REST calls too: its catch-up reads reach the server after a drop.
+#[tokio::test]
+async fn a_client_that_opted_in_catches_up_over_plain_http_to_a_remote_host() {
+    use tether_core::Event;
+    let Some(ip) = non_loopback_ipv4() else {
+        eprintln!("no non-loopback IPv4 address here: skipped");
+        return;
+    };
+    let server = DevServer::start((ip, 0).into(), ServerConfig::default())
+        .await
+        .expect("dev server on the non-loopback address");
+    server.create_user("alice", PASSWORD).expect("alice");
+    server.create_user("bob", PASSWORD).expect("bob");
+    let channel = server.create_channel("c");
+    let api = Api::new(&server.url()).unwrap().allow_insecure(true);
+    let creds = api.login("alice", &Secret::new(PASSWORD)).await.unwrap();
+    let mut config = tether_tokio::ClientConfig::new(&server.url()).unwrap();
+    config.core.allow_insecure = true;
+    config.core.backoff.base = Duration::from_millis(100);
+    config.core.backoff.max = Duration::from_millis(400);
+    let (client, mut events) = tether_tokio::Client::spawn(config, creds).unwrap();
+    client.subscribe(&channel).await.unwrap();
+    client.connect().unwrap();
+    tether_integration::until_live(&mut events, 1).await;
+    server.faults().drop_all();
+    let id = server.post(&channel, "bob", "missed").expect("post");
+    let seen = tether_integration::until(&mut events, "resynced", |e| {
+        matches!(e, Event::Resynced { .. })
+    })
+    .await;
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Resynced {
+                complete: true,
+                recovered: 1,
+                ..
+            }
+        )),
+        "the catch-up read was refused: {seen:?}"
+    );
+    assert!(tether_integration::messages(&seen).iter().any(|m| m.1 == id));
+    server.shutdown().await;
+}
