@@ -176,6 +176,10 @@ async fn a_client_that_opted_in_catches_up_over_plain_http_to_a_remote_host() {
         )),
         "the catch-up read was refused: {seen:?}"
     );
-    assert!(tether_integration::messages(&seen).iter().any(|m| m.1 == id));
+    assert!(
+        tether_integration::messages(&seen)
+            .iter()
+            .any(|m| m.1 == id)
+    );
     server.shutdown().await;
 }
