@@ -100,6 +100,9 @@ enum State {
     Reconnecting {
         attempt: u32,
         retry_at: Instant,
+        /// The end of a wait the server asked for (`Retry-After`, a rate-limit close): a
+        /// network change skips the backoff, never this.
+        not_before: Instant,
         reason: ReconnectReason,
     },
     Failed {
@@ -126,7 +129,8 @@ enum State {
 ///   [`handle_history_headers`](Self::handle_history_headers),
 ///   [`handle_app_read`](Self::handle_app_read),
 ///   [`handle_server_date`](Self::handle_server_date), [`handle_refresh`](Self::handle_refresh),
-///   [`handle_timeout`](Self::handle_timeout).
+///   [`handle_timeout`](Self::handle_timeout),
+///   [`handle_network_change`](Self::handle_network_change).
 /// - **Outputs** (`poll_*`): [`poll_action`](Self::poll_action) until `None`, then
 ///   [`poll_timeout`](Self::poll_timeout). See [`drain`](crate::drain).
 /// - **Questions** (`&self`): [`status`](Self::status), [`is_connected`](Self::is_connected),
@@ -668,6 +672,49 @@ impl Connection {
         }
     }
 
+    /// The network may have changed: the OS or the webview says it is back online, the app
+    /// came to the foreground, or the machine woke up. A live link is probed at once: a ping
+    /// with the short `heartbeat.wake_probe_timeout` deadline, as after a sleep (a ping already
+    /// waiting with a deadline as near is left alone, so repeated calls never put the verdict
+    /// off). A wait to reconnect is cut short: the attempt starts now, or when a wait the
+    /// server asked for (`Retry-After`, a rate-limit close) ends. Connecting, disconnected or
+    /// failed: nothing.
+    pub fn handle_network_change(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        let probe = self.config.heartbeat.wake_probe_timeout;
+        match &mut self.state {
+            State::Connected(live) => {
+                let beat = &mut live.heartbeat;
+                if beat.is_awaiting() && beat.poll_timeout() <= now + probe {
+                    return;
+                }
+                self.stats.wake_probes += 1;
+                beat.probe(now, probe);
+                self.send_frame(PING);
+            }
+            State::Reconnecting {
+                attempt,
+                retry_at,
+                not_before,
+                reason,
+            } => {
+                let (attempt, retry_at, not_before, reason) =
+                    (*attempt, *retry_at, *not_before, *reason);
+                if now >= not_before {
+                    self.start_attempt(now, attempt);
+                } else if not_before < retry_at {
+                    self.set_state(State::Reconnecting {
+                        attempt,
+                        retry_at: not_before,
+                        not_before,
+                        reason,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
     // ----- outputs -----------------------------------------------------------------------
 
     /// The next action for the driver, in order. Drain until `None` after every input.
@@ -720,6 +767,7 @@ impl Connection {
                 attempt,
                 retry_at,
                 reason,
+                ..
             } => {
                 let wait = self
                     .last_now
@@ -1132,11 +1180,12 @@ impl Connection {
     fn retry_later(&mut self, now: Instant, reason: ReconnectReason, min_wait: Option<Duration>) {
         self.teardown();
         let delay = self.backoff.next_delay(&mut self.rng);
-        let wait = delay.max(crate::close::clamp_wait(min_wait.unwrap_or_default()));
+        let asked = crate::close::clamp_wait(min_wait.unwrap_or_default());
         self.stats.reconnects += 1;
         self.set_state(State::Reconnecting {
             attempt: self.backoff.retries(),
-            retry_at: now + wait,
+            retry_at: now + delay.max(asked),
+            not_before: now + asked,
             reason,
         });
     }

@@ -1604,3 +1604,141 @@ fn a_refusal_of_the_subscribe_asked_again_is_attributed_after_the_fence() {
     }));
     assert!(!h.conn.subscriptions().any(|c| c == "secret"));
 }
+
+// ----- DESIGN 3.2: "the network may have changed" ---------------------------------------
+
+#[test]
+fn a_network_change_probes_a_live_link_at_once_with_the_short_deadline() {
+    let mut h = live_with(&[], None);
+    h.advance(10 * S);
+    h.take();
+    h.conn.handle_network_change(h.now);
+    assert_eq!(sent(&h.take()), [r#"{"type":"ping"}"#]);
+    assert_eq!(h.conn.poll_timeout(), Some(h.now + 5 * S));
+    h.advance(5 * S);
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::HeartbeatTimeout,
+            ..
+        }
+    ));
+    assert_eq!(h.conn.stats().wake_probes, 1);
+}
+
+#[test]
+fn a_link_that_answers_the_network_change_probe_stays_up() {
+    let mut h = live_with(&[], None);
+    h.conn.handle_network_change(h.now);
+    h.advance(S);
+    h.frame(r#"{"type":"pong"}"#);
+    h.advance(20 * S);
+    assert!(h.conn.is_connected());
+    assert_eq!(sent(&h.take()), [r#"{"type":"ping"}"#], "no other ping yet");
+}
+
+#[test]
+fn repeated_network_changes_never_put_the_dead_link_verdict_off() {
+    let mut h = live_with(&[], None);
+    h.conn.handle_network_change(h.now);
+    for _ in 0..4 {
+        h.advance(S);
+        h.conn.handle_network_change(h.now);
+    }
+    assert_eq!(
+        sent(&h.take()),
+        [r#"{"type":"ping"}"#],
+        "one probe, not five"
+    );
+    h.advance(S);
+    assert!(!h.conn.is_connected(), "dead 5 s after the first probe");
+}
+
+#[test]
+fn a_network_change_shortens_a_pending_heartbeat_deadline() {
+    let mut h = live_with(&[], None);
+    h.advance(30 * S); // the regular ping: its verdict is 10 s away
+    h.take();
+    h.advance(S);
+    h.conn.handle_network_change(h.now);
+    assert_eq!(sent(&h.take()), [r#"{"type":"ping"}"#]);
+    assert_eq!(h.conn.poll_timeout(), Some(h.now + 5 * S));
+}
+
+#[test]
+fn a_network_change_skips_the_backoff_wait() {
+    let mut h = Harness::new();
+    h.connect();
+    let caps = [1, 2, 4, 8];
+    for _ in caps {
+        h.take();
+        h.refuse(503, None);
+        h.until_open();
+    }
+    h.take();
+    h.refuse(503, None);
+    let Status::Reconnecting { retry_in_ms, .. } = h.conn.status() else {
+        panic!("reconnecting");
+    };
+    assert!(retry_in_ms >= 8_000, "a long wait: {retry_in_ms} ms");
+    h.advance(S);
+    h.conn.handle_network_change(h.now);
+    assert_eq!(opens(&h.take()), 1, "the attempt starts now");
+    assert!(matches!(h.conn.status(), Status::Connecting { .. }));
+}
+
+#[test]
+fn a_network_change_does_not_skip_a_wait_the_server_asked_for() {
+    let mut h = Harness::new();
+    h.connect();
+    h.take();
+    h.refuse(429, Some(60 * S));
+    h.advance(10 * S);
+    h.conn.handle_network_change(h.now);
+    assert_eq!(opens(&h.take()), 0);
+    assert_eq!(h.until_open(), 50 * S, "still the full Retry-After");
+}
+
+#[test]
+fn a_network_change_cuts_the_backoff_down_to_the_servers_wait() {
+    let mut h = Harness::new();
+    h.connect();
+    // Back off until the backoff's own delay is longer than the server's 5 s.
+    for _ in 0..5 {
+        h.take();
+        h.refuse(503, None);
+        h.until_open();
+    }
+    h.take();
+    h.refuse(503, Some(5 * S));
+    let Status::Reconnecting { retry_in_ms, .. } = h.conn.status() else {
+        panic!("reconnecting");
+    };
+    assert!(retry_in_ms > 5_000, "{retry_in_ms} ms");
+    h.take();
+    h.conn.handle_network_change(h.now);
+    assert!(matches!(
+        statuses(&h.take()).as_slice(),
+        [Status::Reconnecting {
+            retry_in_ms: 5_000,
+            ..
+        }]
+    ));
+    assert_eq!(h.until_open(), 5 * S);
+}
+
+#[test]
+fn a_network_change_while_connecting_disconnected_or_failed_does_nothing() {
+    let mut h = Harness::new();
+    h.conn.handle_network_change(h.now);
+    assert!(h.take().is_empty(), "disconnected");
+    h.connect();
+    h.take();
+    h.conn.handle_network_change(h.now);
+    assert!(h.take().is_empty(), "connecting");
+    h.refuse(403, None);
+    h.take();
+    h.conn.handle_network_change(h.now);
+    assert!(h.take().is_empty(), "failed");
+    assert!(matches!(h.conn.status(), Status::Failed { .. }));
+}

@@ -6,6 +6,7 @@ const COMMANDS: &[&str] = &[
     "subscribe",
     "unsubscribe",
     "focus",
+    "network_changed",
     "send",
     "status",
     "login",

@@ -275,6 +275,17 @@ pub(crate) async fn focus(state: State<'_, Tether>, channel_id: String) -> Resul
     Ok(())
 }
 
+/// The network may have changed (the webview went `online`, the page became visible): probe
+/// the link now and skip a backoff wait. Without a connection it does nothing. The plugin's
+/// page script calls it by itself (`watch_network.js`).
+#[tauri::command]
+pub(crate) async fn network_changed(state: State<'_, Tether>) -> Result<(), Error> {
+    if let Some(s) = state.session.lock().await.as_ref() {
+        s.client.network_changed()?;
+    }
+    Ok(())
+}
+
 /// Sends a client event (`{"type":"typing","channel_id":...}` and the rest of DESIGN 4).
 #[tauri::command]
 pub(crate) async fn send(state: State<'_, Tether>, event: ClientEvent) -> Result<(), Error> {

@@ -20,6 +20,10 @@
 //!
 //! The connection lives in the plugin's managed state, so it survives webview reloads, and it
 //! is closed when the app exits.
+//!
+//! Every page also gets the plugin's network watch (`src/watch_network.js`): when the webview
+//! goes `online`, or the page becomes visible again, it calls `network_changed`, so the link is
+//! probed at once and a backoff wait is skipped. guest-js's `watchNetwork(false)` turns it off.
 
 #![warn(missing_docs)]
 
@@ -43,6 +47,7 @@ pub fn init<R: Runtime>() -> TauriPlugin<R> {
             commands::subscribe,
             commands::unsubscribe,
             commands::focus,
+            commands::network_changed,
             commands::send,
             commands::status,
             commands::login,
@@ -50,6 +55,8 @@ pub fn init<R: Runtime>() -> TauriPlugin<R> {
             commands::history,
             commands::attach_channel,
         ])
+        // The network watch: `online` and `visibilitychange` call `network_changed`.
+        .js_init_script(include_str!("watch_network.js"))
         .setup(|app, _api| {
             app.manage(Tether::default());
             Ok(())

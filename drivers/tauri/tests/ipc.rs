@@ -26,6 +26,7 @@ const COMMANDS: &[&str] = &[
     "login",
     "logout",
     "history",
+    "network_changed",
 ];
 
 /// Events a webview would see, as (name, payload JSON).
@@ -521,4 +522,34 @@ fn login_and_connect_refuse_plain_http_to_a_remote_host_unless_allowed() {
     )
     .expect_err("no such host");
     assert_eq!(e["kind"], "network", "{e}");
+}
+
+#[test]
+fn network_changed_does_nothing_unconnected_and_skips_a_backoff_wait() {
+    let h = harness();
+    assert_eq!(
+        invoke(&h.webview, "network_changed", json!({})).expect("granted by default"),
+        Value::Null
+    );
+    h.connect();
+    h.until("ws:connected");
+    h.server.faults().refuse_upgrades(503, None, None);
+    h.server.faults().drop_all();
+    // Refused until the next attempt is 4 s or more away.
+    loop {
+        let (_, status) = h.until_status("reconnecting").pop().unwrap();
+        let status: Value = serde_json::from_str(&status).unwrap();
+        if status["retry_in_ms"].as_u64().unwrap() >= 4000 {
+            break;
+        }
+    }
+    h.server.faults().clear();
+    let asked = std::time::Instant::now();
+    invoke(&h.webview, "network_changed", json!({})).expect("network_changed");
+    h.until_status("connected");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "connected {:?} after the network change, not after the backoff",
+        asked.elapsed()
+    );
 }

@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::api::{Api, ApiError};
-use crate::clock::Clock;
+use crate::clock::{Clock, Wake};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -55,6 +55,13 @@ pub struct ClientConfig {
     /// `subscribe` per channel at once). When full, the peer has not read thousands of
     /// frames: the link is dropped as dead and reconnected, instead of queueing without end.
     pub write_queue_capacity: usize,
+    /// Notice a wake from sleep within about a second, not at the next timer (up to a
+    /// heartbeat interval later, as tokio's timers stop during suspend on Linux and macOS).
+    /// One thread per process looks at the suspend-counting clock every second for every
+    /// client (60 wake-ups per idle minute in all); when the process did not run for
+    /// `core.heartbeat.wake_threshold` or more (the machine slept, or the process was
+    /// frozen), the client acts as on [`Client::network_changed`]. Default on.
+    pub wake_watchdog: bool,
 }
 
 impl ClientConfig {
@@ -71,6 +78,7 @@ impl ClientConfig {
             read_buffer_size: 8 * 1024,
             command_capacity: 1024,
             write_queue_capacity: 4096,
+            wake_watchdog: true,
         })
     }
 }
@@ -133,6 +141,7 @@ enum Command {
     SetCredentials(Credentials),
     Stats(oneshot::Sender<(Stats, Option<Duration>)>),
     Token(oneshot::Sender<Option<tether_core::Secret>>),
+    NetworkChanged,
     /// Close and end the task; answered once the close frame has left (or after 1 s).
     Close(oneshot::Sender<()>),
 }
@@ -280,6 +289,11 @@ impl Client {
             paused: false,
             actions: Vec::new(),
             events: Vec::new(),
+            wakes: if config.wake_watchdog {
+                crate::clock::watch_wakes()
+            } else {
+                None
+            },
         };
         tokio::spawn(driver.run());
         Ok((
@@ -313,6 +327,14 @@ impl Client {
     /// Closes the connection; subscriptions are kept for the next `connect`.
     pub fn disconnect(&self) -> Result<(), ClientError> {
         self.command(Command::Disconnect)
+    }
+
+    /// The network may have changed (the OS or the webview says it is back online, the app
+    /// came to the foreground): probe a live link now, with the short wake deadline, and
+    /// skip a pending backoff wait (not a wait the server asked for). See
+    /// `Connection::handle_network_change`.
+    pub fn network_changed(&self) -> Result<(), ClientError> {
+        self.command(Command::NetworkChanged)
     }
 
     /// Closes the connection for good and waits until the close frame has left (at most about
@@ -455,6 +477,8 @@ struct Driver {
     /// The drain's buffers, kept between turns.
     actions: Vec<Action>,
     events: Vec<Event>,
+    /// The process's wake watchdog (`ClientConfig::wake_watchdog`).
+    wakes: Option<watch::Receiver<Wake>>,
 }
 
 /// Frames handled in one turn of the loop when more are already buffered: one drain, one
@@ -517,6 +541,18 @@ impl Driver {
                 // Reap finished REST tasks: a JoinSet keeps every finished task until joined.
                 Some(_) = self.rest.join_next(), if !self.rest.is_empty() => {}
                 () = self.inbox.writable.notified(), if full => {}
+                Some(wake) = next_wake(&mut self.wakes) => {
+                    if wake.lost >= self.conn.config().heartbeat.wake_threshold {
+                        let lost_ms = wake.lost.as_millis() as u64;
+                        tracing::debug!(lost_ms, "woke up: probing");
+                        let now = self.clock.now();
+                        // Deadlines that fell due in the sleep first (the tokio timer, on a
+                        // clock that stopped, has not seen them), then the probe.
+                        self.conn.handle_timeout(now);
+                        self.conn.handle_network_change(now);
+                        armed = None;
+                    }
+                }
                 () = &mut sleep, if deadline.is_some() => {
                     armed = None; // fired: re-arm even if the core keeps the same deadline
                     let now = self.clock.now();
@@ -636,6 +672,7 @@ impl Driver {
             Command::Token(reply) => {
                 let _ = reply.send(self.conn.access_token().cloned());
             }
+            Command::NetworkChanged => self.conn.handle_network_change(now),
             Command::Close(_) => {} // handled by the run loop
         }
     }
@@ -874,6 +911,18 @@ fn build_tls_config(extra_roots_der: &[Vec<u8>]) -> Result<Arc<rustls::ClientCon
 /// sends an empty frame rather than panicking.
 fn to_utf8(text: tether_core::Text) -> Utf8Bytes {
     Utf8Bytes::try_from(text.into_bytes()).unwrap_or_default()
+}
+
+/// The next wake the watchdog saw; pending without a watchdog (or after it went away).
+async fn next_wake(wakes: &mut Option<watch::Receiver<Wake>>) -> Option<Wake> {
+    let Some(rx) = wakes.as_mut() else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_ok() {
+        return Some(*rx.borrow_and_update());
+    }
+    *wakes = None;
+    None
 }
 
 async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<Message, tungstenite::Error>> {

@@ -52,6 +52,27 @@ export function focus(channelId: string): Promise<void> {
   return invoke(cmd("focus"), { channelId });
 }
 
+/**
+ * The network may have changed: probes a live link now (a ping with a 5 s deadline) and skips
+ * a pending backoff wait (not a wait the server asked for). Does nothing without a connection.
+ * The plugin already calls it when this page goes `online` or becomes visible again (see
+ * `watchNetwork`); call it for signals of your own.
+ */
+export function networkChanged(): Promise<void> {
+  return invoke(cmd("network_changed"));
+}
+
+/**
+ * Turns the plugin's network watch off (`false`) or back on (`true`) for this page. By default
+ * a script the plugin adds to every page calls `networkChanged()` whenever the page goes
+ * `online` or becomes visible again, so a laptop back on Wi-Fi reconnects at once rather than
+ * after a backoff step. A reloaded page starts with it on again.
+ */
+export function watchNetwork(enabled: boolean): void {
+  const watch = (globalThis as { __TETHER_NETWORK__?: { watch: boolean } }).__TETHER_NETWORK__;
+  if (watch) watch.watch = enabled;
+}
+
 /** Sends a client event (typing, status, voice, ...). */
 export function send(event: ClientEvent): Promise<void> {
   return invoke(cmd("send"), { event });

@@ -1,7 +1,9 @@
 //! End to end in a real window: the demo app (tauri-plugin-tether in a WebKitGTK webview, under
 //! Xvfb) against the dev server. A message posted over REST must appear in the page's DOM;
 //! after the server drops every socket the page must show `reconnecting`, then `connected`, and
-//! the messages posted meanwhile must appear (catch-up).
+//! the messages posted meanwhile must appear (catch-up). While the server refuses upgrades and
+//! the client waits out a backoff of 4 s or more, an `online` event in the page must reconnect
+//! it at once (the plugin's network watch), not when the backoff ends.
 //!
 //! ```text
 //! cargo build --manifest-path drivers/tauri/examples/demo-app/Cargo.toml
@@ -11,7 +13,8 @@
 //! With `N`, it then measures events per second reaching the page's JavaScript for N messages,
 //! by per-event `emit` and by the batched channel.
 //!
-//! The page reports what it shows as `DOM {...}` lines on the app's stdout.
+//! The page reports what it shows as `DOM {...}` lines on the app's stdout; lines written to
+//! the app's stdin reach the page as `e2e:stdin` events.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tether_devserver::{DevServer, ServerConfig};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::ChildStdout;
 
 fn fail(msg: &str) -> ! {
@@ -47,6 +50,7 @@ fn spawn_app(
         .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
         .env("LIBGL_ALWAYS_SOFTWARE", "1")
         .process_group(0)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("TETHER_E2E_DEBUG").is_some() {
             Stdio::inherit()
@@ -236,6 +240,33 @@ async fn main() {
         fail(&format!("missed messages out of order: {messages:?}"));
     }
 
+    // Back online: the server refuses every upgrade until the client waits 4 s or more for
+    // its next attempt; then it takes them again and the page hears `online` (as WebKit
+    // reports the OS's). The plugin's network watch must reconnect it at once.
+    let mut app_stdin = child.stdin.take().unwrap_or_else(|| fail("stdin"));
+    server.faults().refuse_upgrades(503, None, None);
+    if server.faults().drop_all() == 0 {
+        fail("no socket to drop");
+    }
+    let waiting = page
+        .until("a backoff of 4 s or more", Duration::from_secs(60), |d| {
+            d["status"] == "reconnecting" && d["retry_in_ms"].as_u64().is_some_and(|ms| ms >= 4000)
+        })
+        .await;
+    let backoff_left = Duration::from_millis(waiting["retry_in_ms"].as_u64().unwrap_or(0));
+    server.faults().clear();
+    let online_at = Instant::now();
+    if app_stdin.write_all(b"online\n").await.is_err() || app_stdin.flush().await.is_err() {
+        fail("cannot write to the app's stdin");
+    }
+    page.until(
+        "connected at once after `online`",
+        Duration::from_millis(2500),
+        |d| d["status"] == "connected",
+    )
+    .await;
+    let online_reconnect = online_at.elapsed();
+
     // Lifecycle: closing the last window exits the app, and the plugin closes the socket
     // cleanly on the way out (a close frame, not a reset).
     let closes_before = server.client_closes();
@@ -308,6 +339,8 @@ async fn main() {
             "first_message": first,
             "window_connected_after_secs": window_up.as_secs_f64(),
             "exit_after_window_close_secs": exited_after.as_secs_f64(),
+            "online_reconnect_secs": online_reconnect.as_secs_f64(),
+            "online_backoff_left_secs": backoff_left.as_secs_f64(),
             "total_secs": started.elapsed().as_secs_f64(),
             "messages_in_dom": messages.len(),
             "webview_throughput": rates,
