@@ -620,7 +620,7 @@ impl CatchUp {
             && (*status == 429 || (*status == 503 && retry_after.is_some()))
         {
             // Applied even when the driver did not report the headers.
-            self.pacer.pause(now, *retry_after);
+            self.pacer.pause(now, *retry_after, *status == 429);
         }
         let Some(channel) = self.requests.remove(&id) else {
             self.issue_due(now);

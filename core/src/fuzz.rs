@@ -10,8 +10,22 @@
 //! 4. wanted subscriptions re-sent exactly once per `ready`;
 //! 5. backoff delays within `[cap/2, cap]` (or the server's `Retry-After`);
 //! 6. no message id delivered twice;
-//! 7. per-channel order kept;
-//! 8. queues bounded (offline queue, held live events).
+//! 7. per-channel order kept, since the channel's latest `subscribe` (a new subscription may
+//!    deliver a message from the clock margin before it that an earlier one never delivered);
+//! 8. queues bounded (offline queue, held live events);
+//! 9. never more than `max_in_flight` history reads out: a read counts from its
+//!    `FetchHistory` until the core is given its answer, or `request_timeout` after it was
+//!    sent;
+//! 10. no read inside a pause: after the core was given a 429 (or a 503 with `Retry-After`)
+//!     at `t` asking for `w`, no `FetchHistory` before `t + w`.
+//!
+//! The tiny server has a clock (2026-11-25T17:00:00Z at the run's start, moving with the
+//! run's time) that stamps `created_at` and the `Date` of the upgrade and of every history
+//! answer (on nine seeds in ten), and a read limit as Kaiku's: a fixed window per user of
+//! 1-6 reads per 5-30 s, announced in `x-ratelimit-*` headers (on four seeds in five; the
+//! core's mirror is then configured to the server's budget), refusing with 429 and
+//! `Retry-After` once spent. Failed history answers are a 503, a proxy's 429 with
+//! `Retry-After` or an overloaded server's 503 with `Retry-After`.
 //!
 //! A broken invariant panics: that is what a fuzzer or proptest reports. The cargo-fuzz targets
 //! in `fuzz/` and `core/tests/properties.rs` are thin shims over this module.
@@ -26,7 +40,8 @@ use bytes::Bytes;
 
 use crate::{
     Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Disconnect, Event,
-    HistoryError, HistoryRequest, ReconnectReason, RefreshError, ServerEventKind, Status,
+    HistoryError, HistoryRequest, ReadHeaders, ReconnectReason, RefreshError, ServerEventKind,
+    Status, Timestamp,
 };
 
 const S: Duration = Duration::from_secs(1);
@@ -102,11 +117,56 @@ pub fn message(ch: &str, id: &str, second: u32) -> String {
     )
 }
 
-fn message_new(ch: &str, id: &str, second: u32) -> String {
+/// A message object in the Kaiku REST shape, created at `created` (Unix nanoseconds).
+fn message_at(ch: &str, id: &str, created: i64) -> String {
+    format!(
+        r#"{{"attachments":[],"author":{{"avatar_url":null,"display_name":"Bob","id":"u2","status":"online","username":"bob"}},"channel_id":"{ch}","content":"m {id}","created_at":"{}","edited_at":null,"encrypted":false,"id":"{id}","message_type":"user","parent_id":null,"pinned":false,"reply_to":null,"thread_last_reply_at":null,"thread_reply_count":0}}"#,
+        rfc3339(created)
+    )
+}
+
+fn message_new(ch: &str, id: &str, created: i64) -> String {
     format!(
         r#"{{"type":"message_new","channel_id":"{ch}","message":{}}}"#,
-        message(ch, id, second)
+        message_at(ch, id, created)
     )
+}
+
+/// Kaiku's REST timestamp format (RFC 3339, microseconds, `Z`) of Unix nanoseconds.
+fn rfc3339(nanos: i64) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let micros = nanos.rem_euclid(1_000_000_000) / 1_000;
+    let (days, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// The server's clock at the run's start: 2026-11-25T17:00:00Z, in Unix seconds.
+const SERVER_EPOCH: i64 = 1_795_626_000;
+
+/// The tiny server's limit on REST reads: a fixed window per user, as Kaiku's. A window
+/// starts with the first read after the previous one ended and counts at most `budget` reads;
+/// a read over it is refused (429, `Retry-After`: whole seconds left) and not counted.
+#[derive(Clone, Copy, Debug)]
+struct ReadLimit {
+    budget: u32,
+    window: Duration,
+    /// Counted answers carry `x-ratelimit-limit`, `-remaining` and `-reset`.
+    headers: bool,
 }
 
 /// One step of a run: an app command, a transport event, a server action or time passing.
@@ -148,7 +208,8 @@ pub enum Op {
     Progress,
     /// Time passes, firing timers at their deadlines.
     Advance(u32),
-    /// The machine sleeps: time jumps without timers firing.
+    /// The machine sleeps: time jumps without timers firing. After an odd number of
+    /// seconds the OS also says the network changed (`handle_network_change`).
     Sleep(u32),
 }
 
@@ -212,14 +273,29 @@ pub struct World {
     server_subs: BTreeSet<String>,
     /// Subscribes sent and not answered, oldest first.
     pending_subs: VecDeque<String>,
-    /// All messages ever posted, per channel, oldest first: (id, seq).
-    store: BTreeMap<String, Vec<(String, u32)>>,
+    /// All messages ever posted, per channel, oldest first: (id, seq, created_at in Unix
+    /// nanoseconds).
+    store: BTreeMap<String, Vec<(String, u32, i64)>>,
     next_seq: u32,
+    /// The newest `created_at` given (messages posted at one instant get one microsecond
+    /// each, so creation order is strict).
+    last_created: i64,
     history: VecDeque<HistoryRequest>,
+    /// The run's first instant: the server's clock reads [`SERVER_EPOCH`] then.
+    start: Instant,
+    /// The server sends `Date`.
+    date: bool,
+    limit: ReadLimit,
+    /// The limiter's current window: when it started, reads counted.
+    window: Option<(Instant, u32)>,
+    /// History reads out: id → when sent.
+    reads_out: BTreeMap<u64, Instant>,
+    /// The core was given a wait: no read before this.
+    paused_until: Option<Instant>,
     refresh_pending: bool,
     delivered: BTreeSet<String>,
     /// Messages sent live per channel since the server last subscribed it.
-    sent_live: BTreeMap<String, Vec<(String, u32)>>,
+    sent_live: BTreeMap<String, Vec<(String, u32, i64)>>,
     last_seq: BTreeMap<String, u32>,
     /// Retry-After of the refusal being handled, for the backoff bound.
     retry_after: Option<Duration>,
@@ -236,6 +312,21 @@ impl World {
         config.catch_up.page_size = 2;
         config.catch_up.max_messages = 4;
         config.queue.capacity = 8;
+        // The server's clock and limit, and the reads at once, from the seed.
+        let mut knobs = crate::rng::Rng::new(seed ^ 0x00DA_7E11_4417);
+        let mut pick = |n: u64| knobs.next_u64() % n;
+        let date = pick(10) != 0;
+        let limit = ReadLimit {
+            budget: 1 + pick(6) as u32,
+            window: Duration::from_secs(5 + pick(26)),
+            headers: pick(5) != 0,
+        };
+        config.pacing.max_in_flight = 1 + pick(3) as usize;
+        if !limit.headers || !date {
+            // The app knows its server's budget: the core's mirror matches it.
+            config.pacing.budget = limit.budget;
+            config.pacing.window = limit.window;
+        }
         let now = start;
         let mut conn = Connection::new(config.clone()).unwrap();
         conn.set_credentials(
@@ -253,7 +344,14 @@ impl World {
             pending_subs: VecDeque::new(),
             store: BTreeMap::new(),
             next_seq: 0,
+            last_created: 0,
             history: VecDeque::new(),
+            start,
+            date,
+            limit,
+            window: None,
+            reads_out: BTreeMap::new(),
+            paused_until: None,
             refresh_pending: false,
             delivered: BTreeSet::new(),
             sent_live: BTreeMap::new(),
@@ -284,7 +382,14 @@ impl World {
                 let _ = self.conn.connect(now);
             }
             Op::Disconnect => self.conn.disconnect(now),
-            Op::Subscribe(c) => self.conn.subscribe(now, CHANNELS[*c]).unwrap(),
+            Op::Subscribe(c) => {
+                let ch = CHANNELS[*c];
+                if !self.conn.subscriptions().any(|s| s == ch) {
+                    // A new subscription: its order is checked afresh (invariant 7).
+                    self.last_seq.remove(ch);
+                }
+                self.conn.subscribe(now, ch).unwrap();
+            }
             Op::Unsubscribe(c) => self.conn.unsubscribe(now, CHANNELS[*c]),
             Op::Send(kind, c) => {
                 let ch = CHANNELS[*c].to_owned();
@@ -311,6 +416,11 @@ impl World {
                 if self.sock == Sock::Opening {
                     self.sock = Sock::Open { ready: false };
                     self.conn.handle_open(now, Some("access_token"));
+                    // The 101's `Date`, as the tokio driver reports it.
+                    if self.date {
+                        let date = Timestamp::from_unix_nanos(self.date_secs(now) * 1_000_000_000);
+                        self.conn.handle_server_date(now, date);
+                    }
                 }
             }
             Op::Ready => {
@@ -337,28 +447,34 @@ impl World {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let id = format!("m{seq:05}");
+                let created = (self.wall(now) / 1_000 * 1_000).max(self.last_created + 1_000);
+                self.last_created = created;
                 self.store
                     .entry(ch.to_owned())
                     .or_default()
-                    .push((id.clone(), seq));
+                    .push((id.clone(), seq, created));
                 if self.server_subs.contains(ch) && self.sock == (Sock::Open { ready: true }) {
-                    self.sent_live
-                        .entry(ch.to_owned())
-                        .or_default()
-                        .push((id.clone(), seq));
-                    self.frame(&message_new(ch, &id, seq));
+                    self.sent_live.entry(ch.to_owned()).or_default().push((
+                        id.clone(),
+                        seq,
+                        created,
+                    ));
+                    self.frame(&message_new(ch, &id, created));
                 }
             }
             Op::Echo(i) => {
-                let all: Vec<(String, String, u32)> = self
+                let all: Vec<(String, String, i64)> = self
                     .sent_live
                     .iter()
-                    .flat_map(|(c, v)| v.iter().map(move |(id, s)| (c.clone(), id.clone(), *s)))
+                    .flat_map(|(c, v)| {
+                        v.iter()
+                            .map(move |(id, _, created)| (c.clone(), id.clone(), *created))
+                    })
                     .collect();
                 if let (false, Sock::Open { ready: true }) = (all.is_empty(), self.sock) {
-                    let (c, id, s) = &all[i % all.len()];
+                    let (c, id, created) = &all[i % all.len()];
                     if self.server_subs.contains(c) {
-                        self.frame(&message_new(c, id, *s));
+                        self.frame(&message_new(c, id, *created));
                     }
                 }
             }
@@ -406,15 +522,7 @@ impl World {
             }
             Op::AnswerHistory { fail, bare } => {
                 if let Some(req) = self.history.pop_front() {
-                    let response = if *fail {
-                        Err(HistoryError::Status {
-                            status: 503,
-                            retry_after: None,
-                        })
-                    } else {
-                        Ok(Bytes::from(self.page(&req, *bare)))
-                    };
-                    self.conn.handle_history(now, req.id, response);
+                    self.answer_history(&req, *fail, *bare);
                 }
             }
             Op::AnswerRefresh(k) => {
@@ -473,6 +581,11 @@ impl World {
             Op::Sleep(secs) => {
                 self.now += Duration::from_secs(u64::from(*secs));
                 self.conn.handle_timeout(self.now);
+                if secs % 2 == 1 {
+                    // The OS says the network changed on waking (the drivers' `online`).
+                    self.drain();
+                    self.conn.handle_network_change(self.now);
+                }
             }
         }
         self.drain();
@@ -486,6 +599,94 @@ impl World {
         );
     }
 
+    /// The server's clock at `at`, in Unix nanoseconds.
+    fn wall(&self, at: Instant) -> i64 {
+        let since = at.saturating_duration_since(self.start).as_nanos();
+        SERVER_EPOCH * 1_000_000_000 + i64::try_from(since).unwrap_or(i64::MAX / 2)
+    }
+
+    /// `Date` at `at`: the server's clock in whole seconds, rounded down.
+    fn date_secs(&self, at: Instant) -> i64 {
+        self.wall(at).div_euclid(1_000_000_000)
+    }
+
+    /// Counts a read arriving at `now` against the budget: what is left and when the window
+    /// ends (Unix seconds, rounded up), or the whole seconds to wait (a spent budget).
+    fn admit(&mut self, now: Instant) -> Result<(u32, i64), u64> {
+        let limit = self.limit;
+        if self
+            .window
+            .is_none_or(|(start, _)| now >= start + limit.window)
+        {
+            self.window = Some((now, 0));
+        }
+        let (start, count) = self.window.unwrap();
+        let ends = start + limit.window;
+        if count >= limit.budget {
+            let left = ends - now;
+            return Err((left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1));
+        }
+        self.window = Some((start, count + 1));
+        let reset = (self.wall(ends) + 999_999_999).div_euclid(1_000_000_000);
+        Ok((limit.budget - count - 1, reset))
+    }
+
+    /// Answers history read `req` as the server, or what stands in front of it, would; the
+    /// headers first, as drivers report them.
+    fn answer_history(&mut self, req: &HistoryRequest, fail: bool, bare: bool) {
+        let now = self.now;
+        self.reads_out.remove(&req.id);
+        let mut budget = None;
+        let (status, retry_after) = if fail {
+            // Trouble in front of the server, which counts nothing; picked by the request id.
+            match req.id % 3 {
+                0 => (503, None),
+                1 => (429, Some(1 + req.id / 3 % 3)),
+                _ => (503, Some(1 + req.id / 3 % 5)),
+            }
+        } else {
+            match self.admit(now) {
+                Ok(counted) => {
+                    budget = Some(counted);
+                    (200, None)
+                }
+                Err(wait) => {
+                    self.seen.insert("read refused by the budget");
+                    (429, Some(wait))
+                }
+            }
+        };
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        if self.date {
+            let secs = u64::try_from(self.date_secs(now)).unwrap_or(0);
+            let date = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            headers.push(("date", httpdate::fmt_http_date(date)));
+        }
+        if let Some((remaining, reset)) = budget.filter(|_| self.limit.headers) {
+            headers.push(("x-ratelimit-limit", self.limit.budget.to_string()));
+            headers.push(("x-ratelimit-remaining", remaining.to_string()));
+            headers.push(("x-ratelimit-reset", reset.to_string()));
+        }
+        if let Some(secs) = retry_after {
+            headers.push(("retry-after", secs.to_string()));
+            // Invariant 10: no read before this.
+            let until = now + Duration::from_secs(secs);
+            self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+            self.seen.insert("read paused");
+        }
+        let h = ReadHeaders::from_headers(status, headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+        self.conn.handle_history_headers(now, req.id, &h);
+        let response = if status == 200 {
+            Ok(Bytes::from(self.page(req, bare)))
+        } else {
+            Err(HistoryError::Status {
+                status,
+                retry_after: retry_after.map(Duration::from_secs),
+            })
+        };
+        self.conn.handle_history(now, req.id, response);
+    }
+
     /// A history page from the store, newest first, as the server would answer `req`.
     fn page(&self, req: &HistoryRequest, bare: bool) -> String {
         let msgs = self
@@ -493,8 +694,11 @@ impl World {
             .get(req.channel_id.as_str())
             .cloned()
             .unwrap_or_default();
-        let mut older: Vec<&(String, u32)> = match &req.before {
-            Some(b) => msgs.iter().take_while(|(id, _)| id != b.as_str()).collect(),
+        let mut older: Vec<&(String, u32, i64)> = match &req.before {
+            Some(b) => msgs
+                .iter()
+                .take_while(|(id, ..)| id != b.as_str())
+                .collect(),
             None => msgs.iter().collect(),
         };
         older.reverse();
@@ -503,7 +707,7 @@ impl World {
         let items: Vec<String> = older
             .iter()
             .take(limit)
-            .map(|(id, s)| message(req.channel_id.as_str(), id, *s))
+            .map(|(id, _, created)| message_at(req.channel_id.as_str(), id, *created))
             .collect();
         if bare {
             format!("[{}]", items.join(","))
@@ -564,7 +768,29 @@ impl World {
                         _ => {}
                     }
                 }
-                Action::FetchHistory(req) => self.history.push_back(req),
+                Action::FetchHistory(req) => {
+                    let (now, id) = (self.now, req.id);
+                    let pacing = &self.config.pacing;
+                    let (max, timeout) = (pacing.max_in_flight, pacing.request_timeout);
+                    let out = self
+                        .reads_out
+                        .values()
+                        .filter(|sent| **sent + timeout > now)
+                        .count();
+                    assert!(
+                        out < max,
+                        "read {id} sent with {out} reads already in flight (max_in_flight {max})"
+                    );
+                    if let Some(until) = self.paused_until {
+                        assert!(
+                            now >= until,
+                            "read {id} sent {:?} before the end of a wait the server asked for",
+                            until - now
+                        );
+                    }
+                    self.reads_out.insert(id, now);
+                    self.history.push_back(req);
+                }
                 Action::RefreshToken(_) => {
                     self.seen.insert("refresh");
                     assert!(!self.refresh_pending, "two refreshes in flight");

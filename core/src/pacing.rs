@@ -197,6 +197,14 @@ struct Window {
     /// The lowest `x-ratelimit-remaining` the server gave in this window: exact once every
     /// read has been answered (answers can arrive out of order; the lowest is the latest).
     server_low: Option<u32>,
+    /// The raw `x-ratelimit-reset` of the window these figures belong to; `None` once it
+    /// has ended here (or before any).
+    server_reset: Option<Timestamp>,
+    /// The latest raw `x-ratelimit-reset` seen. A window is named by its reset: an answer
+    /// naming an earlier one, or the one that has ended, is stale and says nothing about
+    /// the budget now. Raw values, because two answers of one window can estimate its end
+    /// a second apart (`Date` is whole seconds).
+    latest_reset: Option<Timestamp>,
 }
 
 /// Why reads are held back.
@@ -236,6 +244,8 @@ impl Pacer {
                 limit: budget,
                 from_server: false,
                 server_low: None,
+                server_reset: None,
+                latest_reset: None,
             },
             config,
             in_flight: BTreeMap::new(),
@@ -257,6 +267,7 @@ impl Pacer {
             self.window.resets_at = None;
             self.window.reset_guessed = false;
             self.window.server_low = None;
+            self.window.server_reset = None;
         }
     }
 
@@ -326,7 +337,7 @@ impl Pacer {
                 let reset = clock.instant_of(now, headers.date, headers.reset?)?;
                 Some(reset.saturating_duration_since(now))
             });
-            self.pause(now, wait);
+            self.pause(now, wait, headers.status == 429);
             return;
         }
         if let Some(limit) = headers.limit.filter(|l| *l > 0) {
@@ -343,20 +354,35 @@ impl Pacer {
             }
             return;
         };
+        if let (Some(raw), Some(latest)) = (headers.reset, self.window.latest_reset)
+            && (raw < latest || (raw == latest && self.window.server_reset.is_none()))
+        {
+            // An answer of a window that has ended: its figures are not today's.
+            return;
+        }
         let reset = headers
             .reset
             .and_then(|r| clock.instant_of(now, headers.date, r));
         // The first headers replace the local mirror's guess. After that, a window is newer
-        // when its reset is later (`Date` and the reset are whole seconds: the same window
-        // can look a second apart).
-        let newer_window = !std::mem::replace(&mut self.window.from_server, true)
-            || match (reset, self.window.resets_at) {
-                (Some(new), Some(old)) => {
-                    self.window.reset_guessed || new > old + Duration::from_secs(1)
-                }
-                (_, None) => true,
-                (None, Some(_)) => false,
+        // when it names a later reset; without a raw reset, when its estimated end is later
+        // (`Date` and the reset are whole seconds: the same window can look a second apart).
+        let first = !std::mem::replace(&mut self.window.from_server, true);
+        let newer_window = first
+            || match (headers.reset, self.window.server_reset) {
+                (Some(raw), Some(current)) => raw > current,
+                (Some(_), None) => true,
+                (None, _) => match (reset, self.window.resets_at) {
+                    (_, None) => true,
+                    (Some(new), Some(old)) => {
+                        self.window.reset_guessed || new > old + Duration::from_secs(1)
+                    }
+                    (None, Some(_)) => false,
+                },
             };
+        if let Some(raw) = headers.reset {
+            self.window.server_reset = Some(raw);
+            self.window.latest_reset = self.window.latest_reset.max(Some(raw));
+        }
         let low = match self.window.server_low {
             Some(low) if !newer_window => low.min(remaining),
             _ => remaining,
@@ -384,15 +410,25 @@ impl Pacer {
     }
 
     /// Every read waits until `retry_after` has passed (5 s when the server gave none).
-    pub fn pause(&mut self, now: Instant, retry_after: Option<Duration>) {
+    ///
+    /// `spent` (a 429): the server's budget is spent, whatever the client counted, until the
+    /// wait ends or the window it announced ends, whichever is later. Otherwise (a 503 with
+    /// `Retry-After`: an overloaded server) the budget is as it was: the wait is not the
+    /// window's, and a short one must not refill a window the server announced spent.
+    pub fn pause(&mut self, now: Instant, retry_after: Option<Duration>, spent: bool) {
+        self.expire(now);
         let wait = crate::close::clamp_wait(retry_after.unwrap_or(Duration::from_secs(5)));
         let until = now + wait.max(Duration::from_secs(1));
         let until = self.paused_until.map_or(until, |t| t.max(until));
         self.paused_until = Some(until);
-        // The server's window ends when its wait does: a fresh budget then.
-        self.window.remaining = 0;
-        self.window.resets_at = Some(until);
-        self.window.reset_guessed = false;
+        if spent {
+            let announced = self.window.resets_at.filter(|_| !self.window.reset_guessed);
+            self.window.remaining = 0;
+            // Answers of this window that the server counted before the refusal say more.
+            self.window.server_low = Some(0);
+            self.window.resets_at = Some(announced.map_or(until, |t| t.max(until)));
+            self.window.reset_guessed = false;
+        }
     }
 
     /// Whether read `id` is in flight.
@@ -673,5 +709,97 @@ mod tests {
         p.handle_headers(t0, &headers(&[], 200), &clock, false);
         assert!(p.try_send(t0, 1));
         assert!(!p.try_send(t0, 2));
+    }
+
+    /// The budget headers of an answer written at server second 1000 + `date`.
+    fn budget(date: u64, remaining: u32, reset: u64) -> ReadHeaders {
+        let date = httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000 + date),
+        );
+        headers(
+            &[
+                ("date", &date),
+                ("x-ratelimit-limit", "10"),
+                ("x-ratelimit-remaining", &remaining.to_string()),
+                ("x-ratelimit-reset", &(1_000_000_000 + reset).to_string()),
+            ],
+            200,
+        )
+    }
+
+    #[test]
+    fn a_short_wait_does_not_refill_a_window_announced_spent() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(4, 200);
+        let clock = ServerClock::default();
+        assert!(p.try_send(t0, 1));
+        p.handle_headers(t0, &budget(0, 0, 40), &clock, true);
+        p.handle_answer(1);
+        // A proxy's 429 and an overloaded server's 503, each for 2 s.
+        let proxy = headers(&[("retry-after", "2")], 429);
+        p.handle_headers(t0, &proxy, &clock, false);
+        let busy = headers(&[("retry-after", "2")], 503);
+        p.handle_headers(t0, &busy, &clock, false);
+        assert!(
+            !p.try_send(t0 + Duration::from_secs(10), 2),
+            "spent for 40 s"
+        );
+        assert_eq!(p.wake_at(), Some(t0 + Duration::from_secs(40)));
+        assert!(
+            p.try_send(t0 + Duration::from_secs(40), 2),
+            "a fresh window"
+        );
+    }
+
+    #[test]
+    fn a_503_wait_keeps_the_budget_a_429_spends_it() {
+        let t0 = crate::test_clock::start();
+        let clock = ServerClock::default();
+        let mut p = pacer(4, 200);
+        p.handle_headers(t0, &budget(0, 5, 40), &clock, false);
+        p.handle_headers(t0, &headers(&[("retry-after", "2")], 503), &clock, false);
+        assert!(!p.try_send(t0 + Duration::from_millis(1999), 1), "paused");
+        assert!(p.try_send(t0 + Duration::from_secs(2), 1), "5 were left");
+        let mut p = pacer(4, 200);
+        p.handle_headers(t0, &budget(0, 5, 40), &clock, false);
+        p.handle_headers(t0, &headers(&[("retry-after", "2")], 429), &clock, false);
+        // An answer of the same window that the server counted before the refusal.
+        p.handle_headers(
+            t0 + Duration::from_secs(1),
+            &budget(1, 3, 40),
+            &clock,
+            false,
+        );
+        assert!(
+            !p.try_send(t0 + Duration::from_secs(2), 1),
+            "refused: none left"
+        );
+        assert!(p.try_send(t0 + Duration::from_secs(40), 1));
+    }
+
+    #[test]
+    fn a_window_is_named_by_its_raw_reset_not_by_the_estimate() {
+        let t0 = crate::test_clock::start();
+        let clock = ServerClock::default();
+        let mut p = pacer(4, 200);
+        // 1 left, written at second 10; then, 70 ms later, an older answer written at second 9
+        // (the server counted it first: 2 left). Its estimate of the reset is over a second
+        // later.
+        p.handle_headers(t0, &budget(10, 1, 30), &clock, false);
+        let later = t0 + Duration::from_millis(70);
+        p.handle_headers(later, &budget(9, 2, 30), &clock, false);
+        assert!(p.try_send(later, 1));
+        assert!(!p.try_send(later, 2), "one was left");
+        // Once the window has ended here, its late answers are stale.
+        let end = t0 + Duration::from_secs(22);
+        assert!(p.try_send(end, 3), "a fresh window");
+        p.handle_headers(end, &budget(29, 0, 30), &clock, false);
+        assert!(
+            p.try_send(end, 4),
+            "an answer of the ended window says nothing now"
+        );
+        // The next window's answers count.
+        p.handle_headers(end, &budget(31, 0, 90), &clock, false);
+        assert!(!p.try_send(end, 5), "the new window is spent");
     }
 }

@@ -103,6 +103,8 @@ fn random_sequences_reach_every_interesting_path() {
         "heartbeat timeout",
         "handshake timeout",
         "rate limited",
+        "read refused by the budget",
+        "read paused",
     ] {
         assert!(
             seen.contains(path),

@@ -6,25 +6,43 @@
 //! of scheduled events (ties broken by insertion order) with the core's `poll_timeout` folded
 //! in; the loop jumps to the next event and never sleeps. A seed is about 10-20 virtual
 //! minutes: an active phase with traffic and faults, then a quiet settle phase (no faults,
-//! no posts) in which the client must recover, followed by the final checks.
+//! no posts) in which the client must recover, followed by the final checks. The settle
+//! phase is longer under a small read budget: long enough for every channel's longest
+//! catch-up at the budget's pace.
 //!
 //! # Model
 //!
-//! - **Server** ([`Server`]): channels with messages (Kaiku-shaped objects, alphabetical keys
-//!   on the socket, REST key order over HTTP), users posting at random, `subscribe` →
-//!   `subscribed` (or `error channel_not_found` for a channel that does not exist), `ping` →
-//!   `pong`, `ready` 0-4 s after the upgrade, broadcasts only to sockets subscribed to the
-//!   channel, history `GET /api/messages/channel/{id}?limit&before` newest first in the
-//!   seed's shape (bare array or `{items, has_more, next_cursor}`), access tokens that expire
-//!   (401 on the upgrade) and a refresh endpoint, deleted messages (`message_delete`, gone
-//!   from history, often a channel's newest, i.e. the client's anchor), unknown event types,
-//!   garbage and oversized frames.
+//! - **Server** ([`Server`]): eight channels with messages (Kaiku-shaped objects,
+//!   alphabetical keys on the socket, REST key order over HTTP), users posting at random,
+//!   `subscribe` → `subscribed` (or `error channel_not_found` for a channel that does not
+//!   exist), `ping` → `pong`, `ready` 0-4 s after the upgrade, broadcasts only to sockets
+//!   subscribed to the channel, history `GET /api/messages/channel/{id}?limit&before` newest
+//!   first in the seed's shape (bare array or `{items, has_more, next_cursor}`), access tokens
+//!   that expire (401 on the upgrade) and a refresh endpoint, deleted messages
+//!   (`message_delete`, gone from history, often a channel's newest, i.e. the client's
+//!   anchor), unknown event types, garbage and oversized frames.
+//! - **The server's clock**: its wall clock is [`wall_epoch`] plus virtual time, the clock that
+//!   stamps `created_at`. The upgrade's 101 and every REST answer carry `Date` (whole seconds,
+//!   rounded down, at the moment the answer was written); the driver reports the 101's with
+//!   `handle_server_date` right after `handle_open`, and the others inside the headers. One
+//!   seed in twenty has a server that sends no `Date` (the client then cannot anchor a quiet
+//!   channel in time, and a drop owes a reload).
+//! - **The server's read limit** ([`ReadLimit`]), on most seeds: a fixed window per user as
+//!   Kaiku's (it starts with the first read after the previous one ended; 3-30 reads per
+//!   10-60 s, small so that pacing works hard). Counted answers carry `x-ratelimit-limit`,
+//!   `-remaining` and `-reset` (epoch seconds); a spent budget answers 429 with `Retry-After`
+//!   (seconds left) and is not counted. One limited server in five sends no budget headers;
+//!   the app then configures the core's mirror (`Config::pacing.budget`/`window`) to the
+//!   server's values, as an app made for that server would.
 //! - **Network** ([`Link`]): per-socket FIFO in each direction with random latency; faults:
 //!   abrupt drops, stalls (open but silent both ways, until the heartbeat notices), refused
 //!   upgrades (401, 429 with Retry-After, 503), hung upgrades, server restarts (sockets
-//!   dropped, subscriptions lost, upgrades refused for a few seconds), failing and slow REST
-//!   replies, failing refreshes, and machine sleep (time jumps far past every deadline with
-//!   no timer firing; the link dies meanwhile).
+//!   dropped, subscriptions lost, upgrades refused for a few seconds), failing REST replies
+//!   (no answer, 500, a proxy's HTML page, a 429 with a 1-3 s `Retry-After`, a 503 with a
+//!   1-5 s `Retry-After`: none of them counted by the limiter), slow REST replies (5-40 s;
+//!   the driver's REST client gives up after 30 s, which the core sees as a network error,
+//!   while the server counted the read), failing refreshes, and machine sleep (time jumps
+//!   far past every deadline with no timer firing; the link dies meanwhile).
 //! - **App** ([`App`]): connects, subscribes to some channels at the start and subscribes
 //!   (sometimes `subscribe_from` the newest message it shows) and unsubscribes others later,
 //!   sends a few events, logs in again after `Failed`, sometimes disconnects for a while,
@@ -52,6 +70,18 @@
 //! a re-sync was pending (re-confirmed on a new socket, no `Resynced` yet: the verdict on the
 //! gap never came).
 //!
+//! Messages created *before* `S` may be delivered too, still once and in creation order, but
+//! only these: after a `subscribe_from`, what follows the app's anchor; otherwise what was
+//! created from the channel's time anchor on. A channel with no message anchor is anchored
+//! when its first `subscribe` goes out, at the server's clock as the core can bound it then
+//! (the latest `Date` it was given, moved on by the local time since) less
+//! `PacingConfig::clock_margin`; a walk back to that instant delivers the messages of the
+//! margin. With a fresh `Date` that is at most `clock_margin` + 1 s (`Date` is rounded down)
+//! plus the `Date`'s travel time before the `subscribe` went out; the checker computes the
+//! same bound from the `Date`s it gave the core. Without `Date`, the floor is `clock_margin`
+//! before the `subscribe` went out (only live messages of a subscription just ended can come
+//! from before `S` there).
+//!
 //! Checked along the way, for every seed:
 //!
 //! - never two sockets: `Open` only when the driver holds no socket;
@@ -60,6 +90,16 @@
 //!   `poll_timeout()` is `None` or later than `t`;
 //! - no message id delivered twice, on any channel, ever; per channel, deliveries since the
 //!   latest `subscribe` call are in creation order;
+//! - never more than `max_in_flight` history reads out: a read counts from its
+//!   `Action::FetchHistory` until the core is given its answer, or `request_timeout` after it
+//!   was sent (`max_in_flight` is 1-3 on half the seeds, else the default 4);
+//! - no read inside a pause: after the core was given a 429 (or a 503 with `Retry-After`) at
+//!   `t` asking for `w`, no `FetchHistory` before `t + w`;
+//! - with budget headers and `Date`, no read refused by a budget the core had been told
+//!   about: a read the limiter refuses must not have been sent after the core was given an
+//!   answer from the same window (that answer said what was left and when the window ends).
+//!   429s come only from the random fault, or from a window the core had not heard of yet
+//!   (`Coverage` counts each kind, and the reads sent);
 //! - liveness: after the settle phase the client is connected and every wanted channel is
 //!   confirmed;
 //! - no busy loop: a bounded number of steps per seed and per virtual instant.
@@ -89,30 +129,51 @@
 //! - (d) no deadline while waiting for a refresh: some refresh answers take 20-90 s.
 //!
 //! Found by this simulation and fixed since; each keeps its minimal scenario in
-//! [`known_bugs`] as a regression test. The checker runs strict by default (no exemption);
-//! `TETHER_SIM_STRICT=g` (or `ef`, `h`, any mix) keeps only the named checks strict, and
-//! exempts what the others would lose, when bisecting a regression.
+//! [`known_bugs`] as a regression test. The checker is strict on all of them by default;
+//! `TETHER_SIM_STRICT` names the strict checks when bisecting (`g`, `h`, `j`, `k`, `l`, any
+//! mix; `1` for all), and exempts what the others would lose.
 //!
-//! - (e) the server processed a `subscribe`, but the socket died before `subscribed` reached
-//!   the client: on the next socket the channel is probed as new, and what was posted in
-//!   between is lost without `Resynced { complete: false }`.
-//! - (f) the anchor probe's answer becomes the anchor even when its live `message_new` (and
-//!   those before it) has not arrived; if the link dies first they are lost, and the next
-//!   catch-up reports itself complete.
-//! - (i) after a drop, a channel with no anchor yet is probed with the duty to report
-//!   `complete: false`; live messages delivered meanwhile set an anchor, and if that probe
-//!   is abandoned (another drop, `disconnect`) the next catch-up walks from the live anchor
-//!   and reports itself complete. For (e), (f) and (i) the checker exempts undelivered
-//!   messages created in the interval before the channel had its first anchor: before the
-//!   latest of the last successful probe, the first message delivered, and the server's
-//!   processing of the first confirmed `subscribe`.
+//! - (e), (f), (i): bugs of the `limit=1` anchor probe that gave a quiet channel its anchor.
+//!   (e) the server processed a `subscribe`, the socket died before `subscribed`, and the
+//!   next socket probed the channel as new, losing what was posted in between; (f) the
+//!   probe's answer became the anchor before its live `message_new` arrived, so a drop lost
+//!   it and the next catch-up called itself complete; (i) a probe owing a reload was
+//!   abandoned by a second drop after live messages had set an anchor, and the owed reload
+//!   was forgotten. The checker exempted what was created before a channel's first anchor.
+//!   The probe is gone: a quiet channel is anchored at the server's clock (its `Date`) when
+//!   its `subscribe` goes out, so each of these drops is caught up exactly and the checker
+//!   is strict again. Without `Date` the anchor is unknown and a drop owes a reload, which
+//!   the checker's `complete: false` exemption covers.
 //! - (g) `subscribe_from` an id that has since been deleted: the walk never meets the anchor
 //!   and delivers the whole history again (duplicates, out of order) as a complete resync.
-//!   The app never passes an anchor it knows is deleted, and the server never deletes an
-//!   anchor the app passed.
+//!   Without `g`, the app never passes an anchor it knows is deleted, and the server never
+//!   deletes an anchor the app passed.
 //! - (h) a message held during a catch-up and deleted before the page is fetched is
-//!   delivered after the catch-up's newer messages: out of creation order.
-//!   A message deleted before its delivery is left out of the order check.
+//!   delivered after the catch-up's newer messages: out of creation order. Without `h`, a
+//!   message deleted before its delivery is left out of the order check.
+//! - (l) after a read window ended, the next read set the window's end from the local
+//!   mirror (`pacing.window` + 1 s) and the server's reset could no longer shorten it: under
+//!   a 20-s server window the catch-up read one budget per 61 s, three times slower than the
+//!   server allows (seed 26325 did not finish within a settle phase sized by the server's
+//!   window). Found here while a630705 fixed it. Without `l`, the settle phase is sized by
+//!   the slower of the two windows.
+//!
+//! - (j) a pause that is not the budget's own (the random 429, an overloaded server's 503
+//!   with `Retry-After`) made the pacer forget what it was told about the current window:
+//!   `Pacer::pause` assumed the server's window ends with the wait (no budget left, the
+//!   window's end at the pause's). So when a 2-s pause ended it refilled the whole limit
+//!   although the window had been announced spent for another 40 s; and an answer of the
+//!   window that arrived during the pause looked like a newer window, so its `remaining`,
+//!   stale if the server counted it before an answer already applied, replaced the lowest
+//!   one (seed 38119). Now a 429 leaves no budget until the later of its wait and the
+//!   announced reset, and a 503 leaves the window alone. Without `j`, a budget refusal is
+//!   exempt when such a pause was given after the core first heard of the refusing window.
+//! - (k) two answers of one window received out of order, their `Date`s a second apart: the
+//!   second estimated the same reset more than a second later (`Date` is rounded down),
+//!   passed for a new window, and its stale, larger `remaining` replaced the true one (seeds
+//!   3540, 12907). Now a window is named by its raw `x-ratelimit-reset`. Without `k`, a
+//!   budget refusal is exempt when the core was given an answer of the refusing window
+//!   after one with a later `Date`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -127,7 +188,7 @@ use bytes::Bytes;
 use tether_core::rng::Rng;
 use tether_core::{
     Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Disconnect, Event,
-    HistoryError, HistoryRequest, RefreshError, ServerEventKind, Status,
+    HistoryError, HistoryRequest, ReadHeaders, RefreshError, ServerEventKind, Status, Timestamp,
 };
 
 /// Seeds per `cargo test` run (debug build, two cores: well under a minute).
@@ -145,16 +206,22 @@ const WORLD_STREAM: u64 = 0x5EED_0F7E_7E7E_0001;
 const SETTLE: Duration = Duration::from_secs(240);
 /// Events shown when a seed fails.
 const TRACE_LEN: usize = 40;
+/// The drivers' REST client gives up on a request after this long (a network error).
+const REST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// Channels that exist on the server.
-const CHANNELS: [&str; 4] = [
+const CHANNELS: [&str; 8] = [
     "239635b7-5a1c-4c1e-9a51-0c6f2b1d7e01",
     "7f0e2c44-93b8-4d25-8e7a-51c3a9d0b602",
     "a4c1d9e3-0b7f-4e62-9c18-2d5e6f7a8b03",
     "e91b0c5d-6a2f-47d8-b3e4-8f1a2c3d4e04",
+    "3c2d1e0f-7a6b-4c5d-8e9f-a0b1c2d3e405",
+    "5e4f3a2b-1c0d-4e9f-a8b7-c6d5e4f3a206",
+    "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c07",
+    "c4d5e6f7-0a1b-4c2d-be3f-4a5b6c7d8e08",
 ];
 /// A channel the server does not have: subscribing to it is refused.
 const MISSING_CHANNEL: &str = "0badc0de-0000-4000-8000-00000000dead";
@@ -225,8 +292,9 @@ enum Ev {
     ServerBack,
     /// The upgrade request reaches the server.
     Upgrade { link: u64, token: Option<String> },
-    /// The client learns that the upgrade succeeded.
-    Opened { link: u64 },
+    /// The client learns that the upgrade succeeded; the 101 carried `Date` (whole seconds of
+    /// virtual time) when the server sends one.
+    Opened { link: u64, date: Option<u64> },
     /// The client learns that the socket ended.
     Closed { link: u64, why: Disconnect },
     /// The server sends `ready` on a fresh socket.
@@ -248,18 +316,18 @@ enum Ev {
     /// A history request reaches the server.
     HistoryAtServer { req: HistoryRequest },
     /// A history answer reaches the client.
-    HistoryReply {
-        id: u64,
-        result: Result<String, HistoryError>,
-    },
+    HistoryReply { id: u64, reply: Box<Reply> },
+    /// The driver's REST client gives up on a history request that got no answer.
+    HistoryTimeout { id: u64 },
     /// A refresh request reaches the server.
     RefreshAtServer { refresh_token: String },
     /// A refresh answer reaches the client.
     RefreshReply {
         result: Result<Credentials, RefreshError>,
     },
-    /// The machine wakes up from sleep.
-    Wake,
+    /// The machine wakes up from sleep; the OS may also say the network changed (the app
+    /// then calls `handle_network_change`, as the drivers do on `online`).
+    Wake { network_changed: bool },
 }
 
 impl Ev {
@@ -276,6 +344,7 @@ impl Ev {
                 | Ev::Closed { .. }
                 | Ev::ToClient { .. }
                 | Ev::HistoryReply { .. }
+                | Ev::HistoryTimeout { .. }
                 | Ev::RefreshReply { .. }
         )
     }
@@ -345,6 +414,21 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// The HTTP `Date` of virtual second `secs`.
+fn http_date(secs: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(wall_epoch() + secs))
+}
+
+/// The server's clock at virtual second `secs`, as a `Date` header gives it.
+fn server_time(secs: u64) -> Timestamp {
+    Timestamp::from_unix_nanos(i64::try_from((wall_epoch() + secs) * 1_000_000_000).unwrap())
+}
+
+/// Whole seconds in `d`, rounded up (Kaiku's `Retry-After` and `x-ratelimit-reset`).
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 /// Kaiku's REST timestamp format: RFC 3339, microseconds, `Z`.
 fn rfc3339(at: Duration) -> String {
     let secs = wall_epoch() + at.as_secs();
@@ -382,6 +466,62 @@ struct ServerKnobs {
     post_every: Duration,
     /// Lifetime of an access token.
     token_life: Duration,
+    /// HTTP answers carry `Date` (the upgrade's 101 and every REST answer). Without it the
+    /// client cannot anchor a channel in time: a drop before its first message owes a reload.
+    date: bool,
+    /// The per-user read limiter, if the server has one.
+    read_limit: Option<ReadLimit>,
+}
+
+/// Kaiku's per-user limit on REST reads: a fixed window that starts with the first read after
+/// the previous window ended and lasts `window`; at most `budget` reads are counted in it. A
+/// read over the budget is refused with 429 and `Retry-After` (whole seconds left, at least
+/// one) and is not counted. Counted answers carry `x-ratelimit-limit`, `x-ratelimit-remaining`
+/// and `x-ratelimit-reset` (the window's end, epoch seconds rounded up) when `headers` is on.
+#[derive(Clone, Copy, Debug)]
+struct ReadLimit {
+    budget: u32,
+    window: Duration,
+    headers: bool,
+}
+
+/// The limiter's current window.
+#[derive(Clone, Copy, Debug)]
+struct ReadWindow {
+    /// Windows are numbered from 1 in the order they start.
+    id: u64,
+    start: Duration,
+    count: u32,
+}
+
+/// The limiter's verdict on one read.
+enum Admission {
+    /// No limiter.
+    Free,
+    /// Counted in `window`: reads left, and the window's end (virtual seconds, rounded up).
+    Counted {
+        window: u64,
+        remaining: u32,
+        reset: u64,
+    },
+    /// The budget of `window` is spent: 429, `Retry-After: retry_after`.
+    Refused { window: u64, retry_after: u64 },
+}
+
+/// A history answer as the driver receives it.
+#[derive(Debug)]
+struct Reply {
+    /// The HTTP status; 0 when there was no answer (a network error).
+    status: u16,
+    /// Headers as sent: `Date`, `x-ratelimit-*`, `Retry-After`.
+    headers: Vec<(&'static str, String)>,
+    /// `Date`, in whole seconds of virtual time.
+    date: Option<u64>,
+    /// The limiter window that counted or refused the read.
+    window: Option<u64>,
+    /// `Retry-After` in seconds (a 429, or a 503 while the server restarts).
+    retry_after: Option<u64>,
+    result: Result<String, HistoryError>,
 }
 
 /// The simulated Kaiku server: the database, the socket sessions and the auth state.
@@ -407,6 +547,10 @@ struct Server {
     failing_refreshes: u32,
     failing_history: u32,
     slow_history: u32,
+    /// The read limiter's current window; `windows` counts the windows started.
+    read_window: Option<ReadWindow>,
+    windows: u64,
+    budgets_spent: u64,
 }
 
 impl Server {
@@ -426,6 +570,42 @@ impl Server {
             failing_refreshes: 0,
             failing_history: 0,
             slow_history: 0,
+            read_window: None,
+            windows: 0,
+            budgets_spent: 0,
+        }
+    }
+
+    /// Counts a read arriving `now` against the user's budget, as Kaiku's limiter does.
+    fn admit_read(&mut self, now: Duration) -> Admission {
+        let Some(limit) = self.knobs.read_limit else {
+            return Admission::Free;
+        };
+        if self
+            .read_window
+            .is_none_or(|w| now >= w.start + limit.window)
+        {
+            self.windows += 1;
+            self.read_window = Some(ReadWindow {
+                id: self.windows,
+                start: now,
+                count: 0,
+            });
+        }
+        let w = self.read_window.as_mut().unwrap();
+        let ends = w.start + limit.window;
+        if w.count >= limit.budget {
+            return Admission::Refused {
+                window: w.id,
+                retry_after: ceil_secs(ends - now).max(1),
+            };
+        }
+        w.count += 1;
+        self.budgets_spent += u64::from(w.count == limit.budget);
+        Admission::Counted {
+            window: w.id,
+            remaining: limit.budget - w.count,
+            reset: ceil_secs(ends),
         }
     }
 
@@ -607,10 +787,14 @@ struct Interval {
     called: Duration,
     /// `S`: when the server processed the first `subscribe` sent after the call.
     start: Option<Duration>,
-    /// Every `subscribe` of the interval the server processed: (link, when).
-    processed: Vec<(u64, Duration)>,
-    /// Creation instant of the first message delivered in the interval.
-    first_delivered: Option<Duration>,
+    /// When the client sent the first `subscribe` after the call.
+    first_sent: Option<Duration>,
+    /// Messages created before `S` may be delivered from here on: the server's time as the
+    /// client could bound it when `first_sent` went out, less the clock margin.
+    floor: Option<Duration>,
+    /// `subscribe_from`: the seq of the message the app gave (what follows it may be
+    /// delivered, whenever it was created).
+    anchor_seq: Option<u64>,
     /// The link on which the app first received `subscribed` inside the interval.
     confirmed_on: Option<u64>,
     /// The link of the latest `subscribed`.
@@ -660,8 +844,27 @@ struct Checker {
     newest: BTreeMap<String, Option<u64>>,
     /// Per channel: instants of `Resynced { complete: false }`.
     incomplete: BTreeMap<String, Vec<Duration>>,
-    /// Per channel: when the server answered an anchor probe (`limit=1`, no `before`).
-    probes: BTreeMap<String, Vec<Duration>>,
+}
+
+/// The driver's REST reads, as the pacing properties are checked against them.
+#[derive(Default)]
+struct Reads {
+    /// Reads out: sent, and the core not given their answer yet (id → when sent).
+    out: BTreeMap<u64, Duration>,
+    /// Every read: id → how many answers the core had been given when it was sent.
+    sent_after: BTreeMap<u64, u64>,
+    /// Answers given to the core so far.
+    given: u64,
+    /// The core was given a 429 (or a 503 with `Retry-After`): (when, no read before this).
+    paused: Option<(Duration, Duration)>,
+    /// Limiter windows the core was given answers from: window → those answers' numbers in
+    /// `given`, with their `Date` (virtual seconds).
+    known_windows: BTreeMap<u64, Vec<(u64, Option<u64>)>>,
+    /// Numbers of the answers that asked for a wait and were not the limiter's (the random
+    /// 429, a 503 with `Retry-After`).
+    foreign_pauses: Vec<u64>,
+    /// The latest `Date` the core was given: (when, the server's virtual second).
+    date: Option<(Duration, u64)>,
 }
 
 impl Checker {
@@ -681,16 +884,22 @@ struct Coverage {
     required: u64,
     delivered: u64,
     exempt: u64,
-    /// Messages exempted only because of open core bugs (e)/(f) (see the top of the file).
-    exempt_lost_with_link: u64,
-    /// Deliveries left out of the order check only because of open core bug (h).
+    /// Delivered messages created before `S` (the clock margin, or after the app's anchor).
+    extra_delivered: u64,
+    /// Deliveries left out of the order check only because of core bug (h).
     exempt_deleted_out_of_order: u64,
+    /// Reads refused by a budget the core had been told, exempted (without `j`, `k`) because
+    /// of the fixed core bugs (j) and (k).
+    exempt_refused_after_short_pause: u64,
+    exempt_refused_after_stale_answer: u64,
     drops: u64,
     stalls: u64,
     refusals: BTreeMap<u16, u64>,
     hung_upgrades: u64,
     restarts: u64,
     sleeps: u64,
+    /// Wakes after which the OS said the network changed.
+    network_changes: u64,
     history_failures: u64,
     slow_history: u64,
     refresh_failures: u64,
@@ -710,6 +919,28 @@ struct Coverage {
     garbage: u64,
     oversized: u64,
     app_disconnects: u64,
+    /// History reads the core sent.
+    reads: u64,
+    /// Reads the driver gave up on after [`REST_TIMEOUT`].
+    reads_timed_out: u64,
+    /// 429s on reads: the random fault; the budget, when the client had not been told it was
+    /// spent; the budget, on a server without headers or `Date` (the client's mirror paces).
+    rate_limited_fault: u64,
+    rate_limited_unannounced: u64,
+    rate_limited_mirror: u64,
+    /// 503s with `Retry-After` on reads (a restarting server).
+    unavailable_with_wait: u64,
+    /// Limiter windows started, and those whose whole budget was counted.
+    budget_windows: u64,
+    budgets_spent: u64,
+    /// Catch-ups told to wait on the rate limit (`Event::RateLimited` with a wait).
+    paced_waits: u64,
+    /// The most reads out at once, in any seed.
+    most_in_flight: u64,
+    seeds_without_date: u64,
+    seeds_without_limit: u64,
+    /// Seeds with a limiter that sends no budget headers.
+    seeds_mirror_only: u64,
     steps: u64,
     /// The most steps one seed took (compare [`MAX_STEPS`]).
     most_steps: u64,
@@ -723,8 +954,10 @@ impl Coverage {
         self.required += o.required;
         self.delivered += o.delivered;
         self.exempt += o.exempt;
-        self.exempt_lost_with_link += o.exempt_lost_with_link;
+        self.extra_delivered += o.extra_delivered;
         self.exempt_deleted_out_of_order += o.exempt_deleted_out_of_order;
+        self.exempt_refused_after_short_pause += o.exempt_refused_after_short_pause;
+        self.exempt_refused_after_stale_answer += o.exempt_refused_after_stale_answer;
         self.drops += o.drops;
         self.stalls += o.stalls;
         for (k, v) in &o.refusals {
@@ -733,6 +966,7 @@ impl Coverage {
         self.hung_upgrades += o.hung_upgrades;
         self.restarts += o.restarts;
         self.sleeps += o.sleeps;
+        self.network_changes += o.network_changes;
         self.history_failures += o.history_failures;
         self.slow_history += o.slow_history;
         self.refresh_failures += o.refresh_failures;
@@ -751,6 +985,19 @@ impl Coverage {
         self.garbage += o.garbage;
         self.oversized += o.oversized;
         self.app_disconnects += o.app_disconnects;
+        self.reads += o.reads;
+        self.reads_timed_out += o.reads_timed_out;
+        self.rate_limited_fault += o.rate_limited_fault;
+        self.rate_limited_unannounced += o.rate_limited_unannounced;
+        self.rate_limited_mirror += o.rate_limited_mirror;
+        self.unavailable_with_wait += o.unavailable_with_wait;
+        self.budget_windows += o.budget_windows;
+        self.budgets_spent += o.budgets_spent;
+        self.paced_waits += o.paced_waits;
+        self.most_in_flight = self.most_in_flight.max(o.most_in_flight);
+        self.seeds_without_date += o.seeds_without_date;
+        self.seeds_without_limit += o.seeds_without_limit;
+        self.seeds_mirror_only += o.seeds_mirror_only;
         self.steps += o.steps;
         self.most_steps = self.most_steps.max(o.most_steps);
         self.virtual_time += o.virtual_time;
@@ -768,36 +1015,44 @@ struct Options {
     strict: Strict,
 }
 
-/// Which open-bug exemptions are off: `TETHER_SIM_STRICT=1` (all), or letters, e.g. `=eh`.
+/// Which open-bug exemptions are off: `TETHER_SIM_STRICT=1` (all), or letters, e.g. `=gj`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Strict {
-    /// (e), (f) and (i): messages lost with the link around the anchor probe.
-    lost_with_link: bool,
     /// (g): `subscribe_from` a deleted message.
     deleted_anchor: bool,
     /// (h): a message deleted while held by a catch-up.
     deleted_held: bool,
+    /// (j): a short pause makes the pacer forget the budget it was told.
+    short_pause: bool,
+    /// (k): a stale answer of a window, a second older, is taken for a new window.
+    stale_answer: bool,
+    /// (l): the settle phase is sized by the server's window, not the local mirror's.
+    server_pace: bool,
 }
 
 impl Strict {
     fn from_env() -> Self {
-        // The bugs these exemptions covered are fixed: strict is the default. The variable
-        // still narrows the check to some of them when hunting a regression.
+        // Every bug is fixed and checked strictly by default; the variable selects the
+        // strict checks when bisecting.
         let v = std::env::var("TETHER_SIM_STRICT").unwrap_or_else(|_| "1".into());
         let all = v == "1";
         Self {
-            lost_with_link: all || v.contains('e') || v.contains('f'),
             deleted_anchor: all || v.contains('g'),
             deleted_held: all || v.contains('h'),
+            short_pause: all || v.contains('j'),
+            stale_answer: all || v.contains('k'),
+            server_pace: all || v.contains('l'),
         }
     }
 
     /// The value of `TETHER_SIM_STRICT` that selects these.
     fn env(self) -> String {
         [
-            (self.lost_with_link, "ef"),
             (self.deleted_anchor, "g"),
             (self.deleted_held, "h"),
+            (self.short_pause, "j"),
+            (self.stale_answer, "k"),
+            (self.server_pace, "l"),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -841,6 +1096,7 @@ struct Sim {
     active: bool,
     app: App,
     check: Checker,
+    reads: Reads,
     cov: Coverage,
     /// Every event with its instant, when tracing (a failing seed's replay).
     trace: Option<Vec<(Duration, String)>>,
@@ -861,6 +1117,14 @@ impl Sim {
             envelope: dice.chance(50),
             post_every: dice.between(SECOND, 8 * SECOND),
             token_life: dice.between(2 * MINUTE, 8 * MINUTE),
+            date: dice.chance(95),
+            // A small budget, so that pacing works hard: a catch-up of four channels can
+            // spend a window's budget.
+            read_limit: dice.chance(85).then(|| ReadLimit {
+                budget: 3 + dice.below(28) as u32,
+                window: Duration::from_secs(10 + dice.below(51)),
+                headers: dice.chance(80),
+            }),
         };
         let mut config = Config::new("https://kaiku.example").unwrap();
         config.seed = seed;
@@ -870,6 +1134,44 @@ impl Sim {
             config.catch_up.page_size = 2 + dice.below(10) as u32;
             config.catch_up.max_messages = 5 + dice.below(40) as usize;
         }
+        // Fewer reads at once on some seeds: with four channels the default of four rarely
+        // binds.
+        if dice.chance(50) {
+            config.pacing.max_in_flight = 1 + dice.below(3) as usize;
+        }
+        // An app made for a server that sends no budget headers (or no `Date` to place their
+        // reset in time) configures its mirror of that server's budget.
+        if let Some(l) = knobs.read_limit
+            && (!l.headers || !knobs.date)
+        {
+            config.pacing.budget = l.budget;
+            config.pacing.window = l.window;
+        }
+        // The settle phase must leave room for the slowest paced catch-up: every channel's
+        // longest walk, at the budget's pace. (With bug (l) exempted, at the local mirror's
+        // pace when that is slower.)
+        let pages = config
+            .catch_up
+            .max_messages
+            .div_ceil(config.catch_up.page_size as usize)
+            + 2;
+        let settle = SETTLE
+            + knobs.read_limit.map_or(Duration::ZERO, |l| {
+                let windows = (CHANNELS.len() * pages).div_ceil(l.budget as usize) + 1;
+                let mirror = config.pacing.window + SECOND;
+                let pace = if opts.strict.server_pace {
+                    l.window
+                } else {
+                    l.window.max(mirror)
+                };
+                pace * windows as u32
+            });
+        let cov = Coverage {
+            seeds_without_date: u64::from(!knobs.date),
+            seeds_without_limit: u64::from(knobs.read_limit.is_none()),
+            seeds_mirror_only: u64::from(knobs.read_limit.is_some_and(|l| !l.headers)),
+            ..Coverage::default()
+        };
         let base = real_now();
         let mut sim = Self {
             dice,
@@ -889,13 +1191,14 @@ impl Sim {
             active: true,
             app: App::default(),
             check: Checker::default(),
-            cov: Coverage::default(),
+            reads: Reads::default(),
+            cov,
             trace: trace.then(Vec::new),
         };
         let active = sim.dice.between(10 * MINUTE, 17 * MINUTE);
         sim.active_until = active;
         sim.at(active, Ev::EndActive);
-        sim.at(active + SETTLE, Ev::EndRun);
+        sim.at(active + settle, Ev::EndRun);
         sim
     }
 
@@ -987,6 +1290,8 @@ impl Sim {
                 self.cov.steps = steps;
                 self.cov.most_steps = steps;
                 self.cov.virtual_time = self.now;
+                self.cov.budget_windows = self.server.windows;
+                self.cov.budgets_spent = self.server.budgets_spent;
                 return self.finish();
             }
             self.handle(ev)?;
@@ -1044,11 +1349,16 @@ impl Sim {
                     frame: Frame::Text { text, .. },
                 } => format!("link {link} → client: {}", short(text)),
                 Ev::ToServer { link, text, .. } => format!("link {link} → server: {text}"),
-                Ev::HistoryReply {
-                    id,
-                    result: Ok(body),
-                } => {
-                    format!("history reply {id}: {}", short_page(body))
+                Ev::HistoryReply { id, reply } => {
+                    let what = match &reply.result {
+                        Ok(body) => short_page(body),
+                        Err(e) => format!("{e:?}"),
+                    };
+                    // Headers first: a long page is cut short in the trace.
+                    format!(
+                        "history reply {id}: {} headers {:?} {what}",
+                        reply.status, reply.headers
+                    )
                 }
                 other => format!("{other:?}"),
             };
@@ -1130,10 +1440,16 @@ impl Sim {
             Ev::EndRun => unreachable!("handled by the loop"),
             Ev::ServerBack => {}
             Ev::Upgrade { link, token } => self.server_upgrade(link, token.as_deref()),
-            Ev::Opened { link } => {
+            Ev::Opened { link, date } => {
                 if self.client_side(link) == Some(ClientSide::Opening) {
                     self.links.get_mut(&link).unwrap().client = ClientSide::Open;
-                    self.conn.handle_open(self.instant(), Some("access_token"));
+                    let now = self.instant();
+                    self.conn.handle_open(now, Some("access_token"));
+                    // As the tokio driver does: the 101's `Date` right after the open.
+                    if let Some(secs) = date {
+                        self.conn.handle_server_date(now, server_time(secs));
+                        self.reads.date = Some((self.now, secs));
+                    }
                     self.drain()?;
                 }
             }
@@ -1168,11 +1484,22 @@ impl Sim {
                 sent_at,
             } => self.server_frame(link, &text, sent_at),
             Ev::ToClient { link, frame } => self.client_frame(link, frame)?,
-            Ev::HistoryAtServer { req } => self.server_history(req),
-            Ev::HistoryReply { id, result } => {
-                let result = result.map(Bytes::from);
-                self.conn.handle_history(self.instant(), id, result);
-                self.drain()?;
+            Ev::HistoryAtServer { req } => self.server_history(req)?,
+            Ev::HistoryReply { id, reply } => {
+                // An answer after the driver gave up on the request is dropped.
+                if self.reads.out.remove(&id).is_some() {
+                    self.history_answer(id, *reply)?;
+                }
+            }
+            Ev::HistoryTimeout { id } => {
+                if self.reads.out.remove(&id).is_some() {
+                    self.cov.reads_timed_out += 1;
+                    self.reads.given += 1;
+                    let now = self.instant();
+                    self.conn
+                        .handle_history(now, id, Err(HistoryError::Network));
+                    self.drain()?;
+                }
             }
             Ev::RefreshAtServer { refresh_token } => self.server_refresh(&refresh_token),
             Ev::RefreshReply { result } => {
@@ -1180,7 +1507,7 @@ impl Sim {
                 self.conn.handle_refresh(self.instant(), result);
                 self.drain()?;
             }
-            Ev::Wake => {
+            Ev::Wake { network_changed } => {
                 self.asleep_until = None;
                 let now = self.instant();
                 let due = self.conn.poll_timeout();
@@ -1193,6 +1520,10 @@ impl Sim {
                     );
                 }
                 self.drain()?;
+                if network_changed {
+                    self.conn.handle_network_change(now);
+                    self.drain()?;
+                }
             }
         }
         Ok(())
@@ -1263,6 +1594,10 @@ impl Sim {
                 ensure!(ok, "Send without an open, ready socket: {text}");
                 let link = link.unwrap();
                 let text = text.to_string();
+                if text.contains(r#""type":"subscribe""#) {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    self.subscribe_sent(v["channel_id"].as_str().unwrap_or_default());
+                }
                 self.send_to_server(link, text);
             }
             Action::Close { .. } => {
@@ -1290,8 +1625,38 @@ impl Sim {
                 }
             }
             Action::FetchHistory(req) => {
+                let (id, now) = (req.id, self.now);
+                self.cov.reads += 1;
+                // Never more than `max_in_flight` reads out; a read stops counting when the
+                // core is given its answer, or `request_timeout` after it was sent.
+                let pacing = &self.conn.config().pacing;
+                let (max, timeout) = (pacing.max_in_flight, pacing.request_timeout);
+                let out = 1 + self
+                    .reads
+                    .out
+                    .values()
+                    .filter(|sent| **sent + timeout > now)
+                    .count();
+                self.cov.most_in_flight = self.cov.most_in_flight.max(out as u64);
+                ensure!(
+                    out <= max,
+                    "read {id} makes {out} reads in flight (max_in_flight {max}): {:?}",
+                    self.reads.out
+                );
+                // No read inside a pause the server asked for.
+                if let Some((at, until)) = self.reads.paused {
+                    ensure!(
+                        now >= until,
+                        "read {id} sent inside the pause the core was given at {at:?}, \
+                         {:?} before its end",
+                        until - now
+                    );
+                }
+                self.reads.out.insert(id, now);
+                self.reads.sent_after.insert(id, self.reads.given);
                 let d = self.latency();
                 self.after(d, Ev::HistoryAtServer { req });
+                self.after(REST_TIMEOUT, Ev::HistoryTimeout { id });
             }
             Action::RefreshToken(req) => {
                 ensure!(
@@ -1312,6 +1677,58 @@ impl Sim {
             other => return Err(Failure(format!("unexpected action {other:?}"), None)),
         }
         Ok(())
+    }
+
+    /// Gives the core a history answer as the tokio driver does: its headers, then the result.
+    fn history_answer(&mut self, id: u64, reply: Reply) -> Check {
+        let now = self.instant();
+        self.reads.given += 1;
+        if let Some(w) = reply.window {
+            let given = (self.reads.given, reply.date);
+            self.reads.known_windows.entry(w).or_default().push(given);
+        } else if reply.retry_after.is_some() {
+            self.reads.foreign_pauses.push(self.reads.given);
+        }
+        if reply.status != 0 {
+            if let Some(secs) = reply.date {
+                self.reads.date = Some((self.now, secs));
+            }
+            if let Some(secs) = reply.retry_after
+                && matches!(reply.status, 429 | 503)
+            {
+                let until = self.now + Duration::from_secs(secs);
+                if self.reads.paused.is_none_or(|(_, u)| u < until) {
+                    self.reads.paused = Some((self.now, until));
+                }
+            }
+            let headers = ReadHeaders::from_headers(
+                reply.status,
+                reply.headers.iter().map(|(n, v)| (*n, v.as_bytes())),
+            );
+            self.conn.handle_history_headers(now, id, &headers);
+        }
+        self.conn
+            .handle_history(now, id, reply.result.map(Bytes::from));
+        self.drain()
+    }
+
+    /// The client sent a `subscribe`. The first one after the app's call fixes how long before
+    /// `S` a delivered message of the interval may have been created: the core anchors a
+    /// channel without messages at the server's time as it can bound it at that moment (the
+    /// latest `Date` it was given, moved on by the time since), less the clock margin.
+    fn subscribe_sent(&mut self, channel: &str) {
+        let margin = self.conn.config().pacing.clock_margin;
+        let now = self.now;
+        let bound = match self.reads.date {
+            Some((at, secs)) => Duration::from_secs(secs) + (now - at),
+            None => now,
+        };
+        if let Some(i) = self.check.open_interval(channel)
+            && i.first_sent.is_none()
+        {
+            i.first_sent = Some(now);
+            i.floor = Some(bound.saturating_sub(margin));
+        }
     }
 
     // ----- the network ------------------------------------------------------------------
@@ -1483,7 +1900,9 @@ impl Sim {
             return;
         }
         self.server.sessions.insert(link, BTreeSet::new());
-        self.after(d, Ev::Opened { link });
+        // The 101 carries the server's clock now, rounded down to the second.
+        let date = self.server.knobs.date.then_some(self.now.as_secs());
+        self.after(d, Ev::Opened { link, date });
         // Kaiku sends `ready` after loading the user's state: 0-4 s.
         let ready = self.dice.between(Duration::ZERO, 4 * SECOND);
         self.after(ready, Ev::ServerReady { link });
@@ -1508,7 +1927,6 @@ impl Sim {
                     && sent_at >= i.called
                 {
                     i.start.get_or_insert(self.now);
-                    i.processed.push((link, self.now));
                 }
                 // The subscription is in effect now; half the time the reply leaves a moment
                 // later, so messages broadcast meanwhile reach the client before `subscribed`.
@@ -1557,8 +1975,10 @@ impl Sim {
         }
     }
 
-    fn server_history(&mut self, req: HistoryRequest) {
-        let reply_in = if self.server.slow_history > 0 {
+    fn server_history(&mut self, req: HistoryRequest) -> Check {
+        // The server reads its data and counts the read now, writes the answer (and its
+        // `Date`) after processing, and the answer then travels.
+        let processing = if self.server.slow_history > 0 {
             self.server.slow_history -= 1;
             self.cov.slow_history += 1;
             self.dice.between(5 * SECOND, 40 * SECOND)
@@ -1566,53 +1986,172 @@ impl Sim {
             self.dice
                 .between(Duration::from_millis(20), Duration::from_millis(400))
         };
+        let written = self.now + processing;
+        let travel = self.latency();
+        let mut reply = Reply {
+            status: 200,
+            headers: Vec::new(),
+            date: None,
+            window: None,
+            retry_after: None,
+            result: Ok(String::new()),
+        };
+        let mut budget_headers = None;
         let token = req.token.as_ref().map(|t| t.expose());
-        let result = if self.server.is_down(self.now) {
-            Err(HistoryError::Status {
-                status: 503,
-                retry_after: None,
-            })
+        if self.server.is_down(self.now) {
+            reply.status = 503;
+            reply.retry_after = self.dice.chance(50).then(|| 1 + self.dice.below(5));
+            self.cov.unavailable_with_wait += u64::from(reply.retry_after.is_some());
         } else if self.server.failing_history > 0 {
+            // Trouble in front of the server (a proxy, the network): nothing is counted.
             self.server.failing_history -= 1;
             self.cov.history_failures += 1;
-            match self.dice.below(4) {
-                0 => Err(HistoryError::Network),
-                1 => Err(HistoryError::Status {
-                    status: 500,
-                    retry_after: None,
-                }),
-                2 => Err(HistoryError::Status {
-                    status: 429,
-                    retry_after: Some(self.dice.between(SECOND, 3 * SECOND)),
-                }),
+            match self.dice.below(5) {
+                0 => reply.status = 0,
+                1 => reply.status = 500,
+                2 => {
+                    reply.status = 429;
+                    reply.retry_after = Some(1 + self.dice.below(3));
+                    self.cov.rate_limited_fault += 1;
+                }
+                // Overloaded: come back in a few seconds.
+                3 => {
+                    reply.status = 503;
+                    reply.retry_after = Some(1 + self.dice.below(5));
+                    self.cov.unavailable_with_wait += 1;
+                }
                 // A proxy's HTML error page with a 200: the body does not decode.
-                _ => Ok("<html><body>502 Bad Gateway</body></html>".to_owned()),
+                _ => reply.result = Ok("<html><body>502 Bad Gateway</body></html>".to_owned()),
             }
         } else if !self.server.token_valid(token, self.now) {
-            Err(HistoryError::Status {
-                status: 401,
-                retry_after: None,
-            })
+            // Kaiku counts a read without a valid token against the IP, not the user.
+            reply.status = 401;
         } else {
-            self.server
-                .history(
-                    req.channel_id.as_str(),
-                    req.before.as_ref().map(|b| b.as_str()),
-                    req.limit,
-                )
-                .map_err(|status| HistoryError::Status {
-                    status,
-                    retry_after: None,
-                })
-        };
-        if result.is_ok() && req.limit == 1 && req.before.is_none() {
-            self.check
-                .probes
-                .entry(req.channel_id.to_string())
-                .or_default()
-                .push(self.now);
+            match self.server.admit_read(self.now) {
+                Admission::Refused {
+                    window,
+                    retry_after,
+                } => {
+                    self.check_refusal(req.id, window)?;
+                    reply.status = 429;
+                    reply.retry_after = Some(retry_after);
+                    reply.window = Some(window);
+                }
+                admission => {
+                    if let Admission::Counted {
+                        window,
+                        remaining,
+                        reset,
+                    } = admission
+                    {
+                        reply.window = Some(window);
+                        budget_headers = Some((remaining, reset));
+                    }
+                    match self.server.history(
+                        req.channel_id.as_str(),
+                        req.before.as_ref().map(|b| b.as_str()),
+                        req.limit,
+                    ) {
+                        Ok(body) => reply.result = Ok(body),
+                        Err(status) => reply.status = status,
+                    }
+                }
+            }
         }
-        self.after(reply_in, Ev::HistoryReply { id: req.id, result });
+        if reply.status != 0 {
+            if self.server.knobs.date {
+                let secs = written.as_secs();
+                reply.date = Some(secs);
+                reply.headers.push(("date", http_date(secs)));
+            }
+            if let (Some(l), Some((remaining, reset))) =
+                (self.server.knobs.read_limit, budget_headers)
+                && l.headers
+            {
+                reply.headers.extend([
+                    ("x-ratelimit-limit", l.budget.to_string()),
+                    ("x-ratelimit-remaining", remaining.to_string()),
+                    ("x-ratelimit-reset", (wall_epoch() + reset).to_string()),
+                ]);
+            }
+            if let Some(secs) = reply.retry_after {
+                reply.headers.push(("retry-after", secs.to_string()));
+            }
+        }
+        reply.result = match reply.status {
+            200 => reply.result,
+            0 => Err(HistoryError::Network),
+            status => Err(HistoryError::Status {
+                status,
+                retry_after: reply.retry_after.map(Duration::from_secs),
+            }),
+        };
+        let id = req.id;
+        self.at(
+            written + travel,
+            Ev::HistoryReply {
+                id,
+                reply: Box::new(reply),
+            },
+        );
+        Ok(())
+    }
+
+    /// A read the limiter refused: with budget headers and a `Date`, the core must not have
+    /// sent it if it had already been given an answer from the same window (that answer
+    /// told it how much was left, and when the window ends).
+    fn check_refusal(&mut self, id: u64, window: u64) -> Check {
+        let announced =
+            self.server.knobs.date && self.server.knobs.read_limit.is_some_and(|l| l.headers);
+        if !announced {
+            self.cov.rate_limited_mirror += 1;
+            return Ok(());
+        }
+        let sent_after = self.reads.sent_after[&id];
+        let answers: Vec<(u64, Option<u64>)> = self
+            .reads
+            .known_windows
+            .get(&window)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|(t, _)| *t <= sent_after)
+            .collect();
+        if let Some(told) = answers.iter().map(|(t, _)| *t).min() {
+            // Bug (j), fixed: a pause that is not the window's (the random 429, an overloaded
+            // server's 503) given once the core knew of the window makes it forget what it
+            // knew: a fresh budget when the pause ends, and the next answer taken for a new
+            // window.
+            let short_pause = self
+                .reads
+                .foreign_pauses
+                .iter()
+                .any(|p| *p > told && *p <= sent_after);
+            if short_pause && !self.opts.strict.short_pause {
+                self.cov.exempt_refused_after_short_pause += 1;
+                return Ok(());
+            }
+            // Bug (k), fixed: an answer of the window given after another one with a later
+            // `Date` looks like a newer window (the reset estimates differ by over a second),
+            // and its older, larger `remaining` replaces the true one.
+            let stale = answers
+                .iter()
+                .any(|(a, da)| answers.iter().any(|(b, db)| b > a && db < da));
+            if stale && !self.opts.strict.stale_answer {
+                self.cov.exempt_refused_after_stale_answer += 1;
+                return Ok(());
+            }
+            return Err(Failure(
+                format!(
+                    "read {id} was refused by the spent budget of window {window}, though the core \
+                     had been given answer #{told} from that window before it sent the read \
+                     (after answer #{sent_after})"
+                ),
+                None,
+            ));
+        }
+        self.cov.rate_limited_unannounced += 1;
+        Ok(())
     }
 
     fn server_refresh(&mut self, refresh_token: &str) {
@@ -1749,7 +2288,12 @@ impl Sim {
                         self.links.get_mut(&link).unwrap().stalled = true;
                         self.server.sessions.remove(&link);
                     }
-                    self.after(d, Ev::Wake);
+                    // No dice: the seeds' streams stay as they were.
+                    let network_changed = d.as_millis() % 2 == 0;
+                    if network_changed {
+                        self.cov.network_changes += 1;
+                    }
+                    self.after(d, Ev::Wake { network_changed });
                 }
             }
             // The next upgrade hangs.
@@ -1836,17 +2380,20 @@ impl Sim {
         let newest = newest
             .filter(|m| self.opts.strict.deleted_anchor || m.deleted.is_none())
             .map(|m| m.id.clone());
-        match newest {
+        let anchor_seq = match newest {
             Some(id) if self.dice.chance(50) => {
                 self.log(|| format!("app subscribe_from {channel} after {id}"));
                 self.conn.subscribe_from(now, channel, &id).unwrap();
+                let seq = self.server.message(&id).unwrap().seq;
                 self.app.anchors.insert(id);
+                Some(seq)
             }
             _ => {
                 self.log(|| format!("app subscribe {channel}"));
                 self.conn.subscribe(now, channel).unwrap();
+                None
             }
-        }
+        };
         self.app.wanted.insert(channel.to_owned());
         self.check.newest.remove(channel);
         self.check
@@ -1856,8 +2403,9 @@ impl Sim {
             .push(Interval {
                 called: self.now,
                 start: None,
-                processed: Vec::new(),
-                first_delivered: None,
+                first_sent: None,
+                floor: None,
+                anchor_seq,
                 confirmed_on: None,
                 last_confirmed_on: None,
                 resync_pending: false,
@@ -2026,8 +2574,26 @@ impl Sim {
                         );
                         *last = Some(seq);
                     }
-                    if let Some(i) = self.check.open_interval(home) {
-                        i.first_delivered.get_or_insert(created);
+                    // Created before `S`: only what follows the app's anchor, or what was created
+                    // from the time anchor on (the clock margin before the subscription).
+                    if let Some(i) = self.check.open_interval(home)
+                        && i.start.is_none_or(|s| created < s)
+                    {
+                        let allowed = match i.anchor_seq {
+                            Some(anchor) => seq > anchor,
+                            None => i.floor.is_some_and(|f| created >= f),
+                        };
+                        ensure!(
+                            allowed,
+                            "message {id} (seq {seq}) created at {created:?} on {home} delivered, \
+                             but its subscription starts at {:?} (subscribe sent at {:?}: \
+                             nothing before {:?} may come; the app's anchor: seq {:?})",
+                            i.start,
+                            i.first_sent,
+                            i.floor,
+                            i.anchor_seq
+                        );
+                        self.cov.extra_delivered += 1;
                     }
                     let list = self.check.per_channel.entry(home.to_owned()).or_default();
                     list.push((seq, self.now));
@@ -2081,6 +2647,10 @@ impl Sim {
                         .push(self.now);
                 }
             }
+            Event::RateLimited {
+                retry_in_ms: Some(_),
+                ..
+            } => self.cov.paced_waits += 1,
             Event::SubscriptionRejected { channel_id, .. } => {
                 self.cov.rejected_subscriptions += 1;
                 ensure!(
@@ -2128,32 +2698,10 @@ impl Sim {
                 .unwrap_or_default();
             let incomplete = self.check.incomplete.get(channel);
             for iv in intervals {
-                let (Some(start), Some(confirmed_on)) = (iv.start, iv.confirmed_on) else {
+                let (Some(start), Some(_)) = (iv.start, iv.confirmed_on) else {
                     continue;
                 };
                 let until = iv.end.unwrap_or(end);
-                // Known bugs (e), (f), (i): what was posted before the channel had its first
-                // anchor (the last successful probe, the first message delivered, the
-                // `subscribe` that was first confirmed) may be lost with a link, without
-                // `Resynced { complete: false }`.
-                let probed = self
-                    .check
-                    .probes
-                    .get(channel)
-                    .into_iter()
-                    .flatten()
-                    .filter(|p| **p >= start && **p < until)
-                    .max()
-                    .copied();
-                let first_confirmed = iv
-                    .processed
-                    .iter()
-                    .find(|(link, _)| *link == confirmed_on)
-                    .map(|(_, at)| *at);
-                let probed = probed
-                    .max(first_confirmed)
-                    .max(iv.first_delivered)
-                    .filter(|_| !self.opts.strict.lost_with_link);
                 // Exempt: created before a `Resynced { complete: false }` inside the interval.
                 let exempt_until = incomplete
                     .into_iter()
@@ -2171,10 +2719,6 @@ impl Sim {
                     }
                     if exempt_until.is_some_and(|r| m.created <= r) {
                         self.cov.exempt += 1;
-                        continue;
-                    }
-                    if probed.is_some_and(|p| m.created <= p) && !delivered.contains_key(&m.seq) {
-                        self.cov.exempt_lost_with_link += 1;
                         continue;
                     }
                     self.cov.required += 1;
@@ -2424,9 +2968,11 @@ fn every_wanted_message_is_delivered_once_in_order_under_faults() {
         cov.steps,
         started.elapsed()
     );
-    // The claim must not hold vacuously.
+    // The claim must not hold vacuously. (One seed can deliver fewer than it requires: a
+    // message is required by each interval it falls in, and a cut-short interval may miss
+    // its tail.)
     assert!(
-        cov.required > 0 && cov.delivered >= cov.required,
+        cov.required > 0 && (n < 100 || cov.delivered >= cov.required),
         "{cov:#?}"
     );
 }
@@ -2477,6 +3023,7 @@ fn the_simulation_reaches_every_fault_and_recovery_path() {
         ("hung upgrades", cov.hung_upgrades),
         ("server restarts", cov.restarts),
         ("machine sleeps", cov.sleeps),
+        ("network changes on wake", cov.network_changes),
         ("failed history requests", cov.history_failures),
         ("slow history requests", cov.slow_history),
         ("failed refreshes", cov.refresh_failures),
@@ -2496,6 +3043,19 @@ fn the_simulation_reaches_every_fault_and_recovery_path() {
         ("oversized frames", cov.oversized),
         ("app disconnects", cov.app_disconnects),
         ("deleted messages", cov.deleted),
+        ("history reads", cov.reads),
+        ("reads the driver gave up on", cov.reads_timed_out),
+        ("random 429s on reads", cov.rate_limited_fault),
+        ("503s with Retry-After on reads", cov.unavailable_with_wait),
+        ("read budgets spent", cov.budgets_spent),
+        ("catch-ups waiting on the rate limit", cov.paced_waits),
+        (
+            "messages delivered from the clock margin",
+            cov.extra_delivered,
+        ),
+        ("servers without Date", cov.seeds_without_date),
+        ("servers without a read limit", cov.seeds_without_limit),
+        ("read limits without headers", cov.seeds_mirror_only),
     ];
     let missed: Vec<&str> = reached
         .iter()
@@ -2513,19 +3073,19 @@ fn a_healthy_network_keeps_one_session_and_delivers_everything() {
     };
     let cov = run_seeds(0..100, opts);
     assert_eq!(cov.sessions, 100, "one session per seed: {cov:#?}");
-    // Catch-ups still happen (`subscribe_from` after a re-subscribe), but no link is lost, so
-    // bugs (e) and (f) cannot strike.
-    assert_eq!(cov.exempt_lost_with_link, 0, "{cov:#?}");
     assert!(cov.required > 1_000, "{cov:#?}");
 }
 
-// ----- minimal scenarios of core bugs found by the simulation (all fixed) -------------------
+// ----- minimal scenarios of core bugs found by the simulation ------------------------------
 //
-// Each is the shortest sequence that showed the bug, kept as a regression test.
+// Each is the shortest sequence that showed the bug, kept as a regression test. (e), (f) and
+// (i) were bugs of the anchor probe, which time anchors replaced; their scenarios now pin
+// that a drop loses nothing even before a channel's first message or read. The scenarios of
+// the open bugs (j) and (k) are ignored until the core is fixed.
 
 mod known_bugs {
-    use super::support::{Harness, fetches, message_new, page};
-    use tether_core::{Action, Event};
+    use super::support::{Harness, S, delivered_ids, fetches, message_new, page};
+    use tether_core::{Action, Event, HistoryError, HistoryRequest, ReadHeaders};
 
     const SUBSCRIBED: &str = r#"{"type":"subscribed","channel_id":"c"}"#;
 
@@ -2543,120 +3103,117 @@ mod known_bugs {
             .collect()
     }
 
-    /// Bug (f), seed 17262 with `TETHER_SIM_STRICT=ef`: the anchor probe's answer becomes the
-    /// anchor although the live `message_new` of that message (and of any before it) has not
-    /// arrived. If the link dies first, the next catch-up starts after it: the message is
-    /// lost, and the catch-up even reports itself complete.
-    #[test]
-    fn a_message_lost_with_the_link_during_the_anchor_probe_is_caught_up() {
+    /// Connected a minute after `t0`: the 101's `Date` says 17:01:00, so a channel subscribed
+    /// now is anchored at 17:00:58 (the clock margin before), and `m0` (17:00:30) is older.
+    fn connected_at_17_01() -> Harness {
         let mut h = Harness::new();
+        h.advance(60 * S);
         h.connect_ready();
+        h
+    }
+
+    /// Bug (f), seed 17262 with the probe: the anchor probe's answer became the anchor
+    /// although the live `message_new` of that message had not arrived; if the link died
+    /// first, the next catch-up started after it and reported itself complete. Now no probe
+    /// is sent: the channel is anchored at the server's clock when its `subscribe` went out,
+    /// and a drop before any message or read walks back to that instant.
+    #[test]
+    fn a_drop_before_any_message_or_read_catches_up_what_was_posted_meanwhile() {
+        let mut h = connected_at_17_01();
         h.subscribe("c");
         h.frame(SUBSCRIBED);
-        let probe = fetches(&h.take()).pop().expect("probe");
-        assert_eq!(probe.limit, 1);
-        // The link stalls; m1 is posted (its live frame is lost); the probe finds it.
-        h.answer_history(probe.id, &page("c", &[("m1", 10)], false));
-        h.drop_link();
+        assert!(fetches(&h.take()).is_empty(), "no anchor probe");
+        h.drop_link(); // m1 is posted (17:01:02) while the link is down
         h.reconnect();
         h.frame(SUBSCRIBED);
         let walk = fetches(&h.take()).pop().expect("catch-up");
-        h.answer_history(walk.id, &page("c", &[("m1", 10), ("m0", 5)], false));
+        h.answer_history(walk.id, &page("c", &[("m1", 62), ("m0", 30)], false));
         let out = h.take();
-        let delivered = super::support::delivered_ids(&out);
-        assert!(
-            delivered == ["m1"] || resynced(&out).contains(&(0, false)),
-            "m1 was never delivered and no incomplete resync was reported: {out:?}"
-        );
+        assert_eq!(delivered_ids(&out), ["m1"]);
+        assert_eq!(resynced(&out), [(1, true)]);
     }
 
-    /// Bug (i), seed 12333 with `TETHER_SIM_STRICT=ef`: after a drop, a channel
-    /// without an anchor is probed with `report` (its gap cannot be closed, so the probe must
-    /// end in `Resynced { complete: false }`). Live messages delivered during that probe set
-    /// an anchor; if the probe is then abandoned (another drop, or `disconnect`), the next
-    /// `subscribed` walks from that anchor and reports a *complete* resync: m1, posted during
-    /// the first drop, is lost silently.
+    /// Bug (i), seed 12333 with the probe: a channel without an anchor owed the app a report
+    /// after a drop; live messages delivered meanwhile set an anchor, and once the probe was
+    /// abandoned (another drop) the next catch-up walked from that anchor and reported a
+    /// complete resync: m1, posted during the first drop, was lost silently. Now the walk
+    /// holds m2; a second drop abandons the walk without moving the anchor, and the third
+    /// socket's walk still reaches back to the subscription.
     #[test]
-    fn a_gap_owed_a_report_is_not_forgotten_when_its_probe_is_abandoned() {
-        let mut h = Harness::new();
-        h.connect_ready();
+    fn a_catch_up_abandoned_by_a_second_drop_is_not_forgotten() {
+        let mut h = connected_at_17_01();
         h.subscribe("c");
         h.frame(SUBSCRIBED);
-        h.take(); // first probe, never answered
-        h.drop_link(); // m1 is posted while the link is down
+        h.drop_link(); // m1 (17:01:02) is posted while the link is down
         h.reconnect();
         h.frame(SUBSCRIBED);
-        let probe = fetches(&h.take()).pop().expect("reporting probe");
-        assert_eq!(probe.limit, 1);
-        h.frame(&message_new("c", "m2", 20)); // live, delivered: now the anchor
-        h.drop_link(); // the probe is abandoned
+        let first = fetches(&h.take()).pop().expect("catch-up");
+        h.frame(&message_new("c", "m2", 70)); // live during the walk: held
+        h.drop_link(); // the walk is abandoned
+        assert!(delivered_ids(&h.take()).is_empty(), "nothing delivered yet");
+        // Its late answer changes nothing.
+        h.answer_history(first.id, &page("c", &[("m1", 62), ("m0", 30)], false));
+        assert!(delivered_ids(&h.take()).is_empty());
         h.reconnect();
         h.frame(SUBSCRIBED);
         let walk = fetches(&h.take()).pop().expect("catch-up");
-        h.answer_history(walk.id, &page("c", &[("m2", 20), ("m1", 10)], false));
-        let out = h.take();
-        assert!(
-            super::support::delivered_ids(&out).contains(&"m1".to_owned())
-                || resynced(&out).iter().any(|(_, complete)| !complete),
-            "m1 was lost and the resync claims to be complete: {:?}",
-            resynced(&out)
+        h.answer_history(
+            walk.id,
+            &page("c", &[("m2", 70), ("m1", 62), ("m0", 30)], false),
         );
+        let out = h.take();
+        assert_eq!(delivered_ids(&out), ["m1", "m2"]);
+        assert_eq!(resynced(&out), [(2, true)]);
     }
 
-    /// Bug (e), seed 16067 with `TETHER_SIM_STRICT=ef`: the server processed the `subscribe` and
-    /// sent m1 live, but the link died before `subscribed` and m1 arrived. On the next
-    /// socket the channel is probed as if new: m1 becomes the anchor, is never delivered,
-    /// and nothing tells the app to reload.
+    /// Bug (e), seed 16067 with the probe: the server processed the `subscribe` and sent m1
+    /// live, but the link died before `subscribed` and m1 arrived. On the next socket the
+    /// channel was probed as if new: m1 became the anchor and was never delivered. A
+    /// `subscribe` sent counts as possibly live (D26), and its time anchor bounds the walk.
     #[test]
-    fn messages_posted_after_an_unconfirmed_subscribe_are_not_silently_lost() {
-        let mut h = Harness::new();
-        h.connect_ready();
+    fn messages_posted_after_an_unconfirmed_subscribe_are_caught_up_exactly() {
+        let mut h = connected_at_17_01();
         h.subscribe("c");
         h.take();
         // Server side: `subscribe` processed, m1 posted and sent; the link dies with both.
         h.drop_link();
         h.reconnect();
         h.frame(SUBSCRIBED);
-        let probe = fetches(&h.take()).pop().expect("probe");
-        h.answer_history(probe.id, &page("c", &[("m1", 10)], false));
+        let walk = fetches(&h.take()).pop().expect("catch-up");
+        h.answer_history(walk.id, &page("c", &[("m1", 61), ("m0", 30)], false));
         let out = h.take();
-        assert!(
-            super::support::delivered_ids(&out) == ["m1"] || resynced(&out).contains(&(0, false)),
-            "m1 was never delivered and no incomplete resync was reported: {out:?}"
-        );
+        assert_eq!(delivered_ids(&out), ["m1"]);
+        assert_eq!(resynced(&out), [(1, true)]);
     }
 
-    /// Bug (h), seed 5897 with `TETHER_SIM_STRICT=h`: a message that arrives live during a
-    /// catch-up and is deleted before the catch-up's page is fetched is delivered after the
-    /// catch-up's newer messages (held events that are not in the gap go last): out of
-    /// creation order.
+    /// Bug (h), seed 5897: a message that arrives live during a catch-up and is deleted
+    /// before the catch-up's page is fetched was delivered after the catch-up's newer
+    /// messages (held events that are not in the gap went last): out of creation order.
     #[test]
     fn a_message_deleted_during_a_catch_up_is_not_delivered_out_of_order() {
-        let mut h = Harness::new();
-        h.connect_ready();
+        let mut h = connected_at_17_01();
         h.subscribe("c");
         h.frame(SUBSCRIBED);
-        let probe = fetches(&h.take()).pop().expect("probe");
-        h.answer_history(probe.id, &page("c", &[("m1", 10)], false));
+        h.frame(&message_new("c", "m1", 62));
         h.drop_link();
         h.reconnect();
         h.frame(SUBSCRIBED);
         let walk = fetches(&h.take()).pop().expect("catch-up");
         // Live while catching up: m2 and m3 (held); then m2 is deleted.
-        h.frame(&message_new("c", "m2", 20));
-        h.frame(&message_new("c", "m3", 30));
+        h.frame(&message_new("c", "m2", 70));
+        h.frame(&message_new("c", "m3", 80));
         h.frame(r#"{"type":"message_delete","channel_id":"c","message_id":"m2"}"#);
-        h.answer_history(walk.id, &page("c", &[("m3", 30), ("m1", 10)], false));
-        let delivered = super::support::delivered_ids(&h.take());
+        h.answer_history(walk.id, &page("c", &[("m3", 80), ("m1", 62)], false));
+        let delivered = delivered_ids(&h.take());
         assert!(
             delivered == ["m3"] || delivered == ["m2", "m3"],
             "delivered {delivered:?}"
         );
     }
 
-    /// Bug (g), seed 28 with `TETHER_SIM_STRICT=g`: `subscribe_from` with the id of a message that has since
-    /// been deleted. The walk never meets the anchor and, history being shorter than the cap,
-    /// finishes *complete*: the channel's whole history is delivered again, older messages
+    /// Bug (g), seed 28: `subscribe_from` with the id of a message that has since been
+    /// deleted. The walk never met the anchor and, history being shorter than the cap,
+    /// finished *complete*: the channel's whole history was delivered again, older messages
     /// after newer ones, with `Resynced { complete: true }`.
     #[test]
     fn subscribe_from_a_deleted_message_does_not_replay_the_history() {
@@ -2674,11 +3231,250 @@ mod known_bugs {
         );
         h.answer_history(walk.id, &body);
         let out = h.take();
-        let delivered = super::support::delivered_ids(&out);
+        let delivered = delivered_ids(&out);
         assert!(
             !delivered.iter().any(|id| id != "m6"),
             "messages the app already has were delivered again: {delivered:?} {:?}",
             resynced(&out)
+        );
+    }
+
+    /// Bug (j), fixed: a wait the server asks for that is not its budget's own (a proxy's 429,
+    /// an overloaded server's 503 with `Retry-After`) ends after 2 s, and the pacer then
+    /// assumes a fresh window, although the server said a moment before that the budget is
+    /// spent for another 40 s. (Seed 38119 shows the bug's other face: a stale answer during
+    /// the pause.) Fixed: a 429 leaves no budget before the announced reset.
+    #[test]
+    fn a_short_pause_does_not_forget_a_spent_budget() {
+        let mut config = super::support::config();
+        config.pacing.max_in_flight = 2;
+        let mut h = Harness::with_config(config);
+        for c in ["a", "b", "c"] {
+            h.subscribe(c);
+        }
+        h.advance(60 * S);
+        h.connect_ready();
+        let subscribed = |c: &str| format!(r#"{{"type":"subscribed","channel_id":"{c}"}}"#);
+        for c in ["a", "b", "c"] {
+            h.frame(&subscribed(c));
+        }
+        h.drop_link();
+        h.reconnect();
+        for c in ["a", "b", "c"] {
+            h.frame(&subscribed(c));
+        }
+        let reads = fetches(&h.take());
+        assert_eq!(reads.len(), 2);
+        // a's answer: the budget of 3 is spent (the app's own reads, say) until 40 s from now.
+        let at = h.elapsed().as_secs();
+        let date = super::http_date(at);
+        let reset = (super::wall_epoch() + at + 40).to_string();
+        let spent = ReadHeaders::from_headers(
+            200,
+            [
+                ("date", date.as_bytes()),
+                ("x-ratelimit-limit", b"3".as_slice()),
+                ("x-ratelimit-remaining", b"0"),
+                ("x-ratelimit-reset", reset.as_bytes()),
+            ],
+        );
+        h.conn.handle_history_headers(h.now, reads[0].id, &spent);
+        h.answer_history(reads[0].id, &page("a", &[], false));
+        // b's: a proxy in front of the server asks for 2 s.
+        let proxy = ReadHeaders::from_headers(429, [("retry-after", b"2".as_slice())]);
+        h.conn.handle_history_headers(h.now, reads[1].id, &proxy);
+        let refused = HistoryError::Status {
+            status: 429,
+            retry_after: Some(2 * S),
+        };
+        h.conn.handle_history(h.now, reads[1].id, Err(refused));
+        let early = wait(&mut h, 39);
+        assert!(
+            early.is_empty(),
+            "reads sent into a window announced spent: {early:?}"
+        );
+        assert!(!wait(&mut h, 2).is_empty(), "reads resume after the reset");
+    }
+
+    /// Connects at 17:01:00 with `channels` wanted, drops the link and reconnects: every
+    /// channel owes a catch-up. Returns the first reads.
+    fn catching_up(max_in_flight: usize, channels: &[&str]) -> (Harness, Vec<HistoryRequest>) {
+        let mut config = super::support::config();
+        config.pacing.max_in_flight = max_in_flight;
+        let mut h = Harness::with_config(config);
+        for c in channels {
+            h.subscribe(c);
+        }
+        h.advance(60 * S);
+        h.connect_ready();
+        let subscribed = |c: &str| format!(r#"{{"type":"subscribed","channel_id":"{c}"}}"#);
+        for c in channels {
+            h.frame(&subscribed(c));
+        }
+        h.drop_link();
+        h.reconnect();
+        for c in channels {
+            h.frame(&subscribed(c));
+        }
+        let reads = fetches(&h.take());
+        (h, reads)
+    }
+
+    /// Answers `read` with an empty page and the budget headers of a server whose clock read
+    /// `date` (virtual seconds) when it wrote the answer.
+    fn answer_with_budget(
+        h: &mut Harness,
+        read: &HistoryRequest,
+        date: u64,
+        left: u32,
+        reset: u64,
+    ) {
+        let date = super::http_date(date);
+        let (left, reset) = (left.to_string(), (super::wall_epoch() + reset).to_string());
+        let headers = ReadHeaders::from_headers(
+            200,
+            [
+                ("date", date.as_bytes()),
+                ("x-ratelimit-limit", b"3".as_slice()),
+                ("x-ratelimit-remaining", left.as_bytes()),
+                ("x-ratelimit-reset", reset.as_bytes()),
+            ],
+        );
+        h.conn.handle_history_headers(h.now, read.id, &headers);
+        h.answer_history(read.id, &page(read.channel_id.as_str(), &[], false));
+    }
+
+    /// Bug (k), seed 3540, fixed: two reads of one window are answered out of order. The
+    /// server counted b first (2 left; written at .9 s, `Date` rounds down a second) and a
+    /// second (1 left). a's answer arrives first; b's, a moment later, estimates the same
+    /// reset more than a second later, passes for a new window, and its stale "2 left"
+    /// lets two reads go where one was left. Fixed: a window is named by its raw reset.
+    #[test]
+    fn a_stale_answer_a_second_older_is_not_taken_for_a_new_window() {
+        let (mut h, reads) = catching_up(2, &["a", "b", "c", "d"]);
+        assert_eq!(reads.len(), 2);
+        let at = h.elapsed().as_secs();
+        answer_with_budget(&mut h, &reads[0], at, 1, at + 30);
+        assert!(
+            fetches(&h.take()).is_empty(),
+            "b may have been counted: none left"
+        );
+        h.advance(super::Duration::from_millis(70));
+        answer_with_budget(&mut h, &reads[1], at - 1, 2, at + 30);
+        let sent = fetches(&h.take());
+        assert!(sent.len() <= 1, "{} reads sent, one was left", sent.len());
+    }
+
+    /// Bug (l), seed 26325 (fixed in a630705): after a window ended, the next read guessed the
+    /// window's end from the local mirror (`pacing.window` + 1 s = 61 s) and the server's
+    /// headers, announcing a 20-s window, could not shorten the guess: the catch-up read 3 per
+    /// 61 s where the server allows 3 per 20 s.
+    #[test]
+    fn a_server_window_shorter_than_the_mirror_paces_the_reads() {
+        let channels = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        let (mut h, reads) = catching_up(3, &channels);
+        assert_eq!(reads.len(), 3);
+        let at = h.elapsed().as_secs();
+        for (i, r) in reads.iter().enumerate() {
+            answer_with_budget(&mut h, r, at, 2 - i as u32, at + 20);
+        }
+        assert!(
+            fetches(&h.take()).is_empty(),
+            "the budget is spent for 20 s"
+        );
+        let reads = wait(&mut h, 21);
+        assert_eq!(reads.len(), 3, "a fresh window");
+        let at = h.elapsed().as_secs();
+        for (i, r) in reads.iter().enumerate() {
+            answer_with_budget(&mut h, r, at, 2 - i as u32, at + 20);
+        }
+        assert_eq!(wait(&mut h, 21).len(), 3, "the next window, 20 s later");
+    }
+
+    /// Lets `secs` seconds pass, the server answering every ping; returns the reads sent.
+    fn wait(h: &mut Harness, secs: u32) -> Vec<HistoryRequest> {
+        let mut reads = Vec::new();
+        for _ in 0..secs {
+            h.advance(S);
+            let actions = h.take();
+            if super::support::sent(&actions)
+                .iter()
+                .any(|f| f.contains("ping"))
+            {
+                h.frame(r#"{"type":"pong"}"#);
+            }
+            reads.extend(fetches(&actions));
+        }
+        reads
+    }
+
+    /// Issue 10, against a real Kaiku: 20 channels, REST answers taking 2 s, the link dropped
+    /// 3 s after subscribing while the anchor probes were still in flight, and one message
+    /// per channel posted during the drop. Every channel reported `resynced { recovered: 0,
+    /// complete: false }` and none of the 20 messages reached the app. Now nothing is read
+    /// before the drop, and after it every channel is caught up, four reads at a time.
+    #[test]
+    fn twenty_channels_dropped_before_any_read_recover_every_message() {
+        let channels: Vec<String> = (0..20).map(|i| format!("c{i:02}")).collect();
+        let mut h = Harness::new();
+        for c in &channels {
+            h.subscribe(c);
+        }
+        h.advance(60 * S);
+        h.connect_ready();
+        for c in &channels {
+            h.frame(&format!(r#"{{"type":"subscribed","channel_id":"{c}"}}"#));
+        }
+        h.advance(3 * S);
+        assert!(
+            fetches(&h.take()).is_empty(),
+            "nothing read before the drop"
+        );
+        h.drop_link(); // one message per channel is posted at 17:01:04
+        h.reconnect();
+        for c in &channels {
+            h.frame(&format!(r#"{{"type":"subscribed","channel_id":"{c}"}}"#));
+        }
+        let mut out = Vec::new();
+        let mut reads = fetches(&h.take());
+        let mut rounds = 0;
+        while !reads.is_empty() {
+            assert!(reads.len() <= 4, "at most max_in_flight reads at once");
+            rounds += 1;
+            h.advance(2 * S); // the server takes 2 s to answer
+            let mut next = Vec::new();
+            for r in reads {
+                let ch = r.channel_id.as_str();
+                let body = page(ch, &[(&format!("{ch}-m1"), 64), ("old", 30)], false);
+                h.answer_history(r.id, &body);
+                let actions = h.take();
+                next.extend(fetches(&actions));
+                out.extend(actions);
+            }
+            reads = next;
+        }
+        assert_eq!(rounds, 5, "20 reads, 4 at a time");
+        let mut delivered = delivered_ids(&out);
+        delivered.sort();
+        let expected: Vec<String> = channels.iter().map(|c| format!("{c}-m1")).collect();
+        assert_eq!(delivered, expected);
+        let resyncs: Vec<(String, usize, bool)> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Emit(Event::Resynced {
+                    channel_id,
+                    recovered,
+                    complete,
+                }) => Some((channel_id.to_string(), *recovered, *complete)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(resyncs.len(), 20, "{resyncs:?}");
+        assert!(
+            resyncs
+                .iter()
+                .all(|(_, recovered, complete)| *recovered == 1 && *complete),
+            "{resyncs:?}"
         );
     }
 }
