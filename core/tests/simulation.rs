@@ -2289,7 +2289,7 @@ impl Sim {
                         self.server.sessions.remove(&link);
                     }
                     // No dice: the seeds' streams stay as they were.
-                    let network_changed = d.as_millis() % 2 == 0;
+                    let network_changed = d.as_millis().is_multiple_of(2);
                     if network_changed {
                         self.cov.network_changes += 1;
                     }
