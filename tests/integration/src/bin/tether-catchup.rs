@@ -22,6 +22,7 @@
 
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use tether_core::{Event, ServerEventKind, Status};
 use tether_devserver::{DevServer, Limit, ServerConfig};
 use tether_tokio::{Client, ClientConfig, Events};
@@ -31,66 +32,49 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1)
 }
 
+/// Catch-up under the server's rate limit: one client, many channels, every socket dropped
+/// while messages are posted; measures the reads, 429s and time until every channel is caught
+/// up. With `--plot`, draws earlier results instead.
+#[derive(Debug, Parser)]
+#[command(args_override_self = true)]
 struct Args {
+    /// Channels the client subscribes to.
+    #[arg(long, default_value_t = 200)]
+    #[arg(value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     channels: usize,
+    /// Messages posted on each channel while the client is kept out.
+    #[arg(long, default_value_t = 5)]
     missed: usize,
+    /// The server's REST read budget per window, per user.
+    #[arg(long, value_name = "READS", default_value_t = 200)]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     budget: u32,
+    /// The length of the server's rate-limit window, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
     window: u64,
+    /// Added latency of every REST answer from the server, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
     latency_ms: u64,
+    /// Seconds from the first connect until the run gives up waiting and fails.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
     timeout: u64,
+    /// Seconds to wait once the first connect is live, before the drop (more than `--window`
+    /// gives the catch-up a fresh budget).
+    #[arg(long, value_name = "SECS", default_value_t = 3)]
     settle: u64,
+    /// Also write the result line to this file.
+    #[arg(long, value_name = "FILE")]
     out: Option<String>,
+    /// The run's name in the result and on the plot.
+    #[arg(long, value_name = "NAME", default_value = "after")]
     label: String,
-    plot: Option<(String, Vec<String>)>,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        channels: 200,
-        missed: 5,
-        budget: 200,
-        window: 60,
-        latency_ms: 0,
-        timeout: 900,
-        settle: 3,
-        out: None,
-        label: String::from("after"),
-        plot: None,
-    };
-    let usage = || -> ! {
-        eprintln!(
-            "usage: tether-catchup [--channels N] [--missed N] [--budget READS] [--window SECS] \
-             [--latency-ms MS] [--settle SECS] [--timeout SECS] [--label NAME] [--out FILE]\n       \
-             tether-catchup --plot OUT.svg RESULT.json..."
-        );
-        std::process::exit(64)
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--plot" {
-            let out = it.next().unwrap_or_else(|| usage());
-            a.plot = Some((out, it.by_ref().collect()));
-            break;
-        }
-        let value = it.next().unwrap_or_else(|| usage());
-        let num = || value.parse::<u64>().unwrap_or_else(|_| usage());
-        match flag.as_str() {
-            "--channels" => a.channels = usize::try_from(num()).unwrap_or_else(|_| usage()),
-            "--missed" => a.missed = usize::try_from(num()).unwrap_or_else(|_| usage()),
-            "--budget" => a.budget = u32::try_from(num()).unwrap_or_else(|_| usage()),
-            "--window" => a.window = num(),
-            "--latency-ms" => a.latency_ms = num(),
-            "--timeout" => a.timeout = num(),
-            "--settle" => a.settle = num(),
-            "--out" => a.out = Some(value),
-            "--label" => a.label = value,
-            _ => usage(),
-        }
-    }
-    if a.channels == 0 || a.budget == 0 || a.window == 0 {
-        usage()
-    }
-    a
+    /// Draw the results given after it into this SVG file, instead of running.
+    #[arg(long, value_name = "OUT.svg")]
+    plot: Option<String>,
+    /// Result files (from `--out`) to draw; only with `--plot`.
+    #[arg(value_name = "RESULT.json", requires = "plot")]
+    results: Vec<String>,
 }
 
 /// The next event within the run's deadline.
@@ -105,9 +89,9 @@ async fn next(events: &mut Events, deadline: Instant, what: &str) -> Event {
 
 #[tokio::main]
 async fn main() {
-    let a = args();
-    if let Some((out, inputs)) = &a.plot {
-        if let Err(e) = plot(out, inputs) {
+    let a = Args::parse();
+    if let Some(out) = &a.plot {
+        if let Err(e) = plot(out, &a.results) {
             fail(&format!("plot: {e}"));
         }
         return;

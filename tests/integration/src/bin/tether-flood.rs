@@ -17,38 +17,30 @@
 
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use tether_core::{Credentials, Event, ServerEventKind, Status};
 use tether_devserver::{DevServer, ServerConfig};
 use tether_integration::{ServerChild, rss_kib};
 use tether_tokio::{Client, ClientConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+/// Bounded memory under a flood: the app stops reading while the server pushes messages;
+/// fails when one is lost, duplicated or out of order, or memory goes over the limit.
+#[derive(Debug, Parser)]
+#[command(args_override_self = true)]
 struct Options {
+    /// Messages the server pushes while the app is not reading (at least 1).
+    #[arg(long, default_value_t = 50_000)]
     messages: u64,
-    pause: Duration,
+    /// Seconds the app stops reading.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pause_secs: u64,
+    /// Peak resident memory allowed, in MiB; above it the run fails.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
     max_rss_mib: u64,
-}
-
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        messages: 50_000,
-        pause: Duration::from_secs(5),
-        max_rss_mib: 64,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let n: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag}: `{value}` is not a number"))?;
-        match flag.as_str() {
-            "--messages" => o.messages = n.max(1),
-            "--pause-secs" => o.pause = Duration::from_secs(n),
-            "--max-rss-mib" => o.max_rss_mib = n,
-            other => return Err(format!("unknown flag {other}")),
-        }
-    }
-    Ok(o)
+    /// Run as the dev server child (started by this program itself).
+    #[arg(long, hide = true)]
+    serve: bool,
 }
 
 fn fail(msg: &str) -> ! {
@@ -82,14 +74,13 @@ async fn serve() {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if std::env::args().nth(1).as_deref() == Some("--serve") {
+    let mut o = Options::parse();
+    if o.serve {
         serve().await;
         return;
     }
-    let o = options().unwrap_or_else(|e| {
-        eprintln!("tether-flood: {e}");
-        std::process::exit(64)
-    });
+    o.messages = o.messages.max(1);
+    let pause = Duration::from_secs(o.pause_secs);
     let ServerChild {
         mut child,
         stdin: mut child_in,
@@ -128,7 +119,7 @@ async fn main() {
         .write_all(format!("flood {}\n", o.messages).as_bytes())
         .await;
     let _ = child_in.flush().await;
-    let pause_until = Instant::now() + o.pause;
+    let pause_until = Instant::now() + pause;
     let mut peak = baseline;
     while Instant::now() < pause_until {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -174,7 +165,7 @@ async fn main() {
     peak = peak.max(rss_kib("VmRSS:"));
     let report = serde_json::json!({
         "messages": o.messages,
-        "pause_secs": o.pause.as_secs(),
+        "pause_secs": o.pause_secs,
         "delivered_in_order": next,
         "link_dropped": dropped,
         "baseline_rss_kib": baseline,

@@ -21,63 +21,66 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::{CommandFactory, Parser};
 use tether_core::{Credentials, Event, ServerEventKind, Status};
 use tether_devserver::{DevServer, ServerConfig};
 use tether_integration::{ServerChild, rss_kib};
 use tether_tokio::{Client, ClientConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+/// Many tokio clients in one process against the dev server: memory, idle CPU, burst
+/// throughput and the time to bring every client back after a mass drop, for each step of N.
+#[derive(Debug, Parser)]
+#[command(name = "tether-many", args_override_self = true)]
 struct Options {
+    /// Client counts to measure, increasing and comma-separated (e.g. 1000,5000,10000).
+    #[arg(long, value_name = "N,N,...", default_value = "1000,5000,10000")]
+    #[arg(value_delimiter = ',', value_parser = trimmed_count)]
     steps: Vec<usize>,
-    idle: Duration,
+    /// Seconds of idle (heartbeats only) at each step, over which CPU is measured.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    idle_secs: u64,
+    /// Channels on the server; clients are spread over them (at least 1).
+    #[arg(long, default_value_t = 10)]
     channels: usize,
-    /// Clients started at once, before waiting for them to be live.
+    /// Clients started at once, before waiting for them to be live (at least 1).
+    #[arg(long, default_value_t = 500)]
     batch: usize,
+    /// Each client's socket read buffer in bytes (default: the driver's).
+    #[arg(long, value_name = "BYTES")]
     read_buffer: Option<usize>,
     /// Where to draw the figures against N (an SVG file).
+    #[arg(long, value_name = "FILE")]
     svg: Option<String>,
-    /// Messages posted to every channel in the throughput burst.
+    /// Messages posted to every channel in the throughput burst (at least 1).
+    #[arg(long, default_value_t = 20)]
     burst: u64,
+    /// Run as the dev server child (started by this program itself).
+    #[arg(long, hide = true)]
+    serve: bool,
 }
 
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        steps: vec![1000, 5000, 10000],
-        idle: Duration::from_secs(60),
-        channels: 10,
-        batch: 500,
-        read_buffer: None,
-        svg: None,
-        burst: 20,
-    };
-    let mut args = std::env::args().skip(1).filter(|a| a != "--serve");
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let num = |v: &str| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("{flag}: `{v}` is not a number"))
-        };
-        match flag.as_str() {
-            "--steps" => {
-                o.steps = value
-                    .split(',')
-                    .map(|v| num(v).map(|n| n as usize))
-                    .collect::<Result<_, _>>()?
-            }
-            "--idle-secs" => o.idle = Duration::from_secs(num(&value)?),
-            "--channels" => o.channels = num(&value)?.max(1) as usize,
-            "--batch" => o.batch = num(&value)?.max(1) as usize,
-            "--read-buffer" => o.read_buffer = Some(num(&value)? as usize),
-            "--svg" => o.svg = Some(value),
-            "--burst" => o.burst = num(&value)?.max(1),
-            other => return Err(format!("unknown flag {other}")),
-        }
+/// A count in a comma-separated list, which may carry spaces (`--steps "50, 200"`).
+fn trimmed_count(v: &str) -> Result<usize, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("`{v}` is not a number"))
+}
+
+fn options() -> Options {
+    let mut o = Options::parse();
+    if o.steps.is_empty() || o.steps.windows(2).any(|w| w[0] > w[1]) {
+        Options::command()
+            .error(
+                clap::error::ErrorKind::ValueValidation,
+                "--steps must be increasing, e.g. 1000,5000,10000",
+            )
+            .exit();
     }
-    if o.steps.windows(2).any(|w| w[0] > w[1]) || o.steps.is_empty() {
-        return Err("--steps must be increasing, e.g. 1000,5000,10000".into());
-    }
-    Ok(o)
+    o.channels = o.channels.max(1);
+    o.batch = o.batch.max(1);
+    o.burst = o.burst.max(1);
+    o
 }
 
 fn fail(msg: &str) -> ! {
@@ -192,11 +195,8 @@ async fn until_live(live: &Live, n: usize, within: Duration, what: &str) -> Dura
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let o = options().unwrap_or_else(|e| {
-        eprintln!("tether-many: {e}");
-        std::process::exit(64)
-    });
-    if std::env::args().nth(1).as_deref() == Some("--serve") {
+    let o = options();
+    if o.serve {
         serve(o.channels).await;
         return;
     }
@@ -257,7 +257,7 @@ async fn main() {
         // Idle: heartbeats only.
         let cpu0 = cpu_time();
         let wall0 = Instant::now();
-        tokio::time::sleep(o.idle).await;
+        tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
         let cpu = cpu_time().saturating_sub(cpu0);
         let wall = wall0.elapsed();
         // After a minute of heartbeats: what an idle client holds.

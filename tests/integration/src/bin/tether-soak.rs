@@ -17,70 +17,59 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tether_core::rng::Rng;
+use clap::Parser;
 use tether_core::{Credentials, Event, ServerEventKind, Status};
 use tether_devserver::{DevServer, ServerConfig};
 use tether_integration::rss_kib;
 use tether_tokio::{Client, ClientConfig, Events};
 use tokio::sync::Mutex;
 
-#[derive(Debug)]
+/// Chaos soak: many tokio clients against the dev server under a seeded fault schedule;
+/// fails on any message lost, duplicated or out of order.
+#[derive(Debug, Parser)]
+#[command(args_override_self = true)]
 struct Options {
+    /// Clients; each subscribes to a seeded third of the channels, never to none.
+    #[arg(long, default_value_t = 20)]
+    #[arg(value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     clients: usize,
+    /// Channels messages are posted to.
+    #[arg(long, default_value_t = 5)]
+    #[arg(value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     channels: usize,
+    /// How long faults and messages go on, in seconds.
+    #[arg(long, default_value_t = 45)]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
     secs: u64,
+    /// Seed of the fault schedule and of every client's jitter: the same seed, the same faults.
+    #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Messages posted per second, across all channels.
+    /// Messages posted per second, across all channels (at least 1).
+    #[arg(long, default_value_t = 40)]
     rate: u64,
-    /// Fault kinds to draw from (empty: all): 0 drop, 1 stall, 2 refuse 503, 3 refuse 429,
-    /// 4 expire tokens, 5 restart.
+    /// Fault kinds to draw from, comma-separated (default: all): 0 drop, 1 stall, 2 refuse 503,
+    /// 3 refuse 429, 4 expire tokens, 5 restart.
+    #[arg(long, value_name = "K,K,...", value_delimiter = ',', value_parser = trimmed_kind)]
     faults: Vec<u64>,
     /// The dev server's delay between a subscription taking effect and its `subscribed`
-    /// reply: messages broadcast meanwhile overtake it.
+    /// reply, in milliseconds: messages broadcast meanwhile overtake it.
+    #[arg(long, value_name = "MS", default_value_t = 20)]
     subscribed_delay_ms: u64,
 }
 
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        clients: 20,
-        channels: 5,
-        secs: 45,
-        seed: 1,
-        rate: 40,
-        faults: Vec::new(),
-        subscribed_delay_ms: 20,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        if flag == "--faults" {
-            o.faults = value
-                .split(',')
-                .map(|k| {
-                    k.trim()
-                        .parse::<u64>()
-                        .map_err(|_| format!("--faults: `{k}`"))
-                })
-                .collect::<Result<_, _>>()?;
-            continue;
-        }
-        let n: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag}: `{value}` is not a number"))?;
-        match flag.as_str() {
-            "--clients" => o.clients = n as usize,
-            "--channels" => o.channels = n as usize,
-            "--secs" => o.secs = n,
-            "--seed" => o.seed = n,
-            "--rate" => o.rate = n.max(1),
-            "--subscribed-delay-ms" => o.subscribed_delay_ms = n,
-            other => return Err(format!("unknown flag {other}")),
-        }
+/// A fault kind (0 to 5) in a comma-separated list, which may carry spaces (`--faults "0, 5"`).
+/// Any other number is refused: a list of those alone would hang the fault draw.
+fn trimmed_kind(k: &str) -> Result<u64, String> {
+    match k.trim().parse() {
+        Ok(n) if n <= 5 => Ok(n),
+        _ => Err(format!("`{k}` is not a fault kind (0 to 5)")),
     }
-    if o.clients == 0 || o.channels == 0 || o.secs == 0 {
-        return Err("--clients, --channels and --secs must be positive".into());
-    }
-    Ok(o)
+}
+
+fn options() -> Options {
+    let mut o = Options::parse();
+    o.rate = o.rate.max(1);
+    o
 }
 
 /// What one client saw of one channel.
@@ -192,13 +181,7 @@ async fn collect(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let o = match options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("tether-soak: {e}");
-            std::process::exit(64);
-        }
-    };
+    let o = options();
     let mut config = ServerConfig::default();
     config.subscribed_delay = Duration::from_millis(o.subscribed_delay_ms);
     let server = DevServer::start(([127, 0, 0, 1], 0).into(), config)
@@ -213,7 +196,7 @@ async fn main() {
         .collect();
     server.create_user("poster", "password123");
     let ledger: Ledger = Arc::default();
-    let mut rng = Rng::new(o.seed);
+    let mut rng = fastrand::Rng::with_seed(o.seed);
 
     // Clients: each wants a random third of the channels (at least one).
     let mut clients = Vec::new();
@@ -236,7 +219,7 @@ async fn main() {
         };
         let mut wanted = BTreeSet::new();
         for ch in &channels {
-            if rng.next_u64().is_multiple_of(3) {
+            if rng.u64(..).is_multiple_of(3) {
                 wanted.insert(ch.clone());
             }
         }
@@ -264,7 +247,7 @@ async fn main() {
     while Instant::now() < deadline {
         {
             let s = server.lock().await;
-            let ch = &channels[(rng.next_u64() % channels.len() as u64) as usize];
+            let ch = &channels[rng.usize(..channels.len())];
             if let Some(id) = s.post(ch, "poster", &format!("soak {next_index}")) {
                 ledger
                     .lock()
@@ -277,7 +260,7 @@ async fn main() {
             let mut s = server.lock().await;
             let f = s.faults();
             let pick = loop {
-                let k = rng.next_u64() % 6;
+                let k = rng.u64(..6);
                 if o.faults.is_empty() || o.faults.contains(&k) {
                     break k;
                 }
@@ -307,16 +290,14 @@ async fn main() {
                     "expire_tokens"
                 }
                 _ => {
-                    let down =
-                        rng.duration_between(Duration::from_millis(200), Duration::from_secs(2));
+                    let down = Duration::from_millis(rng.u64(200..=2_000));
                     let _ = s.restart(down).await;
                     "restart"
                 }
             };
             *faults_done.entry(kind).or_default() += 1;
             fault_log.push((Instant::now(), kind));
-            next_fault = Instant::now()
-                + rng.duration_between(Duration::from_secs(2), Duration::from_secs(8));
+            next_fault = Instant::now() + Duration::from_millis(rng.u64(2_000..=8_000));
         }
         tokio::time::sleep(tick).await;
     }

@@ -21,6 +21,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use serde_json::Value;
 use tether_devserver::{DevServer, ServerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -128,12 +129,22 @@ fn shows(dom: &Value, text: &str) -> bool {
     })
 }
 
+/// End to end in a real window: the Tauri demo app under Xvfb against the dev server (post,
+/// drop, reconnect, catch up, network change, close); with N, then events per second into the
+/// page by `emit` and by channel.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The built demo app (`target/debug/tether-demo-app`).
+    #[arg(value_name = "PATH-TO-tether-demo-app")]
+    app: String,
+    /// Messages for the throughput measurement; without it, none is taken.
+    #[arg(value_name = "N")]
+    events: Option<u64>,
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let app = std::env::args().nth(1).unwrap_or_else(|| {
-        eprintln!("usage: tether-window-e2e PATH-TO-tether-demo-app");
-        std::process::exit(64)
-    });
+    let Args { app, events } = Args::parse();
     let started = Instant::now();
     let server = DevServer::start(([127, 0, 0, 1], 0).into(), ServerConfig::default())
         .await
@@ -294,7 +305,7 @@ async fn main() {
 
     // Throughput into the webview: per-event emit against the batched channel.
     let mut rates = serde_json::Map::new();
-    if let Some(n) = std::env::args().nth(2).and_then(|n| n.parse::<u64>().ok()) {
+    if let Some(n) = events {
         for mode in ["emit", "channel"] {
             let mut child = spawn_app(
                 &app,
