@@ -36,6 +36,14 @@ if ! pkg-config --exists webkit2gtk-4.1 2>/dev/null || ! command -v xvfb-run >/d
     libwebkit2gtk-4.1-dev pkg-config xvfb xauth >/dev/null
 fi
 
+# The public-API check reads rustdoc's JSON with Python.
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "== installing python3 (the public-API check)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3 >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -94,6 +102,9 @@ if cargo tree -p tether-core -e normal --prefix none | grep -E '^(tokio|reqwest|
   echo "tether-core must not depend on an I/O crate" >&2
   exit 1
 fi
+echo "== public API: tether-core's surface is the committed list (core/public-api.txt)"
+bash scripts/public-api.sh
+
 FUZZ_SECS="${TETHER_FUZZ_SECS:-20}"
 if [ "$FUZZ_SECS" != "0" ]; then
   echo "== fuzz smoke: build every target, run each ${FUZZ_SECS}s on its seed corpus"
@@ -122,5 +133,5 @@ if [ "$FUZZ_SECS" != "0" ]; then
   )
 fi
 
-echo "all checks passed (fmt, clippy, cross-target clock, tests, soak, flood, benchmark smokes, window e2e, guest-js, sans-IO, fuzz smoke)"
+echo "all checks passed (fmt, clippy, cross-target clock, tests, soak, flood, benchmark smokes, window e2e, guest-js, sans-IO, public API, fuzz smoke)"
 echo "tests: $passed passed, $failed failed"

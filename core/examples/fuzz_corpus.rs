@@ -8,8 +8,8 @@
 use std::fs;
 use std::path::Path;
 
+use tether_core::fuzz::Rng;
 use tether_core::fuzz::message;
-use tether_core::rng::Rng;
 
 const CH: &str = "239635b7-3d0d-4b53-8545-40410b608fb6";
 const USER: &str = "8ff9ed0e-b0f9-46a8-8990-701fb744ce83";

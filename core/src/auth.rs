@@ -93,7 +93,7 @@ impl Credentials {
 }
 
 /// The `exp` claim of a JWT (seconds since the epoch), without verifying anything.
-pub fn jwt_exp(token: &str) -> Option<u64> {
+pub(crate) fn jwt_exp(token: &str) -> Option<u64> {
     let payload = token.split('.').nth(1)?;
     if payload.len() > 8192 {
         return None;
@@ -109,7 +109,7 @@ pub fn jwt_exp(token: &str) -> Option<u64> {
 /// Verbs: [`set`](Self::set), [`begin_refresh`](Self::begin_refresh),
 /// [`handle_refresh`](Self::handle_refresh), [`poll_timeout`](Self::poll_timeout).
 #[derive(Clone, Debug)]
-pub struct Auth {
+pub(crate) struct Auth {
     creds: Option<Credentials>,
     expires_at: Option<Instant>,
     refresh_at: Option<Instant>,
@@ -122,14 +122,14 @@ pub struct Auth {
 }
 
 /// Background refresh retry after a transient failure.
-pub const REFRESH_RETRY: Duration = Duration::from_secs(30);
+pub(crate) const REFRESH_RETRY: Duration = Duration::from_secs(30);
 
 /// Longest token lifetime taken at its word (a year).
 const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What became of a refresh answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RefreshOutcome {
+pub(crate) enum RefreshOutcome {
     /// The answer was applied.
     Applied,
     /// Credentials were replaced while it was in flight; the answer was dropped.
@@ -138,7 +138,7 @@ pub enum RefreshOutcome {
 
 impl Auth {
     /// No credentials; refresh at `ahead` (0..1) of each token's life.
-    pub fn new(ahead: f64) -> Self {
+    pub(crate) fn new(ahead: f64) -> Self {
         Self {
             creds: None,
             expires_at: None,
@@ -158,7 +158,7 @@ impl Auth {
 
     /// Installs credentials received at `now`. A refresh still in flight is superseded: its
     /// answer will not overwrite these.
-    pub fn set(&mut self, now: Instant, creds: Credentials) {
+    pub(crate) fn set(&mut self, now: Instant, creds: Credentials) {
         // A server-given lifetime is clamped so `Instant` arithmetic cannot overflow.
         let life = creds.expires_in.map(|d| d.min(MAX_LIFETIME));
         self.expires_at = life.map(|d| now + d);
@@ -172,29 +172,29 @@ impl Auth {
     }
 
     /// The server refused the access token: it is stale whatever its lifetime said.
-    pub fn mark_rejected(&mut self) {
+    pub(crate) fn mark_rejected(&mut self) {
         self.rejected = true;
     }
 
     /// The current credentials.
-    pub fn credentials(&self) -> Option<&Credentials> {
+    pub(crate) fn credentials(&self) -> Option<&Credentials> {
         self.creds.as_ref()
     }
 
     /// The access token, if any.
-    pub fn access_token(&self) -> Option<&Secret> {
+    pub(crate) fn access_token(&self) -> Option<&Secret> {
         self.creds.as_ref().map(|c| &c.access_token)
     }
 
     /// Whether the access token is past the point where it should have been refreshed.
-    pub fn is_stale(&self, now: Instant) -> bool {
+    pub(crate) fn is_stale(&self, now: Instant) -> bool {
         self.rejected
             || self.refresh_at.is_some_and(|at| now >= at)
             || self.expires_at.is_some_and(|at| now >= at)
     }
 
     /// Whether a refresh could be started now.
-    pub fn can_refresh(&self) -> bool {
+    pub(crate) fn can_refresh(&self) -> bool {
         !self.in_flight
             && self
                 .creds
@@ -203,12 +203,12 @@ impl Auth {
     }
 
     /// Whether a refresh is on its way.
-    pub fn is_refreshing(&self) -> bool {
+    pub(crate) fn is_refreshing(&self) -> bool {
         self.in_flight
     }
 
     /// Starts a refresh: returns the refresh token to send, if one exists and none is in flight.
-    pub fn begin_refresh(&mut self) -> Option<Secret> {
+    pub(crate) fn begin_refresh(&mut self) -> Option<Secret> {
         if self.in_flight {
             return None;
         }
@@ -219,7 +219,7 @@ impl Auth {
     }
 
     /// The refresh finished. A rejected refresh token is forgotten, so it is never retried.
-    pub fn handle_refresh(
+    pub(crate) fn handle_refresh(
         &mut self,
         now: Instant,
         result: Result<Credentials, RefreshError>,
@@ -251,10 +251,138 @@ impl Auth {
     }
 
     /// When the next background refresh is due.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         if self.in_flight || !self.can_refresh() {
             return None;
         }
         self.refresh_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    use std::time::Duration;
+
+    use crate::Secret;
+
+    #[test]
+    fn reads_the_kaiku_token_response_and_hides_tokens() {
+        let body = br#"{"access_token":"a.b.c","refresh_token":"r.s.t","expires_in":900,"token_type":"Bearer","setup_required":true}"#;
+        let c = Credentials::from_token_response(body).unwrap();
+        assert_eq!(c.access_token.expose(), "a.b.c");
+        assert_eq!(c.expires_in, Some(Duration::from_secs(900)));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("a.b.c") && !dbg.contains("r.s.t"), "{dbg}");
+        assert!(Credentials::from_token_response(b"{}").is_err());
+    }
+
+    #[test]
+    fn reads_exp_from_a_real_kaiku_jwt() {
+        let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJFZERTQSJ9.eyJzdWIiOiI4ZmY5ZWQwZS1iMGY5LTQ2YTgtODk5MC03MDFmYjc0NGNlODMiLCJleHAiOjE3OTU2Mjk2ODgsImlhdCI6MTc5NTYyODc4OCwidHlwIjoiYWNjZXNzIn0.sig";
+        assert_eq!(jwt_exp(jwt), Some(1_795_629_688));
+        let c = Credentials::new(jwt).with_jwt_expiry(1_795_628_788);
+        assert_eq!(c.expires_in, Some(Duration::from_secs(900)));
+        assert_eq!(jwt_exp("garbage"), None);
+        assert_eq!(jwt_exp("a.!!!.c"), None);
+    }
+
+    #[test]
+    fn refreshes_at_eighty_percent_of_the_life() {
+        let t = t0();
+        let mut a = Auth::new(0.8);
+        a.set(
+            t,
+            Credentials::new("x")
+                .with_refresh_token("r")
+                .with_expires_in(Duration::from_secs(900)),
+        );
+        assert_eq!(a.poll_timeout(), Some(t + Duration::from_secs(720)));
+        assert!(!a.is_stale(t + Duration::from_secs(719)));
+        assert!(a.is_stale(t + Duration::from_secs(720)));
+        assert_eq!(
+            a.begin_refresh().map(|s| s.expose().to_owned()),
+            Some("r".into())
+        );
+        assert_eq!(a.poll_timeout(), None);
+        assert!(a.begin_refresh().is_none(), "one refresh at a time");
+    }
+
+    #[test]
+    fn a_rejected_refresh_token_is_never_used_again() {
+        let t = t0();
+        let mut a = Auth::new(0.8);
+        a.set(t, Credentials::new("x").with_refresh_token("r"));
+        assert!(a.begin_refresh().is_some());
+        a.handle_refresh(t, Err(RefreshError::Rejected));
+        assert!(!a.can_refresh());
+        assert!(a.begin_refresh().is_none());
+    }
+
+    #[test]
+    fn a_new_token_without_refresh_token_keeps_the_old_one() {
+        let t = t0();
+        let mut a = Auth::new(0.8);
+        a.set(t, Credentials::new("x").with_refresh_token("r"));
+        a.begin_refresh();
+        a.handle_refresh(t, Ok(Credentials::new("y")));
+        assert_eq!(a.access_token().map(Secret::expose), Some("y"));
+        assert!(a.can_refresh());
+    }
+
+    #[test]
+    fn new_credentials_win_over_a_refresh_in_flight() {
+        let t = t0();
+        let mut a = Auth::new(0.8);
+        a.set(t, Credentials::new("x").with_refresh_token("r"));
+        a.begin_refresh();
+        a.set(t, Credentials::new("from-login").with_refresh_token("r2"));
+        let out = a.handle_refresh(t, Ok(Credentials::new("late")));
+        assert_eq!(out, RefreshOutcome::Superseded);
+        assert_eq!(a.access_token().map(Secret::expose), Some("from-login"));
+        assert!(a.can_refresh());
+    }
+
+    #[test]
+    fn absurd_lifetimes_and_waits_do_not_overflow() {
+        let t = t0();
+        let mut a = Auth::new(f64::NAN);
+        a.set(
+            t,
+            Credentials::new("x")
+                .with_refresh_token("r")
+                .with_expires_in(Duration::MAX),
+        );
+        assert!(a.poll_timeout().is_some());
+        a.begin_refresh();
+        a.handle_refresh(
+            t,
+            Err(RefreshError::Transient {
+                retry_after: Some(Duration::MAX),
+            }),
+        );
+        assert!(a.poll_timeout().is_some());
+    }
+
+    #[test]
+    fn transient_failure_retries_later() {
+        let t = t0();
+        let mut a = Auth::new(0.8);
+        a.set(
+            t,
+            Credentials::new("x")
+                .with_refresh_token("r")
+                .with_expires_in(Duration::from_secs(10)),
+        );
+        a.begin_refresh();
+        a.handle_refresh(t, Err(RefreshError::Transient { retry_after: None }));
+        assert_eq!(a.poll_timeout(), Some(t + REFRESH_RETRY));
+    }
+
+    /// The test's start: the one clock read (`crate::test_clock`).
+    fn t0() -> Instant {
+        crate::test_clock::start()
     }
 }

@@ -32,24 +32,24 @@ impl Default for BackoffConfig {
 /// Verbs: [`next_delay`](Self::next_delay) when a connection is lost or refused,
 /// [`handle_stable`](Self::handle_stable) once a connection has lasted `reset_after`.
 #[derive(Clone, Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     config: BackoffConfig,
     retries: u32,
 }
 
 impl Backoff {
     /// A backoff with no retries yet.
-    pub fn new(config: BackoffConfig) -> Self {
+    pub(crate) fn new(config: BackoffConfig) -> Self {
         Self { config, retries: 0 }
     }
 
     /// Retries since the last stable connection.
-    pub fn retries(&self) -> u32 {
+    pub(crate) fn retries(&self) -> u32 {
         self.retries
     }
 
     /// The cap for retry `n` (1-based).
-    pub fn cap(&self, n: u32) -> Duration {
+    pub(crate) fn cap(&self, n: u32) -> Duration {
         let shift = n.saturating_sub(1).min(31);
         self.config
             .base
@@ -59,19 +59,19 @@ impl Backoff {
     }
 
     /// Counts one more retry and draws its delay from `[cap/2, cap]`.
-    pub fn next_delay(&mut self, rng: &mut Rng) -> Duration {
+    pub(crate) fn next_delay(&mut self, rng: &mut Rng) -> Duration {
         self.retries = self.retries.saturating_add(1);
         let cap = self.cap(self.retries);
         rng.duration_between(cap / 2, cap)
     }
 
     /// When a connection established at `since` becomes stable.
-    pub fn stable_at(&self, since: Instant) -> Instant {
+    pub(crate) fn stable_at(&self, since: Instant) -> Instant {
         since + self.config.reset_after
     }
 
     /// The connection lasted `reset_after`: the next loss starts again from retry 1.
-    pub fn handle_stable(&mut self) {
+    pub(crate) fn handle_stable(&mut self) {
         self.retries = 0;
     }
 }

@@ -53,7 +53,7 @@ impl Default for CatchUpConfig {
 
 /// Where a channel's catch-up stops: the newest thing the app is known to have.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Anchor {
+pub(crate) enum Anchor {
     /// Nothing known: the server's clock was unknown when the channel was subscribed (no
     /// `Date` header), and nothing was delivered since. A gap cannot be bounded.
     Unknown,
@@ -104,7 +104,7 @@ pub enum HistoryError {
 
 /// What the tracker wants done; drained by the connection.
 #[derive(Clone, Debug, PartialEq)]
-pub enum CatchUpOutput {
+pub(crate) enum CatchUpOutput {
     /// Fetch a page.
     Fetch(HistoryRequest),
     /// Deliver this event to the app (a `message_new`, or an event held behind a catch-up).
@@ -281,7 +281,7 @@ impl RecentIds {
 /// from the connection; [`poll_output`](Self::poll_output) and
 /// [`poll_timeout`](Self::poll_timeout).
 #[derive(Clone, Debug)]
-pub struct CatchUp {
+pub(crate) struct CatchUp {
     config: CatchUpConfig,
     channels: BTreeMap<Text, Channel>,
     /// The walks' reads in flight: request id to channel. Cleared by a drop (a late answer
@@ -302,7 +302,7 @@ pub struct CatchUp {
 
 impl CatchUp {
     /// No channel tracked.
-    pub fn new(config: CatchUpConfig, pacing: PacingConfig) -> Self {
+    pub(crate) fn new(config: CatchUpConfig, pacing: PacingConfig) -> Self {
         Self {
             untracked: RecentIds::new(config.recent_ids),
             clock_margin: pacing.clock_margin,
@@ -321,7 +321,7 @@ impl CatchUp {
 
     /// Starts tracking a channel. `newest` is the newest message id the app already shows,
     /// if it knows one: the first `subscribed` then catches up from it.
-    pub fn track(&mut self, channel: Text, newest: Option<Text>) {
+    pub(crate) fn track(&mut self, channel: Text, newest: Option<Text>) {
         let recent = RecentIds::new(self.config.recent_ids);
         self.next_order += 1;
         let order = self.next_order;
@@ -348,7 +348,7 @@ impl CatchUp {
     }
 
     /// Stops tracking a channel (unsubscribed or refused); an ongoing catch-up is abandoned.
-    pub fn forget(&mut self, channel: &Text) {
+    pub(crate) fn forget(&mut self, channel: &Text) {
         // What it delivered stays known: the server may still send (or repeat) its messages.
         if let Some(c) = self.channels.remove(channel) {
             for id in c.recent.order {
@@ -359,7 +359,7 @@ impl CatchUp {
 
     /// The app is looking at this channel: its catch-up goes before the others' (the latest
     /// focused first).
-    pub fn focus(&mut self, channel: &Text) {
+    pub(crate) fn focus(&mut self, channel: &Text) {
         if let Some(c) = self.channels.get_mut(channel) {
             self.next_focus += 1;
             c.focus = self.next_focus;
@@ -367,13 +367,14 @@ impl CatchUp {
     }
 
     /// The channel's anchor.
-    pub fn anchor(&self, channel: &Text) -> Option<&Anchor> {
+    #[cfg(test)]
+    pub(crate) fn anchor(&self, channel: &Text) -> Option<&Anchor> {
         self.channels.get(channel).map(|c| &c.anchor)
     }
 
     /// Whether the channel's live events are held: it is catching up, or a catch-up is due
     /// and waits for the channel's `subscribed`.
-    pub fn is_catching_up(&self, channel: &Text) -> bool {
+    pub(crate) fn is_catching_up(&self, channel: &Text) -> bool {
         self.channels.get(channel).is_some_and(|c| {
             matches!(
                 c.phase,
@@ -389,29 +390,34 @@ impl CatchUp {
     }
 
     /// Duplicate message events suppressed so far.
-    pub fn duplicates(&self) -> u64 {
+    pub(crate) fn duplicates(&self) -> u64 {
         self.duplicates
     }
 
     /// History reads sent so far.
-    pub fn reads(&self) -> u64 {
+    pub(crate) fn reads(&self) -> u64 {
         self.pacer.reads()
     }
 
     /// Read answers that asked every read to wait (429, or 503 with `Retry-After`).
-    pub fn rate_limited(&self) -> u64 {
+    pub(crate) fn rate_limited(&self) -> u64 {
         self.pacer.rate_limited()
     }
 
     /// An HTTP answer received at `now` carried `Date: date` (the WebSocket upgrade, a REST
     /// call): the server's clock, for time anchors and budget resets.
-    pub fn handle_server_date(&mut self, now: Instant, date: Timestamp) {
+    pub(crate) fn handle_server_date(&mut self, now: Instant, date: Timestamp) {
         self.clock.handle_date(now, date);
     }
 
     /// The headers of an answer to a REST read: the core's own history read `request`, or
     /// (with `None`) a read the app made beside the core. The server counts both.
-    pub fn handle_read_headers(&mut self, now: Instant, request: Option<u64>, h: &ReadHeaders) {
+    pub(crate) fn handle_read_headers(
+        &mut self,
+        now: Instant,
+        request: Option<u64>,
+        h: &ReadHeaders,
+    ) {
         if let Some(date) = h.date {
             self.clock.handle_date(now, date);
         }
@@ -423,7 +429,7 @@ impl CatchUp {
     /// A `subscribe` for `channel` went out on the current socket at `now`. A channel with no
     /// anchor gets one: the server's time now (a lower bound), less the clock margin. Every
     /// message created after that is either delivered live or part of a later gap.
-    pub fn handle_subscribe_sent(&mut self, now: Instant, channel: &Text) {
+    pub(crate) fn handle_subscribe_sent(&mut self, now: Instant, channel: &Text) {
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
@@ -442,7 +448,7 @@ impl CatchUp {
     }
 
     /// The server confirmed a subscription: start whatever this channel owes.
-    pub fn handle_subscribed(&mut self, now: Instant, channel: &Text) {
+    pub(crate) fn handle_subscribed(&mut self, now: Instant, channel: &Text) {
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
@@ -470,7 +476,7 @@ impl CatchUp {
     /// A live event about `channel`: held while the channel catches up or waits to (so
     /// edits, deletes and reactions cannot overtake the messages they refer to), else
     /// delivered, a `message_new` only once.
-    pub fn handle_event(&mut self, channel: &Text, event: ServerEvent) {
+    pub(crate) fn handle_event(&mut self, channel: &Text, event: ServerEvent) {
         let max_held = self.config.max_held;
         let Some(c) = self.channels.get_mut(channel) else {
             // Not a tracked channel (e.g. unsubscribed a moment ago): forward, once.
@@ -574,7 +580,7 @@ impl CatchUp {
     /// Held events other than messages (edits, deletes, reactions, typing) are delivered now:
     /// REST history cannot replay them, and late is better than never (an edit or delete of a
     /// message the app has not seen yet is harmless; the refetched body shows the final text).
-    pub fn handle_disconnect(&mut self) {
+    pub(crate) fn handle_disconnect(&mut self) {
         self.requests.clear();
         for c in self.channels.values_mut() {
             let missed_if_sent = c.missed();
@@ -611,7 +617,12 @@ impl CatchUp {
 
     /// A history response for request `id`. Its pacing slot is freed whatever it says; an
     /// answer to a walk abandoned by a drop is otherwise ignored.
-    pub fn handle_history(&mut self, now: Instant, id: u64, response: Result<Bytes, HistoryError>) {
+    pub(crate) fn handle_history(
+        &mut self,
+        now: Instant,
+        id: u64,
+        response: Result<Bytes, HistoryError>,
+    ) {
         self.pacer.handle_answer(id);
         if let Err(HistoryError::Status {
             status,
@@ -802,7 +813,7 @@ impl CatchUp {
     }
 
     /// Sends the reads whose time has come, as far as pacing allows.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.issue_due(now);
     }
 
@@ -853,7 +864,7 @@ impl CatchUp {
 
     /// Walks waiting for a read, and the instant pacing lets the next one go if it is the
     /// server's budget or wait that holds them (not the number in flight).
-    pub fn rate_limited_until(&mut self, now: Instant) -> Option<(Instant, usize)> {
+    pub(crate) fn rate_limited_until(&mut self, now: Instant) -> Option<(Instant, usize)> {
         let waiting = self
             .channels
             .values()
@@ -870,7 +881,7 @@ impl CatchUp {
 
     /// The earliest instant something is due: a retry after a failure, or, while walks wait
     /// for the pacer, the end of its wait (or of an unanswered read's time in flight).
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let mut waiting = false;
         let retry = self
             .channels
@@ -895,12 +906,12 @@ impl CatchUp {
     }
 
     /// The next thing to do.
-    pub fn poll_output(&mut self) -> Option<CatchUpOutput> {
+    pub(crate) fn poll_output(&mut self) -> Option<CatchUpOutput> {
         self.out.pop_front()
     }
 
     /// Live events held across all channels (bounded by `max_held` each).
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.channels
             .values()
             .map(|c| match &c.phase {
@@ -918,16 +929,4 @@ impl CatchUp {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recent_ids_forget_the_oldest_beyond_capacity() {
-        let mut r = RecentIds::new(2);
-        for id in ["a", "b", "c"] {
-            r.insert(Text::from(id));
-        }
-        assert!(!r.contains(&Text::from("a")));
-        assert!(r.contains(&Text::from("b")) && r.contains(&Text::from("c")));
-    }
-}
+mod tests;

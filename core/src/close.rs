@@ -7,7 +7,7 @@ use serde::Serialize;
 /// Why a socket ended, as the driver saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Disconnect {
+pub enum SocketEnd {
     /// The upgrade was answered with a non-101 HTTP status.
     Refused {
         /// HTTP status.
@@ -96,7 +96,7 @@ pub enum FailReason {
     Subprotocol,
 }
 
-/// What to do about a [`Disconnect`].
+/// What to do about a [`SocketEnd`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Reconnect after the backoff delay, and not sooner than `min_wait`.
@@ -118,14 +118,14 @@ const RATE_LIMIT_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// The longest wait a server can impose (`Retry-After`, rate-limit closes). A larger value is
 /// clamped: the client still retries within an hour, and `Instant` arithmetic stays far from
 /// overflow whatever the server sends.
-pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_SERVER_WAIT: Duration = Duration::from_secs(3600);
 
 /// Clamps a wait the server asked for to [`MAX_SERVER_WAIT`].
-pub fn clamp_wait(d: Duration) -> Duration {
+pub(crate) fn clamp_wait(d: Duration) -> Duration {
     d.min(MAX_SERVER_WAIT)
 }
 
-impl Disconnect {
+impl SocketEnd {
     /// The verdict for this disconnect (see `docs/protocol.md` for the table).
     pub fn verdict(&self) -> Verdict {
         use ReconnectReason as R;
@@ -224,7 +224,7 @@ mod tests {
     use super::*;
 
     fn refused(status: u16, retry_after: Option<u64>) -> Verdict {
-        Disconnect::Refused {
+        SocketEnd::Refused {
             status,
             retry_after: retry_after.map(Duration::from_secs),
         }
@@ -232,7 +232,7 @@ mod tests {
     }
 
     fn closed(code: Option<u16>, reason: &str) -> Verdict {
-        Disconnect::Closed {
+        SocketEnd::Closed {
             code,
             reason: reason.into(),
         }
@@ -261,7 +261,7 @@ mod tests {
     #[test]
     fn a_missing_or_foreign_subprotocol_is_terminal() {
         assert_eq!(
-            Disconnect::Error(TransportError::Subprotocol).verdict(),
+            SocketEnd::Error(TransportError::Subprotocol).verdict(),
             Verdict::Fail(FailReason::Subprotocol)
         );
     }
@@ -349,7 +349,7 @@ mod tests {
     #[test]
     fn transport_errors_retry() {
         assert!(matches!(
-            Disconnect::Error(TransportError::Tls).verdict(),
+            SocketEnd::Error(TransportError::Tls).verdict(),
             Verdict::Retry {
                 reason: ReconnectReason::TlsError,
                 ..

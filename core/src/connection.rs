@@ -9,7 +9,7 @@ use crate::action::{Action, Event, OpenRequest, RefreshRequest};
 use crate::auth::{Auth, Credentials, RefreshError, RefreshOutcome};
 use crate::backoff::Backoff;
 use crate::catchup::{CatchUp, CatchUpOutput, HistoryError};
-use crate::close::{Disconnect, FailReason, ReconnectReason, TransportError, Verdict};
+use crate::close::{FailReason, ReconnectReason, SocketEnd, TransportError, Verdict};
 use crate::config::{AuthMode, Config, ConfigError};
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::outbound::{OutboundQueue, Policy, RateLimiter};
@@ -380,7 +380,7 @@ impl Connection {
     /// auth mode): the socket is dropped and the connection fails for good
     /// (`Failed { subprotocol }`), as retrying would meet the same answer. A driver whose
     /// WebSocket library enforces the rule itself reports that refusal as
-    /// `Disconnect::Error(TransportError::Subprotocol)`, with the same outcome.
+    /// `SocketEnd::Error(TransportError::Subprotocol)`, with the same outcome.
     pub fn handle_open(&mut self, now: Instant, protocol: Option<&str>) {
         let _ = self.clamp(now);
         if self.socket != Socket::Opening {
@@ -458,8 +458,8 @@ impl Connection {
         }
     }
 
-    /// The socket ended, or the upgrade failed. See [`Disconnect::verdict`] for what follows.
-    pub fn handle_closed(&mut self, now: Instant, why: Disconnect) {
+    /// The socket ended, or the upgrade failed. See [`SocketEnd::verdict`] for what follows.
+    pub fn handle_closed(&mut self, now: Instant, why: SocketEnd) {
         let now = self.clamp(now);
         match self.socket {
             Socket::None => return,
@@ -470,13 +470,13 @@ impl Connection {
             Socket::Opening | Socket::Open => self.socket = Socket::None,
         }
         let http_status = match &why {
-            Disconnect::Refused { status, .. } => Some(*status),
+            SocketEnd::Refused { status, .. } => Some(*status),
             _ => None,
         };
         match &why {
             // The driver's WebSocket library refused an oversized frame before the core saw it.
-            Disconnect::Error(TransportError::TooLarge) => self.stats.oversized += 1,
-            Disconnect::Error(TransportError::Subprotocol) => {
+            SocketEnd::Error(TransportError::TooLarge) => self.stats.oversized += 1,
+            SocketEnd::Error(TransportError::Subprotocol) => {
                 self.stats.missing_subprotocol += 1;
             }
             _ => {}

@@ -36,12 +36,15 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
+
+/// The core's seeded generator (SplitMix64), for harnesses that replay a seed's schedule.
+pub use crate::rng::Rng;
 use bytes::Bytes;
 
 use crate::{
-    Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Disconnect, Event,
-    HistoryError, HistoryRequest, ReadHeaders, ReconnectReason, RefreshError, ServerEventKind,
-    Status, Timestamp,
+    Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Event, HistoryError,
+    HistoryRequest, ReadHeaders, ReconnectReason, RefreshError, ServerEventKind, SocketEnd, Status,
+    Timestamp,
 };
 
 const S: Duration = Duration::from_secs(1);
@@ -499,7 +502,7 @@ impl World {
                     self.socket_gone();
                     self.conn.handle_closed(
                         now,
-                        Disconnect::Closed {
+                        SocketEnd::Closed {
                             code: None,
                             reason: String::new(),
                         },
@@ -513,7 +516,7 @@ impl World {
                     self.retry_after = retry_after;
                     self.conn.handle_closed(
                         now,
-                        Disconnect::Refused {
+                        SocketEnd::Refused {
                             status: *status,
                             retry_after,
                         },

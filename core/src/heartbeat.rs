@@ -29,7 +29,7 @@ impl Default for HeartbeatConfig {
 
 /// What the heartbeat wants after a timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Beat {
+pub(crate) enum Beat {
     /// Nothing to do yet.
     Idle,
     /// Send a ping now.
@@ -45,7 +45,7 @@ pub enum Beat {
 /// [`probe`](Self::probe) after a sleep, [`set_paused`](Self::set_paused) for backpressure,
 /// [`poll_timeout`](Self::poll_timeout).
 #[derive(Clone, Debug)]
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     interval: Duration,
     timeout: Duration,
     next_ping: Instant,
@@ -57,7 +57,7 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     /// A heartbeat whose first ping is due one interval after `now`.
-    pub fn new(now: Instant, config: &HeartbeatConfig) -> Self {
+    pub(crate) fn new(now: Instant, config: &HeartbeatConfig) -> Self {
         Self {
             interval: config.interval,
             timeout: config.timeout,
@@ -71,7 +71,7 @@ impl Heartbeat {
     /// The driver stopped (`true`) or resumed (`false`) reading the socket for backpressure.
     /// While paused a missed deadline is not a dead link (the answer is waiting unread); on
     /// resume a pending ping gets a fresh deadline.
-    pub fn set_paused(&mut self, now: Instant, paused: bool) {
+    pub(crate) fn set_paused(&mut self, now: Instant, paused: bool) {
         if self.paused
             && !paused
             && let Some(d) = self.deadline.as_mut()
@@ -82,12 +82,12 @@ impl Heartbeat {
     }
 
     /// Something arrived: the link is alive.
-    pub fn handle_activity(&mut self) {
+    pub(crate) fn handle_activity(&mut self) {
         self.deadline = None;
     }
 
     /// A `pong` arrived: the link is alive; returns the round trip of the last ping.
-    pub fn handle_pong(&mut self, now: Instant) -> Option<Duration> {
+    pub(crate) fn handle_pong(&mut self, now: Instant) -> Option<Duration> {
         self.deadline = None;
         self.ping_sent_at
             .take()
@@ -95,7 +95,7 @@ impl Heartbeat {
     }
 
     /// Fires due timers. A returned `Ping` must be sent by the caller.
-    pub fn handle_timeout(&mut self, now: Instant) -> Beat {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Beat {
         if self.deadline.is_some_and(|d| now >= d) {
             if self.paused {
                 self.deadline = Some(now + self.timeout);
@@ -113,7 +113,7 @@ impl Heartbeat {
     }
 
     /// The machine woke from sleep: ping now, with a short deadline, whatever was pending.
-    pub fn probe(&mut self, now: Instant, timeout: Duration) {
+    pub(crate) fn probe(&mut self, now: Instant, timeout: Duration) {
         self.next_ping = now + self.interval;
         self.deadline = None;
         self.sent(now, timeout);
@@ -128,7 +128,7 @@ impl Heartbeat {
     }
 
     /// The next instant this heartbeat needs [`handle_timeout`](Self::handle_timeout).
-    pub fn poll_timeout(&self) -> Instant {
+    pub(crate) fn poll_timeout(&self) -> Instant {
         match self.deadline {
             Some(d) => d.min(self.next_ping),
             None => self.next_ping,
@@ -136,7 +136,108 @@ impl Heartbeat {
     }
 
     /// Whether a ping is waiting for an answer.
-    pub fn is_awaiting(&self) -> bool {
+    pub(crate) fn is_awaiting(&self) -> bool {
         self.deadline.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    use std::time::Duration;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn pings_every_interval_while_answered() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        assert_eq!(hb.poll_timeout(), t + 30 * S);
+        assert_eq!(hb.handle_timeout(t + 29 * S), Beat::Idle);
+        assert_eq!(hb.handle_timeout(t + 30 * S), Beat::Ping);
+        assert_eq!(hb.poll_timeout(), t + 40 * S);
+        assert_eq!(hb.handle_pong(t + 31 * S), Some(S));
+        assert_eq!(hb.poll_timeout(), t + 60 * S);
+        assert_eq!(hb.handle_timeout(t + 60 * S), Beat::Ping);
+    }
+
+    #[test]
+    fn silence_after_a_ping_is_a_dead_link() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        assert_eq!(hb.handle_timeout(t + 30 * S), Beat::Ping);
+        assert_eq!(hb.handle_timeout(t + 39 * S), Beat::Idle);
+        assert_eq!(hb.handle_timeout(t + 40 * S), Beat::Dead);
+    }
+
+    #[test]
+    fn any_frame_counts_not_only_pong() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        hb.handle_timeout(t + 30 * S);
+        hb.handle_activity();
+        assert!(!hb.is_awaiting());
+        assert_eq!(hb.handle_timeout(t + 40 * S), Beat::Idle);
+    }
+
+    #[test]
+    fn rtt_is_measured_even_when_other_frames_arrive_first() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        hb.handle_timeout(t + 30 * S);
+        hb.handle_activity();
+        assert_eq!(hb.handle_pong(t + 30 * S + S / 2), Some(S / 2));
+        assert_eq!(hb.handle_pong(t + 32 * S), None, "one answer per ping");
+    }
+
+    #[test]
+    fn silence_while_the_driver_is_not_reading_is_not_a_dead_link() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        hb.set_paused(t, true);
+        assert_eq!(hb.handle_timeout(t + 30 * S), Beat::Ping);
+        assert_ne!(hb.handle_timeout(t + 40 * S), Beat::Dead);
+        assert_ne!(hb.handle_timeout(t + 200 * S), Beat::Dead);
+        hb.set_paused(t + 200 * S, false);
+        assert_eq!(
+            hb.poll_timeout(),
+            t + 210 * S,
+            "a fresh window after resuming"
+        );
+        assert_eq!(hb.handle_timeout(t + 210 * S), Beat::Dead);
+    }
+
+    #[test]
+    fn probe_replaces_old_deadlines_with_a_short_one() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        hb.handle_timeout(t + 30 * S);
+        let woke = t + 3600 * S;
+        hb.probe(woke, 5 * S);
+        assert_eq!(hb.poll_timeout(), woke + 5 * S);
+        assert_eq!(hb.handle_timeout(woke + 5 * S), Beat::Dead);
+    }
+
+    #[test]
+    fn every_fired_timer_moves_the_deadline() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        let mut now = t;
+        for _ in 0..10 {
+            let due = hb.poll_timeout();
+            now = now.max(due);
+            let beat = hb.handle_timeout(now);
+            assert!(hb.poll_timeout() > now || beat == Beat::Dead);
+            if beat == Beat::Dead {
+                break;
+            }
+        }
+    }
+
+    /// The test's start: the one clock read (`crate::test_clock`).
+    fn t0() -> Instant {
+        crate::test_clock::start()
     }
 }

@@ -60,14 +60,14 @@ impl Default for QueueConfig {
 /// FIFO of queued events waiting for a connection. Bounded; a full queue refuses and hands
 /// the event back.
 #[derive(Clone, Debug)]
-pub struct OutboundQueue {
+pub(crate) struct OutboundQueue {
     config: QueueConfig,
     items: VecDeque<(Instant, ClientEvent)>,
 }
 
 impl OutboundQueue {
     /// An empty queue.
-    pub fn new(config: QueueConfig) -> Self {
+    pub(crate) fn new(config: QueueConfig) -> Self {
         Self {
             config,
             items: VecDeque::new(),
@@ -75,7 +75,7 @@ impl OutboundQueue {
     }
 
     /// Queues an event, or hands it back when the queue is full.
-    pub fn push(&mut self, now: Instant, event: ClientEvent) -> Result<(), ClientEvent> {
+    pub(crate) fn push(&mut self, now: Instant, event: ClientEvent) -> Result<(), ClientEvent> {
         if self.items.len() >= self.config.capacity {
             return Err(event);
         }
@@ -84,7 +84,7 @@ impl OutboundQueue {
     }
 
     /// Removes and returns every event that outlived `max_age`, oldest first.
-    pub fn expire(&mut self, now: Instant) -> Vec<ClientEvent> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<ClientEvent> {
         let mut out = Vec::new();
         while let Some((at, _)) = self.items.front() {
             if now.saturating_duration_since(*at) < self.config.max_age {
@@ -98,28 +98,18 @@ impl OutboundQueue {
     }
 
     /// Takes every remaining event, oldest first (call [`expire`](Self::expire) first).
-    pub fn drain(&mut self) -> impl Iterator<Item = ClientEvent> + '_ {
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = ClientEvent> + '_ {
         self.items.drain(..).map(|(_, e)| e)
     }
 
     /// When the oldest event expires.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.items.front().map(|(at, _)| *at + self.config.max_age)
     }
 
     /// Events waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.items.len()
-    }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The bound.
-    pub fn capacity(&self) -> usize {
-        self.config.capacity
     }
 }
 
@@ -170,14 +160,14 @@ struct Window {
 /// [`cancel_typing`](Self::cancel_typing), [`handle_disconnect`](Self::handle_disconnect),
 /// [`poll_timeout`](Self::poll_timeout).
 #[derive(Clone, Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     config: RateLimitConfig,
     windows: BTreeMap<LimitKey, Window>,
 }
 
 impl RateLimiter {
     /// No event sent yet.
-    pub fn new(config: RateLimitConfig) -> Self {
+    pub(crate) fn new(config: RateLimitConfig) -> Self {
         Self {
             config,
             windows: BTreeMap::new(),
@@ -185,7 +175,8 @@ impl RateLimiter {
     }
 
     /// Rate windows remembered (idle ones are pruned, so this stays small).
-    pub fn windows(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn windows(&self) -> usize {
         self.windows.len()
     }
 
@@ -202,7 +193,7 @@ impl RateLimiter {
 
     /// Returns the event when it may go out now; otherwise keeps it as the window's pending
     /// value (replacing an older one) and returns `None`.
-    pub fn offer(&mut self, now: Instant, event: ClientEvent) -> Option<ClientEvent> {
+    pub(crate) fn offer(&mut self, now: Instant, event: ClientEvent) -> Option<ClientEvent> {
         let Some((key, len)) = self.key(&event) else {
             return Some(event);
         };
@@ -230,7 +221,7 @@ impl RateLimiter {
     }
 
     /// Releases pending events whose window has ended; the caller sends them.
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<ClientEvent> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<ClientEvent> {
         let mut out = Vec::new();
         for w in self.windows.values_mut() {
             if now >= w.last + w.len
@@ -244,21 +235,21 @@ impl RateLimiter {
     }
 
     /// Whether a `voice_join` waits for its window. Mute changes must follow it, not pass it.
-    pub fn is_voice_join_pending(&self) -> bool {
+    pub(crate) fn is_voice_join_pending(&self) -> bool {
         self.windows
             .get(&LimitKey::VoiceJoin)
             .is_some_and(|w| w.pending.is_some())
     }
 
     /// `voice_leave` cancels a `voice_join` still waiting for its window.
-    pub fn cancel_voice_join(&mut self) {
+    pub(crate) fn cancel_voice_join(&mut self) {
         if let Some(w) = self.windows.get_mut(&LimitKey::VoiceJoin) {
             w.pending = None;
         }
     }
 
     /// `stop_typing` cancels a typing indicator still waiting for its window.
-    pub fn cancel_typing(&mut self, channel_id: &str) {
+    pub(crate) fn cancel_typing(&mut self, channel_id: &str) {
         if let Some(w) = self
             .windows
             .get_mut(&LimitKey::Typing(channel_id.to_owned()))
@@ -269,7 +260,7 @@ impl RateLimiter {
 
     /// The link is gone. Pending state events are dropped here because the session replays
     /// their latest value; pending typing indicators are returned (volatile, refused).
-    pub fn handle_disconnect(&mut self) -> Vec<ClientEvent> {
+    pub(crate) fn handle_disconnect(&mut self) -> Vec<ClientEvent> {
         let mut dropped = Vec::new();
         for (key, w) in &mut self.windows {
             if let Some(e) = w.pending.take()
@@ -282,11 +273,166 @@ impl RateLimiter {
     }
 
     /// When the next pending event may go out.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.windows
             .values()
             .filter(|w| w.pending.is_some())
             .map(|w| w.last + w.len)
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    use std::time::Duration;
+
+    use crate::{ClientEvent, CustomEvent};
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn custom(n: u32) -> ClientEvent {
+        ClientEvent::Custom(CustomEvent::new(format!(r#"{{"type":"x","n":{n}}}"#)).unwrap())
+    }
+
+    #[test]
+    fn policies_match_the_design() {
+        assert_eq!(Policy::of(&ClientEvent::Ping), Policy::Volatile);
+        assert_eq!(
+            Policy::of(&ClientEvent::Typing {
+                channel_id: "c".into()
+            }),
+            Policy::Volatile
+        );
+        assert_eq!(
+            Policy::of(&ClientEvent::VoiceAnswer {
+                channel_id: "c".into(),
+                sdp: "s".into()
+            }),
+            Policy::Volatile
+        );
+        assert_eq!(
+            Policy::of(&ClientEvent::VoiceMute {
+                channel_id: "c".into()
+            }),
+            Policy::State
+        );
+        assert_eq!(Policy::of(&custom(1)), Policy::Queued);
+    }
+
+    #[test]
+    fn full_queue_hands_the_event_back() {
+        let t = t0();
+        let config = QueueConfig {
+            capacity: 2,
+            ..QueueConfig::default()
+        };
+        let mut q = OutboundQueue::new(config);
+        assert!(q.push(t, custom(1)).is_ok());
+        assert!(q.push(t, custom(2)).is_ok());
+        assert_eq!(q.push(t, custom(3)), Err(custom(3)));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.drain().collect::<Vec<_>>(), vec![custom(1), custom(2)]);
+    }
+
+    #[test]
+    fn old_events_expire_in_order() {
+        let t = t0();
+        let mut q = OutboundQueue::new(QueueConfig::default());
+        q.push(t, custom(1)).unwrap();
+        q.push(t + 30 * S, custom(2)).unwrap();
+        assert_eq!(q.poll_timeout(), Some(t + 60 * S));
+        assert!(q.expire(t + 59 * S).is_empty());
+        assert_eq!(q.expire(t + 60 * S), vec![custom(1)]);
+        assert_eq!(q.poll_timeout(), Some(t + 90 * S));
+    }
+
+    #[test]
+    fn excess_is_coalesced_to_the_latest_value() {
+        let t = t0();
+        let mut r = RateLimiter::new(RateLimitConfig::default());
+        let act = |n: u32| ClientEvent::SetActivity {
+            activity: serde_json::json!(n),
+        };
+        assert_eq!(r.offer(t, act(1)), Some(act(1)));
+        assert_eq!(r.offer(t + S, act(2)), None);
+        assert_eq!(r.offer(t + 2 * S, act(3)), None);
+        assert_eq!(r.poll_timeout(), Some(t + 10 * S));
+        assert!(r.handle_timeout(t + 9 * S).is_empty());
+        assert_eq!(r.handle_timeout(t + 10 * S), vec![act(3)]);
+        assert_eq!(r.poll_timeout(), None);
+        assert_eq!(r.offer(t + 11 * S, act(4)), None);
+        assert_eq!(r.handle_timeout(t + 20 * S), vec![act(4)]);
+    }
+
+    #[test]
+    fn typing_is_limited_per_channel_and_cancelled_by_stop() {
+        let t = t0();
+        let mut r = RateLimiter::new(RateLimitConfig::default());
+        let ty = |c: &str| ClientEvent::Typing {
+            channel_id: c.into(),
+        };
+        assert!(r.offer(t, ty("a")).is_some());
+        assert!(r.offer(t, ty("b")).is_some());
+        assert!(r.offer(t + S, ty("a")).is_none());
+        r.cancel_typing("a");
+        assert!(r.handle_timeout(t + 3 * S).is_empty());
+        assert!(r.offer(t + 3 * S, ty("a")).is_some());
+    }
+
+    #[test]
+    fn disconnect_returns_only_volatile_pendings() {
+        let t = t0();
+        let mut r = RateLimiter::new(RateLimitConfig::default());
+        let ty = ClientEvent::Typing {
+            channel_id: "a".into(),
+        };
+        let vj = ClientEvent::VoiceJoin {
+            channel_id: "v".into(),
+        };
+        r.offer(t, ty.clone());
+        r.offer(t, ty.clone());
+        r.offer(t, vj.clone());
+        r.offer(t, vj);
+        assert_eq!(r.handle_disconnect(), vec![ty]);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_pending_voice_join_is_visible_and_cancellable() {
+        let t = t0();
+        let mut r = RateLimiter::new(RateLimitConfig::default());
+        let vj = ClientEvent::VoiceJoin {
+            channel_id: "v".into(),
+        };
+        assert!(r.offer(t, vj.clone()).is_some());
+        assert!(!r.is_voice_join_pending());
+        assert!(r.offer(t, vj).is_none());
+        assert!(r.is_voice_join_pending());
+        r.cancel_voice_join();
+        assert!(!r.is_voice_join_pending());
+        assert!(r.handle_timeout(t + S).is_empty());
+    }
+
+    #[test]
+    fn idle_windows_are_forgotten() {
+        let t = t0();
+        let mut r = RateLimiter::new(RateLimitConfig::default());
+        for i in 0..1000 {
+            r.offer(
+                t + Duration::from_secs(4 * i),
+                ClientEvent::Typing {
+                    channel_id: i.to_string(),
+                },
+            );
+        }
+        assert!(r.windows() <= 1);
+    }
+
+    /// The test's start: the one clock read (`crate::test_clock`).
+    fn t0() -> Instant {
+        crate::test_clock::start()
     }
 }

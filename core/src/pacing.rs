@@ -47,9 +47,10 @@ impl Default for PacingConfig {
 /// What an answer to a REST read said about the server's budget and clock.
 ///
 /// Drivers build it with [`ReadHeaders::from_headers`] from the HTTP answer and report it
-/// with [`Connection::handle_read_headers`](crate::Connection::handle_read_headers), for the
-/// core's own history reads and for the app's reads alike: the server counts both against
-/// one budget.
+/// with [`Connection::handle_history_headers`](crate::Connection::handle_history_headers)
+/// for the core's own history reads, and with
+/// [`Connection::handle_app_read`](crate::Connection::handle_app_read) for the app's: the
+/// server counts both against one budget.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReadHeaders {
@@ -133,23 +134,18 @@ pub fn parse_http_date(value: &str) -> Option<Timestamp> {
 /// server's clock read at least `D + (x - r)`. The latest sample is kept: drift between the
 /// two clocks grows with a sample's age.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ServerClock {
+pub(crate) struct ServerClock {
     sample: Option<(Instant, Timestamp)>,
 }
 
 impl ServerClock {
     /// An answer received at `now` carried `Date: date`.
-    pub fn handle_date(&mut self, now: Instant, date: Timestamp) {
+    pub(crate) fn handle_date(&mut self, now: Instant, date: Timestamp) {
         self.sample = Some((now, date));
     }
 
-    /// Whether any `Date` was seen.
-    pub fn is_known(&self) -> bool {
-        self.sample.is_some()
-    }
-
     /// The server's clock at `at` was at least this.
-    pub fn lower_bound(&self, at: Instant) -> Option<Timestamp> {
+    pub(crate) fn lower_bound(&self, at: Instant) -> Option<Timestamp> {
         let (received, date) = self.sample?;
         let nanos = if at >= received {
             i64::try_from(at.duration_since(received).as_nanos()).unwrap_or(i64::MAX)
@@ -209,7 +205,7 @@ struct Window {
 
 /// Why reads are held back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Blocked {
+pub(crate) enum Blocked {
     /// `max_in_flight` reads are out; the next answer frees a slot.
     InFlight,
     /// The server asked for a wait, or the budget is spent: until this instant.
@@ -220,7 +216,7 @@ pub enum Blocked {
 /// [`handle_answer`](Self::handle_answer) when it is answered,
 /// [`handle_headers`](Self::handle_headers) for any read's headers (the app's too).
 #[derive(Clone, Debug)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     config: PacingConfig,
     /// Reads in flight, by request id, with the instant they stop counting.
     in_flight: BTreeMap<u64, Instant>,
@@ -234,7 +230,7 @@ pub struct Pacer {
 
 impl Pacer {
     /// Nothing in flight, a full budget.
-    pub fn new(config: PacingConfig) -> Self {
+    pub(crate) fn new(config: PacingConfig) -> Self {
         let budget = config.budget.max(1);
         Self {
             window: Window {
@@ -272,7 +268,7 @@ impl Pacer {
     }
 
     /// What holds reads back at `now`, if anything.
-    pub fn blocked(&mut self, now: Instant) -> Option<Blocked> {
+    pub(crate) fn blocked(&mut self, now: Instant) -> Option<Blocked> {
         self.expire(now);
         if let Some(t) = self.paused_until {
             return Some(Blocked::Until(t));
@@ -296,7 +292,7 @@ impl Pacer {
     }
 
     /// Takes a slot and a unit of budget for read `id`, if pacing allows one now.
-    pub fn try_send(&mut self, now: Instant, id: u64) -> bool {
+    pub(crate) fn try_send(&mut self, now: Instant, id: u64) -> bool {
         if self.blocked(now).is_some() {
             return false;
         }
@@ -313,13 +309,13 @@ impl Pacer {
     }
 
     /// Read `id` was answered (or failed): its slot is free. Unknown ids are ignored.
-    pub fn handle_answer(&mut self, id: u64) {
+    pub(crate) fn handle_answer(&mut self, id: u64) {
         self.in_flight.remove(&id);
     }
 
     /// The headers of an answer to a read received at `now`: the core's own (`own`: still
     /// counted in flight) or the app's.
-    pub fn handle_headers(
+    pub(crate) fn handle_headers(
         &mut self,
         now: Instant,
         headers: &ReadHeaders,
@@ -415,7 +411,7 @@ impl Pacer {
     /// wait ends or the window it announced ends, whichever is later. Otherwise (a 503 with
     /// `Retry-After`: an overloaded server) the budget is as it was: the wait is not the
     /// window's, and a short one must not refill a window the server announced spent.
-    pub fn pause(&mut self, now: Instant, retry_after: Option<Duration>, spent: bool) {
+    pub(crate) fn pause(&mut self, now: Instant, retry_after: Option<Duration>, spent: bool) {
         self.expire(now);
         let wait = crate::close::clamp_wait(retry_after.unwrap_or(Duration::from_secs(5)));
         let until = now + wait.max(Duration::from_secs(1));
@@ -432,14 +428,14 @@ impl Pacer {
     }
 
     /// Whether read `id` is in flight.
-    pub fn is_in_flight(&self, id: u64) -> bool {
+    pub(crate) fn is_in_flight(&self, id: u64) -> bool {
         self.in_flight.contains_key(&id)
     }
 
     /// When waiting reads should look again: the end of a pause or of a spent window, or,
     /// with every slot taken, the earliest unanswered read's timeout. May be in the past
     /// until the next [`try_send`](Self::try_send) or [`blocked`](Self::blocked) notices.
-    pub fn wake_at(&self) -> Option<Instant> {
+    pub(crate) fn wake_at(&self) -> Option<Instant> {
         if let Some(t) = self.paused_until {
             return Some(t);
         }
@@ -453,22 +449,17 @@ impl Pacer {
     }
 
     /// When the earliest in-flight read stops counting (an unanswered read).
-    pub fn next_expiry(&self) -> Option<Instant> {
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
         self.in_flight.values().min().copied()
     }
 
-    /// Reads in flight.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-
     /// Reads sent so far.
-    pub fn reads(&self) -> u64 {
+    pub(crate) fn reads(&self) -> u64 {
         self.reads
     }
 
     /// Answers that asked every read to wait (429, or 503 with `Retry-After`).
-    pub fn rate_limited(&self) -> u64 {
+    pub(crate) fn rate_limited(&self) -> u64 {
         self.rate_limited
     }
 }

@@ -10,7 +10,7 @@ use crate::wire::ClientEvent;
 
 /// Where one wanted channel stands on the current connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SubState {
+pub(crate) enum SubState {
     /// Not sent on this connection (offline, or not yet replayed).
     Idle,
     /// `subscribe` sent, no answer yet.
@@ -33,7 +33,7 @@ enum Sent {
 
 /// What a refusal (`channel_not_found`, `forbidden`) says about the subscriptions.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// It answers this channel's `subscribe`: the channel is no longer wanted.
     Rejected(Text),
     /// It answers either this channel's `subscribe` or another frame sent before it (a
@@ -51,7 +51,7 @@ pub enum Refusal {
 /// [`handle_pong`](Self::handle_pong), [`handle_disconnect`](Self::handle_disconnect) from
 /// the connection.
 #[derive(Clone, Debug, Default)]
-pub struct Subscriptions {
+pub(crate) struct Subscriptions {
     wanted: BTreeMap<Text, SubState>,
     /// Frames sent on this socket whose answer has not arrived, oldest first. Kaiku's `error`
     /// names no channel, but answers come in order, so a refusal answers the oldest frame
@@ -64,7 +64,7 @@ pub struct Subscriptions {
 
 /// What kind of frame went out, for [`Subscriptions::handle_sent`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SentKind {
+pub(crate) enum SentKind {
     /// A heartbeat or fence `ping`.
     Ping,
     /// Anything but `subscribe` and `ping`.
@@ -74,7 +74,7 @@ pub enum SentKind {
 impl Subscriptions {
     /// Adds a channel. Returns whether `subscribe` should be sent now (`online`) — false when
     /// offline (the next `ready` replays it) or when it was already wanted.
-    pub fn subscribe(&mut self, channel: Text, online: bool) -> bool {
+    pub(crate) fn subscribe(&mut self, channel: Text, online: bool) -> bool {
         if self.wanted.contains_key(&channel) {
             return false;
         }
@@ -92,7 +92,7 @@ impl Subscriptions {
 
     /// Removes a channel. Returns whether `unsubscribe` should be sent (it was sent or
     /// confirmed on the current connection); offline this only edits the set.
-    pub fn unsubscribe(&mut self, channel: &Text) -> bool {
+    pub(crate) fn unsubscribe(&mut self, channel: &Text) -> bool {
         self.retried.remove(channel);
         match self.wanted.remove(channel) {
             Some(SubState::Pending | SubState::Confirmed) => true,
@@ -101,7 +101,7 @@ impl Subscriptions {
     }
 
     /// A new session is ready: every wanted channel is to be subscribed exactly once.
-    pub fn handle_ready(&mut self) -> Vec<Text> {
+    pub(crate) fn handle_ready(&mut self) -> Vec<Text> {
         self.unanswered.clear();
         self.retried.clear();
         let mut out = Vec::with_capacity(self.wanted.len());
@@ -114,7 +114,7 @@ impl Subscriptions {
     }
 
     /// A frame other than `subscribe` went out on the socket.
-    pub fn handle_sent(&mut self, kind: SentKind) {
+    pub(crate) fn handle_sent(&mut self, kind: SentKind) {
         match kind {
             SentKind::Ping => self.unanswered.push_back(Sent::Ping),
             SentKind::Other if self.unanswered.back() == Some(&Sent::Other) => {}
@@ -126,7 +126,7 @@ impl Subscriptions {
     /// has had its answer. Subscribes among them that were not confirmed were answered by
     /// something this table could not attribute (D17): they stay wanted and are tried again
     /// on the next connection.
-    pub fn handle_pong(&mut self) {
+    pub(crate) fn handle_pong(&mut self) {
         if let Some(pos) = self.unanswered.iter().position(|s| *s == Sent::Ping) {
             self.unanswered.drain(..=pos);
         }
@@ -140,7 +140,7 @@ impl Subscriptions {
     /// could not attribute (Kaiku's `message_error` for a malformed id). They stop being
     /// candidates for later refusals, so an error is never pinned on the wrong channel; they
     /// stay wanted and are tried again on the next connection.
-    pub fn handle_subscribed(&mut self, channel: &Text) -> bool {
+    pub(crate) fn handle_subscribed(&mut self, channel: &Text) -> bool {
         let this = Sent::Subscribe(channel.clone());
         if let Some(pos) = self.unanswered.iter().position(|c| *c == this) {
             self.unanswered.drain(..=pos);
@@ -164,7 +164,7 @@ impl Subscriptions {
     ///   may be the refused frame: [`Refusal::Uncertain`]. The channel stays wanted, and the
     ///   connection asks again behind a `ping`, once per socket; a second uncertain refusal
     ///   of the same channel waits for that answer.
-    pub fn handle_error(&mut self, code: &str, channel: Option<&Text>) -> Option<Refusal> {
+    pub(crate) fn handle_error(&mut self, code: &str, channel: Option<&Text>) -> Option<Refusal> {
         if !is_subscription_refusal(code) {
             return None;
         }
@@ -203,13 +203,13 @@ impl Subscriptions {
     }
 
     /// After [`Refusal::Uncertain`]: the connection sends `ping`, then `subscribe` again.
-    pub fn handle_resubscribe_sent(&mut self, channel: &Text) {
+    pub(crate) fn handle_resubscribe_sent(&mut self, channel: &Text) {
         self.unanswered.push_back(Sent::Ping);
         self.unanswered.push_back(Sent::Subscribe(channel.clone()));
     }
 
     /// The connection is gone: nothing is pending or confirmed any more.
-    pub fn handle_disconnect(&mut self) {
+    pub(crate) fn handle_disconnect(&mut self) {
         self.unanswered.clear();
         self.retried.clear();
         for state in self.wanted.values_mut() {
@@ -218,33 +218,24 @@ impl Subscriptions {
     }
 
     /// Whether the app wants this channel.
-    pub fn is_wanted(&self, channel: &Text) -> bool {
+    pub(crate) fn is_wanted(&self, channel: &Text) -> bool {
         self.wanted.contains_key(channel)
     }
 
     /// The state of a wanted channel.
-    pub fn state(&self, channel: &Text) -> Option<SubState> {
+    #[cfg(test)]
+    pub(crate) fn state(&self, channel: &Text) -> Option<SubState> {
         self.wanted.get(channel).copied()
     }
 
     /// Wanted channels, in order.
-    pub fn wanted(&self) -> impl Iterator<Item = &Text> {
+    pub(crate) fn wanted(&self) -> impl Iterator<Item = &Text> {
         self.wanted.keys()
-    }
-
-    /// How many channels are wanted.
-    pub fn len(&self) -> usize {
-        self.wanted.len()
-    }
-
-    /// Whether no channel is wanted.
-    pub fn is_empty(&self) -> bool {
-        self.wanted.is_empty()
     }
 }
 
 /// Error codes that answer a `subscribe`.
-pub fn is_subscription_refusal(code: &str) -> bool {
+pub(crate) fn is_subscription_refusal(code: &str) -> bool {
     matches!(
         code,
         "channel_not_found" | "forbidden" | "CHANNEL_NOT_FOUND" | "FORBIDDEN"
@@ -253,7 +244,7 @@ pub fn is_subscription_refusal(code: &str) -> bool {
 
 /// The voice channel the user is in.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VoiceState {
+pub(crate) struct VoiceState {
     /// The channel.
     pub channel_id: String,
     /// Whether the microphone is muted.
@@ -262,7 +253,7 @@ pub struct VoiceState {
 
 /// Last-value session state that a new connection must be told again.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct SessionState {
+pub(crate) struct SessionState {
     /// Presence status.
     pub status: Option<String>,
     /// Rich presence activity (`null` clears it, and then nothing needs replaying).
@@ -275,7 +266,7 @@ pub struct SessionState {
 
 impl SessionState {
     /// Folds a state event into the session. Returns false for events that are not state.
-    pub fn apply(&mut self, event: &ClientEvent) -> bool {
+    pub(crate) fn apply(&mut self, event: &ClientEvent) -> bool {
         match event {
             ClientEvent::SetStatus { status } => self.status = Some(status.clone()),
             ClientEvent::SetActivity { activity } => {
@@ -311,7 +302,7 @@ impl SessionState {
     }
 
     /// The events that restore this session on a new connection, in a fixed order.
-    pub fn replay(&self) -> Vec<ClientEvent> {
+    pub(crate) fn replay(&self) -> Vec<ClientEvent> {
         let mut out = Vec::new();
         if let Some(status) = &self.status {
             out.push(ClientEvent::SetStatus {

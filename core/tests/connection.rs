@@ -1521,7 +1521,7 @@ fn an_oversized_frame_refused_by_the_driver_is_counted() {
     let mut h = live_with(&["c"], None);
     h.conn.handle_closed(
         h.now,
-        tether_core::Disconnect::Error(tether_core::TransportError::TooLarge),
+        tether_core::SocketEnd::Error(tether_core::TransportError::TooLarge),
     );
     assert_eq!(h.conn.stats().oversized, 1);
     assert!(matches!(

@@ -39,7 +39,7 @@ fn every_saved_fuzz_crash_now_passes() {
 
 #[test]
 fn arbitrary_bytes_make_runnable_operation_sequences() {
-    let mut rng = tether_core::rng::Rng::new(9);
+    let mut rng = tether_core::fuzz::Rng::new(9);
     for _ in 0..50 {
         let bytes: Vec<u8> = (0..2048).map(|_| rng.next_u64() as u8).collect();
         fuzz::operations(support::t0(), &bytes);

@@ -185,10 +185,10 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tether_core::rng::Rng;
+use tether_core::fuzz::Rng;
 use tether_core::{
-    Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Disconnect, Event,
-    HistoryError, HistoryRequest, ReadHeaders, RefreshError, ServerEventKind, Status, Timestamp,
+    Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Event, HistoryError,
+    HistoryRequest, ReadHeaders, RefreshError, ServerEventKind, SocketEnd, Status, Timestamp,
 };
 
 /// Seeds per `cargo test` run (debug build, two cores: well under a minute).
@@ -296,7 +296,7 @@ enum Ev {
     /// virtual time) when the server sends one.
     Opened { link: u64, date: Option<u64> },
     /// The client learns that the socket ended.
-    Closed { link: u64, why: Disconnect },
+    Closed { link: u64, why: SocketEnd },
     /// The server sends `ready` on a fresh socket.
     ServerReady { link: u64 },
     /// A reply the server sends a moment after the frame it answers took effect (a
@@ -1892,7 +1892,7 @@ impl Sim {
         let d = self.latency();
         if let Some((status, retry_after)) = refusal {
             *self.cov.refusals.entry(status).or_default() += 1;
-            let why = Disconnect::Refused {
+            let why = SocketEnd::Refused {
                 status,
                 retry_after,
             };
@@ -2196,7 +2196,7 @@ impl Sim {
                     self.server.sessions.remove(&link);
                     let why = if self.dice.chance(15) {
                         let secs = self.dice.below(1_000_000);
-                        Disconnect::Closed {
+                        SocketEnd::Closed {
                             code: Some(4029),
                             reason: format!("rate limited, retry in {secs} s"),
                         }
@@ -2243,7 +2243,7 @@ impl Sim {
                     let why = if self.dice.chance(50) {
                         lost()
                     } else {
-                        Disconnect::Closed {
+                        SocketEnd::Closed {
                             code: Some(1012),
                             reason: "service restart".into(),
                         }
@@ -2789,8 +2789,8 @@ fn short_page(body: &str) -> String {
 }
 
 /// A connection lost without a Close frame (1006).
-fn lost() -> Disconnect {
-    Disconnect::Closed {
+fn lost() -> SocketEnd {
+    SocketEnd::Closed {
         code: None,
         reason: String::new(),
     }

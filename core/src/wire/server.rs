@@ -47,8 +47,8 @@ pub enum ServerEventKind {
         /// Channel id.
         channel_id: Text,
     },
-    /// The server refused something. Kaiku does not say which request; see
-    /// [`Subscriptions`](crate::subscriptions::Subscriptions) for how a refusal is matched.
+    /// The server refused something. Kaiku does not say which request; the core matches a
+    /// refusal to a subscription only when no other frame can have drawn it (D47).
     Error {
         /// Machine-readable code (`channel_not_found`, `forbidden`, `message_error`, ...).
         code: Text,

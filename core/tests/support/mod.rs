@@ -6,10 +6,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tether_core::catchup::HistoryRequest;
-use tether_core::{
-    Action, Config, Connection, Credentials, Disconnect, Event, ServerEvent, Status,
-};
+use tether_core::HistoryRequest;
+use tether_core::{Action, Config, Connection, Credentials, Event, ServerEvent, SocketEnd, Status};
 
 /// The one place a test reads the real clock: every other instant is derived from it.
 #[allow(clippy::disallowed_methods)]
@@ -147,7 +145,7 @@ impl Harness {
     pub fn drop_link(&mut self) {
         self.conn.handle_closed(
             self.now,
-            Disconnect::Closed {
+            SocketEnd::Closed {
                 code: None,
                 reason: String::new(),
             },
@@ -158,7 +156,7 @@ impl Harness {
     pub fn refuse(&mut self, status: u16, retry_after: Option<Duration>) {
         self.conn.handle_closed(
             self.now,
-            Disconnect::Refused {
+            SocketEnd::Refused {
                 status,
                 retry_after,
             },

@@ -75,10 +75,10 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
     parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
 }
 
-/// Parses a `Retry-After` value given in seconds.
+/// Parses a `Retry-After` value given in seconds, clamped as the core clamps every wait (the
+/// core's header reader is the one owner of that rule).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: u64 = value.trim().parse().ok()?;
-    Some(tether_core::close::clamp_wait(Duration::from_secs(secs)))
+    ReadHeaders::from_headers(0, [("retry-after", value.as_bytes())]).retry_after
 }
 
 /// Told the headers of every read's answer (GET); see [`Api::with_read_observer`].

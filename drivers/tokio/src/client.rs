@@ -8,9 +8,9 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tether_core::{
-    Action, ClientEvent, Config, ConfigError, Connection, Credentials, DeliveryQueue, Disconnect,
-    Event, HistoryError, HistoryRequest, InvalidChannel, OpenRequest, ReadHeaders, RefreshError,
-    SendError, Stats, Status, Timestamp, TransportError,
+    Action, ClientEvent, Config, ConfigError, Connection, Credentials, DeliveryQueue, Event,
+    HistoryError, HistoryRequest, InvalidChannel, OpenRequest, ReadHeaders, RefreshError,
+    SendError, SocketEnd, Stats, Status, Timestamp, TransportError,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -388,7 +388,7 @@ impl Client {
         self.command(Command::Unsubscribe(channel_id.to_owned()))
     }
 
-    /// Sends a client event under its offline policy (see `tether_core::outbound::Policy`).
+    /// Sends a client event under its offline policy (see `tether_core::Policy`).
     pub async fn send(&self, event: ClientEvent) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
         self.command_wait(Command::Send(event, reply)).await?;
@@ -434,7 +434,7 @@ impl Client {
 
 /// What the background work reports back to the driver task.
 enum Internal {
-    Connected(u64, Result<Opened, Disconnect>),
+    Connected(u64, Result<Opened, SocketEnd>),
     WriterFailed(u64),
     History(u64, Result<Bytes, HistoryError>, Option<ReadHeaders>),
     Refresh(Result<Credentials, RefreshError>),
@@ -709,7 +709,7 @@ impl Driver {
                 self.socket = None;
                 let now = self.clock.now();
                 self.conn
-                    .handle_closed(now, Disconnect::Error(TransportError::Io));
+                    .handle_closed(now, SocketEnd::Error(TransportError::Io));
             }
         }
     }
@@ -807,7 +807,7 @@ impl Driver {
                 {
                     self.socket = None;
                     self.conn
-                        .handle_closed(now, Disconnect::Error(TransportError::Io));
+                        .handle_closed(now, SocketEnd::Error(TransportError::Io));
                 }
             }
             Internal::History(id, result, headers) => {
@@ -830,7 +830,7 @@ impl Driver {
                     (Some(u16::from(f.code)), f.reason.to_string())
                 });
                 self.conn
-                    .handle_closed(now, Disconnect::Closed { code, reason });
+                    .handle_closed(now, SocketEnd::Closed { code, reason });
             }
             Some(Ok(_)) => self.conn.handle_activity(now),
             Some(Err(e)) => {
@@ -843,7 +843,7 @@ impl Driver {
                 self.socket = None;
                 self.conn.handle_closed(
                     now,
-                    Disconnect::Closed {
+                    SocketEnd::Closed {
                         code: None,
                         reason: String::new(),
                     },
@@ -969,7 +969,7 @@ async fn connect(
     req: OpenRequest,
     config: WebSocketConfig,
     tls: Arc<rustls::ClientConfig>,
-) -> Result<Opened, Disconnect> {
+) -> Result<Opened, SocketEnd> {
     let mut request = req
         .url
         .as_str()
@@ -983,7 +983,7 @@ async fn connect(
             .collect::<Vec<_>>()
             .join(", ");
         let value = HeaderValue::from_str(&joined)
-            .map_err(|_| Disconnect::Error(TransportError::Protocol))?;
+            .map_err(|_| SocketEnd::Error(TransportError::Protocol))?;
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", value);
@@ -1006,7 +1006,7 @@ async fn connect(
         .headers()
         .get("Date")
         .and_then(|v| v.to_str().ok())
-        .and_then(tether_core::pacing::parse_http_date);
+        .and_then(tether_core::parse_http_date);
     Ok(Opened {
         ws: Box::new(ws),
         protocol,
@@ -1023,11 +1023,11 @@ enum Stage {
 }
 
 /// Maps a tungstenite error to what the core needs to decide.
-fn disconnect_from(e: &tungstenite::Error, stage: Stage) -> Disconnect {
+fn disconnect_from(e: &tungstenite::Error, stage: Stage) -> SocketEnd {
     use tungstenite::Error as E;
     use tungstenite::error::CapacityError;
     match e {
-        E::Http(response) => Disconnect::Refused {
+        E::Http(response) => SocketEnd::Refused {
             status: response.status().as_u16(),
             retry_after: response
                 .headers()
@@ -1036,15 +1036,15 @@ fn disconnect_from(e: &tungstenite::Error, stage: Stage) -> Disconnect {
                 .and_then(crate::api::parse_retry_after),
         },
         E::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Disconnect::Error(TransportError::TooLarge)
+            SocketEnd::Error(TransportError::TooLarge)
         }
         // tungstenite checks the 101's subprotocol itself; the core owns what that means.
         E::Protocol(tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_)) => {
-            Disconnect::Error(TransportError::Subprotocol)
+            SocketEnd::Error(TransportError::Subprotocol)
         }
         // The peer vanished without a close frame: what Kaiku's clients see as 1006.
         E::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
-            Disconnect::Closed {
+            SocketEnd::Closed {
                 code: None,
                 reason: String::new(),
             }
@@ -1054,17 +1054,17 @@ fn disconnect_from(e: &tungstenite::Error, stage: Stage) -> Disconnect {
         | E::Utf8(_)
         | E::AttackAttempt
         | E::HttpFormat(_)
-        | E::Url(_) => Disconnect::Error(TransportError::Protocol),
-        E::Tls(_) => Disconnect::Error(TransportError::Tls),
+        | E::Url(_) => SocketEnd::Error(TransportError::Protocol),
+        E::Tls(_) => SocketEnd::Error(TransportError::Tls),
         E::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
-            Disconnect::Error(TransportError::Tls)
+            SocketEnd::Error(TransportError::Tls)
         }
-        E::Io(_) if stage == Stage::Connecting => Disconnect::Error(TransportError::Connect),
-        E::Io(_) => Disconnect::Error(TransportError::Io),
-        E::ConnectionClosed | E::AlreadyClosed => Disconnect::Closed {
+        E::Io(_) if stage == Stage::Connecting => SocketEnd::Error(TransportError::Connect),
+        E::Io(_) => SocketEnd::Error(TransportError::Io),
+        E::ConnectionClosed | E::AlreadyClosed => SocketEnd::Closed {
             code: None,
             reason: String::new(),
         },
-        _ => Disconnect::Error(TransportError::Io),
+        _ => SocketEnd::Error(TransportError::Io),
     }
 }

@@ -1,17 +1,12 @@
-//! Unit tests of `tether_core::catchup` (outside the crate: the core never reads a clock, even
-//! in its own tests; `support::t0` does).
+//! Unit tests of the catch-up tracker: walks, anchors, pacing, held live events.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
+use super::*;
 
 use std::time::{Duration, Instant};
-use support::t0;
 
+use crate::pacing::{PacingConfig, ReadHeaders};
+use crate::{ServerEvent, ServerEventKind, Text, Timestamp};
 use bytes::Bytes;
-use tether_core::catchup::*;
-use tether_core::pacing::{PacingConfig, ReadHeaders};
-use tether_core::{ServerEvent, ServerEventKind, Text, Timestamp};
 
 fn msg(id: &str, sec: u32) -> String {
     format!(r#"{{"id":"{id}","created_at":"2026-01-01T00:00:{sec:02}Z"}}"#)
@@ -306,8 +301,10 @@ fn malformed_pages_count_as_failures_not_panics() {
 fn too_many_held_events_end_the_catch_up_incomplete() {
     let t = t0();
     let ch = Text::from("c");
-    let mut config = CatchUpConfig::default();
-    config.max_held = 2;
+    let config = CatchUpConfig {
+        max_held: 2,
+        ..CatchUpConfig::default()
+    };
     let mut c = CatchUp::new(config, PacingConfig::default());
     c.track(ch.clone(), Some(Text::from("m0")));
     subscribe(&mut c, t, &ch);
@@ -475,9 +472,11 @@ fn no_more_than_max_in_flight_reads_and_the_focused_channel_goes_first() {
 
 #[test]
 fn a_spent_budget_holds_reads_until_its_window_ends() {
-    let mut pacing = PacingConfig::default();
-    pacing.budget = 5;
-    pacing.window = Duration::from_secs(60);
+    let pacing = PacingConfig {
+        budget: 5,
+        window: Duration::from_secs(60),
+        ..PacingConfig::default()
+    };
     let (mut c, t, _channels) = many_reconnected(8, pacing);
     let mut sent = fetches(&drain(&mut c));
     while let Some(r) = sent.pop() {
@@ -529,4 +528,19 @@ fn the_servers_remaining_budget_and_reset_are_obeyed() {
     assert_eq!(c.poll_timeout(), Some(t + Duration::from_secs(20)));
     c.handle_timeout(t + Duration::from_secs(20));
     assert_eq!(fetches(&drain(&mut c)).len(), 1);
+}
+
+#[test]
+fn recent_ids_forget_the_oldest_beyond_capacity() {
+    let mut r = RecentIds::new(2);
+    for id in ["a", "b", "c"] {
+        r.insert(Text::from(id));
+    }
+    assert!(!r.contains(&Text::from("a")));
+    assert!(r.contains(&Text::from("b")) && r.contains(&Text::from("c")));
+}
+
+/// The test's start: the one clock read (`crate::test_clock`).
+fn t0() -> Instant {
+    crate::test_clock::start()
 }
