@@ -12,13 +12,15 @@ use crate::catchup::{CatchUp, CatchUpOutput, HistoryError};
 use crate::close::{FailReason, ReconnectReason, SocketEnd, TransportError, Verdict};
 use crate::config::{AuthMode, Config, ConfigError};
 use crate::heartbeat::{Beat, Heartbeat};
+use crate::outbound::LimitKey;
 use crate::outbound::{OutboundQueue, Policy, RateLimiter};
 use crate::pacing::ReadHeaders;
 use crate::rng::Rng;
 use crate::secret::Secret;
+use crate::session::SessionState;
 use crate::stats::Stats;
 use crate::status::Status;
-use crate::subscriptions::{Refusal, SentKind, SessionState, Subscriptions};
+use crate::subscriptions::{Refusal, SentKind, Subscriptions};
 use crate::text::Text;
 use crate::timestamp::Timestamp;
 use crate::wire::{ClientEvent, ServerEvent, ServerEventKind};
@@ -150,11 +152,8 @@ pub struct Connection {
     backoff: Backoff,
     auth: Auth,
     subs: Subscriptions,
+    /// Status, activity, custom status and the voice session, replayed after `ready`.
     session: SessionState,
-    /// A `voice_join` went out on a live socket since the last replay: the next replay
-    /// re-joins, and the app must rebuild its voice session.
-    voice_sent: bool,
-    voice_reset_due: bool,
     queue: OutboundQueue,
     limits: RateLimiter,
     catch_up: CatchUp,
@@ -189,8 +188,6 @@ impl Connection {
             last_now: None,
             subs: Subscriptions::default(),
             session: SessionState::default(),
-            voice_sent: false,
-            voice_reset_due: false,
             reauth_used: false,
             actions: VecDeque::new(),
             stats: Stats::default(),
@@ -343,18 +340,13 @@ impl Connection {
                     return Err(SendError::Offline(event));
                 }
                 if let ClientEvent::StopTyping { channel_id } = &event {
-                    self.limits.cancel_typing(channel_id);
+                    self.limits.cancel(&LimitKey::Typing(channel_id.clone()));
                 }
                 self.send_limited(now, event);
             }
             Policy::State => {
                 self.session.apply(&event);
                 if live {
-                    if matches!(event, ClientEvent::VoiceLeave { .. })
-                        && self.session.voice.is_none()
-                    {
-                        self.voice_sent = false;
-                    }
                     self.send_state(now, event);
                 }
             }
@@ -651,10 +643,10 @@ impl Connection {
 
         if self.is_connected() {
             for event in self.limits.handle_timeout(now) {
-                let joined = matches!(&event, ClientEvent::VoiceJoin { .. });
+                let follow = self.session.voice.after_join(&event);
                 self.send_frame(event.to_json().into());
-                if joined {
-                    self.send_voice_mute_state();
+                if let Some(mute) = follow {
+                    self.send_frame(mute.to_json().into());
                 }
             }
             self.catch_up.handle_timeout(now);
@@ -950,14 +942,10 @@ impl Connection {
         for event in self.session.replay() {
             self.send_state(now, event);
         }
-        if let Some(v) = &self.session.voice
-            && self.voice_reset_due
-        {
-            let channel_id = v.channel_id.clone();
+        if let Some(channel_id) = self.session.voice.take_reset() {
             self.actions
                 .push_back(Action::Emit(Event::VoiceReset { channel_id }));
         }
-        self.voice_reset_due = false;
         for event in self.queue.expire(now) {
             self.stats.dropped_after_accept += 1;
             self.actions
@@ -1090,30 +1078,10 @@ impl Connection {
         }));
     }
 
-    /// Sends a state event, keeping voice events in a valid order: a mute change waits for a
-    /// `voice_join` that the rate limit holds back (it follows the join, from the session),
-    /// and a `voice_leave` cancels such a join.
+    /// Sends a state event, voice frames in the order the voice session allows.
     fn send_state(&mut self, now: Instant, event: ClientEvent) {
-        match &event {
-            ClientEvent::VoiceJoin { .. } => self.voice_sent = true,
-            ClientEvent::VoiceMute { .. } | ClientEvent::VoiceUnmute { .. }
-                if self.limits.is_voice_join_pending() =>
-            {
-                return;
-            }
-            ClientEvent::VoiceLeave { .. } => self.limits.cancel_voice_join(),
-            _ => {}
-        }
-        self.send_limited(now, event);
-    }
-
-    /// After a held-back `voice_join` goes out: the mute state the session wants.
-    fn send_voice_mute_state(&mut self) {
-        if let Some(v) = self.session.voice.as_ref().filter(|v| v.muted) {
-            let mute = ClientEvent::VoiceMute {
-                channel_id: v.channel_id.clone(),
-            };
-            self.send_frame(mute.to_json().into());
+        if self.session.voice.before_send(&event, &mut self.limits) {
+            self.send_limited(now, event);
         }
     }
 
@@ -1171,10 +1139,7 @@ impl Connection {
             self.actions
                 .push_back(Action::Emit(Event::SendDropped(event)));
         }
-        if self.voice_sent {
-            self.voice_reset_due = true;
-            self.voice_sent = false;
-        }
+        self.session.voice.handle_disconnect();
     }
 
     fn retry_later(&mut self, now: Instant, reason: ReconnectReason, min_wait: Option<Duration>) {

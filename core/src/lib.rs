@@ -87,6 +87,7 @@ mod pacing;
 #[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 mod rng;
 mod secret;
+mod session;
 mod stats;
 mod status;
 mod subscriptions;

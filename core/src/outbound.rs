@@ -138,8 +138,9 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// What a rate window limits.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum LimitKey {
+pub(crate) enum LimitKey {
     VoiceJoin,
     Activity,
     CustomStatus,
@@ -157,7 +158,7 @@ struct Window {
 /// end, replacing any older one still waiting. Nothing is lost, excess is folded.
 ///
 /// Verbs: [`offer`](Self::offer), [`handle_timeout`](Self::handle_timeout),
-/// [`cancel_typing`](Self::cancel_typing), [`handle_disconnect`](Self::handle_disconnect),
+/// [`cancel`](Self::cancel), [`handle_disconnect`](Self::handle_disconnect),
 /// [`poll_timeout`](Self::poll_timeout).
 #[derive(Clone, Debug)]
 pub(crate) struct RateLimiter {
@@ -234,26 +235,15 @@ impl RateLimiter {
         out
     }
 
-    /// Whether a `voice_join` waits for its window. Mute changes must follow it, not pass it.
-    pub(crate) fn is_voice_join_pending(&self) -> bool {
-        self.windows
-            .get(&LimitKey::VoiceJoin)
-            .is_some_and(|w| w.pending.is_some())
+    /// Whether an event waits for the window `key`.
+    pub(crate) fn is_pending(&self, key: &LimitKey) -> bool {
+        self.windows.get(key).is_some_and(|w| w.pending.is_some())
     }
 
-    /// `voice_leave` cancels a `voice_join` still waiting for its window.
-    pub(crate) fn cancel_voice_join(&mut self) {
-        if let Some(w) = self.windows.get_mut(&LimitKey::VoiceJoin) {
-            w.pending = None;
-        }
-    }
-
-    /// `stop_typing` cancels a typing indicator still waiting for its window.
-    pub(crate) fn cancel_typing(&mut self, channel_id: &str) {
-        if let Some(w) = self
-            .windows
-            .get_mut(&LimitKey::Typing(channel_id.to_owned()))
-        {
+    /// Drops the event waiting for the window `key`, if any (`stop_typing` cancels a held
+    /// `typing`, `voice_leave` a held `voice_join`).
+    pub(crate) fn cancel(&mut self, key: &LimitKey) {
+        if let Some(w) = self.windows.get_mut(key) {
             w.pending = None;
         }
     }
@@ -377,7 +367,7 @@ mod tests {
         assert!(r.offer(t, ty("a")).is_some());
         assert!(r.offer(t, ty("b")).is_some());
         assert!(r.offer(t + S, ty("a")).is_none());
-        r.cancel_typing("a");
+        r.cancel(&LimitKey::Typing("a".into()));
         assert!(r.handle_timeout(t + 3 * S).is_empty());
         assert!(r.offer(t + 3 * S, ty("a")).is_some());
     }
@@ -408,11 +398,11 @@ mod tests {
             channel_id: "v".into(),
         };
         assert!(r.offer(t, vj.clone()).is_some());
-        assert!(!r.is_voice_join_pending());
+        assert!(!r.is_pending(&LimitKey::VoiceJoin));
         assert!(r.offer(t, vj).is_none());
-        assert!(r.is_voice_join_pending());
-        r.cancel_voice_join();
-        assert!(!r.is_voice_join_pending());
+        assert!(r.is_pending(&LimitKey::VoiceJoin));
+        r.cancel(&LimitKey::VoiceJoin);
+        assert!(!r.is_pending(&LimitKey::VoiceJoin));
         assert!(r.handle_timeout(t + S).is_empty());
     }
 

@@ -1,12 +1,9 @@
-//! What the app wants: channel subscriptions and last-value session state, replayed after
-//! every `ready`.
+//! The channels the app wants, and what each socket was told and answered about them:
+//! replayed after every `ready`, refusals matched to the right subscription.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde_json::Value;
-
 use crate::text::Text;
-use crate::wire::ClientEvent;
 
 /// Where one wanted channel stands on the current connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,97 +239,6 @@ pub(crate) fn is_subscription_refusal(code: &str) -> bool {
     )
 }
 
-/// The voice channel the user is in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct VoiceState {
-    /// The channel.
-    pub channel_id: String,
-    /// Whether the microphone is muted.
-    pub muted: bool,
-}
-
-/// Last-value session state that a new connection must be told again.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct SessionState {
-    /// Presence status.
-    pub status: Option<String>,
-    /// Rich presence activity (`null` clears it, and then nothing needs replaying).
-    pub activity: Option<Value>,
-    /// Custom status.
-    pub custom_status: Option<Value>,
-    /// Voice channel and mute state.
-    pub voice: Option<VoiceState>,
-}
-
-impl SessionState {
-    /// Folds a state event into the session. Returns false for events that are not state.
-    pub(crate) fn apply(&mut self, event: &ClientEvent) -> bool {
-        match event {
-            ClientEvent::SetStatus { status } => self.status = Some(status.clone()),
-            ClientEvent::SetActivity { activity } => {
-                self.activity = (!activity.is_null()).then(|| activity.clone());
-            }
-            ClientEvent::SetCustomStatus { custom_status } => {
-                self.custom_status = (!custom_status.is_null()).then(|| custom_status.clone());
-            }
-            ClientEvent::VoiceJoin { channel_id } => {
-                self.voice = Some(VoiceState {
-                    channel_id: channel_id.clone(),
-                    muted: false,
-                });
-            }
-            ClientEvent::VoiceLeave { channel_id } => {
-                if self
-                    .voice
-                    .as_ref()
-                    .is_some_and(|v| &v.channel_id == channel_id)
-                {
-                    self.voice = None;
-                }
-            }
-            ClientEvent::VoiceMute { channel_id } | ClientEvent::VoiceUnmute { channel_id } => {
-                let muted = matches!(event, ClientEvent::VoiceMute { .. });
-                if let Some(v) = self.voice.as_mut().filter(|v| &v.channel_id == channel_id) {
-                    v.muted = muted;
-                }
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    /// The events that restore this session on a new connection, in a fixed order.
-    pub(crate) fn replay(&self) -> Vec<ClientEvent> {
-        let mut out = Vec::new();
-        if let Some(status) = &self.status {
-            out.push(ClientEvent::SetStatus {
-                status: status.clone(),
-            });
-        }
-        if let Some(activity) = &self.activity {
-            out.push(ClientEvent::SetActivity {
-                activity: activity.clone(),
-            });
-        }
-        if let Some(custom_status) = &self.custom_status {
-            out.push(ClientEvent::SetCustomStatus {
-                custom_status: custom_status.clone(),
-            });
-        }
-        if let Some(v) = &self.voice {
-            out.push(ClientEvent::VoiceJoin {
-                channel_id: v.channel_id.clone(),
-            });
-            if v.muted {
-                out.push(ClientEvent::VoiceMute {
-                    channel_id: v.channel_id.clone(),
-                });
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,46 +386,5 @@ mod tests {
             s.handle_error("channel_not_found", None),
             Some(Refusal::Rejected(t("b")))
         );
-    }
-
-    #[test]
-    fn session_state_replays_last_values() {
-        let mut st = SessionState::default();
-        assert!(st.apply(&ClientEvent::SetStatus {
-            status: "idle".into()
-        }));
-        assert!(st.apply(&ClientEvent::SetStatus {
-            status: "dnd".into()
-        }));
-        assert!(st.apply(&ClientEvent::VoiceJoin {
-            channel_id: "v".into()
-        }));
-        assert!(st.apply(&ClientEvent::VoiceMute {
-            channel_id: "v".into()
-        }));
-        assert!(st.apply(&ClientEvent::SetActivity {
-            activity: Value::Null
-        }));
-        assert!(!st.apply(&ClientEvent::Typing {
-            channel_id: "x".into()
-        }));
-        assert_eq!(
-            st.replay(),
-            vec![
-                ClientEvent::SetStatus {
-                    status: "dnd".into()
-                },
-                ClientEvent::VoiceJoin {
-                    channel_id: "v".into()
-                },
-                ClientEvent::VoiceMute {
-                    channel_id: "v".into()
-                },
-            ]
-        );
-        st.apply(&ClientEvent::VoiceLeave {
-            channel_id: "v".into(),
-        });
-        assert_eq!(st.voice, None);
     }
 }
