@@ -4,46 +4,40 @@ use std::borrow::Borrow;
 use std::fmt;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
-/// An immutable UTF-8 string backed by [`Bytes`].
+/// An immutable UTF-8 string backed by [`Bytes`] (a [`ByteString`], from the `bytestring`
+/// crate, which checks UTF-8 once, when it is made, and never again when it is read).
 ///
 /// Identifiers and raw JSON taken from a received frame are slices of that frame's buffer, so
 /// decoding an event copies nothing; cloning is a reference-count increment.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Text(Bytes);
+pub struct Text(ByteString);
 
 impl Text {
     /// A `Text` over a static string (no allocation).
     pub const fn from_static(s: &'static str) -> Self {
-        Self(Bytes::from_static(s.as_bytes()))
+        Self(ByteString::from_static(s))
     }
 
-    /// Wraps bytes that are known to be UTF-8; returns `None` otherwise.
+    /// Wraps bytes that are UTF-8 (checked here, once); returns `None` otherwise.
     pub fn from_utf8(bytes: Bytes) -> Option<Self> {
-        std::str::from_utf8(&bytes).ok()?;
-        Some(Self(bytes))
+        ByteString::try_from(bytes).ok().map(Self)
     }
 
-    /// Wraps bytes the caller has just validated as UTF-8 (no second check, no copy).
-    pub(crate) fn from_checked_utf8(bytes: Bytes) -> Self {
-        debug_assert!(std::str::from_utf8(&bytes).is_ok(), "not UTF-8");
-        Self(bytes)
-    }
-
-    /// The string. Validation is repeated here because the crate forbids `unsafe`; every
-    /// constructor checks UTF-8, so the fallback is unreachable.
+    /// The string (no check: it was checked when made).
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        &self.0
     }
 
     /// The underlying bytes (for a driver that hands them to a socket without copying).
     pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+        self.0.as_bytes()
     }
 
     /// Converts into the underlying bytes.
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        self.0.into_bytes()
     }
 
     /// Length in bytes.
@@ -60,15 +54,16 @@ impl Text {
     /// frame keeps the whole buffer it came from alive (a socket's read buffer can be 128 KiB),
     /// so the de-duplication memory and the anchors hold copies, not slices.
     pub fn detached(&self) -> Self {
-        Self(Bytes::copy_from_slice(&self.0))
+        Self::from(self.as_str())
     }
 
-    /// A slice of `owner` when `part` lies inside it (no copy), else a copy of `part`.
-    pub(crate) fn slice_of(owner: &Bytes, part: &str) -> Self {
-        let start = owner.as_ptr() as usize;
+    /// A slice of `owner` when `part` lies inside it (no copy, no check), else a copy of
+    /// `part`.
+    pub(crate) fn slice_of(owner: &Text, part: &str) -> Self {
+        let start = owner.0.as_ptr() as usize;
         let p = part.as_ptr() as usize;
         if p >= start && p + part.len() <= start + owner.len() {
-            Self(owner.slice(p - start..p - start + part.len()))
+            Self(owner.0.slice_ref(part))
         } else {
             Self::from(part)
         }
@@ -77,13 +72,13 @@ impl Text {
 
 impl From<&str> for Text {
     fn from(s: &str) -> Self {
-        Self(Bytes::copy_from_slice(s.as_bytes()))
+        Self(ByteString::from(s))
     }
 }
 
 impl From<String> for Text {
     fn from(s: String) -> Self {
-        Self(Bytes::from(s))
+        Self(ByteString::from(s))
     }
 }
 
@@ -95,7 +90,7 @@ impl From<&String> for Text {
 
 impl Borrow<[u8]> for Text {
     fn borrow(&self) -> &[u8] {
-        &self.0
+        self.0.as_bytes()
     }
 }
 
@@ -107,13 +102,13 @@ impl AsRef<str> for Text {
 
 impl PartialEq<str> for Text {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Text {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
+        self.as_str() == *other
     }
 }
 
@@ -148,25 +143,23 @@ mod tests {
 
     #[test]
     fn slice_of_shares_the_owner_buffer() {
-        let owner = Bytes::from_static(b"{\"id\":\"abc\"}");
-        let s = std::str::from_utf8(&owner[7..10]).unwrap_or_default();
-        let t = Text::slice_of(&owner, s);
+        let owner = Text::from_static("{\"id\":\"abc\"}");
+        let t = Text::slice_of(&owner, &owner.as_str()[7..10]);
         assert_eq!(t, "abc");
-        assert_eq!(t.as_bytes().as_ptr(), owner[7..].as_ptr());
+        assert_eq!(t.as_bytes().as_ptr(), owner.as_bytes()[7..].as_ptr());
     }
 
     #[test]
     fn detached_copies_do_not_pin_the_frame() {
-        let owner = Bytes::from(vec![b'x'; 1 << 16]);
-        let s = std::str::from_utf8(&owner[..36]).unwrap_or_default();
-        let id = Text::slice_of(&owner, s).detached();
-        assert_ne!(id.as_bytes().as_ptr(), owner.as_ptr());
+        let owner = Text::from("x".repeat(1 << 16));
+        let id = Text::slice_of(&owner, &owner.as_str()[..36]).detached();
+        assert_ne!(id.as_bytes().as_ptr(), owner.as_bytes().as_ptr());
         assert_eq!(id.len(), 36);
     }
 
     #[test]
     fn slice_of_copies_foreign_strings() {
-        let owner = Bytes::from_static(b"xyz");
+        let owner = Text::from_static("xyz");
         let t = Text::slice_of(&owner, "abc");
         assert_eq!(t, "abc");
     }

@@ -57,16 +57,17 @@ impl From<serde_json::Error> for DecodeError {
 pub const MAX_DEPTH: usize = 64;
 
 /// Size, encoding and nesting checks done before any parsing.
-pub(crate) fn check_frame(bytes: &Bytes, max: usize) -> Result<&str, DecodeError> {
+pub(crate) fn check_frame(bytes: Bytes, max: usize) -> Result<Text, DecodeError> {
     if bytes.len() > max {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
             max,
         });
     }
-    let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8)?;
-    check_depth(s.as_bytes())?;
-    Ok(s)
+    // The one UTF-8 check of the frame: every `Text` sliced from it is read without another.
+    let text = Text::from_utf8(bytes).ok_or(DecodeError::NotUtf8)?;
+    check_depth(text.as_str().as_bytes())?;
+    Ok(text)
 }
 
 /// Rejects nesting deeper than [`MAX_DEPTH`]. The common case costs one vectorised count of
@@ -127,7 +128,7 @@ pub(crate) struct Lenient<'a>(pub(crate) Option<Cow<'a, str>>);
 
 impl Lenient<'_> {
     /// The string as [`Text`]: a slice of `owner` when it had no escapes, else a copy.
-    pub(crate) fn text(&self, owner: &Bytes) -> Option<Text> {
+    pub(crate) fn text(&self, owner: &Text) -> Option<Text> {
         match &self.0 {
             Some(Cow::Borrowed(s)) => Some(Text::slice_of(owner, s)),
             Some(Cow::Owned(s)) => Some(Text::from(s.as_str())),
@@ -138,7 +139,7 @@ impl Lenient<'_> {
     /// Like [`Lenient::text`] for a field a known event cannot do without.
     pub(crate) fn required(
         &self,
-        owner: &Bytes,
+        owner: &Text,
         event: &'static str,
         field: &'static str,
     ) -> Result<Text, DecodeError> {

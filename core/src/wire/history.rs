@@ -53,7 +53,8 @@ impl HistoryPage {
     /// Decodes a response body: a bare array of messages, or `{items, has_more, next_cursor}`.
     /// A body larger than `max_len` bytes is refused.
     pub fn decode(body: Bytes, max_len: usize) -> Result<Self, DecodeError> {
-        let s = check_frame(&body, max_len)?;
+        let body = check_frame(body, max_len)?;
+        let s = body.as_str();
         let (raw_items, has_more, next_cursor) = match first_token(s) {
             Some(b'[') => (serde_json::from_str::<Vec<&RawValue>>(s)?, None, None),
             Some(b'{') => {

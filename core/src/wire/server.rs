@@ -221,7 +221,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for MessageField<'a> {
 }
 
 impl MessageHead {
-    fn from_field(owner: &Bytes, field: &MessageField<'_>) -> Result<Self, DecodeError> {
+    fn from_field(owner: &Text, field: &MessageField<'_>) -> Result<Self, DecodeError> {
         let head = field
             .0
             .as_ref()
@@ -234,7 +234,7 @@ impl MessageHead {
     }
 
     /// Reads a message object (one item of a REST history page).
-    pub(crate) fn decode(owner: &Bytes, json: &str) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(owner: &Text, json: &str) -> Result<Self, DecodeError> {
         let field: MessageField<'_> = serde_json::from_str(json)?;
         Self::from_field(owner, &field)
     }
@@ -267,7 +267,8 @@ impl ServerEvent {
     /// accepted as [`ServerEventKind::Other`]. Nesting deeper than
     /// [`MAX_DEPTH`](super::MAX_DEPTH) is refused before parsing.
     pub fn decode(frame: Bytes, max_len: usize) -> Result<Self, DecodeError> {
-        let s = check_frame(&frame, max_len)?;
+        let frame = check_frame(frame, max_len)?;
+        let s = frame.as_str();
         if first_token(s) != Some(b'{') {
             return Err(DecodeError::Shape("frame is not a JSON object"));
         }
@@ -286,7 +287,7 @@ impl ServerEvent {
         // The JSON is the whole frame: moved, not sliced, so a frame that nothing shares yet
         // (a `Vec` the driver just read) is not promoted to a shared buffer. A `pong` then
         // costs no allocation at all.
-        let json = Text::from_checked_utf8(frame);
+        let json = frame;
         Ok(Self {
             json,
             event_type,
@@ -294,7 +295,7 @@ impl ServerEvent {
         })
     }
 
-    fn understand(frame: &Bytes, ty: &Text, h: &Head<'_>) -> Result<ServerEventKind, DecodeError> {
+    fn understand(frame: &Text, ty: &Text, h: &Head<'_>) -> Result<ServerEventKind, DecodeError> {
         let s = |f: &Lenient<'_>, event, field| f.required(frame, event, field);
         let opt = |f: &Lenient<'_>| f.text(frame);
         Ok(match ty.as_str() {
