@@ -137,25 +137,7 @@ fn message_new(ch: &str, id: &str, created: i64) -> String {
 
 /// Kaiku's REST timestamp format (RFC 3339, microseconds, `Z`) of Unix nanoseconds.
 fn rfc3339(nanos: i64) -> String {
-    let secs = nanos.div_euclid(1_000_000_000);
-    let micros = nanos.rem_euclid(1_000_000_000) / 1_000;
-    let (days, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    Timestamp::from_unix_nanos(nanos).to_rfc3339()
 }
 
 /// The server's clock at the run's start: 2026-11-25T17:00:00Z, in Unix seconds.

@@ -18,6 +18,21 @@ impl Timestamp {
         self.0
     }
 
+    /// RFC 3339 in UTC with microseconds, the way Kaiku writes `created_at`:
+    /// `2026-11-25T17:00:00.000000Z` (nanoseconds are truncated).
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let micros = self.0.rem_euclid(1_000_000_000) / 1_000;
+        let (days, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
+    }
+
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`; `None` for anything else.
     ///
     /// Accepts `t`/space for the separator and lower-case `z`, as RFC 3339 allows. Digits past
@@ -117,9 +132,35 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The civil date (year, month, day) of days since 1970-01-01 (Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_in_kaikus_format() {
+        for t in [
+            "2026-11-25T17:46:36.273324Z",
+            "1970-01-01T00:00:00.000000Z",
+            "2024-02-29T23:59:59.999999Z",
+            "1969-12-31T23:59:59.500000Z",
+        ] {
+            let ts = Timestamp::parse(t).unwrap();
+            assert_eq!(ts.to_rfc3339(), t);
+        }
+    }
 
     #[test]
     fn z_and_plus_zero_offset_are_the_same_instant() {

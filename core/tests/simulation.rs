@@ -388,30 +388,8 @@ impl Ord for Scheduled {
 
 /// Unix time (seconds) of virtual instant zero: 2026-11-25T17:00:00Z.
 fn wall_epoch() -> u64 {
-    days_from_civil(2026, 11, 25) * 86_400 + 17 * 3600
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> u64 {
-    // Howard Hinnant's algorithm.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    u64::try_from(era * 146_097 + doe - 719_468).unwrap()
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    let zero = Timestamp::parse("2026-11-25T17:00:00Z").unwrap();
+    u64::try_from(zero.unix_nanos() / 1_000_000_000).unwrap()
 }
 
 /// The HTTP `Date` of virtual second `secs`.
@@ -431,16 +409,8 @@ fn ceil_secs(d: Duration) -> u64 {
 
 /// Kaiku's REST timestamp format: RFC 3339, microseconds, `Z`.
 fn rfc3339(at: Duration) -> String {
-    let secs = wall_epoch() + at.as_secs();
-    let (y, mo, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap());
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        at.subsec_micros()
-    )
+    let nanos = u128::from(wall_epoch()) * 1_000_000_000 + at.as_nanos();
+    Timestamp::from_unix_nanos(i64::try_from(nanos).unwrap()).to_rfc3339()
 }
 
 // ----- the server ---------------------------------------------------------------------------
