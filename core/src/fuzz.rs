@@ -37,6 +37,10 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 
+pub mod model;
+
+use model::{Admission, ReadLimit, ReadLimiter};
+
 /// The core's seeded generator (SplitMix64), for harnesses that replay a seed's schedule.
 pub use crate::rng::Rng;
 use bytes::Bytes;
@@ -142,17 +146,6 @@ fn rfc3339(nanos: i64) -> String {
 
 /// The server's clock at the run's start: 2026-11-25T17:00:00Z, in Unix seconds.
 const SERVER_EPOCH: i64 = 1_795_626_000;
-
-/// The tiny server's limit on REST reads: a fixed window per user, as Kaiku's. A window
-/// starts with the first read after the previous one ended and counts at most `budget` reads;
-/// a read over it is refused (429, `Retry-After`: whole seconds left) and not counted.
-#[derive(Clone, Copy, Debug)]
-struct ReadLimit {
-    budget: u32,
-    window: Duration,
-    /// Counted answers carry `x-ratelimit-limit`, `-remaining` and `-reset`.
-    headers: bool,
-}
 
 /// One step of a run: an app command, a transport event, a server action or time passing.
 #[derive(Clone, Debug)]
@@ -270,9 +263,8 @@ pub struct World {
     start: Instant,
     /// The server sends `Date`.
     date: bool,
-    limit: ReadLimit,
-    /// The limiter's current window: when it started, reads counted.
-    window: Option<(Instant, u32)>,
+    /// Kaiku's read limiter (the rules shared with the simulation: [`model`]).
+    limiter: ReadLimiter,
     /// History reads out: id → when sent.
     reads_out: BTreeMap<u64, Instant>,
     /// The core was given a wait: no read before this.
@@ -333,8 +325,7 @@ impl World {
             history: VecDeque::new(),
             start,
             date,
-            limit,
-            window: None,
+            limiter: ReadLimiter::new(limit),
             reads_out: BTreeMap::new(),
             paused_until: None,
             refresh_pending: false,
@@ -598,22 +589,18 @@ impl World {
     /// Counts a read arriving at `now` against the budget: what is left and when the window
     /// ends (Unix seconds, rounded up), or the whole seconds to wait (a spent budget).
     fn admit(&mut self, now: Instant) -> Result<(u32, i64), u64> {
-        let limit = self.limit;
-        if self
-            .window
-            .is_none_or(|(start, _)| now >= start + limit.window)
+        match self
+            .limiter
+            .admit(now.saturating_duration_since(self.start))
         {
-            self.window = Some((now, 0));
+            Admission::Counted {
+                remaining, reset, ..
+            } => Ok((
+                remaining,
+                SERVER_EPOCH + i64::try_from(reset).unwrap_or(i64::MAX / 2),
+            )),
+            Admission::Refused { retry_after, .. } => Err(retry_after),
         }
-        let (start, count) = self.window.unwrap();
-        let ends = start + limit.window;
-        if count >= limit.budget {
-            let left = ends - now;
-            return Err((left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1));
-        }
-        self.window = Some((start, count + 1));
-        let reset = (self.wall(ends) + 999_999_999).div_euclid(1_000_000_000);
-        Ok((limit.budget - count - 1, reset))
     }
 
     /// Answers history read `req` as the server, or what stands in front of it, would; the
@@ -647,8 +634,9 @@ impl World {
             let date = std::time::UNIX_EPOCH + Duration::from_secs(secs);
             headers.push(("date", httpdate::fmt_http_date(date)));
         }
-        if let Some((remaining, reset)) = budget.filter(|_| self.limit.headers) {
-            headers.push(("x-ratelimit-limit", self.limit.budget.to_string()));
+        let limit = self.limiter.limit();
+        if let Some((remaining, reset)) = budget.filter(|_| limit.headers) {
+            headers.push(("x-ratelimit-limit", limit.budget.to_string()));
             headers.push(("x-ratelimit-remaining", remaining.to_string()));
             headers.push(("x-ratelimit-reset", reset.to_string()));
         }

@@ -186,6 +186,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tether_core::fuzz::Rng;
+use tether_core::fuzz::model::{Admission, ReadLimit, ReadLimiter};
 use tether_core::{
     Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Event, HistoryError,
     HistoryRequest, ReadHeaders, RefreshError, ServerEventKind, SocketEnd, Status, Timestamp,
@@ -402,11 +403,6 @@ fn server_time(secs: u64) -> Timestamp {
     Timestamp::from_unix_nanos(i64::try_from((wall_epoch() + secs) * 1_000_000_000).unwrap())
 }
 
-/// Whole seconds in `d`, rounded up (Kaiku's `Retry-After` and `x-ratelimit-reset`).
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
 /// Kaiku's REST timestamp format: RFC 3339, microseconds, `Z`.
 fn rfc3339(at: Duration) -> String {
     let nanos = u128::from(wall_epoch()) * 1_000_000_000 + at.as_nanos();
@@ -441,41 +437,6 @@ struct ServerKnobs {
     date: bool,
     /// The per-user read limiter, if the server has one.
     read_limit: Option<ReadLimit>,
-}
-
-/// Kaiku's per-user limit on REST reads: a fixed window that starts with the first read after
-/// the previous window ended and lasts `window`; at most `budget` reads are counted in it. A
-/// read over the budget is refused with 429 and `Retry-After` (whole seconds left, at least
-/// one) and is not counted. Counted answers carry `x-ratelimit-limit`, `x-ratelimit-remaining`
-/// and `x-ratelimit-reset` (the window's end, epoch seconds rounded up) when `headers` is on.
-#[derive(Clone, Copy, Debug)]
-struct ReadLimit {
-    budget: u32,
-    window: Duration,
-    headers: bool,
-}
-
-/// The limiter's current window.
-#[derive(Clone, Copy, Debug)]
-struct ReadWindow {
-    /// Windows are numbered from 1 in the order they start.
-    id: u64,
-    start: Duration,
-    count: u32,
-}
-
-/// The limiter's verdict on one read.
-enum Admission {
-    /// No limiter.
-    Free,
-    /// Counted in `window`: reads left, and the window's end (virtual seconds, rounded up).
-    Counted {
-        window: u64,
-        remaining: u32,
-        reset: u64,
-    },
-    /// The budget of `window` is spent: 429, `Retry-After: retry_after`.
-    Refused { window: u64, retry_after: u64 },
 }
 
 /// A history answer as the driver receives it.
@@ -517,16 +478,13 @@ struct Server {
     failing_refreshes: u32,
     failing_history: u32,
     slow_history: u32,
-    /// The read limiter's current window; `windows` counts the windows started.
-    read_window: Option<ReadWindow>,
-    windows: u64,
-    budgets_spent: u64,
+    /// Kaiku's read limiter (the rules shared with the fuzz `World`: `fuzz::model`).
+    read_limiter: Option<ReadLimiter>,
 }
 
 impl Server {
     fn new(knobs: ServerKnobs) -> Self {
         Self {
-            knobs,
             channels: CHANNELS.iter().map(|c| (*c, Vec::new())).collect(),
             index: BTreeMap::new(),
             next_seq: 0,
@@ -540,43 +498,15 @@ impl Server {
             failing_refreshes: 0,
             failing_history: 0,
             slow_history: 0,
-            read_window: None,
-            windows: 0,
-            budgets_spent: 0,
+            read_limiter: knobs.read_limit.map(ReadLimiter::new),
+            knobs,
         }
     }
 
-    /// Counts a read arriving `now` against the user's budget, as Kaiku's limiter does.
-    fn admit_read(&mut self, now: Duration) -> Admission {
-        let Some(limit) = self.knobs.read_limit else {
-            return Admission::Free;
-        };
-        if self
-            .read_window
-            .is_none_or(|w| now >= w.start + limit.window)
-        {
-            self.windows += 1;
-            self.read_window = Some(ReadWindow {
-                id: self.windows,
-                start: now,
-                count: 0,
-            });
-        }
-        let w = self.read_window.as_mut().unwrap();
-        let ends = w.start + limit.window;
-        if w.count >= limit.budget {
-            return Admission::Refused {
-                window: w.id,
-                retry_after: ceil_secs(ends - now).max(1),
-            };
-        }
-        w.count += 1;
-        self.budgets_spent += u64::from(w.count == limit.budget);
-        Admission::Counted {
-            window: w.id,
-            remaining: limit.budget - w.count,
-            reset: ceil_secs(ends),
-        }
+    /// Counts a read arriving `now` against the user's budget, as Kaiku's limiter does
+    /// (`None`: this server has no limiter).
+    fn admit_read(&mut self, now: Duration) -> Option<Admission> {
+        Some(self.read_limiter.as_mut()?.admit(now))
     }
 
     fn is_down(&self, now: Duration) -> bool {
@@ -1260,8 +1190,10 @@ impl Sim {
                 self.cov.steps = steps;
                 self.cov.most_steps = steps;
                 self.cov.virtual_time = self.now;
-                self.cov.budget_windows = self.server.windows;
-                self.cov.budgets_spent = self.server.budgets_spent;
+                if let Some(l) = &self.server.read_limiter {
+                    self.cov.budget_windows = l.windows();
+                    self.cov.budgets_spent = l.budgets_spent();
+                }
                 return self.finish();
             }
             self.handle(ev)?;
@@ -1998,21 +1930,21 @@ impl Sim {
             reply.status = 401;
         } else {
             match self.server.admit_read(self.now) {
-                Admission::Refused {
+                Some(Admission::Refused {
                     window,
                     retry_after,
-                } => {
+                }) => {
                     self.check_refusal(req.id, window)?;
                     reply.status = 429;
                     reply.retry_after = Some(retry_after);
                     reply.window = Some(window);
                 }
                 admission => {
-                    if let Admission::Counted {
+                    if let Some(Admission::Counted {
                         window,
                         remaining,
                         reset,
-                    } = admission
+                    }) = admission
                     {
                         reply.window = Some(window);
                         budget_headers = Some((remaining, reset));

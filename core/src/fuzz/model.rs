@@ -1,0 +1,167 @@
+//! The Kaiku server's rules that both reference models apply: the deterministic simulation
+//! (`core/tests/simulation.rs`) and the fuzz [`World`](super::World). Written once, so a rule
+//! added to one cannot be missing from the other.
+//!
+//! Time here is the model's own: a `Duration` since the run's start.
+
+use std::time::Duration;
+
+/// Kaiku's per-user limit on REST reads: a fixed window that starts with the first read after
+/// the previous window ended and lasts `window`; at most `budget` reads are counted in it. A
+/// read over the budget is refused with 429 and `Retry-After` (whole seconds left, at least
+/// one) and is not counted. Counted answers carry `x-ratelimit-limit`, `x-ratelimit-remaining`
+/// and `x-ratelimit-reset` (the window's end, epoch seconds rounded up) when `headers` is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Reads counted per window.
+    pub budget: u32,
+    /// The window's length.
+    pub window: Duration,
+    /// Counted answers announce the budget in headers.
+    pub headers: bool,
+}
+
+/// The limiter's verdict on one read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted in `window` (windows are numbered from 1 in the order they start): reads left,
+    /// and the window's end in whole seconds since the run's start, rounded up.
+    Counted {
+        /// The window's number.
+        window: u64,
+        /// Reads left in it.
+        remaining: u32,
+        /// Its end, whole seconds since the run's start, rounded up.
+        reset: u64,
+    },
+    /// The budget of `window` is spent: 429, `Retry-After: retry_after` seconds.
+    Refused {
+        /// The window's number.
+        window: u64,
+        /// Whole seconds until it ends, at least one.
+        retry_after: u64,
+    },
+}
+
+/// Kaiku's read limiter, as both models run it.
+#[derive(Clone, Debug)]
+pub struct ReadLimiter {
+    limit: ReadLimit,
+    /// The current window: its number, start and reads counted.
+    current: Option<(u64, Duration, u32)>,
+    /// Windows started so far.
+    windows: u64,
+    /// Windows whose whole budget was counted.
+    budgets_spent: u64,
+}
+
+impl ReadLimiter {
+    /// No read counted yet.
+    pub fn new(limit: ReadLimit) -> Self {
+        Self {
+            limit,
+            current: None,
+            windows: 0,
+            budgets_spent: 0,
+        }
+    }
+
+    /// The limit it applies.
+    pub fn limit(&self) -> ReadLimit {
+        self.limit
+    }
+
+    /// Counts a read arriving at `now` against the budget.
+    pub fn admit(&mut self, now: Duration) -> Admission {
+        let limit = self.limit;
+        let (window, start, count) = match self.current {
+            Some((id, start, count)) if now < start + limit.window => (id, start, count),
+            _ => {
+                self.windows += 1;
+                (self.windows, now, 0)
+            }
+        };
+        let ends = start + limit.window;
+        if count >= limit.budget {
+            self.current = Some((window, start, count));
+            return Admission::Refused {
+                window,
+                retry_after: ceil_secs(ends.saturating_sub(now)).max(1),
+            };
+        }
+        let count = count + 1;
+        self.current = Some((window, start, count));
+        self.budgets_spent += u64::from(count == limit.budget);
+        Admission::Counted {
+            window,
+            remaining: limit.budget - count,
+            reset: ceil_secs(ends),
+        }
+    }
+
+    /// Windows started so far.
+    pub fn windows(&self) -> u64 {
+        self.windows
+    }
+
+    /// Windows whose whole budget was counted.
+    pub fn budgets_spent(&self) -> u64 {
+        self.budgets_spent
+    }
+}
+
+/// Whole seconds in `d`, rounded up (Kaiku's `Retry-After` and `x-ratelimit-reset`).
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_fixed_window_from_the_first_read_counts_the_budget_then_refuses() {
+        let mut l = ReadLimiter::new(ReadLimit {
+            budget: 2,
+            window: 10 * S,
+            headers: true,
+        });
+        let half = Duration::from_millis(500);
+        assert_eq!(
+            l.admit(3 * S + half),
+            Admission::Counted {
+                window: 1,
+                remaining: 1,
+                reset: 14
+            }
+        );
+        assert_eq!(
+            l.admit(4 * S),
+            Admission::Counted {
+                window: 1,
+                remaining: 0,
+                reset: 14
+            }
+        );
+        assert_eq!(
+            l.admit(12 * S),
+            Admission::Refused {
+                window: 1,
+                retry_after: 2
+            }
+        );
+        assert_eq!(l.budgets_spent(), 1);
+        // The next window starts with the first read after this one ended.
+        assert_eq!(
+            l.admit(20 * S),
+            Admission::Counted {
+                window: 2,
+                remaining: 1,
+                reset: 30
+            }
+        );
+        assert_eq!(l.windows(), 2);
+    }
+}
