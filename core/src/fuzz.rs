@@ -675,26 +675,14 @@ impl World {
             None => msgs.iter().collect(),
         };
         older.reverse();
-        let limit = req.limit as usize;
-        let has_more = older.len() > limit;
+        let limit = model::page_limit(req.limit);
         let items: Vec<String> = older
             .iter()
             .take(limit)
             .map(|(id, _, created)| message_at(req.channel_id.as_str(), id, *created))
             .collect();
-        if bare {
-            format!("[{}]", items.join(","))
-        } else {
-            let cursor = if has_more {
-                format!(r#","next_cursor":"{}""#, older[limit - 1].0)
-            } else {
-                String::new()
-            };
-            format!(
-                r#"{{"items":[{}],"has_more":{has_more}{cursor}}}"#,
-                items.join(",")
-            )
-        }
+        let cursor = (older.len() > limit).then(|| older[limit - 1].0.as_str());
+        model::history_body(items.iter().map(String::as_str), cursor, !bare)
     }
 
     fn drain(&mut self) {

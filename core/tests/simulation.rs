@@ -186,7 +186,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tether_core::fuzz::Rng;
-use tether_core::fuzz::model::{Admission, ReadLimit, ReadLimiter};
+use tether_core::fuzz::model::{Admission, ReadLimit, ReadLimiter, history_body, page_limit};
 use tether_core::{
     Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Event, HistoryError,
     HistoryRequest, ReadHeaders, RefreshError, ServerEventKind, SocketEnd, Status, Timestamp,
@@ -605,7 +605,7 @@ impl Server {
                 _ => return Err(400),
             },
         };
-        let limit = limit.clamp(1, 100) as usize;
+        let limit = page_limit(limit);
         let page: Vec<(usize, &Msg)> = list[..end]
             .iter()
             .enumerate()
@@ -613,22 +613,13 @@ impl Server {
             .filter(|(_, m)| m.deleted.is_none())
             .take(limit)
             .collect();
-        let body = page
-            .iter()
-            .map(|(_, m)| m.rest.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
-        if !self.knobs.envelope {
-            return Ok(format!("[{body}]"));
-        }
         let oldest = page.last().map_or(0, |(i, _)| *i);
         let has_more = list[..oldest].iter().any(|m| m.deleted.is_none());
-        let cursor = match page.last() {
-            Some((_, m)) if has_more => format!(r#","next_cursor":"{}""#, m.id),
-            _ => String::new(),
-        };
-        Ok(format!(
-            r#"{{"items":[{body}],"has_more":{has_more}{cursor}}}"#
+        let cursor = page.last().filter(|_| has_more).map(|(_, m)| m.id.as_str());
+        Ok(history_body(
+            page.iter().map(|(_, m)| m.rest.as_str()),
+            cursor,
+            self.knobs.envelope,
         ))
     }
 }

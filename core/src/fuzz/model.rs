@@ -110,6 +110,28 @@ impl ReadLimiter {
     }
 }
 
+/// Kaiku clamps a history read's `?limit=` to 1..=100.
+pub fn page_limit(asked: u32) -> usize {
+    asked.clamp(1, 100) as usize
+}
+
+/// The body of a history answer, newest first: `{items, has_more, next_cursor}` (current
+/// Kaiku, `next_cursor` only when there is more: the oldest item's id) or, from an older
+/// server, a bare array.
+pub fn history_body<'a>(
+    items: impl IntoIterator<Item = &'a str>,
+    next_cursor: Option<&str>,
+    envelope: bool,
+) -> String {
+    let body = items.into_iter().collect::<Vec<_>>().join(",");
+    if !envelope {
+        return format!("[{body}]");
+    }
+    let has_more = next_cursor.is_some();
+    let cursor = next_cursor.map_or_else(String::new, |id| format!(r#","next_cursor":"{id}""#));
+    format!(r#"{{"items":[{body}],"has_more":{has_more}{cursor}}}"#)
+}
+
 /// Whole seconds in `d`, rounded up (Kaiku's `Retry-After` and `x-ratelimit-reset`).
 pub fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -120,6 +142,20 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn history_bodies_in_both_shapes() {
+        assert_eq!(history_body(["{}", "{}"], None, false), "[{},{}]");
+        assert_eq!(
+            history_body(["{}"], Some("m1"), true),
+            r#"{"items":[{}],"has_more":true,"next_cursor":"m1"}"#
+        );
+        assert_eq!(
+            history_body([], None, true),
+            r#"{"items":[],"has_more":false}"#
+        );
+        assert_eq!((page_limit(0), page_limit(500)), (1, 100));
+    }
 
     #[test]
     fn a_fixed_window_from_the_first_read_counts_the_budget_then_refuses() {
