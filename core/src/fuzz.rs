@@ -124,19 +124,22 @@ pub fn message(ch: &str, id: &str, second: u32) -> String {
     )
 }
 
-/// A message object in the Kaiku REST shape, created at `created` (Unix nanoseconds).
-fn message_at(ch: &str, id: &str, created: i64) -> String {
-    format!(
-        r#"{{"attachments":[],"author":{{"avatar_url":null,"display_name":"Bob","id":"u2","status":"online","username":"bob"}},"channel_id":"{ch}","content":"m {id}","created_at":"{}","edited_at":null,"encrypted":false,"id":"{id}","message_type":"user","parent_id":null,"pinned":false,"reply_to":null,"thread_last_reply_at":null,"thread_reply_count":0}}"#,
-        rfc3339(created)
-    )
+/// The World's message `id` on `ch`, created at `created` (Unix nanoseconds), by Bob: as the
+/// socket sends it (`live`) or as REST returns it.
+fn message_at(ch: &str, id: &str, created: i64, live: bool) -> String {
+    let (content, created_at) = (format!("m {id}"), rfc3339(created));
+    let message = model::Message {
+        id,
+        channel_id: ch,
+        author: ("u2", "bob", "Bob"),
+        content: &content,
+        created_at: &created_at,
+    };
+    if live { message.live() } else { message.rest() }
 }
 
 fn message_new(ch: &str, id: &str, created: i64) -> String {
-    format!(
-        r#"{{"type":"message_new","channel_id":"{ch}","message":{}}}"#,
-        message_at(ch, id, created)
-    )
+    model::message_new(ch, &message_at(ch, id, created, true))
 }
 
 /// Kaiku's REST timestamp format (RFC 3339, microseconds, `Z`) of Unix nanoseconds.
@@ -679,7 +682,7 @@ impl World {
         let items: Vec<String> = older
             .iter()
             .take(limit)
-            .map(|(id, _, created)| message_at(req.channel_id.as_str(), id, *created))
+            .map(|(id, _, created)| message_at(req.channel_id.as_str(), id, *created, false))
             .collect();
         let cursor = (older.len() > limit).then(|| older[limit - 1].0.as_str());
         model::history_body(items.iter().map(String::as_str), cursor, !bare)

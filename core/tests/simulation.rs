@@ -186,7 +186,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tether_core::fuzz::Rng;
-use tether_core::fuzz::model::{Admission, ReadLimit, ReadLimiter, history_body, page_limit};
+use tether_core::fuzz::model::{
+    Admission, Message, ReadLimit, ReadLimiter, history_body, message_new, page_limit,
+};
 use tether_core::{
     Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Event, HistoryError,
     HistoryRequest, ReadHeaders, RefreshError, ServerEventKind, SocketEnd, Status, Timestamp,
@@ -564,15 +566,14 @@ impl Server {
             _ => format!("{{\\\"not\\\":\\\"json\\\"}} {seq}"),
         };
         let created_at = rfc3339(now);
-        let author = format!(
-            r#"{{"avatar_url":null,"display_name":"{display}","id":"{author_id}","status":"online","username":"{username}"}}"#
-        );
-        let live = format!(
-            r#"{{"attachments":[],"author":{author},"channel_id":"{channel}","content":"{content}","created_at":"{created_at}","edited_at":null,"encrypted":false,"id":"{id}","mention_type":null,"message_type":"user","parent_id":null,"pinned":false,"reply_to":null,"thread_last_reply_at":null,"thread_reply_count":0}}"#
-        );
-        let rest = format!(
-            r#"{{"id":"{id}","channel_id":"{channel}","author":{author},"content":"{content}","encrypted":false,"attachments":[],"reply_to":null,"parent_id":null,"thread_reply_count":0,"thread_last_reply_at":null,"edited_at":null,"created_at":"{created_at}","pinned":false,"message_type":"user"}}"#
-        );
+        let message = Message {
+            id: &id,
+            channel_id: channel,
+            author: (author_id, username, display),
+            content: &content,
+            created_at: &created_at,
+        };
+        let (live, rest) = (message.live(), message.rest());
         let list = self.channels.get_mut(channel).unwrap();
         list.push(Msg {
             id: id.clone(),
@@ -1688,10 +1689,7 @@ impl Sim {
             self.log(|| line);
         }
         let msg = &self.server.channels[channel][index];
-        let frame = format!(
-            r#"{{"type":"message_new","channel_id":"{channel}","message":{}}}"#,
-            msg.live
-        );
+        let frame = message_new(channel, &msg.live);
         let targets: Vec<u64> = self
             .server
             .sessions

@@ -110,6 +110,67 @@ impl ReadLimiter {
     }
 }
 
+/// A chat message, for the two shapes Kaiku writes it in. `content` is already escaped for a
+/// JSON string; `created_at` is RFC 3339 with microseconds (`Timestamp::to_rfc3339`).
+#[derive(Clone, Copy, Debug)]
+pub struct Message<'a> {
+    /// The message id.
+    pub id: &'a str,
+    /// Its channel.
+    pub channel_id: &'a str,
+    /// The author: id, username, display name.
+    pub author: (&'a str, &'a str, &'a str),
+    /// The text, JSON-escaped.
+    pub content: &'a str,
+    /// When it was created.
+    pub created_at: &'a str,
+}
+
+impl Message<'_> {
+    fn author_json(&self) -> String {
+        let (id, username, display) = self.author;
+        format!(
+            r#"{{"avatar_url":null,"display_name":"{display}","id":"{id}","status":"online","username":"{username}"}}"#
+        )
+    }
+
+    /// As the socket sends it in `message_new`: keys in alphabetical order, with
+    /// `mention_type` (as recorded from the real server).
+    pub fn live(&self) -> String {
+        let Self {
+            id,
+            channel_id,
+            content,
+            created_at,
+            ..
+        } = self;
+        let author = self.author_json();
+        format!(
+            r#"{{"attachments":[],"author":{author},"channel_id":"{channel_id}","content":"{content}","created_at":"{created_at}","edited_at":null,"encrypted":false,"id":"{id}","mention_type":null,"message_type":"user","parent_id":null,"pinned":false,"reply_to":null,"thread_last_reply_at":null,"thread_reply_count":0}}"#
+        )
+    }
+
+    /// As a REST history page returns it: the model's field order, no `mention_type`.
+    pub fn rest(&self) -> String {
+        let Self {
+            id,
+            channel_id,
+            content,
+            created_at,
+            ..
+        } = self;
+        let author = self.author_json();
+        format!(
+            r#"{{"id":"{id}","channel_id":"{channel_id}","author":{author},"content":"{content}","encrypted":false,"attachments":[],"reply_to":null,"parent_id":null,"thread_reply_count":0,"thread_last_reply_at":null,"edited_at":null,"created_at":"{created_at}","pinned":false,"message_type":"user"}}"#
+        )
+    }
+}
+
+/// The `message_new` frame that carries a message in its live shape.
+pub fn message_new(channel_id: &str, live: &str) -> String {
+    format!(r#"{{"type":"message_new","channel_id":"{channel_id}","message":{live}}}"#)
+}
+
 /// Kaiku clamps a history read's `?limit=` to 1..=100.
 pub fn page_limit(asked: u32) -> usize {
     asked.clamp(1, 100) as usize
