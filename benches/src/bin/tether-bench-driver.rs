@@ -310,7 +310,7 @@ async fn tether_throughput(server: &BenchServer, w: &Workload) -> Result<Rate, S
             break;
         }
     }
-    let coalesced = events.coalesced().await;
+    let coalesced = events.coalesced();
     client.close().await;
     w.check("tether", &got, coalesced)?;
     Ok(Rate {

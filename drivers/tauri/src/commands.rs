@@ -259,7 +259,8 @@ pub(crate) async fn unsubscribe(state: State<'_, Tether>, channel_id: String) ->
         .as_ref()
         .ok_or_else(not_connected)?
         .client
-        .unsubscribe(&channel_id)?;
+        .unsubscribe(&channel_id)
+        .await?;
     Ok(())
 }
 

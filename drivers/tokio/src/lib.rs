@@ -32,6 +32,9 @@
 pub mod api;
 mod client;
 pub mod clock;
+mod connect;
+mod driver;
+mod errors;
 
 pub use api::{Api, ApiError};
 pub use client::{Client, ClientConfig, ClientError, Events, with_jwt_expiry};

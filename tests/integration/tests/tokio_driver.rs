@@ -689,7 +689,7 @@ async fn a_peer_that_stops_reading_is_dropped_when_the_write_queue_fills() {
 
 /// Issue 11: the command channel is bounded. Commands beyond `command_capacity` that the
 /// task has not taken yet are refused with `Busy`, not queued without end; the async calls
-/// wait for room instead.
+/// (`subscribe` and, since issue 13, `unsubscribe`) wait for room instead.
 #[tokio::test(flavor = "current_thread")]
 async fn commands_beyond_the_capacity_are_refused_busy_not_queued() {
     let w = World::start(ServerConfig::default(), 1).await;
@@ -710,4 +710,15 @@ async fn commands_beyond_the_capacity_are_refused_busy_not_queued() {
         .await
         .expect("subscribe waits for room");
     client.focus("c").expect("room again");
+    for _ in 0..4 {
+        let _ = client.focus("c");
+    }
+    assert!(matches!(
+        client.focus("c"),
+        Err(tether_tokio::ClientError::Busy)
+    ));
+    client
+        .unsubscribe(&w.channels[0])
+        .await
+        .expect("unsubscribe waits for room");
 }

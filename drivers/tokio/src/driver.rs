@@ -1,0 +1,545 @@
+//! The connection task: the one place that owns a [`Connection`], its socket and its one
+//! timer, and carries out what the core asks.
+//!
+//! [`spawn`] starts it. Each turn of [`Driver::run`] drains the core (`tether_core::drain`),
+//! then waits for one input: a [`Command`] from the app, a frame, the end of a connect, a REST
+//! answer, a wake from sleep, or the deadline. The socket's writes go through a writer task
+//! per socket ([`write_loop`]), so a slow peer never blocks the loop. Connecting is
+//! `connect.rs`; turning failures into the core's inputs is `errors.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tether_core::{
+    Action, Connection, Credentials, Event, HistoryError, HistoryRequest, OpenRequest, ReadHeaders,
+    RefreshError, SocketEnd, Status, TransportError,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+
+use crate::api::{Api, ApiError};
+use crate::client::{ClientConfig, Command, Inbox, with_jwt_expiry};
+use crate::clock::{Clock, Wake};
+use crate::connect::{Opened, SocketSettings, Ws, connect};
+use crate::errors::{Stage, history_error, refresh_error, socket_end};
+
+/// Starts the task that owns `conn`: it takes `commands`, puts the app's events in the
+/// returned inbox and publishes every status on the returned receiver.
+pub(crate) fn spawn(
+    conn: Connection,
+    clock: Clock,
+    api: Api,
+    socket_settings: SocketSettings,
+    config: &ClientConfig,
+    commands: mpsc::Receiver<Command>,
+) -> (Arc<Inbox>, watch::Receiver<Status>) {
+    let (status_tx, status) = watch::channel(Status::Disconnected);
+    let inbox = Arc::new(Inbox::new(config.event_capacity));
+    let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+    let driver = Driver {
+        conn,
+        clock,
+        api,
+        socket_settings,
+        socket: None,
+        connecting: None,
+        generation: 0,
+        write_queue_capacity: config.write_queue_capacity.max(1),
+        internal_tx,
+        internal_rx,
+        rest: JoinSet::new(),
+        inbox: inbox.clone(),
+        status_tx,
+        commands,
+        paused: false,
+        actions: Vec::new(),
+        events: Vec::new(),
+        wakes: if config.wake_watchdog {
+            crate::clock::watch_wakes()
+        } else {
+            None
+        },
+    };
+    tokio::spawn(driver.run());
+    (inbox, status)
+}
+
+/// What the background work reports back to the driver task.
+enum Internal {
+    Connected(u64, Result<Opened, SocketEnd>),
+    WriterFailed(u64),
+    History(u64, Result<Bytes, HistoryError>, Option<ReadHeaders>),
+    Refresh(Result<Credentials, RefreshError>),
+}
+
+/// The open socket: read by the task itself, written by its own writer task.
+struct Socket {
+    /// The connect it came from; reports of an older one are stale.
+    generation: u64,
+    reader: SplitStream<Ws>,
+    writer: mpsc::Sender<Message>,
+    /// Aborted when the socket is dropped, so an abort really drops the TCP connection.
+    writer_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if let Some(t) = self.writer_task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The connection task's state; [`run`](Driver::run) is the task.
+struct Driver {
+    conn: Connection,
+    clock: Clock,
+    api: Api,
+    /// What every connect shares (limits, TLS roots).
+    socket_settings: SocketSettings,
+    socket: Option<Socket>,
+    connecting: Option<tokio::task::JoinHandle<()>>,
+    generation: u64,
+    write_queue_capacity: usize,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    rest: JoinSet<()>,
+    inbox: Arc<Inbox>,
+    status_tx: watch::Sender<Status>,
+    commands: mpsc::Receiver<Command>,
+    /// Not reading the socket because the app is behind.
+    paused: bool,
+    /// The drain's buffers, kept between turns.
+    actions: Vec<Action>,
+    events: Vec<Event>,
+    /// The process's wake watchdog (`ClientConfig::wake_watchdog`).
+    wakes: Option<watch::Receiver<Wake>>,
+}
+
+/// Frames handled in one turn of the loop when more are already buffered: one drain, one
+/// push into the app's queue and one wake-up for the lot, instead of one each.
+const FRAMES_PER_TURN: usize = 64;
+
+impl Driver {
+    async fn run(mut self) {
+        let mut closed_reply = None;
+        // One timer for the task's life, moved only when the core's deadline moves.
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<std::time::Instant> = None;
+        loop {
+            let deadline = self.drain();
+            let full = self.inbox.queue().is_full();
+            if full != self.paused {
+                // Tell the core we stopped (or resumed) reading on purpose, so an app that
+                // falls behind does not look like a dead link.
+                self.paused = full;
+                self.conn.handle_backpressure(self.clock.now(), full);
+            }
+            if deadline != armed {
+                armed = deadline;
+                if let Some(d) = deadline {
+                    let wait = d.saturating_duration_since(self.clock.now());
+                    sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            }
+            // Backpressure applies to a live session only: the handshake (`ready`) must be read
+            // even when the app is behind, or a stalled app would churn through retries.
+            let reading = self.socket.is_some() && (!full || !self.conn.is_connected());
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Close(reply)) => {
+                        closed_reply = Some(reply);
+                        break;
+                    }
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                internal = self.internal_rx.recv() => {
+                    if let Some(i) = internal {
+                        self.internal(i);
+                    }
+                }
+                frame = next_frame(&mut self.socket), if reading => {
+                    self.frame(frame);
+                    // Take what is already buffered too, then drain once: as many frames as
+                    // the app's queue has room for (about an event each), so the batch does
+                    // not push it past its bound.
+                    let room = self.inbox.queue().room();
+                    for _ in 1..FRAMES_PER_TURN.min(room) {
+                        let Some(frame) = next_frame(&mut self.socket).now_or_never() else {
+                            break;
+                        };
+                        self.frame(frame);
+                    }
+                }
+                // Reap finished REST tasks: a JoinSet keeps every finished task until joined.
+                Some(_) = self.rest.join_next(), if !self.rest.is_empty() => {}
+                () = self.inbox.writable.notified(), if full => {}
+                Some(wake) = next_wake(&mut self.wakes) => {
+                    if wake.lost >= self.conn.config().heartbeat.wake_threshold {
+                        let lost_ms = wake.lost.as_millis() as u64;
+                        tracing::debug!(lost_ms, "woke up: probing");
+                        let now = self.clock.now();
+                        // Deadlines that fell due in the sleep first (the tokio timer, on a
+                        // clock that stopped, has not seen them), then the probe.
+                        self.conn.handle_timeout(now);
+                        self.conn.handle_network_change(now);
+                        armed = None;
+                    }
+                }
+                () = &mut sleep, if deadline.is_some() => {
+                    armed = None; // fired: re-arm even if the core keeps the same deadline
+                    let now = self.clock.now();
+                    self.conn.handle_timeout(now);
+                    // A timer (the heartbeat, at the latest) is the quiet moment to give back
+                    // what a burst left in the buffers: thousands of idle clients add up.
+                    self.release_memory();
+                }
+            }
+        }
+        self.shutdown().await;
+        if let Some(reply) = closed_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Carries out every pending action (through the core's one drain contract); returns the
+    /// next deadline.
+    fn drain(&mut self) -> Option<std::time::Instant> {
+        let mut actions = std::mem::take(&mut self.actions);
+        let mut events = std::mem::take(&mut self.events);
+        // Carrying out an action can be an input too (a full write queue drops the link):
+        // drain until the core has nothing more to say.
+        let mut deadline = tether_core::drain(&mut self.conn, |a| actions.push(a));
+        while !actions.is_empty() {
+            self.carry_out(&mut actions, &mut events);
+            deadline = tether_core::drain(&mut self.conn, |a| actions.push(a));
+        }
+        if !events.is_empty() {
+            let mut queue = self.inbox.queue();
+            for e in events.drain(..) {
+                queue.push(e);
+            }
+            drop(queue);
+            self.inbox.readable.notify_one();
+        }
+        self.actions = actions;
+        self.events = events;
+        deadline
+    }
+
+    /// Carries out `actions` (emptying it); app events go to `events`.
+    fn carry_out(&mut self, actions: &mut Vec<Action>, events: &mut Vec<Event>) {
+        for action in actions.drain(..) {
+            match action {
+                Action::Open(req) => self.open(req),
+                Action::Send(text) => self.write(Message::Text(to_utf8(text))),
+                Action::Close { code, reason } => self.write(Message::Close(Some(CloseFrame {
+                    code: code.into(),
+                    reason: reason.into(),
+                }))),
+                Action::Abort => {
+                    self.socket = None;
+                    if let Some(c) = self.connecting.take() {
+                        c.abort();
+                    }
+                    // A connect that already finished may have its result queued: a new
+                    // generation makes sure it is dropped, not installed as a socket the
+                    // core has let go of.
+                    self.generation += 1;
+                }
+                Action::FetchHistory(req) => self.fetch(req),
+                Action::RefreshToken(req) => self.refresh(req.refresh_token),
+                Action::Emit(event) => {
+                    if let Event::Status(s) = &event {
+                        tracing::debug!(status = s.name(), "status");
+                        self.status_tx.send_replace(s.clone());
+                    }
+                    events.push(event);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Frees the drain buffers and the app's queue if a burst grew them and they are empty.
+    fn release_memory(&mut self) {
+        const KEEP: usize = 8;
+        if self.actions.capacity() > KEEP {
+            self.actions.shrink_to(KEEP);
+        }
+        if self.events.capacity() > KEEP {
+            self.events.shrink_to(KEEP);
+        }
+        self.inbox.queue().release_memory();
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = self.clock.now();
+        match c {
+            Command::Connect => {
+                // Credentials exist from `spawn`, so this cannot fail.
+                let _ = self.conn.connect(now);
+            }
+            Command::Disconnect => self.conn.disconnect(now),
+            Command::Subscribe {
+                channel_id,
+                newest,
+                reply,
+            } => {
+                let r = match newest {
+                    Some(n) => self.conn.subscribe_from(now, &channel_id, &n),
+                    None => self.conn.subscribe(now, &channel_id),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Unsubscribe(ch) => self.conn.unsubscribe(now, &ch),
+            Command::Focus(ch) => self.conn.focus(now, &ch),
+            Command::AppRead(headers) => self.conn.handle_app_read(now, &headers),
+            Command::Send(event, reply) => {
+                let _ = reply.send(self.conn.send(now, event));
+            }
+            Command::SetCredentials(c) => self.conn.set_credentials(now, c),
+            Command::Stats(reply) => {
+                let _ = reply.send((self.conn.stats(), self.conn.rtt()));
+            }
+            Command::Token(reply) => {
+                let _ = reply.send(self.conn.access_token().cloned());
+            }
+            Command::NetworkChanged => self.conn.handle_network_change(now),
+            Command::Close(_) => {} // handled by the run loop
+        }
+    }
+
+    fn open(&mut self, req: OpenRequest) {
+        tracing::debug!(url = %req.redacted_url(), "opening socket");
+        self.socket = None;
+        if let Some(c) = self.connecting.take() {
+            c.abort();
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let tx = self.internal_tx.clone();
+        let settings = self.socket_settings.clone();
+        self.connecting = Some(tokio::spawn(async move {
+            let result = connect(req, settings).await;
+            let _ = tx.send(Internal::Connected(generation, result));
+        }));
+    }
+
+    fn write(&mut self, message: Message) {
+        let Some(s) = &self.socket else {
+            return;
+        };
+        match s.writer.try_send(message) {
+            Ok(()) => {}
+            // The writer task ended; it reports that itself.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The peer has not read `write_queue_capacity` frames: a dead link, not a
+                // reason to queue without end.
+                tracing::debug!("write queue full; dropping the link");
+                self.socket = None;
+                let now = self.clock.now();
+                self.conn
+                    .handle_closed(now, SocketEnd::Error(TransportError::Io));
+            }
+        }
+    }
+
+    fn fetch(&mut self, req: HistoryRequest) {
+        let api = self.api.clone();
+        let tx = self.internal_tx.clone();
+        self.rest.spawn(async move {
+            let (result, headers) = match &req.token {
+                Some(token) => {
+                    api.messages_raw_with_headers(
+                        token,
+                        req.channel_id.as_str(),
+                        req.before.as_ref().map(|b| b.as_str()),
+                        req.limit,
+                    )
+                    .await
+                }
+                None => (
+                    Err(ApiError::Http {
+                        status: 401,
+                        code: String::new(),
+                        message: String::new(),
+                    }),
+                    None,
+                ),
+            };
+            let retry_after = headers.as_ref().and_then(|h| h.retry_after);
+            let result = result.map_err(|e| history_error(e, retry_after));
+            let _ = tx.send(Internal::History(req.id, result, headers));
+        });
+    }
+
+    fn refresh(&mut self, token: tether_core::Secret) {
+        let api = self.api.clone();
+        let tx = self.internal_tx.clone();
+        self.rest.spawn(async move {
+            let result = api
+                .refresh(&token)
+                .await
+                .map(with_jwt_expiry)
+                .map_err(refresh_error);
+            let _ = tx.send(Internal::Refresh(result));
+        });
+    }
+
+    fn internal(&mut self, i: Internal) {
+        let now = self.clock.now();
+        match i {
+            Internal::Connected(generation, result) if generation == self.generation => {
+                self.connecting = None;
+                match result {
+                    Ok(Opened { ws, protocol, date }) => {
+                        let (sink, reader) = (*ws).split();
+                        let (writer, rx) = mpsc::channel(self.write_queue_capacity);
+                        let tx = self.internal_tx.clone();
+                        let writer_task = tokio::spawn(write_loop(sink, rx, tx, generation));
+                        self.socket = Some(Socket {
+                            generation,
+                            reader,
+                            writer,
+                            writer_task: Some(writer_task),
+                        });
+                        self.conn.handle_open(now, protocol.as_deref());
+                        if let Some(date) = date {
+                            // The server's clock: anchors for channels with no message yet.
+                            self.conn.handle_server_date(now, date);
+                        }
+                    }
+                    Err(why) => self.conn.handle_closed(now, why),
+                }
+            }
+            Internal::Connected(..) => {} // a connect the core already gave up on
+            Internal::WriterFailed(generation) => {
+                if self
+                    .socket
+                    .as_ref()
+                    .is_some_and(|s| s.generation == generation)
+                {
+                    self.socket = None;
+                    self.conn
+                        .handle_closed(now, SocketEnd::Error(TransportError::Io));
+                }
+            }
+            Internal::History(id, result, headers) => {
+                if let Some(h) = headers {
+                    self.conn.handle_history_headers(now, id, &h);
+                }
+                self.conn.handle_history(now, id, result);
+            }
+            Internal::Refresh(result) => self.conn.handle_refresh(now, result),
+        }
+    }
+
+    fn frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) {
+        let now = self.clock.now();
+        match frame {
+            Some(Ok(Message::Text(text))) => self.conn.handle_frame(now, Bytes::from(text)),
+            Some(Ok(Message::Close(frame))) => {
+                self.socket = None;
+                let (code, reason) = frame.map_or((None, String::new()), |f| {
+                    (Some(u16::from(f.code)), f.reason.to_string())
+                });
+                self.conn
+                    .handle_closed(now, SocketEnd::Closed { code, reason });
+            }
+            Some(Ok(_)) => self.conn.handle_activity(now),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "socket read failed");
+                self.socket = None;
+                self.conn.handle_closed(now, socket_end(&e, Stage::Live));
+            }
+            None => {
+                self.socket = None;
+                self.conn.handle_closed(
+                    now,
+                    SocketEnd::Closed {
+                        code: None,
+                        reason: String::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    async fn shutdown(mut self) {
+        // A handshake in progress would finish later and drop its socket without a close.
+        if let Some(c) = self.connecting.take() {
+            c.abort();
+        }
+        let now = self.clock.now();
+        self.conn.disconnect(now);
+        let _ = self.drain();
+        // Give the Close frame a moment to leave; the Kaiku server never answers it.
+        if let Some(mut socket) = self.socket.take() {
+            let task = socket.writer_task.take();
+            drop(socket); // closes the writer's queue: it flushes what is left, then ends
+            if let Some(task) = task {
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
+        }
+        self.rest.abort_all();
+        self.inbox.closed.store(true, Ordering::Release);
+        self.inbox.readable.notify_one();
+    }
+}
+
+/// Socket text is UTF-8 by construction; tungstenite re-checks, and an impossible failure
+/// sends an empty frame rather than panicking.
+fn to_utf8(text: tether_core::Text) -> Utf8Bytes {
+    Utf8Bytes::try_from(text.into_bytes()).unwrap_or_default()
+}
+
+/// The next wake the watchdog saw; pending without a watchdog (or after it went away).
+async fn next_wake(wakes: &mut Option<watch::Receiver<Wake>>) -> Option<Wake> {
+    let Some(rx) = wakes.as_mut() else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_ok() {
+        return Some(*rx.borrow_and_update());
+    }
+    *wakes = None;
+    None
+}
+
+async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<Message, tungstenite::Error>> {
+    match socket {
+        Some(s) => s.reader.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    failed: mpsc::UnboundedSender<Internal>,
+    generation: u64,
+) {
+    while let Some(message) = rx.recv().await {
+        // Batch what is already queued into one flush.
+        let mut result = sink.feed(message).await;
+        while result.is_ok() {
+            match rx.try_recv() {
+                Ok(m) => result = sink.feed(m).await,
+                Err(_) => break,
+            }
+        }
+        if result.is_err() || sink.flush().await.is_err() {
+            let _ = failed.send(Internal::WriterFailed(generation));
+            return;
+        }
+    }
+}
