@@ -31,6 +31,8 @@ struct Chat {
     token: Secret,
     channels: Vec<(String, String)>,
     current: usize,
+    /// Channels the server has confirmed at least once (each is announced once).
+    joined: std::collections::BTreeSet<String>,
 }
 
 pub async fn run() -> Result<(), Failure> {
@@ -77,6 +79,7 @@ pub async fn run() -> Result<(), Failure> {
         token,
         channels,
         current: 0,
+        joined: std::collections::BTreeSet::new(),
     };
     chat.show_channels();
 
@@ -108,11 +111,27 @@ pub async fn run() -> Result<(), Failure> {
 }
 
 impl Chat {
-    fn show(&self, event: &Event) {
+    fn show(&mut self, event: &Event) {
         match event {
             Event::Status(Status::Connected) => println!("-- connected"),
             Event::Status(s) => println!("-- {}", describe_status(s)),
-            Event::Server(e) if matches!(e.event_type().as_str(), "subscribed" | "ready") => {}
+            Event::Server(e) if e.event_type().as_str() == "subscribed" => {
+                // The first confirmation of a channel: from now on what is posted there
+                // arrives live (a line typed before it may be posted before the server
+                // counts this socket in the channel).
+                let known = e.channel_id().and_then(|id| {
+                    self.channels
+                        .iter()
+                        .find(|(c, _)| c.as_str() == id.as_str())
+                        .cloned()
+                });
+                if let Some((id, name)) = known
+                    && self.joined.insert(id)
+                {
+                    println!("-- joined #{name}");
+                }
+            }
+            Event::Server(e) if e.event_type().as_str() == "ready" => {}
             Event::Resynced {
                 recovered: 0,
                 complete: true,

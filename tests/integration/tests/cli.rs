@@ -1341,7 +1341,18 @@ async fn bare_tether_starts_a_demo_chat_and_quits_on_request() {
     .await;
     t.until("connected", |v| v.as_str() == Some("-- connected"))
         .await;
-    // A line is posted in the current channel and comes back over the socket.
+    // Once the server has confirmed the current channel, a line posted in it comes back over
+    // the socket (before that, the post can reach the server before the subscription).
+    let current = t
+        .seen
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find_map(|l| l.strip_prefix("* #"))
+        .and_then(|l| l.split(' ').next())
+        .map(|name| format!("-- joined #{name}"))
+        .expect("the current channel is marked");
+    t.until("joined", |v| v.as_str() == Some(current.as_str()))
+        .await;
     stdin.write_all(b"hello demo\n").await.expect("write stdin");
     t.until("the posted line", |v| {
         v.as_str()
