@@ -1,11 +1,10 @@
-//! The one clock read the core's own unit tests may make: every other instant in them is
-//! derived from it. Compiled for tests only; clippy's `disallowed-methods` keeps the rest of
-//! the crate clock-free.
+//! Where the core's own unit tests get a start instant: from the driver's clock
+//! (`tether-clock`, a dev-dependency), never by reading one here. Every other instant in a test
+//! is derived from it; clippy's `disallowed-methods` keeps the crate clock-free.
 
 use std::time::Instant;
 
 /// A start instant for a unit test.
-#[allow(clippy::disallowed_methods)]
 pub(crate) fn start() -> Instant {
-    Instant::now()
+    tether_clock::Clock::new().now()
 }
