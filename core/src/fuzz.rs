@@ -147,8 +147,8 @@ fn rfc3339(nanos: i64) -> String {
     Timestamp::from_unix_nanos(nanos).to_rfc3339()
 }
 
-/// The server's clock at the run's start: 2026-11-25T17:00:00Z, in Unix seconds.
-const SERVER_EPOCH: i64 = 1_795_626_000;
+/// The server's clock at the run's start ([`model::SERVER_EPOCH`]), as a signed count.
+const SERVER_EPOCH: i64 = model::SERVER_EPOCH as i64;
 
 /// One step of a run: an app command, a transport event, a server action or time passing.
 #[derive(Clone, Debug)]

@@ -11,7 +11,7 @@ use bytestring::ByteString;
 ///
 /// Identifiers and raw JSON taken from a received frame are slices of that frame's buffer, so
 /// decoding an event copies nothing; cloning is a reference-count increment.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Text(ByteString);
 
 impl Text {
@@ -85,6 +85,14 @@ impl From<String> for Text {
 impl From<&String> for Text {
     fn from(s: &String) -> Self {
         Self::from(s.as_str())
+    }
+}
+
+/// Hashed as its bytes, as `Borrow<[u8]>` requires (`ByteString` hashes as a `str`, which
+/// differs from a `[u8]`'s hash).
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().as_ref().hash(state);
     }
 }
 
@@ -162,6 +170,15 @@ mod tests {
         let owner = Text::from_static("xyz");
         let t = Text::slice_of(&owner, "abc");
         assert_eq!(t, "abc");
+    }
+
+    #[test]
+    fn hashes_as_the_bytes_it_borrows_as() {
+        use std::hash::{BuildHasher, RandomState};
+        let s = RandomState::new();
+        let t = Text::from("général");
+        let bytes: &[u8] = t.borrow();
+        assert_eq!(s.hash_one(&t), s.hash_one(bytes));
     }
 
     #[test]

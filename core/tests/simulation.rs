@@ -187,7 +187,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tether_core::fuzz::Rng;
 use tether_core::fuzz::model::{
-    Admission, Message, ReadLimit, ReadLimiter, history_body, message_new, page_limit,
+    Admission, Message, ReadLimit, ReadLimiter, SERVER_EPOCH, history_body, message_new, page_limit,
 };
 use tether_core::{
     Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Event, HistoryError,
@@ -391,8 +391,7 @@ impl Ord for Scheduled {
 
 /// Unix time (seconds) of virtual instant zero: 2026-11-25T17:00:00Z.
 fn wall_epoch() -> u64 {
-    let zero = Timestamp::parse("2026-11-25T17:00:00Z").unwrap();
-    u64::try_from(zero.unix_nanos() / 1_000_000_000).unwrap()
+    SERVER_EPOCH
 }
 
 /// The HTTP `Date` of virtual second `secs`.

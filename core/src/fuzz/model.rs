@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+/// The server's clock at a run's start, in Unix seconds: 2026-11-25T17:00:00Z.
+pub const SERVER_EPOCH: u64 = 1_795_626_000;
+
 /// Kaiku's per-user limit on REST reads: a fixed window that starts with the first read after
 /// the previous window ended and lasts `window`; at most `budget` reads are counted in it. A
 /// read over the budget is refused with 429 and `Retry-After` (whole seconds left, at least
@@ -203,6 +206,12 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_epoch_is_the_date_it_names() {
+        let t = crate::Timestamp::parse("2026-11-25T17:00:00Z").map(crate::Timestamp::unix_nanos);
+        assert_eq!(t, Some(SERVER_EPOCH as i64 * 1_000_000_000));
+    }
 
     #[test]
     fn history_bodies_in_both_shapes() {
