@@ -19,13 +19,22 @@
 //! 10. no read inside a pause: after the core was given a 429 (or a 503 with `Retry-After`)
 //!     at `t` asking for `w`, no `FetchHistory` before `t + w`.
 //!
-//! The tiny server has a clock (2026-11-25T17:00:00Z at the run's start, moving with the
-//! run's time) that stamps `created_at` and the `Date` of the upgrade and of every history
-//! answer (on nine seeds in ten), and a read limit as Kaiku's: a fixed window per user of
-//! 1-6 reads per 5-30 s, announced in `x-ratelimit-*` headers (on four seeds in five; the
-//! core's mirror is then configured to the server's budget), refusing with 429 and
-//! `Retry-After` once spent. Failed history answers are a 503, a proxy's 429 with
-//! `Retry-After` or an overloaded server's 503 with `Retry-After`.
+//! The tiny server applies the rules of [`model`], which the deterministic simulation
+//! (`core/tests/simulation.rs`) applies too:
+//! - a clock (2026-11-25T17:00:00Z at the run's start, moving with the run's time) that stamps
+//!   `created_at` and the `Date` of the upgrade and of every history answer (on nine seeds in
+//!   ten);
+//! - a session per socket: a `subscribe` takes effect when the server handles its frame (one
+//!   in ten refused, decided then), while its reply waits for [`Op::AnswerSubscribe`], so
+//!   posts meanwhile overtake a late `subscribed`; every reply keeps its order;
+//! - tokens that expire (an upgrade with an expired token is refused with 401) and refresh
+//!   tokens that rotate (a refresh token works once);
+//! - a read limit: a fixed window per user of 1-6 reads per 5-30 s, announced in
+//!   `x-ratelimit-*` headers (on four seeds in five; the core's mirror is then configured to
+//!   the server's budget), refusing with 429 and `Retry-After` once spent.
+//!
+//! Failed history answers are a 503, a proxy's 429 with `Retry-After` or an overloaded
+//! server's 503 with `Retry-After`.
 //!
 //! A broken invariant panics: that is what a fuzzer or proptest reports. The cargo-fuzz targets
 //! in `fuzz/` and `core/tests/properties.rs` are thin shims over this module.
@@ -39,7 +48,7 @@ use arbitrary::{Arbitrary, Unstructured};
 
 pub mod model;
 
-use model::{Admission, ReadLimit, ReadLimiter};
+use model::{Admission, ReadLimit, ReadLimiter, Session, Tokens};
 
 /// The core's seeded generator (SplitMix64), for harnesses that replay a seed's schedule.
 pub use crate::rng::Rng;
@@ -48,7 +57,7 @@ use bytes::Bytes;
 use crate::{
     Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Event, HistoryError,
     HistoryRequest, ReadHeaders, ReconnectReason, RefreshError, ServerEventKind, SocketEnd, Status,
-    Timestamp,
+    Text, Timestamp,
 };
 
 const S: Duration = Duration::from_secs(1);
@@ -162,7 +171,10 @@ pub enum Op {
     Open,
     /// The server says `ready` on the open socket.
     Ready,
-    /// The server answers the oldest pending `subscribe` (`refuse` answers with an error).
+    /// The server's oldest reply not yet sent leaves (`subscribed`, the refusal of a
+    /// `subscribe`, `unsubscribed`, `pong`...). Whether a `subscribe` is refused was decided
+    /// when its frame arrived; `refuse` is kept so saved inputs decode as they did, and
+    /// unused.
     AnswerSubscribe {
         refuse: bool,
     },
@@ -234,6 +246,23 @@ impl<'a> Arbitrary<'a> for Op {
     }
 }
 
+/// A message in the tiny server's store.
+#[derive(Clone, Debug)]
+struct Posted {
+    id: String,
+    /// In the REST shape.
+    rest: String,
+}
+
+impl model::Stored for Posted {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn rest(&self) -> &str {
+        &self.rest
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sock {
     None,
@@ -250,13 +279,19 @@ pub struct World {
     config: Config,
     now: std::time::Instant,
     sock: Sock,
-    /// Channels the server has subscribed on the current socket.
-    server_subs: BTreeSet<String>,
-    /// Subscribes sent and not answered, oldest first.
-    pending_subs: VecDeque<String>,
+    /// The server's session on the open socket.
+    session: Option<Session>,
+    /// Replies the server has not sent yet, oldest first.
+    replies: VecDeque<String>,
+    /// The server's own random choices (which `subscribe` it refuses).
+    dice: crate::rng::Rng,
+    /// The access token of the pending upgrade.
+    upgrade_token: Option<String>,
+    /// The server's tokens (expiry, rotation).
+    tokens: Tokens,
     /// All messages ever posted, per channel, oldest first: (id, seq, created_at in Unix
     /// nanoseconds).
-    store: BTreeMap<String, Vec<(String, u32, i64)>>,
+    store: BTreeMap<String, Vec<Posted>>,
     next_seq: u32,
     /// The newest `created_at` given (messages posted at one instant get one microsecond
     /// each, so creation order is strict).
@@ -272,14 +307,14 @@ pub struct World {
     reads_out: BTreeMap<u64, Instant>,
     /// The core was given a wait: no read before this.
     paused_until: Option<Instant>,
-    refresh_pending: bool,
+    /// The refresh token of the refresh in flight.
+    refresh_pending: Option<String>,
     delivered: BTreeSet<String>,
     /// Messages sent live per channel since the server last subscribed it.
     sent_live: BTreeMap<String, Vec<(String, u32, i64)>>,
     last_seq: BTreeMap<String, u32>,
     /// Retry-After of the refusal being handled, for the backoff bound.
     retry_after: Option<Duration>,
-    token_gen: u32,
     /// What the run exercised, so a test can check the generator reaches the deep paths.
     pub seen: BTreeSet<&'static str>,
 }
@@ -302,6 +337,8 @@ impl World {
             headers: pick(5) != 0,
         };
         config.pacing.max_in_flight = 1 + pick(3) as usize;
+        // Tokens live 15 minutes; on one seed in four the server claims far longer for some.
+        let mut tokens = Tokens::new(900 * S, pick(4) == 0);
         if !limit.headers || !date {
             // The app knows its server's budget: the core's mirror matches it.
             config.pacing.budget = limit.budget;
@@ -309,19 +346,17 @@ impl World {
         }
         let now = start;
         let mut conn = Connection::new(config.clone()).unwrap();
-        conn.set_credentials(
-            now,
-            Credentials::new("t0")
-                .with_refresh_token("r")
-                .with_expires_in(900 * S),
-        );
+        conn.set_credentials(now, tokens.login(Duration::ZERO));
         Self {
             conn,
             config,
             now,
             sock: Sock::None,
-            server_subs: BTreeSet::new(),
-            pending_subs: VecDeque::new(),
+            session: None,
+            replies: VecDeque::new(),
+            dice: crate::rng::Rng::new(seed ^ 0x5E55_1011),
+            upgrade_token: None,
+            tokens,
             store: BTreeMap::new(),
             next_seq: 0,
             last_created: 0,
@@ -331,12 +366,11 @@ impl World {
             limiter: ReadLimiter::new(limit),
             reads_out: BTreeMap::new(),
             paused_until: None,
-            refresh_pending: false,
+            refresh_pending: None,
             delivered: BTreeSet::new(),
             sent_live: BTreeMap::new(),
             last_seq: BTreeMap::new(),
             retry_after: None,
-            token_gen: 0,
             seen: BTreeSet::new(),
         }
     }
@@ -348,8 +382,20 @@ impl World {
 
     fn socket_gone(&mut self) {
         self.sock = Sock::None;
-        self.server_subs.clear();
-        self.pending_subs.clear();
+        self.session = None;
+        self.replies.clear();
+    }
+
+    /// The run's time at `at`, as the server's models count it.
+    fn since_start(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.start)
+    }
+
+    /// Whether the server's session on the open socket gets `channel`'s broadcasts.
+    fn server_subscribed(&self, channel: &str) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.is_subscribed(channel))
     }
 
     /// Applies one operation, then checks every invariant.
@@ -358,6 +404,12 @@ impl World {
         let now = self.now;
         match op {
             Op::Connect => {
+                if let Status::Failed { .. } = self.conn.status() {
+                    // The user logs in again (the tokens were refused for good).
+                    self.seen.insert("login after failure");
+                    let creds = self.tokens.login(self.since_start(now));
+                    self.conn.set_credentials(now, creds);
+                }
                 let _ = self.conn.connect(now);
             }
             Op::Disconnect => self.conn.disconnect(now),
@@ -393,32 +445,44 @@ impl World {
             }
             Op::Open => {
                 if self.sock == Sock::Opening {
-                    self.sock = Sock::Open { ready: false };
-                    self.conn.handle_open(now, Some("access_token"));
-                    // The 101's `Date`, as the tokio driver reports it.
-                    if self.date {
-                        let date = Timestamp::from_unix_nanos(self.date_secs(now) * 1_000_000_000);
-                        self.conn.handle_server_date(now, date);
+                    let token = self.upgrade_token.take();
+                    if !self
+                        .tokens
+                        .is_valid(token.as_deref(), self.since_start(now))
+                    {
+                        // The server refuses an expired (or unknown) access token.
+                        self.seen.insert("expired token refused");
+                        self.socket_gone();
+                        self.conn.handle_closed(
+                            now,
+                            SocketEnd::Refused {
+                                status: 401,
+                                retry_after: None,
+                            },
+                        );
+                    } else {
+                        self.sock = Sock::Open { ready: false };
+                        self.session = Some(Session::new());
+                        self.conn.handle_open(now, Some("access_token"));
+                        // The 101's `Date`, as the tokio driver reports it.
+                        if self.date {
+                            let secs = self.since_start(now).as_secs();
+                            self.conn.handle_server_date(now, model::date(secs));
+                        }
                     }
                 }
             }
             Op::Ready => {
                 if self.sock == (Sock::Open { ready: false }) {
                     self.sock = Sock::Open { ready: true };
-                    self.frame(r#"{"type":"ready","user_id":"me"}"#);
+                    self.frame(&model::ready("me"));
                 }
             }
-            Op::AnswerSubscribe { refuse } => {
-                if let (Some(ch), Sock::Open { ready: true }) =
-                    (self.pending_subs.pop_front(), self.sock)
+            Op::AnswerSubscribe { refuse: _ } => {
+                if self.sock == (Sock::Open { ready: true })
+                    && let Some(reply) = self.replies.pop_front()
                 {
-                    if *refuse {
-                        self.frame(r#"{"type":"error","code":"forbidden","message":"no"}"#);
-                    } else {
-                        self.server_subs.insert(ch.clone());
-                        self.sent_live.insert(ch.clone(), Vec::new());
-                        self.frame(&format!(r#"{{"type":"subscribed","channel_id":"{ch}"}}"#));
-                    }
+                    self.frame(&reply);
                 }
             }
             Op::Post(c) => {
@@ -426,13 +490,23 @@ impl World {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let id = format!("m{seq:05}");
-                let created = (self.wall(now) / 1_000 * 1_000).max(self.last_created + 1_000);
+                let created = (model::wall_nanos(self.since_start(now)) / 1_000 * 1_000)
+                    .max(self.last_created + 1_000);
                 self.last_created = created;
-                self.store
-                    .entry(ch.to_owned())
-                    .or_default()
-                    .push((id.clone(), seq, created));
-                if self.server_subs.contains(ch) && self.sock == (Sock::Open { ready: true }) {
+                let rest = message_at(ch, &id, created, false);
+                let posted = Posted {
+                    id: id.clone(),
+                    rest,
+                };
+                self.store.entry(ch.to_owned()).or_default().push(posted);
+                if self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true }) {
+                    if self
+                        .replies
+                        .iter()
+                        .any(|r| r.contains(r#""type":"subscribed""#))
+                    {
+                        self.seen.insert("post overtakes a late subscribed");
+                    }
                     self.sent_live.entry(ch.to_owned()).or_default().push((
                         id.clone(),
                         seq,
@@ -452,7 +526,7 @@ impl World {
                     .collect();
                 if let (false, Sock::Open { ready: true }) = (all.is_empty(), self.sock) {
                     let (c, id, created) = &all[i % all.len()];
-                    if self.server_subs.contains(c) {
+                    if self.server_subscribed(c) {
                         self.frame(&message_new(c, id, *created));
                     }
                 }
@@ -505,14 +579,19 @@ impl World {
                 }
             }
             Op::AnswerRefresh(k) => {
-                if std::mem::take(&mut self.refresh_pending) {
-                    self.token_gen += 1;
+                if let Some(token) = self.refresh_pending.take() {
                     let result = match k {
-                        0 => Ok(Credentials::new(format!("t{}", self.token_gen))
-                            .with_expires_in(900 * S)),
+                        0 => self.tokens.refresh(&token, self.since_start(now)),
                         1 => Err(RefreshError::Transient { retry_after: None }),
-                        _ => Err(RefreshError::Rejected),
+                        _ => {
+                            // The session was ended elsewhere (a logout on another device).
+                            self.tokens.revoke(&token);
+                            self.tokens.refresh(&token, self.since_start(now))
+                        }
                     };
+                    if matches!(result, Err(RefreshError::Rejected)) {
+                        self.seen.insert("refresh rejected");
+                    }
                     self.conn.handle_refresh(now, result);
                 }
             }
@@ -520,14 +599,14 @@ impl World {
                 let next = match self.sock {
                     Sock::Opening => Op::Open,
                     Sock::Open { ready: false } => Op::Ready,
-                    Sock::Open { ready: true } if !self.pending_subs.is_empty() => {
+                    Sock::Open { ready: true } if !self.replies.is_empty() => {
                         Op::AnswerSubscribe { refuse: false }
                     }
                     _ if !self.history.is_empty() => Op::AnswerHistory {
                         fail: false,
                         bare: false,
                     },
-                    _ if self.refresh_pending => Op::AnswerRefresh(0),
+                    _ if self.refresh_pending.is_some() => Op::AnswerRefresh(0),
                     _ => {
                         let due = self
                             .conn
@@ -578,24 +657,10 @@ impl World {
         );
     }
 
-    /// The server's clock at `at`, in Unix nanoseconds.
-    fn wall(&self, at: Instant) -> i64 {
-        let since = at.saturating_duration_since(self.start).as_nanos();
-        SERVER_EPOCH * 1_000_000_000 + i64::try_from(since).unwrap_or(i64::MAX / 2)
-    }
-
-    /// `Date` at `at`: the server's clock in whole seconds, rounded down.
-    fn date_secs(&self, at: Instant) -> i64 {
-        self.wall(at).div_euclid(1_000_000_000)
-    }
-
     /// Counts a read arriving at `now` against the budget: what is left and when the window
     /// ends (Unix seconds, rounded up), or the whole seconds to wait (a spent budget).
     fn admit(&mut self, now: Instant) -> Result<(u32, i64), u64> {
-        match self
-            .limiter
-            .admit(now.saturating_duration_since(self.start))
-        {
+        match self.limiter.admit(self.since_start(now)) {
             Admission::Counted {
                 remaining, reset, ..
             } => Ok((
@@ -612,6 +677,7 @@ impl World {
         let now = self.now;
         self.reads_out.remove(&req.id);
         let mut budget = None;
+        let mut page = None;
         let (status, retry_after) = if fail {
             // Trouble in front of the server, which counts nothing; picked by the request id.
             match req.id % 3 {
@@ -623,7 +689,10 @@ impl World {
             match self.admit(now) {
                 Ok(counted) => {
                     budget = Some(counted);
-                    (200, None)
+                    let answer = self.page(req, bare);
+                    let status = answer.as_ref().map_or_else(|code| *code, |_| 200);
+                    page = answer.ok();
+                    (status, None)
                 }
                 Err(wait) => {
                     self.seen.insert("read refused by the budget");
@@ -633,9 +702,7 @@ impl World {
         };
         let mut headers: Vec<(&str, String)> = Vec::new();
         if self.date {
-            let secs = u64::try_from(self.date_secs(now)).unwrap_or(0);
-            let date = std::time::UNIX_EPOCH + Duration::from_secs(secs);
-            headers.push(("date", httpdate::fmt_http_date(date)));
+            headers.push(("date", model::http_date(self.since_start(now).as_secs())));
         }
         let limit = self.limiter.limit();
         if let Some((remaining, reset)) = budget.filter(|_| limit.headers) {
@@ -652,8 +719,8 @@ impl World {
         }
         let h = ReadHeaders::from_headers(status, headers.iter().map(|(n, v)| (*n, v.as_bytes())));
         self.conn.handle_history_headers(now, req.id, &h);
-        let response = if status == 200 {
-            Ok(Bytes::from(self.page(req, bare)))
+        let response = if let Some(page) = page {
+            Ok(Bytes::from(page))
         } else {
             Err(HistoryError::Status {
                 status,
@@ -663,29 +730,18 @@ impl World {
         self.conn.handle_history(now, req.id, response);
     }
 
-    /// A history page from the store, newest first, as the server would answer `req`.
-    fn page(&self, req: &HistoryRequest, bare: bool) -> String {
-        let msgs = self
+    /// A history page from the store, as the server answers `req` (the rules in [`model`]).
+    fn page(&self, req: &HistoryRequest, bare: bool) -> Result<String, u16> {
+        let list = self
             .store
             .get(req.channel_id.as_str())
-            .cloned()
-            .unwrap_or_default();
-        let mut older: Vec<&(String, u32, i64)> = match &req.before {
-            Some(b) => msgs
-                .iter()
-                .take_while(|(id, ..)| id != b.as_str())
-                .collect(),
-            None => msgs.iter().collect(),
-        };
-        older.reverse();
-        let limit = model::page_limit(req.limit);
-        let items: Vec<String> = older
-            .iter()
-            .take(limit)
-            .map(|(id, _, created)| message_at(req.channel_id.as_str(), id, *created, false))
-            .collect();
-        let cursor = (older.len() > limit).then(|| older[limit - 1].0.as_str());
-        model::history_body(items.iter().map(String::as_str), cursor, !bare)
+            .map_or(&[][..], Vec::as_slice);
+        model::history_page(
+            list,
+            req.before.as_ref().map(Text::as_str),
+            req.limit,
+            !bare,
+        )
     }
 
     fn drain(&mut self) {
@@ -693,9 +749,11 @@ impl World {
         let mut became_ready = false;
         while let Some(action) = self.conn.poll_action() {
             match action {
-                Action::Open(_) => {
+                Action::Open(req) => {
                     assert_eq!(self.sock, Sock::None, "a second socket was opened");
                     self.sock = Sock::Opening;
+                    let protocols = req.protocols.iter().map(|p| p.expose());
+                    self.upgrade_token = Tokens::of_protocols(protocols).map(str::to_owned);
                 }
                 Action::Abort => {
                     self.socket_gone();
@@ -706,8 +764,8 @@ impl World {
                         "close without an open socket"
                     );
                     self.sock = Sock::Closing;
-                    self.server_subs.clear();
-                    self.pending_subs.clear();
+                    self.session = None;
+                    self.replies.clear();
                 }
                 Action::Send(frame) => {
                     assert_eq!(
@@ -716,21 +774,19 @@ impl World {
                         "frame sent while not connected: {frame}"
                     );
                     let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
-                    match v["type"].as_str() {
-                        Some("subscribe") => {
-                            let ch = v["channel_id"].as_str().unwrap().to_owned();
-                            subscribe_frames.push(ch.clone());
-                            self.pending_subs.push_back(ch);
-                        }
-                        Some("unsubscribe") => {
-                            // The server handles frames in order: a subscribe still pending
-                            // is answered, then undone by this unsubscribe.
-                            let ch = v["channel_id"].as_str().unwrap();
-                            self.server_subs.remove(ch);
-                            self.pending_subs.retain(|p| p != ch);
-                        }
-                        _ => {}
+                    if v["type"] == "subscribe" {
+                        subscribe_frames.push(v["channel_id"].as_str().unwrap().to_owned());
                     }
+                    // The server handles the frame now; its reply waits in line.
+                    let dice = &mut self.dice;
+                    let session = self.session.as_mut().expect("an open socket has a session");
+                    let handled = session.handle(frame.as_str(), "me", |_| {
+                        !dice.next_u64().is_multiple_of(10)
+                    });
+                    if let Some(ch) = handled.subscribed {
+                        self.sent_live.insert(ch, Vec::new());
+                    }
+                    self.replies.extend(handled.reply);
                 }
                 Action::FetchHistory(req) => {
                     let (now, id) = (self.now, req.id);
@@ -755,10 +811,10 @@ impl World {
                     self.reads_out.insert(id, now);
                     self.history.push_back(req);
                 }
-                Action::RefreshToken(_) => {
+                Action::RefreshToken(req) => {
                     self.seen.insert("refresh");
-                    assert!(!self.refresh_pending, "two refreshes in flight");
-                    self.refresh_pending = true;
+                    assert!(self.refresh_pending.is_none(), "two refreshes in flight");
+                    self.refresh_pending = Some(req.refresh_token.expose().to_owned());
                 }
                 Action::Emit(Event::Resynced { complete, .. }) => {
                     self.seen.insert(if complete {

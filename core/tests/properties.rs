@@ -105,6 +105,10 @@ fn random_sequences_reach_every_interesting_path() {
         "rate limited",
         "read refused by the budget",
         "read paused",
+        "post overtakes a late subscribed",
+        "expired token refused",
+        "refresh rejected",
+        "login after failure",
     ] {
         assert!(
             seen.contains(path),

@@ -12,13 +12,20 @@
 //!
 //! # Model
 //!
+//! The server's rules (a socket's session and its replies, tokens, the clock, the read limit,
+//! the message and history shapes) live in `tether_core::fuzz::model`, which the fuzz `World`
+//! applies too: a rule added there holds in both. What is here is the world around them: the
+//! traffic, the network, the faults, the app, and the checks.
+//!
 //! - **Server** ([`Server`]): eight channels with messages (Kaiku-shaped objects,
 //!   alphabetical keys on the socket, REST key order over HTTP), users posting at random,
 //!   `subscribe` → `subscribed` (or `error channel_not_found` for a channel that does not
-//!   exist), `ping` → `pong`, `ready` 0-4 s after the upgrade, broadcasts only to sockets
+//!   exist), in effect when the frame is handled while half the replies leave up to 300 ms
+//!   later (so a broadcast can overtake `subscribed`), `ping` → `pong`, `ready` 0-4 s after the upgrade, broadcasts only to sockets
 //!   subscribed to the channel, history `GET /api/messages/channel/{id}?limit&before` newest
 //!   first in the seed's shape (bare array or `{items, has_more, next_cursor}`), access tokens
-//!   that expire (401 on the upgrade) and a refresh endpoint, deleted messages
+//!   that expire (401 on the upgrade) and a refresh endpoint that rotates the refresh token
+//!   (each works once, as Kaiku's), deleted messages
 //!   (`message_delete`, gone from history, often a channel's newest, i.e. the client's
 //!   anchor), unknown event types, garbage and oversized frames.
 //! - **The server's clock**: its wall clock is [`wall_epoch`] plus virtual time, the clock that
@@ -187,11 +194,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tether_core::fuzz::Rng;
 use tether_core::fuzz::model::{
-    Admission, Message, ReadLimit, ReadLimiter, SERVER_EPOCH, history_body, message_new, page_limit,
+    self, Admission, Message, ReadLimit, ReadLimiter, SERVER_EPOCH, Session, Tokens, created_at,
+    http_date, message_new,
 };
 use tether_core::{
     Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Event, HistoryError,
-    HistoryRequest, ReadHeaders, RefreshError, ServerEventKind, SocketEnd, Status, Timestamp,
+    HistoryRequest, ReadHeaders, RefreshError, ServerEventKind, SocketEnd, Status,
 };
 
 /// Seeds per `cargo test` run (debug build, two cores: well under a minute).
@@ -394,20 +402,9 @@ fn wall_epoch() -> u64 {
     SERVER_EPOCH
 }
 
-/// The HTTP `Date` of virtual second `secs`.
-fn http_date(secs: u64) -> String {
-    httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(wall_epoch() + secs))
-}
-
-/// The server's clock at virtual second `secs`, as a `Date` header gives it.
-fn server_time(secs: u64) -> Timestamp {
-    Timestamp::from_unix_nanos(i64::try_from((wall_epoch() + secs) * 1_000_000_000).unwrap())
-}
-
 /// Kaiku's REST timestamp format: RFC 3339, microseconds, `Z`.
 fn rfc3339(at: Duration) -> String {
-    let nanos = u128::from(wall_epoch()) * 1_000_000_000 + at.as_nanos();
-    Timestamp::from_unix_nanos(i64::try_from(nanos).unwrap()).to_rfc3339()
+    created_at(at)
 }
 
 // ----- the server ---------------------------------------------------------------------------
@@ -463,18 +460,16 @@ struct Server {
     /// Message id → (channel, seq), for the checker and `before` cursors.
     index: BTreeMap<String, (&'static str, usize)>,
     next_seq: u64,
-    /// Socket sessions: link → subscribed channels. Lost on a restart.
-    sessions: BTreeMap<u64, BTreeSet<String>>,
+    /// Socket sessions: link → its session (the rules in `fuzz::model`). Lost on a restart.
+    sessions: BTreeMap<u64, Session>,
     /// Down (restarting) until this instant: upgrades and REST get 503.
     down_until: Option<Duration>,
     /// The next upgrade is refused with this status and `Retry-After`.
     refuse_next: Option<(u16, Option<Duration>)>,
     /// The next upgrade is never answered.
     hang_next: bool,
-    /// Valid access tokens → expiry instant.
-    access: BTreeMap<String, Duration>,
-    refresh_tokens: BTreeSet<String>,
-    token_gen: u64,
+    /// Access tokens that expire, refresh tokens that rotate (the rules in `fuzz::model`).
+    tokens: Tokens,
     /// Refreshes to fail transiently, REST requests to fail, REST requests to answer slowly.
     failing_refreshes: u32,
     failing_history: u32,
@@ -493,9 +488,9 @@ impl Server {
             down_until: None,
             refuse_next: None,
             hang_next: false,
-            access: BTreeMap::new(),
-            refresh_tokens: BTreeSet::new(),
-            token_gen: 0,
+            // One token in ten claims a near-infinite life; the server still expires it, so
+            // the client learns with a 401.
+            tokens: Tokens::new(knobs.token_life, true),
             failing_refreshes: 0,
             failing_history: 0,
             slow_history: 0,
@@ -516,31 +511,7 @@ impl Server {
 
     /// `POST /auth/login`: a fresh token pair.
     fn login(&mut self, now: Duration) -> Credentials {
-        self.token_gen += 1;
-        let refresh = format!("refresh-{}", self.token_gen);
-        self.refresh_tokens.insert(refresh.clone());
-        self.issue(now).with_refresh_token(refresh)
-    }
-
-    fn issue(&mut self, now: Duration) -> Credentials {
-        self.token_gen += 1;
-        let access = format!("eyJ.access-{}.sig", self.token_gen);
-        self.access
-            .insert(access.clone(), now + self.knobs.token_life);
-        // One token in ten claims a near-infinite life; the server still expires it, so the
-        // client learns with a 401.
-        let claimed = if self.token_gen % 10 == 3 {
-            HUGE
-        } else {
-            self.knobs.token_life
-        };
-        Credentials::new(access).with_expires_in(claimed)
-    }
-
-    fn token_valid(&self, token: Option<&str>, now: Duration) -> bool {
-        token
-            .and_then(|t| self.access.get(t))
-            .is_some_and(|exp| now < *exp)
+        self.tokens.login(now)
     }
 
     /// Creates a message; returns its channel and index.
@@ -592,35 +563,23 @@ impl Server {
         Some(&self.channels[c][*i])
     }
 
-    /// `GET /api/messages/channel/{id}?limit&before`: newest first.
+    /// `GET /api/messages/channel/{id}?limit&before`: newest first (the rules in
+    /// `fuzz::model`); 404 for a channel the server does not have.
     fn history(&self, channel: &str, before: Option<&str>, limit: u32) -> Result<String, u16> {
-        let Some(list) = self.channels.get(channel) else {
-            return Err(404);
-        };
-        // A deleted message stays usable as a cursor (a soft delete).
-        let end = match before {
-            None => list.len(),
-            Some(b) => match self.index.get(b) {
-                Some((c, i)) if *c == channel => *i,
-                _ => return Err(400),
-            },
-        };
-        let limit = page_limit(limit);
-        let page: Vec<(usize, &Msg)> = list[..end]
-            .iter()
-            .enumerate()
-            .rev()
-            .filter(|(_, m)| m.deleted.is_none())
-            .take(limit)
-            .collect();
-        let oldest = page.last().map_or(0, |(i, _)| *i);
-        let has_more = list[..oldest].iter().any(|m| m.deleted.is_none());
-        let cursor = page.last().filter(|_| has_more).map(|(_, m)| m.id.as_str());
-        Ok(history_body(
-            page.iter().map(|(_, m)| m.rest.as_str()),
-            cursor,
-            self.knobs.envelope,
-        ))
+        let list = self.channels.get(channel).ok_or(404_u16)?;
+        model::history_page(list, before, limit, self.knobs.envelope)
+    }
+}
+
+impl model::Stored for Msg {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn rest(&self) -> &str {
+        &self.rest
+    }
+    fn is_deleted(&self) -> bool {
+        self.deleted.is_some()
     }
 }
 
@@ -1340,7 +1299,7 @@ impl Sim {
                     self.conn.handle_open(now, Some("access_token"));
                     // As the tokio driver does: the 101's `Date` right after the open.
                     if let Some(secs) = date {
-                        self.conn.handle_server_date(now, server_time(secs));
+                        self.conn.handle_server_date(now, model::date(secs));
                         self.reads.date = Some((self.now, secs));
                     }
                     self.drain()?;
@@ -1693,7 +1652,7 @@ impl Sim {
             .server
             .sessions
             .iter()
-            .filter(|(_, subs)| subs.contains(channel))
+            .filter(|(_, session)| session.is_subscribed(channel))
             .map(|(l, _)| *l)
             .collect();
         for link in targets {
@@ -1743,7 +1702,7 @@ impl Sim {
             .server
             .sessions
             .iter()
-            .filter(|(_, subs)| subs.contains(channel))
+            .filter(|(_, session)| session.is_subscribed(channel))
             .map(|(l, _)| *l)
             .collect();
         for link in targets {
@@ -1774,7 +1733,7 @@ impl Sim {
             Some((503, retry_after))
         } else if let Some(r) = self.server.refuse_next.take() {
             Some(r)
-        } else if !self.server.token_valid(token, self.now) {
+        } else if !self.server.tokens.is_valid(token, self.now) {
             Some((401, None))
         } else {
             None
@@ -1789,7 +1748,7 @@ impl Sim {
             self.after(d, Ev::Closed { link, why });
             return;
         }
-        self.server.sessions.insert(link, BTreeSet::new());
+        self.server.sessions.insert(link, Session::new());
         // The 101 carries the server's clock now, rounded down to the second.
         let date = self.server.knobs.date.then_some(self.now.as_secs());
         self.after(d, Ev::Opened { link, date });
@@ -1803,57 +1762,32 @@ impl Sim {
         if !self.server.sessions.contains_key(&link) || self.links[&link].stalled {
             return;
         }
-        let v: serde_json::Value = serde_json::from_str(text).expect("the core sends JSON");
-        let ty = v["type"].as_str().unwrap_or_default();
-        let channel = v["channel_id"].as_str().unwrap_or_default().to_owned();
-        let reply = match ty {
-            "subscribe" if self.server.channels.contains_key(channel.as_str()) => {
-                self.server
-                    .sessions
-                    .get_mut(&link)
-                    .unwrap()
-                    .insert(channel.clone());
-                if let Some(i) = self.check.open_interval(&channel)
-                    && sent_at >= i.called
-                {
-                    i.start.get_or_insert(self.now);
-                }
-                // The subscription is in effect now; half the time the reply leaves a moment
-                // later, so messages broadcast meanwhile reach the client before `subscribed`.
-                if self.dice.below(2) == 0 {
-                    let d = self
-                        .dice
-                        .between(Duration::ZERO, Duration::from_millis(300));
-                    if let Some(l) = self.links.get_mut(&link) {
-                        l.reply_free = l.reply_free.max(self.now + d);
-                    }
-                }
-                Some(format!(
-                    r#"{{"type":"subscribed","channel_id":"{channel}"}}"#
-                ))
+        assert!(
+            serde_json::from_str::<serde_json::Value>(text).is_ok(),
+            "the core sends JSON: {text}"
+        );
+        let server = &mut self.server;
+        let channels = &server.channels;
+        let session = server.sessions.get_mut(&link).unwrap();
+        let handled = session.handle(text, ME, |c| channels.contains_key(c));
+        if let Some(channel) = handled.subscribed {
+            if let Some(i) = self.check.open_interval(&channel)
+                && sent_at >= i.called
+            {
+                i.start.get_or_insert(self.now);
             }
-            "subscribe" => Some(
-                r#"{"type":"error","code":"channel_not_found","message":"Channel not found"}"#
-                    .to_owned(),
-            ),
-            "unsubscribe" => {
-                self.server
-                    .sessions
-                    .get_mut(&link)
-                    .unwrap()
-                    .remove(&channel);
-                Some(format!(
-                    r#"{{"type":"unsubscribed","channel_id":"{channel}"}}"#
-                ))
+            // The subscription is in effect now; half the time the reply leaves a moment
+            // later, so messages broadcast meanwhile reach the client before `subscribed`.
+            if self.dice.below(2) == 0 {
+                let d = self
+                    .dice
+                    .between(Duration::ZERO, Duration::from_millis(300));
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.reply_free = l.reply_free.max(self.now + d);
+                }
             }
-            "ping" => Some(r#"{"type":"pong"}"#.to_owned()),
-            "typing" => None,
-            "set_status" => Some(format!(
-                r#"{{"type":"presence_update","user_id":"{ME}","status":"{}"}}"#,
-                v["status"].as_str().unwrap_or("online")
-            )),
-            _ => None,
-        };
+        }
+        let reply = handled.reply;
         if let Some(text) = reply {
             // Replies keep their order behind a late one.
             let at = self.links.get(&link).map_or(self.now, |l| l.reply_free);
@@ -1913,7 +1847,7 @@ impl Sim {
                 // A proxy's HTML error page with a 200: the body does not decode.
                 _ => reply.result = Ok("<html><body>502 Bad Gateway</body></html>".to_owned()),
             }
-        } else if !self.server.token_valid(token, self.now) {
+        } else if !self.server.tokens.is_valid(token, self.now) {
             // Kaiku counts a read without a valid token against the IP, not the user.
             reply.status = 401;
         } else {
@@ -2061,10 +1995,8 @@ impl Sim {
                 _ => Some(self.dice.between(SECOND, 10 * SECOND)),
             };
             Err(RefreshError::Transient { retry_after })
-        } else if !self.server.refresh_tokens.contains(refresh_token) {
-            Err(RefreshError::Rejected)
         } else {
-            Ok(self.server.issue(self.now))
+            self.server.tokens.refresh(refresh_token, self.now)
         };
         self.after(d, Ev::RefreshReply { result });
     }
@@ -2156,9 +2088,9 @@ impl Sim {
             // next upgrade gets 401. Once in a while the refresh token goes too.
             8 => {
                 self.cov.revoked_tokens += 1;
-                self.server.access.clear();
+                self.server.tokens.expire_access();
                 if self.dice.chance(20) {
-                    self.server.refresh_tokens.clear();
+                    self.server.tokens.revoke_all();
                 }
                 if let Some(link) = current {
                     self.server.sessions.remove(&link);

@@ -2,12 +2,231 @@
 //! (`core/tests/simulation.rs`) and the fuzz [`World`](super::World). Written once, so a rule
 //! added to one cannot be missing from the other.
 //!
+//! What is here, each as Kaiku does it:
+//! - the clock: [`SERVER_EPOCH`], [`created_at`], [`http_date`], [`date`];
+//! - a socket's session: [`Session`] (subscriptions that take effect at the frame, so a
+//!   broadcast can overtake a late `subscribed`; the replies to every client frame);
+//! - tokens: [`Tokens`] (access tokens that expire, refresh tokens that rotate);
+//! - the read limit: [`ReadLimiter`];
+//! - the shapes: [`Message`], [`message_new`], [`history_body`], [`page_limit`].
+//!
 //! Time here is the model's own: a `Duration` since the run's start.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+use crate::{Credentials, RefreshError, Timestamp};
 
 /// The server's clock at a run's start, in Unix seconds: 2026-11-25T17:00:00Z.
 pub const SERVER_EPOCH: u64 = 1_795_626_000;
+
+/// The server's clock `at` into the run, in Unix nanoseconds.
+pub fn wall_nanos(at: Duration) -> i64 {
+    let since = i64::try_from(at.as_nanos()).unwrap_or(i64::MAX / 4);
+    (SERVER_EPOCH as i64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(since)
+}
+
+/// A message's `created_at` stamped `at` into the run: RFC 3339, microseconds, `Z`.
+pub fn created_at(at: Duration) -> String {
+    Timestamp::from_unix_nanos(wall_nanos(at)).to_rfc3339()
+}
+
+/// The HTTP `Date` header at whole second `secs` of the run (Kaiku's clock rounded down).
+pub fn http_date(secs: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(SERVER_EPOCH + secs))
+}
+
+/// The `Date` of whole second `secs`, as a driver reports it to the core.
+pub fn date(secs: u64) -> Timestamp {
+    let secs = i64::try_from(SERVER_EPOCH.saturating_add(secs)).unwrap_or(i64::MAX / 4);
+    Timestamp::from_unix_nanos(secs.saturating_mul(1_000_000_000))
+}
+
+/// The `ready` frame Kaiku sends once it has loaded the user's state.
+pub fn ready(user_id: &str) -> String {
+    format!(r#"{{"type":"ready","user_id":"{user_id}"}}"#)
+}
+
+/// The error Kaiku answers a `subscribe` to a channel it refuses with (as recorded: it names
+/// no channel).
+pub const CHANNEL_NOT_FOUND: &str =
+    r#"{"type":"error","code":"channel_not_found","message":"Channel not found"}"#;
+
+/// One socket's session on the server: the channels it is subscribed to.
+///
+/// Kaiku handles a socket's frames in order. A `subscribe` takes effect when its frame is
+/// handled: from then on the channel's broadcasts reach the socket, while the `subscribed`
+/// reply may leave later (the recorded server registers and replies under two locks), so a
+/// broadcast can overtake it. Replies keep their order among themselves.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    channels: BTreeSet<String>,
+}
+
+/// What the server did with one client frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handled {
+    /// The reply frame, if the frame has one.
+    pub reply: Option<String>,
+    /// The frame was a `subscribe` to this channel, accepted: its broadcasts reach the
+    /// socket from now on (whether or not they did before).
+    pub subscribed: Option<String>,
+    /// The frame was a `subscribe` the server refused.
+    pub refused: bool,
+}
+
+impl Session {
+    /// A new socket's session: no channel.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handles client frame `text` as Kaiku does. A `subscribe` to a channel `admits` takes
+    /// effect now and is answered `subscribed`; any other is answered [`CHANNEL_NOT_FOUND`].
+    /// `unsubscribe` ends the subscription (`unsubscribed`), `ping` gets `pong`, `set_status`
+    /// a `presence_update` for `user_id`; the rest (typing, voice, custom events) gets no reply.
+    /// A frame that is not JSON gets nothing.
+    pub fn handle(
+        &mut self,
+        text: &str,
+        user_id: &str,
+        admits: impl FnOnce(&str) -> bool,
+    ) -> Handled {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+            return Handled::default();
+        };
+        let channel = v["channel_id"].as_str().unwrap_or_default();
+        let mut handled = Handled::default();
+        handled.reply = match v["type"].as_str().unwrap_or_default() {
+            "subscribe" if admits(channel) => {
+                self.channels.insert(channel.to_owned());
+                handled.subscribed = Some(channel.to_owned());
+                Some(format!(
+                    r#"{{"type":"subscribed","channel_id":"{channel}"}}"#
+                ))
+            }
+            "subscribe" => {
+                handled.refused = true;
+                Some(CHANNEL_NOT_FOUND.to_owned())
+            }
+            "unsubscribe" => {
+                self.channels.remove(channel);
+                Some(format!(
+                    r#"{{"type":"unsubscribed","channel_id":"{channel}"}}"#
+                ))
+            }
+            "ping" => Some(r#"{"type":"pong"}"#.to_owned()),
+            "set_status" => Some(format!(
+                r#"{{"type":"presence_update","user_id":"{user_id}","status":"{}"}}"#,
+                v["status"].as_str().unwrap_or("online")
+            )),
+            _ => None,
+        };
+        handled
+    }
+
+    /// Whether the channel's broadcasts reach this socket.
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.channels.contains(channel)
+    }
+}
+
+/// Kaiku's tokens: an access token lives `life` (the server refuses it after that, whatever
+/// the client was told); a refresh token works once, since a refresh rotates it (the old
+/// session is deleted in the same transaction).
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    life: Duration,
+    /// Tell clients a near-infinite lifetime on one token in ten (a careless server): the
+    /// client then learns of the expiry from a 401.
+    overclaim: bool,
+    /// Valid access tokens and their expiry.
+    access: BTreeMap<String, Duration>,
+    /// Refresh tokens not used yet.
+    refresh: BTreeSet<String>,
+    issued: u64,
+}
+
+impl Tokens {
+    /// No token issued yet.
+    pub fn new(life: Duration, overclaim: bool) -> Self {
+        Self {
+            life,
+            overclaim,
+            access: BTreeMap::new(),
+            refresh: BTreeSet::new(),
+            issued: 0,
+        }
+    }
+
+    /// `POST /auth/login` at `now`: a new token pair.
+    pub fn login(&mut self, now: Duration) -> Credentials {
+        self.pair(now)
+    }
+
+    /// `POST /auth/refresh` at `now`: a new pair for a refresh token never used, which
+    /// is used up; anything else is rejected.
+    pub fn refresh(
+        &mut self,
+        refresh_token: &str,
+        now: Duration,
+    ) -> Result<Credentials, RefreshError> {
+        if self.refresh.remove(refresh_token) {
+            Ok(self.pair(now))
+        } else {
+            Err(RefreshError::Rejected)
+        }
+    }
+
+    /// Ends the session of `refresh_token` (a logout elsewhere): it is rejected from now on.
+    pub fn revoke(&mut self, refresh_token: &str) {
+        self.refresh.remove(refresh_token);
+    }
+
+    /// Every access token issued so far is refused from now on (a server whose clock jumped,
+    /// keys rotated): clients learn it from a 401.
+    pub fn expire_access(&mut self) {
+        self.access.clear();
+    }
+
+    /// Every session ends (a logout everywhere): no refresh token issued so far works.
+    pub fn revoke_all(&mut self) {
+        self.refresh.clear();
+    }
+
+    fn pair(&mut self, now: Duration) -> Credentials {
+        self.issued += 1;
+        let n = self.issued;
+        let (access, refresh) = (format!("eyJ.access-{n}.sig"), format!("refresh-{n}"));
+        self.access.insert(access.clone(), now + self.life);
+        self.refresh.insert(refresh.clone());
+        let claimed = if self.overclaim && n % 10 == 3 {
+            Duration::MAX
+        } else {
+            self.life
+        };
+        Credentials::new(access)
+            .with_refresh_token(refresh)
+            .with_expires_in(claimed)
+    }
+
+    /// Whether `access` is a token this server issued that has not expired at `now`.
+    pub fn is_valid(&self, access: Option<&str>, now: Duration) -> bool {
+        access
+            .and_then(|t| self.access.get(t))
+            .is_some_and(|expiry| now < *expiry)
+    }
+
+    /// The access token an upgrade carries in `Sec-WebSocket-Protocol` (the
+    /// `access_token.<token>` entry).
+    pub fn of_protocols<'a>(protocols: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+        protocols
+            .into_iter()
+            .find_map(|p| p.strip_prefix("access_token."))
+    }
+}
 
 /// Kaiku's per-user limit on REST reads: a fixed window that starts with the first read after
 /// the previous window ended and lasts `window`; at most `budget` reads are counted in it. A
@@ -174,6 +393,50 @@ pub fn message_new(channel_id: &str, live: &str) -> String {
     format!(r#"{{"type":"message_new","channel_id":"{channel_id}","message":{live}}}"#)
 }
 
+/// A stored message, as a history read sees it.
+pub trait Stored {
+    /// Its id (a `before` cursor names it).
+    fn id(&self) -> &str;
+    /// Its JSON in the REST shape ([`Message::rest`]).
+    fn rest(&self) -> &str;
+    /// Deleted: left out of history, still usable as a cursor (a soft delete).
+    fn is_deleted(&self) -> bool {
+        false
+    }
+}
+
+/// Kaiku's `GET /api/messages/channel/{id}?limit=&before=` over one channel's messages,
+/// oldest first: the newest [`page_limit`]`(limit)` messages older than `before` (or than
+/// now), newest first, deleted ones left out, with the page's oldest id as `next_cursor` when
+/// older ones remain ([`history_body`]). A `before` that names no message of the channel is a
+/// 400.
+pub fn history_page<M: Stored>(
+    list: &[M],
+    before: Option<&str>,
+    limit: u32,
+    envelope: bool,
+) -> Result<String, u16> {
+    let end = match before {
+        None => list.len(),
+        Some(b) => list.iter().rposition(|m| m.id() == b).ok_or(400_u16)?,
+    };
+    let page: Vec<(usize, &M)> = list[..end]
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, m)| !m.is_deleted())
+        .take(page_limit(limit))
+        .collect();
+    let oldest = page.last().map_or(0, |(i, _)| *i);
+    let has_more = list[..oldest].iter().any(|m| !m.is_deleted());
+    let cursor = page.last().filter(|_| has_more).map(|(_, m)| m.id());
+    Ok(history_body(
+        page.iter().map(|(_, m)| m.rest()),
+        cursor,
+        envelope,
+    ))
+}
+
 /// Kaiku clamps a history read's `?limit=` to 1..=100.
 pub fn page_limit(asked: u32) -> usize {
     asked.clamp(1, 100) as usize
@@ -211,6 +474,127 @@ mod tests {
     fn the_epoch_is_the_date_it_names() {
         let t = crate::Timestamp::parse("2026-11-25T17:00:00Z").map(crate::Timestamp::unix_nanos);
         assert_eq!(t, Some(SERVER_EPOCH as i64 * 1_000_000_000));
+    }
+
+    #[test]
+    fn a_subscribe_takes_effect_at_its_frame_and_replies_keep_order() {
+        let mut s = Session::new();
+        let h = s.handle(r#"{"type":"subscribe","channel_id":"a"}"#, "me", |_| true);
+        assert_eq!(h.subscribed.as_deref(), Some("a"));
+        assert!(s.is_subscribed("a"));
+        assert_eq!(
+            h.reply.as_deref(),
+            Some(r#"{"type":"subscribed","channel_id":"a"}"#)
+        );
+        // Subscribing again is answered again.
+        let again = s.handle(r#"{"type":"subscribe","channel_id":"a"}"#, "me", |_| true);
+        assert_eq!(
+            (again.subscribed.as_deref(), again.refused),
+            (Some("a"), false)
+        );
+        let refused = s.handle(r#"{"type":"subscribe","channel_id":"x"}"#, "me", |_| false);
+        assert!(refused.refused && !s.is_subscribed("x"));
+        assert_eq!(refused.reply.as_deref(), Some(CHANNEL_NOT_FOUND));
+        let h = s.handle(r#"{"type":"unsubscribe","channel_id":"a"}"#, "me", |_| true);
+        assert!(!s.is_subscribed("a"));
+        assert_eq!(
+            h.reply.as_deref(),
+            Some(r#"{"type":"unsubscribed","channel_id":"a"}"#)
+        );
+        let ping = s.handle(r#"{"type":"ping"}"#, "me", |_| true);
+        assert_eq!(ping.reply.as_deref(), Some(r#"{"type":"pong"}"#));
+        assert_eq!(s.handle("{", "me", |_| true), Handled::default());
+        assert_eq!(
+            s.handle(r#"{"type":"typing","channel_id":"a"}"#, "me", |_| true)
+                .reply,
+            None
+        );
+    }
+
+    #[test]
+    fn access_tokens_expire_and_refresh_tokens_work_once() {
+        let mut t = Tokens::new(900 * S, false);
+        let first = t.login(Duration::ZERO);
+        let access = first.access_token.expose().to_owned();
+        assert!(t.is_valid(Some(&access), 899 * S));
+        assert!(!t.is_valid(Some(&access), 900 * S));
+        assert!(!t.is_valid(None, S) && !t.is_valid(Some("forged"), S));
+        let refresh = first
+            .refresh_token
+            .as_ref()
+            .map(|r| r.expose().to_owned())
+            .unwrap();
+        let second = t
+            .refresh(&refresh, 10 * S)
+            .expect("a fresh refresh token works");
+        assert_ne!(second.refresh_token, first.refresh_token, "rotated");
+        assert!(
+            matches!(t.refresh(&refresh, 11 * S), Err(RefreshError::Rejected)),
+            "used up"
+        );
+        let next = second
+            .refresh_token
+            .as_ref()
+            .map(|r| r.expose().to_owned())
+            .unwrap();
+        t.revoke(&next);
+        assert!(
+            matches!(t.refresh(&next, 12 * S), Err(RefreshError::Rejected)),
+            "revoked"
+        );
+        let protocols = ["access_token.eyJ.a.b", "access_token"];
+        assert_eq!(Tokens::of_protocols(protocols), Some("eyJ.a.b"));
+    }
+
+    #[test]
+    fn the_clock_stamps_messages_and_dates() {
+        assert_eq!(
+            created_at(Duration::from_micros(1_500_001)),
+            "2026-11-25T17:00:01.500001Z"
+        );
+        assert_eq!(http_date(61), "Wed, 25 Nov 2026 17:01:01 GMT");
+        assert_eq!(
+            date(1).unix_nanos(),
+            (SERVER_EPOCH as i64 + 1) * 1_000_000_000
+        );
+    }
+
+    struct M(&'static str, &'static str, bool);
+
+    impl Stored for M {
+        fn id(&self) -> &str {
+            self.0
+        }
+        fn rest(&self) -> &str {
+            self.1
+        }
+        fn is_deleted(&self) -> bool {
+            self.2
+        }
+    }
+
+    #[test]
+    fn history_pages_walk_back_past_deleted_messages() {
+        let list = [
+            M("m1", "1", false),
+            M("m2", "2", true),
+            M("m3", "3", false),
+            M("m4", "4", false),
+        ];
+        let first = history_page(&list, None, 2, true);
+        assert_eq!(
+            first.as_deref(),
+            Ok(r#"{"items":[4,3],"has_more":true,"next_cursor":"m3"}"#)
+        );
+        // The deleted m2 is skipped; m1 is the last page.
+        let next = history_page(&list, Some("m3"), 2, true);
+        assert_eq!(next.as_deref(), Ok(r#"{"items":[1],"has_more":false}"#));
+        // A deleted message still works as a cursor.
+        assert_eq!(
+            history_page(&list, Some("m2"), 5, false).as_deref(),
+            Ok("[1]")
+        );
+        assert_eq!(history_page(&list, Some("nope"), 5, false), Err(400));
     }
 
     #[test]
