@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+mod api;
 mod commands;
 mod error;
 mod state;
@@ -34,7 +35,7 @@ mod state;
 use tauri::plugin::{Builder, TauriPlugin};
 use tauri::{Manager, RunEvent, Runtime};
 
-pub use commands::{ConnectOptions, HistoryResult, LoginResult};
+pub use api::{ConnectOptions, HistoryResult, LoginResult, TetherExt, TetherHandle};
 pub use error::{Error, ErrorKind};
 pub use state::Tether;
 
