@@ -199,6 +199,28 @@ fn live_messages_are_held_during_catch_up_and_follow_the_gap() {
 }
 
 #[test]
+fn only_messages_built_from_history_are_marked_recovered() {
+    let (mut c, t, ch) = reconnected();
+    let req = fetch_id(&drain(&mut c));
+    c.handle_event(&ch, live("c", "m3", 3));
+    c.handle_history(t, req, Ok(body(&[("m3", 3), ("m2", 2), ("m1", 1)], true)));
+    let marks: Vec<(String, bool)> = drain(&mut c)
+        .iter()
+        .filter_map(|o| match o {
+            CatchUpOutput::Deliver(e) => match e.kind() {
+                ServerEventKind::MessageNew { message, .. } => {
+                    Some((message.id.to_string(), e.is_recovered()))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    // m2 came only from history; m3 arrived live (held behind the gap).
+    assert_eq!(marks, [("m2".to_owned(), true), ("m3".to_owned(), false)]);
+}
+
+#[test]
 fn pages_are_walked_with_the_cursor_until_the_anchor() {
     let (mut c, t, _ch) = reconnected();
     let first = fetch_id(&drain(&mut c));

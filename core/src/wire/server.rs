@@ -21,6 +21,8 @@ pub struct ServerEvent {
     json: Text,
     event_type: Text,
     kind: ServerEventKind,
+    /// Built from REST history, not received on the socket.
+    recovered: bool,
 }
 
 /// What the core understood of a server event. Anything it does not act on is [`Other`]:
@@ -292,6 +294,7 @@ impl ServerEvent {
             json,
             event_type,
             kind,
+            recovered: false,
         })
     }
 
@@ -363,7 +366,17 @@ impl ServerEvent {
                 channel_id: channel_id.clone(),
                 message: item.head().clone(),
             },
+            recovered: true,
         }
+    }
+
+    /// Whether this is a `message_new` that a catch-up built from REST history (see
+    /// [`synthesize_message_new`](Self::synthesize_message_new)): the message did not
+    /// arrive live. Catch-up delivers these before the channel's
+    /// [`Event::Resynced`](crate::Event::Resynced), whose `recovered` counts them, so an app
+    /// can mark each one as caught up. False for every event decoded from the socket.
+    pub fn is_recovered(&self) -> bool {
+        self.recovered
     }
 
     /// The event's `type` (`message_new`, `typing_start`, or anything the server invents).
@@ -548,7 +561,9 @@ mod tests {
             e.json(),
             r#"{"type":"message_new","channel_id":"c\"1","message":{"id":"m1","created_at":"2026-01-01T00:00:00Z","content":"hi","x":null}}"#
         );
+        assert!(e.is_recovered());
         let back = decode(e.json().as_str()).unwrap();
         assert_eq!(back.kind(), e.kind());
+        assert!(!back.is_recovered(), "a decoded frame arrived live");
     }
 }
