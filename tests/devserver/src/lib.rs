@@ -24,6 +24,10 @@
 //! N seconds.","retry_after":N,"limit":L,"remaining":0}`. Every answer has a `Date` header,
 //! the 101 of an upgrade included, so a client can read the server's clock.
 //!
+//! [`ServerConfig::chatter`] brings simulated users (the demo's bob and carol) who show
+//! typing and post now and then in every channel, through the same path as a real post;
+//! [`DevServer::set_chatter_quiet`] silences them. Off by default: tests get no random traffic.
+//!
 //! [`ServerConfig::rest_latency`] (or [`Faults::set_rest_latency`]) delays every REST
 //! answer, as a debug build of Kaiku does (about 2 s a read); a request counts against its
 //! limit on arrival. Each user's REST reads are logged ([`DevServer::read_log`]: arrival,
@@ -33,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+mod chatter;
 mod faults;
 mod limits;
 mod rest;
@@ -54,6 +59,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub use chatter::Chatter;
 use faults::FaultState;
 pub use faults::Faults;
 pub use limits::{Limit, PauseViolation, RateLimits, ReadRecord};
@@ -116,6 +122,8 @@ pub struct ServerConfig {
     /// Delay before answering every REST request (a debug build of Kaiku takes about 2 s a
     /// read). Default 0. [`Faults::set_rest_latency`] changes it at run time.
     pub rest_latency: Duration,
+    /// Simulated users who type and post now and then ([`Chatter`]). Default none.
+    pub chatter: Option<Chatter>,
 }
 
 /// A certificate chain and private key (DER) for serving TLS.
@@ -149,6 +157,7 @@ impl Default for ServerConfig {
             rate_limits: RateLimits::default(),
             rate_limit_headers: true,
             rest_latency: Duration::ZERO,
+            chatter: None,
         }
     }
 }
@@ -171,6 +180,8 @@ pub(crate) struct Shared {
     pub next_conn: AtomicU64,
     pub upgrades: AtomicU64,
     pub client_closes: AtomicU64,
+    /// The simulated users are silent.
+    pub chatter_quiet: Mutex<bool>,
 }
 
 impl Shared {
@@ -198,6 +209,18 @@ impl Shared {
         self.limits
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the simulated users are silent; held, no post of theirs starts.
+    pub fn quiet_lock(&self) -> MutexGuard<'_, bool> {
+        self.chatter_quiet
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the simulated users are silent now.
+    pub fn is_quiet(&self) -> bool {
+        *self.quiet_lock()
     }
 
     /// The delay before each REST answer: the fault's, else the configured one.
@@ -269,7 +292,11 @@ impl DevServer {
             next_conn: AtomicU64::new(1),
             upgrades: AtomicU64::new(0),
             client_closes: AtomicU64::new(0),
+            chatter_quiet: Mutex::new(false),
         });
+        if let Some(chatter) = &shared.config.chatter {
+            chatter::spawn(&shared, chatter);
+        }
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let (stop, task) = serve(listener, shared.clone())?;
@@ -331,6 +358,18 @@ impl DevServer {
     /// Posts a message as `username`, broadcasting `message_new`; returns the message id.
     pub fn post(&self, channel_id: &str, username: &str, content: &str) -> Option<String> {
         rest::post_message(&self.shared, channel_id, username, content)
+    }
+
+    /// Silences the simulated users ([`ServerConfig::chatter`]), or lets them speak again.
+    /// Once this returns, none of them posts until allowed again (a post already made has
+    /// been broadcast).
+    pub fn set_chatter_quiet(&self, quiet: bool) {
+        *self.shared.quiet_lock() = quiet;
+    }
+
+    /// Whether the simulated users are silenced.
+    pub fn is_chatter_quiet(&self) -> bool {
+        self.shared.is_quiet()
     }
 
     /// Upgrade requests seen so far (accepted or refused).
