@@ -1,0 +1,257 @@
+//! Kaiku's network commands, each a few lines over tauri-plugin-tether's Rust API.
+//!
+//! The Kaiku app registers these in place of its `client/src-tauri/src/network` module: the
+//! same names, arguments and return shapes, so its frontend does not change. What it gains
+//! and how to swap is in `docs/embedding.md`.
+//!
+//! ```ignore
+//! tauri::Builder::default()
+//!     .plugin(tauri_plugin_tether::init())
+//!     .manage(kaiku_shim::AuthState::default())
+//!     .invoke_handler(kaiku_shim::handler())
+//!     .run(tauri::generate_context!())
+//!     .expect("app runs");
+//! ```
+//!
+//! Kaiku keeps its login and its refresh-token storage. Its auth state is [`AuthState`] here;
+//! after its own refresh it calls [`tokens_changed`], which hands the new access token to
+//! the connection. tether is given no refresh token, so two refreshers never race for one
+//! rotating refresh token: when a token is refused, the app sees `ws:status` with
+//! `failed`/`auth`, refreshes, and [`tokens_changed`] reconnects.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tauri::{AppHandle, Manager, Runtime, State};
+use tauri_plugin_tether::TetherExt;
+use tether_core::{ClientEvent, Credentials, Status};
+
+/// The app's own auth state, as Kaiku's `login` and refresh fill it.
+#[derive(Debug, Default)]
+pub struct AuthState(Mutex<Auth>);
+
+/// What [`AuthState`] holds. `Debug` never shows the token.
+#[derive(Clone, Default)]
+pub struct Auth {
+    /// The server's HTTP base URL.
+    pub server_url: Option<String>,
+    /// The access token.
+    pub access_token: Option<String>,
+    /// Its lifetime from when it was issued, if the login answer said (`expires_in`).
+    pub expires_in: Option<Duration>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("server_url", &self.server_url)
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+impl AuthState {
+    /// Replaces what the app knows (after its login or refresh).
+    pub fn set(&self, auth: Auth) {
+        if let Ok(mut a) = self.0.lock() {
+            *a = auth;
+        }
+    }
+
+    /// What the app knows now.
+    pub fn get(&self) -> Auth {
+        self.0.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
+impl Auth {
+    /// The credentials tether gets: the access token and its lifetime, no refresh token.
+    fn credentials(&self) -> Option<Credentials> {
+        let token = self.access_token.as_deref()?;
+        let creds = Credentials::new(token);
+        Some(match self.expires_in {
+            Some(life) => creds.with_expires_in(life),
+            None => creds,
+        })
+    }
+}
+
+/// Kaiku's `ConnectionStatus`, serialized as its frontend reads it: `"disconnected"`,
+/// `"connecting"`, `"connected"` or `{"reconnecting":{"attempt":n}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    /// Not connected (a failed connection too: `ws:status` says why).
+    Disconnected,
+    /// The first attempt is under way.
+    Connecting,
+    /// Connected and `ready`.
+    Connected,
+    /// Waiting to retry, or retrying.
+    Reconnecting {
+        /// The attempt number.
+        attempt: u32,
+    },
+}
+
+impl From<&Status> for ConnectionStatus {
+    fn from(status: &Status) -> Self {
+        match status {
+            Status::Connecting { .. } => Self::Connecting,
+            Status::Connected => Self::Connected,
+            Status::Reconnecting { attempt, .. } => Self::Reconnecting { attempt: *attempt },
+            _ => Self::Disconnected,
+        }
+    }
+}
+
+/// The commands, for `Builder::invoke_handler`.
+pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
+    tauri::generate_handler![
+        ws_connect,
+        ws_disconnect,
+        ws_status,
+        ws_subscribe,
+        ws_unsubscribe,
+        ws_typing,
+        ws_stop_typing,
+        ws_ping,
+        ws_send_activity,
+        ws_send_custom_status,
+    ]
+}
+
+/// The app's refresh (or a new login) stored new tokens in `auth`: the connection uses them
+/// from its next upgrade, and a connection that failed on the old ones connects again.
+pub async fn tokens_changed<R: Runtime>(app: &AppHandle<R>, auth: Auth) -> Result<(), String> {
+    let creds = auth.credentials();
+    app.state::<AuthState>().set(auth);
+    match creds {
+        // Not connected yet: `ws_connect` will read the new tokens.
+        Some(creds) if app.tether().watch_status().await.is_ok() => {
+            app.tether().set_credentials(creds).await.map_err(text)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn text(e: tauri_plugin_tether::Error) -> String {
+    e.message
+}
+
+/// Connects with the server and token of the app's auth state.
+#[tauri::command]
+async fn ws_connect<R: Runtime>(
+    app: AppHandle<R>,
+    auth: State<'_, AuthState>,
+) -> Result<(), String> {
+    let auth = auth.get();
+    let server = auth.server_url.clone().ok_or("not logged in: no server")?;
+    let creds = auth.credentials().ok_or("not logged in: no token")?;
+    app.tether()
+        .connect_with(server, creds)
+        .await
+        .map_err(text)?;
+    Ok(())
+}
+
+#[tauri::command]
+async fn ws_disconnect<R: Runtime>(app: AppHandle<R>) -> Result<(), String> {
+    app.tether().disconnect().await.map_err(text)
+}
+
+#[tauri::command]
+async fn ws_status<R: Runtime>(app: AppHandle<R>) -> Result<ConnectionStatus, String> {
+    Ok(ConnectionStatus::from(&app.tether().status().await))
+}
+
+#[tauri::command]
+async fn ws_subscribe<R: Runtime>(app: AppHandle<R>, channel_id: String) -> Result<(), String> {
+    app.tether().subscribe(&channel_id).await.map_err(text)
+}
+
+#[tauri::command]
+async fn ws_unsubscribe<R: Runtime>(app: AppHandle<R>, channel_id: String) -> Result<(), String> {
+    app.tether().unsubscribe(&channel_id).await.map_err(text)
+}
+
+#[tauri::command]
+async fn ws_typing<R: Runtime>(app: AppHandle<R>, channel_id: String) -> Result<(), String> {
+    send(&app, ClientEvent::Typing { channel_id }).await
+}
+
+#[tauri::command]
+async fn ws_stop_typing<R: Runtime>(app: AppHandle<R>, channel_id: String) -> Result<(), String> {
+    send(&app, ClientEvent::StopTyping { channel_id }).await
+}
+
+#[tauri::command]
+async fn ws_ping<R: Runtime>(app: AppHandle<R>) -> Result<(), String> {
+    send(&app, ClientEvent::Ping).await
+}
+
+#[tauri::command]
+async fn ws_send_activity<R: Runtime>(
+    app: AppHandle<R>,
+    activity: Option<Value>,
+) -> Result<(), String> {
+    let activity = activity.unwrap_or(Value::Null);
+    send(&app, ClientEvent::SetActivity { activity }).await
+}
+
+#[tauri::command]
+async fn ws_send_custom_status<R: Runtime>(
+    app: AppHandle<R>,
+    custom_status: Option<Value>,
+) -> Result<(), String> {
+    let custom_status = custom_status.unwrap_or(Value::Null);
+    send(&app, ClientEvent::SetCustomStatus { custom_status }).await
+}
+
+async fn send<R: Runtime>(app: &AppHandle<R>, event: ClientEvent) -> Result<(), String> {
+    app.tether().send(event).await.map_err(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_serializes_as_kaiku_s_connection_status() {
+        let json = |s: Status| serde_json::to_string(&ConnectionStatus::from(&s)).ok();
+        assert_eq!(
+            json(Status::Disconnected).as_deref(),
+            Some(r#""disconnected""#)
+        );
+        assert_eq!(json(Status::Connected).as_deref(), Some(r#""connected""#));
+        let reconnecting = Status::Reconnecting {
+            attempt: 3,
+            retry_in_ms: 1500,
+            reason: tether_core::ReconnectReason::HeartbeatTimeout,
+        };
+        assert_eq!(
+            json(reconnecting).as_deref(),
+            Some(r#"{"reconnecting":{"attempt":3}}"#)
+        );
+    }
+
+    #[test]
+    fn auth_debug_never_shows_the_token() {
+        let auth = Auth {
+            server_url: Some("https://chat.example.com".into()),
+            access_token: Some("eyJ.the-token.sig".into()),
+            expires_in: None,
+        };
+        let shown = format!("{auth:?}");
+        assert!(
+            !shown.contains("the-token") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+}
