@@ -16,6 +16,10 @@ pub struct Cli {
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The demo's simulated users: each one's mean pause between posts, in seconds (default
+    /// 8). Hidden: for tests, which want them fast.
+    #[arg(long, value_name = "SECS", value_parser = positive_secs, hide = true)]
+    pub demo_pace: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]

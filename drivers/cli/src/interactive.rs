@@ -1,11 +1,14 @@
 //! `tether` with no arguments: a demo server on a free loopback port and a line-based chat on
-//! it, with commands that break the connection on purpose so you can watch it recover.
+//! it, with commands that break the connection on purpose so you can watch it recover. Two
+//! simulated users, bob and carol, type and post now and then (the dev server's
+//! [`Chatter`]); messages a catch-up recovered are marked `↺ caught up`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tether_core::{Event, Secret, Status};
-use tether_devserver::{DevServer, ServerConfig};
+use tether_core::{Event, Secret, ServerEvent, ServerEventKind, Status};
+use tether_devserver::{Chatter, DevServer, ServerConfig};
 use tether_tokio::{Client, ClientConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -22,6 +25,7 @@ type a line to post it in the current channel, or a command:
   /restart [SECS]    restart the server (default 2 s down): subscriptions are replayed
   /refuse CODE [N]   refuse the next N upgrades with HTTP CODE (default N = 3)
   /expire            expire every access token (the client refreshes)
+  /quiet [on|off]    silence bob and carol, the simulated users (alone: toggle)
   /help              this text
   /quit              leave";
 
@@ -32,12 +36,29 @@ struct Chat {
     channels: Vec<(String, String)>,
     current: usize,
     /// Channels the server has confirmed at least once (each is announced once).
-    joined: std::collections::BTreeSet<String>,
+    joined: BTreeSet<String>,
+    /// Who was last shown typing where (channel id, user id), and when: a burst of typing is
+    /// shown once, until that user posts there, stops, or has been silent a while.
+    typing: BTreeMap<(String, String), Instant>,
 }
 
-pub async fn run() -> Result<(), Failure> {
+/// Simulated users the demo starts.
+const SIMULATED: [&str; 2] = ["bob", "carol"];
+
+/// A `typing_start` this long after the last one shown is a new burst (Kaiku clients repeat
+/// theirs every 3 s while typing).
+const TYPING_BURST: Duration = Duration::from_secs(10);
+
+/// Runs the demo; `pace` is each simulated user's mean pause between posts (the dev
+/// server's default when `None`).
+pub async fn run(pace: Option<Duration>) -> Result<(), Failure> {
     let mut config = ServerConfig::default();
     config.demo = true;
+    let mut chatter = Chatter::new(SIMULATED);
+    if let Some(pace) = pace {
+        chatter.pace = pace;
+    }
+    config.chatter = Some(chatter);
     let server = DevServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
         .await
         .map_err(|e| Failure::general(format!("cannot start the dev server: {e}")))?;
@@ -72,6 +93,7 @@ pub async fn run() -> Result<(), Failure> {
     println!(
         "you are alice; other terminals can join: tether listen --server {url} --username bob --password password123 --channel <id>"
     );
+    println!("bob and carol are simulated: they type and post now and then (/quiet silences them)");
     println!("{HELP}");
     let mut chat = Chat {
         server,
@@ -79,7 +101,8 @@ pub async fn run() -> Result<(), Failure> {
         token,
         channels,
         current: 0,
-        joined: std::collections::BTreeSet::new(),
+        joined: BTreeSet::new(),
+        typing: BTreeMap::new(),
     };
     chat.show_channels();
 
@@ -132,13 +155,98 @@ impl Chat {
                 }
             }
             Event::Server(e) if e.event_type().as_str() == "ready" => {}
+            Event::Server(e) => match e.kind() {
+                ServerEventKind::MessageNew { .. } => self.show_message(e),
+                ServerEventKind::TypingStart {
+                    channel_id,
+                    user_id,
+                } => self.show_typing(channel_id.as_str(), user_id.as_str()),
+                ServerEventKind::TypingStop {
+                    channel_id,
+                    user_id,
+                } => {
+                    self.typing
+                        .remove(&(channel_id.to_string(), user_id.to_string()));
+                }
+                _ => println!("{}", human(event)),
+            },
+            // After a reconnect every channel resyncs; only those that missed something say so.
             Event::Resynced {
                 recovered: 0,
                 complete: true,
                 ..
             } => {}
+            Event::Resynced {
+                channel_id,
+                recovered,
+                complete,
+            } => println!(
+                "-- resynced {}: {recovered} message(s) caught up, {}",
+                self.channel_name(channel_id.as_str()),
+                if *complete {
+                    "complete"
+                } else {
+                    "incomplete (gap too large: reload the channel)"
+                }
+            ),
             other => println!("{}", human(other)),
         }
+    }
+
+    /// `[#general] bob: text`, marked when a catch-up recovered it rather than the socket
+    /// bringing it live.
+    fn show_message(&mut self, e: &ServerEvent) {
+        let v: serde_json::Value = serde_json::from_str(e.json().as_str()).unwrap_or_default();
+        let m = &v["message"];
+        let channel = v["channel_id"].as_str().unwrap_or("");
+        if let Some(author) = m["author"]["id"].as_str() {
+            // A post ends its author's burst of typing there.
+            self.typing.remove(&(channel.to_owned(), author.to_owned()));
+        }
+        println!(
+            "[{}] {}: {}{}",
+            self.channel_name(channel),
+            m["author"]["username"].as_str().unwrap_or("?"),
+            m["content"].as_str().unwrap_or(""),
+            if e.is_recovered() {
+                "  ↺ caught up"
+            } else {
+                ""
+            }
+        );
+    }
+
+    /// `  bob is typing in #general…`, once per burst.
+    fn show_typing(&mut self, channel_id: &str, user_id: &str) {
+        // The demo's own directory: the server runs in this process.
+        let Some(name) = self
+            .server
+            .with_store(|s| s.user(user_id).map(|u| u.username.clone()))
+        else {
+            return;
+        };
+        if name == "alice" {
+            return;
+        }
+        let now = Instant::now();
+        let key = (channel_id.to_owned(), user_id.to_owned());
+        if self
+            .typing
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < TYPING_BURST)
+        {
+            return;
+        }
+        self.typing.insert(key, now);
+        println!("  {name} is typing in {}…", self.channel_name(channel_id));
+    }
+
+    /// `#general`, or the short id of a channel the demo does not list.
+    fn channel_name(&self, id: &str) -> String {
+        self.channels
+            .iter()
+            .find(|(c, _)| c == id)
+            .map_or_else(|| short(id).to_owned(), |(_, name)| format!("#{name}"))
     }
 
     fn show_channels(&self) {
@@ -191,6 +299,23 @@ impl Chat {
             },
             "/drop" => println!("-- dropped {} socket(s)", faults.drop_all()),
             "/stall" => println!("-- stalled {} socket(s)", faults.stall(false)),
+            "/quiet" => {
+                let quiet = match rest {
+                    "on" => true,
+                    "off" => false,
+                    "" => !self.server.is_chatter_quiet(),
+                    _ => {
+                        println!("-- /quiet takes `on`, `off` or nothing (toggle)");
+                        return true;
+                    }
+                };
+                self.server.set_chatter_quiet(quiet);
+                if quiet {
+                    println!("-- bob and carol are quiet (/quiet again to let them talk)");
+                } else {
+                    println!("-- bob and carol are back");
+                }
+            }
             "/expire" => {
                 faults.expire_tokens();
                 println!("-- every access token is now expired");

@@ -150,7 +150,7 @@ fn init_logs(verbose: u8) {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        None => interactive::run().await,
+        None => interactive::run(cli.demo_pace.map(std::time::Duration::from_secs_f64)).await,
         Some(Command::Serve(a)) => serve(a).await,
         Some(Command::Listen(a)) => listen::run(a).await,
         Some(Command::Send(a)) => rest::send(a).await,
