@@ -204,8 +204,7 @@ mod tests {
         let mut rest = Vec::new();
         while rest.len() < 2 {
             let f = next_frame(&mut rx).await;
-            if f["user_id"] == start["user_id"]
-                || f["message"]["author"]["id"] == start["user_id"]
+            if f["user_id"] == start["user_id"] || f["message"]["author"]["id"] == start["user_id"]
             {
                 rest.push(f);
             }
@@ -235,7 +234,10 @@ mod tests {
         assert_eq!(simulated_posts(&server), before);
         server.set_chatter_quiet(false);
         while simulated_posts(&server) == before {
-            assert!(Instant::now() < deadline, "no simulated post after quiet(false)");
+            assert!(
+                Instant::now() < deadline,
+                "no simulated post after quiet(false)"
+            );
             tokio::time::sleep(pace).await;
         }
     }
