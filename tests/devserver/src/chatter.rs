@@ -93,27 +93,36 @@ async fn speak(
         let typing = (pause / 3).min(MAX_TYPING);
         tokio::time::sleep(pause - typing).await;
         let Some(s) = shared.upgrade() else { return };
-        if s.is_quiet() {
-            continue;
-        }
         let Some((user_id, channel_id)) = pick_channel(&s, &username, &mut rng) else {
             continue;
         };
         let frame = |ty: &str| json!({"type": ty, "channel_id": channel_id, "user_id": user_id});
-        s.broadcast(&channel_id, &frame("typing_start").to_string());
+        // Held across the broadcast, as across the post below: once `quiet(true)` returns,
+        // nothing of theirs starts.
+        let started = {
+            let quiet = s.quiet_lock();
+            if !*quiet {
+                s.broadcast(&channel_id, &frame("typing_start").to_string());
+            }
+            !*quiet
+        };
+        if !started {
+            continue;
+        }
         drop(s);
         tokio::time::sleep(typing).await;
         let Some(s) = shared.upgrade() else { return };
         // A client stops typing as it sends; Kaiku relays that as `typing_stop`.
         s.broadcast(&channel_id, &frame("typing_stop").to_string());
         let line = LINES[rng.usize(..LINES.len())];
-        // Held across the post: once `quiet(true)` returns, no post starts, and the last one
-        // is already broadcast (ahead of anything posted after it).
-        let quiet = s.quiet_lock();
-        if !*quiet {
-            rest::post_message(&s, &channel_id, &username, line);
+        // Once `quiet(true)` returns no post starts, and the last one is already broadcast
+        // (ahead of anything posted after it).
+        {
+            let quiet = s.quiet_lock();
+            if !*quiet {
+                rest::post_message(&s, &channel_id, &username, line);
+            }
         }
-        drop(quiet);
     }
 }
 

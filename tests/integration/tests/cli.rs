@@ -1328,12 +1328,14 @@ async fn serve_prints_its_address_first_and_serves_there() {
     assert_eq!(rest.first(), Some(&first));
 }
 
-#[tokio::test]
-async fn bare_tether_starts_a_demo_chat_and_quits_on_request() {
-    let mut cmd = tether_cmd::<&str>(&[]);
+/// The bare `tether` with stdin piped (kept open, as a terminal's), once the server has
+/// confirmed its current channel: a line posted in it from then on comes back over the socket
+/// (before that, the post can reach the server before the subscription).
+async fn demo(args: &[&str]) -> (Tether, tokio::process::ChildStdin) {
+    let mut cmd = tether_cmd(args);
     cmd.stdin(Stdio::piped());
     let mut t = Tether::spawn_cmd(cmd, false);
-    let mut stdin = t.child.stdin.take().expect("stdin");
+    let stdin = t.child.stdin.take().expect("stdin");
     t.until("the demo banner", |v| {
         v.as_str()
             .is_some_and(|l| l.starts_with("tether demo: dev server on http://127.0.0.1:"))
@@ -1341,8 +1343,6 @@ async fn bare_tether_starts_a_demo_chat_and_quits_on_request() {
     .await;
     t.until("connected", |v| v.as_str() == Some("-- connected"))
         .await;
-    // Once the server has confirmed the current channel, a line posted in it comes back over
-    // the socket (before that, the post can reach the server before the subscription).
     let current = t
         .seen
         .iter()
@@ -1353,19 +1353,146 @@ async fn bare_tether_starts_a_demo_chat_and_quits_on_request() {
         .expect("the current channel is marked");
     t.until("joined", |v| v.as_str() == Some(current.as_str()))
         .await;
-    stdin.write_all(b"hello demo\n").await.expect("write stdin");
+    (t, stdin)
+}
+
+async fn type_line(stdin: &mut tokio::process::ChildStdin, line: &str) {
+    stdin
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .expect("write stdin");
+    stdin.flush().await.expect("flush stdin");
+}
+
+/// Types `/quit` and checks the demo ends cleanly.
+async fn quit(mut t: Tether, mut stdin: tokio::process::ChildStdin) {
+    type_line(&mut stdin, "/quit").await;
+    let code = t.exit(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "{}", t.context());
+    assert_no_panic(&t.stderr(), "tether");
+}
+
+/// A message line of the demo's simulated users: `[#general] bob: ...`.
+fn is_simulated_post(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|l| l.starts_with("[#") && (l.contains("] bob: ") || l.contains("] carol: ")))
+}
+
+/// `  bob is typing in #general…`.
+fn is_simulated_typing(v: &Value) -> bool {
+    v.as_str().is_some_and(|l| {
+        (l.starts_with("  bob is typing in #") || l.starts_with("  carol is typing in #"))
+            && l.ends_with('…')
+    })
+}
+
+/// The simulated users' pace in the demo tests: seconds between one user's posts, on average.
+const DEMO_PACE: &str = "0.2";
+
+#[tokio::test]
+async fn bare_tether_starts_a_demo_chat_and_quits_on_request() {
+    let (mut t, mut stdin) = demo(&[]).await;
+    type_line(&mut stdin, "hello demo").await;
     t.until("the posted line", |v| {
         v.as_str()
             .is_some_and(|l| l.ends_with("] alice: hello demo"))
     })
     .await;
     // Stdin stays open (a terminal): /quit alone must end it.
-    stdin.write_all(b"/quit\n").await.expect("write stdin");
-    stdin.flush().await.expect("flush stdin");
-    let code = t.exit(Duration::from_secs(10)).await;
-    assert_eq!(code, Some(0), "{}", t.context());
-    assert_no_panic(&t.stderr(), "tether");
-    drop(stdin);
+    quit(t, stdin).await;
+}
+
+#[tokio::test]
+async fn the_demos_simulated_users_type_and_post_until_told_to_be_quiet() {
+    let (mut t, mut stdin) = demo(&["--demo-pace", DEMO_PACE]).await;
+    t.until("a simulated user typing", is_simulated_typing)
+        .await;
+    t.until("a simulated user's message", is_simulated_post)
+        .await;
+
+    type_line(&mut stdin, "/quiet").await;
+    t.until("quiet", |v| {
+        v.as_str()
+            .is_some_and(|l| l.starts_with("-- bob and carol are quiet"))
+    })
+    .await;
+    // Fences: alice's lines come back in order with everything broadcast before them. What
+    // was under way when /quiet returned arrives before the first; nothing may come between
+    // the two, over many of the simulated users' paces.
+    type_line(&mut stdin, "fence one").await;
+    t.until("the first fence", |v| {
+        v.as_str()
+            .is_some_and(|l| l.ends_with("] alice: fence one"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    type_line(&mut stdin, "fence two").await;
+    let between = t
+        .until("the second fence", |v| {
+            v.as_str()
+                .is_some_and(|l| l.ends_with("] alice: fence two"))
+        })
+        .await;
+    let noise: Vec<&Value> = between
+        .iter()
+        .filter(|v| is_simulated_post(v) || is_simulated_typing(v))
+        .collect();
+    assert!(noise.is_empty(), "quiet, yet: {noise:?}");
+
+    // /quiet again: they are back.
+    type_line(&mut stdin, "/quiet").await;
+    t.until("back", |v| v.as_str() == Some("-- bob and carol are back"))
+        .await;
+    t.until("a simulated user's message after /quiet", is_simulated_post)
+        .await;
+    quit(t, stdin).await;
+}
+
+#[tokio::test]
+async fn after_a_drop_the_demo_marks_caught_up_messages_then_says_resynced() {
+    let (mut t, mut stdin) = demo(&["--demo-pace", DEMO_PACE]).await;
+    type_line(&mut stdin, "/quiet on").await;
+    // Posted right after the drop: the first reconnect waits at least 0.5 s (the backoff's
+    // first cap is 1 s, jittered in [cap/2, cap]), so the socket is down and the line can
+    // only come back through the catch-up.
+    type_line(&mut stdin, "/drop").await;
+    type_line(&mut stdin, "posted while down").await;
+    let read = t
+        .until("the caught-up line", |v| {
+            v.as_str()
+                .is_some_and(|l| l.contains("] alice: posted while down"))
+        })
+        .await;
+    let line = read.last().and_then(Value::as_str).unwrap_or_default();
+    assert!(
+        line.starts_with("[#") && line.ends_with("] alice: posted while down  ↺ caught up"),
+        "not marked as caught up: {line}\n{}",
+        t.context()
+    );
+    assert!(
+        read.iter()
+            .any(|v| v.as_str().is_some_and(|l| l.starts_with("-- dropped "))),
+        "{}",
+        t.context()
+    );
+    // Its channel's summary follows: how many came back, and that the gap closed.
+    let channel = line
+        .strip_prefix('[')
+        .and_then(|l| l.split(']').next())
+        .expect("a channel")
+        .to_owned();
+    let summary = t
+        .until("the resynced line", |v| {
+            v.as_str()
+                .is_some_and(|l| l.starts_with(&format!("-- resynced {channel}: ")))
+        })
+        .await;
+    let summary = summary.last().and_then(Value::as_str).unwrap_or_default();
+    assert!(
+        summary.ends_with("message(s) caught up, complete") && !summary.contains(": 0 "),
+        "{summary}"
+    );
+    quit(t, stdin).await;
 }
 
 #[cfg(unix)]
