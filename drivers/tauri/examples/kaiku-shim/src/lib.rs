@@ -19,6 +19,11 @@
 //! rotating refresh token: when a token is refused, the app sees `ws:status` with
 //! `failed`/`auth`, refreshes, and [`tokens_changed`] reconnects.
 
+/// `docs/embedding.md`, whose Rust blocks are compiled as this crate's doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../../../docs/embedding.md")]
+pub struct EmbeddingGuide;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -114,16 +119,16 @@ impl From<&Status> for ConnectionStatus {
 /// The commands, for `Builder::invoke_handler`.
 pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
     tauri::generate_handler![
-        ws_connect,
-        ws_disconnect,
-        ws_status,
-        ws_subscribe,
-        ws_unsubscribe,
-        ws_typing,
-        ws_stop_typing,
-        ws_ping,
-        ws_send_activity,
-        ws_send_custom_status,
+        commands::ws_connect,
+        commands::ws_disconnect,
+        commands::ws_status,
+        commands::ws_subscribe,
+        commands::ws_unsubscribe,
+        commands::ws_typing,
+        commands::ws_stop_typing,
+        commands::ws_ping,
+        commands::ws_send_activity,
+        commands::ws_send_custom_status,
     ]
 }
 
@@ -145,73 +150,101 @@ fn text(e: tauri_plugin_tether::Error) -> String {
     e.message
 }
 
-/// Connects with the server and token of the app's auth state.
-#[tauri::command]
-async fn ws_connect<R: Runtime>(
-    app: AppHandle<R>,
-    auth: State<'_, AuthState>,
-) -> Result<(), String> {
-    let auth = auth.get();
-    let server = auth.server_url.clone().ok_or("not logged in: no server")?;
-    let creds = auth.credentials().ok_or("not logged in: no token")?;
-    app.tether()
-        .connect_with(server, creds)
-        .await
-        .map_err(text)?;
-    Ok(())
-}
+/// Kaiku's commands. They live in a module because `#[tauri::command]` on a `pub fn` at a
+/// crate's root collides with the macros it exports; register them as
+/// `kaiku_shim::commands::ws_connect` and so on, or all at once with [`handler`].
+pub mod commands {
+    use super::*;
 
-#[tauri::command]
-async fn ws_disconnect<R: Runtime>(app: AppHandle<R>) -> Result<(), String> {
-    app.tether().disconnect().await.map_err(text)
-}
+    /// Connects with the server and token of the app's auth state (no arguments, as Kaiku's).
+    #[tauri::command]
+    pub async fn ws_connect<R: Runtime>(
+        app: AppHandle<R>,
+        auth: State<'_, AuthState>,
+    ) -> Result<(), String> {
+        let auth = auth.get();
+        let server = auth.server_url.clone().ok_or("not logged in: no server")?;
+        let creds = auth.credentials().ok_or("not logged in: no token")?;
+        app.tether()
+            .connect_with(server, creds)
+            .await
+            .map_err(text)?;
+        Ok(())
+    }
 
-#[tauri::command]
-async fn ws_status<R: Runtime>(app: AppHandle<R>) -> Result<ConnectionStatus, String> {
-    Ok(ConnectionStatus::from(&app.tether().status().await))
-}
+    /// Closes the connection and forgets it.
+    #[tauri::command]
+    pub async fn ws_disconnect<R: Runtime>(app: AppHandle<R>) -> Result<(), String> {
+        app.tether().disconnect().await.map_err(text)
+    }
 
-#[tauri::command]
-async fn ws_subscribe<R: Runtime>(app: AppHandle<R>, channel_id: String) -> Result<(), String> {
-    app.tether().subscribe(&channel_id).await.map_err(text)
-}
+    /// The status, in Kaiku's shape.
+    #[tauri::command]
+    pub async fn ws_status<R: Runtime>(app: AppHandle<R>) -> Result<ConnectionStatus, String> {
+        Ok(ConnectionStatus::from(&app.tether().status().await))
+    }
 
-#[tauri::command]
-async fn ws_unsubscribe<R: Runtime>(app: AppHandle<R>, channel_id: String) -> Result<(), String> {
-    app.tether().unsubscribe(&channel_id).await.map_err(text)
-}
+    /// Wants a channel's events, now and after every reconnect.
+    #[tauri::command]
+    pub async fn ws_subscribe<R: Runtime>(
+        app: AppHandle<R>,
+        channel_id: String,
+    ) -> Result<(), String> {
+        app.tether().subscribe(&channel_id).await.map_err(text)
+    }
 
-#[tauri::command]
-async fn ws_typing<R: Runtime>(app: AppHandle<R>, channel_id: String) -> Result<(), String> {
-    send(&app, ClientEvent::Typing { channel_id }).await
-}
+    /// Stops wanting a channel.
+    #[tauri::command]
+    pub async fn ws_unsubscribe<R: Runtime>(
+        app: AppHandle<R>,
+        channel_id: String,
+    ) -> Result<(), String> {
+        app.tether().unsubscribe(&channel_id).await.map_err(text)
+    }
 
-#[tauri::command]
-async fn ws_stop_typing<R: Runtime>(app: AppHandle<R>, channel_id: String) -> Result<(), String> {
-    send(&app, ClientEvent::StopTyping { channel_id }).await
-}
+    /// The user is typing in a channel.
+    #[tauri::command]
+    pub async fn ws_typing<R: Runtime>(
+        app: AppHandle<R>,
+        channel_id: String,
+    ) -> Result<(), String> {
+        send(&app, ClientEvent::Typing { channel_id }).await
+    }
 
-#[tauri::command]
-async fn ws_ping<R: Runtime>(app: AppHandle<R>) -> Result<(), String> {
-    send(&app, ClientEvent::Ping).await
-}
+    /// The user stopped typing.
+    #[tauri::command]
+    pub async fn ws_stop_typing<R: Runtime>(
+        app: AppHandle<R>,
+        channel_id: String,
+    ) -> Result<(), String> {
+        send(&app, ClientEvent::StopTyping { channel_id }).await
+    }
 
-#[tauri::command]
-async fn ws_send_activity<R: Runtime>(
-    app: AppHandle<R>,
-    activity: Option<Value>,
-) -> Result<(), String> {
-    let activity = activity.unwrap_or(Value::Null);
-    send(&app, ClientEvent::SetActivity { activity }).await
-}
+    /// An application-level ping (tether keeps its own heartbeat; this one is for the app).
+    #[tauri::command]
+    pub async fn ws_ping<R: Runtime>(app: AppHandle<R>) -> Result<(), String> {
+        send(&app, ClientEvent::Ping).await
+    }
 
-#[tauri::command]
-async fn ws_send_custom_status<R: Runtime>(
-    app: AppHandle<R>,
-    custom_status: Option<Value>,
-) -> Result<(), String> {
-    let custom_status = custom_status.unwrap_or(Value::Null);
-    send(&app, ClientEvent::SetCustomStatus { custom_status }).await
+    /// Rich presence; `null` or nothing clears it.
+    #[tauri::command]
+    pub async fn ws_send_activity<R: Runtime>(
+        app: AppHandle<R>,
+        activity: Option<Value>,
+    ) -> Result<(), String> {
+        let activity = activity.unwrap_or(Value::Null);
+        send(&app, ClientEvent::SetActivity { activity }).await
+    }
+
+    /// The custom status; `null` or nothing clears it.
+    #[tauri::command]
+    pub async fn ws_send_custom_status<R: Runtime>(
+        app: AppHandle<R>,
+        custom_status: Option<Value>,
+    ) -> Result<(), String> {
+        let custom_status = custom_status.unwrap_or(Value::Null);
+        send(&app, ClientEvent::SetCustomStatus { custom_status }).await
+    }
 }
 
 async fn send<R: Runtime>(app: &AppHandle<R>, event: ClientEvent) -> Result<(), String> {
