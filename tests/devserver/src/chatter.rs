@@ -159,11 +159,13 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(20);
 
     async fn demo_with_chatter(pace: Duration) -> DevServer {
-        let mut config = ServerConfig::default();
-        config.demo = true;
         let mut chatter = Chatter::new(["bob", "carol"]);
         chatter.pace = pace;
-        config.chatter = Some(chatter);
+        let config = ServerConfig {
+            demo: true,
+            chatter: Some(chatter),
+            ..ServerConfig::default()
+        };
         DevServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
             .await
             .unwrap()
