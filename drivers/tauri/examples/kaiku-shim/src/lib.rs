@@ -98,7 +98,7 @@ pub enum ConnectionStatus {
     Connecting,
     /// Connected and `ready`.
     Connected,
-    /// Waiting to retry, or retrying.
+    /// Waiting to retry, or retrying (tether's `connecting` with an attempt above 0).
     Reconnecting {
         /// The attempt number.
         attempt: u32,
@@ -108,9 +108,12 @@ pub enum ConnectionStatus {
 impl From<&Status> for ConnectionStatus {
     fn from(status: &Status) -> Self {
         match status {
-            Status::Connecting { .. } => Self::Connecting,
+            Status::Connecting { attempt: 0 } => Self::Connecting,
+            // A retry's socket opening: still reconnecting to Kaiku, with the same number.
+            Status::Connecting { attempt } | Status::Reconnecting { attempt, .. } => {
+                Self::Reconnecting { attempt: *attempt }
+            }
             Status::Connected => Self::Connected,
-            Status::Reconnecting { attempt, .. } => Self::Reconnecting { attempt: *attempt },
             _ => Self::Disconnected,
         }
     }
@@ -263,6 +266,20 @@ mod tests {
             Some(r#""disconnected""#)
         );
         assert_eq!(json(Status::Connected).as_deref(), Some(r#""connected""#));
+        assert_eq!(
+            json(Status::Connecting { attempt: 0 }).as_deref(),
+            Some(r#""connecting""#)
+        );
+        // A retry opening its socket is still reconnecting, not a first connect.
+        assert_eq!(
+            json(Status::Connecting { attempt: 2 }).as_deref(),
+            Some(r#"{"reconnecting":{"attempt":2}}"#)
+        );
+        let failed = Status::Failed {
+            reason: tether_core::FailReason::Auth,
+            http_status: Some(401),
+        };
+        assert_eq!(json(failed).as_deref(), Some(r#""disconnected""#));
         let reconnecting = Status::Reconnecting {
             attempt: 3,
             retry_in_ms: 1500,
