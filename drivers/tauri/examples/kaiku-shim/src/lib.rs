@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 use tauri::{AppHandle, Manager, Runtime, State};
-use tauri_plugin_tether::TetherExt;
+use tauri_plugin_tether::{ErrorKind, TetherExt};
 use tether_core::{ClientEvent, Credentials, Status};
 
 /// The app's own auth state, as Kaiku's `login` and refresh fill it.
@@ -135,17 +135,17 @@ pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + 
     ]
 }
 
-/// The app's refresh (or a new login) stored new tokens in `auth`: the connection uses them
-/// from its next upgrade, and a connection that failed on the old ones connects again.
+/// The app's refresh (or a new login of the same user on the same server) stored new tokens
+/// in `auth`: the connection uses them from its next upgrade, and a connection that failed on
+/// the old ones connects again. Another user or server: `ws_disconnect`, then `ws_connect`.
 pub async fn tokens_changed<R: Runtime>(app: &AppHandle<R>, auth: Auth) -> Result<(), String> {
     let creds = auth.credentials();
     app.state::<AuthState>().set(auth);
-    match creds {
-        // Not connected yet: `ws_connect` will read the new tokens.
-        Some(creds) if app.tether().watch_status().await.is_ok() => {
-            app.tether().set_credentials(creds).await.map_err(text)
-        }
-        _ => Ok(()),
+    let Some(creds) = creds else { return Ok(()) };
+    match app.tether().set_credentials(creds).await {
+        // Not connected (yet, or any more): `ws_connect` will read the new tokens.
+        Err(e) if e.kind == ErrorKind::NotConnected => Ok(()),
+        other => other.map_err(text),
     }
 }
 

@@ -159,8 +159,11 @@ fn every_kaiku_command_works_as_the_kaiku_frontend_calls_it() {
         "{e}"
     );
 
-    // `ws_connect` with no arguments, from the app's own auth state.
-    k.login("alice");
+    // `ws_connect` with no arguments, from the app's own auth state. Tokens handed over
+    // before there is a connection only fill that state.
+    let auth = k.login("alice");
+    tauri::async_runtime::block_on(kaiku_shim::tokens_changed(k.app.handle(), auth))
+        .expect("tokens_changed before ws_connect is no error");
     assert_eq!(k.ok("ws_connect", json!({})), Value::Null);
     assert_eq!(k.any("ws:connecting"), Value::Null);
     assert_eq!(k.any("ws:connected"), Value::Null);
