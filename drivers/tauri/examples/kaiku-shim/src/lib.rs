@@ -64,14 +64,20 @@ impl std::fmt::Debug for Auth {
 impl AuthState {
     /// Replaces what the app knows (after its login or refresh).
     pub fn set(&self, auth: Auth) {
-        if let Ok(mut a) = self.0.lock() {
-            *a = auth;
-        }
+        *self.lock() = auth;
     }
 
     /// What the app knows now.
     pub fn get(&self) -> Auth {
-        self.0.lock().map(|a| a.clone()).unwrap_or_default()
+        self.lock().clone()
+    }
+
+    /// The state even if a thread panicked holding it: an `Auth` is whole at every moment,
+    /// and dropping a refreshed token (or reading "not logged in") would be worse.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Auth> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
