@@ -229,7 +229,9 @@ pub mod commands {
         send(&app, ClientEvent::StopTyping { channel_id }).await
     }
 
-    /// An application-level ping (tether keeps its own heartbeat; this one is for the app).
+    /// Sends Kaiku's `ping`, as before. tether keeps its own heartbeat and takes every
+    /// `pong` as its answer, so no `ws:pong` reaches the frontend; while the link is down the
+    /// ping is refused (it is volatile, never queued).
     #[tauri::command]
     pub async fn ws_ping<R: Runtime>(app: AppHandle<R>) -> Result<(), String> {
         send(&app, ClientEvent::Ping).await

@@ -31,7 +31,6 @@ const LISTENED: &[&str] = &[
     "ws:typing_stop",
     "ws:rich_presence_update",
     "ws:custom_status_update",
-    "ws:pong",
     "ws:resynced",
     "ws:status",
 ];
@@ -209,6 +208,7 @@ fn every_kaiku_command_works_as_the_kaiku_frontend_calls_it() {
         k.any("ws:custom_status_update")["custom_status"],
         Value::Null
     );
+    // The server's pong is the heartbeat's: tether does not forward it (no `ws:pong`).
     k.ok("ws_ping", json!({}));
 
     // A drop: the status events Kaiku knows, then what it missed, then `ws:resynced`.
