@@ -92,7 +92,8 @@ impl ConnectOptions {
     }
 
     /// The credentials these options bring, first found first: `credentials`, `token`,
-    /// `username` with `password`.
+    /// `username` with `password`. A lifetime they lack comes from the JWT, as in
+    /// [`TetherHandle::set_credentials`].
     fn given(&self) -> Given<'_> {
         match (
             &self.credentials,
@@ -100,7 +101,7 @@ impl ConnectOptions {
             &self.username,
             &self.password,
         ) {
-            (Some(c), ..) => Given::Credentials(c.clone()),
+            (Some(c), ..) => Given::Credentials(tether_tokio::with_jwt_expiry(c.clone())),
             (None, Some(t), ..) => {
                 Given::Credentials(tether_tokio::with_jwt_expiry(Credentials::new(t.as_str())))
             }
@@ -203,7 +204,8 @@ impl<R: Runtime> TetherHandle<R> {
     /// Connects with credentials the app already has (its own login or refresh), as an app
     /// that keeps its own auth state does. `server` is the HTTP base URL. A session to the
     /// same server is kept, with these credentials if they are new to it (see
-    /// [`TetherHandle::connect`]).
+    /// [`TetherHandle::connect`]). Credentials without `expires_in` get it from the JWT's
+    /// `exp` claim, when it has one.
     pub async fn connect_with(
         &self,
         server: impl Into<String>,
