@@ -18,7 +18,7 @@ pub struct Chatter {
     /// server does not know stays silent.
     pub users: Vec<String>,
     /// Each user's mean pause between two posts; every pause is drawn from `[pace/2,
-    /// 3*pace/2]`, and a third of it is spent typing. Default 8 s.
+    /// 3*pace/2]`, and a third of it (at most 2.5 s) is spent typing. Default 8 s.
     pub pace: Duration,
     /// Seed of the dice (which user, which channel, which line, how long).
     pub seed: u64,
@@ -89,7 +89,8 @@ async fn speak(
 ) {
     let pace_ms = u64::try_from(pace.as_millis()).unwrap_or(u64::MAX).max(2);
     loop {
-        let pause = Duration::from_millis(rng.u64(pace_ms / 2..=pace_ms + pace_ms / 2));
+        let pause =
+            Duration::from_millis(rng.u64(pace_ms / 2..=pace_ms.saturating_add(pace_ms / 2)));
         let typing = (pause / 3).min(MAX_TYPING);
         tokio::time::sleep(pause - typing).await;
         let Some(s) = shared.upgrade() else { return };
