@@ -1,5 +1,6 @@
 //! What the connection asks of its driver, and what it tells the app.
 
+use bytes::Bytes;
 use std::fmt;
 
 use crate::catchup::HistoryRequest;
@@ -18,6 +19,8 @@ pub enum Action {
     Open(OpenRequest),
     /// Send a text frame on the open socket.
     Send(Text),
+    /// Send a binary frame on the open socket (protocol v2 with MessagePack).
+    SendBinary(Bytes),
     /// Start a graceful close: send a Close frame with this code and reason, keep reading,
     /// and report `handle_closed` when the socket ends. The core sends [`Action::Abort`] if
     /// the peer does not answer in time (the Kaiku server never does).

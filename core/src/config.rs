@@ -53,6 +53,10 @@ pub struct Config {
     pub auth_mode: AuthMode,
     /// Allow `http`/`ws` to hosts that are not loopback.
     pub allow_insecure: bool,
+    /// Protocol v2 encodings offered on the upgrade, in order of preference (docs/protocol.md,
+    /// "Protocol v2"). Default: MessagePack, then JSON. Empty: offer v1 only. A server that
+    /// selects none of them speaks v1. Offered in `AuthMode::Subprotocol` only.
+    pub v2: Vec<crate::wire::Encoding>,
     /// Socket open plus `ready`. Default 10 s (Kaiku can take 2-4 s to send `ready`).
     pub handshake_timeout: Duration,
     /// How long a connection attempt waits for a token refresh before backing off (the
@@ -92,6 +96,7 @@ impl Config {
             server: url,
             auth_mode: AuthMode::default(),
             allow_insecure: false,
+            v2: vec![crate::wire::Encoding::Msgpack, crate::wire::Encoding::Json],
             handshake_timeout: Duration::from_secs(10),
             refresh_timeout: Duration::from_secs(40),
             close_timeout: Duration::from_secs(1),

@@ -23,7 +23,10 @@ use crate::status::Status;
 use crate::subscriptions::{Refusal, SentKind, Subscriptions};
 use crate::text::Text;
 use crate::timestamp::Timestamp;
-use crate::wire::{ClientEvent, ServerEvent, ServerEventKind};
+use crate::wire::{
+    ClientEvent, DecodeError, Encoding, Protocol, ServerEvent, ServerEventKind, encode_frame,
+    msgpack_to_json, split_batch,
+};
 
 /// The ping frame, shared so a heartbeat tick allocates nothing.
 const PING: Text = Text::from_static(r#"{"type":"ping"}"#);
@@ -113,6 +116,11 @@ enum State {
     },
 }
 
+/// Most events in one outbound v2 frame.
+const MAX_OUT_BATCH: usize = 64;
+/// Most bytes of events in one outbound v2 frame (a lone larger event still leaves alone).
+const MAX_OUT_BATCH_BYTES: usize = 32 * 1024;
+
 /// One chat connection as a sans-IO state machine (DESIGN section 3).
 ///
 /// It never reads a clock, sleeps, spawns or touches a socket: a driver feeds it inputs and
@@ -166,6 +174,8 @@ pub struct Connection {
     last_status: Option<Status>,
     /// The driver is not reading the socket (backpressure); see `handle_backpressure`.
     reading_paused: bool,
+    /// What the open socket speaks (v1 until its 101 selects a v2 subprotocol).
+    protocol: Protocol,
     /// Until when catch-up reads wait on the server's rate limit, as last told to the app.
     reads_paused_until: Option<Instant>,
 }
@@ -195,6 +205,7 @@ impl Connection {
             user_id: None,
             last_status: None,
             reading_paused: false,
+            protocol: Protocol::V1,
             reads_paused_until: None,
         })
     }
@@ -380,11 +391,17 @@ impl Connection {
         }
         self.socket = Socket::Open;
         let offered = self.config.auth_mode == AuthMode::Subprotocol;
-        let accepted = match protocol {
-            None => !offered,
-            // Only the bare `access_token` is ever selected: the other offer carries the token.
-            Some(p) => offered && p == "access_token",
-        };
+        let v2 = protocol
+            .and_then(Protocol::from_subprotocol)
+            .filter(|p| self.config.v2.contains(&p.encoding));
+        self.protocol = v2.unwrap_or(Protocol::V1);
+        let accepted = v2.is_some()
+            || match protocol {
+                None => !offered,
+                // Only the bare `access_token` is ever selected: the other offer carries the
+                // token.
+                Some(p) => offered && p == "access_token",
+            };
         if !accepted {
             self.stats.missing_subprotocol += 1;
             self.fail(FailReason::Subprotocol, None);
@@ -408,13 +425,80 @@ impl Connection {
             self.retry_later(now, ReconnectReason::MessageTooLarge, None);
             return;
         }
-        let event = match ServerEvent::decode(frame, self.config.max_inbound_message) {
-            Ok(e) => e,
+        if !self.protocol.batches() {
+            match ServerEvent::decode(frame, self.config.max_inbound_message) {
+                Ok(event) => self.handle_event(now, event),
+                Err(_) => self.stats.decode_errors += 1,
+            }
+            return;
+        }
+        match crate::wire::check_frame(frame, self.config.max_inbound_message) {
+            Ok(text) => self.handle_v2_text(now, text),
+            Err(_) => self.stats.decode_errors += 1,
+        }
+    }
+
+    /// A binary frame arrived on the open socket. With protocol v2 over MessagePack it holds
+    /// events; otherwise it only proves the link alive (Kaiku ignores binary frames too).
+    pub fn handle_binary(&mut self, now: Instant, frame: Bytes) {
+        if self.protocol.encoding != Encoding::Msgpack {
+            self.handle_activity(now);
+            return;
+        }
+        let now = self.clamp(now);
+        if self.socket != Socket::Open {
+            self.stats.stale_frames += 1;
+            return;
+        }
+        self.stats.frames_in += 1;
+        if let State::Connected(live) = &mut self.state {
+            live.heartbeat.handle_activity();
+        }
+        if frame.len() > self.config.max_inbound_message {
+            self.stats.oversized += 1;
+            self.abort_socket();
+            self.retry_later(now, ReconnectReason::MessageTooLarge, None);
+            return;
+        }
+        match msgpack_to_json(&frame, self.config.max_inbound_message) {
+            Ok(text) => self.handle_v2_text(now, text),
+            // A frame whose JSON would outgrow the cap is a bomb, not a message: counted
+            // as oversized and the link is kept, since nothing of it was held.
+            Err(DecodeError::TooLarge { .. }) => {
+                self.stats.oversized += 1;
+                self.stats.decode_errors += 1;
+            }
+            Err(_) => self.stats.decode_errors += 1,
+        }
+    }
+
+    /// A v2 frame's JSON, checked: one event, or a batch handled event by event, in order.
+    fn handle_v2_text(&mut self, now: Instant, text: Text) {
+        let events = match split_batch(text) {
+            Ok(events) => events,
             Err(_) => {
                 self.stats.decode_errors += 1;
                 return;
             }
         };
+        if events.len() > 1 {
+            self.stats.batches_in += 1;
+        }
+        for json in events {
+            match ServerEvent::decode_checked(json) {
+                Ok(event) => self.handle_event(now, event),
+                Err(_) => self.stats.decode_errors += 1,
+            }
+            // A `ready` that failed the subprotocol rule, or an event that dropped the
+            // socket: the rest of the batch belonged to it.
+            if self.socket != Socket::Open {
+                return;
+            }
+        }
+    }
+
+    /// One decoded event from the open socket.
+    fn handle_event(&mut self, now: Instant, event: ServerEvent) {
         if matches!(event.kind(), ServerEventKind::Pong) {
             self.subs.handle_pong();
             if let State::Connected(live) = &mut self.state
@@ -711,7 +795,43 @@ impl Connection {
 
     /// The next action for the driver, in order. Drain until `None` after every input.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front()?;
+        let Action::Send(first) = action else {
+            return Some(action);
+        };
+        if !self.protocol.batches() {
+            return Some(Action::Send(first));
+        }
+        // Protocol v2: the events queued together leave in one frame.
+        let mut events = vec![first];
+        let mut bytes = events[0].len();
+        while let Some(Action::Send(next)) = self.actions.front() {
+            if events.len() >= MAX_OUT_BATCH || bytes + next.len() > MAX_OUT_BATCH_BYTES {
+                break;
+            }
+            bytes += next.len();
+            if let Some(Action::Send(next)) = self.actions.pop_front() {
+                events.push(next);
+            }
+        }
+        if events.len() > 1 {
+            self.stats.batches_out += 1;
+        }
+        let frame = encode_frame(&events, self.protocol.encoding);
+        Some(match self.protocol.encoding {
+            Encoding::Msgpack => Action::SendBinary(frame),
+            Encoding::Json => match Text::from_utf8(frame) {
+                Some(text) => Action::Send(text),
+                // A join of the core's own UTF-8 frames is UTF-8.
+                None => return self.poll_action(),
+            },
+        })
+    }
+
+    /// The protocol the open socket speaks: v1 (today's Kaiku) unless its 101 selected a v2
+    /// subprotocol the core offered. Reset to v1 with each new socket.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next needed. `None`: only an input
@@ -907,13 +1027,32 @@ impl Connection {
         self.abort_socket();
         let token = self.auth.access_token().cloned();
         let url = self.config.socket_url(token.as_ref()).to_string();
+        // The token entry first (a server may read only the first value), then the v2 offers
+        // in order of preference, then the bare `access_token` a v1 server selects. Query
+        // mode is for older servers, which may read any `Sec-WebSocket-Protocol` as an auth
+        // attempt: it offers nothing.
+        let v2 = self
+            .config
+            .v2
+            .iter()
+            .filter_map(|e| {
+                Protocol {
+                    version: 2,
+                    encoding: *e,
+                }
+                .subprotocol()
+            })
+            .map(Secret::new);
         let protocols = match (self.config.auth_mode, token) {
-            (AuthMode::Subprotocol, Some(t)) => vec![
-                Secret::new(format!("access_token.{}", t.expose())),
-                Secret::new("access_token"),
-            ],
+            (AuthMode::Subprotocol, Some(t)) => {
+                let mut p = vec![Secret::new(format!("access_token.{}", t.expose()))];
+                p.extend(v2);
+                p.push(Secret::new("access_token"));
+                p
+            }
             _ => Vec::new(),
         };
+        self.protocol = Protocol::V1;
         self.socket = Socket::Opening;
         self.actions
             .push_back(Action::Open(OpenRequest { url, protocols }));

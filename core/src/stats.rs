@@ -8,6 +8,10 @@ pub struct Stats {
     pub frames_in: u64,
     /// Text frames sent.
     pub frames_out: u64,
+    /// v2 frames received that held more than one event.
+    pub batches_in: u64,
+    /// v2 frames sent that held more than one event.
+    pub batches_out: u64,
     /// Frames that failed to decode (skipped; the link stays up).
     pub decode_errors: u64,
     /// Frames over the size limit (each dropped the link).

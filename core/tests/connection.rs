@@ -638,6 +638,7 @@ fn query_auth_puts_the_token_in_the_url_and_offers_no_subprotocol() {
         })
         .unwrap();
     assert_eq!(open.url, "ws://127.0.0.1:8080/ws?token=access-1");
+    // Older servers may read any subprotocol as an auth attempt: no v2 offer either.
     assert!(open.protocols.is_empty());
     assert!(!format!("{open:?}").contains("access-1"));
 }
@@ -655,6 +656,33 @@ fn subprotocol_auth_offers_both_protocols_kaiku_needs() {
         })
         .unwrap();
     assert_eq!(open.url, "ws://127.0.0.1:8080/ws");
+    let p: Vec<&str> = open.protocols.iter().map(|s| s.expose()).collect();
+    // The token first, the v2 offers in order of preference, the entry a v1 server selects.
+    assert_eq!(
+        p,
+        [
+            "access_token.access-1",
+            "kaiku.v2.msgpack",
+            "kaiku.v2.json",
+            "access_token"
+        ]
+    );
+}
+
+#[test]
+fn without_v2_the_offer_is_exactly_what_kaiku_needs() {
+    let mut cfg = config();
+    cfg.v2.clear();
+    let mut h = Harness::with_config(cfg);
+    h.connect();
+    let open = h
+        .take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Open(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
     let p: Vec<&str> = open.protocols.iter().map(|s| s.expose()).collect();
     assert_eq!(p, ["access_token.access-1", "access_token"]);
 }
@@ -1741,4 +1769,266 @@ fn a_network_change_while_connecting_disconnected_or_failed_does_nothing() {
     h.conn.handle_network_change(h.now);
     assert!(h.take().is_empty(), "failed");
     assert!(matches!(h.conn.status(), Status::Failed { .. }));
+}
+
+// ----- protocol v2 (docs/protocol.md, "Protocol v2") ---------------------------------------
+
+/// `value` as MessagePack, as a v2 server writes it.
+fn msgpack(value: &serde_json::Value) -> Bytes {
+    fn write(v: &serde_json::Value, out: &mut Vec<u8>) {
+        use serde_json::Value;
+        match v {
+            Value::Null => rmp::encode::write_nil(out).unwrap(),
+            Value::Bool(b) => rmp::encode::write_bool(out, *b).unwrap(),
+            Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => drop(rmp::encode::write_uint(out, u).unwrap()),
+                (_, Some(i)) => drop(rmp::encode::write_sint(out, i).unwrap()),
+                _ => rmp::encode::write_f64(out, n.as_f64().unwrap()).unwrap(),
+            },
+            Value::String(s) => rmp::encode::write_str(out, s).unwrap(),
+            Value::Array(a) => {
+                rmp::encode::write_array_len(out, a.len() as u32).unwrap();
+                a.iter().for_each(|v| write(v, out));
+            }
+            Value::Object(m) => {
+                rmp::encode::write_map_len(out, m.len() as u32).unwrap();
+                for (k, v) in m {
+                    rmp::encode::write_str(out, k).unwrap();
+                    write(v, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    write(value, &mut out);
+    Bytes::from(out)
+}
+
+/// Connects, the 101 selecting `selected`, and reaches `ready` (sent in that protocol).
+fn ready_on(h: &mut Harness, selected: &str) {
+    h.connect();
+    h.conn.handle_open(h.now, Some(selected));
+    h.drain();
+    let ready = serde_json::json!({"type": "ready", "user_id": "me"});
+    if selected == "kaiku.v2.msgpack" {
+        h.conn.handle_binary(h.now, msgpack(&ready));
+        h.drain();
+    } else {
+        h.frame(&ready.to_string());
+    }
+}
+
+/// The frames written, as JSON values (binary frames decoded from MessagePack).
+fn written(actions: &[Action]) -> Vec<serde_json::Value> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(t) => Some(serde_json::from_str(t.as_str()).unwrap()),
+            Action::SendBinary(b) => {
+                let mut r = &b[..];
+                Some(rmpv_to_json(&mut r))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A minimal MessagePack reader for the core's own output (maps, arrays, strings, ints).
+fn rmpv_to_json(r: &mut &[u8]) -> serde_json::Value {
+    use rmp::Marker;
+    use serde_json::{Value, json};
+    let m = rmp::decode::read_marker(r).unwrap();
+    let mut take = |n: usize| {
+        let (a, b) = r.split_at(n);
+        *r = b;
+        a.to_vec()
+    };
+    let str_of = |bytes: Vec<u8>| Value::String(String::from_utf8(bytes).unwrap());
+    match m {
+        Marker::Null => Value::Null,
+        Marker::True => json!(true),
+        Marker::False => json!(false),
+        Marker::FixPos(n) => json!(n),
+        Marker::FixStr(n) => str_of(take(n as usize)),
+        Marker::Str8 => {
+            let n = take(1)[0] as usize;
+            str_of(take(n))
+        }
+        Marker::FixArray(n) => Value::Array((0..n).map(|_| rmpv_to_json(r)).collect()),
+        Marker::FixMap(n) => Value::Object(
+            (0..n)
+                .map(|_| {
+                    let Value::String(k) = rmpv_to_json(r) else {
+                        panic!("key")
+                    };
+                    (k, rmpv_to_json(r))
+                })
+                .collect(),
+        ),
+        other => panic!("unexpected marker {other:?}"),
+    }
+}
+
+#[test]
+fn a_v2_json_socket_sends_the_replay_after_ready_as_one_frame() {
+    let mut h = Harness::new();
+    for ch in ["a", "b", "c"] {
+        h.subscribe(ch);
+    }
+    ready_on(&mut h, "kaiku.v2.json");
+    assert_eq!(h.conn.protocol(), tether_core::wire::Protocol::V2_JSON);
+    let frames = written(&h.take());
+    assert_eq!(
+        frames.len(),
+        1,
+        "one frame for the whole replay: {frames:?}"
+    );
+    let subscribes: Vec<&str> = frames[0]
+        .as_array()
+        .expect("a batch")
+        .iter()
+        .map(|e| e["channel_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(subscribes, ["a", "b", "c"]);
+    assert_eq!(h.conn.stats().batches_out, 1);
+    // Later, a lone event leaves as one object.
+    h.conn
+        .send(
+            h.now,
+            ClientEvent::Typing {
+                channel_id: "a".into(),
+            },
+        )
+        .unwrap();
+    h.drain();
+    let frames = written(&h.take());
+    assert_eq!(
+        frames,
+        [serde_json::json!({"type": "typing", "channel_id": "a"})]
+    );
+}
+
+#[test]
+fn a_v2_msgpack_socket_writes_binary_and_reads_batches_in_order() {
+    let mut h = Harness::new();
+    h.subscribe("a");
+    h.subscribe("b");
+    ready_on(&mut h, "kaiku.v2.msgpack");
+    assert_eq!(h.conn.protocol(), tether_core::wire::Protocol::V2_MSGPACK);
+    let actions = h.take();
+    assert!(
+        actions.iter().all(|a| !matches!(a, Action::Send(_))),
+        "no text frame"
+    );
+    let frames = written(&actions);
+    assert_eq!(
+        frames,
+        [serde_json::json!([
+            {"type": "subscribe", "channel_id": "a"},
+            {"type": "subscribe", "channel_id": "b"}
+        ])]
+    );
+    // The server batches too: every event of the frame, in order, as JSON to the app.
+    let batch = serde_json::json!([
+        {"type": "subscribed", "channel_id": "a"},
+        {"type": "subscribed", "channel_id": "b"},
+        {"type": "brand_new", "n": -7, "x": 1.5, "ok": true, "none": null}
+    ]);
+    h.conn.handle_binary(h.now, msgpack(&batch));
+    h.drain();
+    let events = server_events(&h.take());
+    let types: Vec<&str> = events.iter().map(|e| e.event_type().as_str()).collect();
+    assert_eq!(types, ["subscribed", "subscribed", "brand_new"]);
+    let unknown: serde_json::Value = serde_json::from_str(events[2].json().as_str()).unwrap();
+    assert_eq!(unknown, batch[2]);
+    assert_eq!(h.conn.stats().batches_in, 1);
+}
+
+#[test]
+fn a_v1_server_keeps_today_s_protocol_frame_for_frame() {
+    let mut h = Harness::new();
+    h.subscribe("a");
+    h.subscribe("b");
+    ready_on(&mut h, "access_token");
+    assert_eq!(h.conn.protocol(), tether_core::wire::Protocol::V1);
+    let frames = sent(&h.take());
+    assert_eq!(
+        frames,
+        [
+            r#"{"type":"subscribe","channel_id":"a"}"#,
+            r#"{"type":"subscribe","channel_id":"b"}"#
+        ]
+    );
+    // A binary frame on a v1 socket only proves the link alive.
+    h.conn
+        .handle_binary(h.now, msgpack(&serde_json::json!({"type": "pong"})));
+    h.drain();
+    assert!(server_events(&h.take()).is_empty());
+    assert_eq!(h.conn.stats().decode_errors, 0);
+}
+
+#[test]
+fn a_server_selecting_a_v2_encoding_not_offered_fails_for_good() {
+    let mut cfg = config();
+    cfg.v2 = vec![tether_core::wire::Encoding::Json];
+    let mut h = Harness::with_config(cfg);
+    h.connect();
+    h.conn.handle_open(h.now, Some("kaiku.v2.msgpack"));
+    h.drain();
+    assert!(matches!(
+        h.conn.status(),
+        Status::Failed {
+            reason: tether_core::FailReason::Subprotocol,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_bad_event_in_a_batch_is_skipped_and_the_rest_delivered() {
+    let mut h = Harness::new();
+    h.subscribe("a");
+    ready_on(&mut h, "kaiku.v2.json");
+    h.frame(r#"{"type":"subscribed","channel_id":"a"}"#);
+    h.take();
+    let m = |id: &str| {
+        format!(
+            r#"{{"type":"message_new","channel_id":"a","message":{{"id":"{id}","channel_id":"a","created_at":"2026-11-25T17:00:01Z"}}}}"#
+        )
+    };
+    h.frame(&format!(
+        r#"[{}, {{"no_type":1}}, 7, {}]"#,
+        m("m1"),
+        m("m2")
+    ));
+    assert_eq!(delivered_ids(&h.take()), ["m1", "m2"]);
+    assert_eq!(h.conn.stats().decode_errors, 2);
+    // A malformed batch is one error; the link stays.
+    h.frame("[{},");
+    assert_eq!(h.conn.stats().decode_errors, 3);
+    assert_eq!(h.conn.status(), Status::Connected);
+}
+
+#[test]
+fn a_msgpack_bomb_is_refused_without_growing_past_the_cap_and_the_link_stays() {
+    let mut h = Harness::new();
+    ready_on(&mut h, "kaiku.v2.msgpack");
+    h.take();
+    // 200 KiB of one-byte control characters in one string: 1.2 MiB once escaped as JSON.
+    let mut bomb = vec![0xdb];
+    bomb.extend_from_slice(&(200u32 * 1024).to_be_bytes());
+    bomb.extend(std::iter::repeat_n(0x01u8, 200 * 1024));
+    h.conn.handle_binary(h.now, Bytes::from(bomb));
+    h.drain();
+    assert_eq!(h.conn.stats().oversized, 1);
+    assert_eq!(h.conn.status(), Status::Connected);
+    // Garbage is an error, not a panic; a frame over the cap drops the link.
+    h.conn
+        .handle_binary(h.now, Bytes::from_static(&[0xc1, 0xff, 0x00]));
+    h.drain();
+    assert_eq!(h.conn.stats().decode_errors, 2);
+    h.conn
+        .handle_binary(h.now, Bytes::from(vec![0xc0; 256 * 1024 + 1]));
+    h.drain();
+    assert!(matches!(h.conn.status(), Status::Reconnecting { .. }));
 }

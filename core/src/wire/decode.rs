@@ -30,6 +30,10 @@ pub enum DecodeError {
     /// Arrays and objects nested deeper than [`MAX_DEPTH`].
     #[error("JSON nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// A MessagePack frame that is malformed, or holds what JSON cannot (`bin`, `ext`, a
+    /// non-string map key, a non-finite float).
+    #[error("bad MessagePack: {0}")]
+    Msgpack(&'static str),
     /// Valid JSON of the wrong shape (not an object, `type` not a string, ...).
     #[error("unexpected shape: {0}")]
     Shape(&'static str),

@@ -9,9 +9,13 @@ mod decode;
 mod history;
 mod rest_error;
 mod server;
+mod v2;
 
 pub use client::{ClientEvent, CustomEvent, InvalidCustomEvent};
+pub(crate) use decode::check_frame;
 pub use decode::{DecodeError, MAX_DEPTH};
 pub use history::{HistoryItem, HistoryPage};
 pub use rest_error::RestError;
 pub use server::{MessageHead, ServerEvent, ServerEventKind};
+pub use v2::{Encoding, MAX_BATCH, Protocol, V2_JSON, V2_MSGPACK};
+pub(crate) use v2::{encode_frame, msgpack_to_json, split_batch};

@@ -269,7 +269,12 @@ impl ServerEvent {
     /// accepted as [`ServerEventKind::Other`]. Nesting deeper than
     /// [`MAX_DEPTH`](super::MAX_DEPTH) is refused before parsing.
     pub fn decode(frame: Bytes, max_len: usize) -> Result<Self, DecodeError> {
-        let frame = check_frame(frame, max_len)?;
+        Self::decode_checked(check_frame(frame, max_len)?)
+    }
+
+    /// Decodes one event from text that passed the size, UTF-8 and depth checks (a whole
+    /// frame, or one element of a v2 batch sliced from it).
+    pub(crate) fn decode_checked(frame: Text) -> Result<Self, DecodeError> {
         let s = frame.as_str();
         if first_token(s) != Some(b'{') {
             return Err(DecodeError::Shape("frame is not a JSON object"));

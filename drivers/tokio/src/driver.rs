@@ -241,6 +241,7 @@ impl Driver {
             match action {
                 Action::Open(req) => self.open(req),
                 Action::Send(text) => self.write(Message::Text(to_utf8(text))),
+                Action::SendBinary(bytes) => self.write(Message::Binary(bytes)),
                 Action::Close { code, reason } => self.write(Message::Close(Some(CloseFrame {
                     code: code.into(),
                     reason: reason.into(),
@@ -448,6 +449,7 @@ impl Driver {
         let now = self.clock.now();
         match frame {
             Some(Ok(Message::Text(text))) => self.conn.handle_frame(now, Bytes::from(text)),
+            Some(Ok(Message::Binary(bytes))) => self.conn.handle_binary(now, bytes),
             Some(Ok(Message::Close(frame))) => {
                 self.socket = None;
                 let (code, reason) = frame.map_or((None, String::new()), |f| {
