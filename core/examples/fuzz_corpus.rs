@@ -85,6 +85,25 @@ fn main() {
             f.as_bytes(),
         );
     }
+    // Protocol v2: a JSON batch of every frame, each frame as MessagePack, and a MessagePack
+    // batch.
+    let frames = frames();
+    let batch = format!("[{}]", frames[..frames.len() - 1].join(","));
+    write(
+        &root.join("server_frame"),
+        "v2-json-batch",
+        batch.as_bytes(),
+    );
+    for (i, f) in frames[..frames.len() - 1].iter().enumerate() {
+        let packed = tether_core::fuzz::to_msgpack(f);
+        write(
+            &root.join("server_frame"),
+            &format!("v2-msgpack-{i:02}"),
+            &packed,
+        );
+    }
+    let packed = tether_core::fuzz::to_msgpack(&batch);
+    write(&root.join("server_frame"), "v2-msgpack-batch", &packed);
     for (i, b) in rest_bodies().iter().enumerate() {
         write(
             &root.join("rest_body"),

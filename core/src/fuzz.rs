@@ -65,16 +65,58 @@ const S: Duration = Duration::from_secs(1);
 /// The channels the operations talk about.
 pub const CHANNELS: [&str; 3] = ["a", "b", "c"];
 
-/// Decodes arbitrary bytes as a server frame: never panics; a decoded frame's JSON is the input.
+/// Decodes arbitrary bytes as a server frame, in every protocol: a v1 frame (a decoded frame's
+/// JSON is the input), a v2 JSON frame (one event or a batch, each element's JSON a slice of
+/// the input), and a v2 MessagePack frame (transcoded to JSON that parses, within the cap).
+/// Never panics.
 pub fn decode_frame(data: &[u8]) {
+    const MAX: usize = 256 * 1024;
     let bytes = Bytes::copy_from_slice(data);
-    if let Ok(event) = crate::ServerEvent::decode(bytes, 256 * 1024) {
+    if let Ok(event) = crate::ServerEvent::decode(bytes.clone(), MAX) {
         assert_eq!(
             event.json().as_bytes().as_ref(),
             data,
             "decoded frames keep their bytes"
         );
         assert!(!event.event_type().is_empty(), "an event always has a type");
+    }
+    if let Ok(text) = crate::wire::check_frame(bytes, MAX) {
+        decode_v2(text);
+    }
+    if let Ok(json) = crate::wire::msgpack_to_json(data, MAX) {
+        assert!(json.len() <= MAX, "transcoded JSON within the cap");
+        assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(json.as_str()).is_ok(),
+            "the transcoder writes JSON: {}",
+            json.as_str()
+        );
+        decode_v2(json);
+    }
+}
+
+/// `json` as MessagePack, as a v2 server writes it (for seed corpora and tests).
+pub fn to_msgpack(json: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::wire::json_to_msgpack(json, &mut out).expect("valid JSON");
+    out
+}
+
+/// A v2 frame's events, each decoded as the connection does.
+fn decode_v2(text: Text) {
+    if let Ok(events) = crate::wire::split_batch(text.clone()) {
+        assert!(
+            events.len() <= crate::wire::MAX_BATCH,
+            "a batch within its bound"
+        );
+        for json in events {
+            assert!(
+                text.as_str().contains(json.as_str()),
+                "a batch element is a slice of its frame"
+            );
+            if let Ok(event) = crate::ServerEvent::decode_checked(json) {
+                assert!(!event.event_type().is_empty(), "an event always has a type");
+            }
+        }
     }
 }
 
