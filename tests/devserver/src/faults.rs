@@ -104,9 +104,10 @@ impl Faults {
         self.shared.faults().rest_latency = Some(latency);
     }
 
-    /// Sends a raw text frame to every open socket (garbage, unknown events, huge frames).
+    /// Sends a raw text frame to every open socket (garbage, unknown events, huge frames), as
+    /// is: on a v2 socket too, never encoded or batched.
     pub fn inject(&self, frame: &str) -> usize {
-        self.shared.broadcast_all(frame)
+        self.shared.inject_all(frame)
     }
 
     /// Floods every socket subscribed to `channel_id` with `count` new messages (stored, so
@@ -124,7 +125,8 @@ impl Faults {
         n
     }
 
-    /// Sends a binary frame to every open socket (Kaiku's clients must ignore those).
+    /// Sends a binary frame to every open socket, as is (Kaiku's clients must ignore those; on
+    /// a MessagePack socket it is read as an event).
     pub fn inject_binary(&self, bytes: &[u8]) -> usize {
         let conns = self.shared.conns();
         for c in conns.values() {

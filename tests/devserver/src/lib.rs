@@ -24,6 +24,11 @@
 //! N seconds.","retry_after":N,"limit":L,"remaining":0}`. Every answer has a `Date` header,
 //! the 101 of an upgrade included, so a client can read the server's clock.
 //!
+//! Protocol v2 (docs/protocol.md) is on by default ([`ServerConfig::v2`]): a client that offers
+//! `kaiku.v2.msgpack` or `kaiku.v2.json` gets the first of them it offered that the server
+//! enables, and its events arrive in that encoding, batched; a client that offers only the auth
+//! entries (the Kaiku browser) gets `access_token` and v1, byte for byte as before.
+//!
 //! [`ServerConfig::chatter`] brings simulated users (the demo's bob and carol) who show
 //! typing and post now and then in every channel, through the same path as a real post;
 //! [`DevServer::set_chatter_quiet`] silences them. Off by default: tests get no random traffic.
@@ -43,6 +48,7 @@ mod limits;
 mod rest;
 mod store;
 mod tls;
+mod v2;
 mod ws;
 
 use std::collections::HashMap;
@@ -64,6 +70,7 @@ use faults::FaultState;
 pub use faults::Faults;
 pub use limits::{Limit, PauseViolation, RateLimits, ReadRecord};
 pub use store::{Message, Store, rfc3339};
+pub use v2::V2Config;
 
 /// Which history response shape the server uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -124,6 +131,8 @@ pub struct ServerConfig {
     pub rest_latency: Duration,
     /// Simulated users who type and post now and then ([`Chatter`]). Default none.
     pub chatter: Option<Chatter>,
+    /// Which parts of protocol v2 the server speaks. Default: all of them.
+    pub v2: V2Config,
 }
 
 /// A certificate chain and private key (DER) for serving TLS.
@@ -158,6 +167,7 @@ impl Default for ServerConfig {
             rate_limit_headers: true,
             rest_latency: Duration::ZERO,
             chatter: None,
+            v2: V2Config::default(),
         }
     }
 }
@@ -244,7 +254,16 @@ impl Shared {
         }
     }
 
-    /// Sends a frame to every socket.
+    /// Sends a raw text frame to every socket, whatever it speaks.
+    pub fn inject_all(&self, frame: &str) -> usize {
+        let conns = self.conns();
+        for c in conns.values() {
+            let _ = c.tx.send(ws::Out::Raw(frame.to_owned()));
+        }
+        conns.len()
+    }
+
+    /// Sends an event to every socket.
     pub fn broadcast_all(&self, frame: &str) -> usize {
         let conns = self.conns();
         for c in conns.values() {

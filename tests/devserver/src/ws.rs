@@ -1,4 +1,6 @@
-//! The `/ws` endpoint: upgrade with Kaiku's auth rules, then one task per socket.
+//! The `/ws` endpoint: upgrade with Kaiku's auth rules, then one task per socket. A socket
+//! speaks v1 (Kaiku's protocol, byte for byte) or, when the client offers it and
+//! [`V2Config`](crate::V2Config) allows, protocol v2 (`v2.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,16 +13,21 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tether_core::wire::Protocol;
 use tokio::sync::mpsc;
 
 use crate::faults::Refusal;
+use crate::v2::{self, Frame, MAX_BATCH_BYTES};
 use crate::{Conn, Shared};
 
 /// What the rest of the server tells a socket task.
 #[derive(Debug)]
 pub(crate) enum Out {
-    /// Send this text frame.
+    /// Send this event (JSON text the server built): as is on v1, in the socket's encoding
+    /// on v2, batched with the events queued behind it when batching is on.
     Text(String),
+    /// Send this text frame as is, whatever the socket speaks (fault injection).
+    Raw(String),
     /// Send this binary frame.
     Binary(Vec<u8>),
     /// End the socket now, without a close frame.
@@ -79,9 +86,19 @@ pub(crate) async fn upgrade(
     };
     let max = shared.config.max_message;
     // Like Kaiku: select `access_token` when offered; offered only the token, select nothing.
-    ws.protocols(["access_token"])
+    // A v2 value the client offered and this server speaks comes first (D65).
+    let selected = shared.config.v2.select(&offered);
+    ws.protocols([selected])
         .max_message_size(max)
-        .on_upgrade(move |socket| run(shared, user_id, socket))
+        .on_upgrade(move |socket| {
+            let protocol = socket
+                .protocol()
+                .and_then(|p| p.to_str().ok())
+                .and_then(Protocol::from_subprotocol)
+                .unwrap_or(Protocol::V1);
+            tracing::debug!(?protocol, "socket opened");
+            run(shared, user_id, protocol, socket)
+        })
 }
 
 fn refuse(r: Refusal) -> Response {
@@ -122,7 +139,7 @@ enum ClientFrame {
     SetCustomStatus { custom_status: Value },
 }
 
-async fn run(shared: Arc<Shared>, user_id: String, socket: WebSocket) {
+async fn run(shared: Arc<Shared>, user_id: String, protocol: Protocol, socket: WebSocket) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::unbounded_channel();
     shared.conns().insert(
@@ -143,48 +160,127 @@ async fn run(shared: Arc<Shared>, user_id: String, socket: WebSocket) {
     drop(tx);
 
     let (mut sink, mut stream) = socket.split();
+    let batch = protocol.batches() && shared.config.v2.batch;
+    // What a batch took from the channel but could not hold: handled before the next recv.
+    let mut pending: Option<Out> = None;
     loop {
-        tokio::select! {
-            out = rx.recv() => match out {
-                Some(Out::Text(t)) if !stalled => {
-                    if sink.send(Message::Text(Utf8Bytes::from(t))).await.is_err() {
-                        break;
+        let out = match pending.take() {
+            Some(out) => Some(out),
+            None => tokio::select! {
+                out = rx.recv() => out,
+                inbound = stream.next(), if !stalled => {
+                    match inbound {
+                        Some(Ok(Message::Text(text))) => {
+                            read_text(&shared, id, &user_id, protocol, text.as_str());
+                        }
+                        Some(Ok(Message::Binary(bytes))) => {
+                            read_binary(&shared, id, &user_id, protocol, &bytes);
+                        }
+                        Some(Ok(Message::Close(_))) => {
+                            shared.client_closes.fetch_add(1, Ordering::Relaxed);
+                            // Kaiku never answers a Close: stop reading (so no reply is
+                            // flushed) and hold the socket until the client drops it or the
+                            // server drops us.
+                            stalled = true;
+                        }
+                        Some(Ok(_)) => {} // ping, pong: ignored, as Kaiku does
+                        Some(Err(_)) | None => break,
                     }
+                    continue;
                 }
-                Some(Out::Binary(b)) if !stalled => {
-                    if sink.send(Message::Binary(b.into())).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Out::Text(_) | Out::Binary(_)) => {} // lost in the stall
-                Some(Out::Stall) => stalled = true,
-                Some(Out::Flood { channel_id, count }) => {
-                    if flood(&shared, &mut sink, &channel_id, count).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Out::Drop) | None => break,
             },
-            inbound = stream.next(), if !stalled => match inbound {
-                Some(Ok(Message::Text(text))) => handle(&shared, id, &user_id, text.as_str()),
-                Some(Ok(Message::Close(_))) => {
-                    shared.client_closes.fetch_add(1, Ordering::Relaxed);
-                    // Kaiku never answers a Close: stop reading (so no reply is flushed) and
-                    // hold the socket until the client drops it or the server drops us.
-                    stalled = true;
+        };
+        let frames = match out {
+            Some(Out::Text(t)) if !stalled => {
+                if protocol.version == 1 {
+                    vec![Message::Text(Utf8Bytes::from(t))]
+                } else {
+                    let mut events = vec![t];
+                    if batch {
+                        take_batch(&mut events, &mut rx, &mut pending);
+                    }
+                    v2_frames(events, protocol)
                 }
-                Some(Ok(_)) => {} // binary, ping, pong: ignored, as Kaiku does
-                Some(Err(_)) | None => break,
-            },
+            }
+            Some(Out::Raw(t)) if !stalled => vec![Message::Text(Utf8Bytes::from(t))],
+            Some(Out::Binary(b)) if !stalled => vec![Message::Binary(b.into())],
+            Some(Out::Text(_) | Out::Raw(_) | Out::Binary(_)) => continue, // lost in the stall
+            Some(Out::Stall) => {
+                stalled = true;
+                continue;
+            }
+            Some(Out::Flood { channel_id, count }) => {
+                if flood(&shared, &mut sink, protocol, &channel_id, count)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+            Some(Out::Drop) | None => break,
+        };
+        let mut sent = true;
+        for frame in frames {
+            if sink.send(frame).await.is_err() {
+                sent = false;
+                break;
+            }
+        }
+        if !sent {
+            break;
         }
     }
     shared.conns().remove(&id);
     // Dropping sink and stream ends the TCP connection without a close frame.
 }
 
+/// Adds to `events` the events queued behind it right now, in order, up to `MAX_BATCH` (1,024)
+/// events and [`MAX_BATCH_BYTES`] of JSON; the first thing that is not an event, or an event
+/// that would not fit, waits in `pending`.
+fn take_batch(
+    events: &mut Vec<String>,
+    rx: &mut mpsc::UnboundedReceiver<Out>,
+    pending: &mut Option<Out>,
+) {
+    let mut bytes: usize = events.iter().map(String::len).sum();
+    while events.len() < tether_core::wire::MAX_BATCH {
+        match rx.try_recv() {
+            Ok(Out::Text(t)) if bytes + t.len() < MAX_BATCH_BYTES => {
+                bytes += t.len() + 1;
+                events.push(t);
+            }
+            Ok(other) => {
+                *pending = Some(other);
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// The frames that carry `events` on a v2 socket: one (the event, or their batch); one text
+/// frame each if some event could not be encoded.
+fn v2_frames(events: Vec<String>, protocol: Protocol) -> Vec<Message> {
+    match v2::encode(&events, protocol) {
+        Some(Frame::Text(t)) => vec![Message::Text(Utf8Bytes::from(t))],
+        Some(Frame::Binary(b)) => vec![Message::Binary(b.into())],
+        None => events
+            .into_iter()
+            .map(|t| Message::Text(Utf8Bytes::from(t)))
+            .collect(),
+    }
+}
+
 /// Posts and sends `count` messages, one at a time: the socket's send waits whenever the
 /// client's receive window is full, so the server holds one frame, not the whole flood.
-async fn flood<S>(shared: &Shared, sink: &mut S, channel_id: &str, count: u64) -> Result<(), ()>
+async fn flood<S>(
+    shared: &Shared,
+    sink: &mut S,
+    protocol: Protocol,
+    channel_id: &str,
+    count: u64,
+) -> Result<(), ()>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
@@ -209,9 +305,14 @@ where
             json!({"type": "message_new", "channel_id": channel_id, "message": store.message_json(&m)})
                 .to_string()
         };
-        sink.send(Message::Text(Utf8Bytes::from(frame)))
-            .await
-            .map_err(|_| ())?;
+        let frames = if protocol.version == 1 {
+            vec![Message::Text(Utf8Bytes::from(frame))]
+        } else {
+            v2_frames(vec![frame], protocol)
+        };
+        for frame in frames {
+            sink.send(frame).await.map_err(|_| ())?;
+        }
     }
     Ok(())
 }
@@ -230,8 +331,40 @@ fn error(shared: &Shared, id: u64, code: &str, message: &str) {
     );
 }
 
-fn handle(shared: &Shared, id: u64, user_id: &str, text: &str) {
-    let frame: ClientFrame = match serde_json::from_str(text) {
+/// A client's text frame: one event on v1 (as Kaiku reads it); one event or a batch on v2.
+fn read_text(shared: &Shared, id: u64, user_id: &str, protocol: Protocol, text: &str) {
+    if protocol.version == 1 {
+        return handle(shared, id, user_id, serde_json::from_str(text));
+    }
+    match v2::split_json(text) {
+        Ok(events) => {
+            for event in events {
+                handle(shared, id, user_id, serde_json::from_str(event));
+            }
+        }
+        Err(v2::BadFrame(e)) => error(shared, id, "message_error", &e),
+    }
+}
+
+/// A client's binary frame: one event or a batch on a MessagePack socket; ignored otherwise,
+/// as Kaiku does.
+fn read_binary(shared: &Shared, id: u64, user_id: &str, protocol: Protocol, bytes: &[u8]) {
+    if protocol != Protocol::V2_MSGPACK {
+        return;
+    }
+    match v2::split_msgpack(bytes) {
+        Ok(events) => {
+            for event in events {
+                handle(shared, id, user_id, serde_json::from_value(event));
+            }
+        }
+        Err(v2::BadFrame(e)) => error(shared, id, "message_error", &e),
+    }
+}
+
+/// One client event, parsed (or not) from whichever frame carried it.
+fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, serde_json::Error>) {
+    let frame = match frame {
         Ok(f) => f,
         Err(e) => return error(shared, id, "message_error", &e.to_string()),
     };
