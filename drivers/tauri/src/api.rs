@@ -9,7 +9,7 @@
 //! app.tether().connect_with("https://chat.example.com", credentials).await?;
 //! app.tether().subscribe(&channel_id).await?;
 //! // After the app's own refresh:
-//! app.tether().set_credentials(new_credentials).await?;
+//! app.tether().set_credentials("https://chat.example.com", new_credentials).await?;
 //! ```
 //!
 //! `docs/embedding.md` shows a whole app built on it, and `examples/kaiku-shim` is one.
@@ -286,17 +286,31 @@ impl<R: Runtime> TetherHandle<R> {
             .map_or(Status::Disconnected, |s| s.client.status()))
     }
 
-    /// New credentials for the live session, after the app's own refresh or login. The open
-    /// socket stays (it was authenticated when it opened); the next upgrade and every REST
-    /// read use these. A session that failed (its token was refused for good) connects again
-    /// with them. To switch to another user, [`disconnect`](Self::disconnect) and connect
-    /// again: that user's channels are not this one's.
+    /// New credentials for the live session, issued by `server` (the HTTP base URL), after
+    /// the app's own refresh or login. The open socket stays (it was authenticated when it
+    /// opened); the next upgrade and every REST read use these. A session that failed (its
+    /// token was refused for good) connects again with them. To switch to another user,
+    /// [`disconnect`](Self::disconnect) and connect again: that user's channels are not this
+    /// one's.
     ///
-    /// Credentials without `expires_in` get it from the JWT's `exp` claim, when it has one.
-    pub async fn set_credentials(&self, credentials: Credentials) -> Result<(), Error> {
+    /// Credentials from another server than the session's are refused (`InvalidArgument`):
+    /// its token must never reach this one. Credentials without `expires_in` get it from the
+    /// JWT's `exp` claim, when it has one.
+    pub async fn set_credentials(
+        &self,
+        server: &str,
+        credentials: Credentials,
+    ) -> Result<(), Error> {
         let state = self.state()?;
         let mut session = state.session.lock().await;
         let s = session.as_mut().ok_or_else(not_connected)?;
+        if !same_server(&s.server, server) {
+            return Err(invalid(format!(
+                "these credentials are for {server}, but the session is connected to {}: \
+                 disconnect, then connect",
+                s.server
+            )));
+        }
         let credentials = tether_tokio::with_jwt_expiry(credentials);
         s.token = credentials.access_token.clone();
         s.client.set_credentials(credentials)?;
@@ -547,6 +561,15 @@ fn api(server: &str, allow_insecure: bool) -> Result<Api, Error> {
     Ok(Api::new(server)
         .map_err(|e| invalid(e.to_string()))?
         .allow_insecure(allow_insecure))
+}
+
+/// Whether two base URLs name one server: the same scheme, host and port (a trailing slash or
+/// a path does not matter).
+fn same_server(a: &str, b: &str) -> bool {
+    match (tauri::Url::parse(a), tauri::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => a == b,
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Error {

@@ -1452,9 +1452,10 @@ async fn the_demos_simulated_users_type_and_post_until_told_to_be_quiet() {
 async fn after_a_drop_the_demo_marks_caught_up_messages_then_says_resynced() {
     let (mut t, mut stdin) = demo(&["--demo-pace", DEMO_PACE]).await;
     type_line(&mut stdin, "/quiet on").await;
-    // Posted right after the drop: the first reconnect waits at least 0.5 s (the backoff's
-    // first cap is 1 s, jittered in [cap/2, cap]), so the socket is down and the line can
-    // only come back through the catch-up.
+    // Posted right after the drop, while the next two upgrades are refused: the socket stays
+    // down for two backoff waits (at least 1.5 s), so the line can only come back through the
+    // catch-up, however loaded the machine.
+    type_line(&mut stdin, "/refuse 503 2").await;
     type_line(&mut stdin, "/drop").await;
     type_line(&mut stdin, "posted while down").await;
     let read = t

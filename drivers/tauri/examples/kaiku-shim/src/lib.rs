@@ -145,10 +145,12 @@ pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + 
 /// in `auth`: the connection uses them from its next upgrade, and a connection that failed on
 /// the old ones connects again. Another user or server: `ws_disconnect`, then `ws_connect`.
 pub async fn tokens_changed<R: Runtime>(app: &AppHandle<R>, auth: Auth) -> Result<(), String> {
-    let creds = auth.credentials();
+    let (creds, server) = (auth.credentials(), auth.server_url.clone());
     app.state::<AuthState>().set(auth);
-    let Some(creds) = creds else { return Ok(()) };
-    match app.tether().set_credentials(creds).await {
+    let (Some(creds), Some(server)) = (creds, server) else {
+        return Ok(());
+    };
+    match app.tether().set_credentials(&server, creds).await {
         // Not connected (yet, or any more): `ws_connect` will read the new tokens.
         Err(e) if e.kind == ErrorKind::NotConnected => Ok(()),
         other => other.map_err(text),

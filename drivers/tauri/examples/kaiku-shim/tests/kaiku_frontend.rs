@@ -252,8 +252,18 @@ fn new_tokens_from_the_app_s_own_refresh_carry_the_next_reconnect() {
     // The app refreshes on its own (here: a new login) and hands the token over; the open
     // socket stays.
     let fresh = k.login("alice");
-    tauri::async_runtime::block_on(kaiku_shim::tokens_changed(k.app.handle(), fresh)).unwrap();
+    tauri::async_runtime::block_on(kaiku_shim::tokens_changed(k.app.handle(), fresh.clone()))
+        .unwrap();
     assert_eq!(k.ok("ws_status", json!({})), json!("connected"));
+
+    // A token from another server is refused: it must never reach this one.
+    let elsewhere = Auth {
+        server_url: Some("https://other.example.com".into()),
+        ..fresh
+    };
+    let e = tauri::async_runtime::block_on(kaiku_shim::tokens_changed(k.app.handle(), elsewhere))
+        .expect_err("another server's token");
+    assert!(e.contains("other.example.com"), "{e}");
 
     // Every token issued before the refresh is refused from now on (tether holds no refresh
     // token of its own): the reconnect goes through only with the new one.
