@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tether_core::{
     ClientEvent, Config, ConfigError, Connection, Credentials, DeliveryQueue, Event,
-    InvalidChannel, ReadHeaders, SendError, Stats, Status,
+    InvalidChannel, ReadHeaders, SendError, Stats, Status, wire::Protocol,
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
@@ -135,11 +135,19 @@ pub(crate) enum Command {
     AppRead(ReadHeaders),
     Send(ClientEvent, oneshot::Sender<Result<(), SendError>>),
     SetCredentials(Credentials),
-    Stats(oneshot::Sender<(Stats, Option<Duration>)>),
+    Stats(oneshot::Sender<Snapshot>),
     Token(oneshot::Sender<Option<tether_core::Secret>>),
     NetworkChanged,
     /// Close and end the task; answered once the close frame has left (or after 1 s).
     Close(oneshot::Sender<()>),
+}
+
+/// What the connection reports when asked (`stats`, `protocol`).
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) stats: Stats,
+    pub(crate) rtt: Option<Duration>,
+    pub(crate) protocol: Protocol,
 }
 
 impl std::fmt::Debug for Command {
@@ -388,6 +396,17 @@ impl Client {
 
     /// Counters, and the last heartbeat round trip.
     pub async fn stats(&self) -> Result<(Stats, Option<Duration>), ClientError> {
+        let s = self.snapshot().await?;
+        Ok((s.stats, s.rtt))
+    }
+
+    /// The protocol the open socket speaks (docs/protocol.md, "Protocol v2"): v1 unless its
+    /// 101 selected a v2 subprotocol; back to v1 with each new socket.
+    pub async fn protocol(&self) -> Result<Protocol, ClientError> {
+        Ok(self.snapshot().await?.protocol)
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.command_wait(Command::Stats(reply)).await?;
         rx.await.map_err(|_| ClientError::Closed)

@@ -309,7 +309,11 @@ impl Driver {
             }
             Command::SetCredentials(c) => self.conn.set_credentials(now, c),
             Command::Stats(reply) => {
-                let _ = reply.send((self.conn.stats(), self.conn.rtt()));
+                let _ = reply.send(crate::client::Snapshot {
+                    stats: self.conn.stats(),
+                    rtt: self.conn.rtt(),
+                    protocol: self.conn.protocol(),
+                });
             }
             Command::Token(reply) => {
                 let _ = reply.send(self.conn.access_token().cloned());
