@@ -45,6 +45,15 @@ pub struct Serve {
     /// Also accept `?token=` on the socket (older clients).
     #[arg(long)]
     pub allow_query_auth: bool,
+    /// Never select `kaiku.v2.json` (protocol v2 with JSON text frames).
+    #[arg(long)]
+    pub no_v2_json: bool,
+    /// Never select `kaiku.v2.msgpack` (protocol v2 with MessagePack binary frames).
+    #[arg(long)]
+    pub no_v2_msgpack: bool,
+    /// On v2 sockets, send one event per frame instead of batching what is queued.
+    #[arg(long)]
+    pub no_v2_batch: bool,
 }
 
 /// How to authenticate. `Debug` never shows the token or the password.

@@ -162,6 +162,9 @@ async fn serve(a: args::Serve) -> Result<(), Failure> {
     let mut config = tether_devserver::ServerConfig::default();
     config.demo = !a.no_demo;
     config.query_auth = a.allow_query_auth;
+    config.v2.json = !a.no_v2_json;
+    config.v2.msgpack = !a.no_v2_msgpack;
+    config.v2.batch = !a.no_v2_batch;
     let server = tether_devserver::DevServer::start(a.addr, config)
         .await
         .map_err(|e| Failure::general(format!("cannot listen on {}: {e}", a.addr)))?;
