@@ -215,8 +215,8 @@ pub enum Op {
     Ready,
     /// The server's oldest reply not yet sent leaves (`subscribed`, the refusal of a
     /// `subscribe`, `unsubscribed`, `pong`...). Whether a `subscribe` is refused was decided
-    /// when its frame arrived; `refuse` is kept so saved inputs decode as they did, and
-    /// unused.
+    /// when its frame arrived. With `refuse` (the name kept so saved inputs decode as they
+    /// did) a v2 server sends every reply it owes in one batch.
     AnswerSubscribe {
         refuse: bool,
     },
@@ -331,6 +331,8 @@ pub struct World {
     upgrade_token: Option<String>,
     /// The server's tokens (expiry, rotation).
     tokens: Tokens,
+    /// What the server selects on the upgrade (and so speaks).
+    protocol: crate::wire::Protocol,
     /// All messages ever posted, per channel, oldest first: (id, seq, created_at in Unix
     /// nanoseconds).
     store: BTreeMap<String, Vec<Posted>>,
@@ -381,6 +383,12 @@ impl World {
         config.pacing.max_in_flight = 1 + pick(3) as usize;
         // Tokens live 15 minutes; on one seed in four the server claims far longer for some.
         let mut tokens = Tokens::new(900 * S, pick(4) == 0);
+        // The protocol the server selects: v1, v2 over JSON or v2 over MessagePack.
+        let protocol = [
+            crate::wire::Protocol::V1,
+            crate::wire::Protocol::V2_JSON,
+            crate::wire::Protocol::V2_MSGPACK,
+        ][pick(3) as usize];
         if !limit.headers || !date {
             // The app knows its server's budget: the core's mirror matches it.
             config.pacing.budget = limit.budget;
@@ -399,6 +407,7 @@ impl World {
             dice: crate::rng::Rng::new(seed ^ 0x5E55_1011),
             upgrade_token: None,
             tokens,
+            protocol,
             store: BTreeMap::new(),
             next_seq: 0,
             last_created: 0,
@@ -417,9 +426,33 @@ impl World {
         }
     }
 
+    /// The server sends `json` in the socket's protocol: text, or MessagePack for v2.msgpack.
     fn frame(&mut self, json: &str) {
-        self.conn
-            .handle_frame(self.now, Bytes::copy_from_slice(json.as_bytes()));
+        if self.protocol == crate::wire::Protocol::V2_MSGPACK {
+            // Garbage that is not JSON goes as its raw bytes: not MessagePack either.
+            let mut packed = Vec::new();
+            if crate::wire::json_to_msgpack(json, &mut packed).is_err() {
+                packed = json.as_bytes().to_vec();
+            }
+            self.conn.handle_binary(self.now, Bytes::from(packed));
+        } else {
+            self.conn
+                .handle_frame(self.now, Bytes::copy_from_slice(json.as_bytes()));
+        }
+    }
+
+    /// The events of a frame the client wrote: one object, or each of a v2 batch.
+    fn client_events(&mut self, frame: &str) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(frame).expect("the core writes JSON");
+        match v {
+            serde_json::Value::Array(items) => {
+                assert!(self.protocol.batches(), "a batch on a v1 socket: {frame}");
+                assert!(items.len() > 1, "a batch of one: {frame}");
+                self.seen.insert("client batch");
+                items.iter().map(ToString::to_string).collect()
+            }
+            _ => vec![frame.to_owned()],
+        }
     }
 
     fn socket_gone(&mut self) {
@@ -505,7 +538,8 @@ impl World {
                     } else {
                         self.sock = Sock::Open { ready: false };
                         self.session = Some(Session::new());
-                        self.conn.handle_open(now, Some("access_token"));
+                        let selected = self.protocol.subprotocol().unwrap_or("access_token");
+                        self.conn.handle_open(now, Some(selected));
                         // The 101's `Date`, as the tokio driver reports it.
                         if self.date {
                             let secs = self.since_start(now).as_secs();
@@ -520,10 +554,15 @@ impl World {
                     self.frame(&model::ready("me"));
                 }
             }
-            Op::AnswerSubscribe { refuse: _ } => {
-                if self.sock == (Sock::Open { ready: true })
-                    && let Some(reply) = self.replies.pop_front()
-                {
+            Op::AnswerSubscribe { refuse } => {
+                if self.sock != (Sock::Open { ready: true }) {
+                    // Nothing to answer on.
+                } else if *refuse && self.protocol.batches() && self.replies.len() > 1 {
+                    // A v2 server sends every reply it owes in one batch.
+                    self.seen.insert("server batch");
+                    let batch: Vec<String> = self.replies.drain(..).collect();
+                    self.frame(&format!("[{}]", batch.join(",")));
+                } else if let Some(reply) = self.replies.pop_front() {
                     self.frame(&reply);
                 }
             }
@@ -809,26 +848,40 @@ impl World {
                     self.session = None;
                     self.replies.clear();
                 }
-                Action::Send(frame) => {
+                Action::Send(_) | Action::SendBinary(_) => {
                     assert_eq!(
                         self.sock,
                         Sock::Open { ready: true },
-                        "frame sent while not connected: {frame}"
+                        "frame sent while not connected: {action:?}"
                     );
-                    let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
-                    if v["type"] == "subscribe" {
-                        subscribe_frames.push(v["channel_id"].as_str().unwrap().to_owned());
+                    let frame = match &action {
+                        Action::Send(text) => {
+                            assert_ne!(self.protocol, crate::wire::Protocol::V2_MSGPACK);
+                            text.as_str().to_owned()
+                        }
+                        Action::SendBinary(bytes) => {
+                            assert_eq!(self.protocol, crate::wire::Protocol::V2_MSGPACK);
+                            let json = crate::wire::msgpack_to_json(bytes, 1 << 20)
+                                .expect("the core writes MessagePack this model reads");
+                            json.as_str().to_owned()
+                        }
+                        _ => unreachable!("matched above"),
+                    };
+                    // The server handles each event now, in order; its replies wait in line.
+                    for event in self.client_events(&frame) {
+                        let v: serde_json::Value = serde_json::from_str(&event).unwrap();
+                        if v["type"] == "subscribe" {
+                            subscribe_frames.push(v["channel_id"].as_str().unwrap().to_owned());
+                        }
+                        let dice = &mut self.dice;
+                        let session = self.session.as_mut().expect("an open socket has a session");
+                        let handled =
+                            session.handle(&event, "me", |_| !dice.next_u64().is_multiple_of(10));
+                        if let Some(ch) = handled.subscribed {
+                            self.sent_live.insert(ch, Vec::new());
+                        }
+                        self.replies.extend(handled.reply);
                     }
-                    // The server handles the frame now; its reply waits in line.
-                    let dice = &mut self.dice;
-                    let session = self.session.as_mut().expect("an open socket has a session");
-                    let handled = session.handle(frame.as_str(), "me", |_| {
-                        !dice.next_u64().is_multiple_of(10)
-                    });
-                    if let Some(ch) = handled.subscribed {
-                        self.sent_live.insert(ch, Vec::new());
-                    }
-                    self.replies.extend(handled.reply);
                 }
                 Action::FetchHistory(req) => {
                     let (now, id) = (self.now, req.id);

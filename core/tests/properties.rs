@@ -109,6 +109,8 @@ fn random_sequences_reach_every_interesting_path() {
         "expired token refused",
         "refresh rejected",
         "login after failure",
+        "client batch",
+        "server batch",
     ] {
         assert!(
             seen.contains(path),
