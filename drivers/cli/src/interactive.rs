@@ -12,7 +12,7 @@ use tether_devserver::{Chatter, DevServer, ServerConfig};
 use tether_tokio::{Client, ClientConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::listen::{describe_status, human, short};
+use crate::listen::{describe_protocol, describe_status, human, short};
 use crate::{Failure, wait_for_ctrl_c};
 
 const HELP: &str = "\
@@ -281,8 +281,12 @@ impl Chat {
             },
             "/status" => match self.client.stats().await {
                 Ok((stats, rtt)) => println!(
-                    "-- {}; rtt {}; {} frames in, {} out, {} reconnects, {} duplicates dropped, {} bad frames, {} history reads ({} rate-limited)",
+                    "-- {}, {}; rtt {}; {} frames in, {} out, {} reconnects, {} duplicates dropped, {} bad frames, {} history reads ({} rate-limited)",
                     describe_status(&self.client.status()),
+                    self.client
+                        .protocol()
+                        .await
+                        .map_or_else(|e| e.to_string(), describe_protocol),
                     rtt.map_or("n/a".into(), |d| format!(
                         "{:.1} ms",
                         d.as_secs_f64() * 1000.0

@@ -9,7 +9,8 @@ use tether_tokio::{Client, ClientConfig};
 use crate::args::{self, Listen};
 use crate::{Failure, api_for, credentials, wait_for_ctrl_c};
 
-pub async fn run(a: Listen) -> Result<(), Failure> {
+/// `verbose` (`-v`) also prints, at each connect, the protocol the server agreed to.
+pub async fn run(a: Listen, verbose: bool) -> Result<(), Failure> {
     let api = api_for(&a.login)?;
     let mut config = ClientConfig::new(&a.login.server).map_err(|e| Failure {
         code: 64,
@@ -61,6 +62,13 @@ pub async fn run(a: Listen) -> Result<(), Failure> {
             return Err(Failure::general("the connection task ended"));
         };
         print(&event, a.json);
+        if verbose
+            && !a.json
+            && matches!(event, Event::Status(Status::Connected))
+            && let Ok(protocol) = client.protocol().await
+        {
+            println!("-- {}", describe_protocol(protocol));
+        }
         if let Event::Status(Status::Failed {
             reason,
             http_status,
@@ -148,6 +156,17 @@ pub fn human(event: &Event) -> String {
 }
 
 /// A status as words: `reconnecting (attempt 2, in 1.5 s): heartbeat_timeout`.
+/// The protocol a socket speaks, for a person: `protocol v1 (Kaiku JSON)`, `protocol v2
+/// (msgpack, batched)`.
+pub fn describe_protocol(p: tether_core::wire::Protocol) -> String {
+    use tether_core::wire::Encoding;
+    match (p.version, p.encoding) {
+        (1, _) => "protocol v1 (Kaiku JSON)".to_owned(),
+        (v, Encoding::Msgpack) => format!("protocol v{v} (msgpack, batched)"),
+        (v, _) => format!("protocol v{v} (json, batched)"),
+    }
+}
+
 pub fn describe_status(s: &Status) -> String {
     match s {
         Status::Reconnecting {

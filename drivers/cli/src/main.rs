@@ -152,7 +152,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         None => interactive::run(cli.demo_pace.map(std::time::Duration::from_secs_f64)).await,
         Some(Command::Serve(a)) => serve(a).await,
-        Some(Command::Listen(a)) => listen::run(a).await,
+        Some(Command::Listen(a)) => listen::run(a, cli.verbose > 0).await,
         Some(Command::Send(a)) => rest::send(a).await,
         Some(Command::History(a)) => rest::history(a).await,
     }

@@ -1514,3 +1514,45 @@ async fn listen_ends_cleanly_on_sigterm() {
     assert_no_panic(&t.stderr(), "listen");
     check_status_pairs(&t.seen);
 }
+
+#[tokio::test]
+async fn listen_v_says_which_protocol_the_server_agreed_to() {
+    // The default dev server speaks v2 and prefers the client's first offer: MessagePack.
+    let w = World::start(ServerConfig::default(), 1).await;
+    let ch = w.channels[0].as_str();
+    let args: Vec<String> = [
+        "-v",
+        "listen",
+        "--server",
+        &w.server.url(),
+        "--username",
+        "alice",
+        "--password",
+        PASSWORD,
+        "--channel",
+        ch,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut t = Tether::spawn(&args, false);
+    t.until("the protocol line", |v| {
+        v.as_str() == Some("-- protocol v2 (msgpack, batched)")
+    })
+    .await;
+    t.stop().await;
+    // Without v2 on the server, the same client says v1.
+    let mut config = ServerConfig::default();
+    config.v2.json = false;
+    config.v2.msgpack = false;
+    let w = World::start(config, 1).await;
+    let ch = w.channels[0].as_str();
+    let mut args = args;
+    args[3] = w.server.url();
+    args[9] = ch.to_owned();
+    let mut t = Tether::spawn(&args, false);
+    t.until("the protocol line", |v| {
+        v.as_str() == Some("-- protocol v1 (Kaiku JSON)")
+    })
+    .await;
+    t.stop().await;
+}
