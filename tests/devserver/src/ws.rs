@@ -86,7 +86,7 @@ pub(crate) async fn upgrade(
     };
     let max = shared.config.max_message;
     // Like Kaiku: select `access_token` when offered; offered only the token, select nothing.
-    // A v2 value the client offered and this server speaks comes first (D65).
+    // A v2 value the client offered and this server speaks comes first (D66).
     let selected = shared.config.v2.select(&offered);
     ws.protocols([selected])
         .max_message_size(max)
