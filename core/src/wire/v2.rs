@@ -113,7 +113,8 @@ pub(crate) fn split_batch(frame: Text) -> Result<Vec<Text>, DecodeError> {
 /// Transcodes one MessagePack value (a whole binary frame) to JSON text of at most `max`
 /// bytes, nested at most [`MAX_DEPTH`] deep. Maps must have string keys; `bin`, `ext` and
 /// non-finite floats have no JSON form and reject the frame, as does anything after the value.
-pub(crate) fn msgpack_to_json(input: &[u8], max: usize) -> Result<Text, DecodeError> {
+/// Public for tools and servers that speak v2 (docs/protocol.md has the mapping).
+pub fn msgpack_to_json(input: &[u8], max: usize) -> Result<Text, DecodeError> {
     if input.len() > max {
         return Err(DecodeError::TooLarge {
             len: input.len(),
@@ -348,8 +349,16 @@ impl Transcoder<'_> {
     }
 }
 
-/// Encodes JSON text (the core's own client events) as MessagePack: objects as maps,
-/// integers in their smallest form, other numbers as `f64`.
+/// One JSON value as MessagePack, by the mapping of docs/protocol.md: objects as maps,
+/// integers in their smallest form, other numbers as `f64`. For tools and servers that speak
+/// v2; the client encodes its own events with it.
+pub fn to_msgpack(json: &str) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::with_capacity(json.len());
+    json_to_msgpack(json, &mut out)?;
+    Ok(out)
+}
+
+/// [`to_msgpack`], appending to `out`.
 pub(crate) fn json_to_msgpack(json: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     let value: serde_json::Value = serde_json::from_str(json)?;
     write_value(&value, out);

@@ -263,7 +263,9 @@ mod tests {
                 .login("alice", &Secret::new("password123"))
                 .await
                 .expect("login");
-            let config = ClientConfig::new(&server.url()).unwrap();
+            let mut config = ClientConfig::new(&server.url()).unwrap();
+            // One event per frame (v1), so the frames counted below are the events.
+            config.core.v2 = Vec::new();
             let (client, events) = Client::spawn(config, creds).unwrap();
             client.subscribe(&channel_id).await.unwrap();
             client.connect().unwrap();

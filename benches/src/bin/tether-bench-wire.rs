@@ -1,0 +1,226 @@
+//! Protocol v2's wire costs on the realistic mix (docs/benchmarks.md, "Protocol v2 on the
+//! wire"): bytes per event for JSON, JSON + permessage-deflate, MessagePack and MessagePack +
+//! deflate, the client's CPU per event to inflate, transcode and decode, and what a deflate
+//! context costs in memory at each window size. permessage-deflate is modelled with zlib
+//! exactly as RFC 7692 frames it (raw deflate, a sync flush per message, the trailing
+//! `00 00 ff ff` removed), with and without context takeover: the transport itself is not
+//! built yet (issue 12).
+//!
+//! Run: `cargo run --release -p tether-bench --bin tether-bench-wire` (`--rounds N`).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use bytes::Bytes;
+use clap::Parser;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use tether_bench::alloc::{Counting, allocations};
+use tether_bench::mix;
+use tether_core::ServerEvent;
+use tether_core::wire::{msgpack_to_json, to_msgpack};
+
+#[global_allocator]
+static A: Counting = Counting;
+
+#[derive(Debug, Parser)]
+#[command(about = "Protocol v2's bytes, CPU and memory per event on the realistic mix")]
+struct Args {
+    /// Rounds of the 17-event mix.
+    #[arg(long, default_value_t = 500)]
+    rounds: usize,
+}
+
+const MAX: usize = 256 * 1024;
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// A server-to-client WebSocket frame header for a payload of `len` bytes (unmasked).
+fn header(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=65_535 => 4,
+        _ => 10,
+    }
+}
+
+/// Each message deflated as permessage-deflate sends it: the bytes of every frame.
+fn deflated(messages: &[Vec<u8>], window_bits: u8, takeover: bool) -> Vec<Vec<u8>> {
+    let mut z = Compress::new_with_window_bits(Compression::default(), false, window_bits);
+    messages
+        .iter()
+        .map(|m| {
+            if !takeover {
+                z.reset();
+            }
+            let mut out = Vec::with_capacity(m.len() + 64);
+            let before = z.total_in();
+            while (z.total_in() - before) < m.len() as u64 || out.len() < 4 || !out.ends_with(&TAIL)
+            {
+                let read = (z.total_in() - before) as usize;
+                out.reserve(256);
+                if z.compress_vec(&m[read..], &mut out, FlushCompress::Sync)
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            out.truncate(out.len().saturating_sub(4));
+            out
+        })
+        .collect()
+}
+
+/// Inflates each frame back (with its context), as the client does; returns the messages.
+fn inflated(frames: &[Vec<u8>], window_bits: u8, takeover: bool) -> Vec<Vec<u8>> {
+    let mut z = Decompress::new_with_window_bits(false, window_bits);
+    frames
+        .iter()
+        .map(|f| {
+            if !takeover {
+                z.reset(false);
+            }
+            let mut input = f.clone();
+            input.extend_from_slice(&TAIL);
+            let mut out = Vec::with_capacity(f.len() * 4 + 64);
+            let before = z.total_in();
+            loop {
+                let read = (z.total_in() - before) as usize;
+                if read >= input.len() {
+                    break;
+                }
+                out.reserve(1024);
+                let produced = out.len();
+                if z.decompress_vec(&input[read..], &mut out, FlushDecompress::Sync)
+                    .is_err()
+                    || (out.len() == produced && (z.total_in() - before) as usize == read)
+                {
+                    break;
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+fn bytes_on_wire(frames: &[Vec<u8>]) -> f64 {
+    let total: usize = frames.iter().map(|f| f.len() + header(f.len())).sum();
+    total as f64 / frames.len() as f64
+}
+
+/// Nanoseconds per item of `f` over `items`, best of five.
+fn ns_per<T>(items: &[T], mut f: impl FnMut(&T)) -> f64 {
+    (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            for item in items {
+                f(item);
+            }
+            start.elapsed().as_nanos() as f64 / items.len() as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Bytes allocated by `make` (what one context holds while it lives).
+fn footprint<T>(make: impl FnOnce() -> T) -> (T, u64) {
+    let (_, before) = allocations();
+    let made = make();
+    let (_, after) = allocations();
+    (made, after - before)
+}
+
+fn main() {
+    let args = Args::parse();
+    let json: Vec<Vec<u8>> = (0..args.rounds)
+        .flat_map(mix::mix)
+        .map(String::into_bytes)
+        .collect();
+    let packed: Vec<Vec<u8>> = json
+        .iter()
+        .map(|j| to_msgpack(std::str::from_utf8(j).unwrap_or("null")).unwrap_or_default())
+        .collect();
+    let n = json.len();
+    println!(
+        "protocol v2 on the wire: {n} events of the realistic mix ({} rounds)",
+        args.rounds
+    );
+    println!("\nbytes per event on the wire (payload + WebSocket header), server to client:");
+    let plain_json = bytes_on_wire(&json);
+    let plain_msgpack = bytes_on_wire(&packed);
+    println!("  JSON                     {plain_json:7.1}");
+    println!(
+        "  MessagePack              {plain_msgpack:7.1}  ({:.2}x smaller than JSON)",
+        plain_json / plain_msgpack
+    );
+    let mut report = Vec::new();
+    for (name, messages) in [("JSON", &json), ("MessagePack", &packed)] {
+        for bits in [15u8, 12, 10, 9] {
+            for takeover in [true, false] {
+                let frames = deflated(messages, bits, takeover);
+                let back = inflated(&frames, bits, takeover);
+                assert!(
+                    back == *messages,
+                    "deflate round trip failed ({name}, {bits} bits)"
+                );
+                let b = bytes_on_wire(&frames);
+                println!(
+                    "  {name:<11} + deflate {bits:>2} bits, {:<19} {b:7.1}  ({:.2}x smaller than JSON)",
+                    if takeover {
+                        "context takeover"
+                    } else {
+                        "no context takeover"
+                    },
+                    plain_json / b
+                );
+                report.push((name, bits, takeover, b));
+            }
+        }
+    }
+
+    println!("\nclient CPU per event (best of five, ns):");
+    let json_bytes: Vec<Bytes> = json.iter().cloned().map(Bytes::from).collect();
+    let decode = ns_per(&json_bytes, |b| {
+        black_box(ServerEvent::decode(b.clone(), MAX).ok());
+    });
+    println!("  decode JSON (v1, v2 json)          {decode:8.0}");
+    let transcode = ns_per(&packed, |p| {
+        black_box(msgpack_to_json(p, MAX).ok());
+    });
+    println!("  transcode MessagePack to JSON      {transcode:8.0}");
+    let frames = deflated(&json, 15, true);
+    let inflate_json = {
+        let start = Instant::now();
+        black_box(inflated(&frames, 15, true));
+        start.elapsed().as_nanos() as f64 / n as f64
+    };
+    println!("  inflate JSON (15 bits, takeover)   {inflate_json:8.0}");
+    let frames = deflated(&packed, 15, true);
+    let inflate_msgpack = {
+        let start = Instant::now();
+        black_box(inflated(&frames, 15, true));
+        start.elapsed().as_nanos() as f64 / n as f64
+    };
+    println!("  inflate MessagePack (15, takeover) {inflate_msgpack:8.0}");
+    println!(
+        "  totals: JSON {decode:.0}; JSON + deflate {:.0}; MessagePack {:.0}; MessagePack + deflate {:.0}",
+        decode + inflate_json,
+        transcode + decode,
+        transcode + decode + inflate_msgpack
+    );
+
+    println!("\nmemory one deflate context holds (bytes allocated when made and first used):");
+    for bits in [15u8, 12, 10, 9] {
+        let (mut inflater, at_make) = footprint(|| Decompress::new_with_window_bits(false, bits));
+        let mut sink = Vec::with_capacity(4096);
+        let (_, first_use) = footprint(|| {
+            let _ = inflater.decompress_vec(&[0x02, 0x00], &mut sink, FlushDecompress::Sync);
+        });
+        let (deflater, deflater_bytes) =
+            footprint(|| Compress::new_with_window_bits(Compression::default(), false, bits));
+        drop(deflater);
+        println!(
+            "  {bits:>2} window bits: inflate {:>7} B, deflate {:>7} B",
+            at_make + first_use,
+            deflater_bytes
+        );
+    }
+    let _ = report;
+}
