@@ -223,4 +223,48 @@ fn main() {
         );
     }
     let _ = report;
+
+    println!(
+        "\nframes the client writes at a reconnect with 50 channels (the replay after `ready`):"
+    );
+    for (name, selected) in [
+        ("v1", "access_token"),
+        ("v2 json", "kaiku.v2.json"),
+        ("v2 msgpack", "kaiku.v2.msgpack"),
+    ] {
+        let (frames, bytes) = replay_frames(50, selected);
+        println!("  {name:<10} {frames:>3} frames, {bytes:>5} bytes");
+    }
+}
+
+/// The frames (and their payload bytes) a connection writes after `ready` with `channels`
+/// subscribed, when the 101 selected `selected`.
+fn replay_frames(channels: usize, selected: &str) -> (usize, usize) {
+    use tether_core::{Action, Config, Connection, Credentials};
+    let start = Instant::now();
+    let Ok(mut conn) = Config::new("http://127.0.0.1:1").and_then(Connection::new) else {
+        return (0, 0);
+    };
+    conn.set_credentials(start, Credentials::new("token"));
+    for i in 0..channels {
+        let _ = conn.subscribe(start, &format!("00000000-0000-4000-8000-{i:012}"));
+    }
+    let _ = conn.connect(start);
+    while conn.poll_action().is_some() {}
+    conn.handle_open(start, Some(selected));
+    let ready = r#"{"type":"ready","user_id":"u"}"#;
+    if selected == "kaiku.v2.msgpack" {
+        conn.handle_binary(start, Bytes::from(to_msgpack(ready).unwrap_or_default()));
+    } else {
+        conn.handle_frame(start, Bytes::from_static(ready.as_bytes()));
+    }
+    let (mut frames, mut bytes) = (0, 0);
+    while let Some(action) = conn.poll_action() {
+        match action {
+            Action::Send(t) => (frames, bytes) = (frames + 1, bytes + t.len()),
+            Action::SendBinary(b) => (frames, bytes) = (frames + 1, bytes + b.len()),
+            _ => {}
+        }
+    }
+    (frames, bytes)
 }
