@@ -410,21 +410,9 @@ impl Connection {
 
     /// A text frame arrived on the open socket.
     pub fn handle_frame(&mut self, now: Instant, frame: Bytes) {
-        let now = self.clamp(now);
-        if self.socket != Socket::Open {
-            self.stats.stale_frames += 1;
+        let Some(now) = self.receive(now, frame.len()) else {
             return;
-        }
-        self.stats.frames_in += 1;
-        if let State::Connected(live) = &mut self.state {
-            live.heartbeat.handle_activity();
-        }
-        if frame.len() > self.config.max_inbound_message {
-            self.stats.oversized += 1;
-            self.abort_socket();
-            self.retry_later(now, ReconnectReason::MessageTooLarge, None);
-            return;
-        }
+        };
         if !self.protocol.batches() {
             match ServerEvent::decode(frame, self.config.max_inbound_message) {
                 Ok(event) => self.handle_event(now, event),
@@ -445,21 +433,9 @@ impl Connection {
             self.handle_activity(now);
             return;
         }
-        let now = self.clamp(now);
-        if self.socket != Socket::Open {
-            self.stats.stale_frames += 1;
+        let Some(now) = self.receive(now, frame.len()) else {
             return;
-        }
-        self.stats.frames_in += 1;
-        if let State::Connected(live) = &mut self.state {
-            live.heartbeat.handle_activity();
-        }
-        if frame.len() > self.config.max_inbound_message {
-            self.stats.oversized += 1;
-            self.abort_socket();
-            self.retry_later(now, ReconnectReason::MessageTooLarge, None);
-            return;
-        }
+        };
         match msgpack_to_json(&frame, self.config.max_inbound_message) {
             Ok(text) => self.handle_v2_text(now, text),
             // A frame whose JSON would outgrow the cap is a bomb, not a message: counted
@@ -470,6 +446,29 @@ impl Connection {
             }
             Err(_) => self.stats.decode_errors += 1,
         }
+    }
+
+    /// What every frame that may hold events goes through first, text or binary: a frame on a
+    /// socket that is not open is stale; otherwise it proves the link alive, and one over
+    /// `max_inbound_message` drops the socket (`message_too_large`). Returns the clamped `now`
+    /// when the frame is to be decoded.
+    fn receive(&mut self, now: Instant, len: usize) -> Option<Instant> {
+        let now = self.clamp(now);
+        if self.socket != Socket::Open {
+            self.stats.stale_frames += 1;
+            return None;
+        }
+        self.stats.frames_in += 1;
+        if let State::Connected(live) = &mut self.state {
+            live.heartbeat.handle_activity();
+        }
+        if len > self.config.max_inbound_message {
+            self.stats.oversized += 1;
+            self.abort_socket();
+            self.retry_later(now, ReconnectReason::MessageTooLarge, None);
+            return None;
+        }
+        Some(now)
     }
 
     /// A v2 frame's JSON, checked: one event, or a batch handled event by event, in order.

@@ -96,9 +96,7 @@ pub fn decode_frame(data: &[u8]) {
 
 /// `json` as MessagePack, as a v2 server writes it (for seed corpora and tests).
 pub fn to_msgpack(json: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    crate::wire::json_to_msgpack(json, &mut out).expect("valid JSON");
-    out
+    crate::wire::to_msgpack(json).expect("valid JSON")
 }
 
 /// A v2 frame's events, each decoded as the connection does.
@@ -430,10 +428,7 @@ impl World {
     fn frame(&mut self, json: &str) {
         if self.protocol == crate::wire::Protocol::V2_MSGPACK {
             // Garbage that is not JSON goes as its raw bytes: not MessagePack either.
-            let mut packed = Vec::new();
-            if crate::wire::json_to_msgpack(json, &mut packed).is_err() {
-                packed = json.as_bytes().to_vec();
-            }
+            let packed = crate::wire::to_msgpack(json).unwrap_or_else(|_| json.as_bytes().to_vec());
             self.conn.handle_binary(self.now, Bytes::from(packed));
         } else {
             self.conn

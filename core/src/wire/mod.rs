@@ -17,7 +17,5 @@ pub use decode::{DecodeError, MAX_DEPTH};
 pub use history::{HistoryItem, HistoryPage};
 pub use rest_error::RestError;
 pub use server::{MessageHead, ServerEvent, ServerEventKind};
-#[cfg(feature = "fuzzing")]
-pub(crate) use v2::json_to_msgpack;
 pub use v2::{Encoding, MAX_BATCH, Protocol, V2_JSON, V2_MSGPACK, msgpack_to_json, to_msgpack};
 pub(crate) use v2::{encode_frame, split_batch};

@@ -122,59 +122,19 @@ pub(crate) fn encode(events: &[String], protocol: Protocol) -> Option<Frame> {
             _ => format!("[{}]", events.join(",")),
         })),
         Encoding::Msgpack => {
+            // The wire mapping is the protocol's, not a rule of the server: the core's encoder
+            // (its decoder is pinned to hand-written bytes, and this server reads with its own).
             let mut out = Vec::with_capacity(events.iter().map(String::len).sum());
             if events.len() != 1 {
-                let _ = rmp::encode::write_array_len(&mut out, len32(events.len()));
+                let len = u32::try_from(events.len()).unwrap_or(u32::MAX);
+                let _ = rmp::encode::write_array_len(&mut out, len);
             }
             for e in events {
-                let value: Value = serde_json::from_str(e).ok()?;
-                write_value(&value, &mut out);
+                out.extend(tether_core::wire::to_msgpack(e).ok()?);
             }
             Some(Frame::Binary(out))
         }
         _ => None,
-    }
-}
-
-fn len32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// Writes a JSON value as MessagePack: objects as maps (keys in the value's order), integers
-/// in their smallest form, other numbers as `f64`. Writing to a `Vec` cannot fail.
-fn write_value(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Null => {
-            let _ = rmp::encode::write_nil(out);
-        }
-        Value::Bool(b) => {
-            let _ = rmp::encode::write_bool(out, *b);
-        }
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                let _ = rmp::encode::write_uint(out, u);
-            } else if let Some(i) = n.as_i64() {
-                let _ = rmp::encode::write_sint(out, i);
-            } else {
-                let _ = rmp::encode::write_f64(out, n.as_f64().unwrap_or(0.0));
-            }
-        }
-        Value::String(s) => {
-            let _ = rmp::encode::write_str(out, s);
-        }
-        Value::Array(items) => {
-            let _ = rmp::encode::write_array_len(out, len32(items.len()));
-            for item in items {
-                write_value(item, out);
-            }
-        }
-        Value::Object(map) => {
-            let _ = rmp::encode::write_map_len(out, len32(map.len()));
-            for (k, item) in map {
-                let _ = rmp::encode::write_str(out, k);
-                write_value(item, out);
-            }
-        }
     }
 }
 

@@ -31,34 +31,21 @@ use serde::Serialize;
 use serde_json::Value;
 use tauri::{AppHandle, Manager, Runtime, State};
 use tauri_plugin_tether::{ErrorKind, TetherExt};
-use tether_core::{ClientEvent, Credentials, Status};
+use tether_core::{ClientEvent, Credentials, Secret, Status};
 
 /// The app's own auth state, as Kaiku's `login` and refresh fill it.
 #[derive(Debug, Default)]
 pub struct AuthState(Mutex<Auth>);
 
-/// What [`AuthState`] holds. `Debug` never shows the token.
-#[derive(Clone, Default)]
+/// What [`AuthState`] holds. `Debug` never shows the token (a [`Secret`]).
+#[derive(Clone, Debug, Default)]
 pub struct Auth {
     /// The server's HTTP base URL.
     pub server_url: Option<String>,
     /// The access token.
-    pub access_token: Option<String>,
+    pub access_token: Option<Secret>,
     /// Its lifetime from when it was issued, if the login answer said (`expires_in`).
     pub expires_in: Option<Duration>,
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("server_url", &self.server_url)
-            .field(
-                "access_token",
-                &self.access_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("expires_in", &self.expires_in)
-            .finish()
-    }
 }
 
 impl AuthState {
@@ -84,8 +71,7 @@ impl AuthState {
 impl Auth {
     /// The credentials tether gets: the access token and its lifetime, no refresh token.
     fn credentials(&self) -> Option<Credentials> {
-        let token = self.access_token.as_deref()?;
-        let creds = Credentials::new(token);
+        let creds = Credentials::new(self.access_token.clone()?);
         Some(match self.expires_in {
             Some(life) => creds.with_expires_in(life),
             None => creds,

@@ -88,7 +88,7 @@ impl Kaiku {
         .expect("login");
         let auth = Auth {
             server_url: Some(self.server.url()),
-            access_token: Some(creds.access_token.expose().to_owned()),
+            access_token: Some(creds.access_token.clone()),
             expires_in: creds.expires_in,
         };
         self.app.state::<AuthState>().set(auth.clone());
