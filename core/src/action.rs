@@ -48,6 +48,9 @@ pub struct OpenRequest {
     pub url: String,
     /// `Sec-WebSocket-Protocol` values to offer, in order.
     pub protocols: Vec<Secret>,
+    /// The `Sec-WebSocket-Extensions` value to offer (permessage-deflate), if any. A
+    /// transport that cannot inflate leaves it out, and then no server agrees to it.
+    pub extensions: Option<String>,
 }
 
 impl OpenRequest {
@@ -65,6 +68,7 @@ impl fmt::Debug for OpenRequest {
         f.debug_struct("OpenRequest")
             .field("url", &self.redacted_url())
             .field("protocols", &self.protocols.len())
+            .field("extensions", &self.extensions)
             .finish()
     }
 }
@@ -144,6 +148,7 @@ mod tests {
                 Secret::new("access_token.abc.def"),
                 Secret::new("access_token"),
             ],
+            extensions: None,
         };
         let d = format!("{r:?}");
         assert!(!d.contains("abc"), "{d}");

@@ -94,6 +94,9 @@ pub enum FailReason {
     /// The server answered the upgrade without the subprotocol we offered, or with one we
     /// never offered: it does not speak this protocol (or not with this auth mode).
     Subprotocol,
+    /// The server's `Sec-WebSocket-Extensions` answer agreed to something the client did not
+    /// offer, or broke RFC 7692's rules: its frames could not be read as it means them.
+    Extension,
 }
 
 /// What to do about a [`SocketEnd`].

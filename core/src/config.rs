@@ -57,6 +57,11 @@ pub struct Config {
     /// "Protocol v2"). Default: MessagePack, then JSON. Empty: offer v1 only. A server that
     /// selects none of them speaks v1. Offered in `AuthMode::Subprotocol` only.
     pub v2: Vec<crate::wire::Encoding>,
+    /// permessage-deflate (RFC 7692) as offered on the upgrade (docs/protocol.md,
+    /// "Compression"). `None`, the default: not offered. Set it only on a driver whose
+    /// transport can inflate (the tokio driver built with its `deflate` feature); a transport
+    /// that cannot leaves the offer out, and the socket is not compressed.
+    pub deflate: Option<crate::wire::DeflateOffer>,
     /// Socket open plus `ready`. Default 10 s (Kaiku can take 2-4 s to send `ready`).
     pub handshake_timeout: Duration,
     /// How long a connection attempt waits for a token refresh before backing off (the
@@ -97,6 +102,7 @@ impl Config {
             auth_mode: AuthMode::default(),
             allow_insecure: false,
             v2: vec![crate::wire::Encoding::Msgpack, crate::wire::Encoding::Json],
+            deflate: None,
             handshake_timeout: Duration::from_secs(10),
             refresh_timeout: Duration::from_secs(40),
             close_timeout: Duration::from_secs(1),

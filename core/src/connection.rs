@@ -24,8 +24,8 @@ use crate::subscriptions::{Refusal, SentKind, Subscriptions};
 use crate::text::Text;
 use crate::timestamp::Timestamp;
 use crate::wire::{
-    ClientEvent, DecodeError, Encoding, Protocol, ServerEvent, ServerEventKind, encode_frame,
-    msgpack_to_json, split_batch,
+    ClientEvent, DecodeError, Deflate, Encoding, ExtensionError, Protocol, ServerEvent,
+    ServerEventKind, encode_frame, msgpack_to_json, split_batch,
 };
 
 /// The ping frame, shared so a heartbeat tick allocates nothing.
@@ -176,6 +176,8 @@ pub struct Connection {
     reading_paused: bool,
     /// What the open socket speaks (v1 until its 101 selects a v2 subprotocol).
     protocol: Protocol,
+    /// permessage-deflate as the open socket's 101 agreed to it.
+    deflate: Option<Deflate>,
     /// Until when catch-up reads wait on the server's rate limit, as last told to the app.
     reads_paused_until: Option<Instant>,
 }
@@ -206,6 +208,7 @@ impl Connection {
             last_status: None,
             reading_paused: false,
             protocol: Protocol::V1,
+            deflate: None,
             reads_paused_until: None,
         })
     }
@@ -385,6 +388,18 @@ impl Connection {
     /// WebSocket library enforces the rule itself reports that refusal as
     /// `SocketEnd::Error(TransportError::Subprotocol)`, with the same outcome.
     pub fn handle_open(&mut self, now: Instant, protocol: Option<&str>) {
+        self.handle_upgraded(now, protocol, None);
+    }
+
+    /// The socket opened: `protocol` is the subprotocol its 101 selected and `extensions` its
+    /// `Sec-WebSocket-Extensions` answer. An extension the core did not offer, or an answer
+    /// outside RFC 7692's rules, fails the connection for good ([`FailReason::Extension`]).
+    pub fn handle_upgraded(
+        &mut self,
+        now: Instant,
+        protocol: Option<&str>,
+        extensions: Option<&str>,
+    ) {
         let _ = self.clamp(now);
         if self.socket != Socket::Opening {
             return;
@@ -405,6 +420,23 @@ impl Connection {
         if !accepted {
             self.stats.missing_subprotocol += 1;
             self.fail(FailReason::Subprotocol, None);
+            return;
+        }
+        self.deflate = None;
+        let agreed = match self.config.deflate {
+            Some(offer) => offer.accept(extensions),
+            None => match extensions.map(str::trim).filter(|e| !e.is_empty()) {
+                Some(e) => Err(ExtensionError::NotOffered(e.to_owned())),
+                None => Ok(None),
+            },
+        };
+        match agreed {
+            Ok(deflate) => self.deflate = deflate,
+            Err(why) => {
+                let _ = why; // the transport logs the header it was given
+                self.stats.refused_extensions += 1;
+                self.fail(FailReason::Extension, None);
+            }
         }
     }
 
@@ -833,6 +865,12 @@ impl Connection {
         self.protocol
     }
 
+    /// permessage-deflate as the open socket's 101 agreed to it (`None`: not compressed).
+    /// Reset with each new socket.
+    pub fn deflate(&self) -> Option<Deflate> {
+        self.deflate
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) is next needed. `None`: only an input
     /// can change anything.
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -873,7 +911,10 @@ impl Connection {
         match &self.state {
             State::Disconnected => Status::Disconnected,
             State::Connecting { attempt, .. } => Status::Connecting { attempt: *attempt },
-            State::Connected(_) => Status::Connected,
+            State::Connected(_) => Status::Connected {
+                protocol: self.protocol,
+                compression: self.deflate,
+            },
             State::Reconnecting {
                 attempt,
                 retry_at,
@@ -917,6 +958,10 @@ impl Connection {
         s.reads = self.catch_up.reads();
         s.reads_rate_limited = self.catch_up.rate_limited();
         s.reads_paused_until = self.reads_paused_until;
+        if self.socket == Socket::Open {
+            s.protocol = Some(self.protocol);
+            s.compression = self.deflate;
+        }
         s
     }
 
@@ -1052,9 +1097,14 @@ impl Connection {
             _ => Vec::new(),
         };
         self.protocol = Protocol::V1;
+        self.deflate = None;
         self.socket = Socket::Opening;
-        self.actions
-            .push_back(Action::Open(OpenRequest { url, protocols }));
+        let extensions = self.config.deflate.map(|d| d.header());
+        self.actions.push_back(Action::Open(OpenRequest {
+            url,
+            protocols,
+            extensions,
+        }));
         self.set_state(State::Connecting {
             attempt,
             phase: Phase::Handshake {

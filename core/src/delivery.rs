@@ -244,8 +244,14 @@ mod tests {
     #[test]
     fn a_key_popped_starts_a_new_slot() {
         let mut q = DeliveryQueue::new(2);
-        q.push(Event::Status(Status::Connected));
-        assert!(matches!(q.pop(), Some(Event::Status(Status::Connected))));
+        q.push(Event::Status(Status::Connected {
+            protocol: crate::wire::Protocol::V1,
+            compression: None,
+        }));
+        assert!(matches!(
+            q.pop(),
+            Some(Event::Status(Status::Connected { .. }))
+        ));
         q.push(Event::Status(Status::Disconnected));
         q.push(Event::Status(Status::Connecting { attempt: 0 }));
         assert_eq!(q.len(), 1);
@@ -259,7 +265,10 @@ mod tests {
     #[test]
     fn a_status_never_overtakes_earlier_events() {
         let mut q = DeliveryQueue::new(2);
-        q.push(Event::Status(Status::Connected));
+        q.push(Event::Status(Status::Connected {
+            protocol: crate::wire::Protocol::V1,
+            compression: None,
+        }));
         q.push(msg("m1"));
         q.push(Event::Status(Status::Disconnected));
         q.push(Event::Status(Status::Connecting { attempt: 0 }));
@@ -274,7 +283,10 @@ mod tests {
     fn a_prompt_reader_sees_every_change() {
         let mut q = DeliveryQueue::new(1024);
         q.push(Event::Status(Status::Connecting { attempt: 1 }));
-        q.push(Event::Status(Status::Connected));
+        q.push(Event::Status(Status::Connected {
+            protocol: crate::wire::Protocol::V1,
+            compression: None,
+        }));
         q.push(typing("typing_start", "u1"));
         q.push(typing("typing_stop", "u1"));
         assert_eq!(q.len(), 4);

@@ -105,7 +105,7 @@ pub fn frontend_events(event: &Event) -> Vec<FrontendEvent> {
             let full = serde_json::to_string(s).unwrap_or_else(|_| "null".into());
             let legacy = match s {
                 Status::Connecting { .. } => FrontendEvent::new("ws:connecting", "null"),
-                Status::Connected => FrontendEvent::new("ws:connected", "null"),
+                Status::Connected { .. } => FrontendEvent::new("ws:connected", "null"),
                 Status::Reconnecting { attempt, .. } => {
                     FrontendEvent::new("ws:reconnecting", attempt.to_string())
                 }
@@ -200,7 +200,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            lines(&Event::Status(Status::Connected))[1],
+            lines(&Event::Status(Status::Connected {
+                protocol: crate::wire::Protocol::V1,
+                compression: None,
+            }))[1],
             r#"{"event":"ws:connected","payload":null}"#
         );
     }

@@ -926,7 +926,7 @@ impl World {
                             _ => "other loss",
                         });
                     }
-                    if status == Status::Connected {
+                    if status.is_connected() {
                         became_ready = true;
                         subscribe_frames.clear();
                     }

@@ -36,6 +36,14 @@ pub struct Stats {
     pub refreshes: u64,
     /// Upgrades answered without the subprotocol we offered.
     pub missing_subprotocol: u64,
+    /// Upgrades whose `Sec-WebSocket-Extensions` answer was refused (not offered, or
+    /// against RFC 7692).
+    pub refused_extensions: u64,
+    /// The protocol the open socket speaks (`None`: no socket is open).
+    pub protocol: Option<crate::wire::Protocol>,
+    /// permessage-deflate as the open socket agreed to it (`None`: not compressed, or no
+    /// socket).
+    pub compression: Option<crate::wire::Deflate>,
     /// History reads the catch-up sent.
     pub reads: u64,
     /// Read answers (the core's or the app's) that asked every read to wait: 429, or 503

@@ -19,8 +19,13 @@ pub enum Status {
         /// Retry number (0 = first try).
         attempt: u32,
     },
-    /// Live.
-    Connected,
+    /// Live, over `protocol`, compressed as `compression` says (`null`: not compressed).
+    Connected {
+        /// What the socket's 101 selected: v1 (today's Kaiku) or v2 and its encoding.
+        protocol: crate::wire::Protocol,
+        /// permessage-deflate as agreed; `null` when the socket is not compressed.
+        compression: Option<crate::wire::Deflate>,
+    },
     /// Waiting before retry number `attempt`.
     Reconnecting {
         /// Retry number, from 1.
@@ -42,12 +47,17 @@ pub enum Status {
 }
 
 impl Status {
+    /// Live, whatever the protocol.
+    pub fn is_connected(&self) -> bool {
+        matches!(self, Self::Connected { .. })
+    }
+
     /// The short name (`"connected"`, ...), as in the JSON `status` field.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Disconnected => "disconnected",
             Self::Connecting { .. } => "connecting",
-            Self::Connected => "connected",
+            Self::Connected { .. } => "connected",
             Self::Reconnecting { .. } => "reconnecting",
             Self::Failed { .. } => "failed",
         }
@@ -70,8 +80,27 @@ mod tests {
             r#"{"status":"reconnecting","attempt":2,"retry_in_ms":1500,"reason":"heartbeat_timeout"}"#
         );
         assert_eq!(
-            serde_json::to_string(&Status::Connected).unwrap(),
-            r#"{"status":"connected"}"#
+            serde_json::to_string(&Status::Connected {
+                protocol: crate::wire::Protocol::V1,
+                compression: None
+            })
+            .unwrap(),
+            r#"{"status":"connected","protocol":{"version":1,"encoding":"json"},"compression":null}"#
+        );
+        let deflate = crate::wire::DeflateOffer::default()
+            .accept(Some("permessage-deflate; server_max_window_bits=12"))
+            .unwrap();
+        assert_eq!(
+            serde_json::to_string(&Status::Connected {
+                protocol: crate::wire::Protocol::V2_MSGPACK,
+                compression: deflate
+            })
+            .unwrap(),
+            concat!(
+                r#"{"status":"connected","protocol":{"version":2,"encoding":"msgpack"},"#,
+                r#""compression":{"server_max_window_bits":12,"server_no_context_takeover":false,"#,
+                r#""client_max_window_bits":15,"client_no_context_takeover":false}}"#
+            )
         );
         assert_eq!(
             serde_json::to_string(&Status::Failed {

@@ -2352,7 +2352,7 @@ impl Sim {
                 let d = self.dice.between(SECOND, 10 * SECOND);
                 self.after(d, Ev::AppLogin);
             }
-            Event::Status(Status::Connected) => self.cov.sessions += 1,
+            Event::Status(Status::Connected { .. }) => self.cov.sessions += 1,
             // A wait of an hour (a server asked for it): the user soon clicks "reconnect now".
             Event::Status(Status::Reconnecting { retry_in_ms, .. }) if retry_in_ms > 300_000 => {
                 let d = self.dice.between(10 * SECOND, MINUTE);

@@ -6,6 +6,7 @@
 
 mod client;
 mod decode;
+mod deflate;
 mod history;
 mod rest_error;
 mod server;
@@ -14,6 +15,7 @@ mod v2;
 pub use client::{ClientEvent, CustomEvent, InvalidCustomEvent};
 pub(crate) use decode::check_frame;
 pub use decode::{DecodeError, MAX_DEPTH};
+pub use deflate::{Deflate, DeflateOffer, ExtensionError, PERMESSAGE_DEFLATE};
 pub use history::{HistoryItem, HistoryPage};
 pub use rest_error::RestError;
 pub use server::{MessageHead, ServerEvent, ServerEventKind};

@@ -54,6 +54,13 @@ pub struct Serve {
     /// On v2 sockets, send one event per frame instead of batching what is queued.
     #[arg(long)]
     pub no_v2_batch: bool,
+    /// Never agree to permessage-deflate (by default a v2 socket whose client offers it is
+    /// compressed).
+    #[arg(long)]
+    pub no_v2_deflate: bool,
+    /// The LZ77 window the server compresses with, in bits, when the client leaves it open.
+    #[arg(long, value_name = "BITS", default_value_t = 15, value_parser = clap::value_parser!(u8).range(9..=15))]
+    pub deflate_window_bits: u8,
 }
 
 /// How to authenticate. `Debug` never shows the token or the password.
@@ -117,6 +124,13 @@ pub struct Listen {
     /// How the token reaches the socket.
     #[arg(long, value_enum, default_value_t = AuthMode::Subprotocol)]
     pub auth: AuthMode,
+    /// Offer permessage-deflate: the server may compress what it sends (-v shows whether it
+    /// did). Costs about 47 KB for the inflate context.
+    #[arg(long)]
+    pub deflate: bool,
+    /// With --deflate, ask the server to compress with at most a 2^BITS byte window.
+    #[arg(long, value_name = "BITS", requires = "deflate", value_parser = clap::value_parser!(u8).range(8..=15))]
+    pub deflate_window_bits: Option<u8>,
     /// Seconds between heartbeat pings.
     #[arg(long, value_name = "SECS", value_parser = positive_secs)]
     pub heartbeat_interval: Option<f64>,

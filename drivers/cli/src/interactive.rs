@@ -12,7 +12,7 @@ use tether_devserver::{Chatter, DevServer, ServerConfig};
 use tether_tokio::{Client, ClientConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::listen::{describe_protocol, describe_status, human, short};
+use crate::listen::{describe_link, describe_status, human, short};
 use crate::{Failure, wait_for_ctrl_c};
 
 const HELP: &str = "\
@@ -81,6 +81,8 @@ pub async fn run(pace: Option<Duration>) -> Result<(), Failure> {
     cfg.core.heartbeat.interval = Duration::from_secs(5);
     cfg.core.heartbeat.timeout = Duration::from_secs(3);
     cfg.core.backoff.max = Duration::from_secs(5);
+    // The demo's own server compresses v2 sockets: show it (/status).
+    cfg.core.deflate = Some(tether_core::wire::DeflateOffer::default());
     let (client, mut events) =
         Client::spawn(cfg, creds).map_err(|e| Failure::general(e.to_string()))?;
     for (id, _) in &channels {
@@ -136,7 +138,7 @@ pub async fn run(pace: Option<Duration>) -> Result<(), Failure> {
 impl Chat {
     fn show(&mut self, event: &Event) {
         match event {
-            Event::Status(Status::Connected) => println!("-- connected"),
+            Event::Status(Status::Connected { .. }) => println!("-- connected"),
             Event::Status(s) => println!("-- {}", describe_status(s)),
             Event::Server(e) if e.event_type().as_str() == "subscribed" => {
                 // The first confirmation of a channel: from now on what is posted there
@@ -283,10 +285,10 @@ impl Chat {
                 Ok((stats, rtt)) => println!(
                     "-- {}, {}; rtt {}; {} frames in, {} out, {} reconnects, {} duplicates dropped, {} bad frames, {} history reads ({} rate-limited)",
                     describe_status(&self.client.status()),
-                    self.client
-                        .protocol()
-                        .await
-                        .map_or_else(|e| e.to_string(), describe_protocol),
+                    stats.protocol.map_or_else(
+                        || "no socket".to_owned(),
+                        |p| describe_link(p, stats.compression.as_ref())
+                    ),
                     rtt.map_or("n/a".into(), |d| format!(
                         "{:.1} ms",
                         d.as_secs_f64() * 1000.0

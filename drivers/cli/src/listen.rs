@@ -21,6 +21,13 @@ pub async fn run(a: Listen, verbose: bool) -> Result<(), Failure> {
         args::AuthMode::Query => AuthMode::Query,
     };
     config.core.allow_insecure = a.login.insecure;
+    if a.deflate {
+        let mut offer = tether_core::wire::DeflateOffer::default();
+        if let Some(bits) = a.deflate_window_bits {
+            offer.server_max_window_bits = bits;
+        }
+        config.core.deflate = Some(offer);
+    }
     if let Some(s) = a.heartbeat_interval {
         config.core.heartbeat.interval = Duration::from_secs_f64(s);
     }
@@ -64,10 +71,12 @@ pub async fn run(a: Listen, verbose: bool) -> Result<(), Failure> {
         print(&event, a.json);
         if verbose
             && !a.json
-            && matches!(event, Event::Status(Status::Connected))
-            && let Ok(protocol) = client.protocol().await
+            && let Event::Status(Status::Connected {
+                protocol,
+                compression,
+            }) = &event
         {
-            println!("-- {}", describe_protocol(protocol));
+            println!("-- {}", describe_link(*protocol, compression.as_ref()));
         }
         if let Event::Status(Status::Failed {
             reason,
@@ -155,18 +164,33 @@ pub fn human(event: &Event) -> String {
     }
 }
 
-/// A status as words: `reconnecting (attempt 2, in 1.5 s): heartbeat_timeout`.
-/// The protocol a socket speaks, for a person: `protocol v1 (Kaiku JSON)`, `protocol v2
-/// (msgpack, batched)`.
-pub fn describe_protocol(p: tether_core::wire::Protocol) -> String {
+/// What a socket speaks, for a person: `protocol v1 (Kaiku JSON)`, `protocol v2 (msgpack,
+/// batched), permessage-deflate (window 15 bits, context takeover)`.
+pub fn describe_link(
+    p: tether_core::wire::Protocol,
+    compression: Option<&tether_core::wire::Deflate>,
+) -> String {
     use tether_core::wire::Encoding;
-    match (p.version, p.encoding) {
+    let mut s = match (p.version, p.encoding) {
         (1, _) => "protocol v1 (Kaiku JSON)".to_owned(),
         (v, Encoding::Msgpack) => format!("protocol v{v} (msgpack, batched)"),
         (v, _) => format!("protocol v{v} (json, batched)"),
+    };
+    if let Some(d) = compression {
+        s.push_str(&format!(
+            ", permessage-deflate (window {} bits, {})",
+            d.server_max_window_bits,
+            if d.server_no_context_takeover {
+                "no context takeover"
+            } else {
+                "context takeover"
+            }
+        ));
     }
+    s
 }
 
+/// A status as words: `reconnecting (attempt 2, in 1.5 s): heartbeat_timeout`.
 pub fn describe_status(s: &Status) -> String {
     match s {
         Status::Reconnecting {

@@ -165,6 +165,8 @@ async fn serve(a: args::Serve) -> Result<(), Failure> {
     config.v2.json = !a.no_v2_json;
     config.v2.msgpack = !a.no_v2_msgpack;
     config.v2.batch = !a.no_v2_batch;
+    config.v2.deflate = !a.no_v2_deflate;
+    config.v2.deflate_window_bits = a.deflate_window_bits;
     let server = tether_devserver::DevServer::start(a.addr, config)
         .await
         .map_err(|e| Failure::general(format!("cannot listen on {}: {e}", a.addr)))?;

@@ -54,6 +54,11 @@ pub struct ConnectOptions {
     /// is sent, because anyone on the path could read them. Loopback is always allowed.
     #[ts(optional)]
     pub allow_insecure: Option<bool>,
+    /// Offer permessage-deflate (default `false`): the server may then compress what it
+    /// sends, which a v2 dev server does. Costs about 47 KB of memory for the socket's
+    /// inflate context (docs/protocol.md, "Compression").
+    #[ts(optional)]
+    pub compression: Option<bool>,
     /// Credentials the app's Rust code already has (its own login or refresh): they come
     /// first. Never from the webview.
     #[serde(skip)]
@@ -242,6 +247,9 @@ impl<R: Runtime> TetherHandle<R> {
             }
         };
         config.core.allow_insecure = allow_insecure;
+        if options.compression.unwrap_or(false) {
+            config.core.deflate = Some(tether_core::wire::DeflateOffer::default());
+        }
         config.core.validate()?;
         let api = api(&options.server, allow_insecure)?;
         let stored = state.login.lock().await;
@@ -539,7 +547,7 @@ async fn reconnect_if_needed(
         s.client.set_credentials(credentials)?;
         if matches!(
             s.client.status(),
-            Status::Connected | Status::Connecting { .. }
+            Status::Connected { .. } | Status::Connecting { .. }
         ) {
             // A socket opened with the old credentials must not stay: close it, then open
             // one with the new ones (subscriptions are kept).

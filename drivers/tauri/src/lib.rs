@@ -78,6 +78,9 @@ pub fn typescript_bindings() -> String {
     let decls = [
         <serde_json::Value as TS>::decl(&cfg),
         tether_core::Status::decl(&cfg),
+        tether_core::wire::Protocol::decl(&cfg),
+        tether_core::wire::Encoding::decl(&cfg),
+        tether_core::wire::Deflate::decl(&cfg),
         tether_core::ReconnectReason::decl(&cfg),
         tether_core::FailReason::decl(&cfg),
         tether_core::ClientEvent::decl(&cfg),

@@ -206,7 +206,6 @@ mod tests {
 
     use serde_json::Value;
     use tauri::Listener;
-    use tether_core::Status;
     use tether_devserver::{DevServer, ServerConfig};
     use tether_tokio::{Api, ClientConfig};
 
@@ -279,7 +278,7 @@ mod tests {
             let mut status = client.watch_status();
             tokio::time::timeout(
                 Duration::from_secs(10),
-                status.wait_for(|s| *s == Status::Connected),
+                status.wait_for(|s| s.is_connected()),
             )
             .await
             .expect("connected")

@@ -60,6 +60,17 @@ fn app(allow: bool) -> (App<MockRuntime>, WebviewWindow<MockRuntime>) {
     (app, webview)
 }
 
+/// The status of a live session with the dev server: protocol v2 over MessagePack (the
+/// default offer and the server's choice), not compressed (the plugin offers deflate only
+/// when asked).
+fn connected_status() -> serde_json::Value {
+    json!({
+        "status": "connected",
+        "protocol": {"version": 2, "encoding": "msgpack"},
+        "compression": null
+    })
+}
+
 fn harness() -> Harness {
     let (app, webview) = app(true);
     let (tx, seen) = mpsc::channel();
@@ -211,10 +222,14 @@ fn connect_emits_the_status_events_the_kaiku_frontend_listens_to() {
     let connected = seen.last().unwrap();
     assert_eq!(connected.1, "null", "ws:connected carries no payload");
     let status = seen.iter().rev().find(|e| e.0 == "ws:status").unwrap();
-    assert_eq!(status.1, r#"{"status":"connected"}"#);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&status.1).unwrap(),
+        connected_status(),
+        "the status says what the socket speaks"
+    );
     assert_eq!(
         invoke(&h.webview, "status", json!({})).unwrap(),
-        json!({"status": "connected"})
+        connected_status()
     );
 }
 
@@ -344,7 +359,7 @@ fn login_then_connect_uses_the_stored_credentials_and_wrong_passwords_are_auth_e
         json!({"options": {"server": h.server.url()}}),
     )
     .expect("again");
-    assert_eq!(status, json!({"status": "connected"}));
+    assert_eq!(status, connected_status());
     invoke(&h.webview, "logout", json!({})).expect("logout");
     assert_eq!(
         invoke(&h.webview, "status", json!({})).unwrap(),
@@ -393,7 +408,7 @@ fn a_session_failed_on_auth_reconnects_when_connect_brings_a_fresh_token() {
     assert!(h.server.upgrades() > upgrades, "a new socket");
     assert_eq!(
         invoke(&h.webview, "status", json!({})).unwrap(),
-        json!({"status": "connected"})
+        connected_status()
     );
     // The session kept its subscription: a message posted now arrives.
     let id = h.server.post(&h.channel, "bob", "back").unwrap();
@@ -410,7 +425,7 @@ fn a_session_failed_on_auth_reconnects_when_connect_brings_username_and_password
     h.until("ws:connected");
     assert_eq!(
         invoke(&h.webview, "status", json!({})).unwrap(),
-        json!({"status": "connected"})
+        connected_status()
     );
 }
 
@@ -440,14 +455,14 @@ fn connect_again_with_the_same_credentials_keeps_the_live_connection() {
     h.until("ws:subscribed");
     let upgrades = h.server.upgrades();
     // A reload: the same options again, then a token-less connect. Nothing reconnects.
-    assert_eq!(h.connect(), json!({"status": "connected"}));
+    assert_eq!(h.connect(), connected_status());
     let status = invoke(
         &h.webview,
         "connect",
         json!({"options": {"server": h.server.url()}}),
     )
     .expect("connect");
-    assert_eq!(status, json!({"status": "connected"}));
+    assert_eq!(status, connected_status());
     h.quiet();
     assert_eq!(h.server.upgrades(), upgrades, "no new socket");
 }

@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tether_core::{
     Action, Connection, Credentials, Event, HistoryError, HistoryRequest, OpenRequest, ReadHeaders,
@@ -20,14 +19,12 @@ use tether_core::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::api::{Api, ApiError};
 use crate::client::{ClientConfig, Command, Inbox, with_jwt_expiry};
 use crate::clock::{Clock, Wake};
-use crate::connect::{Opened, SocketSettings, Ws, connect};
-use crate::errors::{Stage, history_error, refresh_error, socket_end};
+use crate::connect::{Inbound, Opened, Outbound, Reader, SocketSettings, Writer, connect};
+use crate::errors::{history_error, refresh_error};
 
 /// Starts the task that owns `conn`: it takes `commands`, puts the app's events in the
 /// returned inbox and publishes every status on the returned receiver.
@@ -82,8 +79,8 @@ enum Internal {
 struct Socket {
     /// The connect it came from; reports of an older one are stale.
     generation: u64,
-    reader: SplitStream<Ws>,
-    writer: mpsc::Sender<Message>,
+    reader: Reader,
+    writer: mpsc::Sender<Outbound>,
     /// Aborted when the socket is dropped, so an abort really drops the TCP connection.
     writer_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -240,12 +237,9 @@ impl Driver {
         for action in actions.drain(..) {
             match action {
                 Action::Open(req) => self.open(req),
-                Action::Send(text) => self.write(Message::Text(to_utf8(text))),
-                Action::SendBinary(bytes) => self.write(Message::Binary(bytes)),
-                Action::Close { code, reason } => self.write(Message::Close(Some(CloseFrame {
-                    code: code.into(),
-                    reason: reason.into(),
-                }))),
+                Action::Send(text) => self.write(Outbound::Text(text)),
+                Action::SendBinary(bytes) => self.write(Outbound::Binary(bytes)),
+                Action::Close { code, reason } => self.write(Outbound::Close { code, reason }),
                 Action::Abort => {
                     self.socket = None;
                     if let Some(c) = self.connecting.take() {
@@ -339,7 +333,7 @@ impl Driver {
         }));
     }
 
-    fn write(&mut self, message: Message) {
+    fn write(&mut self, message: Outbound) {
         let Some(s) = &self.socket else {
             return;
         };
@@ -407,8 +401,13 @@ impl Driver {
             Internal::Connected(generation, result) if generation == self.generation => {
                 self.connecting = None;
                 match result {
-                    Ok(Opened { ws, protocol, date }) => {
-                        let (sink, reader) = (*ws).split();
+                    Ok(Opened {
+                        reader,
+                        writer: sink,
+                        protocol,
+                        extensions,
+                        date,
+                    }) => {
                         let (writer, rx) = mpsc::channel(self.write_queue_capacity);
                         let tx = self.internal_tx.clone();
                         let writer_task = tokio::spawn(write_loop(sink, rx, tx, generation));
@@ -418,7 +417,11 @@ impl Driver {
                             writer,
                             writer_task: Some(writer_task),
                         });
-                        self.conn.handle_open(now, protocol.as_deref());
+                        if let Some(e) = &extensions {
+                            tracing::debug!(extensions = %e, "socket extensions");
+                        }
+                        self.conn
+                            .handle_upgraded(now, protocol.as_deref(), extensions.as_deref());
                         if let Some(date) = date {
                             // The server's clock: anchors for channels with no message yet.
                             self.conn.handle_server_date(now, date);
@@ -449,24 +452,15 @@ impl Driver {
         }
     }
 
-    fn frame(&mut self, frame: Option<Result<Message, tungstenite::Error>>) {
+    fn frame(&mut self, frame: Option<Inbound>) {
         let now = self.clock.now();
         match frame {
-            Some(Ok(Message::Text(text))) => self.conn.handle_frame(now, Bytes::from(text)),
-            Some(Ok(Message::Binary(bytes))) => self.conn.handle_binary(now, bytes),
-            Some(Ok(Message::Close(frame))) => {
+            Some(Inbound::Text(text)) => self.conn.handle_frame(now, text),
+            Some(Inbound::Binary(bytes)) => self.conn.handle_binary(now, bytes),
+            Some(Inbound::Control) => self.conn.handle_activity(now),
+            Some(Inbound::End(end)) => {
                 self.socket = None;
-                let (code, reason) = frame.map_or((None, String::new()), |f| {
-                    (Some(u16::from(f.code)), f.reason.to_string())
-                });
-                self.conn
-                    .handle_closed(now, SocketEnd::Closed { code, reason });
-            }
-            Some(Ok(_)) => self.conn.handle_activity(now),
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "socket read failed");
-                self.socket = None;
-                self.conn.handle_closed(now, socket_end(&e, Stage::Live));
+                self.conn.handle_closed(now, end);
             }
             None => {
                 self.socket = None;
@@ -503,12 +497,6 @@ impl Driver {
     }
 }
 
-/// Socket text is UTF-8 by construction; tungstenite re-checks, and an impossible failure
-/// sends an empty frame rather than panicking.
-fn to_utf8(text: tether_core::Text) -> Utf8Bytes {
-    Utf8Bytes::try_from(text.into_bytes()).unwrap_or_default()
-}
-
 /// The next wake the watchdog saw; pending without a watchdog (or after it went away).
 async fn next_wake(wakes: &mut Option<watch::Receiver<Wake>>) -> Option<Wake> {
     let Some(rx) = wakes.as_mut() else {
@@ -521,7 +509,7 @@ async fn next_wake(wakes: &mut Option<watch::Receiver<Wake>>) -> Option<Wake> {
     None
 }
 
-async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<Message, tungstenite::Error>> {
+async fn next_frame(socket: &mut Option<Socket>) -> Option<Inbound> {
     match socket {
         Some(s) => s.reader.next().await,
         None => std::future::pending().await,
@@ -529,8 +517,8 @@ async fn next_frame(socket: &mut Option<Socket>) -> Option<Result<Message, tungs
 }
 
 async fn write_loop(
-    mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::Receiver<Message>,
+    mut sink: Writer,
+    mut rx: mpsc::Receiver<Outbound>,
     failed: mpsc::UnboundedSender<Internal>,
     generation: u64,
 ) {

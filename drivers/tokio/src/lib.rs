@@ -33,6 +33,8 @@ pub mod api;
 mod client;
 pub mod clock;
 mod connect;
+#[cfg(feature = "deflate")]
+mod deflate;
 mod driver;
 mod errors;
 

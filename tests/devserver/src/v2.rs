@@ -22,6 +22,12 @@ pub struct V2Config {
     /// On a v2 socket, send the events queued at one moment as one batch frame. Off: one
     /// event per frame (still v2: a client's batches are read either way).
     pub batch: bool,
+    /// On a v2 socket, agree to permessage-deflate when the client offers it, and compress
+    /// every frame with context takeover. v1 sockets are never compressed (Kaiku's are not).
+    pub deflate: bool,
+    /// The window the server compresses with, 9 to 15 bits, when the client leaves it to the
+    /// server (the client's `server_max_window_bits` wins when smaller). Default 15.
+    pub deflate_window_bits: u8,
 }
 
 impl Default for V2Config {
@@ -30,6 +36,8 @@ impl Default for V2Config {
             json: true,
             msgpack: true,
             batch: true,
+            deflate: true,
+            deflate_window_bits: 15,
         }
     }
 }
@@ -41,6 +49,8 @@ impl V2Config {
             json: false,
             msgpack: false,
             batch: false,
+            deflate: false,
+            deflate_window_bits: 15,
         }
     }
 

@@ -1,16 +1,23 @@
 //! The `/ws` endpoint: upgrade with Kaiku's auth rules, then one task per socket. A socket
 //! speaks v1 (Kaiku's protocol, byte for byte) or, when the client offers it and
 //! [`V2Config`](crate::V2Config) allows, protocol v2 (`v2.rs`).
+//!
+//! A v2 socket whose client offers permessage-deflate (and `V2Config::deflate` allows it)
+//! is upgraded by yawc, which compresses; every other socket by axum (tungstenite), as
+//! Kaiku's own. The socket task sees neither: both become a stream and a sink of axum
+//! [`Message`]s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::pin::Pin;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tether_core::wire::Protocol;
@@ -51,12 +58,17 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
         .into_response()
 }
 
+/// A socket's read half, whichever library upgraded it.
+type Inbound = Pin<Box<dyn Stream<Item = Result<Message, ()>> + Send>>;
+/// A socket's write half.
+type Outbound = Pin<Box<dyn Sink<Message, Error = ()> + Send>>;
+
 /// `GET /ws`: checks faults and auth, then upgrades.
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut parts: Parts,
 ) -> Response {
     shared.upgrades.fetch_add(1, Ordering::Relaxed);
     if let Some(r) = Refusal::take(&mut shared.faults().refuse) {
@@ -88,6 +100,24 @@ pub(crate) async fn upgrade(
     // Like Kaiku: select `access_token` when offered; offered only the token, select nothing.
     // A v2 value the client offered and this server speaks comes first (D66).
     let selected = shared.config.v2.select(&offered);
+    let deflate_offered = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(tether_core::wire::PERMESSAGE_DEFLATE));
+    if let Some(protocol) = Protocol::from_subprotocol(selected)
+        && deflate_offered
+        && shared.config.v2.deflate
+    {
+        return match yawc::IncomingUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(incoming) => compressed(shared, user_id, protocol, selected, incoming),
+            Err(e) => e.into_response(),
+        };
+    }
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
     ws.protocols([selected])
         .max_message_size(max)
         .on_upgrade(move |socket| {
@@ -97,8 +127,91 @@ pub(crate) async fn upgrade(
                 .and_then(Protocol::from_subprotocol)
                 .unwrap_or(Protocol::V1);
             tracing::debug!(?protocol, "socket opened");
-            run(shared, user_id, protocol, socket)
+            let (sink, stream) = socket.split();
+            run(
+                shared,
+                user_id,
+                protocol,
+                Box::pin(stream.map(|m| m.map_err(|_| ()))),
+                Box::pin(sink.sink_map_err(|_| ())),
+            )
         })
+}
+
+/// The yawc upgrade of a v2 socket that agreed to permessage-deflate: the server compresses
+/// every frame, with context takeover, at `V2Config::deflate_window_bits` or the client's
+/// smaller `server_max_window_bits`.
+fn compressed(
+    shared: Arc<Shared>,
+    user_id: String,
+    protocol: Protocol,
+    selected: &'static str,
+    incoming: yawc::IncomingUpgrade,
+) -> Response {
+    let bits = shared.config.v2.deflate_window_bits.clamp(9, 15);
+    let mut options = yawc::Options::default()
+        .with_compression_level(yawc::CompressionLevel::default())
+        .with_limits(shared.config.max_message + 1, shared.config.max_message + 1)
+        .with_utf8();
+    if bits < 15 {
+        options = options.with_server_max_window_bits(bits);
+    }
+    let (response, fut) = match incoming.upgrade(options) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("upgrade failed: {e}")).into_response();
+        }
+    };
+    tokio::spawn(async move {
+        let Ok(ws) = fut.await else {
+            return;
+        };
+        tracing::debug!(?protocol, "compressed socket opened");
+        let (sink, stream) = ws.split();
+        let inbound = stream.map(|f| {
+            Ok(match f.opcode() {
+                yawc::OpCode::Text => match Utf8Bytes::try_from(f.into_payload()) {
+                    Ok(t) => Message::Text(t),
+                    Err(_) => return Err(()),
+                },
+                yawc::OpCode::Binary => Message::Binary(f.into_payload()),
+                yawc::OpCode::Ping => Message::Ping(f.into_payload()),
+                yawc::OpCode::Pong => Message::Pong(f.into_payload()),
+                _ => Message::Close(None),
+            })
+        });
+        let outbound = sink
+            .sink_map_err(|_| ())
+            .with(|m: Message| std::future::ready(Ok::<_, ()>(yawc_frame(m))));
+        run(
+            shared,
+            user_id,
+            protocol,
+            Box::pin(inbound),
+            Box::pin(outbound),
+        )
+        .await;
+    });
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(selected),
+    );
+    Response::from_parts(parts, axum::body::Body::empty())
+}
+
+/// An axum message as a yawc frame.
+fn yawc_frame(m: Message) -> yawc::Frame {
+    match m {
+        Message::Text(t) => yawc::Frame::text(bytes::Bytes::from(t)),
+        Message::Binary(b) => yawc::Frame::binary(b),
+        Message::Ping(b) => yawc::Frame::ping(b),
+        Message::Pong(b) => yawc::Frame::pong(b),
+        Message::Close(Some(CloseFrame { code, reason })) => {
+            yawc::Frame::close(code.into(), reason.as_str())
+        }
+        Message::Close(None) => yawc::Frame::close(yawc::close::CloseCode::Normal, ""),
+    }
 }
 
 fn refuse(r: Refusal) -> Response {
@@ -139,7 +252,13 @@ enum ClientFrame {
     SetCustomStatus { custom_status: Value },
 }
 
-async fn run(shared: Arc<Shared>, user_id: String, protocol: Protocol, socket: WebSocket) {
+async fn run(
+    shared: Arc<Shared>,
+    user_id: String,
+    protocol: Protocol,
+    mut stream: Inbound,
+    mut sink: Outbound,
+) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::unbounded_channel();
     shared.conns().insert(
@@ -159,7 +278,6 @@ async fn run(shared: Arc<Shared>, user_id: String, protocol: Protocol, socket: W
     });
     drop(tx);
 
-    let (mut sink, mut stream) = socket.split();
     let batch = protocol.batches() && shared.config.v2.batch;
     // What a batch took from the channel but could not hold: handled before the next recv.
     let mut pending: Option<Out> = None;

@@ -94,7 +94,7 @@ pub async fn until_live(events: &mut Events, n: usize) -> Vec<Event> {
     let mut connected = false;
     until(events, "connected and subscribed", |e| {
         match e {
-            Event::Status(Status::Connected) => connected = true,
+            Event::Status(Status::Connected { .. }) => connected = true,
             Event::Server(s) if matches!(s.kind(), ServerEventKind::Subscribed { .. }) => {
                 subscribed += 1
             }
@@ -179,5 +179,85 @@ impl ServerChild {
             lines,
             hello,
         })
+    }
+}
+
+/// Raw WebSocket servers that answer the upgrade, and then write, whatever a test says: what
+/// no honest server would, to see the client refuse it.
+pub mod raw {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Reads a request head (up to its blank line); `None` if the peer went away first.
+    pub async fn read_head(tcp: &mut tokio::net::TcpStream) -> Option<String> {
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        Some(String::from_utf8_lossy(&head).into_owned())
+    }
+
+    /// A server that upgrades every connection with `Sec-WebSocket-Protocol: access_token` and
+    /// `extensions` as its `Sec-WebSocket-Extensions` answer, then writes `frames` (raw bytes)
+    /// and holds the connection.
+    pub async fn upgrade_server(extensions: Option<&'static str>, frames: Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let frames = frames.clone();
+                tokio::spawn(async move {
+                    let Some(head) = read_head(&mut tcp).await else {
+                        return;
+                    };
+                    let key = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("sec-websocket-key")
+                                .then(|| value.trim().to_owned())
+                        })
+                        .unwrap_or_default();
+                    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
+                        key.as_bytes(),
+                    );
+                    let mut resp = format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\nsec-websocket-protocol: access_token\r\n"
+                    );
+                    if let Some(e) = extensions {
+                        resp.push_str(&format!("sec-websocket-extensions: {e}\r\n"));
+                    }
+                    resp.push_str("\r\n");
+                    let _ = tcp.write_all(resp.as_bytes()).await;
+                    let _ = tcp.write_all(&frames).await;
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// An unmasked server frame: FIN, `rsv1` (compressed) as asked, `opcode`, `payload`.
+    pub fn frame(opcode: u8, rsv1: bool, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x80 | if rsv1 { 0x40 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(n as u8),
+            n if n <= 0xffff => {
+                f.push(126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(payload);
+        f
     }
 }

@@ -16,7 +16,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tether_core::Status;
 use tether_devserver::ServerConfig;
 use tether_integration::World;
 use tether_tokio::Client;
@@ -78,7 +77,7 @@ async fn idle_phase(w: &World, clients: usize, secs: u64, watchdog: bool) -> ser
         let mut status = client.watch_status();
         tokio::time::timeout(
             Duration::from_secs(120),
-            status.wait_for(|s| *s == Status::Connected),
+            status.wait_for(|s| s.is_connected()),
         )
         .await
         .expect("every client connects")

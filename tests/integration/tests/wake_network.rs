@@ -34,7 +34,7 @@ async fn network_changed_finds_a_silently_dead_link_within_the_probe_timeout() {
         "the probe's 5 s deadline found the link dead after {found:?}"
     );
     until(&mut events, "connected again", |e| {
-        matches!(e, Event::Status(Status::Connected))
+        matches!(e, Event::Status(Status::Connected { .. }))
     })
     .await;
     assert_eq!(client.stats().await.expect("stats").0.wake_probes, 1);
@@ -63,7 +63,7 @@ async fn network_changed_skips_a_long_backoff_wait() {
     w.server.faults().clear();
     client.network_changed().expect("command");
     until(&mut events, "connected", |e| {
-        matches!(e, Event::Status(Status::Connected))
+        matches!(e, Event::Status(Status::Connected { .. }))
     })
     .await;
     let took = waiting_since.elapsed();

@@ -7,7 +7,15 @@ export type Status = { "status": "disconnected" } | { "status": "connecting",
 /**
  * Retry number (0 = first try).
  */
-attempt: number, } | { "status": "connected" } | { "status": "reconnecting", 
+attempt: number, } | { "status": "connected", 
+/**
+ * What the socket's 101 selected: v1 (today's Kaiku) or v2 and its encoding.
+ */
+protocol: Protocol, 
+/**
+ * permessage-deflate as agreed; `null` when the socket is not compressed.
+ */
+compression: Deflate | null, } | { "status": "reconnecting", 
 /**
  * Retry number, from 1.
  */
@@ -29,9 +37,40 @@ reason: FailReason,
  */
 http_status?: number, };
 
+export type Protocol = { 
+/**
+ * 1: today's Kaiku protocol (one JSON object per text frame). 2: batches, and
+ * MessagePack when `encoding` says so.
+ */
+version: number, 
+/**
+ * How frames are encoded.
+ */
+encoding: Encoding, };
+
+export type Encoding = "json" | "msgpack";
+
+export type Deflate = { 
+/**
+ * The server compresses with at most a 2^bits byte window.
+ */
+server_max_window_bits: number, 
+/**
+ * The server compresses each message alone.
+ */
+server_no_context_takeover: boolean, 
+/**
+ * The window the client may compress with (the client does not compress).
+ */
+client_max_window_bits: number, 
+/**
+ * The client compresses each message alone (the client does not compress).
+ */
+client_no_context_takeover: boolean, };
+
 export type ReconnectReason = "connection_lost" | "server_closed" | "heartbeat_timeout" | "handshake_timeout" | "connect_failed" | "tls_error" | "server_unavailable" | "rate_limited" | "message_too_large" | "protocol_error" | "refresh_failed";
 
-export type FailReason = "auth" | "forbidden" | "rejected" | "policy" | "subprotocol";
+export type FailReason = "auth" | "forbidden" | "rejected" | "policy" | "subprotocol" | "extension";
 
 export type ClientEvent = { "type": "ping" } | { "type": "subscribe", 
 /**
@@ -168,7 +207,13 @@ channels?: Array<string>,
  * Without it such a server is refused (`kind: "insecure"`) before the password or token
  * is sent, because anyone on the path could read them. Loopback is always allowed.
  */
-allow_insecure?: boolean, };
+allow_insecure?: boolean, 
+/**
+ * Offer permessage-deflate (default `false`): the server may then compress what it
+ * sends, which a v2 dev server does. Costs about 47 KB of memory for the socket's
+ * inflate context (docs/protocol.md, "Compression").
+ */
+compression?: boolean, };
 
 export type LoginResult = { 
 /**

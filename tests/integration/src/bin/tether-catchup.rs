@@ -130,7 +130,7 @@ async fn main() {
     let (mut connected, mut subscribed) = (false, 0);
     while !(connected && subscribed >= a.channels) {
         match next(&mut events, deadline, "the first connect").await {
-            Event::Status(Status::Connected) => connected = true,
+            Event::Status(Status::Connected { .. }) => connected = true,
             Event::Server(s) if matches!(s.kind(), ServerEventKind::Subscribed { .. }) => {
                 subscribed += 1
             }
@@ -177,7 +177,7 @@ async fn main() {
         let e = next(&mut events, deadline, "every channel resynced").await;
         let now = Instant::now();
         match e {
-            Event::Status(Status::Connected) => connected_at = connected_at.or(Some(now)),
+            Event::Status(Status::Connected { .. }) => connected_at = connected_at.or(Some(now)),
             Event::Resynced {
                 complete: done,
                 recovered: r,

@@ -154,7 +154,7 @@ async fn watch(mut events: tether_tokio::Events, live: Arc<Live>) {
     let mut counted = false;
     while let Some(e) = events.recv().await {
         match &e {
-            Event::Status(Status::Connected) => connected = true,
+            Event::Status(Status::Connected { .. }) => connected = true,
             Event::Status(_) => {
                 connected = false;
                 if counted {

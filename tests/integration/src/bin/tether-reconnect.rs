@@ -54,7 +54,7 @@ async fn until_live(events: &mut Events, n: usize) -> Vec<Event> {
             .unwrap_or_else(|_| fail("not live within 30 s"))
             .unwrap_or_else(|| fail("event stream ended"));
         match &e {
-            Event::Status(Status::Connected) => connected = true,
+            Event::Status(Status::Connected { .. }) => connected = true,
             Event::Server(s) if matches!(s.kind(), ServerEventKind::Subscribed { .. }) => {
                 subscribed += 1
             }
@@ -176,7 +176,7 @@ async fn main() {
             };
             let e = e.unwrap_or_else(|| fail("event stream ended"));
             match e {
-                Event::Status(Status::Connected) => connected_at = Some(Instant::now()),
+                Event::Status(Status::Connected { .. }) => connected_at = Some(Instant::now()),
                 Event::Resynced {
                     recovered,
                     complete,

@@ -105,7 +105,7 @@ impl From<&Status> for ConnectionStatus {
             Status::Connecting { attempt } | Status::Reconnecting { attempt, .. } => {
                 Self::Reconnecting { attempt: *attempt }
             }
-            Status::Connected => Self::Connected,
+            Status::Connected { .. } => Self::Connected,
             _ => Self::Disconnected,
         }
     }
@@ -261,7 +261,14 @@ mod tests {
             json(Status::Disconnected).as_deref(),
             Some(r#""disconnected""#)
         );
-        assert_eq!(json(Status::Connected).as_deref(), Some(r#""connected""#));
+        assert_eq!(
+            json(Status::Connected {
+                protocol: tether_core::wire::Protocol::V2_MSGPACK,
+                compression: None,
+            })
+            .as_deref(),
+            Some(r#""connected""#)
+        );
         assert_eq!(
             json(Status::Connecting { attempt: 0 }).as_deref(),
             Some(r#""connecting""#)
