@@ -114,10 +114,20 @@ async fn upgrade(
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    let mut response = sender
-        .send_request(request)
-        .await
-        .map_err(|_| SocketEnd::Error(TransportError::Connect))?;
+    let mut response = sender.send_request(request).await.map_err(|e| {
+        if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+            // Reached, and answered with something that is not HTTP.
+            SocketEnd::Error(TransportError::Protocol)
+        } else if e.is_incomplete_message() || e.is_closed() {
+            // Reached, and hung up before answering.
+            SocketEnd::Closed {
+                code: None,
+                reason: String::new(),
+            }
+        } else {
+            SocketEnd::Error(TransportError::Connect)
+        }
+    })?;
     let headers = response.headers();
     if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
         return Err(SocketEnd::Refused {

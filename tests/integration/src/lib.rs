@@ -42,12 +42,14 @@ impl World {
         }
     }
 
-    /// Client settings for this server with a fixed seed and fast timers for tests.
+    /// Client settings for this server with a fixed seed and fast timers for tests, offering
+    /// the link `TETHER_TEST_LINK` names (see [`apply_test_link`]).
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new(&self.server.url()).expect("config");
         c.core.seed = 7;
         c.core.backoff.base = Duration::from_millis(100);
         c.core.backoff.max = Duration::from_millis(800);
+        apply_test_link(&mut c);
         c
     }
 
@@ -60,6 +62,28 @@ impl World {
         client.connect().expect("connect");
         (client, events)
     }
+}
+
+/// What the client offers, from `TETHER_TEST_LINK`, so one suite runs over every pairing
+/// (scripts/test.sh runs the fault suites once per value): `v1` (no v2 offer), `v2-json`,
+/// `v2-msgpack` (the default offer, also when unset), and either v2 value with `+deflate`
+/// (permessage-deflate offered, the yawc transport). Anything else is a panic, not a silent
+/// default.
+pub fn apply_test_link(config: &mut ClientConfig) {
+    use tether_core::wire::{DeflateOffer, Encoding};
+    let link = std::env::var("TETHER_TEST_LINK").unwrap_or_default();
+    let (protocol, deflate) = match link.split_once('+') {
+        Some((p, "deflate")) => (p, true),
+        Some(_) => panic!("TETHER_TEST_LINK={link}: only `+deflate` may follow"),
+        None => (link.as_str(), false),
+    };
+    config.core.v2 = match protocol {
+        "v1" => Vec::new(),
+        "v2-json" => vec![Encoding::Json],
+        "" | "v2-msgpack" => vec![Encoding::Msgpack, Encoding::Json],
+        other => panic!("TETHER_TEST_LINK: unknown protocol `{other}`"),
+    };
+    config.core.deflate = deflate.then(DeflateOffer::default);
 }
 
 /// The next event, or a panic naming what was awaited.

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use tether_core::{Credentials, Event, FailReason, ReconnectReason, Status};
-use tether_integration::{WAIT, next};
+use tether_integration::{WAIT, apply_test_link, next};
 use tether_tokio::{Api, ApiError, Client, ClientConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -51,6 +51,7 @@ fn client_for(url: &str) -> (Client, tether_tokio::Events) {
     cfg.core.backoff.base = Duration::from_millis(50);
     cfg.core.backoff.max = Duration::from_millis(200);
     cfg.core.handshake_timeout = Duration::from_secs(1);
+    apply_test_link(&mut cfg);
     let (client, events) = Client::spawn(cfg, Credentials::new("t.o.k")).expect("spawn");
     client.connect().expect("connect");
     (client, events)
