@@ -65,6 +65,10 @@ fn rest_bodies() -> Vec<String> {
         r#"{"error":"TOKEN_EXPIRED","message":"Token expired"}"#.to_owned(),
         r#"{"error":"Channel not found","code":"CHANNEL_NOT_FOUND"}"#.to_owned(),
         "Failed to parse the request body as JSON: key must be a string at line 1 column 2".to_owned(),
+        // `Sec-WebSocket-Extensions` answers (the target checks them against offers too).
+        "permessage-deflate".to_owned(),
+        "permessage-deflate; server_max_window_bits=10; server_no_context_takeover; client_max_window_bits=9".to_owned(),
+        "permessage-deflate; client_no_context_takeover; server_max_window_bits=\"8\"".to_owned(),
     ]
 }
 

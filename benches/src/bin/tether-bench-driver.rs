@@ -274,13 +274,19 @@ fn protocols() -> String {
 
 // ----- tether ----------------------------------------------------------------------------
 
-async fn tether_client(server: &BenchServer) -> Result<(Client, Events), String> {
-    let config = ClientConfig::new(&server.url()).map_err(|e| format!("tether config: {e}"))?;
+/// A tether client on the default transport (tokio-tungstenite), or with `yawc` on the
+/// deflate transport (D67): it offers permessage-deflate, which this server leaves
+/// unanswered, so the frames are the same and only the socket library differs.
+async fn tether_client(server: &BenchServer, yawc: bool) -> Result<(Client, Events), String> {
+    let mut config = ClientConfig::new(&server.url()).map_err(|e| format!("tether config: {e}"))?;
+    if yawc {
+        config.core.deflate = Some(tether_core::wire::DeflateOffer::default());
+    }
     Client::spawn(config, Credentials::new(TOKEN)).map_err(|e| format!("tether spawn: {e}"))
 }
 
-async fn tether_throughput(server: &BenchServer, w: &Workload) -> Result<Rate, String> {
-    let (client, mut events) = tether_client(server).await?;
+async fn tether_throughput(server: &BenchServer, w: &Workload, yawc: bool) -> Result<Rate, String> {
+    let (client, mut events) = tether_client(server, yawc).await?;
     client
         .subscribe(mix::CH)
         .await
@@ -324,8 +330,9 @@ async fn tether_latency(
     server: &BenchServer,
     warmup: usize,
     samples: usize,
+    yawc: bool,
 ) -> Result<Vec<Duration>, String> {
-    let (client, mut events) = tether_client(server).await?;
+    let (client, mut events) = tether_client(server, yawc).await?;
     client
         .connect()
         .map_err(|e| format!("tether connect: {e}"))?;
@@ -620,16 +627,25 @@ async fn run(args: &Args) -> Result<(), String> {
     let lat_limit = Duration::from_secs(30) + Duration::from_millis((warmup + args.samples) as u64);
 
     let (mut tether, mut bare, mut ez) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tether_yawc = Vec::new();
     let mut coalesced = Vec::new();
     let (mut t50, mut t99, mut b50, mut b99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut y50, mut y99) = (Vec::new(), Vec::new());
     for run in 1..=args.runs {
         eprintln!("run {run}/{}: throughput", args.runs);
         let t = guard(
             "tether throughput",
             tp_limit,
-            tether_throughput(&server, &w),
+            tether_throughput(&server, &w, false),
         )
         .await?;
+        let y = guard(
+            "tether (yawc) throughput",
+            tp_limit,
+            tether_throughput(&server, &w, true),
+        )
+        .await?;
+        tether_yawc.push(y.per_sec);
         let b = guard("bare throughput", tp_limit, bare_throughput(&server, &w)).await?;
         let e = guard(
             "ezsockets throughput",
@@ -642,20 +658,30 @@ async fn run(args: &Args) -> Result<(), String> {
         bare.push(b.per_sec);
         ez.push(e.per_sec);
         eprintln!(
-            "  tether {:.0}/s ({} delivered, {} coalesced), bare {:.0}/s, ezsockets {:.0}/s ({} delivered)",
-            t.per_sec, t.delivered, t.coalesced, b.per_sec, e.per_sec, e.delivered
+            "  tether {:.0}/s ({} delivered, {} coalesced), tether over yawc {:.0}/s, bare {:.0}/s, ezsockets {:.0}/s ({} delivered)",
+            t.per_sec, t.delivered, t.coalesced, y.per_sec, b.per_sec, e.per_sec, e.delivered
         );
         eprintln!("run {run}/{}: latency", args.runs);
         let (p50, p99) = percentiles(
             guard(
                 "tether latency",
                 lat_limit,
-                tether_latency(&server, warmup, args.samples),
+                tether_latency(&server, warmup, args.samples, false),
             )
             .await?,
         );
         t50.push(p50);
         t99.push(p99);
+        let (p50, p99) = percentiles(
+            guard(
+                "tether (yawc) latency",
+                lat_limit,
+                tether_latency(&server, warmup, args.samples, true),
+            )
+            .await?,
+        );
+        y50.push(p50);
+        y99.push(p99);
         let (p50, p99) = percentiles(
             guard(
                 "bare latency",
@@ -690,6 +716,7 @@ async fn run(args: &Args) -> Result<(), String> {
     println!("throughput, events/s reaching the app   runs: min..max, median");
     for (name, v) in [
         ("tether-tokio (Events::recv)", &tether),
+        ("tether-tokio over yawc (deflate build)", &tether_yawc),
         ("bare tokio-tungstenite + Strict", &bare),
         ("ezsockets 0.7 + Strict", &ez),
     ] {
@@ -715,8 +742,18 @@ async fn run(args: &Args) -> Result<(), String> {
     );
     println!("latency, app round trip in us          runs, median");
     println!("  tether p50  {}   median {m_t50:.1}", fmt_us(&t50));
+    println!(
+        "  yawc   p50  {}   median {:.1}",
+        fmt_us(&y50),
+        median(&y50)
+    );
     println!("  bare   p50  {}   median {m_b50:.1}", fmt_us(&b50));
     println!("  tether p99  {}   median {m_t99:.1}", fmt_us(&t99));
+    println!(
+        "  yawc   p99  {}   median {:.1}",
+        fmt_us(&y99),
+        median(&y99)
+    );
     println!("  bare   p99  {}   median {m_b99:.1}", fmt_us(&b99));
     println!(
         "  added by the driver: p50 {added_p50:.1} us (budget <= 10 us: {}), p99 {added_p99:.1} us",
@@ -735,9 +772,10 @@ async fn run(args: &Args) -> Result<(), String> {
             "runtime": format!("{:?}", args.runtime).to_lowercase(),
             "throughput_per_sec": {
                 "tether": tether,
+                "tether_yawc": tether_yawc,
                 "bare": bare,
                 "ezsockets": ez,
-                "median": {"tether": mt, "bare": mb, "ezsockets": me},
+                "median": {"tether": mt, "tether_yawc": median(&tether_yawc), "bare": mb, "ezsockets": me},
             },
             "tether_coalesced": coalesced,
             "ratio": {
@@ -748,6 +786,7 @@ async fn run(args: &Args) -> Result<(), String> {
             },
             "latency_us": {
                 "tether": {"p50": t50, "p99": t99},
+                "tether_yawc": {"p50": y50, "p99": y99},
                 "bare": {"p50": b50, "p99": b99},
                 "median": {"tether_p50": m_t50, "tether_p99": m_t99, "bare_p50": m_b50, "bare_p99": m_b99},
                 "added_p50": added_p50,

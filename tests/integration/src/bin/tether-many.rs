@@ -49,6 +49,14 @@ struct Options {
     /// Each client's socket read buffer in bytes (default: the driver's).
     #[arg(long, value_name = "BYTES")]
     read_buffer: Option<usize>,
+    /// Offer permessage-deflate (the dev server compresses every v2 socket that offers it,
+    /// with context takeover): each client then keeps an inflate context.
+    #[arg(long)]
+    deflate: bool,
+    /// With --deflate, ask the server for at most a 2^BITS byte window (default: 15, none
+    /// asked).
+    #[arg(long, value_name = "BITS", requires = "deflate")]
+    deflate_window_bits: Option<u8>,
     /// Where to draw the figures against N (an SVG file).
     #[arg(long, value_name = "FILE")]
     svg: Option<String>,
@@ -238,6 +246,13 @@ async fn main() {
                 let mut cfg = ClientConfig::new(&url).unwrap_or_else(|e| fail(&e.to_string()));
                 if let Some(b) = o.read_buffer {
                     cfg.read_buffer_size = b;
+                }
+                if o.deflate {
+                    let mut offer = tether_core::wire::DeflateOffer::default();
+                    if let Some(bits) = o.deflate_window_bits {
+                        offer.server_max_window_bits = bits;
+                    }
+                    cfg.core.deflate = Some(offer);
                 }
                 let (client, events) =
                     Client::spawn(cfg, creds.clone()).unwrap_or_else(|e| fail(&e.to_string()));
