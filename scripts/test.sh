@@ -125,7 +125,7 @@ if [ "$FUZZ_SECS" != "0" ]; then
   (
     cd fuzz
     cargo fuzz build -O
-    for target in server_frame rest_body operations; do
+    for target in server_frame rest_body operations extensions; do
       corpus="$(mktemp -d)"
       cp seeds/"$target"/* "$corpus"/
       log="$(mktemp)"

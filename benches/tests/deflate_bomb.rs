@@ -6,47 +6,21 @@
 //!
 //! Its own test binary, one test: the count is the whole process's.
 
-use std::io::Write;
 use std::time::Duration;
 
-use flate2::Compression;
-use flate2::write::DeflateEncoder;
 use tether_bench::alloc::{self, Counting};
 use tether_core::wire::DeflateOffer;
 use tether_core::{Credentials, Event, ReconnectReason, Status};
 use tether_integration::next;
-use tether_integration::raw::{frame, upgrade_server};
+use tether_integration::raw::{deflated, frame, upgrade_server};
 use tether_tokio::{Client, ClientConfig};
 
 #[global_allocator]
 static A: Counting = Counting;
 
-/// 16 MiB of one byte, raw deflate with a sync flush and the trailing `00 00 ff ff` removed,
-/// as RFC 7692 frames a message.
+/// 16 MiB of one byte as one permessage-deflate message: 16 KiB on the wire.
 fn bomb() -> Vec<u8> {
-    let mut e = DeflateEncoder::new(Vec::new(), Compression::best());
-    let chunk = vec![b'a'; 1 << 20];
-    for _ in 0..16 {
-        e.write_all(&chunk).expect("deflate");
-    }
-    e.flush().expect("flush");
-    let mut out = e.finish().expect("finish");
-    if out.ends_with(&[0, 0, 0xff, 0xff]) {
-        out.truncate(out.len() - 4);
-    }
-    out
-}
-
-/// `message` raw-deflated as one RFC 7692 message (sync flush, tail removed).
-fn deflated(message: &[u8]) -> Vec<u8> {
-    let mut e = DeflateEncoder::new(Vec::new(), Compression::best());
-    e.write_all(message).expect("deflate");
-    e.flush().expect("flush");
-    let mut out = e.finish().expect("finish");
-    if out.ends_with(&[0, 0, 0xff, 0xff]) {
-        out.truncate(out.len() - 4);
-    }
-    out
+    deflated(&vec![b'a'; 16 << 20])
 }
 
 /// A client offering deflate to `url`, its cap, and the peak growth of the process's live

@@ -65,10 +65,6 @@ fn rest_bodies() -> Vec<String> {
         r#"{"error":"TOKEN_EXPIRED","message":"Token expired"}"#.to_owned(),
         r#"{"error":"Channel not found","code":"CHANNEL_NOT_FOUND"}"#.to_owned(),
         "Failed to parse the request body as JSON: key must be a string at line 1 column 2".to_owned(),
-        // `Sec-WebSocket-Extensions` answers (the target checks them against offers too).
-        "permessage-deflate".to_owned(),
-        "permessage-deflate; server_max_window_bits=10; server_no_context_takeover; client_max_window_bits=9".to_owned(),
-        "permessage-deflate; client_no_context_takeover; server_max_window_bits=\"8\"".to_owned(),
     ]
 }
 
@@ -113,6 +109,21 @@ fn main() {
             &root.join("rest_body"),
             &format!("seed-{i:02}"),
             b.as_bytes(),
+        );
+    }
+    for (i, answer) in [
+        "permessage-deflate",
+        "permessage-deflate; server_max_window_bits=10; server_no_context_takeover; client_max_window_bits=9",
+        "Permessage-Deflate; client_no_context_takeover; server_max_window_bits=\"8\"",
+        "permessage-deflate; server_max_window_bits=16, x-other",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write(
+            &root.join("extensions"),
+            &format!("seed-{i:02}"),
+            answer.as_bytes(),
         );
     }
     let mut rng = Rng::new(0x7e7e);

@@ -14,7 +14,8 @@ use crate::wire::{ClientEvent, ServerEvent};
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Action {
-    /// Open a WebSocket. Report the outcome with `handle_open` or `handle_closed`.
+    /// Open a WebSocket. Report the outcome with `handle_open` (or `handle_upgraded`) or
+    /// `handle_closed`.
     /// There is never more than one socket: this only comes when the previous one is gone.
     Open(OpenRequest),
     /// Send a text frame on the open socket.
@@ -48,9 +49,15 @@ pub struct OpenRequest {
     pub url: String,
     /// `Sec-WebSocket-Protocol` values to offer, in order.
     pub protocols: Vec<Secret>,
-    /// The `Sec-WebSocket-Extensions` value to offer (permessage-deflate), if any. A
-    /// transport that cannot inflate leaves it out, and then no server agrees to it.
-    pub extensions: Option<String>,
+    /// permessage-deflate to offer, if any: send [`DeflateOffer::header`] as
+    /// `Sec-WebSocket-Extensions`, and configure the inflater from what
+    /// [`DeflateOffer::accept`] makes of the 101's answer (the core checks the same answer
+    /// in [`Connection::handle_upgraded`](crate::Connection::handle_upgraded)). A driver
+    /// whose transport cannot inflate must refuse a config that sets it.
+    ///
+    /// [`DeflateOffer::header`]: crate::wire::DeflateOffer::header
+    /// [`DeflateOffer::accept`]: crate::wire::DeflateOffer::accept
+    pub deflate: Option<crate::wire::DeflateOffer>,
 }
 
 impl OpenRequest {
@@ -68,7 +75,7 @@ impl fmt::Debug for OpenRequest {
         f.debug_struct("OpenRequest")
             .field("url", &self.redacted_url())
             .field("protocols", &self.protocols.len())
-            .field("extensions", &self.extensions)
+            .field("deflate", &self.deflate)
             .finish()
     }
 }
@@ -148,7 +155,7 @@ mod tests {
                 Secret::new("access_token.abc.def"),
                 Secret::new("access_token"),
             ],
-            extensions: None,
+            deflate: None,
         };
         let d = format!("{r:?}");
         assert!(!d.contains("abc"), "{d}");

@@ -137,6 +137,13 @@ impl Config {
                 "pacing needs max_in_flight, budget and window above zero",
             ));
         }
+        if let Some(d) = self.deflate
+            && !(8..=15).contains(&d.server_max_window_bits)
+        {
+            return Err(ConfigError::Invalid(
+                "deflate.server_max_window_bits must be in 8..=15",
+            ));
+        }
         if self.catch_up.page_size == 0 || self.queue.capacity == 0 {
             return Err(ConfigError::Invalid(
                 "page size and queue capacity must be positive",
@@ -229,6 +236,17 @@ mod tests {
         let mut c = Config::new("http://localhost").unwrap();
         c.heartbeat.interval = Duration::ZERO;
         assert!(c.validate().is_err());
+        for bits in [0, 7, 16] {
+            let mut c = Config::new("http://localhost").unwrap();
+            c.deflate = Some(crate::wire::DeflateOffer {
+                server_max_window_bits: bits,
+                ..Default::default()
+            });
+            assert!(
+                matches!(c.validate(), Err(ConfigError::Invalid(_))),
+                "{bits}"
+            );
+        }
     }
 
     #[test]

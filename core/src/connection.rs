@@ -132,7 +132,9 @@ const MAX_OUT_BATCH_BYTES: usize = 32 * 1024;
 ///   [`focus`](Self::focus),
 ///   [`send`](Self::send), [`set_credentials`](Self::set_credentials).
 /// - **Inputs from the world** (`handle_*`, each taking `now`):
-///   [`handle_open`](Self::handle_open), [`handle_frame`](Self::handle_frame),
+///   [`handle_open`](Self::handle_open) (or [`handle_upgraded`](Self::handle_upgraded), with
+///   the 101's extensions), [`handle_frame`](Self::handle_frame),
+///   [`handle_binary`](Self::handle_binary),
 ///   [`handle_activity`](Self::handle_activity), [`handle_backpressure`](Self::handle_backpressure),
 ///   [`handle_closed`](Self::handle_closed),
 ///   [`handle_history`](Self::handle_history),
@@ -147,7 +149,8 @@ const MAX_OUT_BATCH_BYTES: usize = 32 * 1024;
 ///   [`has_socket`](Self::has_socket), [`stats`](Self::stats), [`rtt`](Self::rtt),
 ///   [`user_id`](Self::user_id), [`subscriptions`](Self::subscriptions),
 ///   [`queued`](Self::queued), [`held`](Self::held),
-///   [`reads_paused_until`](Self::reads_paused_until), [`config`](Self::config).
+///   [`reads_paused_until`](Self::reads_paused_until), [`protocol`](Self::protocol),
+///   [`deflate`](Self::deflate), [`config`](Self::config).
 ///
 /// Time never runs backwards inside: every `now` is clamped to the latest seen.
 #[derive(Debug)]
@@ -388,21 +391,24 @@ impl Connection {
     /// WebSocket library enforces the rule itself reports that refusal as
     /// `SocketEnd::Error(TransportError::Subprotocol)`, with the same outcome.
     pub fn handle_open(&mut self, now: Instant, protocol: Option<&str>) {
-        self.handle_upgraded(now, protocol, None);
+        // No extension answer: nothing to refuse.
+        let _ = self.handle_upgraded(now, protocol, None);
     }
 
     /// The socket opened: `protocol` is the subprotocol its 101 selected and `extensions` its
-    /// `Sec-WebSocket-Extensions` answer. An extension the core did not offer, or an answer
-    /// outside RFC 7692's rules, fails the connection for good ([`FailReason::Extension`]).
+    /// `Sec-WebSocket-Extensions` answer (every line of it, joined with `", "`). Besides
+    /// [`handle_open`](Self::handle_open)'s rule, an extension the core did not offer, or an
+    /// answer outside RFC 7692's rules, fails the connection for good
+    /// ([`FailReason::Extension`]); the error says why, for the driver to log.
     pub fn handle_upgraded(
         &mut self,
         now: Instant,
         protocol: Option<&str>,
         extensions: Option<&str>,
-    ) {
+    ) -> Result<(), ExtensionError> {
         let _ = self.clamp(now);
         if self.socket != Socket::Opening {
-            return;
+            return Ok(());
         }
         self.socket = Socket::Open;
         let offered = self.config.auth_mode == AuthMode::Subprotocol;
@@ -420,9 +426,8 @@ impl Connection {
         if !accepted {
             self.stats.missing_subprotocol += 1;
             self.fail(FailReason::Subprotocol, None);
-            return;
+            return Ok(());
         }
-        self.deflate = None;
         let agreed = match self.config.deflate {
             Some(offer) => offer.accept(extensions),
             None => match extensions.map(str::trim).filter(|e| !e.is_empty()) {
@@ -431,11 +436,14 @@ impl Connection {
             },
         };
         match agreed {
-            Ok(deflate) => self.deflate = deflate,
+            Ok(deflate) => {
+                self.deflate = deflate;
+                Ok(())
+            }
             Err(why) => {
-                let _ = why; // the transport logs the header it was given
                 self.stats.refused_extensions += 1;
                 self.fail(FailReason::Extension, None);
+                Err(why)
             }
         }
     }
@@ -1099,11 +1107,10 @@ impl Connection {
         self.protocol = Protocol::V1;
         self.deflate = None;
         self.socket = Socket::Opening;
-        let extensions = self.config.deflate.map(|d| d.header());
         self.actions.push_back(Action::Open(OpenRequest {
             url,
             protocols,
-            extensions,
+            deflate: self.config.deflate,
         }));
         self.set_state(State::Connecting {
             attempt,

@@ -137,22 +137,21 @@ pub fn decode_rest(data: &[u8]) {
         e.message.len() <= 4 * data.len() + 3,
         "a message is never larger than its body"
     );
-    if let Ok(header) = std::str::from_utf8(data) {
-        deflate_answer(header);
-    }
 }
 
-/// A 101's `Sec-WebSocket-Extensions` answer, checked against each kind of offer: what is
-/// accepted stays within what was offered, and an agreement written back as a header is
-/// accepted again as the same agreement.
-fn deflate_answer(header: &str) {
+/// Reads arbitrary bytes as a 101's `Sec-WebSocket-Extensions` answer, against each kind of
+/// offer: what is accepted stays within what was offered, and an agreement written back as a
+/// header (what the transport hands its inflater) is accepted again as the same agreement.
+/// Never panics.
+pub fn extension_answer(data: &[u8]) {
+    let header = String::from_utf8_lossy(data);
     use crate::wire::DeflateOffer;
     for (bits, no_takeover) in [(15, false), (10, true), (8, false)] {
         let offer = DeflateOffer {
             server_max_window_bits: bits,
             server_no_context_takeover: no_takeover,
         };
-        let Ok(Some(agreed)) = offer.accept(Some(header)) else {
+        let Ok(Some(agreed)) = offer.accept(Some(&header)) else {
             continue;
         };
         assert!((8..=bits).contains(&agreed.server_max_window_bits));

@@ -2046,7 +2046,7 @@ fn open_request(actions: &[Action]) -> Option<&tether_core::OpenRequest> {
 fn deflate_is_offered_only_when_configured() {
     let mut h = Harness::new();
     h.connect();
-    assert_eq!(open_request(&h.take()).unwrap().extensions, None);
+    assert_eq!(open_request(&h.take()).unwrap().deflate, None);
 
     let mut cfg = config();
     let mut offer = tether_core::wire::DeflateOffer::default();
@@ -2054,9 +2054,10 @@ fn deflate_is_offered_only_when_configured() {
     cfg.deflate = Some(offer);
     let mut h = Harness::with_config(cfg);
     h.connect();
+    let offered = open_request(&h.take()).unwrap().deflate.unwrap();
     assert_eq!(
-        open_request(&h.take()).unwrap().extensions.as_deref(),
-        Some("permessage-deflate; client_max_window_bits; server_max_window_bits=11")
+        offered.header(),
+        "permessage-deflate; client_max_window_bits; server_max_window_bits=11"
     );
 }
 
@@ -2066,11 +2067,13 @@ fn an_agreed_deflate_is_in_the_status_and_the_stats_and_reset_with_the_socket() 
     cfg.deflate = Some(tether_core::wire::DeflateOffer::default());
     let mut h = Harness::with_config(cfg);
     h.connect();
-    h.conn.handle_upgraded(
-        h.now,
-        Some("kaiku.v2.json"),
-        Some("permessage-deflate; server_max_window_bits=12; client_max_window_bits=9"),
-    );
+    h.conn
+        .handle_upgraded(
+            h.now,
+            Some("kaiku.v2.json"),
+            Some("permessage-deflate; server_max_window_bits=12; client_max_window_bits=9"),
+        )
+        .unwrap();
     h.drain();
     h.frame(r#"{"type":"ready","user_id":"me"}"#);
     let Status::Connected {
@@ -2093,7 +2096,9 @@ fn an_agreed_deflate_is_in_the_status_and_the_stats_and_reset_with_the_socket() 
     assert_eq!(h.conn.stats().compression, None);
     assert_eq!(h.conn.stats().protocol, None);
     h.until_open();
-    h.conn.handle_upgraded(h.now, Some("access_token"), None);
+    h.conn
+        .handle_upgraded(h.now, Some("access_token"), None)
+        .unwrap();
     h.drain();
     h.frame(r#"{"type":"ready","user_id":"me"}"#);
     assert_eq!(
@@ -2110,8 +2115,11 @@ fn an_extension_answer_that_was_not_offered_or_breaks_the_rules_fails_for_good()
     let failed = |cfg: tether_core::Config, answer: &str| {
         let mut h = Harness::with_config(cfg);
         h.connect();
-        h.conn
-            .handle_upgraded(h.now, Some("access_token"), Some(answer));
+        let why = h
+            .conn
+            .handle_upgraded(h.now, Some("access_token"), Some(answer))
+            .unwrap_err();
+        assert!(!why.to_string().is_empty());
         h.drain();
         assert_eq!(
             h.conn.status(),

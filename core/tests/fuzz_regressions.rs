@@ -26,6 +26,7 @@ fn every_saved_fuzz_crash_now_passes() {
             Some("server_frame") => fuzz::decode_frame(&data),
             Some("rest_body") => fuzz::decode_rest(&data),
             Some("operations") => fuzz::operations(support::t0(), &data),
+            Some("extensions") => fuzz::extension_answer(&data),
             _ => panic!("{name}: unknown target prefix"),
         }
         replayed += 1;
@@ -52,6 +53,8 @@ fn decoders_accept_their_seeds_and_survive_garbage() {
     fuzz::decode_frame(b"\xff\xfe{");
     fuzz::decode_frame(&[b'['; 10_000]);
     fuzz::decode_rest(br#"{"items":[{"id":"m"}],"has_more":false}"#);
+    fuzz::extension_answer(b"permessage-deflate; server_max_window_bits=\"9\"");
+    fuzz::extension_answer(b"permessage-deflate; client_max_window_bits=\xff");
     fuzz::decode_rest(br#"{"access_token":"a","expires_in":18446744073709551615}"#);
     fuzz::decode_rest(b"");
 }

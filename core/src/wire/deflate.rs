@@ -8,7 +8,7 @@
 //!
 //! The client never compresses what it sends (RFC 7692 lets each message choose): its events
 //! are few and small, and a deflate context costs 250 to 380 KB a connection where an
-//! inflate context costs 46 KB (docs/benchmarks.md). So the client-side parameters the server
+//! inflate context costs about 47 KB (docs/benchmarks.md). So the client-side parameters the server
 //! may set (`client_max_window_bits=N`, `client_no_context_takeover`) are accepted and
 //! recorded, and change nothing.
 
@@ -113,21 +113,32 @@ impl DeflateOffer {
             client_max_window_bits: 15,
             client_no_context_takeover: false,
         };
-        let mut seen: Vec<String> = Vec::new();
+        // The four parameters, each at most once.
+        let mut seen = [false; 4];
         for param in parts {
             let (key, value) = match param.split_once('=') {
-                Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
+                Some((k, v)) => (k.trim(), Some(unquote(k.trim(), v.trim())?)),
                 None => (param, None),
             };
             let key = key.to_ascii_lowercase();
-            if seen.contains(&key) {
+            let slot = match key.as_str() {
+                "server_no_context_takeover" => 0,
+                "client_no_context_takeover" => 1,
+                "server_max_window_bits" => 2,
+                "client_max_window_bits" => 3,
+                _ => {
+                    return Err(ExtensionError::Invalid(format!(
+                        "unexpected parameter {param:?}"
+                    )));
+                }
+            };
+            if std::mem::replace(&mut seen[slot], true) {
                 return Err(ExtensionError::Invalid(format!("{key} given twice")));
             }
-            seen.push(key.clone());
-            match (key.as_str(), value) {
-                ("server_no_context_takeover", None) => agreed.server_no_context_takeover = true,
-                ("client_no_context_takeover", None) => agreed.client_no_context_takeover = true,
-                ("server_max_window_bits", Some(v)) => {
+            match (slot, value) {
+                (0, None) => agreed.server_no_context_takeover = true,
+                (1, None) => agreed.client_no_context_takeover = true,
+                (2, Some(v)) => {
                     let bits = window_bits(&key, v)?;
                     if bits > offered_server_bits {
                         return Err(ExtensionError::Invalid(format!(
@@ -136,12 +147,11 @@ impl DeflateOffer {
                     }
                     agreed.server_max_window_bits = bits;
                 }
-                ("client_max_window_bits", Some(v)) => {
-                    agreed.client_max_window_bits = window_bits(&key, v)?;
-                }
+                (3, Some(v)) => agreed.client_max_window_bits = window_bits(&key, v)?,
                 _ => {
                     return Err(ExtensionError::Invalid(format!(
-                        "unexpected parameter {param:?}"
+                        "{param:?}: {key} takes {}",
+                        if slot < 2 { "no value" } else { "a value" }
                     )));
                 }
             }
@@ -152,7 +162,7 @@ impl DeflateOffer {
                 "server_no_context_takeover was asked for and not agreed".into(),
             ));
         }
-        if offered_server_bits < 15 && !seen.iter().any(|k| k == "server_max_window_bits") {
+        if offered_server_bits < 15 && !seen[2] {
             return Err(ExtensionError::Invalid(
                 "server_max_window_bits was asked for and not agreed".into(),
             ));
@@ -176,6 +186,21 @@ impl Deflate {
             h.push_str("; client_no_context_takeover");
         }
         h
+    }
+}
+
+/// A parameter's value: a token, or a quoted string holding one (RFC 7692, 7.1: the
+/// quotes are one pair around the whole value, or none).
+fn unquote<'a>(key: &str, value: &'a str) -> Result<&'a str, ExtensionError> {
+    let inner = match value.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"'),
+        None => Some(value),
+    };
+    match inner {
+        Some(v) if !v.contains('"') => Ok(v),
+        _ => Err(ExtensionError::Invalid(format!(
+            "{key}={value}: unbalanced quotes"
+        ))),
     }
 }
 
@@ -281,6 +306,9 @@ mod tests {
             "permessage-deflate; server_max_window_bits=010; server_no_context_takeover",
             "permessage-deflate; server_max_window_bits=; server_no_context_takeover",
             "permessage-deflate; server_max_window_bits=1x; server_no_context_takeover",
+            "permessage-deflate; server_max_window_bits=\"10; server_no_context_takeover",
+            "permessage-deflate; server_max_window_bits=10\"; server_no_context_takeover",
+            "permessage-deflate; server_max_window_bits=\"\"10\"\"; server_no_context_takeover",
             "permessage-deflate; server_max_window_bits=10; server_max_window_bits=10; server_no_context_takeover",
             "permessage-deflate; server_max_window_bits=10; server_no_context_takeover=1",
             "permessage-deflate; server_max_window_bits=10; server_no_context_takeover; mystery",

@@ -568,3 +568,33 @@ fn network_changed_does_nothing_unconnected_and_skips_a_backoff_wait() {
         asked.elapsed()
     );
 }
+
+#[test]
+fn compression_true_offers_deflate_and_the_status_says_it_was_agreed() {
+    let h = harness();
+    invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {
+            "server": h.server.url(),
+            "username": "alice",
+            "password": "password123",
+            "channels": [h.channel],
+            "compression": true
+        }}),
+    )
+    .expect("connect");
+    let seen = h.until("ws:connected");
+    let status = seen.iter().rev().find(|e| e.0 == "ws:status").unwrap();
+    let status: Value = serde_json::from_str(&status.1).unwrap();
+    assert_eq!(status["status"], "connected");
+    assert_eq!(
+        status["compression"]["server_max_window_bits"], 15,
+        "the dev server compresses v2 sockets that offer it: {status}"
+    );
+    // Events arrive through the compressed socket.
+    h.until("ws:subscribed");
+    h.server.post(&h.channel, "bob", "squeezed").expect("post");
+    let got = h.until("ws:message_new");
+    assert!(got.last().unwrap().1.contains("squeezed"));
+}

@@ -259,6 +259,13 @@ impl Client {
         )
         .map_err(|e| ConfigError::InvalidUrl(e.to_string()))?
         .allow_insecure(config.core.allow_insecure);
+        // Offering permessage-deflate on a transport that cannot inflate would let a server
+        // agree to it, and then every compressed frame would drop the link.
+        if config.core.deflate.is_some() && !cfg!(feature = "deflate") {
+            return Err(ConfigError::Invalid(
+                "core.deflate needs tether-tokio's `deflate` feature",
+            ));
+        }
         let socket_settings = SocketSettings::new(&config).map_err(ConfigError::InvalidUrl)?;
         let clock = Clock::new();
         let mut conn = Connection::new(config.core.clone())?;

@@ -92,14 +92,14 @@ pub(crate) struct Opened {
 }
 
 /// Opens the socket on the transport the request needs: yawc when it offers
-/// permessage-deflate and the `deflate` feature is built, tokio-tungstenite otherwise (which
-/// offers no extension, so no server agrees to one).
+/// permessage-deflate (`Client::spawn` refuses such a config without the `deflate` feature),
+/// tokio-tungstenite otherwise.
 pub(crate) async fn connect(
     req: OpenRequest,
     settings: SocketSettings,
 ) -> Result<Opened, SocketEnd> {
     #[cfg(feature = "deflate")]
-    if req.extensions.is_some() {
+    if req.deflate.is_some() {
         return crate::deflate::connect(req, settings).await;
     }
     connect_plain(req, settings).await
@@ -129,6 +129,20 @@ pub(crate) fn date_header(
         .get("Date")
         .and_then(|v| v.to_str().ok())
         .and_then(tether_core::parse_http_date)
+}
+
+/// Every line of a header, joined with `", "` as RFC 9110 allows for a list, bytes that are
+/// not UTF-8 replaced (the core then refuses the value instead of missing it).
+pub(crate) fn header_list(
+    headers: &tokio_tungstenite::tungstenite::http::HeaderMap,
+    name: &str,
+) -> Option<String> {
+    let lines: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(", "))
 }
 
 /// A header's value as text.
@@ -166,7 +180,7 @@ async fn connect_plain(req: OpenRequest, settings: SocketSettings) -> Result<Ope
     .await
     .map_err(|e| socket_end(&e, Stage::Connecting))?;
     let protocol = header_text(response.headers(), "Sec-WebSocket-Protocol");
-    let extensions = header_text(response.headers(), "Sec-WebSocket-Extensions");
+    let extensions = header_list(response.headers(), "Sec-WebSocket-Extensions");
     let date = date_header(response.headers());
     let (sink, stream) = ws.split();
     let reader = stream

@@ -28,7 +28,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use yawc::{CompressionLevel, Frame, OpCode, Options, Role, WebSocket, WebSocketError};
 
 use crate::connect::{
-    Inbound, Opened, Outbound, SocketSettings, date_header, header_text, protocols_header,
+    Inbound, Opened, Outbound, SocketSettings, date_header, header_list, header_text,
+    protocols_header,
 };
 
 /// A byte stream the upgrade can run on: TCP, or TLS over TCP.
@@ -100,8 +101,8 @@ async fn upgrade(
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
-    if let Some(offer) = &req.extensions {
-        let value = HeaderValue::from_str(offer).map_err(|_| protocol_error())?;
+    if let Some(offer) = &req.deflate {
+        let value = HeaderValue::from_str(&offer.header()).map_err(|_| protocol_error())?;
         request
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
@@ -157,7 +158,14 @@ async fn upgrade(
         return Err(protocol_error());
     }
     let protocol = header_text(headers, "Sec-WebSocket-Protocol");
-    let extensions = header_text(headers, "Sec-WebSocket-Extensions");
+    let extensions = header_list(headers, "Sec-WebSocket-Extensions");
+    // yawc reads the agreement as the core does: the core's own reading of the answer, every
+    // parameter spelled out (yawc's parser is stricter about case and quotes). An answer the
+    // core refuses gives yawc none; the core then ends the socket before a frame is read.
+    let agreed = req
+        .deflate
+        .and_then(|offer| offer.accept(extensions.as_deref()).ok().flatten())
+        .map(|d| d.header());
     let date = date_header(headers);
 
     let upgraded = hyper::upgrade::on(&mut response)
@@ -169,13 +177,15 @@ async fn upgrade(
     let options = Options::default()
         .with_compression_level(CompressionLevel::fast())
         .with_compression_threshold(usize::MAX)
+        .with_deflate_pool(pool())
         .with_limits(cap, cap)
         .with_read_buffer_capacity(settings.read_buffer_size)
+        .with_write_buffer_capacity(WRITE_BUFFER)
         .with_utf8();
     let ws = WebSocket::from_stream_with_extensions(
         TokioIo::new(upgraded),
         Role::Client,
-        extensions.as_deref(),
+        agreed.as_deref(),
         options,
     )
     .map_err(|e| yawc_end(&e))?;
@@ -221,6 +231,20 @@ async fn upgrade(
     })
 }
 
+/// The write buffer a socket keeps between writes. The client's frames are small (a ping,
+/// a subscribe, a replay batch of at most 32 KiB grows it for a moment), and thousands of
+/// idle clients in one process each hold one: yawc's default is 8 KiB.
+const WRITE_BUFFER: usize = 2 * 1024;
+
+/// The process's shared inflaters for sockets without context takeover: such a socket
+/// borrows one for each message and gives it back, so an idle one holds none (with context
+/// takeover each socket keeps its own, as it must). Up to 4 idle inflaters are kept per
+/// window size (about 190 KB each size used); a busier moment builds more and drops them.
+fn pool() -> yawc::DeflatePool {
+    static POOL: std::sync::OnceLock<yawc::DeflatePool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| yawc::DeflatePool::new(4)).clone()
+}
+
 /// How a yawc error ends the socket.
 fn yawc_end(e: &WebSocketError) -> SocketEnd {
     match e {
@@ -231,13 +255,12 @@ fn yawc_end(e: &WebSocketError) -> SocketEnd {
         },
         // yawc reports a corrupt deflate stream as an `InvalidInput` I/O error: the peer's
         // fault, not the link's.
-        WebSocketError::IoError(io)
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
-            ) =>
-        {
+        WebSocketError::IoError(io) if io.kind() == std::io::ErrorKind::InvalidInput => {
             SocketEnd::Error(TransportError::Protocol)
+        }
+        // rustls reports a broken TLS record as `InvalidData`, as on the default transport.
+        WebSocketError::IoError(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            SocketEnd::Error(TransportError::Tls)
         }
         WebSocketError::IoError(_) => SocketEnd::Error(TransportError::Io),
         // A broken frame, a bad deflate stream, invalid UTF-8, a compressed frame on a

@@ -417,11 +417,13 @@ impl Driver {
                             writer,
                             writer_task: Some(writer_task),
                         });
-                        if let Some(e) = &extensions {
-                            tracing::debug!(extensions = %e, "socket extensions");
+                        if let Err(why) = self.conn.handle_upgraded(
+                            now,
+                            protocol.as_deref(),
+                            extensions.as_deref(),
+                        ) {
+                            tracing::warn!(error = %why, "refusing the server's extensions");
                         }
-                        self.conn
-                            .handle_upgraded(now, protocol.as_deref(), extensions.as_deref());
                         if let Some(date) = date {
                             // The server's clock: anchors for channels with no message yet.
                             self.conn.handle_server_date(now, date);

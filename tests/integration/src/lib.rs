@@ -229,7 +229,8 @@ pub mod raw {
 
     /// A server that upgrades every connection with `Sec-WebSocket-Protocol: access_token` and
     /// `extensions` as its `Sec-WebSocket-Extensions` answer, then writes `frames` (raw bytes)
-    /// and holds the connection.
+    /// and holds the connection. `extensions` is written as is, so
+    /// `"a\r\nsec-websocket-extensions: b"` sends two lines.
     pub async fn upgrade_server(extensions: Option<&'static str>, frames: Vec<u8>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -265,6 +266,21 @@ pub mod raw {
             }
         });
         format!("http://{addr}")
+    }
+
+    /// `message` as a permessage-deflate payload (RFC 7692, 7.2.1): raw DEFLATE ended by a
+    /// sync flush, whose trailing `00 00 ff ff` is removed.
+    pub fn deflated(message: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        // Writing to a Vec cannot fail.
+        let _ = e.write_all(message);
+        let _ = e.flush();
+        let mut out = std::mem::take(e.get_mut());
+        if out.ends_with(&[0, 0, 0xff, 0xff]) {
+            out.truncate(out.len() - 4);
+        }
+        out
     }
 
     /// An unmasked server frame: FIN, `rsv1` (compressed) as asked, `opcode`, `payload`.

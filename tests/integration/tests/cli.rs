@@ -1565,3 +1565,45 @@ async fn listen_v_says_which_protocol_the_server_agreed_to() {
     .await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn listen_deflate_offers_compression_and_v_says_what_was_agreed() {
+    let w = World::start(ServerConfig::default(), 1).await;
+    let ch = w.channels[0].as_str();
+    let args: Vec<String> = [
+        "-v",
+        "listen",
+        "--server",
+        &w.server.url(),
+        "--username",
+        "alice",
+        "--password",
+        PASSWORD,
+        "--channel",
+        ch,
+        "--deflate",
+        "--deflate-window-bits",
+        "10",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut t = Tether::spawn(&args, false);
+    t.until("the protocol line", |v| {
+        v.as_str()
+            == Some(
+                "-- protocol v2 (msgpack, batched), permessage-deflate (window 10 bits, context takeover)",
+            )
+    })
+    .await;
+    // Messages arrive through the compressed socket, once the channel is live.
+    t.until("subscribed", |v| {
+        v.as_str().is_some_and(|l| l.starts_with("ws:subscribed"))
+    })
+    .await;
+    w.server.post(ch, "bob", "squeezed").expect("post");
+    t.until("the post", |v| {
+        v.as_str().is_some_and(|l| l.contains("squeezed"))
+    })
+    .await;
+    t.stop().await;
+}

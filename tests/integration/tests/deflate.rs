@@ -11,7 +11,7 @@ use tether_core::{
     ClientEvent, Credentials, Event, FailReason, ReconnectReason, ServerEventKind, Status,
 };
 use tether_devserver::{ServerConfig, V2Config};
-use tether_integration::raw::{frame, upgrade_server};
+use tether_integration::raw::{deflated, frame, upgrade_server};
 use tether_integration::*;
 use tether_tokio::{Client, ClientConfig, Events};
 
@@ -344,5 +344,48 @@ async fn a_compressed_frame_on_a_socket_that_agreed_to_none_is_a_protocol_error(
             }
         ),
         "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_quoted_mixed_case_answer_is_read_as_the_core_reads_it_and_frames_inflate() {
+    // RFC 7692 allows a quoted value and extension names match case-insensitively; the
+    // transport's inflater must read the agreement exactly as the core did.
+    let ready = deflated(br#"{"type":"ready","user_id":"me"}"#);
+    let url = upgrade_server(
+        Some(r#"Permessage-Deflate; Server_Max_Window_Bits="12""#),
+        frame(0x1, true, &ready),
+    )
+    .await;
+    let (client, mut events) = client_for(&url, Some(DeflateOffer::default()));
+    let connected = until(&mut events, "connected", |e| {
+        matches!(e, Event::Status(Status::Connected { .. }))
+    })
+    .await;
+    let Some(Event::Status(status)) = connected.last() else {
+        panic!("{connected:?}");
+    };
+    assert_eq!(
+        compression(status).map(|d| d.server_max_window_bits),
+        Some(12),
+        "{status:?}"
+    );
+    assert!(client.status().is_connected());
+}
+
+#[tokio::test]
+async fn a_second_extensions_line_naming_another_extension_fails_for_good() {
+    let url = upgrade_server(
+        Some("permessage-deflate\r\nsec-websocket-extensions: x-custom-extension"),
+        Vec::new(),
+    )
+    .await;
+    let (_c, mut events) = client_for(&url, Some(DeflateOffer::default()));
+    assert_eq!(
+        verdict(&mut events).await,
+        Status::Failed {
+            reason: FailReason::Extension,
+            http_status: None
+        }
     );
 }

@@ -57,6 +57,10 @@ struct Options {
     /// asked).
     #[arg(long, value_name = "BITS", requires = "deflate")]
     deflate_window_bits: Option<u8>,
+    /// With --deflate, ask the server to compress each message alone (clients then hold no
+    /// inflate context between messages).
+    #[arg(long, requires = "deflate")]
+    deflate_no_context_takeover: bool,
     /// Where to draw the figures against N (an SVG file).
     #[arg(long, value_name = "FILE")]
     svg: Option<String>,
@@ -252,6 +256,7 @@ async fn main() {
                     if let Some(bits) = o.deflate_window_bits {
                         offer.server_max_window_bits = bits;
                     }
+                    offer.server_no_context_takeover = o.deflate_no_context_takeover;
                     cfg.core.deflate = Some(offer);
                 }
                 let (client, events) =
