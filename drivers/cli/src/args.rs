@@ -125,7 +125,7 @@ pub struct Listen {
     #[arg(long, value_enum, default_value_t = AuthMode::Subprotocol)]
     pub auth: AuthMode,
     /// Offer permessage-deflate: the server may compress what it sends (-v shows whether it
-    /// did). Costs about 47 KB for the inflate context.
+    /// did). Costs the client about 22 KiB of memory while connected.
     #[arg(long)]
     pub deflate: bool,
     /// With --deflate, ask the server to compress with at most a 2^BITS byte window.

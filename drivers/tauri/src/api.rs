@@ -55,8 +55,8 @@ pub struct ConnectOptions {
     #[ts(optional)]
     pub allow_insecure: Option<bool>,
     /// Offer permessage-deflate (default `false`): the server may then compress what it
-    /// sends, which a v2 dev server does. Costs about 47 KB of memory for the socket's
-    /// inflate context (docs/protocol.md, "Compression").
+    /// sends, which a v2 dev server does. Costs about 22 KiB of memory while connected, for
+    /// the socket's inflate context (docs/protocol.md, "Compression").
     #[ts(optional)]
     pub compression: Option<bool>,
     /// Credentials the app's Rust code already has (its own login or refresh): they come

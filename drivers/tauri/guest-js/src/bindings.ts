@@ -210,8 +210,8 @@ channels?: Array<string>,
 allow_insecure?: boolean, 
 /**
  * Offer permessage-deflate (default `false`): the server may then compress what it
- * sends, which a v2 dev server does. Costs about 47 KB of memory for the socket's
- * inflate context (docs/protocol.md, "Compression").
+ * sends, which a v2 dev server does. Costs about 22 KiB of memory while connected, for
+ * the socket's inflate context (docs/protocol.md, "Compression").
  */
 compression?: boolean, };
 
