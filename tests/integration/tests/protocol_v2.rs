@@ -138,24 +138,39 @@ async fn a_client_that_offers_no_v2_speaks_v1() {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Opens `/ws` on `base` offering `access_token.<token>` then `offer`; returns the socket and
-/// what the 101 selected.
-async fn raw_socket(base: &str, token: &str, offer: &str) -> (Ws, Option<String>) {
+/// Opens `/ws` on `base` offering `access_token.<token>` then `offer`, and `extensions` if
+/// given; returns the socket, what the 101 selected, and its extensions answer.
+async fn raw_socket(
+    base: &str,
+    token: &str,
+    offer: &str,
+    extensions: Option<&str>,
+) -> (Ws, Option<String>, Option<String>) {
     let url = format!("{}/ws", base.replacen("http", "ws", 1));
     let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_str(&format!("access_token.{token}, {offer}")).expect("header"),
     );
+    if let Some(e) = extensions {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Extensions",
+            HeaderValue::from_str(e).expect("header"),
+        );
+    }
     let (ws, response) = tokio_tungstenite::connect_async(request)
         .await
         .expect("upgrade");
-    let selected = response
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (ws, selected)
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let selected = header("sec-websocket-protocol");
+    let agreed = header("sec-websocket-extensions");
+    (ws, selected, agreed)
 }
 
 /// The next text or binary frame (pings skipped), or a panic after [`WAIT`].
@@ -180,13 +195,17 @@ async fn next_text(ws: &mut Ws) -> String {
 async fn a_browser_client_offering_only_auth_gets_v1_one_object_per_text_frame() {
     let w = World::start(ServerConfig::default(), 1).await;
     let ch = w.channels[0].clone();
-    let (mut ws, selected) = raw_socket(
+    // A browser offers permessage-deflate on every socket: v1 stays uncompressed, as Kaiku's
+    // server leaves it (and tungstenite, reading here, would refuse a compressed frame).
+    let (mut ws, selected, agreed) = raw_socket(
         &w.server.url(),
         w.alice.access_token.expose(),
         "access_token",
+        Some("permessage-deflate; client_max_window_bits"),
     )
     .await;
     assert_eq!(selected.as_deref(), Some("access_token"));
+    assert_eq!(agreed, None, "v1 is never compressed");
     let ready: Value = serde_json::from_str(&next_text(&mut ws).await).expect("json");
     assert_eq!(ready["type"], "ready");
 
@@ -447,7 +466,7 @@ async fn offer_everything_and_subscribe_three(url: &str) -> (Option<String>, Vec
         .collect();
     assert_eq!(channels.len(), 3, "the demo's channels");
     let offer = format!("{V2_MSGPACK}, {V2_JSON}, access_token");
-    let (mut ws, selected) = raw_socket(url, token, &offer).await;
+    let (mut ws, selected, _) = raw_socket(url, token, &offer, None).await;
     next_frame(&mut ws).await; // ready
     let subscribes: Vec<Value> = channels
         .iter()
