@@ -87,6 +87,7 @@ echo "== benchmarks: build every one (release), run each briefly; speed is never
 cargo bench --locked -q -p tether-bench --no-run
 cargo bench --locked -q -p tether-bench --bench core -- --test
 cargo run --locked -q -p tether-bench --bin tether-bench-driver -- --quick
+cargo run --locked -q -p tether-bench --bin tether-bench-wire -- --rounds 20 --live 20
 cargo run --locked -q -p tether-integration --bin tether-reconnect -- --rounds 2
 cargo run --locked -q -p tether-integration --bin tether-many -- --steps 50,200 --idle-secs 2
 # Paced catch-up: 40 channels under 15 reads / 2 s; fails on an incomplete channel, more than

@@ -3,10 +3,15 @@
 //! deflate, the client's CPU per event to inflate, transcode and decode, and what a deflate
 //! context costs in memory at each window size. permessage-deflate is modelled with zlib
 //! exactly as RFC 7692 frames it (raw deflate, a sync flush per message, the trailing
-//! `00 00 ff ff` removed), with and without context takeover: the transport itself is not
-//! built yet (issue 12).
+//! `00 00 ff ff` removed), with and without context takeover.
 //!
-//! Run: `cargo run --release -p tether-bench --bin tether-bench-wire` (`--rounds N`).
+//! Then the same question end to end (`--live N`, default 300): the tether client against the
+//! dev server through a loopback proxy that counts the bytes the server writes on `/ws`, for
+//! each link the two negotiate, with `message_new` events of varied chat text posted one at a
+//! time (so each leaves in a frame of its own, as in a quiet chat).
+//!
+//! Run: `cargo run --release -p tether-bench --bin tether-bench-wire` (`--rounds N`,
+//! `--live N`; `--live 0` skips the live part).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -28,6 +33,9 @@ struct Args {
     /// Rounds of the 17-event mix.
     #[arg(long, default_value_t = 500)]
     rounds: usize,
+    /// Messages per link in the end-to-end measurement (0: skip it).
+    #[arg(long, default_value_t = 300)]
+    live: usize,
 }
 
 const MAX: usize = 256 * 1024;
@@ -234,6 +242,206 @@ fn main() {
     ] {
         let (frames, bytes) = replay_frames(50, selected);
         println!("  {name:<10} {frames:>3} frames, {bytes:>5} bytes");
+    }
+
+    if args.live > 0 {
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(r) => r,
+            Err(e) => return eprintln!("no runtime for the live part: {e}"),
+        };
+        if let Err(e) = runtime.block_on(live::run(args.live)) {
+            eprintln!("tether-bench-wire: the live part failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The end-to-end part: real sockets, the real transports, the dev server's real events.
+mod live {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use tether_core::wire::{DeflateOffer, Encoding};
+    use tether_core::{Credentials, Event, ServerEventKind, Status};
+    use tether_devserver::{DevServer, ServerConfig};
+    use tether_tokio::{Client, ClientConfig, Events};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Chat lines the posts cycle through, with a counter, so the text varies as real chat
+    /// does (the ids and timestamps of each event vary anyway).
+    const LINES: [&str; 12] = [
+        "morning! anyone looked at the build yet?",
+        "yes, the flaky test is the pacing one again",
+        "ok I'll take it after lunch",
+        "can we move the sync to 3pm?",
+        "sure, works for me",
+        "pushed a fix, please have a look",
+        "LGTM, merging",
+        "the release notes need a line about the new flag",
+        "I'm out tomorrow, back on Monday",
+        "did the deploy go through?",
+        "yes, all green",
+        "nice work everyone",
+    ];
+
+    /// Forwards every connection to `target`; counts into `counter` what the server writes on
+    /// connections that open with `GET /ws` (the REST reads are not the socket's bytes).
+    async fn proxy(target: SocketAddr, counter: Arc<AtomicU64>) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let mut first = [0u8; 7];
+                    let ws =
+                        matches!(inbound.peek(&mut first).await, Ok(7)) && &first == b"GET /ws";
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_server, mut to_server) = outbound.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match from_server.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if ws {
+                            counter.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(addr)
+    }
+
+    async fn next(events: &mut Events) -> Result<Event, String> {
+        match tokio::time::timeout(Duration::from_secs(20), events.recv()).await {
+            Ok(Some(e)) => Ok(e),
+            _ => Err("no event within 20 s".into()),
+        }
+    }
+
+    /// Bytes the server wrote on `/ws` per `message_new`, and what the link was.
+    async fn measure(
+        messages: usize,
+        v2: Vec<Encoding>,
+        deflate: Option<DeflateOffer>,
+    ) -> Result<(f64, String), String> {
+        let server = DevServer::start(([127, 0, 0, 1], 0).into(), ServerConfig::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let alice = server
+            .create_user("alice", "password123")
+            .ok_or("no alice")?;
+        server.create_user("bob", "password123").ok_or("no bob")?;
+        let ch = server.create_channel("general");
+        let credentials = Credentials::from_token_response(alice.to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let counter = Arc::new(AtomicU64::new(0));
+        let via = proxy(server.addr(), counter.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut config = ClientConfig::new(&format!("http://{via}")).map_err(|e| e.to_string())?;
+        config.core.v2 = v2;
+        config.core.deflate = deflate;
+        let (client, mut events) = Client::spawn(config, credentials).map_err(|e| e.to_string())?;
+        client.subscribe(&ch).await.map_err(|e| e.to_string())?;
+        client.connect().map_err(|e| e.to_string())?;
+        let (mut link, mut subscribed) = (String::new(), false);
+        while link.is_empty() || !subscribed {
+            match next(&mut events).await? {
+                Event::Status(Status::Connected {
+                    protocol,
+                    compression,
+                }) => {
+                    link = format!(
+                        "v{} {:?}{}",
+                        protocol.version,
+                        protocol.encoding,
+                        compression.map_or(String::new(), |d| format!(
+                            " + deflate {} bits{}",
+                            d.server_max_window_bits,
+                            if d.server_no_context_takeover {
+                                ", no takeover"
+                            } else {
+                                ""
+                            }
+                        ))
+                    );
+                }
+                Event::Server(s) if matches!(s.kind(), ServerEventKind::Subscribed { .. }) => {
+                    subscribed = true;
+                }
+                _ => {}
+            }
+        }
+        counter.store(0, Ordering::Relaxed);
+        for i in 0..messages {
+            let text = format!("{} ({i})", LINES[i % LINES.len()]);
+            server.post(&ch, "bob", &text).ok_or("post refused")?;
+            loop {
+                if let Event::Server(s) = next(&mut events).await?
+                    && matches!(s.kind(), ServerEventKind::MessageNew { .. })
+                {
+                    break;
+                }
+            }
+        }
+        let bytes = counter.load(Ordering::Relaxed) as f64 / messages as f64;
+        client.close().await;
+        Ok((bytes, link))
+    }
+
+    pub(super) async fn run(messages: usize) -> Result<(), String> {
+        println!(
+            "
+end to end: bytes the dev server writes on /ws per message_new ({messages} posts, one at a time):"
+        );
+        let deflate = Some(DeflateOffer::default());
+        let mut small = DeflateOffer::default();
+        small.server_max_window_bits = 10;
+        let mut alone = DeflateOffer::default();
+        alone.server_no_context_takeover = true;
+        let mut plain = 0.0;
+        for (name, v2, offer) in [
+            ("v1 (Kaiku JSON)", Vec::new(), None),
+            ("v2 json", vec![Encoding::Json], None),
+            ("v2 msgpack", vec![Encoding::Msgpack], None),
+            ("v2 json + deflate", vec![Encoding::Json], deflate),
+            ("v2 msgpack + deflate", vec![Encoding::Msgpack], deflate),
+            (
+                "v2 json + deflate, 10 bits",
+                vec![Encoding::Json],
+                Some(small),
+            ),
+            (
+                "v2 json + deflate, no takeover",
+                vec![Encoding::Json],
+                Some(alone),
+            ),
+        ] {
+            let (bytes, link) = measure(messages, v2, offer).await?;
+            if plain == 0.0 {
+                plain = bytes;
+            }
+            println!(
+                "  {name:<32} {bytes:7.1}  ({:.2}x smaller than v1)  [agreed: {link}]",
+                plain / bytes
+            );
+        }
+        Ok(())
     }
 }
 
