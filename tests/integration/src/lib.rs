@@ -227,11 +227,21 @@ pub mod raw {
         Some(String::from_utf8_lossy(&head).into_owned())
     }
 
-    /// A server that upgrades every connection with `Sec-WebSocket-Protocol: access_token` and
-    /// `extensions` as its `Sec-WebSocket-Extensions` answer, then writes `frames` (raw bytes)
-    /// and holds the connection. `extensions` is written as is, so
-    /// `"a\r\nsec-websocket-extensions: b"` sends two lines.
+    /// [`upgrade_server_with`] selecting `access_token`, as a v1 server does.
     pub async fn upgrade_server(extensions: Option<&'static str>, frames: Vec<u8>) -> String {
+        upgrade_server_with(Some("access_token"), extensions, frames).await
+    }
+
+    /// A server that upgrades every connection properly (the right accept key), answering
+    /// `protocol` as its `Sec-WebSocket-Protocol` and `extensions` as its
+    /// `Sec-WebSocket-Extensions` (`None`: no such header), then writes `frames` (raw bytes)
+    /// and holds the connection. Each header value is written as is, so
+    /// `"a\r\nsec-websocket-extensions: b"` sends two lines.
+    pub async fn upgrade_server_with(
+        protocol: Option<&'static str>,
+        extensions: Option<&'static str>,
+        frames: Vec<u8>,
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -253,8 +263,11 @@ pub mod raw {
                         key.as_bytes(),
                     );
                     let mut resp = format!(
-                        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\nsec-websocket-protocol: access_token\r\n"
+                        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n"
                     );
+                    if let Some(p) = protocol {
+                        resp.push_str(&format!("sec-websocket-protocol: {p}\r\n"));
+                    }
                     if let Some(e) = extensions {
                         resp.push_str(&format!("sec-websocket-extensions: {e}\r\n"));
                     }

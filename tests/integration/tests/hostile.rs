@@ -5,23 +5,11 @@
 use std::time::{Duration, Instant};
 
 use tether_core::{Credentials, Event, FailReason, ReconnectReason, Status};
+use tether_integration::raw::{read_head, upgrade_server_with};
 use tether_integration::{WAIT, apply_test_link, next};
 use tether_tokio::{Api, ApiError, Client, ClientConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-
-/// Reads an HTTP request head (through the blank line); `None` when the peer goes away.
-async fn read_head(tcp: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    let mut buf = [0u8; 4096];
-    let mut head = Vec::new();
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match tcp.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    Some(head)
-}
 
 /// A server that reads one request head per connection and answers `response` (then, with
 /// `hold`, keeps the connection open without a word).
@@ -116,38 +104,7 @@ async fn garbage_instead_of_http_is_retried_with_backoff() {
 /// A server that completes the upgrade properly (the right accept key) but answers with
 /// `protocol` as its `Sec-WebSocket-Protocol` (`None`: no header at all).
 async fn upgrade_server(protocol: Option<&'static str>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Some(head) = read_head(&mut tcp).await else {
-                    return;
-                };
-                let text = String::from_utf8_lossy(&head).to_string();
-                let key = text
-                    .lines()
-                    .find_map(|l| {
-                        l.strip_prefix("Sec-WebSocket-Key: ")
-                            .or_else(|| l.strip_prefix("sec-websocket-key: "))
-                    })
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned();
-                let mut resp = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n",
-                    sha1_accept(&key)
-                );
-                if let Some(p) = protocol {
-                    resp.push_str(&format!("sec-websocket-protocol: {p}\r\n"));
-                }
-                resp.push_str("\r\n");
-                let _ = tcp.write_all(resp.as_bytes()).await;
-                tokio::time::sleep(Duration::from_secs(120)).await;
-            });
-        }
-    });
-    format!("http://{addr}")
+    upgrade_server_with(protocol, None, Vec::new()).await
 }
 
 #[tokio::test]
