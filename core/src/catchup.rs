@@ -11,11 +11,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::message_clock::MessageClock;
 use crate::pacing::{Blocked, Pacer, PacingConfig, ReadHeaders, ServerClock};
 use crate::secret::Secret;
 use crate::text::Text;
 use crate::timestamp::Timestamp;
 use crate::wire::{HistoryItem, HistoryPage, ServerEvent, ServerEventKind};
+
+/// `t` moved back by `by`.
+fn earlier(t: Timestamp, by: Duration) -> Timestamp {
+    let by = i64::try_from(by.as_nanos()).unwrap_or(i64::MAX);
+    Timestamp::from_unix_nanos(t.unix_nanos().saturating_sub(by))
+}
 
 /// Catch-up settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +42,12 @@ pub struct CatchUpConfig {
     pub recent_ids: usize,
     /// Largest history body accepted. Default 8 MiB.
     pub max_body: usize,
+    /// How much older than a later message a message may be, by `created_at`, and still
+    /// become visible (in history and on the socket) after it: the inserting transaction's
+    /// length (Kaiku stamps `NOW()`, the transaction's start), an upload stored before its
+    /// message is broadcast. A walk reads this far past its anchor, and a channel's time
+    /// bound is this much earlier. Default 10 s.
+    pub late_margin: Duration,
 }
 
 impl Default for CatchUpConfig {
@@ -47,27 +60,19 @@ impl Default for CatchUpConfig {
             retry_base: Duration::from_secs(1),
             recent_ids: 1024,
             max_body: 8 * 1024 * 1024,
+            late_margin: Duration::from_secs(10),
         }
     }
 }
 
-/// Where a channel's catch-up stops: the newest thing the app is known to have.
+/// Where a channel's catch-up stops: the message delivered on it last (D68). Ids are proof;
+/// clocks are hints.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Anchor {
-    /// Nothing known: the server's clock was unknown when the channel was subscribed (no
-    /// `Date` header), and nothing was delivered since. A gap cannot be bounded.
-    Unknown,
-    /// Every message created at or after this server time was delivered live (or is part of
-    /// a gap): a lower bound of the server's clock when the channel's `subscribe` went out,
-    /// minus a margin. Set for a channel that has no message anchor yet.
-    Since(Timestamp),
-    /// This message.
-    Message {
-        /// Its id.
-        id: Text,
-        /// Its creation time, when known (an app-given anchor has none).
-        created_at: Option<Timestamp>,
-    },
+pub(crate) struct Anchor {
+    /// Its id.
+    pub(crate) id: Text,
+    /// Its creation time, when known (an app-given anchor has none until a walk meets it).
+    pub(crate) created_at: Option<Timestamp>,
 }
 
 /// A request for one history page: `GET /api/messages/channel/{channel_id}?limit=&before=`.
@@ -152,6 +157,9 @@ struct Walk {
     before: Option<Text>,
     gap: Vec<HistoryItem>,
     gap_ids: BTreeSet<Text>,
+    /// The anchor was met (or a message older than it): what is left to read is the late
+    /// margin below it.
+    passed: bool,
     /// Live events about the channel, held until the gap is delivered.
     held: Vec<ServerEvent>,
 }
@@ -164,6 +172,7 @@ impl Walk {
             before: None,
             gap: Vec::new(),
             gap_ids: BTreeSet::new(),
+            passed: false,
             held,
         }
     }
@@ -187,8 +196,8 @@ enum Missed {
     /// arrive before `subscribed` wait here (a server may broadcast before it answers), so
     /// the anchor cannot move past the gap.
     Walk { early: Vec<ServerEvent> },
-    /// Messages may have been missed, and no anchor bounds them: the app must reload
-    /// (`resynced { complete: false }`).
+    /// Messages may have been missed, and nothing bounds them (more arrived before
+    /// `subscribed` than can be held): the app must reload (`resynced { complete: false }`).
     Reload,
 }
 
@@ -208,7 +217,15 @@ enum Phase {
 
 #[derive(Clone, Debug)]
 struct Channel {
-    anchor: Anchor,
+    /// The message delivered last, or the one the app said it shows.
+    anchor: Option<Anchor>,
+    /// When its first `subscribe` went out (local clock): every message that became visible
+    /// after the server handled it was broadcast to us. A channel with no message anchor is
+    /// bounded by this, read on the message clock; any walk stops a margin before it.
+    since: Option<Instant>,
+    /// The app was told to reload the channel (`complete: false`) when this was its newest
+    /// known message: what is older is in the reload, and no walk reads below it.
+    reloaded: Option<Timestamp>,
     recent: RecentIds,
     phase: Phase,
     /// Position in subscription order (earlier subscribed, earlier caught up).
@@ -220,7 +237,7 @@ struct Channel {
 impl Channel {
     /// What a drop costs this channel, given what it knows.
     fn missed(&self) -> Missed {
-        if self.anchor == Anchor::Unknown {
+        if self.anchor.is_none() && self.since.is_none() {
             Missed::Reload
         } else {
             Missed::Walk { early: Vec::new() }
@@ -288,7 +305,10 @@ pub(crate) struct CatchUp {
     /// then only frees its pacing slot).
     requests: BTreeMap<u64, Text>,
     pacer: Pacer,
+    /// The `Date` clock, for the budget's resets.
     clock: ServerClock,
+    /// The clock of `created_at`, for the time bounds of walks.
+    messages: MessageClock,
     clock_margin: Duration,
     out: VecDeque<CatchUpOutput>,
     next_id: u64,
@@ -308,6 +328,7 @@ impl CatchUp {
             clock_margin: pacing.clock_margin,
             pacer: Pacer::new(pacing),
             clock: ServerClock::default(),
+            messages: MessageClock::default(),
             config,
             channels: BTreeMap::new(),
             requests: BTreeMap::new(),
@@ -326,7 +347,9 @@ impl CatchUp {
         self.next_order += 1;
         let order = self.next_order;
         let entry = self.channels.entry(channel).or_insert(Channel {
-            anchor: Anchor::Unknown,
+            anchor: None,
+            since: None,
+            reloaded: None,
             recent,
             phase: Phase::Idle {
                 missed: Missed::Nothing,
@@ -335,10 +358,10 @@ impl CatchUp {
             focus: 0,
         });
         if let Some(id) = newest {
-            entry.anchor = Anchor::Message {
+            entry.anchor = Some(Anchor {
                 id,
                 created_at: None,
-            };
+            });
             if let Phase::Idle { missed } | Phase::Subscribing { missed } = &mut entry.phase
                 && !matches!(missed, Missed::Walk { .. })
             {
@@ -349,6 +372,9 @@ impl CatchUp {
 
     /// Stops tracking a channel (unsubscribed or refused); an ongoing catch-up is abandoned.
     pub(crate) fn forget(&mut self, channel: &Text) {
+        // Its reads in flight are no longer anyone's: their answers only free their pacing
+        // slots, and can never complete a walk of a later subscription.
+        self.requests.retain(|_, ch| ch != channel);
         // What it delivered stays known: the server may still send (or repeat) its messages.
         if let Some(c) = self.channels.remove(channel) {
             for id in c.recent.order {
@@ -369,7 +395,7 @@ impl CatchUp {
     /// The channel's anchor.
     #[cfg(test)]
     pub(crate) fn anchor(&self, channel: &Text) -> Option<&Anchor> {
-        self.channels.get(channel).map(|c| &c.anchor)
+        self.channels.get(channel)?.anchor.as_ref()
     }
 
     /// Whether the channel's live events are held: it is catching up, or a catch-up is due
@@ -418,7 +444,11 @@ impl CatchUp {
         request: Option<u64>,
         h: &ReadHeaders,
     ) {
-        if let Some(date) = h.date {
+        // A refusal's `Date` may be a proxy's (a gateway's 429, a load balancer's 503): only
+        // an answer the server itself produced sets its clock.
+        if let Some(date) = h.date
+            && (200..300).contains(&h.status)
+        {
             self.clock.handle_date(now, date);
         }
         let own = request.is_some_and(|id| self.pacer.is_in_flight(id));
@@ -426,21 +456,14 @@ impl CatchUp {
         self.issue_due(now);
     }
 
-    /// A `subscribe` for `channel` went out on the current socket at `now`. A channel with no
-    /// anchor gets one: the server's time now (a lower bound), less the clock margin. Every
-    /// message created after that is either delivered live or part of a later gap.
+    /// A `subscribe` for `channel` went out on the current socket at `now`. The first one
+    /// bounds the channel in time: every message that becomes visible after the server
+    /// handles it is either delivered live or part of a later gap.
     pub(crate) fn handle_subscribe_sent(&mut self, now: Instant, channel: &Text) {
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
-        if c.anchor == Anchor::Unknown
-            && let Some(t) = self.clock.lower_bound(now)
-        {
-            let margin = i64::try_from(self.clock_margin.as_nanos()).unwrap_or(i64::MAX);
-            c.anchor = Anchor::Since(Timestamp::from_unix_nanos(
-                t.unix_nanos().saturating_sub(margin),
-            ));
-        }
+        c.since.get_or_insert(now);
         if let Phase::Idle { missed } = &mut c.phase {
             let missed = std::mem::replace(missed, Missed::Nothing);
             c.phase = Phase::Subscribing { missed };
@@ -460,6 +483,7 @@ impl CatchUp {
             Missed::Nothing => c.phase = Phase::Live,
             Missed::Reload => {
                 c.phase = Phase::Live;
+                c.reloaded = c.anchor.as_ref().and_then(|a| a.created_at).or(c.reloaded);
                 self.out.push_back(CatchUpOutput::Resynced {
                     channel_id: channel.clone(),
                     recovered: 0,
@@ -473,10 +497,16 @@ impl CatchUp {
         }
     }
 
-    /// A live event about `channel`: held while the channel catches up or waits to (so
-    /// edits, deletes and reactions cannot overtake the messages they refer to), else
-    /// delivered, a `message_new` only once.
-    pub(crate) fn handle_event(&mut self, channel: &Text, event: ServerEvent) {
+    /// A live event about `channel`, received at `now`: held while the channel catches up or
+    /// waits to (so edits, deletes and reactions cannot overtake the messages they refer
+    /// to), else delivered, a `message_new` only once. Every live message, on any channel,
+    /// is a reading of the message clock.
+    pub(crate) fn handle_event(&mut self, now: Instant, channel: &Text, event: ServerEvent) {
+        if let ServerEventKind::MessageNew { message, .. } = event.kind()
+            && let Some(at) = message.created_at
+        {
+            self.messages.handle_message(now, at);
+        }
         let max_held = self.config.max_held;
         let Some(c) = self.channels.get_mut(channel) else {
             // Not a tracked channel (e.g. unsubscribed a moment ago): forward, once.
@@ -548,26 +578,13 @@ impl CatchUp {
             *duplicates += 1;
             return;
         }
-        let kept = c.recent.insert(message.id.clone());
-        let newer = match (&c.anchor, message.created_at) {
-            (
-                Anchor::Message {
-                    created_at: Some(at),
-                    ..
-                },
-                Some(m),
-            ) => m >= *at,
-            // Older than the subscription: the app's own history, not a new anchor.
-            (Anchor::Since(t), Some(m)) => m >= *t,
-            (Anchor::Since(_), None) => false,
-            _ => true,
-        };
-        if newer {
-            c.anchor = Anchor::Message {
-                id: kept,
-                created_at: message.created_at,
-            };
-        }
+        // Whatever its timestamp says: a message that arrived is proof that the server's
+        // history holds it, where a timestamp is only a reading of a clock (D68).
+        let id = c.recent.insert(message.id.clone());
+        c.anchor = Some(Anchor {
+            id,
+            created_at: message.created_at,
+        });
         out.push_back(CatchUpOutput::Deliver(event));
     }
 
@@ -577,9 +594,11 @@ impl CatchUp {
     /// messages are dropped because the anchor did not move, so the next walk fetches them
     /// again.
     ///
-    /// Held events other than messages (edits, deletes, reactions, typing) are delivered now:
-    /// REST history cannot replay them, and late is better than never (an edit or delete of a
-    /// message the app has not seen yet is harmless; the refetched body shows the final text).
+    /// Held events other than messages (edits, deletes, reactions) are delivered now: REST
+    /// history cannot replay them, and late is better than never (an edit or delete of a
+    /// message the app has not seen yet is harmless; the refetched body shows the final
+    /// text). Held typing is dropped: it is stale by now, and its `typing_stop` may never
+    /// come. The connection drains these at once.
     pub(crate) fn handle_disconnect(&mut self) {
         self.requests.clear();
         for c in self.channels.values_mut() {
@@ -608,15 +627,21 @@ impl CatchUp {
             };
             c.phase = Phase::Idle { missed };
             for e in held {
-                if !matches!(e.kind(), ServerEventKind::MessageNew { .. }) {
+                if !matches!(
+                    e.kind(),
+                    ServerEventKind::MessageNew { .. }
+                        | ServerEventKind::TypingStart { .. }
+                        | ServerEventKind::TypingStop { .. }
+                ) {
                     self.out.push_back(CatchUpOutput::Deliver(e));
                 }
             }
         }
     }
 
-    /// A history response for request `id`. Its pacing slot is freed whatever it says; an
-    /// answer to a walk abandoned by a drop is otherwise ignored.
+    /// A history response for request `id`. Its pacing slot is freed whatever it says; it is
+    /// otherwise ignored unless it answers the read its channel's walk has in flight (not a
+    /// walk abandoned by a drop or an unsubscribe, nor an answer given twice).
     pub(crate) fn handle_history(
         &mut self,
         now: Instant,
@@ -633,7 +658,13 @@ impl CatchUp {
             // Applied even when the driver did not report the headers.
             self.pacer.pause(now, *retry_after, *status == 429);
         }
-        let Some(channel) = self.requests.remove(&id) else {
+        let awaited = self.requests.remove(&id).filter(|ch| {
+            matches!(
+                self.channels.get(ch).map(|c| &c.phase),
+                Some(Phase::CatchingUp(w)) if w.req == Req::InFlight(id)
+            )
+        });
+        let Some(channel) = awaited else {
             self.issue_due(now);
             return;
         };
@@ -684,36 +715,102 @@ impl CatchUp {
         }
     }
 
+    /// The lowest `created_at` a walk of this channel must read down to (D68). Below a
+    /// message anchor: the late margin below its time, for messages that became visible
+    /// after it, but nothing stamped before the channel's subscription as the message clock
+    /// places it (what became visible then is the app's own history, and would come out of
+    /// order). With no message anchor: the subscription, less the clock margin (nothing was
+    /// delivered yet, so what the margin adds comes in order). `None` when nothing bounds
+    /// the walk in time.
+    fn floor(&self, c: &Channel) -> Option<Timestamp> {
+        let subscribed = c.since.and_then(|at| self.messages.lower_bound(at));
+        let floor = match &c.anchor {
+            None => subscribed.map(|t| earlier(t, self.clock_margin)),
+            Some(anchor) => {
+                let late = anchor
+                    .created_at
+                    .map(|t| earlier(t, self.config.late_margin));
+                match (late, subscribed) {
+                    (Some(a), Some(s)) => Some(a.max(s)),
+                    (a, _) => a,
+                }
+            }
+        };
+        match (floor, c.reloaded) {
+            (Some(f), Some(r)) => Some(f.max(r)),
+            (f, _) => f,
+        }
+    }
+
     fn on_page(&mut self, channel: &Text, page: HistoryPage) {
         let (limit, max) = (self.config.page_size, self.config.max_messages);
+        let Some(c) = self.channels.get(channel) else {
+            return;
+        };
+        let floor = self.floor(c);
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
         let Phase::CatchingUp(walk) = &mut c.phase else {
             return;
         };
-        let (anchor_id, anchor_at) = match &c.anchor {
-            Anchor::Message { id, created_at } => (Some(id.clone()), *created_at),
-            Anchor::Since(t) => (None, Some(*t)),
-            Anchor::Unknown => (None, None),
-        };
-        let before = walk.gap.len();
-        let mut reached = false;
-        let mut anchor_time = None;
+        let anchor = c.anchor.clone();
+        // With no message anchor the walk is bounded by time alone, and with no reading of
+        // the message clock it cannot be: nothing proves which messages the app lacks.
+        let mut floor = floor;
+        if anchor.is_none() {
+            walk.passed = true;
+            if floor.is_none() && !page.items.is_empty() {
+                self.finish(channel, false);
+                return;
+            }
+        }
+        let mut below = false;
         for item in &page.items {
             let h = item.head();
-            if anchor_id.as_ref() == Some(&h.id) {
-                anchor_time = h.created_at;
-                reached = true;
-                break;
-            }
-            // Older than the anchor (which may itself have been deleted): anything older is
-            // known.
-            if let (Some(at), Some(created)) = (anchor_at, h.created_at)
-                && created < at
+            if !walk.passed
+                && let Some(a) = &anchor
             {
-                reached = true;
-                break;
+                if a.id == h.id {
+                    walk.passed = true;
+                    if a.created_at.is_none()
+                        && let (Some(Anchor { created_at, .. }), Some(t)) =
+                            (&mut c.anchor, h.created_at)
+                    {
+                        // An app-given anchor: learn its time, so the late margin below it
+                        // is read now and a later deletion is handled by time.
+                        *created_at = Some(t);
+                        let late = earlier(t, self.config.late_margin);
+                        floor = Some(floor.map_or(late, |f| f.max(late)));
+                    }
+                    if self.config.late_margin.is_zero() {
+                        // Nothing can become visible late: the anchor is the end.
+                        below = true;
+                        break;
+                    }
+                    continue;
+                }
+                // Older than the anchor: the anchor was deleted, and this is below it.
+                if let (Some(at), Some(created)) = (a.created_at, h.created_at)
+                    && created < at
+                {
+                    walk.passed = true;
+                }
+            }
+            if walk.passed {
+                // An item without a time cannot be placed: compared like any other (read,
+                // de-duplicated), never a reason to stop.
+                if let (Some(f), Some(created)) = (floor, h.created_at)
+                    && created < f
+                {
+                    below = true;
+                    break;
+                }
+                if anchor.as_ref().is_some_and(|a| a.created_at.is_none()) && floor.is_none() {
+                    // Past an anchor with no time and no clock: nothing to read below it.
+                    below = true;
+                    break;
+                }
             }
             if c.recent.contains(&h.id)
                 || self.untracked.contains(&h.id)
@@ -723,27 +820,24 @@ impl CatchUp {
             }
             walk.gap.push(item.clone());
         }
-        let progressed = walk.gap.len() > before || page.items.is_empty();
-        // An app-given anchor has no time; learn it when met, so a later walk can still stop
-        // if that message is deleted.
-        if let (Anchor::Message { created_at, .. }, Some(t)) = (&mut c.anchor, anchor_time) {
-            created_at.get_or_insert(t);
-        }
+        let cursor = page.cursor();
+        let progressed = cursor.is_some() && cursor != walk.before;
         if walk.gap.len() > max {
             self.finish(channel, false);
-        } else if reached {
+        } else if below {
             self.finish(channel, true);
         } else if !page.has_more_given(limit) {
-            // The start of history, without meeting the anchor. Exact only when the walk knew
-            // where to stop by time; an anchor known only by id (from the app) that is gone
-            // leaves no way to tell what the app has.
-            self.finish(channel, anchor_at.is_some());
-        } else if let (true, Some(cursor)) = (progressed, page.cursor()) {
+            // The start of history. Exact when the walk passed its anchor, or knew where to
+            // stop by time (the anchor was deleted and was the oldest). An anchor known only
+            // by id (from the app) that is gone leaves no way to tell what the app has.
+            let complete = walk.passed || anchor.as_ref().is_some_and(|a| a.created_at.is_some());
+            self.finish(channel, complete);
+        } else if let (true, Some(cursor)) = (progressed, cursor) {
             walk.before = Some(cursor);
             walk.failures = 0;
             walk.req = Req::Queued;
         } else {
-            // More pages claimed but none reachable, or a page that taught nothing (a server
+            // More pages claimed but none reachable, or the same page again (a server
             // ignoring `before`): stop rather than loop.
             self.finish(channel, false);
         }
@@ -787,12 +881,16 @@ impl CatchUp {
                     }
                 });
             }
-        } else if let Some(newest) = gap.first() {
-            // The app reloads the channel; later catch-ups start from the newest known message.
-            c.anchor = Anchor::Message {
-                id: newest.head().id.detached(),
-                created_at: newest.head().created_at,
-            };
+        } else {
+            if let Some(newest) = gap.first() {
+                // The app reloads the channel; later catch-ups start from the newest known
+                // message.
+                c.anchor = Some(Anchor {
+                    id: newest.head().id.detached(),
+                    created_at: newest.head().created_at,
+                });
+            }
+            c.reloaded = c.anchor.as_ref().and_then(|a| a.created_at).or(c.reloaded);
         }
         messages.extend(held_messages.into_iter().flatten());
         // A stable sort: events without a creation time keep their arrival order, last.

@@ -1165,7 +1165,7 @@ impl Connection {
                 .cloned(),
         };
         if let Some(channel_id) = held {
-            self.catch_up.handle_event(&channel_id, event);
+            self.catch_up.handle_event(now, &channel_id, event);
             return;
         }
         match event.kind() {
@@ -1222,7 +1222,7 @@ impl Connection {
             }
             ServerEventKind::MessageNew { channel_id, .. } => {
                 let channel_id = channel_id.clone();
-                self.catch_up.handle_event(&channel_id, event);
+                self.catch_up.handle_event(now, &channel_id, event);
                 return;
             }
             _ => {}
@@ -1327,7 +1327,8 @@ impl Connection {
         self.subs.handle_disconnect();
         self.catch_up.handle_disconnect();
         if let Some(now) = self.last_now {
-            self.report_paused(now, None);
+            // Held edits and deletes go to the app now, not after the next `ready`.
+            self.drain_catch_up(now);
         }
         for event in self.limits.handle_disconnect() {
             self.stats.dropped_after_accept += 1;

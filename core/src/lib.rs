@@ -81,6 +81,7 @@ pub mod frontend;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 mod heartbeat;
+mod message_clock;
 mod outbound;
 mod pacing;
 // Public as `fuzz::Rng` (with `fuzzing`), for harnesses that replay a seed's schedule.

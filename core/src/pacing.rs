@@ -27,8 +27,9 @@ pub struct PacingConfig {
     /// A read not answered after this long no longer counts as in flight (the drivers' REST
     /// client gives up after 30 s). Default 35 s.
     pub request_timeout: Duration,
-    /// How far before the estimated server time of a subscription its time anchor is put,
-    /// for clock skew between the server's `Date` and its messages' `created_at`. Default 2 s.
+    /// How far before a subscription, as the message clock places it, a walk of a channel
+    /// with no message anchor reads (on top of `CatchUpConfig::late_margin`): the travel of
+    /// the `subscribe` and of the message that read the clock. Default 2 s.
     pub clock_margin: Duration,
 }
 
@@ -127,7 +128,9 @@ pub fn parse_http_date(value: &str) -> Option<Timestamp> {
     epoch_seconds(since.as_secs())
 }
 
-/// A lower bound of the server's clock at any local instant, from the latest `Date` header.
+/// The server's `Date` clock, from the latest `Date` header: it turns the budget's reset
+/// (epoch seconds) into a local instant. It never places a message in time: `created_at`
+/// comes from another clock (D68, `message_clock.rs`).
 ///
 /// An answer stamped `D` (whole seconds, rounded down) and received at local instant `r` was
 /// written at a server time `>= D`, no later than `r`; so at any local instant `x` the
@@ -142,19 +145,6 @@ impl ServerClock {
     /// An answer received at `now` carried `Date: date`.
     pub(crate) fn handle_date(&mut self, now: Instant, date: Timestamp) {
         self.sample = Some((now, date));
-    }
-
-    /// The server's clock at `at` was at least this.
-    pub(crate) fn lower_bound(&self, at: Instant) -> Option<Timestamp> {
-        let (received, date) = self.sample?;
-        let nanos = if at >= received {
-            i64::try_from(at.duration_since(received).as_nanos()).unwrap_or(i64::MAX)
-        } else {
-            -i64::try_from(received.duration_since(at).as_nanos()).unwrap_or(i64::MAX)
-        };
-        Some(Timestamp::from_unix_nanos(
-            date.unix_nanos().saturating_add(nanos),
-        ))
     }
 
     /// A local instant by which the server's clock has surely reached `server_time`, seen
@@ -503,23 +493,6 @@ mod tests {
         assert!(h.is_rate_limited());
         assert!(!headers(&[], 503).is_rate_limited());
         assert!(headers(&[("retry-after", "3")], 503).is_rate_limited());
-    }
-
-    #[test]
-    fn the_server_clock_is_a_lower_bound_that_moves_with_local_time() {
-        let t0 = crate::test_clock::start();
-        let mut c = ServerClock::default();
-        assert_eq!(c.lower_bound(t0), None);
-        let date = Timestamp::from_unix_nanos(1_000_000_000_000);
-        c.handle_date(t0 + Duration::from_secs(5), date);
-        assert_eq!(
-            c.lower_bound(t0 + Duration::from_secs(7)),
-            Some(Timestamp::from_unix_nanos(1_002_000_000_000))
-        );
-        assert_eq!(
-            c.lower_bound(t0),
-            Some(Timestamp::from_unix_nanos(995_000_000_000))
-        );
     }
 
     #[test]

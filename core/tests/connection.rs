@@ -297,16 +297,24 @@ fn a_message_seen_live_and_in_history_is_delivered_once() {
 #[test]
 fn a_drop_before_the_first_message_still_catches_up_what_was_posted_during_it() {
     // Issue 10: the link drops right after subscribing, before any message or history read;
-    // what others post meanwhile must reach the app, and the catch-up is complete.
+    // what others post meanwhile must reach the app, and the catch-up is complete. The
+    // message clock was read from another channel's live message (D68).
     let mut h = Harness::new();
     h.subscribe("c");
+    h.subscribe("o");
     h.connect_ready();
     h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    h.frame(r#"{"type":"subscribed","channel_id":"o"}"#);
+    h.frame(&message_new("o", "o1", 0));
     assert!(fetches(&h.take()).is_empty(), "no anchor probe");
     h.drop_link();
     h.reconnect();
     h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
-    let req = fetches(&h.take());
+    h.frame(r#"{"type":"subscribed","channel_id":"o"}"#);
+    let req: Vec<_> = fetches(&h.take())
+        .into_iter()
+        .filter(|r| r.channel_id == "c")
+        .collect();
     assert_eq!(req.len(), 1);
     // Posted during the drop (17:00:01, 17:00:02), and one at the second of the
     // subscription: inside the clock margin, so it is delivered too (never lost).
@@ -324,6 +332,28 @@ fn a_drop_before_the_first_message_still_catches_up_what_was_posted_during_it() 
 }
 
 #[test]
+fn a_drop_before_any_live_message_at_all_cannot_prove_the_gap() {
+    // Nothing has read the message clock: the `Date` clock is another host's, so nothing
+    // says which of these the app already has (D68). A reload, and no guess delivered.
+    let mut h = Harness::new();
+    h.subscribe("c");
+    h.connect_ready();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.answer_history(req[0].id, &page("c", &[("m2", 2), ("m1", 1)], false));
+    let out = h.take();
+    assert!(delivered_ids(&out).is_empty());
+    assert!(events(&out).contains(&Event::Resynced {
+        channel_id: "c".into(),
+        recovered: 0,
+        complete: false
+    }));
+}
+
+#[test]
 fn a_quiet_channel_catches_up_from_its_last_message() {
     let mut h = live_with(&["c"], Some(("m7", 7)));
     h.drop_link();
@@ -336,7 +366,9 @@ fn a_quiet_channel_catches_up_from_its_last_message() {
 
 #[test]
 fn an_empty_channel_catches_up_from_the_beginning() {
-    let mut h = live_with(&["c"], None);
+    let mut h = live_with(&["c", "o"], None);
+    h.frame(&message_new("o", "o1", 0)); // reads the message clock
+    h.clear_log();
     h.drop_link();
     h.reconnect();
     h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);

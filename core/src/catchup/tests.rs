@@ -9,7 +9,13 @@ use crate::{ServerEvent, ServerEventKind, Text, Timestamp};
 use bytes::Bytes;
 
 fn msg(id: &str, sec: u32) -> String {
-    format!(r#"{{"id":"{id}","created_at":"2026-01-01T00:00:{sec:02}Z"}}"#)
+    let at = stamp(i64::from(sec)).to_rfc3339();
+    format!(r#"{{"id":"{id}","created_at":"{at}"}}"#)
+}
+
+/// 2026-01-01T00:00:00Z plus `sec` (negative: before), on any clock.
+fn stamp(sec: i64) -> Timestamp {
+    Timestamp::from_unix_nanos((1_767_225_600 + sec) * 1_000_000_000)
 }
 
 fn live(ch: &str, id: &str, sec: u32) -> ServerEvent {
@@ -55,10 +61,23 @@ fn delivered(out: &[CatchUpOutput]) -> Vec<String> {
 
 /// The server's clock as the `Date` header gives it: 2026-01-01T00:00:00Z plus `sec`.
 fn server_time(sec: u32) -> Timestamp {
-    Timestamp::parse(&format!("2026-01-01T00:00:{sec:02}Z")).unwrap()
+    stamp(i64::from(sec))
 }
 
+/// A tracker for a server whose messages become visible in the order they are stamped (no
+/// late margin): the walks stop at their anchors. The default margin is tested on its own.
 fn tracker() -> CatchUp {
+    CatchUp::new(
+        CatchUpConfig {
+            late_margin: Duration::ZERO,
+            ..CatchUpConfig::default()
+        },
+        PacingConfig::default(),
+    )
+}
+
+/// A tracker with the default settings (a 10 s late margin, a 2 s clock margin).
+fn default_tracker() -> CatchUp {
     CatchUp::new(CatchUpConfig::default(), PacingConfig::default())
 }
 
@@ -75,7 +94,7 @@ fn reconnected() -> (CatchUp, Instant, Text) {
     let mut c = tracker();
     c.track(ch.clone(), None);
     subscribe(&mut c, t, &ch);
-    c.handle_event(&ch, live("c", "m1", 1));
+    c.handle_event(t, &ch, live("c", "m1", 1));
     assert_eq!(delivered(&drain(&mut c)), ["m1"]);
     c.handle_disconnect();
     subscribe(&mut c, t, &ch);
@@ -85,12 +104,18 @@ fn reconnected() -> (CatchUp, Instant, Text) {
 /// `n` channels (`c00`, `c01`, ...) live with an anchor each, resubscribed after a drop.
 fn many_reconnected(n: usize, pacing: PacingConfig) -> (CatchUp, Instant, Vec<Text>) {
     let t = t0();
-    let mut c = CatchUp::new(CatchUpConfig::default(), pacing);
+    let mut c = CatchUp::new(
+        CatchUpConfig {
+            late_margin: Duration::ZERO,
+            ..CatchUpConfig::default()
+        },
+        pacing,
+    );
     let channels: Vec<Text> = (0..n).map(|i| Text::from(format!("c{i:02}"))).collect();
     for ch in &channels {
         c.track(ch.clone(), None);
         subscribe(&mut c, t, ch);
-        c.handle_event(ch, live(ch.as_str(), &format!("{ch}-m1"), 1));
+        c.handle_event(t, ch, live(ch.as_str(), &format!("{ch}-m1"), 1));
     }
     drain(&mut c);
     c.handle_disconnect();
@@ -110,63 +135,79 @@ fn fetches(out: &[CatchUpOutput]) -> Vec<HistoryRequest> {
 }
 
 #[test]
-fn first_subscribe_reads_nothing_and_anchors_at_the_servers_clock() {
+fn first_subscribe_reads_nothing_and_has_no_anchor() {
     let t = t0();
     let ch = Text::from("c");
     let mut c = tracker();
     c.handle_server_date(t, server_time(30));
     c.track(ch.clone(), None);
-    assert_eq!(c.anchor(&ch), Some(&Anchor::Unknown));
     c.handle_subscribe_sent(t + Duration::from_secs(5), &ch);
     c.handle_subscribed(t + Duration::from_secs(6), &ch);
     assert!(drain(&mut c).is_empty(), "no anchor probe");
-    // 30 s at the `Date`, 5 s later at the subscribe, less the 2 s margin.
-    assert_eq!(c.anchor(&ch), Some(&Anchor::Since(server_time(33))));
+    assert_eq!(c.anchor(&ch), None);
 }
 
 #[test]
-fn a_drop_before_any_message_walks_back_to_the_subscription_time() {
+fn a_drop_before_any_message_walks_back_to_the_subscription_on_the_message_clock() {
     // The issue's case: the link drops before the channel ever saw a message; what was
-    // posted during the drop must still arrive.
+    // posted during the drop must still arrive. Another channel's live message read the
+    // message clock (stamped 100 at `t`); the `Date` clock is an hour ahead of it and plays
+    // no part.
     let t = t0();
-    let ch = Text::from("c");
-    let mut c = tracker();
-    c.handle_server_date(t, server_time(10));
-    c.track(ch.clone(), None);
-    subscribe(&mut c, t, &ch); // anchor: since 00:00:08
+    let (ch, other) = (Text::from("c"), Text::from("o"));
+    let mut c = default_tracker();
+    c.handle_server_date(t, server_time(3_700));
+    for x in [&ch, &other] {
+        c.track(x.clone(), None);
+    }
+    subscribe(&mut c, t, &other);
+    c.handle_event(t, &other, live("o", "o1", 100));
+    subscribe(&mut c, t + Duration::from_secs(20), &ch); // message clock >= 120
     c.handle_disconnect();
-    subscribe(&mut c, t + Duration::from_secs(3), &ch);
-    let req = fetch_id(&drain(&mut c));
-    // Newest first: two posted during the drop, then the channel's older history.
+    subscribe(&mut c, t + Duration::from_secs(60), &ch);
+    let req = fetches(&drain(&mut c))
+        .into_iter()
+        .find(|r| r.channel_id == ch)
+        .unwrap()
+        .id;
+    // Newest first: two posted during the drop, one just before the subscription (inside
+    // the 2 s clock margin: delivered, once), then the channel's older history.
     c.handle_history(
         t,
         req,
-        Ok(body(&[("m3", 12), ("m2", 9), ("m1", 7), ("m0", 1)], true)),
+        Ok(body(
+            &[("m3", 150), ("m2", 130), ("m1", 119), ("m0", 112)],
+            true,
+        )),
     );
     let out = drain(&mut c);
-    assert_eq!(delivered(&out), ["m2", "m3"]);
+    assert_eq!(delivered(&out), ["m1", "m2", "m3"]);
     assert_eq!(
         out.last(),
         Some(&CatchUpOutput::Resynced {
             channel_id: ch,
-            recovered: 2,
+            recovered: 3,
             complete: true
         })
     );
 }
 
 #[test]
-fn without_a_server_clock_a_drop_owes_a_reload() {
+fn without_a_reading_of_the_message_clock_a_quiet_channel_cannot_prove_its_gap() {
     let t = t0();
     let ch = Text::from("c");
     let mut c = tracker();
+    c.handle_server_date(t, server_time(10)); // a `Date` is not the message clock
     c.track(ch.clone(), None);
     subscribe(&mut c, t, &ch);
-    assert_eq!(c.anchor(&ch), Some(&Anchor::Unknown));
     c.handle_disconnect();
     subscribe(&mut c, t, &ch);
+    let req = fetch_id(&drain(&mut c));
+    c.handle_history(t, req, Ok(body(&[("m2", 12), ("m1", 2)], true)));
+    let out = drain(&mut c);
+    assert!(delivered(&out).is_empty(), "no guess delivered as the gap");
     assert_eq!(
-        drain(&mut c),
+        out,
         [CatchUpOutput::Resynced {
             channel_id: ch,
             recovered: 0,
@@ -176,11 +217,168 @@ fn without_a_server_clock_a_drop_owes_a_reload() {
 }
 
 #[test]
+fn an_empty_history_proves_a_quiet_channel_missed_nothing() {
+    let t = t0();
+    let ch = Text::from("c");
+    let mut c = tracker();
+    c.track(ch.clone(), None);
+    subscribe(&mut c, t, &ch);
+    c.handle_disconnect();
+    subscribe(&mut c, t, &ch);
+    let req = fetch_id(&drain(&mut c));
+    c.handle_history(t, req, Ok(body(&[], false)));
+    assert_eq!(
+        drain(&mut c),
+        [CatchUpOutput::Resynced {
+            channel_id: ch,
+            recovered: 0,
+            complete: true
+        }]
+    );
+}
+
+#[test]
+fn a_live_message_stamped_by_another_clock_still_becomes_the_anchor() {
+    // The message clock is an hour behind the `Date` clock (a database host with broken
+    // NTP): every live message looks older than the subscription. Before D68 none became the
+    // anchor, and the walk stopped at once, delivering nothing, `complete: true`.
+    for behind in [5_i64, 3_600] {
+        let t = t0();
+        let ch = Text::from("c");
+        let mut c = default_tracker();
+        c.handle_server_date(t, stamp(7_200));
+        c.track(ch.clone(), None);
+        subscribe(&mut c, t, &ch);
+        let first = 7_200 - behind;
+        c.handle_event(t, &ch, live("c", "m1", u32::try_from(first).unwrap()));
+        assert_eq!(delivered(&drain(&mut c)), ["m1"]);
+        assert_eq!(c.anchor(&ch).map(|a| a.id.as_str()), Some("m1"));
+        c.handle_disconnect();
+        subscribe(&mut c, t + Duration::from_secs(60), &ch);
+        let req = fetch_id(&drain(&mut c));
+        let s = |d: i64| u32::try_from(first + d).unwrap();
+        c.handle_history(
+            t,
+            req,
+            Ok(body(
+                &[("m3", s(40)), ("m2", s(20)), ("m1", s(0)), ("m0", s(-30))],
+                true,
+            )),
+        );
+        let out = drain(&mut c);
+        assert_eq!(delivered(&out), ["m2", "m3"], "{behind} s behind");
+        assert!(out.contains(&CatchUpOutput::Resynced {
+            channel_id: ch,
+            recovered: 2,
+            complete: true
+        }));
+    }
+}
+
+#[test]
+fn the_walk_reads_past_its_anchor_for_messages_that_became_visible_late() {
+    // m4 was stamped before the anchor m5 (its transaction began first) but committed after
+    // m5 was broadcast, during the drop: it is older than the anchor and was never delivered.
+    let t = t0();
+    let ch = Text::from("c");
+    let mut c = default_tracker();
+    c.track(ch.clone(), None);
+    subscribe(&mut c, t, &ch);
+    c.handle_event(t, &ch, live("c", "m3", 95));
+    c.handle_event(t + Duration::from_secs(5), &ch, live("c", "m5", 100));
+    assert_eq!(delivered(&drain(&mut c)), ["m3", "m5"]);
+    c.handle_disconnect();
+    subscribe(&mut c, t + Duration::from_secs(30), &ch);
+    let req = fetch_id(&drain(&mut c));
+    // The anchor ends the page: the margin below it is on the next one.
+    c.handle_history(t, req, Ok(body(&[("m6", 105), ("m5", 100)], true)));
+    let next = fetches(&drain(&mut c));
+    assert_eq!(next.len(), 1, "the late margin is read");
+    assert_eq!(next[0].before.as_ref().map(Text::as_str), Some("m5"));
+    c.handle_history(
+        t,
+        next[0].id,
+        Ok(body(&[("m4", 97), ("m3", 95), ("m2", 80)], true)),
+    );
+    let out = drain(&mut c);
+    assert_eq!(delivered(&out), ["m4", "m6"], "m3 was delivered live");
+    assert!(out.contains(&CatchUpOutput::Resynced {
+        channel_id: ch,
+        recovered: 2,
+        complete: true
+    }));
+}
+
+#[test]
+fn an_answer_to_a_forgotten_walk_does_not_complete_the_next_one() {
+    // A user switching channels fast: unsubscribed while a catch-up read was out, then
+    // subscribed again from the newest message the app shows.
+    let (mut c, t, ch) = reconnected();
+    let old = fetch_id(&drain(&mut c));
+    c.forget(&ch);
+    c.track(ch.clone(), Some(Text::from("m1")));
+    subscribe(&mut c, t, &ch);
+    let new = fetch_id(&drain(&mut c));
+    assert_ne!(old, new);
+    // The old walk's page (read before m3 was posted) arrives late.
+    c.handle_history(t, old, Ok(body(&[("m2", 2), ("m1", 1)], true)));
+    assert!(drain(&mut c).is_empty(), "the old answer completes nothing");
+    assert!(c.is_catching_up(&ch));
+    c.handle_history(t, new, Ok(body(&[("m3", 3), ("m2", 2), ("m1", 1)], true)));
+    let out = drain(&mut c);
+    assert_eq!(delivered(&out), ["m2", "m3"]);
+    // The same answer again changes nothing.
+    c.handle_history(t, new, Ok(body(&[("m9", 9), ("m1", 1)], true)));
+    assert!(drain(&mut c).is_empty());
+}
+
+#[test]
+fn a_stale_failure_does_not_requeue_a_walk_with_a_read_in_flight() {
+    let (mut c, t, ch) = reconnected();
+    let old = fetch_id(&drain(&mut c));
+    c.forget(&ch);
+    c.track(ch.clone(), Some(Text::from("m1")));
+    subscribe(&mut c, t, &ch);
+    let new = fetch_id(&drain(&mut c));
+    c.handle_history(t, old, Err(HistoryError::Network));
+    c.handle_history(t + Duration::from_secs(5), old, Err(HistoryError::Network));
+    c.handle_timeout(t + Duration::from_secs(60));
+    assert!(
+        fetches(&drain(&mut c)).is_empty(),
+        "no second read while {new} is out"
+    );
+}
+
+#[test]
+fn held_typing_is_dropped_at_a_drop_and_held_edits_are_delivered() {
+    let (mut c, t, ch) = reconnected();
+    let _ = fetch_id(&drain(&mut c));
+    let typing = ServerEvent::decode(
+        Bytes::from(r#"{"type":"typing_start","channel_id":"c","user_id":"u"}"#),
+        1 << 20,
+    )
+    .unwrap();
+    let edit = ServerEvent::decode(
+        Bytes::from(r#"{"type":"message_edit","channel_id":"c","message_id":"m1","content":"x","edited_at":"2026-01-01T00:00:05+00:00"}"#),
+        1 << 20,
+    )
+    .unwrap();
+    c.handle_event(t, &ch, typing);
+    c.handle_event(t, &ch, edit);
+    c.handle_disconnect();
+    let out = drain(&mut c);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(
+        matches!(&out[0], CatchUpOutput::Deliver(e) if matches!(e.kind(), ServerEventKind::MessageEdit { .. }))
+    );
+}
+
+#[test]
 fn live_messages_are_held_during_catch_up_and_follow_the_gap() {
     let (mut c, t, ch) = reconnected();
     let req = fetch_id(&drain(&mut c));
     assert!(c.is_catching_up(&ch));
-    c.handle_event(&ch, live("c", "m3", 3));
+    c.handle_event(t, &ch, live("c", "m3", 3));
     assert!(drain(&mut c).is_empty());
     assert_eq!(c.held(), 1);
     c.handle_history(t, req, Ok(body(&[("m3", 3), ("m2", 2), ("m1", 1)], true)));
@@ -202,7 +400,7 @@ fn live_messages_are_held_during_catch_up_and_follow_the_gap() {
 fn only_messages_built_from_history_are_marked_recovered() {
     let (mut c, t, ch) = reconnected();
     let req = fetch_id(&drain(&mut c));
-    c.handle_event(&ch, live("c", "m3", 3));
+    c.handle_event(t, &ch, live("c", "m3", 3));
     c.handle_history(t, req, Ok(body(&[("m3", 3), ("m2", 2), ("m1", 1)], true)));
     let marks: Vec<(String, bool)> = drain(&mut c)
         .iter()
@@ -332,7 +530,7 @@ fn too_many_held_events_end_the_catch_up_incomplete() {
     subscribe(&mut c, t, &ch);
     drain(&mut c);
     for i in 1..=3 {
-        c.handle_event(&ch, live("c", &format!("m{i}"), i));
+        c.handle_event(t, &ch, live("c", &format!("m{i}"), i));
     }
     let out = drain(&mut c);
     assert_eq!(delivered(&out), ["m1", "m2", "m3"]);
@@ -372,13 +570,21 @@ fn a_subscribe_sent_but_never_confirmed_still_needs_a_catch_up() {
 fn an_owed_reload_survives_a_drop_before_it_is_reported() {
     let t = t0();
     let ch = Text::from("c");
-    let mut c = tracker();
+    let mut c = CatchUp::new(
+        CatchUpConfig {
+            max_held: 1,
+            ..CatchUpConfig::default()
+        },
+        PacingConfig::default(),
+    );
     c.track(ch.clone(), None);
-    subscribe(&mut c, t, &ch); // no server clock yet: no anchor
-    c.handle_disconnect(); // a reload is owed
-    c.handle_server_date(t, server_time(5));
-    c.handle_subscribe_sent(t, &ch); // anchors at the clock now, but the reload stays owed
-    c.handle_event(&ch, live("c", "m2", 6));
+    subscribe(&mut c, t, &ch);
+    c.handle_event(t, &ch, live("c", "m1", 1));
+    c.handle_disconnect();
+    c.handle_subscribe_sent(t, &ch);
+    // More arrive before `subscribed` than can be held: delivered, and a reload is owed.
+    c.handle_event(t, &ch, live("c", "m2", 2));
+    c.handle_event(t, &ch, live("c", "m3", 3));
     c.handle_disconnect(); // before `subscribed`: not reported yet
     subscribe(&mut c, t, &ch);
     assert!(
@@ -423,7 +629,7 @@ fn an_app_given_anchor_learns_its_time_when_met() {
     c.handle_history(t, req, Ok(body(&[("m1", 1)], false)));
     assert!(matches!(
         c.anchor(&ch),
-        Some(Anchor::Message {
+        Some(Anchor {
             created_at: Some(_),
             ..
         })
@@ -434,8 +640,8 @@ fn an_app_given_anchor_learns_its_time_when_met() {
 fn held_messages_missing_from_history_keep_creation_order() {
     let (mut c, t, ch) = reconnected();
     let req = fetch_id(&drain(&mut c));
-    c.handle_event(&ch, live("c", "m2", 2)); // deleted before the page is read
-    c.handle_event(&ch, live("c", "m3", 3));
+    c.handle_event(t, &ch, live("c", "m2", 2)); // deleted before the page is read
+    c.handle_event(t, &ch, live("c", "m3", 3));
     c.handle_history(t, req, Ok(body(&[("m3", 3), ("m1", 1)], false)));
     assert_eq!(delivered(&drain(&mut c)), ["m2", "m3"]);
 }

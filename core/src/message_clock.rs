@@ -1,0 +1,80 @@
+//! The clock that stamps messages, as live messages reveal it (DESIGN 3.5, D68).
+//!
+//! A server stamps `created_at` with its database's clock (Kaiku: Postgres `DEFAULT NOW()`,
+//! the start of the inserting transaction, on the database host). That clock need not agree
+//! with the HTTP `Date` header, which the app server or a proxy writes: a catch-up that
+//! compares the two loses messages when they disagree. So the core reads the message clock
+//! from messages alone: a live `message_new` stamped `c` that arrives at local instant `r`
+//! was stamped before it arrived, so at any local instant `x` the message clock read at
+//! least `c + (x - r)`. No `Date` is involved, and no offset between clocks is assumed.
+
+use std::time::Instant;
+
+use crate::timestamp::Timestamp;
+
+/// A lower bound of the message clock at any local instant, from the latest live message.
+///
+/// The latest sample, not the tightest one: a database clock stepped back (NTP fixing a
+/// host) makes every older sample claim a time the clock never reached, while a message
+/// broadcast late only makes its own sample looser (a bound further back), which costs a
+/// catch-up a few more messages to compare, never a loss.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct MessageClock {
+    sample: Option<(Instant, Timestamp)>,
+}
+
+impl MessageClock {
+    /// A live message stamped `created_at` arrived at `now`.
+    pub(crate) fn handle_message(&mut self, now: Instant, created_at: Timestamp) {
+        self.sample = Some((now, created_at));
+    }
+
+    /// The message clock at local instant `at` read at least this; `None` before any live
+    /// message.
+    pub(crate) fn lower_bound(&self, at: Instant) -> Option<Timestamp> {
+        let (received, stamp) = self.sample?;
+        let nanos = if at >= received {
+            i64::try_from(at.duration_since(received).as_nanos()).unwrap_or(i64::MAX)
+        } else {
+            -i64::try_from(received.duration_since(at).as_nanos()).unwrap_or(i64::MAX)
+        };
+        Some(Timestamp::from_unix_nanos(
+            stamp.unix_nanos().saturating_add(nanos),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(sec: i64) -> Timestamp {
+        Timestamp::from_unix_nanos(sec * 1_000_000_000)
+    }
+
+    #[test]
+    fn unknown_until_a_live_message() {
+        let c = MessageClock::default();
+        assert_eq!(c.lower_bound(crate::test_clock::start()), None);
+    }
+
+    #[test]
+    fn the_bound_moves_with_local_time_both_ways() {
+        let t = crate::test_clock::start() + Duration::from_secs(100);
+        let mut c = MessageClock::default();
+        c.handle_message(t, at(1_000));
+        assert_eq!(c.lower_bound(t + Duration::from_secs(5)), Some(at(1_005)));
+        assert_eq!(c.lower_bound(t - Duration::from_secs(5)), Some(at(995)));
+    }
+
+    #[test]
+    fn the_latest_sample_wins_even_when_the_clock_stepped_back() {
+        let t = crate::test_clock::start() + Duration::from_secs(100);
+        let mut c = MessageClock::default();
+        c.handle_message(t, at(5_000));
+        // The database host's clock was an hour ahead, then fixed.
+        c.handle_message(t + Duration::from_secs(1), at(1_401));
+        assert_eq!(c.lower_bound(t + Duration::from_secs(2)), Some(at(1_402)));
+    }
+}
