@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tether_devserver::ClockOffset;
 
 /// tether: a realtime chat connection that stays alive, correct and cheap.
 ///
@@ -61,6 +62,18 @@ pub struct Serve {
     /// The LZ77 window the server compresses with, in bits, when the client leaves it open.
     #[arg(long, value_name = "BITS", default_value_t = 15, value_parser = clap::value_parser!(u8).range(9..=15))]
     pub deflate_window_bits: u8,
+    /// Stamp messages' `created_at` with a clock SECS seconds off the one that writes `Date`
+    /// (negative: behind; fractions allowed), as a database host whose clock is not the app
+    /// server's. `Date` headers keep the real clock.
+    #[arg(long, value_name = "SECS", default_value = "0", allow_negative_numbers = true, value_parser = clock_offset)]
+    pub message_clock_offset: ClockOffset,
+}
+
+fn clock_offset(s: &str) -> Result<ClockOffset, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(ClockOffset::from_secs_f64)
+        .ok_or_else(|| format!("`{s}` is not a number of seconds within a year either way"))
 }
 
 /// How to authenticate. `Debug` never shows the token or the password.
@@ -187,6 +200,29 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_takes_a_signed_fractional_message_clock_offset() {
+        let offset = |args: &[&str]| -> Result<ClockOffset, clap::Error> {
+            let cli = Cli::try_parse_from([&["tether", "serve"], args].concat())?;
+            match cli.command {
+                Some(Command::Serve(s)) => Ok(s.message_clock_offset),
+                other => panic!("not serve: {other:?}"),
+            }
+        };
+        assert_eq!(offset(&[]).expect("default"), ClockOffset::ZERO);
+        assert_eq!(
+            offset(&["--message-clock-offset", "-3600"]).expect("behind"),
+            ClockOffset::behind(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(
+            offset(&["--message-clock-offset", "1.5"]).expect("ahead"),
+            ClockOffset::ahead(std::time::Duration::from_millis(1500))
+        );
+        for bad in ["soon", "NaN", "1e9"] {
+            assert!(offset(&["--message-clock-offset", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -167,10 +167,17 @@ async fn serve(a: args::Serve) -> Result<(), Failure> {
     config.v2.batch = !a.no_v2_batch;
     config.v2.deflate = !a.no_v2_deflate;
     config.v2.deflate_window_bits = a.deflate_window_bits;
+    config.message_clock_offset = a.message_clock_offset;
     let server = tether_devserver::DevServer::start(a.addr, config)
         .await
         .map_err(|e| Failure::general(format!("cannot listen on {}: {e}", a.addr)))?;
     println!("listening on {}", server.url());
+    if a.message_clock_offset != tether_devserver::ClockOffset::ZERO {
+        println!(
+            "message clock (created_at): {} from the Date clock",
+            a.message_clock_offset
+        );
+    }
     if !a.no_demo {
         println!("demo users: alice, bob, carol (password: password123)");
     }

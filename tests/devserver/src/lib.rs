@@ -33,6 +33,12 @@
 //! typing and post now and then in every channel, through the same path as a real post;
 //! [`DevServer::set_chatter_quiet`] silences them. Off by default: tests get no random traffic.
 //!
+//! [`ServerConfig::message_clock_offset`] puts the clock that stamps `created_at` (Kaiku:
+//! Postgres `NOW()` on the database host) off the one that writes `Date` (the app server's,
+//! which stays real); history is ordered by `created_at`, as Kaiku's, and
+//! [`DevServer::post_with_commit_delay`] makes a message visible after a later one, as Kaiku's
+//! uploads are. [`DevServer::messages`] is the server's own record of a channel.
+//!
 //! [`ServerConfig::rest_latency`] (or [`Faults::set_rest_latency`]) delays every REST
 //! answer, as a debug build of Kaiku does (about 2 s a read); a request counts against its
 //! limit on arrival. Each user's REST reads are logged ([`DevServer::read_log`]: arrival,
@@ -43,6 +49,7 @@
 #![warn(missing_docs)]
 
 mod chatter;
+mod clock;
 mod faults;
 mod limits;
 mod rest;
@@ -66,6 +73,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use chatter::Chatter;
+pub use clock::ClockOffset;
 use faults::FaultState;
 pub use faults::Faults;
 pub use limits::{Limit, PauseViolation, RateLimits, ReadRecord};
@@ -133,6 +141,10 @@ pub struct ServerConfig {
     pub chatter: Option<Chatter>,
     /// Which parts of protocol v2 the server speaks. Default: all of them.
     pub v2: V2Config,
+    /// How far the message clock, which stamps `created_at` (Kaiku: Postgres `NOW()` on the
+    /// database host), is from the clock that writes every `Date` header (the 101 and REST
+    /// answers) and times tokens, which stays the real one. Default: none.
+    pub message_clock_offset: ClockOffset,
 }
 
 /// A certificate chain and private key (DER) for serving TLS.
@@ -168,6 +180,7 @@ impl Default for ServerConfig {
             rest_latency: Duration::ZERO,
             chatter: None,
             v2: V2Config::default(),
+            message_clock_offset: ClockOffset::ZERO,
         }
     }
 }
@@ -299,6 +312,7 @@ impl DevServer {
     /// [`shutdown`]: DevServer::shutdown
     pub async fn start(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Self> {
         let mut store = Store::new(config.access_ttl);
+        store.message_clock = config.message_clock_offset;
         if config.demo {
             seed_demo(&mut store);
         }
@@ -377,6 +391,32 @@ impl DevServer {
     /// Posts a message as `username`, broadcasting `message_new`; returns the message id.
     pub fn post(&self, channel_id: &str, username: &str, content: &str) -> Option<String> {
         rest::post_message(&self.shared, channel_id, username, content)
+    }
+
+    /// Posts a message as `username` the way Kaiku stores an upload: its id and `created_at`
+    /// are fixed now, but it becomes visible in history, and is broadcast, only after
+    /// `commit_delay` (Postgres `NOW()` is the transaction's start, so a message can become
+    /// visible after a later one). Returns the id at once; `None` for an unknown user or
+    /// channel.
+    pub fn post_with_commit_delay(
+        &self,
+        channel_id: &str,
+        username: &str,
+        content: &str,
+        commit_delay: Duration,
+    ) -> Option<String> {
+        rest::post_message_delayed(&self.shared, channel_id, username, content, commit_delay)
+    }
+
+    /// The server's own record of `channel_id`: every visible message, oldest first by
+    /// `created_at` (the order its history pages read). Empty for an unknown channel.
+    pub fn messages(&self, channel_id: &str) -> Vec<Message> {
+        self.shared
+            .store()
+            .channels
+            .get(channel_id)
+            .map(|c| c.messages.clone())
+            .unwrap_or_default()
     }
 
     /// Silences the simulated users ([`ServerConfig::chatter`]), or lets them speak again.

@@ -443,6 +443,36 @@ pub(crate) fn post_message(
     Some(m.id)
 }
 
+/// Begins a message now and commits it (visible, then broadcast) after `delay`, as Kaiku's
+/// upload path does; returns its id at once.
+pub(crate) fn post_message_delayed(
+    shared: &Arc<Shared>,
+    channel_id: &str,
+    username: &str,
+    content: &str,
+    delay: Duration,
+) -> Option<String> {
+    let mut store = shared.store();
+    let author = store.user_by_name(username)?.id.clone();
+    let m = store.begin_post(channel_id, &author, content)?;
+    drop(store);
+    let id = m.id.clone();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut store = shared.store();
+        let body = store.message_json(&m);
+        let channel_id = m.channel_id.clone();
+        if !store.commit(m) {
+            return;
+        }
+        drop(store);
+        let frame = json!({"type": "message_new", "channel_id": channel_id, "message": body});
+        shared.broadcast(&channel_id, &frame.to_string());
+    });
+    Some(id)
+}
+
 pub(crate) async fn create_message(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,

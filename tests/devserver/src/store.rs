@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::clock::ClockOffset;
+
 /// A registered user.
 #[derive(Clone, Debug)]
 pub struct User {
@@ -38,7 +40,8 @@ pub struct Message {
     pub author_id: String,
     /// Text.
     pub content: String,
-    /// Creation time (strictly increasing across the server).
+    /// Creation time, by the message clock (the database's; see [`ClockOffset`]): when the
+    /// inserting transaction began. Unique across the server.
     pub created_at: SystemTime,
     /// Last edit.
     pub edited_at: Option<SystemTime>,
@@ -53,7 +56,8 @@ pub struct Channel {
     pub name: String,
     /// Creation time.
     pub created_at: SystemTime,
-    /// Oldest first.
+    /// Committed (visible) messages, oldest first by `created_at`: the order Kaiku's
+    /// `ORDER BY created_at` reads, whatever order they became visible in.
     pub messages: Vec<Message>,
 }
 
@@ -75,6 +79,9 @@ pub struct Store {
     pub channels: BTreeMap<String, Channel>,
     next_id: u64,
     last_time: Option<SystemTime>,
+    /// How far the message clock (`created_at`, `edited_at`) is from the real clock, which
+    /// writes `Date` and times tokens.
+    pub message_clock: ClockOffset,
     /// Access token lifetime.
     pub access_ttl: Duration,
     /// Refresh token lifetime.
@@ -116,9 +123,11 @@ impl Store {
         )
     }
 
-    /// Wall-clock now, strictly increasing, so message order by time is total.
+    /// The message clock now (the database host's: the real clock moved by
+    /// [`message_clock`](Self::message_clock)), strictly increasing, so message order by time
+    /// is total.
     pub fn now(&mut self) -> SystemTime {
-        let mut t = SystemTime::now();
+        let mut t = self.message_clock.apply(SystemTime::now());
         if let Some(last) = self.last_time
             && t <= last
         {
@@ -259,21 +268,52 @@ impl Store {
         ch
     }
 
-    /// Stores a message (no broadcast; see `DevServer::post`).
+    /// Stores a message (no broadcast; see `DevServer::post`): [`begin_post`] and
+    /// [`commit`] at once.
+    ///
+    /// [`begin_post`]: Self::begin_post
+    /// [`commit`]: Self::commit
     pub fn post(&mut self, channel_id: &str, author_id: &str, content: &str) -> Option<Message> {
+        let m = self.begin_post(channel_id, author_id, content)?;
+        self.commit(m.clone());
+        Some(m)
+    }
+
+    /// Starts inserting a message: its id and `created_at` (the message clock now, as
+    /// Postgres `NOW()` is the transaction's start) are fixed, but nobody sees it until
+    /// [`commit`](Self::commit). `None` for an unknown channel.
+    pub fn begin_post(
+        &mut self,
+        channel_id: &str,
+        author_id: &str,
+        content: &str,
+    ) -> Option<Message> {
+        if !self.channels.contains_key(channel_id) {
+            return None;
+        }
         let id = self.new_id();
         let created_at = self.now();
-        let ch = self.channels.get_mut(channel_id)?;
-        let m = Message {
+        Some(Message {
             id,
             channel_id: channel_id.to_owned(),
             author_id: author_id.to_owned(),
             content: content.to_owned(),
             created_at,
             edited_at: None,
+        })
+    }
+
+    /// Makes a begun message visible, in its place by `created_at` (before messages that
+    /// began later but committed first). False when its channel is gone meanwhile.
+    pub fn commit(&mut self, m: Message) -> bool {
+        let Some(ch) = self.channels.get_mut(&m.channel_id) else {
+            return false;
         };
-        ch.messages.push(m.clone());
-        Some(m)
+        let at = ch
+            .messages
+            .partition_point(|o| o.created_at <= m.created_at);
+        ch.messages.insert(at, m);
+        true
     }
 
     /// A message by id, for editing.
@@ -294,8 +334,9 @@ impl Store {
         None
     }
 
-    /// A page of history, newest first: up to `limit` messages older than `before`.
-    /// Returns the items and whether older ones remain.
+    /// A page of history, newest first: up to `limit` messages created strictly before
+    /// `before` (by `created_at`, as Kaiku's `ORDER BY created_at DESC`; an unknown `before`
+    /// reads from the newest). Returns the items and whether older ones remain.
     pub fn history(
         &self,
         channel_id: &str,
@@ -303,12 +344,9 @@ impl Store {
         limit: usize,
     ) -> Option<(Vec<&Message>, bool)> {
         let ch = self.channels.get(channel_id)?;
-        let end = match before {
-            Some(b) => ch
-                .messages
-                .iter()
-                .position(|m| m.id == b)
-                .unwrap_or(ch.messages.len()),
+        let cursor = before.and_then(|b| ch.messages.iter().find(|m| m.id == b));
+        let end = match cursor {
+            Some(c) => ch.messages.partition_point(|m| m.created_at < c.created_at),
             None => ch.messages.len(),
         };
         let start = end.saturating_sub(limit);
@@ -356,5 +394,54 @@ impl Store {
             "position": 0,
             "created_at": rfc3339(c.created_at),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with_channel(clock: ClockOffset) -> (Store, String, String) {
+        let mut s = Store::new(Duration::from_secs(900));
+        s.message_clock = clock;
+        let user = s.register("bob", "password123", "Bob").expect("bob").id;
+        let ch = s.create_channel("c").id;
+        (s, ch, user)
+    }
+
+    fn ids(page: &[&Message]) -> Vec<String> {
+        page.iter().map(|m| m.id.clone()).collect()
+    }
+
+    #[test]
+    fn created_at_reads_the_message_clock_not_the_real_one() {
+        let (mut s, ch, user) = store_with_channel(ClockOffset::behind(Duration::from_secs(3600)));
+        let m = s.post(&ch, &user, "late clock").expect("post");
+        let lag = SystemTime::now()
+            .duration_since(m.created_at)
+            .expect("stamped in the past");
+        assert!(lag >= Duration::from_secs(3599), "{lag:?}");
+    }
+
+    #[test]
+    fn history_is_ordered_by_created_at_whatever_the_commit_order() {
+        let (mut s, ch, user) = store_with_channel(ClockOffset::ZERO);
+        let a = s.post(&ch, &user, "a").expect("post");
+        // An upload: stamped now, visible only after a later message committed.
+        let slow = s.begin_post(&ch, &user, "upload").expect("begin");
+        let b = s.post(&ch, &user, "b").expect("post");
+        let (page, _) = s.history(&ch, None, 10).expect("channel");
+        assert_eq!(ids(&page), [b.id.clone(), a.id.clone()], "not visible yet");
+        assert!(s.commit(slow.clone()));
+        let (page, more) = s.history(&ch, None, 10).expect("channel");
+        assert_eq!(ids(&page), [b.id.clone(), slow.id.clone(), a.id.clone()]);
+        assert!(!more);
+        // `before` is strictly older by created_at than the cursor's message.
+        let (page, more) = s.history(&ch, Some(&b.id), 1).expect("channel");
+        assert_eq!(ids(&page), std::slice::from_ref(&slow.id));
+        assert!(more);
+        let (page, more) = s.history(&ch, Some(&slow.id), 10).expect("channel");
+        assert_eq!(ids(&page), [a.id]);
+        assert!(!more);
     }
 }
