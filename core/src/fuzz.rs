@@ -312,12 +312,80 @@ impl<'a> Arbitrary<'a> for Op {
     }
 }
 
+/// Which of the world's doubts (issue 18) a [`World`] applies. Each is a way the world
+/// differs from what the core assumed; the knobs of defects the core does not fix yet are
+/// off in [`Model::today`] (see `OPEN_BUGS` in `core/tests/simulation.rs`, letters m-p).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Model {
+    /// `created_at` comes from the database's clock: an offset of up to an hour from the
+    /// `Date` clock, and a drift of up to 200 ppm (bug m).
+    pub message_clock: bool,
+    /// `created_at` is stamped when a post's transaction begins; it is visible and broadcast
+    /// when it commits, up to 6 s later, at the first operation after that (bug o).
+    pub transactions: bool,
+    /// Answers given twice; `subscribe_from` the newest delivered message when subscribing
+    /// again, so a late answer of a forgotten walk meets a new one (bug n).
+    pub late_answers: bool,
+    /// The proxy's failures carry its own clock's `Date`, up to an hour off (bug p).
+    pub proxy_date: bool,
+    /// A v2 server batches up to [`crate::wire::MAX_BATCH`] events in one frame.
+    pub full_batches: bool,
+}
+
+impl Model {
+    /// Every doubt on.
+    pub const fn all() -> Self {
+        Self {
+            message_clock: true,
+            transactions: true,
+            late_answers: true,
+            proxy_date: true,
+            full_batches: true,
+        }
+    }
+
+    /// What [`World::new`] applies: every doubt whose defect the core has fixed. Once the
+    /// issue-18 fix lands, this is [`Model::all`].
+    pub const fn today() -> Self {
+        Self {
+            message_clock: false,
+            transactions: false,
+            late_answers: false,
+            proxy_date: false,
+            full_batches: true,
+        }
+    }
+}
+
+/// A subscription as the checker sees it: from the app's `subscribe` call until its
+/// `unsubscribe` (or refusal).
+#[derive(Clone, Debug, Default)]
+struct Interval {
+    /// When the server first processed a `subscribe` for it (a tick: operations at one
+    /// instant still happen in order).
+    start: Option<u64>,
+    /// When the server processed its `subscribe` on the current socket (a tick).
+    sock: Option<u64>,
+    /// `subscribe_from`: the app's anchor's `created_at`.
+    anchor: Option<i64>,
+    /// The latest `Resynced { complete: false }` (a tick): what committed before is exempt.
+    exempt_until: Option<u64>,
+}
+
 /// A message in the tiny server's store.
 #[derive(Clone, Debug)]
 struct Posted {
     id: String,
     /// In the REST shape.
     rest: String,
+    /// `created_at`, Unix nanoseconds of the message clock (the transaction's start).
+    created: i64,
+    /// When its transaction began and committed (the run's time); history shows it from
+    /// `committed` on.
+    started: Duration,
+    committed: Duration,
+    /// The tick of its commit (`u64::MAX` until then).
+    commit_tick: u64,
 }
 
 impl model::Stored for Posted {
@@ -326,6 +394,12 @@ impl model::Stored for Posted {
     }
     fn rest(&self) -> &str {
         &self.rest
+    }
+    fn created(&self) -> i64 {
+        self.created
+    }
+    fn is_visible(&self, now: Duration) -> bool {
+        self.committed <= now
     }
 }
 
@@ -380,16 +454,36 @@ pub struct World {
     delivered: BTreeSet<String>,
     /// Messages sent live per channel since the server last subscribed it.
     sent_live: BTreeMap<String, Vec<(String, u32, i64)>>,
-    last_seq: BTreeMap<String, u32>,
     /// Retry-After of the refusal being handled, for the backoff bound.
     retry_after: Option<Duration>,
     /// What the run exercised, so a test can check the generator reaches the deep paths.
     pub seen: BTreeSet<&'static str>,
+    /// The doubts applied.
+    model: Model,
+    /// The database's clock (`Model::message_clock`), and the proxy's offset in seconds.
+    msg_clock: model::MessageClock,
+    proxy_offset: i64,
+    /// Posts whose transaction has not committed: (channel, index in the store).
+    pending: Vec<(String, usize)>,
+    /// Every message: id → (channel, started, committed), for the order check.
+    times: BTreeMap<String, (Duration, Duration)>,
+    /// Per channel: the latest transaction start among messages delivered since the latest
+    /// `subscribe` (invariant 7: nothing committed before it may come after).
+    latest_start: BTreeMap<String, Duration>,
+    /// Per wanted channel: its subscription, for the `complete: true` check.
+    intervals: BTreeMap<String, Interval>,
+    /// Counts commits and `subscribe`s processed: their order, within one instant too.
+    ticks: u64,
 }
 
 impl World {
-    /// A world with a disconnected client seeded with `seed`.
+    /// A world with a disconnected client seeded with `seed`, with [`Model::today`]'s doubts.
     pub fn new(start: Instant, seed: u64) -> Self {
+        Self::with_model(start, seed, Model::today())
+    }
+
+    /// A world with a disconnected client seeded with `seed`, with `model`'s doubts.
+    pub fn with_model(start: Instant, seed: u64, model: Model) -> Self {
         let mut config = Config::new("http://127.0.0.1:1").unwrap();
         config.seed = seed;
         config.catch_up.page_size = 2;
@@ -418,6 +512,18 @@ impl World {
             config.pacing.budget = limit.budget;
             config.pacing.window = limit.window;
         }
+        // The clocks, drawn on every seed (so a seed's other choices stay as they were).
+        let sign = |n: u64| if n.is_multiple_of(2) { 1 } else { -1 };
+        let offset_ms = match pick(5) {
+            0 => 0,
+            1 | 2 => 1_000 + pick(4_000),
+            _ => 60_000 + pick(3_540_000),
+        } as i64;
+        let msg_clock = model::MessageClock {
+            offset_nanos: sign(pick(2)) * offset_ms * 1_000_000,
+            drift_ppm: pick(401) as i64 - 200,
+        };
+        let proxy_offset = sign(pick(2)) * (60 + pick(3_540)) as i64;
         let now = start;
         let mut conn = Connection::new(config.clone()).unwrap();
         conn.set_credentials(now, tokens.login(Duration::ZERO));
@@ -444,9 +550,20 @@ impl World {
             refresh_pending: None,
             delivered: BTreeSet::new(),
             sent_live: BTreeMap::new(),
-            last_seq: BTreeMap::new(),
             retry_after: None,
             seen: BTreeSet::new(),
+            model,
+            msg_clock: if model.message_clock {
+                msg_clock
+            } else {
+                model::MessageClock::default()
+            },
+            proxy_offset: if model.proxy_date { proxy_offset } else { 0 },
+            pending: Vec::new(),
+            times: BTreeMap::new(),
+            latest_start: BTreeMap::new(),
+            intervals: BTreeMap::new(),
+            ticks: 0,
         }
     }
 
@@ -477,6 +594,9 @@ impl World {
     }
 
     fn socket_gone(&mut self) {
+        for iv in self.intervals.values_mut() {
+            iv.sock = None;
+        }
         self.sock = Sock::None;
         self.session = None;
         self.replies.clear();
@@ -497,6 +617,7 @@ impl World {
     /// Applies one operation, then checks every invariant.
     pub fn apply(&mut self, op: &Op) {
         self.retry_after = None;
+        self.commit_due();
         let now = self.now;
         match op {
             Op::Connect => {
@@ -511,13 +632,40 @@ impl World {
             Op::Disconnect => self.conn.disconnect(now),
             Op::Subscribe(c) => {
                 let ch = CHANNELS[*c];
-                if !self.conn.subscriptions().any(|s| s == ch) {
+                if self.conn.subscriptions().any(|s| s == ch) {
+                    self.conn.subscribe(now, ch).unwrap();
+                } else {
                     // A new subscription: its order is checked afresh (invariant 7).
-                    self.last_seq.remove(ch);
+                    self.latest_start.remove(ch);
+                    // With late answers, half the time from the newest message delivered
+                    // (what the app shows), as a user switching back to a channel.
+                    let newest = self
+                        .store
+                        .get(ch)
+                        .into_iter()
+                        .flatten()
+                        .rev()
+                        .find(|m| self.delivered.contains(&m.id))
+                        .map(|m| (m.id.clone(), m.created));
+                    let from = newest.filter(|_| {
+                        self.model.late_answers && self.dice.next_u64().is_multiple_of(2)
+                    });
+                    let mut iv = Interval::default();
+                    match from {
+                        Some((id, created)) => {
+                            self.seen.insert("subscribe from");
+                            iv.anchor = Some(created);
+                            self.conn.subscribe_from(now, ch, &id).unwrap();
+                        }
+                        None => self.conn.subscribe(now, ch).unwrap(),
+                    }
+                    self.intervals.insert(ch.to_owned(), iv);
                 }
-                self.conn.subscribe(now, ch).unwrap();
             }
-            Op::Unsubscribe(c) => self.conn.unsubscribe(now, CHANNELS[*c]),
+            Op::Unsubscribe(c) => {
+                self.intervals.remove(CHANNELS[*c]);
+                self.conn.unsubscribe(now, CHANNELS[*c]);
+            }
             Op::Send(kind, c) => {
                 let ch = CHANNELS[*c].to_owned();
                 let event = match kind {
@@ -589,32 +737,27 @@ impl World {
             }
             Op::Post(c) => {
                 let ch = CHANNELS[*c];
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let id = format!("m{seq:05}");
-                let created = (model::wall_nanos(self.since_start(now)) / 1_000 * 1_000)
-                    .max(self.last_created + 1_000);
-                self.last_created = created;
-                let rest = message_at(ch, &id, created, false);
-                let posted = Posted {
-                    id: id.clone(),
-                    rest,
-                };
-                self.store.entry(ch.to_owned()).or_default().push(posted);
-                if self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true }) {
-                    if self
-                        .replies
-                        .iter()
-                        .any(|r| r.contains(r#""type":"subscribed""#))
-                    {
-                        self.seen.insert("post overtakes a late subscribed");
+                let roll = self.dice.next_u64();
+                let live = self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true });
+                if self.model.full_batches
+                    && self.protocol.batches()
+                    && live
+                    && roll.is_multiple_of(40)
+                {
+                    self.full_batch(ch, roll);
+                } else {
+                    let at = self.since_start(now);
+                    let delay = if self.model.transactions && roll.is_multiple_of(3) {
+                        Duration::from_millis(roll / 3 % 6_000)
+                    } else {
+                        Duration::ZERO
+                    };
+                    let index = self.begin_post(ch, at, at + delay);
+                    if delay.is_zero() {
+                        self.commit(ch, index);
+                    } else {
+                        self.pending.push((ch.to_owned(), index));
                     }
-                    self.sent_live.entry(ch.to_owned()).or_default().push((
-                        id.clone(),
-                        seq,
-                        created,
-                    ));
-                    self.frame(&message_new(ch, &id, created));
                 }
             }
             Op::Echo(i) => {
@@ -678,6 +821,13 @@ impl World {
             Op::AnswerHistory { fail, bare } => {
                 if let Some(req) = self.history.pop_front() {
                     self.answer_history(&req, *fail, *bare);
+                    if self.model.late_answers && self.dice.next_u64().is_multiple_of(8) {
+                        // The same request answered again: a proxy that retried it (the server
+                        // counts it again), the core given a second answer for one id.
+                        self.seen.insert("answer given twice");
+                        self.drain();
+                        self.answer_history(&req, *fail, *bare);
+                    }
                 }
             }
             Op::AnswerRefresh(k) => {
@@ -759,6 +909,96 @@ impl World {
         );
     }
 
+    /// A post's transaction begins at `at` (stamping `created_at` with the message clock) and
+    /// commits at `commit`; returns its index in the channel's store.
+    fn begin_post(&mut self, ch: &str, at: Duration, commit: Duration) -> usize {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let id = format!("m{seq:05}");
+        let created = (self.msg_clock.at(at) / 1_000 * 1_000).max(self.last_created + 1_000);
+        self.last_created = created;
+        let rest = message_at(ch, &id, created, false);
+        self.times.insert(id.clone(), (at, commit));
+        let list = self.store.entry(ch.to_owned()).or_default();
+        list.push(Posted {
+            id,
+            rest,
+            created,
+            started: at,
+            committed: commit,
+            commit_tick: u64::MAX,
+        });
+        list.len() - 1
+    }
+
+    /// A post's transaction commits: broadcast where the socket is subscribed.
+    fn commit(&mut self, ch: &str, index: usize) {
+        self.ticks += 1;
+        let tick = self.ticks;
+        self.store.get_mut(ch).unwrap()[index].commit_tick = tick;
+        let list = &self.store[ch];
+        let m = &list[index];
+        if list[index + 1..].iter().any(|o| o.committed < m.committed) {
+            self.seen.insert("commit after a later transaction's");
+        }
+        let (id, created) = (m.id.clone(), m.created);
+        if self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true }) {
+            if self
+                .replies
+                .iter()
+                .any(|r| r.contains(r#""type":"subscribed""#))
+            {
+                self.seen.insert("post overtakes a late subscribed");
+            }
+            let seq = id[1..].parse().unwrap();
+            let live = self.sent_live.entry(ch.to_owned()).or_default();
+            live.push((id.clone(), seq, created));
+            self.frame(&message_new(ch, &id, created));
+        }
+    }
+
+    /// Commits the transactions whose time has come, in commit order.
+    fn commit_due(&mut self) {
+        let now = self.since_start(self.now);
+        let mut due: Vec<(Duration, String, usize)> = Vec::new();
+        self.pending.retain(|(ch, i)| {
+            let at = self.store[ch][*i].committed;
+            let ready = at <= now;
+            if ready {
+                due.push((at, ch.clone(), *i));
+            }
+            !ready
+        });
+        due.sort();
+        for (_, ch, i) in due {
+            self.commit(&ch, i);
+        }
+    }
+
+    /// A v2 server's fullest frame: [`crate::wire::MAX_BATCH`] events, a few posts (committed
+    /// at once) and typing to fill it.
+    fn full_batch(&mut self, ch: &str, roll: u64) {
+        self.seen.insert("full batch");
+        let at = self.since_start(self.now);
+        let posts = 1 + (roll / 40 % 100) as usize;
+        let mut events = Vec::with_capacity(crate::wire::MAX_BATCH);
+        for _ in 0..posts {
+            let index = self.begin_post(ch, at, at);
+            self.ticks += 1;
+            let tick = self.ticks;
+            self.store.get_mut(ch).unwrap()[index].commit_tick = tick;
+            let m = &self.store[ch][index];
+            let (id, created) = (m.id.clone(), m.created);
+            let seq = id[1..].parse().unwrap();
+            let live = self.sent_live.entry(ch.to_owned()).or_default();
+            live.push((id.clone(), seq, created));
+            events.push(message_new(ch, &id, created));
+        }
+        let typing = format!(r#"{{"type":"typing_start","channel_id":"{ch}","user_id":"u2"}}"#);
+        events.resize(crate::wire::MAX_BATCH, typing);
+        self.frame(&format!("[{}]", events.join(",")));
+    }
+
     /// Counts a read arriving at `now` against the budget: what is left and when the window
     /// ends (Unix seconds, rounded up), or the whole seconds to wait (a spent budget).
     fn admit(&mut self, now: Instant) -> Result<(u32, i64), u64> {
@@ -804,7 +1044,13 @@ impl World {
         };
         let mut headers: Vec<(&str, String)> = Vec::new();
         if self.date {
-            headers.push(("date", model::http_date(self.since_start(now).as_secs())));
+            let mut secs = self.since_start(now).as_secs();
+            if fail && self.proxy_offset != 0 {
+                // A proxy's failure, dated by the proxy's clock.
+                self.seen.insert("proxy date");
+                secs = secs.saturating_add_signed(self.proxy_offset);
+            }
+            headers.push(("date", model::http_date(secs)));
         }
         let limit = self.limiter.limit();
         if let Some((remaining, reset)) = budget.filter(|_| limit.headers) {
@@ -843,6 +1089,7 @@ impl World {
             req.before.as_ref().map(Text::as_str),
             req.limit,
             !bare,
+            self.since_start(self.now),
         )
     }
 
@@ -899,6 +1146,12 @@ impl World {
                         let handled =
                             session.handle(&event, "me", |_| !dice.next_u64().is_multiple_of(10));
                         if let Some(ch) = handled.subscribed {
+                            self.ticks += 1;
+                            let at = self.ticks;
+                            if let Some(iv) = self.intervals.get_mut(&ch) {
+                                iv.start.get_or_insert(at);
+                                iv.sock = Some(at);
+                            }
                             self.sent_live.insert(ch, Vec::new());
                         }
                         self.replies.extend(handled.reply);
@@ -932,15 +1185,28 @@ impl World {
                     assert!(self.refresh_pending.is_none(), "two refreshes in flight");
                     self.refresh_pending = Some(req.refresh_token.expose().to_owned());
                 }
-                Action::Emit(Event::Resynced { complete, .. }) => {
+                Action::Emit(Event::Resynced {
+                    complete,
+                    channel_id,
+                    ..
+                }) => {
                     self.seen.insert(if complete {
                         "resynced complete"
                     } else {
                         "resynced incomplete"
                     });
+                    if complete {
+                        self.check_complete(channel_id.as_str());
+                    } else {
+                        let at = self.ticks;
+                        if let Some(iv) = self.intervals.get_mut(channel_id.as_str()) {
+                            iv.exempt_until = Some(at);
+                        }
+                    }
                 }
-                Action::Emit(Event::SubscriptionRejected { .. }) => {
+                Action::Emit(Event::SubscriptionRejected { channel_id, .. }) => {
                     self.seen.insert("subscription rejected");
+                    self.intervals.remove(channel_id.as_str());
                 }
                 Action::Emit(Event::Status(status)) => {
                     self.seen.insert(status.name());
@@ -970,12 +1236,22 @@ impl World {
                             "message {id} delivered twice"
                         );
                         self.seen.insert("message delivered");
-                        let seq: u32 = id[1..].parse().unwrap();
-                        let last = self.last_seq.insert(channel_id.to_string(), seq);
+                        // In order: nothing that committed before a delivered message's
+                        // transaction began may come after it.
+                        let (started, committed) = self.times[&id];
+                        let ch = channel_id.to_string();
+                        let latest = self.latest_start.get(&ch).copied();
                         assert!(
-                            last.is_none_or(|l| l < seq),
-                            "channel {channel_id}: {seq} after {last:?}"
+                            latest.is_none_or(|l| committed >= l),
+                            "channel {ch}: {id} (began {started:?}, committed {committed:?}) \
+                             delivered after a message whose transaction began at {latest:?}"
                         );
+                        if latest.is_some_and(|l| started < l) {
+                            self.seen
+                                .insert("overlapping transactions out of start order");
+                        }
+                        self.latest_start
+                            .insert(ch, latest.map_or(started, |l| l.max(started)));
                     }
                 }
                 _ => {}
@@ -986,6 +1262,36 @@ impl World {
             assert_eq!(
                 subscribe_frames, wanted,
                 "ready must re-send each wanted channel once"
+            );
+        }
+    }
+
+    /// `Resynced { complete: true }` on `channel`: every message the server's record says
+    /// the catch-up owed was delivered (the simulation's rule): committed before the server
+    /// processed the current socket's `subscribe`, and committed from the subscription's
+    /// start on or, after `subscribe_from`, later in history than the app's anchor; not
+    /// exempt by an earlier `complete: false`.
+    fn check_complete(&self, channel: &str) {
+        let Some(iv) = self.intervals.get(channel) else {
+            return;
+        };
+        let (Some(start), Some(sock)) = (iv.start, iv.sock) else {
+            return;
+        };
+        for m in self.store.get(channel).into_iter().flatten() {
+            let owed = m.commit_tick < sock
+                && (m.commit_tick > start || iv.anchor.is_some_and(|a| m.created > a))
+                && iv.exempt_until.is_none_or(|r| m.commit_tick > r);
+            assert!(
+                !owed || self.delivered.contains(&m.id),
+                "Resynced {{ complete: true }} on {channel}, but {} (began {:?}, committed {:?}, \
+                 created_at {}) was never delivered (subscription from {start:?}, this socket's \
+                 from {sock:?}, the app's anchor {:?})",
+                m.id,
+                m.started,
+                m.committed,
+                rfc3339(m.created),
+                iv.anchor.map(rfc3339)
             );
         }
     }

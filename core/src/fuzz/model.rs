@@ -33,6 +33,27 @@ pub fn created_at(at: Duration) -> String {
     Timestamp::from_unix_nanos(wall_nanos(at)).to_rfc3339()
 }
 
+/// The database's clock, which stamps `created_at` (Kaiku: Postgres `DEFAULT NOW()`, on the
+/// database host): another host than the app server that writes `Date`, so it reads the app
+/// server's clock ([`wall_nanos`]) plus an offset of its own and a slow drift.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MessageClock {
+    /// How far ahead of the app server's clock it is at the run's start (negative: behind).
+    pub offset_nanos: i64,
+    /// It gains this many millionths of the time elapsed (negative: loses).
+    pub drift_ppm: i64,
+}
+
+impl MessageClock {
+    /// Its reading `at` into the run, in Unix nanoseconds.
+    pub fn at(&self, at: Duration) -> i64 {
+        let millis = i64::try_from(at.as_millis()).unwrap_or(i64::MAX / 4);
+        wall_nanos(at)
+            .saturating_add(self.offset_nanos)
+            .saturating_add(millis.saturating_mul(self.drift_ppm))
+    }
+}
+
 /// The HTTP `Date` header at whole second `secs` of the run (Kaiku's clock rounded down).
 pub fn http_date(secs: u64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(SERVER_EPOCH + secs))
@@ -403,35 +424,46 @@ pub trait Stored {
     fn is_deleted(&self) -> bool {
         false
     }
+    /// Its `created_at`, as history orders by it (Unix nanoseconds of the *message* clock,
+    /// stamped when the inserting transaction began). Unique within a channel.
+    fn created(&self) -> i64;
+    /// Whether its transaction had committed at `now` (the model's time): only committed
+    /// messages are in history.
+    fn is_visible(&self, now: Duration) -> bool {
+        let _ = now;
+        true
+    }
 }
 
-/// Kaiku's `GET /api/messages/channel/{id}?limit=&before=` over one channel's messages,
-/// oldest first: the newest [`page_limit`]`(limit)` messages older than `before` (or than
-/// now), newest first, deleted ones left out, with the page's oldest id as `next_cursor` when
-/// older ones remain ([`history_body`]). A `before` that names no message of the channel is a
-/// 400.
+/// Kaiku's `GET /api/messages/channel/{id}?limit=&before=` over one channel's messages at
+/// `now`: as Kaiku's `ORDER BY created_at DESC`, the newest [`page_limit`]`(limit)` committed,
+/// not deleted messages whose `created_at` is older than `before`'s (or all), newest first,
+/// with the page's oldest id as `next_cursor` when older ones remain ([`history_body`]). A
+/// `before` that names no message of the channel is a 400. `list` may be in any order (ids
+/// are random: only `created_at` orders).
 pub fn history_page<M: Stored>(
     list: &[M],
     before: Option<&str>,
     limit: u32,
     envelope: bool,
+    now: Duration,
 ) -> Result<String, u16> {
-    let end = match before {
-        None => list.len(),
-        Some(b) => list.iter().rposition(|m| m.id() == b).ok_or(400_u16)?,
+    let below = match before {
+        None => None,
+        Some(b) => Some(list.iter().find(|m| m.id() == b).ok_or(400_u16)?.created()),
     };
-    let page: Vec<(usize, &M)> = list[..end]
+    let mut older: Vec<&M> = list
         .iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, m)| !m.is_deleted())
-        .take(page_limit(limit))
+        .filter(|m| !m.is_deleted() && m.is_visible(now))
+        .filter(|m| below.is_none_or(|b| m.created() < b))
         .collect();
-    let oldest = page.last().map_or(0, |(i, _)| *i);
-    let has_more = list[..oldest].iter().any(|m| !m.is_deleted());
-    let cursor = page.last().filter(|_| has_more).map(|(_, m)| m.id());
+    older.sort_by_key(|m| std::cmp::Reverse(m.created()));
+    let n = page_limit(limit);
+    let has_more = older.len() > n;
+    older.truncate(n);
+    let cursor = older.last().filter(|_| has_more).map(|m| m.id());
     Ok(history_body(
-        page.iter().map(|(_, m)| m.rest()),
+        older.iter().map(|m| m.rest()),
         cursor,
         envelope,
     ))
@@ -571,6 +603,9 @@ mod tests {
         fn is_deleted(&self) -> bool {
             self.2
         }
+        fn created(&self) -> i64 {
+            self.1.parse().unwrap()
+        }
     }
 
     #[test]
@@ -581,20 +616,67 @@ mod tests {
             M("m3", "3", false),
             M("m4", "4", false),
         ];
-        let first = history_page(&list, None, 2, true);
+        let first = history_page(&list, None, 2, true, Duration::ZERO);
         assert_eq!(
             first.as_deref(),
             Ok(r#"{"items":[4,3],"has_more":true,"next_cursor":"m3"}"#)
         );
         // The deleted m2 is skipped; m1 is the last page.
-        let next = history_page(&list, Some("m3"), 2, true);
+        let next = history_page(&list, Some("m3"), 2, true, Duration::ZERO);
         assert_eq!(next.as_deref(), Ok(r#"{"items":[1],"has_more":false}"#));
         // A deleted message still works as a cursor.
         assert_eq!(
-            history_page(&list, Some("m2"), 5, false).as_deref(),
+            history_page(&list, Some("m2"), 5, false, Duration::ZERO).as_deref(),
             Ok("[1]")
         );
-        assert_eq!(history_page(&list, Some("nope"), 5, false), Err(400));
+        assert_eq!(
+            history_page(&list, Some("nope"), 5, false, Duration::ZERO),
+            Err(400)
+        );
+    }
+
+    #[test]
+    fn history_orders_by_created_at_and_shows_only_committed_messages() {
+        struct T(&'static str, &'static str, i64, Duration);
+        impl Stored for T {
+            fn id(&self) -> &str {
+                self.0
+            }
+            fn rest(&self) -> &str {
+                self.1
+            }
+            fn created(&self) -> i64 {
+                self.2
+            }
+            fn is_visible(&self, now: Duration) -> bool {
+                self.3 <= now
+            }
+        }
+        // Stored in start order; m2's transaction began before m3's and commits after it.
+        let list = [
+            T("m1", "1", 10, S),
+            T("m2", "2", 20, 5 * S),
+            T("m3", "3", 30, 3 * S),
+        ];
+        let at = |now| history_page(&list, None, 5, false, now);
+        assert_eq!(at(4 * S).as_deref(), Ok("[3,1]"), "m2 not committed yet");
+        assert_eq!(
+            at(5 * S).as_deref(),
+            Ok("[3,2,1]"),
+            "by created_at, not commit"
+        );
+        assert_eq!(
+            history_page(&list, Some("m3"), 1, true, 5 * S).as_deref(),
+            Ok(r#"{"items":[2],"has_more":true,"next_cursor":"m2"}"#)
+        );
+        let clock = MessageClock {
+            offset_nanos: -5_000_000_000,
+            drift_ppm: 100,
+        };
+        assert_eq!(
+            clock.at(1_000 * S),
+            wall_nanos(1_000 * S) - 5_000_000_000 + 100_000_000
+        );
     }
 
     #[test]
