@@ -73,6 +73,10 @@ pub(crate) struct Anchor {
     pub(crate) id: Text,
     /// Its creation time, when known (an app-given anchor has none until a walk meets it).
     pub(crate) created_at: Option<Timestamp>,
+    /// The app named it (`subscribe_from`): the app shows everything older, as it was when
+    /// it loaded, so no walk reads below it unless the subscription can be placed on the
+    /// message clock.
+    pub(crate) given: bool,
 }
 
 /// A request for one history page: `GET /api/messages/channel/{channel_id}?limit=&before=`.
@@ -361,6 +365,7 @@ impl CatchUp {
             entry.anchor = Some(Anchor {
                 id,
                 created_at: None,
+                given: true,
             });
             if let Phase::Idle { missed } | Phase::Subscribing { missed } = &mut entry.phase
                 && !matches!(missed, Missed::Walk { .. })
@@ -483,7 +488,14 @@ impl CatchUp {
             Missed::Nothing => c.phase = Phase::Live,
             Missed::Reload => {
                 c.phase = Phase::Live;
-                c.reloaded = c.anchor.as_ref().and_then(|a| a.created_at).or(c.reloaded);
+                c.reloaded = [
+                    c.reloaded,
+                    c.anchor.as_ref().and_then(|a| a.created_at),
+                    self.messages.lower_bound(now),
+                ]
+                .into_iter()
+                .flatten()
+                .max();
                 self.out.push_back(CatchUpOutput::Resynced {
                     channel_id: channel.clone(),
                     recovered: 0,
@@ -524,7 +536,7 @@ impl CatchUp {
             Phase::CatchingUp(walk) => {
                 walk.held.push(event);
                 if walk.held.len() > max_held {
-                    self.finish(channel, false);
+                    self.finish(now, channel, false);
                 }
             }
             Phase::Idle { missed } | Phase::Subscribing { missed } => {
@@ -584,6 +596,7 @@ impl CatchUp {
         c.anchor = Some(Anchor {
             id,
             created_at: message.created_at,
+            given: false,
         });
         out.push_back(CatchUpOutput::Deliver(event));
     }
@@ -688,7 +701,7 @@ impl CatchUp {
             Err(HistoryError::Network) => Err(Failure::Retry),
         };
         match page {
-            Ok(page) => self.on_page(&channel, page),
+            Ok(page) => self.on_page(now, &channel, page),
             Err(failure) => self.on_failure(now, &channel, failure),
         }
         self.issue_due(now);
@@ -711,43 +724,68 @@ impl CatchUp {
                 let backoff = base * 2u32.saturating_pow(walk.failures - 1);
                 walk.req = Req::RetryAt(now + backoff);
             }
-            Failure::Retry | Failure::GiveUp => self.finish(channel, false),
+            Failure::Retry | Failure::GiveUp => self.finish(now, channel, false),
         }
     }
 
-    /// The lowest `created_at` a walk of this channel must read down to (D68). Below a
-    /// message anchor: the late margin below its time, for messages that became visible
-    /// after it, but nothing stamped before the channel's subscription as the message clock
-    /// places it (what became visible then is the app's own history, and would come out of
-    /// order). With no message anchor: the subscription, less the clock margin (nothing was
-    /// delivered yet, so what the margin adds comes in order). `None` when nothing bounds
-    /// the walk in time.
+    /// The lowest `created_at` a walk of this channel must read down to (D68): the late
+    /// margin below its anchor's time, for messages that became visible after it, but not
+    /// below the channel's subscription as the message clock places it, less the clock
+    /// margin and the late margin (a transaction that began before the subscription can
+    /// commit after it, during a drop). With no message anchor, that subscription bound
+    /// alone; never below the point of the app's last reload. `None` when nothing bounds the
+    /// walk in time.
+    ///
+    /// What the subscription bound lets in from before the subscription (a margin's worth)
+    /// is delivered once, possibly after newer messages: tether cannot tell it from a message
+    /// that became visible late, and an app that loaded its history before subscribing may
+    /// lack it.
     fn floor(&self, c: &Channel) -> Option<Timestamp> {
-        let subscribed = c.since.and_then(|at| self.messages.lower_bound(at));
+        let subscribed = c
+            .since
+            .and_then(|at| self.messages.lower_bound(at))
+            .map(|t| earlier(t, self.clock_margin + self.config.late_margin));
         let floor = match &c.anchor {
-            None => subscribed.map(|t| earlier(t, self.clock_margin)),
+            None => subscribed,
             Some(anchor) => {
                 let late = anchor
                     .created_at
-                    .map(|t| earlier(t, self.config.late_margin));
+                    .map(|t| self.below_anchor(t, anchor.given, subscribed.is_some()));
                 match (late, subscribed) {
                     (Some(a), Some(s)) => Some(a.max(s)),
-                    (a, _) => a,
+                    (a, s) => a.or(s),
                 }
             }
         };
-        match (floor, c.reloaded) {
+        // A transaction that began before the reload can commit after it, like one that
+        // began before the subscription.
+        let reloaded = c.reloaded.map(|r| earlier(r, self.config.late_margin));
+        match (floor, reloaded) {
             (Some(f), Some(r)) => Some(f.max(r)),
-            (f, _) => f,
+            (f, r) => f.or(r),
         }
     }
 
-    fn on_page(&mut self, channel: &Text, page: HistoryPage) {
+    /// How far below an anchor stamped `at` a walk reads: the late margin, except below an
+    /// anchor the app gave when nothing places its subscription on the message clock.
+    fn below_anchor(&self, at: Timestamp, given: bool, placed: bool) -> Timestamp {
+        if given && !placed {
+            at
+        } else {
+            earlier(at, self.config.late_margin)
+        }
+    }
+
+    fn on_page(&mut self, now: Instant, channel: &Text, page: HistoryPage) {
         let (limit, max) = (self.config.page_size, self.config.max_messages);
         let Some(c) = self.channels.get(channel) else {
             return;
         };
         let floor = self.floor(c);
+        let placed = c
+            .since
+            .and_then(|at| self.messages.lower_bound(at))
+            .is_some();
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
@@ -761,7 +799,9 @@ impl CatchUp {
         if anchor.is_none() {
             walk.passed = true;
             if floor.is_none() && !page.items.is_empty() {
-                self.finish(channel, false);
+                // The app reloads; the newest message is what later walks start from.
+                walk.gap.extend(page.items.first().cloned());
+                self.finish(now, channel, false);
                 return;
             }
         }
@@ -780,7 +820,11 @@ impl CatchUp {
                         // An app-given anchor: learn its time, so the late margin below it
                         // is read now and a later deletion is handled by time.
                         *created_at = Some(t);
-                        let late = earlier(t, self.config.late_margin);
+                        let late = if a.given && !placed {
+                            t
+                        } else {
+                            earlier(t, self.config.late_margin)
+                        };
                         floor = Some(floor.map_or(late, |f| f.max(late)));
                     }
                     if self.config.late_margin.is_zero() {
@@ -823,15 +867,15 @@ impl CatchUp {
         let cursor = page.cursor();
         let progressed = cursor.is_some() && cursor != walk.before;
         if walk.gap.len() > max {
-            self.finish(channel, false);
+            self.finish(now, channel, false);
         } else if below {
-            self.finish(channel, true);
+            self.finish(now, channel, true);
         } else if !page.has_more_given(limit) {
             // The start of history. Exact when the walk passed its anchor, or knew where to
             // stop by time (the anchor was deleted and was the oldest). An anchor known only
             // by id (from the app) that is gone leaves no way to tell what the app has.
             let complete = walk.passed || anchor.as_ref().is_some_and(|a| a.created_at.is_some());
-            self.finish(channel, complete);
+            self.finish(now, channel, complete);
         } else if let (true, Some(cursor)) = (progressed, cursor) {
             walk.before = Some(cursor);
             walk.failures = 0;
@@ -839,12 +883,14 @@ impl CatchUp {
         } else {
             // More pages claimed but none reachable, or the same page again (a server
             // ignoring `before`): stop rather than loop.
-            self.finish(channel, false);
+            self.finish(now, channel, false);
         }
     }
 
     /// Ends a channel's catch-up: gap oldest-first, then held live events, then `resynced`.
-    fn finish(&mut self, channel: &Text, complete: bool) {
+    fn finish(&mut self, now: Instant, channel: &Text, complete: bool) {
+        // The app reloads what is visible now: no later walk reads below this.
+        let reload_point = self.messages.lower_bound(now);
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
@@ -884,13 +930,21 @@ impl CatchUp {
         } else {
             if let Some(newest) = gap.first() {
                 // The app reloads the channel; later catch-ups start from the newest known
-                // message.
+                // message (remembered as delivered below: it is in the reload).
                 c.anchor = Some(Anchor {
                     id: newest.head().id.detached(),
                     created_at: newest.head().created_at,
+                    given: false,
                 });
             }
-            c.reloaded = c.anchor.as_ref().and_then(|a| a.created_at).or(c.reloaded);
+            c.reloaded = [
+                c.reloaded,
+                c.anchor.as_ref().and_then(|a| a.created_at),
+                reload_point,
+            ]
+            .into_iter()
+            .flatten()
+            .max();
         }
         messages.extend(held_messages.into_iter().flatten());
         // A stable sort: events without a creation time keep their arrival order, last.
@@ -902,6 +956,10 @@ impl CatchUp {
         });
         for e in messages.into_iter().chain(held_other) {
             Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
+        }
+        if let (false, Some(newest)) = (complete, gap.first()) {
+            // In the app's reload: never delivered as missed by a later walk.
+            c.recent.insert(newest.head().id.clone());
         }
         self.out.push_back(CatchUpOutput::Resynced {
             channel_id: channel.clone(),

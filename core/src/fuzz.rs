@@ -347,13 +347,7 @@ impl Model {
     /// What [`World::new`] applies: every doubt whose defect the core has fixed. Once the
     /// issue-18 fix lands, this is [`Model::all`].
     pub const fn today() -> Self {
-        Self {
-            message_clock: false,
-            transactions: false,
-            late_answers: false,
-            proxy_date: false,
-            full_batches: true,
-        }
+        Self::all()
     }
 }
 
@@ -467,6 +461,8 @@ pub struct World {
     pending: Vec<(String, usize)>,
     /// Every message: id → (channel, started, committed), for the order check.
     times: BTreeMap<String, (Duration, Duration)>,
+    /// Each committed message's commit tick.
+    commit_ticks: BTreeMap<String, u64>,
     /// Per channel: the latest transaction start among messages delivered since the latest
     /// `subscribe` (invariant 7: nothing committed before it may come after).
     latest_start: BTreeMap<String, Duration>,
@@ -561,6 +557,7 @@ impl World {
             proxy_offset: if model.proxy_date { proxy_offset } else { 0 },
             pending: Vec::new(),
             times: BTreeMap::new(),
+            commit_ticks: BTreeMap::new(),
             latest_start: BTreeMap::new(),
             intervals: BTreeMap::new(),
             ticks: 0,
@@ -936,6 +933,8 @@ impl World {
         self.ticks += 1;
         let tick = self.ticks;
         self.store.get_mut(ch).unwrap()[index].commit_tick = tick;
+        self.commit_ticks
+            .insert(self.store[ch][index].id.clone(), tick);
         let list = &self.store[ch];
         let m = &list[index];
         if list[index + 1..].iter().any(|o| o.committed < m.committed) {
@@ -987,6 +986,8 @@ impl World {
             self.ticks += 1;
             let tick = self.ticks;
             self.store.get_mut(ch).unwrap()[index].commit_tick = tick;
+            self.commit_ticks
+                .insert(self.store[ch][index].id.clone(), tick);
             let m = &self.store[ch][index];
             let (id, created) = (m.id.clone(), m.created);
             let seq = id[1..].parse().unwrap();
@@ -1237,9 +1238,20 @@ impl World {
                         );
                         self.seen.insert("message delivered");
                         // In order: nothing that committed before a delivered message's
-                        // transaction began may come after it.
+                        // transaction began may come after it. A message committed before
+                        // its subscription began, or before a `complete: false` (the app
+                        // reloaded it), is outside the promise, and outside its order (D68:
+                        // a walk's margins may reach it after newer ones).
                         let (started, committed) = self.times[&id];
                         let ch = channel_id.to_string();
+                        let commit_tick = self.commit_ticks.get(&id).copied().unwrap_or(0);
+                        if self.intervals.get(&ch).is_some_and(|iv| {
+                            iv.start.is_none_or(|s| commit_tick < s)
+                                || iv.exempt_until.is_some_and(|r| commit_tick <= r)
+                        }) {
+                            self.seen.insert("delivered from before the subscription");
+                            continue;
+                        }
                         let latest = self.latest_start.get(&ch).copied();
                         assert!(
                             latest.is_none_or(|l| committed >= l),

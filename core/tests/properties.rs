@@ -79,7 +79,6 @@ proptest! {
     /// (kept in `properties.proptest-regressions`): "Resynced { complete: true } on c, but
     /// m00012 (…, created_at 2026-11-25T16:27:59.643584Z) was never delivered".
     #[test]
-    #[ignore = "issue 18 bugs (m)-(p): open until the core's fix"]
     fn invariants_hold_with_every_doubt(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..160)) {
         let mut w = World::with_model(support::t0(), seed, Model::all());
         for (c, _) in CHANNELS.iter().enumerate() {

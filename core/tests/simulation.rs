@@ -888,6 +888,9 @@ struct Coverage {
     extra_delivered: u64,
     /// Deliveries left out of the order check only because of core bug (h).
     exempt_deleted_out_of_order: u64,
+    /// Messages committed before their interval's `S` or before one of its
+    /// `complete: false`, delivered (outside the order check).
+    before_s_unordered: u64,
     /// Deliveries from before `S`, past the bound, exempt (without `q`) by open bug (q).
     exempt_stale_date: u64,
     /// Messages delivered after one whose transaction overlapped theirs and began later.
@@ -975,6 +978,7 @@ impl Coverage {
         self.exempt += o.exempt;
         self.extra_delivered += o.extra_delivered;
         self.exempt_deleted_out_of_order += o.exempt_deleted_out_of_order;
+        self.before_s_unordered += o.before_s_unordered;
         self.overlapping_out_of_start_order += o.overlapping_out_of_start_order;
         self.exempt_stale_date += o.exempt_stale_date;
         self.committed_out_of_start_order += o.committed_out_of_start_order;
@@ -1072,7 +1076,7 @@ struct Strict {
 /// The letters of the bugs found by this model that the core does not fix yet (issue 18):
 /// their knobs are off unless `TETHER_SIM_STRICT` names them (or is `1`). Once the core is
 /// fixed, empty this and every knob is on by default.
-const OPEN_BUGS: &str = "mnopq";
+const OPEN_BUGS: &str = "";
 
 impl Strict {
     fn from_env() -> Self {
@@ -2827,8 +2831,27 @@ impl Sim {
                     // Known bug (h): a message deleted while held by a catch-up comes after
                     // the catch-up's newer messages; it is left out of the order check.
                     let deleted = msg.deleted.is_some_and(|d| d <= self.now);
+                    // Committed before `S`: outside the promise (the app's own history), so
+                    // outside its order too. The core may deliver such a message after newer
+                    // ones when it cannot tell it from one that became visible late (a walk's
+                    // late margin reaches back to the subscription as the message clock
+                    // places it, D68); it is still delivered at most once.
+                    let before_s = self
+                        .check
+                        .open_interval(home)
+                        .is_some_and(|i| i.start.is_none_or(|s| committed < s));
+                    // Likewise what committed before a `complete: false` of this interval:
+                    // the app reloaded it (D68: a later walk's late margin may reach it).
+                    let called = self.check.open_interval(home).map(|i| i.called);
+                    let reloaded = self.check.incomplete.get(home).is_some_and(|v| {
+                        v.iter()
+                            .any(|&r| r >= committed && called.is_some_and(|c| r >= c))
+                    });
+                    let before_s = before_s || reloaded;
                     if deleted && !self.opts.strict.deleted_held {
                         self.cov.exempt_deleted_out_of_order += 1;
+                    } else if before_s {
+                        self.cov.before_s_unordered += 1;
                     } else {
                         // In order: nothing delivered before it began after it committed.
                         let latest = self.check.latest_start.get(home).copied();
@@ -3437,6 +3460,14 @@ mod known_bugs {
         h
     }
 
+    /// A live message on another channel, stamped 17:01:00 as it arrives: a reading of the
+    /// message clock (D68). Without one, a channel that never saw a message cannot prove its
+    /// gap and its walk ends `complete: false`
+    /// (`catchup::tests::without_a_reading_of_the_message_clock_a_quiet_channel_cannot_prove_its_gap`).
+    fn read_message_clock(h: &mut Harness) {
+        h.frame(&message_new("o", "o0", 60));
+    }
+
     /// Bug (f), seed 17262 with the probe: the anchor probe's answer became the anchor
     /// although the live `message_new` of that message had not arrived; if the link died
     /// first, the next catch-up started after it and reported itself complete. Now no probe
@@ -3445,6 +3476,7 @@ mod known_bugs {
     #[test]
     fn a_drop_before_any_message_or_read_catches_up_what_was_posted_meanwhile() {
         let mut h = connected_at_17_01();
+        read_message_clock(&mut h);
         h.subscribe("c");
         h.frame(SUBSCRIBED);
         assert!(fetches(&h.take()).is_empty(), "no anchor probe");
@@ -3467,12 +3499,16 @@ mod known_bugs {
     #[test]
     fn a_catch_up_abandoned_by_a_second_drop_is_not_forgotten() {
         let mut h = connected_at_17_01();
+        read_message_clock(&mut h);
         h.subscribe("c");
         h.frame(SUBSCRIBED);
         h.drop_link(); // m1 (17:01:02) is posted while the link is down
         h.reconnect();
         h.frame(SUBSCRIBED);
         let first = fetches(&h.take()).pop().expect("catch-up");
+        // m2 arrives as it is stamped (its stamp reads the message clock).
+        let at = h.t0 + 70 * S;
+        h.advance(at.saturating_duration_since(h.now));
         h.frame(&message_new("c", "m2", 70)); // live during the walk: held
         h.drop_link(); // the walk is abandoned
         assert!(delivered_ids(&h.take()).is_empty(), "nothing delivered yet");
@@ -3498,6 +3534,7 @@ mod known_bugs {
     #[test]
     fn messages_posted_after_an_unconfirmed_subscribe_are_caught_up_exactly() {
         let mut h = connected_at_17_01();
+        read_message_clock(&mut h);
         h.subscribe("c");
         h.take();
         // Server side: `subscribe` processed, m1 posted and sent; the link dies with both.
@@ -3630,7 +3667,6 @@ mod known_bugs {
     /// "older" than 17:00:58, which was m2, and said `complete: true` with nothing delivered.
     /// Ids over clocks: a message delivered live is the anchor, whatever its timestamp.
     #[test]
-    #[ignore = "issue 18 bug (m): open until the core's fix"]
     fn a_live_message_stamped_by_a_clock_behind_date_becomes_the_anchor() {
         let mut h = connected_at_17_01();
         h.subscribe("c");
@@ -3657,7 +3693,6 @@ mod known_bugs {
     /// never fetched again, with `complete: true`. A walk only accepts the answers it asked
     /// for.
     #[test]
-    #[ignore = "issue 18 bug (n): open until the core's fix"]
     fn a_late_answer_of_an_abandoned_walk_does_not_complete_the_new_one() {
         let mut config = super::support::config();
         config.catch_up.page_size = 2;
@@ -3713,9 +3748,12 @@ mod known_bugs {
     /// the anchor. The walk stopped at m2 and called itself complete: m1, older by its stamp
     /// but visible only after m2, was lost. A walk goes on past its anchor by the late margin.
     #[test]
-    #[ignore = "issue 18 bug (o): open until the core's fix"]
     fn a_message_committed_late_below_the_anchor_is_caught_up() {
-        let mut h = connected_at_17_01();
+        let mut config = super::support::config();
+        config.catch_up.late_margin = super::LATE_MARGIN;
+        let mut h = Harness::with_config(config);
+        h.advance(60 * S);
+        h.connect_ready();
         h.subscribe("c");
         h.frame(SUBSCRIBED);
         h.advance(10 * S);
@@ -3857,6 +3895,7 @@ mod known_bugs {
         }
         h.advance(60 * S);
         h.connect_ready();
+        read_message_clock(&mut h);
         for c in &channels {
             h.frame(&format!(r#"{{"type":"subscribed","channel_id":"{c}"}}"#));
         }
