@@ -799,8 +799,9 @@ impl CatchUp {
         if anchor.is_none() {
             walk.passed = true;
             if floor.is_none() && !page.items.is_empty() {
-                // The app reloads; the newest message is what later walks start from.
-                walk.gap.extend(page.items.first().cloned());
+                // The app reloads; the newest message is what later walks start from, and
+                // what the page holds is in the reload.
+                walk.gap.extend(page.items.iter().cloned());
                 self.finish(now, channel, false);
                 return;
             }
@@ -957,9 +958,12 @@ impl CatchUp {
         for e in messages.into_iter().chain(held_other) {
             Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
         }
-        if let (false, Some(newest)) = (complete, gap.first()) {
-            // In the app's reload: never delivered as missed by a later walk.
-            c.recent.insert(newest.head().id.clone());
+        if !complete {
+            // What the walk read is in the app's reload: never delivered as missed by a later
+            // walk, whose late margin may reach below the reload.
+            for item in &gap {
+                c.recent.insert(item.head().id.clone());
+            }
         }
         self.out.push_back(CatchUpOutput::Resynced {
             channel_id: channel.clone(),
