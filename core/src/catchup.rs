@@ -230,6 +230,9 @@ struct Channel {
     /// The app was told to reload the channel (`complete: false`) when this was its newest
     /// known message: what is older is in the reload, and no walk reads below it.
     reloaded: Option<Timestamp>,
+    /// What incomplete walks fetched: in the app's reload, so no later walk delivers it as
+    /// missed (a live copy still goes through: the app may not have reloaded yet).
+    in_reload: RecentIds,
     recent: RecentIds,
     phase: Phase,
     /// Position in subscription order (earlier subscribed, earlier caught up).
@@ -354,6 +357,7 @@ impl CatchUp {
             anchor: None,
             since: None,
             reloaded: None,
+            in_reload: RecentIds::new(self.config.recent_ids),
             recent,
             phase: Phase::Idle {
                 missed: Missed::Nothing,
@@ -858,6 +862,7 @@ impl CatchUp {
                 }
             }
             if c.recent.contains(&h.id)
+                || c.in_reload.contains(&h.id)
                 || self.untracked.contains(&h.id)
                 || !walk.gap_ids.insert(h.id.clone())
             {
@@ -962,7 +967,7 @@ impl CatchUp {
             // What the walk read is in the app's reload: never delivered as missed by a later
             // walk, whose late margin may reach below the reload.
             for item in &gap {
-                c.recent.insert(item.head().id.clone());
+                c.in_reload.insert(item.head().id.clone());
             }
         }
         self.out.push_back(CatchUpOutput::Resynced {

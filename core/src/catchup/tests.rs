@@ -772,3 +772,26 @@ fn recent_ids_forget_the_oldest_beyond_capacity() {
 fn t0() -> Instant {
     crate::test_clock::start()
 }
+
+#[test]
+fn a_live_copy_of_a_message_an_incomplete_walk_fetched_is_still_delivered() {
+    // The history answer can overtake the broadcast. The incomplete walk's page goes into the
+    // app's reload, but the app may not have reloaded yet: the live copy still arrives.
+    let t = t0();
+    let ch = Text::from("c");
+    let mut c = tracker();
+    c.track(ch.clone(), None);
+    subscribe(&mut c, t, &ch);
+    c.handle_disconnect();
+    subscribe(&mut c, t, &ch);
+    let req = fetch_id(&drain(&mut c));
+    c.handle_history(t, req, Ok(body(&[("m2", 12), ("m1", 2)], true)));
+    let out = drain(&mut c);
+    assert!(out.contains(&CatchUpOutput::Resynced {
+        channel_id: ch.clone(),
+        recovered: 0,
+        complete: false
+    }));
+    c.handle_event(t, &ch, live("c", "m2", 12));
+    assert_eq!(delivered(&drain(&mut c)), ["m2"]);
+}
