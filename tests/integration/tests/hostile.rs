@@ -223,6 +223,63 @@ async fn nothing_listening_is_a_connect_failure_retried_with_backoff() {
     );
 }
 
+/// A refusal of the upgrade whose `Retry-After` is an HTTP date 30 s after the answer's
+/// `Date`, which comes after it as hyper writes it; or, with `date` off, 30 s after this
+/// host's clock and no `Date` at all.
+fn refusal_with_a_dated_retry_after(status: &str, date: bool) -> Vec<u8> {
+    let (retry, date) = if date {
+        (
+            "Wed, 25 Nov 2026 17:47:12 GMT".to_owned(),
+            "date: Wed, 25 Nov 2026 17:46:42 GMT\r\n",
+        )
+    } else {
+        let at = std::time::SystemTime::now() + Duration::from_secs(30);
+        (httpdate::fmt_http_date(at), "")
+    };
+    format!("HTTP/1.1 {status}\r\nretry-after: {retry}\r\ncontent-length: 0\r\n{date}\r\n")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_waits_for_a_retry_after_given_as_an_http_date() {
+    for status in ["429 Too Many Requests", "503 Service Unavailable"] {
+        for date in [true, false] {
+            let url = raw_server(refusal_with_a_dated_retry_after(status, date), false).await;
+            let (_c, mut events) = client_for(&url);
+            let s = verdict(&mut events).await;
+            // The date form is whole seconds: up to a second less when counted from this
+            // host's clock.
+            assert!(
+                matches!(
+                    s,
+                    Status::Reconnecting { retry_in_ms, .. } if (28_000..=30_000).contains(&retry_in_ms)
+                ),
+                "{status}, with Date: {date}: {s:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rest_429_with_an_http_date_retry_after_says_how_long() {
+    for date in [true, false] {
+        let e = api_against(
+            &refusal_with_a_dated_retry_after("429 Too Many Requests", date),
+            false,
+            WAIT,
+        )
+        .await;
+        assert!(
+            matches!(
+                e,
+                ApiError::RateLimited { retry_after: Some(d) }
+                    if (28..=30).contains(&d.as_secs())
+            ),
+            "with Date: {date}: {e:?}"
+        );
+    }
+}
+
 async fn api_against(response: &[u8], hold: bool, timeout: Duration) -> ApiError {
     let url = raw_server(response.to_vec(), hold).await;
     let api = Api::with_timeout(&url, timeout).expect("api");
