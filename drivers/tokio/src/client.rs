@@ -29,6 +29,13 @@ pub struct ClientConfig {
     /// The core's settings (server URL, auth mode, timers, limits).
     pub core: Config,
     /// Events held for the app before the driver stops reading the socket. Default 1024.
+    ///
+    /// The driver reads the socket while fewer events wait, and counts the events each frame
+    /// makes, not the frames: the queue passes this bound by at most one frame's events (one
+    /// with v1; up to 1,024 with a v2 batch, `tether_core::wire::MAX_BATCH`), so while the
+    /// app does not read it holds at most `event_capacity - 1 + 1,024` events (DESIGN 3.6).
+    /// Inputs other than the socket are not held back: a catch-up delivers its gap (at most
+    /// the catch-up's cap plus the live events it held) at once.
     pub event_capacity: usize,
     /// REST request timeout. Default 30 s.
     pub api_timeout: Duration,
@@ -227,6 +234,12 @@ impl Events {
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
         self.inbox.pop()
+    }
+
+    /// Events waiting to be read. While the app does not read, this stays within
+    /// [`ClientConfig::event_capacity`] plus one frame's events.
+    pub fn queued(&self) -> usize {
+        self.inbox.queue().len()
     }
 
     /// Events replaced by a newer one of the same kind (typing, presence, status) so far.
