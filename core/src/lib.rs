@@ -90,6 +90,9 @@ mod secret;
 mod session;
 mod stats;
 mod status;
+// The subprotocol rule; `Connection::handle_upgraded` applies it.
+#[allow(dead_code)]
+mod subprotocol;
 mod subscriptions;
 #[cfg(test)]
 mod test_clock;

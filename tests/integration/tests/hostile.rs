@@ -159,6 +159,30 @@ async fn a_101_selecting_a_protocol_we_never_offered_fails_for_good() {
 }
 
 #[tokio::test]
+async fn a_v2_subprotocol_selected_in_query_auth_fails_for_good() {
+    // Query auth offers no subprotocol at all: a v2 entry in the 101 was never offered.
+    // tungstenite refuses it itself; the deflate transport (yawc) leaves it to the core.
+    for deflate in [false, true] {
+        let url = upgrade_server(Some(tether_core::wire::V2_MSGPACK)).await;
+        let mut cfg = ClientConfig::new(&url).expect("config");
+        cfg.core.auth_mode = tether_core::AuthMode::Query;
+        cfg.core.handshake_timeout = Duration::from_secs(1);
+        cfg.core.deflate = deflate.then(tether_core::wire::DeflateOffer::default);
+        let (client, mut events) = Client::spawn(cfg, Credentials::new("t.o.k")).expect("spawn");
+        client.connect().expect("connect");
+        let s = verdict(&mut events).await;
+        assert_eq!(
+            s,
+            Status::Failed {
+                reason: FailReason::Subprotocol,
+                http_status: None
+            },
+            "deflate transport: {deflate}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_proper_101_with_the_echoed_protocol_opens_the_socket() {
     let url = upgrade_server(Some("access_token")).await;
     let (_c, mut events) = client_for(&url);
