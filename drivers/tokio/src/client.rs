@@ -446,3 +446,23 @@ impl Client {
         &self.api
     }
 }
+
+/// Only this crate built without `deflate` (as `cargo test -p tether-tokio` builds it) has a
+/// transport that cannot inflate.
+#[cfg(all(test, not(feature = "deflate")))]
+mod tests {
+    use super::*;
+
+    /// `Config::deflate`'s doc: a transport that cannot inflate refuses the offer, it does
+    /// not leave it out.
+    #[tokio::test]
+    async fn a_deflate_offer_without_the_deflate_feature_is_refused() {
+        let mut config = ClientConfig::new("http://127.0.0.1:9").expect("config");
+        config.core.deflate = Some(tether_core::wire::DeflateOffer::default());
+        let refused = Client::spawn(config, Credentials::new("t"));
+        assert!(
+            matches!(refused, Err(ConfigError::Invalid(why)) if why.contains("deflate")),
+            "{refused:?}"
+        );
+    }
+}
