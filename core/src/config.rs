@@ -59,8 +59,10 @@ pub struct Config {
     pub v2: Vec<crate::wire::Encoding>,
     /// permessage-deflate (RFC 7692) as offered on the upgrade (docs/protocol.md,
     /// "Compression"). `None`, the default: not offered. Set it only on a driver whose
-    /// transport can inflate (the tokio driver built with its `deflate` feature); a transport
-    /// that cannot leaves the offer out, and the socket is not compressed.
+    /// transport can inflate (the tokio driver built with its `deflate` feature). A driver
+    /// whose transport cannot refuses the config instead of leaving the offer out:
+    /// `tether_tokio::Client::spawn` returns `ConfigError::Invalid` (a server that agreed to
+    /// an offer the transport cannot honour would drop the link at its first compressed frame).
     pub deflate: Option<crate::wire::DeflateOffer>,
     /// Socket open plus `ready`. Default 10 s (Kaiku can take 2-4 s to send `ready`).
     pub handshake_timeout: Duration,

@@ -412,22 +412,12 @@ impl Connection {
         }
         self.socket = Socket::Open;
         let offered = self.config.auth_mode == AuthMode::Subprotocol;
-        let v2 = protocol
-            .and_then(Protocol::from_subprotocol)
-            .filter(|p| self.config.v2.contains(&p.encoding));
-        self.protocol = v2.unwrap_or(Protocol::V1);
-        let accepted = v2.is_some()
-            || match protocol {
-                None => !offered,
-                // Only the bare `access_token` is ever selected: the other offer carries the
-                // token.
-                Some(p) => offered && p == "access_token",
-            };
-        if !accepted {
+        let Some(speaks) = crate::subprotocol::agreed(offered, &self.config.v2, protocol) else {
             self.stats.missing_subprotocol += 1;
             self.fail(FailReason::Subprotocol, None);
             return Ok(());
-        }
+        };
+        self.protocol = speaks;
         let agreed = match self.config.deflate {
             Some(offer) => offer.accept(extensions),
             None => match extensions.map(str::trim).filter(|e| !e.is_empty()) {
@@ -1203,6 +1193,9 @@ impl Connection {
                         // the answer to this subscribe is unambiguous (D47).
                         let code = code.clone();
                         self.subs.handle_resubscribe_sent(&ch);
+                        if let State::Connected(live) = &mut self.state {
+                            live.heartbeat.handle_ping_sent(now);
+                        }
                         self.send_frame_raw(PING);
                         self.send_frame_raw(
                             ClientEvent::Subscribe {
@@ -1283,7 +1276,13 @@ impl Connection {
     fn send_limited(&mut self, now: Instant, event: ClientEvent) {
         if let Some(event) = self.limits.offer(now, event) {
             let frame = match event {
-                ClientEvent::Ping => PING,
+                ClientEvent::Ping => {
+                    // The app's ping: its pong is timed like the heartbeat's own.
+                    if let State::Connected(live) = &mut self.state {
+                        live.heartbeat.handle_ping_sent(now);
+                    }
+                    PING
+                }
                 e => e.to_json().into(),
             };
             self.send_frame(frame);

@@ -38,19 +38,32 @@ pub(crate) enum Beat {
     Dead,
 }
 
+/// Send instants kept for timing `pong`s: the latest this many pings. A `pong` answering an
+/// older one (four pings unanswered: a link the deadline is about to call dead) is not timed.
+const PINGS_TIMED: usize = 4;
+
 /// The heartbeat of one live connection. It exists only inside the connected state.
 ///
 /// Verbs: [`handle_activity`](Self::handle_activity) for any inbound frame,
-/// [`handle_pong`](Self::handle_pong), [`handle_timeout`](Self::handle_timeout),
+/// [`handle_pong`](Self::handle_pong), [`handle_ping_sent`](Self::handle_ping_sent) for a ping
+/// the heartbeat did not ask for, [`handle_timeout`](Self::handle_timeout),
 /// [`probe`](Self::probe) after a sleep, [`set_paused`](Self::set_paused) for backpressure,
 /// [`poll_timeout`](Self::poll_timeout).
+///
+/// Round trips: the server answers every `ping` with one `pong`, in order (the subscription
+/// table relies on the same, D47), so each `pong` is timed against the ping it answers, the
+/// heartbeat's own or another (the app's `ping`, a fence), never against the latest one.
 #[derive(Clone, Debug)]
 pub(crate) struct Heartbeat {
     interval: Duration,
     timeout: Duration,
     next_ping: Instant,
     deadline: Option<Instant>,
-    ping_sent_at: Option<Instant>,
+    /// Pings sent on this link so far; the next `pong` answers ping number `answered`.
+    sent: u64,
+    answered: u64,
+    /// When the latest pings left, by number (slot `number % PINGS_TIMED`).
+    sent_at: [Option<Instant>; PINGS_TIMED],
     /// The driver stopped reading on purpose (the app is behind): silence proves nothing.
     paused: bool,
 }
@@ -63,7 +76,9 @@ impl Heartbeat {
             timeout: config.timeout,
             next_ping: now + config.interval,
             deadline: None,
-            ping_sent_at: None,
+            sent: 0,
+            answered: 0,
+            sent_at: [None; PINGS_TIMED],
             paused: false,
         }
     }
@@ -86,12 +101,27 @@ impl Heartbeat {
         self.deadline = None;
     }
 
-    /// A `pong` arrived: the link is alive; returns the round trip of the last ping.
+    /// A `pong` arrived: the link is alive; returns the round trip of the ping it answers
+    /// (`None` for a `pong` that answers no ping, or one sent too long ago to be timed).
     pub(crate) fn handle_pong(&mut self, now: Instant) -> Option<Duration> {
         self.deadline = None;
-        self.ping_sent_at
-            .take()
-            .map(|sent| now.saturating_duration_since(sent))
+        if self.answered >= self.sent {
+            return None;
+        }
+        let number = self.answered;
+        self.answered += 1;
+        // Its slot was taken by a later ping when `PINGS_TIMED` or more followed it.
+        if self.sent - number > PINGS_TIMED as u64 {
+            return None;
+        }
+        self.sent_at[slot(number)].map(|at| now.saturating_duration_since(at))
+    }
+
+    /// A ping the heartbeat did not ask for went out on this link (the app's `ping`, a
+    /// fence before a subscribe): its `pong` is timed too, and the heartbeat's own pings
+    /// keep their place in line. It sets no dead-link deadline and moves no timer.
+    pub(crate) fn handle_ping_sent(&mut self, now: Instant) {
+        self.record(now);
     }
 
     /// Fires due timers. A returned `Ping` must be sent by the caller.
@@ -120,11 +150,16 @@ impl Heartbeat {
     }
 
     fn sent(&mut self, now: Instant, timeout: Duration) {
-        self.ping_sent_at = Some(now);
+        self.record(now);
         // An unanswered earlier ping keeps its (earlier) deadline.
         if self.deadline.is_none() {
             self.deadline = Some(now + timeout);
         }
+    }
+
+    fn record(&mut self, now: Instant) {
+        self.sent_at[slot(self.sent)] = Some(now);
+        self.sent += 1;
     }
 
     /// The next instant this heartbeat needs [`handle_timeout`](Self::handle_timeout).
@@ -139,6 +174,12 @@ impl Heartbeat {
     pub(crate) fn is_awaiting(&self) -> bool {
         self.deadline.is_some()
     }
+}
+
+/// The `sent_at` slot of ping `number`.
+fn slot(number: u64) -> usize {
+    // The remainder is below `PINGS_TIMED`: it fits.
+    (number % PINGS_TIMED as u64) as usize
 }
 
 #[cfg(test)]
@@ -190,6 +231,65 @@ mod tests {
         hb.handle_activity();
         assert_eq!(hb.handle_pong(t + 30 * S + S / 2), Some(S / 2));
         assert_eq!(hb.handle_pong(t + 32 * S), None, "one answer per ping");
+    }
+
+    #[test]
+    fn each_pong_is_timed_against_the_ping_it_answers() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        // The app pings 100 ms before the heartbeat does; the server answers both, in order,
+        // 150 ms after each.
+        let app = t + 30 * S - S / 10;
+        hb.handle_ping_sent(app);
+        assert_eq!(hb.handle_timeout(t + 30 * S), Beat::Ping);
+        let app_rtt = Duration::from_millis(150);
+        assert_eq!(
+            hb.handle_pong(app + app_rtt),
+            Some(app_rtt),
+            "the app's ping"
+        );
+        assert_eq!(
+            hb.handle_pong(t + 30 * S + app_rtt),
+            Some(app_rtt),
+            "the heartbeat's own"
+        );
+        assert_eq!(
+            hb.handle_pong(t + 31 * S),
+            None,
+            "a pong that answers nothing"
+        );
+        // An app ping arms no dead-link deadline.
+        hb.handle_ping_sent(t + 40 * S);
+        assert!(!hb.is_awaiting());
+        assert_eq!(hb.handle_pong(t + 40 * S + S / 5), Some(S / 5));
+    }
+
+    #[test]
+    fn pings_unanswered_during_backpressure_are_each_timed_once_answered() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        hb.set_paused(t, true);
+        assert_eq!(hb.handle_timeout(t + 30 * S), Beat::Ping);
+        assert_eq!(hb.handle_timeout(t + 60 * S), Beat::Ping);
+        hb.set_paused(t + 61 * S, false);
+        // Both answers were waiting unread: the first answers the first ping.
+        assert_eq!(hb.handle_pong(t + 61 * S), Some(31 * S));
+        assert_eq!(hb.handle_pong(t + 61 * S), Some(S));
+    }
+
+    #[test]
+    fn a_pong_for_a_ping_too_far_back_is_not_timed_and_the_rest_stay_in_line() {
+        let t = t0();
+        let mut hb = Heartbeat::new(t, &HeartbeatConfig::default());
+        for k in 0..=PINGS_TIMED as u32 {
+            hb.handle_ping_sent(t + k * S);
+        }
+        assert_eq!(
+            hb.handle_pong(t + 10 * S),
+            None,
+            "its send instant was overwritten"
+        );
+        assert_eq!(hb.handle_pong(t + 10 * S), Some(9 * S), "the second ping");
     }
 
     #[test]

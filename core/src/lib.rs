@@ -91,6 +91,7 @@ mod secret;
 mod session;
 mod stats;
 mod status;
+mod subprotocol;
 mod subscriptions;
 #[cfg(test)]
 mod test_clock;

@@ -63,13 +63,23 @@ pub struct ReadHeaders {
     pub limit: Option<u32>,
     /// `x-ratelimit-remaining`.
     pub remaining: Option<u32>,
-    /// `x-ratelimit-reset`: when the budget's window ends (epoch seconds).
+    /// `x-ratelimit-reset` as epoch seconds: when the budget's window ends.
     pub reset: Option<Timestamp>,
-    /// `Retry-After`, in seconds (the HTTP-date form is read too).
+    /// `x-ratelimit-reset` as seconds until the window ends (the IETF draft's
+    /// `RateLimit-Reset` form), counted from the answer's receipt. A value below
+    /// [`DELTA_RESET_BELOW`](Self::DELTA_RESET_BELOW) is read this way, never as an epoch:
+    /// no answer written today ends its window in 2001.
+    pub reset_in: Option<Duration>,
+    /// `Retry-After`, in seconds, or as an HTTP date counted from the answer's own `Date`
+    /// (wherever it stands in the header list; without `Date`, the date form is left out).
     pub retry_after: Option<Duration>,
 }
 
 impl ReadHeaders {
+    /// An `x-ratelimit-reset` below this (10^9 s: September 2001) is seconds until the
+    /// window ends, not an epoch second.
+    pub const DELTA_RESET_BELOW: u64 = 1_000_000_000;
+
     /// Reads the headers that matter from an HTTP answer (names are matched without case;
     /// values that do not parse are ignored).
     pub fn from_headers<'a>(
@@ -80,6 +90,9 @@ impl ReadHeaders {
             status,
             ..Self::default()
         };
+        // The HTTP-date form of `Retry-After` counts from `Date`, which may come after it
+        // (hyper writes `Date` last).
+        let mut retry_at = None;
         for (name, value) in headers {
             let Ok(value) = std::str::from_utf8(value) else {
                 continue;
@@ -93,18 +106,25 @@ impl ReadHeaders {
             } else if name.eq_ignore_ascii_case("x-ratelimit-remaining") {
                 h.remaining = number().map(|n| u32::try_from(n).unwrap_or(u32::MAX));
             } else if name.eq_ignore_ascii_case("x-ratelimit-reset") {
-                h.reset = number().and_then(epoch_seconds);
+                (h.reset, h.reset_in) = match number() {
+                    Some(n) if n < Self::DELTA_RESET_BELOW => {
+                        (None, Some(crate::close::clamp_wait(Duration::from_secs(n))))
+                    }
+                    n => (n.and_then(epoch_seconds), None),
+                };
             } else if name.eq_ignore_ascii_case("retry-after") {
-                h.retry_after = number().map(Duration::from_secs).or_else(|| {
-                    // The HTTP-date form, relative to the answer's own `Date`.
-                    let at = parse_http_date(value)?;
-                    let date = h.date?;
-                    Some(Duration::from_nanos(
-                        u64::try_from(at.unix_nanos().saturating_sub(date.unix_nanos()))
-                            .unwrap_or(0),
-                    ))
-                });
+                h.retry_after = number().map(Duration::from_secs);
+                retry_at = h
+                    .retry_after
+                    .is_none()
+                    .then(|| parse_http_date(value))
+                    .flatten();
             }
+        }
+        if let (Some(at), Some(date)) = (retry_at, h.date) {
+            h.retry_after = Some(Duration::from_nanos(
+                u64::try_from(at.unix_nanos().saturating_sub(date.unix_nanos())).unwrap_or(0),
+            ));
         }
         h.retry_after = h.retry_after.map(crate::close::clamp_wait);
         h
@@ -319,7 +339,7 @@ impl Pacer {
             .unwrap_or(u32::MAX);
         if headers.is_rate_limited() {
             self.rate_limited += 1;
-            let wait = headers.retry_after.or_else(|| {
+            let wait = headers.retry_after.or(headers.reset_in).or_else(|| {
                 let reset = clock.instant_of(now, headers.date, headers.reset?)?;
                 Some(reset.saturating_duration_since(now))
             });
@@ -346,9 +366,12 @@ impl Pacer {
             // An answer of a window that has ended: its figures are not today's.
             return;
         }
-        let reset = headers
-            .reset
-            .and_then(|r| clock.instant_of(now, headers.date, r));
+        // A reset counted in seconds from the answer ends at most that long after it was
+        // received (it was written a little earlier): an estimate, which names no window.
+        let reset = match headers.reset {
+            Some(r) => clock.instant_of(now, headers.date, r),
+            None => headers.reset_in.map(|d| now + d),
+        };
         // The first headers replace the local mirror's guess. After that, a window is newer
         // when it names a later reset; without a raw reset, when its estimated end is later
         // (`Date` and the reset are whole seconds: the same window can look a second apart).
@@ -496,6 +519,85 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_as_an_http_date_is_read_whatever_the_header_order() {
+        let date = ("date", "Wed, 25 Nov 2026 17:46:42 GMT");
+        let retry = ("retry-after", "Wed, 25 Nov 2026 17:47:12 GMT");
+        // hyper writes `Date` last; a proxy may put it anywhere.
+        for pairs in [[date, retry], [retry, date]] {
+            assert_eq!(
+                headers(&pairs, 429).retry_after,
+                Some(Duration::from_secs(30)),
+                "{pairs:?}"
+            );
+        }
+        // A date already past asks for no wait; without `Date` there is nothing to count from.
+        let past = ("retry-after", "Wed, 25 Nov 2026 17:46:00 GMT");
+        assert_eq!(
+            headers(&[past, date], 429).retry_after,
+            Some(Duration::ZERO)
+        );
+        assert_eq!(headers(&[retry], 429).retry_after, None);
+    }
+
+    #[test]
+    fn a_reset_in_seconds_until_the_window_ends_is_not_taken_for_an_epoch() {
+        // The IETF draft's form (`RateLimit-Reset: 30`): far below any epoch second of today.
+        let h = headers(&[("x-ratelimit-reset", "30")], 200);
+        assert_eq!(h.reset, None);
+        assert_eq!(h.reset_in, Some(Duration::from_secs(30)));
+        let h = headers(&[("x-ratelimit-reset", "1795629176")], 200);
+        assert_eq!(h.reset_in, None);
+        assert!(h.reset.is_some());
+    }
+
+    #[test]
+    fn a_server_counting_down_to_its_reset_is_followed_to_the_end_of_its_window() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(1, 200);
+        let clock = ServerClock::default();
+        // Three reads a second apart; each answer counts the seconds to the window's end.
+        for (k, (remaining, reset)) in [("2", "30"), ("1", "29"), ("0", "28")].iter().enumerate() {
+            let at = t0 + Duration::from_secs(k as u64);
+            assert!(p.try_send(at, k as u64), "read {k}: budget left");
+            let h = headers(
+                &[
+                    ("date", "Wed, 25 Nov 2026 17:46:42 GMT"),
+                    ("x-ratelimit-limit", "3"),
+                    ("x-ratelimit-remaining", remaining),
+                    ("x-ratelimit-reset", reset),
+                ],
+                200,
+            );
+            p.handle_headers(at, &h, &clock, true);
+            p.handle_answer(k as u64);
+        }
+        let at = t0 + Duration::from_secs(2);
+        // Not stale, not a window that already ended: spent until 28 s from the last answer.
+        assert_eq!(
+            p.blocked(at),
+            Some(Blocked::Until(at + Duration::from_secs(28)))
+        );
+        assert!(
+            p.try_send(at + Duration::from_secs(28), 9),
+            "a fresh window"
+        );
+    }
+
+    #[test]
+    fn a_429_with_a_reset_in_seconds_waits_for_it() {
+        let t0 = crate::test_clock::start();
+        let mut p = pacer(4, 200);
+        let clock = ServerClock::default();
+        let h = headers(
+            &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "20")],
+            429,
+        );
+        p.handle_headers(t0, &h, &clock, false);
+        assert!(!p.try_send(t0 + Duration::from_secs(19), 1));
+        assert!(p.try_send(t0 + Duration::from_secs(20), 1));
+    }
+
+    #[test]
     fn no_more_than_max_in_flight() {
         let t0 = crate::test_clock::start();
         let mut p = pacer(2, 100);
@@ -541,10 +643,10 @@ mod tests {
         assert!(p.try_send(t0, 1));
         let h = headers(
             &[
-                ("date", "Thu, 01 Jan 1970 00:16:40 GMT"), // 1000 s
+                ("date", "Sun, 09 Sep 2001 02:03:20 GMT"), // 1_000_001_000 s
                 ("x-ratelimit-limit", "30"),
                 ("x-ratelimit-remaining", "1"),
-                ("x-ratelimit-reset", "1010"),
+                ("x-ratelimit-reset", "1000001010"),
             ],
             200,
         );
@@ -581,10 +683,10 @@ mod tests {
                 200,
             )
         };
-        // Two windows of 2 reads, 3 s each (epoch 1000 s and 1003 s).
+        // Two windows of 2 reads, 3 s each (epoch 1_000_001_000 s and 1_000_001_003 s).
         for (k, (date, reset)) in [
-            ("Thu, 01 Jan 1970 00:16:40 GMT", "1003"),
-            ("Thu, 01 Jan 1970 00:16:43 GMT", "1006"),
+            ("Sun, 09 Sep 2001 02:03:20 GMT", "1000001003"),
+            ("Sun, 09 Sep 2001 02:03:23 GMT", "1000001006"),
         ]
         .into_iter()
         .enumerate()

@@ -70,15 +70,30 @@ impl ApiError {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by Kaiku), clamped to an hour.
+/// An answer's `Retry-After` (a REST answer's or a refused upgrade's), in seconds or as an
+/// HTTP date: counted from the answer's own `Date` (wherever it stands among the headers), or
+/// from this host's clock when the answer has no `Date` that parses. Clamped to an hour, as
+/// the core clamps every wait.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.as_bytes();
+    let date = headers
+        .get(reqwest::header::DATE)
+        .map_or(&b""[..], |d| d.as_bytes());
+    ReadHeaders::from_headers(0, [("retry-after", value), ("date", date)])
+        .retry_after
+        .or_else(|| parse_retry_after(std::str::from_utf8(value).ok()?))
 }
 
-/// Parses a `Retry-After` value given in seconds, clamped as the core clamps every wait (the
-/// core's header reader is the one owner of that rule).
+/// Parses a `Retry-After` value: seconds, or an HTTP date counted from this host's clock.
+/// Clamped as the core clamps every wait (the core's header reader is the one owner of the
+/// rule); a date already past is no wait.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    ReadHeaders::from_headers(0, [("retry-after", value.as_bytes())]).retry_after
+    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+    ReadHeaders::from_headers(
+        0,
+        [("retry-after", value.as_bytes()), ("date", now.as_bytes())],
+    )
+    .retry_after
 }
 
 /// Told the headers of every read's answer (GET); see [`Api::with_read_observer`].
@@ -550,7 +565,34 @@ mod tests {
             parse_retry_after("99999999999"),
             Some(Duration::from_secs(3600))
         );
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        // A date already past: no wait.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn retry_after_as_a_date_counts_from_the_answers_date_wherever_it_stands() {
+        use reqwest::header::{DATE, HeaderMap, HeaderValue, RETRY_AFTER};
+        let mut h = HeaderMap::new();
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 25 Nov 2026 17:47:12 GMT"),
+        );
+        h.insert(
+            DATE,
+            HeaderValue::from_static("Wed, 25 Nov 2026 17:46:42 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(30)));
+        // No `Date`: this host's clock, so a date 2 minutes ahead of it waits about that.
+        let ahead =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&ahead).unwrap());
+        let wait = retry_after(&h).unwrap();
+        assert!((119..=120).contains(&wait.as_secs()), "{wait:?}");
     }
 
     #[test]

@@ -29,6 +29,13 @@ pub struct ClientConfig {
     /// The core's settings (server URL, auth mode, timers, limits).
     pub core: Config,
     /// Events held for the app before the driver stops reading the socket. Default 1024.
+    ///
+    /// The driver reads the socket while fewer events wait, and counts the events each frame
+    /// makes, not the frames: the queue passes this bound by at most one frame's events (one
+    /// with v1; up to 1,024 with a v2 batch, `tether_core::wire::MAX_BATCH`), so while the
+    /// app does not read it holds at most `event_capacity - 1 + 1,024` events (DESIGN 3.6).
+    /// Inputs other than the socket are not held back: a catch-up delivers its gap (at most
+    /// the catch-up's cap plus the live events it held) at once.
     pub event_capacity: usize,
     /// REST request timeout. Default 30 s.
     pub api_timeout: Duration,
@@ -227,6 +234,12 @@ impl Events {
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
         self.inbox.pop()
+    }
+
+    /// Events waiting to be read. While the app does not read, this stays within
+    /// [`ClientConfig::event_capacity`] plus one frame's events.
+    pub fn queued(&self) -> usize {
+        self.inbox.queue().len()
     }
 
     /// Events replaced by a newer one of the same kind (typing, presence, status) so far.
@@ -431,5 +444,25 @@ impl Client {
     /// catch-up's share one budget and a 429 on either pauses both.
     pub fn api(&self) -> &Api {
         &self.api
+    }
+}
+
+/// Only this crate built without `deflate` (as `cargo test -p tether-tokio` builds it) has a
+/// transport that cannot inflate.
+#[cfg(all(test, not(feature = "deflate")))]
+mod tests {
+    use super::*;
+
+    /// `Config::deflate`'s doc: a transport that cannot inflate refuses the offer, it does
+    /// not leave it out.
+    #[tokio::test]
+    async fn a_deflate_offer_without_the_deflate_feature_is_refused() {
+        let mut config = ClientConfig::new("http://127.0.0.1:9").expect("config");
+        config.core.deflate = Some(tether_core::wire::DeflateOffer::default());
+        let refused = Client::spawn(config, Credentials::new("t"));
+        assert!(
+            matches!(refused, Err(ConfigError::Invalid(why)) if why.contains("deflate")),
+            "{refused:?}"
+        );
     }
 }

@@ -133,10 +133,7 @@ async fn upgrade(
     if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
         return Err(SocketEnd::Refused {
             status: response.status().as_u16(),
-            retry_after: headers
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(crate::api::parse_retry_after),
+            retry_after: crate::api::retry_after(headers),
         });
     }
     let says = |name: header::HeaderName, want: &str| {

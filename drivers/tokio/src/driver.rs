@@ -119,8 +119,9 @@ struct Driver {
     wakes: Option<watch::Receiver<Wake>>,
 }
 
-/// Frames handled in one turn of the loop when more are already buffered: one drain, one
-/// push into the app's queue and one wake-up for the lot, instead of one each.
+/// Frames handled in one turn of the loop when more are already buffered (and the app's
+/// queue has room for their events): one push into the app's queue and one wake-up for the
+/// lot, instead of one each.
 const FRAMES_PER_TURN: usize = 64;
 
 impl Driver {
@@ -164,12 +165,17 @@ impl Driver {
                     }
                 }
                 frame = next_frame(&mut self.socket), if reading => {
-                    self.frame(frame);
-                    // Take what is already buffered too, then drain once: as many frames as
-                    // the app's queue has room for (about an event each), so the batch does
-                    // not push it past its bound.
+                    // Take what is already buffered too, then push into the app's queue once:
+                    // while the events these frames made leave room in it. Events are counted,
+                    // not frames: a v2 frame may batch up to `MAX_BATCH` (1,024) of them, so
+                    // the queue passes its bound by at most the last frame's events.
                     let room = self.inbox.queue().room();
-                    for _ in 1..FRAMES_PER_TURN.min(room) {
+                    self.frame(frame);
+                    for _ in 1..FRAMES_PER_TURN {
+                        self.collect();
+                        if self.events.len() >= room {
+                            break;
+                        }
                         let Some(frame) = next_frame(&mut self.socket).now_or_never() else {
                             break;
                         };
@@ -207,9 +213,24 @@ impl Driver {
         }
     }
 
-    /// Carries out every pending action (through the core's one drain contract); returns the
-    /// next deadline.
+    /// Carries out every pending action (through the core's one drain contract) and hands
+    /// the app its events; returns the next deadline.
     fn drain(&mut self) -> Option<std::time::Instant> {
+        let deadline = self.collect();
+        if !self.events.is_empty() {
+            let mut queue = self.inbox.queue();
+            for e in self.events.drain(..) {
+                queue.push(e);
+            }
+            drop(queue);
+            self.inbox.readable.notify_one();
+        }
+        deadline
+    }
+
+    /// Carries out every pending action, keeping the app's events in `self.events` (not yet
+    /// in its queue); returns the next deadline.
+    fn collect(&mut self) -> Option<std::time::Instant> {
         let mut actions = std::mem::take(&mut self.actions);
         let mut events = std::mem::take(&mut self.events);
         // Carrying out an action can be an input too (a full write queue drops the link):
@@ -218,14 +239,6 @@ impl Driver {
         while !actions.is_empty() {
             self.carry_out(&mut actions, &mut events);
             deadline = tether_core::drain(&mut self.conn, |a| actions.push(a));
-        }
-        if !events.is_empty() {
-            let mut queue = self.inbox.queue();
-            for e in events.drain(..) {
-                queue.push(e);
-            }
-            drop(queue);
-            self.inbox.readable.notify_one();
         }
         self.actions = actions;
         self.events = events;

@@ -27,11 +27,7 @@ pub(crate) fn socket_end(e: &tungstenite::Error, stage: Stage) -> SocketEnd {
     match e {
         E::Http(response) => SocketEnd::Refused {
             status: response.status().as_u16(),
-            retry_after: response
-                .headers()
-                .get("Retry-After")
-                .and_then(|v| v.to_str().ok())
-                .and_then(crate::api::parse_retry_after),
+            retry_after: crate::api::retry_after(response.headers()),
         },
         E::Capacity(CapacityError::MessageTooLong { .. }) => {
             SocketEnd::Error(TransportError::TooLarge)

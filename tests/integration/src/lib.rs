@@ -296,6 +296,26 @@ pub mod raw {
         out
     }
 
+    /// What a v2 MessagePack server writes to flood a client: a `ready`, then `batches`
+    /// binary frames of `batch` events each (`{"type":"flood","n":N}`, N counting from 0:
+    /// an event type the core passes through and never coalesces). With `batch` at
+    /// `MAX_BATCH` (1,024), each frame is as many events as v2 allows.
+    pub fn msgpack_flood(batches: usize, batch: usize) -> Vec<u8> {
+        let encode = |json: &str| tether_core::wire::to_msgpack(json).expect("JSON");
+        let mut out = frame(0x2, false, &encode(r#"{"type":"ready","user_id":"u"}"#));
+        for b in 0..batches {
+            let events: Vec<String> = (b * batch..(b + 1) * batch)
+                .map(|n| format!(r#"{{"type":"flood","n":{n}}}"#))
+                .collect();
+            out.extend(frame(
+                0x2,
+                false,
+                &encode(&format!("[{}]", events.join(","))),
+            ));
+        }
+        out
+    }
+
     /// An unmasked server frame: FIN, `rsv1` (compressed) as asked, `opcode`, `payload`.
     pub fn frame(opcode: u8, rsv1: bool, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![0x80 | if rsv1 { 0x40 } else { 0 } | opcode];

@@ -159,6 +159,30 @@ async fn a_101_selecting_a_protocol_we_never_offered_fails_for_good() {
 }
 
 #[tokio::test]
+async fn a_v2_subprotocol_selected_in_query_auth_fails_for_good() {
+    // Query auth offers no subprotocol at all: a v2 entry in the 101 was never offered.
+    // tungstenite refuses it itself; the deflate transport (yawc) leaves it to the core.
+    for deflate in [false, true] {
+        let url = upgrade_server(Some(tether_core::wire::V2_MSGPACK)).await;
+        let mut cfg = ClientConfig::new(&url).expect("config");
+        cfg.core.auth_mode = tether_core::AuthMode::Query;
+        cfg.core.handshake_timeout = Duration::from_secs(1);
+        cfg.core.deflate = deflate.then(tether_core::wire::DeflateOffer::default);
+        let (client, mut events) = Client::spawn(cfg, Credentials::new("t.o.k")).expect("spawn");
+        client.connect().expect("connect");
+        let s = verdict(&mut events).await;
+        assert_eq!(
+            s,
+            Status::Failed {
+                reason: FailReason::Subprotocol,
+                http_status: None
+            },
+            "deflate transport: {deflate}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_proper_101_with_the_echoed_protocol_opens_the_socket() {
     let url = upgrade_server(Some("access_token")).await;
     let (_c, mut events) = client_for(&url);
@@ -221,6 +245,63 @@ async fn nothing_listening_is_a_connect_failure_retried_with_backoff() {
         ),
         "{s:?}"
     );
+}
+
+/// A refusal of the upgrade whose `Retry-After` is an HTTP date 30 s after the answer's
+/// `Date`, which comes after it as hyper writes it; or, with `date` off, 30 s after this
+/// host's clock and no `Date` at all.
+fn refusal_with_a_dated_retry_after(status: &str, date: bool) -> Vec<u8> {
+    let (retry, date) = if date {
+        (
+            "Wed, 25 Nov 2026 17:47:12 GMT".to_owned(),
+            "date: Wed, 25 Nov 2026 17:46:42 GMT\r\n",
+        )
+    } else {
+        let at = std::time::SystemTime::now() + Duration::from_secs(30);
+        (httpdate::fmt_http_date(at), "")
+    };
+    format!("HTTP/1.1 {status}\r\nretry-after: {retry}\r\ncontent-length: 0\r\n{date}\r\n")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_waits_for_a_retry_after_given_as_an_http_date() {
+    for status in ["429 Too Many Requests", "503 Service Unavailable"] {
+        for date in [true, false] {
+            let url = raw_server(refusal_with_a_dated_retry_after(status, date), false).await;
+            let (_c, mut events) = client_for(&url);
+            let s = verdict(&mut events).await;
+            // The date form is whole seconds: up to a second less when counted from this
+            // host's clock.
+            assert!(
+                matches!(
+                    s,
+                    Status::Reconnecting { retry_in_ms, .. } if (28_000..=30_000).contains(&retry_in_ms)
+                ),
+                "{status}, with Date: {date}: {s:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rest_429_with_an_http_date_retry_after_says_how_long() {
+    for date in [true, false] {
+        let e = api_against(
+            &refusal_with_a_dated_retry_after("429 Too Many Requests", date),
+            false,
+            WAIT,
+        )
+        .await;
+        assert!(
+            matches!(
+                e,
+                ApiError::RateLimited { retry_after: Some(d) }
+                    if (28..=30).contains(&d.as_secs())
+            ),
+            "with Date: {date}: {e:?}"
+        );
+    }
 }
 
 async fn api_against(response: &[u8], hold: bool, timeout: Duration) -> ApiError {

@@ -5,7 +5,7 @@
 //! `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` both keep counting, so after `SIGCONT` tokio's timers
 //! see the real time too, and nothing here suspends the machine (that takes root and
 //! hardware). So the test does not show that the clock counts suspend (that rests on the OS
-//! clocks chosen in docs/decisions.md D51, compile-checked per OS). It shows the part that
+//! clocks chosen in docs/decisions.md D56, compile-checked per OS). It shows the part that
 //! was missing: a process that did not run for 45 s notices within the watchdog's second,
 //! without waiting for its next timer (the heartbeat's, two minutes out here, as the next
 //! deadline after a real sleep can be up to an interval out), treats it as a wake and probes

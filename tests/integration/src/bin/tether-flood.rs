@@ -12,6 +12,16 @@
 //!
 //! Prints one JSON report line; exits 1 when a message is missing, duplicated or out of order,
 //! when the link dropped, or when peak resident memory went over `--max-rss-mib` (default 64).
+//!
+//! `--v2-batch N` floods with protocol v2 batches instead: an in-process raw v2 MessagePack
+//! server writes `--messages` events in frames of N (at most 1,024, `MAX_BATCH`), and the
+//! report gives the peak of the app's queue (`peak_queued_events`) against its capacity; the
+//! run fails when the queue passed its bound by more than one frame's batch (DESIGN 3.6).
+//! Resident memory then counts the server's frames too, so it is reported, not checked.
+//!
+//! ```text
+//! cargo run --release -p tether-integration --bin tether-flood -- --v2-batch 1024 --messages 1048576
+//! ```
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -38,6 +48,10 @@ struct Options {
     /// Peak resident memory allowed, in MiB; above it the run fails.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     max_rss_mib: u64,
+    /// Flood with v2 MessagePack batches of this many events from a raw in-process server,
+    /// and report the peak of the app's queue (at most 1024).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    v2_batch: Option<u64>,
     /// Run as the dev server child (started by this program itself).
     #[arg(long, hide = true)]
     serve: bool,
@@ -80,6 +94,10 @@ async fn main() {
         return;
     }
     o.messages = o.messages.max(1);
+    if let Some(batch) = o.v2_batch {
+        v2_flood(&o, batch).await;
+        return;
+    }
     let pause = Duration::from_secs(o.pause_secs);
     let ServerChild {
         mut child,
@@ -183,6 +201,86 @@ async fn main() {
         fail(&format!(
             "peak resident memory {} KiB over {} MiB",
             peak, o.max_rss_mib
+        ));
+    }
+}
+
+/// `--v2-batch`: the app stops reading while a raw v2 server writes `messages` events in
+/// batches of `batch`; the app's queue must stay within its capacity plus one batch.
+async fn v2_flood(o: &Options, batch: u64) {
+    use tether_core::wire::{Encoding, V2_MSGPACK};
+    use tether_integration::raw::{msgpack_flood, upgrade_server_with};
+    let batches = o.messages.div_ceil(batch);
+    let total = batches * batch;
+    let frames = msgpack_flood(batches as usize, batch as usize);
+    let url = upgrade_server_with(Some(V2_MSGPACK), None, frames).await;
+    let mut cfg = ClientConfig::new(&url).unwrap_or_else(|e| fail(&e.to_string()));
+    cfg.core.v2 = vec![Encoding::Msgpack];
+    // The raw server never answers a ping: no dead-link verdict while the app reads again.
+    cfg.core.heartbeat.interval = Duration::from_secs(3600);
+    let capacity = cfg.event_capacity;
+    let baseline = rss_kib("VmRSS:");
+    let (client, mut events) =
+        Client::spawn(cfg, Credentials::new("t.o.k")).unwrap_or_else(|e| fail(&e.to_string()));
+    let _ = client.connect();
+
+    // The app does not read: sample its queue (it only grows while nobody reads).
+    let pause_until = Instant::now() + Duration::from_secs(o.pause_secs);
+    let (mut peak_queued, mut peak_rss) = (0, baseline);
+    while Instant::now() < pause_until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        peak_queued = peak_queued.max(events.queued());
+        peak_rss = peak_rss.max(rss_kib("VmRSS:"));
+    }
+
+    let started = Instant::now();
+    let mut next = 0u64;
+    let mut dropped = false;
+    while next < total {
+        let e = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .unwrap_or_else(|_| fail(&format!("stalled after {next} of {total} events")))
+            .unwrap_or_else(|| fail("event stream ended"));
+        match &e {
+            Event::Server(s) if s.event_type().as_str() == "flood" => {
+                let v: serde_json::Value =
+                    serde_json::from_str(s.json().as_str()).unwrap_or_default();
+                if v["n"].as_u64() != Some(next) {
+                    fail(&format!("expected event {next}, got {}", s.json().as_str()));
+                }
+                next += 1;
+            }
+            Event::Status(Status::Reconnecting { reason, .. }) => {
+                dropped = true;
+                eprintln!("tether-flood: the link dropped ({reason:?})");
+            }
+            _ => {}
+        }
+    }
+    let drain = started.elapsed();
+    let bound = capacity as u64 + batch;
+    let report = serde_json::json!({
+        "mode": "v2-batch",
+        "events": total,
+        "batch": batch,
+        "pause_secs": o.pause_secs,
+        "event_capacity": capacity,
+        "peak_queued_events": peak_queued,
+        "bound_plus_one_batch": bound,
+        "delivered_in_order": next,
+        "link_dropped": dropped,
+        "baseline_rss_kib": baseline,
+        "peak_rss_kib": peak_rss,
+        "drain_secs": drain.as_secs_f64(),
+        "events_per_sec_after_resume": total as f64 / drain.as_secs_f64().max(1e-9),
+    });
+    println!("{report}");
+    if dropped {
+        fail("the connection dropped while the app was not reading");
+    }
+    if peak_queued as u64 > bound {
+        fail(&format!(
+            "{peak_queued} events queued: over capacity {capacity} by more than one batch"
         ));
     }
 }
