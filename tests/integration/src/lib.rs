@@ -129,6 +129,19 @@ pub async fn until_live(events: &mut Events, n: usize) -> Vec<Event> {
     .await
 }
 
+/// Posts one message on `channel` as bob and waits until it arrives live. A live message is
+/// the core's reading of the server's message clock (D68): until one has arrived, a channel
+/// that never saw a message cannot prove a catch-up complete, and ends `complete: false`.
+pub async fn read_message_clock(server: &DevServer, channel: &str, events: &mut Events) {
+    let id = server
+        .post(channel, "bob", "reads the message clock")
+        .expect("post");
+    until(events, "a live message", |e| {
+        messages(std::slice::from_ref(e)).iter().any(|m| m.1 == id)
+    })
+    .await;
+}
+
 /// Message ids of the `message_new` events among `events`, in order, with their channel.
 pub fn messages(events: &[Event]) -> Vec<(String, String)> {
     events

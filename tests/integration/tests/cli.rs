@@ -1461,6 +1461,14 @@ async fn the_demos_simulated_users_type_and_post_until_told_to_be_quiet() {
 async fn after_a_drop_the_demo_marks_caught_up_messages_then_says_resynced() {
     let (mut t, mut stdin) = demo(&["--demo-pace", DEMO_PACE]).await;
     type_line(&mut stdin, "/quiet on").await;
+    // A line echoed live: it reads the server's message clock (D68), so the catch-up can
+    // prove the gap closed even if no one else had posted yet.
+    type_line(&mut stdin, "before the drop").await;
+    t.until("the echoed line", |v| {
+        v.as_str()
+            .is_some_and(|l| l.contains("] alice: before the drop"))
+    })
+    .await;
     // Posted right after the drop, while the next two upgrades are refused: the socket stays
     // down for two backoff waits (at least 1.5 s), so the line can only come back through the
     // catch-up, however loaded the machine.

@@ -189,6 +189,7 @@ async fn a_drop_on_a_compressed_socket_is_caught_up_and_compressed_again() {
     let (client, mut events, status) =
         alice(&w, vec![Encoding::Msgpack], Some(DeflateOffer::default())).await;
     assert!(compression(&status).is_some());
+    tether_integration::read_message_clock(&w.server, &w.channels[0], &mut events).await;
     assert!(w.server.faults().drop_all() >= 1);
     let mut missed = Vec::new();
     for i in 0..4 {

@@ -159,6 +159,7 @@ async fn a_client_that_opted_in_catches_up_over_plain_http_to_a_remote_host() {
     client.subscribe(&channel).await.unwrap();
     client.connect().unwrap();
     tether_integration::until_live(&mut events, 1).await;
+    tether_integration::read_message_clock(&server, &channel, &mut events).await;
     server.faults().drop_all();
     let id = server.post(&channel, "bob", "missed").expect("post");
     let seen = tether_integration::until(&mut events, "resynced", |e| {

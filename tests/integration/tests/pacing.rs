@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tether_core::Event;
 use tether_devserver::{Limit, ServerConfig};
-use tether_integration::{World, messages, until, until_live};
+use tether_integration::{World, messages, read_message_clock, until, until_live};
 
 /// Waits for one `resynced` per channel; returns every event read, and asserts each was
 /// complete.
@@ -73,6 +73,7 @@ async fn thirty_two_channels_under_a_small_budget_catch_up_paced_by_the_servers_
     let w = World::start(config, 32).await;
     let (client, mut events) = w.client(w.client_config()).await;
     until_live(&mut events, 32).await;
+    read_message_clock(&w.server, &w.channels[0], &mut events).await;
     assert_eq!(
         w.server.reads_total(),
         0,
@@ -126,6 +127,7 @@ async fn without_headers_the_clients_mirror_of_the_budget_paces_the_reads() {
     client_config.core.pacing.window = Duration::from_secs(2);
     let (_client, mut events) = w.client(client_config).await;
     until_live(&mut events, 30).await;
+    read_message_clock(&w.server, &w.channels[0], &mut events).await;
 
     let posted = drop_and_post(&w, 1);
     let seen = until_all_resynced(&mut events, 30).await;
@@ -150,6 +152,7 @@ async fn a_drop_before_any_read_on_a_slow_server_still_catches_up_every_channel(
     let w = World::start(config, 20).await;
     let (_client, mut events) = w.client(w.client_config()).await;
     until_live(&mut events, 20).await;
+    read_message_clock(&w.server, &w.channels[0], &mut events).await;
 
     let posted = drop_and_post(&w, 1);
     let mut recovered = 0;
@@ -180,6 +183,7 @@ async fn the_apps_own_reads_share_the_budget_with_the_catch_up() {
     let w = World::start(config, 4).await;
     let (client, mut events) = w.client(w.client_config()).await;
     until_live(&mut events, 4).await;
+    read_message_clock(&w.server, &w.channels[0], &mut events).await;
     let token = client
         .access_token()
         .await
@@ -213,6 +217,7 @@ async fn a_429_on_the_apps_read_pauses_the_catch_up_too() {
     let w = World::start(config, 3).await;
     let (client, mut events) = w.client(w.client_config()).await;
     until_live(&mut events, 3).await;
+    read_message_clock(&w.server, &w.channels[0], &mut events).await;
     let token = client
         .access_token()
         .await

@@ -249,6 +249,7 @@ async fn a_drop_is_caught_up_once_in_order_and_the_replay_is_one_frame(encoding:
     );
     let batches_out = client.stats().await.expect("stats").0.batches_out;
     assert!(batches_out >= 1, "the first replay left as a batch");
+    tether_integration::read_message_clock(&w.server, &w.channels[0], &mut events).await;
 
     assert!(w.server.faults().drop_all() >= 1);
     let mut missed = Vec::new();
