@@ -77,6 +77,7 @@ fn check_promise(h: &Harness, ch: &str, record: &[&str]) {
         assert!(seen.insert(id.clone()), "delivered twice: {id} in {delivered:?}");
     }
     let r = resynced(&h.log);
+    eprintln!("[{ch}] delivered {delivered:?} resynced {r:?}");
     let last = r.iter().rev().find(|(c, _, _)| c == ch);
     if let Some((_, _, true)) = last {
         let missing: Vec<&&str> = record.iter().filter(|id| !seen.contains(**id)).collect();
@@ -275,4 +276,249 @@ fn a_bare_array_server_clamping_limit_does_not_complete() {
         }
     }
     check_promise(&h, "c", &ids(2..=9).iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+// ----- 6. The database clock steps back during the gap ----------------------------------
+
+fn stamp(sec: i64) -> String {
+    let base = Timestamp::parse("2026-11-25T17:00:00Z").unwrap();
+    Timestamp::from_unix_nanos(base.unix_nanos() + sec * 1_000_000_000 + 1_000)
+        .to_rfc3339()
+}
+
+/// The database host's clock ran 60 s fast; m100 was stamped by it and delivered live.
+/// During the drop NTP steps the clock back (chrony `makestep`, a VM migrated to a host
+/// with a good clock): g, posted at 17:01:45 real time, is stamped 17:00:45. Newest-first
+/// by `created_at`, history puts g below the anchor, 55 s past the late margin.
+#[test]
+fn a_database_clock_stepped_back_during_the_gap_hides_new_messages_below_the_anchor() {
+    let mut h = live_real(&["c"], Some(("m1", 1)));
+    h.advance(99 * S);
+    h.frame(&new_at("c", "m100", &stamp(100)));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c");
+    let r = fetch_for(&mut h, "c");
+    h.answer_history(
+        r.id,
+        &raw_page(
+            &[
+                msg_at("c", "m100", &stamp(100)),
+                msg_at("c", "g", &stamp(45)),
+                msg_at("c", "m1", &stamp(1)),
+            ],
+            false,
+            None,
+        ),
+    );
+    check_promise(&h, "c", &["g"]);
+}
+
+/// As above, and a message posted during the catch-up arrives live (held), stamped by the
+/// stepped-back clock 50 s older than the anchor: the core has in hand a sample proving the
+/// message clock moved back, and still trusts the old anchor's timestamp.
+#[test]
+fn a_stepped_back_clock_is_visible_in_a_held_live_message_yet_ignored() {
+    let mut h = live_real(&["c"], Some(("m1", 1)));
+    h.advance(99 * S);
+    h.frame(&new_at("c", "m100", &stamp(100)));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c");
+    let r = fetch_for(&mut h, "c");
+    let now = i64::try_from(h.elapsed().as_secs()).unwrap();
+    h.frame(&new_at("c", "live", &stamp(now - 60)));
+    h.answer_history(
+        r.id,
+        &raw_page(
+            &[
+                msg_at("c", "m100", &stamp(100)),
+                msg_at("c", "live", &stamp(now - 60)),
+                msg_at("c", "g", &stamp(45)),
+                msg_at("c", "m1", &stamp(1)),
+            ],
+            false,
+            None,
+        ),
+    );
+    check_promise(&h, "c", &["g", "live"]);
+}
+
+// ----- 8. A quiet channel and a second `Date` clock -------------------------------------
+
+/// The app server runs on two nodes behind a load balancer; node B's clock is an hour
+/// slow. The first connection reached node A; the reconnect reaches node B, whose 101
+/// carries `Date` one hour behind. A live message on `o` (stamped by the one database)
+/// then reads as a message clock one hour ahead of the `Date` clock. Channel `c` never had
+/// a message: its bound is its subscription, placed on the message clock.
+#[test]
+fn a_reconnect_to_a_node_with_a_slow_clock_moves_a_quiet_channels_bound() {
+    let mut h = Harness::with_config(real_config());
+    h.subscribe("c");
+    h.subscribe("o");
+    h.connect_ready();
+    subscribed(&mut h, "c");
+    subscribed(&mut h, "o");
+    h.advance(5 * S);
+    h.frame(&message_new("o", "o1", 5));
+    h.drop_link();
+    h.until_open();
+    h.conn.handle_open(h.now, Some("access_token"));
+    let slow = server_clock(h.elapsed());
+    let slow = Timestamp::from_unix_nanos(slow.unix_nanos() - 3600 * 1_000_000_000);
+    h.conn.handle_server_date(h.now, slow);
+    h.drain();
+    h.ready();
+    let now = u32::try_from(h.elapsed().as_secs()).unwrap();
+    h.frame(&message_new("o", "o2", now)); // overtakes `subscribed`
+    subscribed(&mut h, "c");
+    subscribed(&mut h, "o");
+    let reqs = fetches(&h.take());
+    for r in &reqs {
+        if r.channel_id == "c" {
+            h.answer_history(r.id, &page("c", &[("m8", 8)], false));
+        } else {
+            h.answer_history(r.id, &page("o", &[("o2", now), ("o1", 5)], false));
+        }
+    }
+    h.drain();
+    assert!(!resynced(&h.log).is_empty());
+    check_promise(&h, "c", &["m8"]);
+}
+
+/// A quiet channel `c` and a channel `o` catch up together; `o`'s first read meets a
+/// proxy's 503 whose `Date` is an hour fast (the proxy's own clock). `c`'s read then
+/// answers normally.
+#[test]
+fn a_proxy_503_with_its_own_date_does_not_move_a_quiet_channels_bound() {
+    for skew in [-3600_i64, 3600] {
+        let mut h = Harness::with_config(real_config());
+        h.subscribe("c");
+        h.subscribe("o");
+        h.connect_ready();
+        subscribed(&mut h, "c");
+        subscribed(&mut h, "o");
+        h.advance(5 * S);
+        h.frame(&message_new("o", "o1", 5));
+        h.drop_link();
+        h.reconnect();
+        subscribed(&mut h, "o");
+        let ro = fetch_for(&mut h, "o");
+        let proxy = server_clock(h.elapsed());
+        let proxy = Timestamp::from_unix_nanos(proxy.unix_nanos() + skew * 1_000_000_000);
+        let mut headers = ReadHeaders::default();
+        headers.status = 503;
+        headers.date = Some(proxy);
+        headers.retry_after = Some(2 * S);
+        h.conn.handle_history_headers(h.now, ro.id, &headers);
+        h.conn.handle_history(
+            h.now,
+            ro.id,
+            Err(HistoryError::Status {
+                status: 503,
+                retry_after: Some(2 * S),
+            }),
+        );
+        h.drain();
+        subscribed(&mut h, "c");
+        h.advance(3 * S);
+        for _ in 0..5 {
+            for r in fetches(&h.take()) {
+                if r.channel_id == "c" {
+                    h.answer_history(r.id, &page("c", &[("m8", 8)], false));
+                } else {
+                    h.answer_history(r.id, &page("o", &[("o1", 5)], false));
+                }
+            }
+            h.advance(3 * S);
+        }
+        assert_eq!(resynced(&h.log).len(), 2, "skew {skew}: {:?}", resynced(&h.log));
+        check_promise(&h, "c", &["m8"]);
+    }
+}
+
+// ----- 9. Unsubscribe and subscribe again -----------------------------------------------
+
+/// The app leaves channel `c` and comes back 1 s later (switching views); no message is
+/// posted on `c` in between. After a drop, `c`'s catch-up bound is its new subscription
+/// minus the margins, and m1, delivered on the first subscription 2 s before, is on the
+/// page again.
+#[test]
+fn unsubscribe_and_resubscribe_does_not_deliver_a_message_twice() {
+    let mut h = Harness::with_config(real_config());
+    h.subscribe("c");
+    h.subscribe("o");
+    h.connect_ready();
+    subscribed(&mut h, "c");
+    subscribed(&mut h, "o");
+    h.advance(S);
+    h.frame(&message_new("o", "o1", 1));
+    h.frame(&message_new("c", "m1", 1));
+    h.advance(S);
+    h.conn.unsubscribe(h.now, "c");
+    h.frame(r#"{"type":"unsubscribed","channel_id":"c"}"#);
+    h.advance(S);
+    h.subscribe("c");
+    subscribed(&mut h, "c");
+    h.advance(S);
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c");
+    subscribed(&mut h, "o");
+    for r in fetches(&h.take()) {
+        if r.channel_id == "c" {
+            h.answer_history(r.id, &page("c", &[("m9", 9), ("m1", 1)], false));
+        } else {
+            h.answer_history(r.id, &page("o", &[("o1", 1)], false));
+        }
+    }
+    check_promise(&h, "c", &["m9"]);
+}
+
+// ----- 10. Answers that arrive twice, or late ---------------------------------------------
+
+/// The driver's HTTP stack retried a request whose first response was slow, and reports
+/// both answers under the same id; the second one is newer.
+#[test]
+fn the_same_answer_twice_delivers_nothing_twice() {
+    let mut h = live_real(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c");
+    let r = fetch_for(&mut h, "c");
+    h.answer_history(r.id, &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false));
+    h.answer_history(
+        r.id,
+        &page("c", &[("m4", 4), ("m3", 3), ("m2", 2), ("m1", 1)], false),
+    );
+    h.frame(&message_new("c", "m4", 4));
+    check_promise(&h, "c", &["m2", "m3"]);
+    assert_eq!(
+        delivered_ids(&h.log),
+        ["m1", "m2", "m3", "m4"],
+        "each once, in order"
+    );
+}
+
+/// The app leaves and re-enters `c` while its catch-up read is in flight; the old read's
+/// answer arrives after the new subscription's, then the live copy of m4.
+#[test]
+fn a_late_answer_after_unsubscribe_and_resubscribe_delivers_nothing_twice() {
+    let mut h = live_real(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c");
+    let old = fetch_for(&mut h, "c");
+    h.conn.unsubscribe(h.now, "c");
+    h.frame(r#"{"type":"unsubscribed","channel_id":"c"}"#);
+    h.subscribe("c");
+    subscribed(&mut h, "c");
+    let new: Vec<_> = fetches(&h.take());
+    for r in &new {
+        h.answer_history(r.id, &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false));
+    }
+    h.answer_history(old.id, &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false));
+    let now = u32::try_from(h.elapsed().as_secs()).unwrap();
+    h.frame(&message_new("c", "m4", now));
+    check_promise(&h, "c", &["m2", "m3"]);
 }
