@@ -74,10 +74,17 @@ fn check_promise(h: &Harness, ch: &str, record: &[&str]) {
     let delivered = delivered_ids(&h.log);
     let mut seen = std::collections::BTreeSet::new();
     for id in &delivered {
-        assert!(seen.insert(id.clone()), "delivered twice: {id} in {delivered:?}");
+        assert!(
+            seen.insert(id.clone()),
+            "delivered twice: {id} ({} deliveries, {} distinct ids)",
+            delivered.len(),
+            delivered.iter().collect::<std::collections::BTreeSet<_>>().len()
+        );
     }
     let r = resynced(&h.log);
-    eprintln!("[{ch}] delivered {delivered:?} resynced {r:?}");
+    if delivered.len() < 50 {
+        eprintln!("[{ch}] delivered {delivered:?} resynced {r:?}");
+    }
     let last = r.iter().rev().find(|(c, _, _)| c == ch);
     if let Some((_, _, true)) = last {
         let missing: Vec<&&str> = record.iter().filter(|id| !seen.contains(**id)).collect();
@@ -521,4 +528,192 @@ fn a_late_answer_after_unsubscribe_and_resubscribe_delivers_nothing_twice() {
     let now = u32::try_from(h.elapsed().as_secs()).unwrap();
     h.frame(&message_new("c", "m4", now));
     check_promise(&h, "c", &["m2", "m3"]);
+}
+
+fn stamp_ms(ms: i64) -> String {
+    let base = Timestamp::parse("2026-11-25T17:00:00Z").unwrap();
+    Timestamp::from_unix_nanos(base.unix_nanos() + ms * 1_000_000 + 1_000).to_rfc3339()
+}
+
+/// Answers every read of `ch` from `record` (newest first, as `(id, created_at)`): the
+/// newest `limit` items older than the `before` item, `has_more` honest.
+fn serve(h: &mut Harness, ch: &str, record: &[(String, String)], rounds: usize) {
+    for _ in 0..rounds {
+        let reqs: Vec<_> = fetches(&h.take())
+            .into_iter()
+            .filter(|r| r.channel_id == ch)
+            .collect();
+        if reqs.is_empty() {
+            h.advance(2 * S);
+            continue;
+        }
+        for r in reqs {
+            let start = r.before.as_ref().map_or(0, |b| {
+                record.iter().position(|(id, _)| id == b.as_str()).unwrap() + 1
+            });
+            let end = (start + r.limit as usize).min(record.len());
+            let items: Vec<String> = record[start..end]
+                .iter()
+                .map(|(id, at)| msg_at(ch, id, at))
+                .collect();
+            let more = end < record.len();
+            let last = record[start..end].last().map(|m| m.0.as_str());
+            h.answer_history(r.id, &raw_page(&items, more, if more { last } else { None }));
+        }
+    }
+}
+
+// ----- 11. A walk interrupted by a drop ----------------------------------------------------
+
+/// The first catch-up reads page one (m9..m7) and the link drops before page two answers.
+/// The second catch-up walks again from m1. What the first walk fetched must still reach
+/// the app.
+#[test]
+fn a_walk_cut_by_a_drop_after_its_first_page_loses_nothing() {
+    let mut cfg = real_config();
+    cfg.catch_up.page_size = 3;
+    let mut h = Harness::with_config(cfg);
+    h.subscribe("c");
+    h.connect_ready();
+    subscribed(&mut h, "c");
+    h.advance(S);
+    h.frame(&message_new("c", "m1", 1));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c");
+    let r = fetch_for(&mut h, "c");
+    h.answer_history(r.id, &page("c", &[("m9", 9), ("m8", 8), ("m7", 7)], true));
+    let r2 = fetch_for(&mut h, "c");
+    h.drop_link();
+    h.answer_history(r2.id, &page("c", &[("m6", 6), ("m5", 5), ("m4", 4)], true));
+    h.reconnect();
+    subscribed(&mut h, "c");
+    let record: Vec<(String, String)> = (1..=9)
+        .rev()
+        .map(|i| (format!("m{i}"), stamp(i64::from(i))))
+        .collect();
+    serve(&mut h, "c", &record, 10);
+    check_promise(&h, "c", &ids(2..=9).iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+// ----- 12. More than `recent_ids` messages between a late anchor and the gap --------------
+
+/// A 60 s upload U (stamped 17:00:00, broadcast at 17:01:00) in a busy channel: 1100
+/// messages arrived live meanwhile, then U, the anchor. The catch-up walks from the newest
+/// message down to U, over 1100 messages it delivered, more than the 1024 ids it remembers.
+#[test]
+fn a_late_anchor_below_more_than_recent_ids_messages_delivers_nothing_twice() {
+    let mut h = Harness::with_config(real_config());
+    h.subscribe("c");
+    h.connect_ready();
+    subscribed(&mut h, "c");
+    let mut record: Vec<(String, String)> = vec![("U".into(), stamp_ms(0))];
+    for i in 1..=1100_i64 {
+        let at = i * 50; // 20 per second
+        let now_ms = i64::try_from(h.elapsed().as_millis()).unwrap();
+        if at > now_ms {
+            h.advance(Duration::from_millis(u64::try_from(at - now_ms).unwrap()));
+        }
+        let id = format!("b{i}");
+        h.frame(&new_at("c", &id, &stamp_ms(at)));
+        record.push((id, stamp_ms(at)));
+    }
+    h.advance(S);
+    h.frame(&new_at("c", "U", &stamp_ms(0)));
+    h.drop_link();
+    h.reconnect();
+    let now_ms = i64::try_from(h.elapsed().as_millis()).unwrap();
+    record.push(("g".into(), stamp_ms(now_ms - 2000)));
+    record.reverse(); // newest first
+    subscribed(&mut h, "c");
+    serve(&mut h, "c", &record, 60);
+    check_promise(&h, "c", &["g"]);
+}
+
+// ----- 13. A read that is never answered ----------------------------------------------------
+
+/// The driver loses a history request (a bug, a proxy that holds the connection open
+/// forever). Live messages on `c` are held meanwhile. Does the channel freeze?
+#[test]
+fn an_unanswered_read_does_not_freeze_the_channel_forever() {
+    let mut h = live_real(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c");
+    let _lost = fetch_for(&mut h, "c");
+    let now = u32::try_from(h.elapsed().as_secs()).unwrap();
+    h.frame(&message_new("c", "m50", now));
+    for _ in 0..60 {
+        h.advance(10 * S);
+        h.frame(r#"{"type":"pong"}"#);
+        for r in fetches(&h.take()) {
+            h.answer_history(r.id, &page("c", &[("m50", now), ("m1", 1)], false));
+        }
+    }
+    assert!(
+        delivered_ids(&h.log).contains(&"m50".to_string()),
+        "m50 held for 10 minutes: {:?} held={}",
+        resynced(&h.log),
+        h.conn.held()
+    );
+}
+
+// ----- 14. Empty pages that say has_more --------------------------------------------------
+
+/// A server that answers `{"items":[],"has_more":true,"next_cursor":"x"}` forever.
+#[test]
+fn empty_pages_with_has_more_do_not_loop() {
+    let mut h = live_real(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c");
+    let mut n = 0;
+    for _ in 0..200 {
+        let reqs = fetches(&h.take());
+        if reqs.is_empty() {
+            h.advance(5 * S);
+            continue;
+        }
+        for r in reqs {
+            n += 1;
+            h.answer_history(r.id, r#"{"items":[],"has_more":true,"next_cursor":"x"}"#);
+        }
+    }
+    assert!(n < 100, "{n} reads");
+    assert!(!resynced(&h.log).is_empty(), "no resynced after {n} reads");
+    check_promise(&h, "c", &["m2"]);
+}
+
+// ----- 15. Equal created_at across a page boundary ------------------------------------------
+
+/// Three messages inserted by one transaction (a bot's batch, a forward of several
+/// messages) share `NOW()`. The walk's page ends on the first of them; the server resolves
+/// `before=<id>` as `created_at < cursor.created_at` and skips its two siblings.
+#[test]
+fn siblings_with_equal_created_at_across_a_page_boundary() {
+    let mut cfg = real_config();
+    cfg.catch_up.page_size = 2;
+    let mut h = Harness::with_config(cfg);
+    h.subscribe("c");
+    h.connect_ready();
+    subscribed(&mut h, "c");
+    h.advance(S);
+    h.frame(&message_new("c", "m1", 1));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c");
+    let r = fetch_for(&mut h, "c");
+    h.answer_history(
+        r.id,
+        &raw_page(
+            &[msg_at("c", "d", &stamp(6)), msg_at("c", "a", &stamp(5))],
+            true,
+            Some("a"),
+        ),
+    );
+    let r2 = fetch_for(&mut h, "c");
+    // created_at < 17:00:05: b and c (also 17:00:05) are skipped by the server.
+    h.answer_history(r2.id, &raw_page(&[msg_at("c", "m1", &stamp(1))], false, None));
+    h.drain();
+    check_promise(&h, "c", &["a", "b", "c", "d"]);
 }
