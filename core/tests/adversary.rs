@@ -717,3 +717,96 @@ fn siblings_with_equal_created_at_across_a_page_boundary() {
     h.drain();
     check_promise(&h, "c", &["a", "b", "c", "d"]);
 }
+
+// ----- 16. Timestamps in other spellings ------------------------------------------------------
+
+/// The server serializes `created_at` through the database session's time zone (Postgres
+/// `timestamptz` text in `Europe/Helsinki`): the live anchor reads `19:00:40+02:00`, i.e.
+/// 17:00:40Z, and the gap message in history `17:00:50Z`.
+#[test]
+fn an_anchor_stamped_with_a_non_utc_offset() {
+    let mut h = live_real(&["c"], Some(("m1", 1)));
+    h.advance(39 * S);
+    h.frame(&new_at("c", "m40", "2026-11-25T19:00:40.000001+02:00"));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c");
+    let r = fetch_for(&mut h, "c");
+    h.answer_history(
+        r.id,
+        &raw_page(
+            &[
+                msg_at("c", "m50", "2026-11-25T17:00:50.000001Z"),
+                msg_at("c", "m40", "2026-11-25T19:00:40.000001+02:00"),
+                msg_at("c", "m1", &stamp(1)),
+            ],
+            false,
+            None,
+        ),
+    );
+    check_promise(&h, "c", &["m50"]);
+    assert!(delivered_ids(&h.log).contains(&"m50".to_string()));
+}
+
+/// A gap message whose `created_at` the core cannot read: Postgres' own text format
+/// (`2026-11-25 17:00:45.5+00`), passed through by a server that selects `created_at::text`,
+/// a naive time, an empty string, epoch seconds. The core delivers it (good) but last,
+/// after m7, although the newest-first page places it between m7 and m3: out of order.
+#[test]
+fn a_gap_message_with_an_unreadable_created_at_is_not_skipped_silently() {
+    for bad in [
+        "2026-11-25 17:00:45.5+00",
+        "2026-11-25T17:00:45",
+        "",
+        "1764090045",
+    ] {
+        let mut h = live_real(&["c"], Some(("m1", 1)));
+        h.drop_link();
+        h.reconnect();
+        subscribed(&mut h, "c");
+        let r = fetch_for(&mut h, "c");
+        h.answer_history(
+            r.id,
+            &raw_page(
+                &[
+                    msg_at("c", "m7", &stamp(7)),
+                    msg_at("c", "odd", bad),
+                    msg_at("c", "m3", &stamp(3)),
+                    msg_at("c", "m1", &stamp(1)),
+                ],
+                false,
+                None,
+            ),
+        );
+        eprintln!("created_at {bad:?}:");
+        check_promise(&h, "c", &["m3", "odd", "m7"]);
+        // The page itself says where `odd` stands (between m7 and m3): "in order".
+        assert_eq!(delivered_ids(&h.log), ["m1", "m3", "odd", "m7"], "created_at {bad:?}");
+    }
+}
+
+// ----- 17. The cap's edge -------------------------------------------------------------------
+
+/// Exactly `max_messages` (500) missed: all delivered and complete; 501: incomplete, and
+/// nothing of the gap delivered. (Held.)
+#[test]
+fn a_gap_of_exactly_the_cap() {
+    for n in [500_i64, 501] {
+        let mut h = live_real(&["c"], Some(("m0", 1)));
+        h.drop_link();
+        h.reconnect();
+        let now_ms = i64::try_from(h.elapsed().as_millis()).unwrap();
+        let mut record: Vec<(String, String)> = vec![("m0".into(), stamp(1))];
+        for i in 1..=n {
+            record.push((format!("g{i}"), stamp_ms(1000 + i * (now_ms - 2000) / n)));
+        }
+        record.reverse();
+        subscribed(&mut h, "c");
+        serve(&mut h, "c", &record, 30);
+        let want: Vec<String> = (1..=n).map(|i| format!("g{i}")).collect();
+        check_promise(&h, "c", &want.iter().map(String::as_str).collect::<Vec<_>>());
+        let r = resynced(&h.log);
+        assert_eq!(r.len(), 1, "n={n}");
+        assert_eq!(r[0].2, n == 500, "n={n}: {r:?}");
+    }
+}
