@@ -78,7 +78,10 @@ fn check_promise(h: &Harness, ch: &str, record: &[&str]) {
             seen.insert(id.clone()),
             "delivered twice: {id} ({} deliveries, {} distinct ids)",
             delivered.len(),
-            delivered.iter().collect::<std::collections::BTreeSet<_>>().len()
+            delivered
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
         );
     }
     let r = resynced(&h.log);
@@ -138,6 +141,9 @@ fn ids(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
 /// at 17:00:40; the link dropped at 17:00:42, so X's broadcast was missed. The history page
 /// the catch-up reads holds X, a message the core never delivered, but it is 35 s older
 /// than the anchor, past the 10 s late margin.
+///
+/// Core (FAILS): `resynced { recovered: 0, complete: true }`, X never delivered, although X
+/// is on the very page it read and is not among the ids it delivered since subscribing.
 #[test]
 fn a_transaction_longer_than_the_margin_is_on_the_page_but_not_delivered() {
     let mut h = live_real(&["c"], Some(("m1", 1)));
@@ -148,10 +154,7 @@ fn a_transaction_longer_than_the_margin_is_on_the_page_but_not_delivered() {
     h.reconnect(); // X committed and broadcast at 45, while the link was down
     subscribed(&mut h, "c");
     let r = fetch_for(&mut h, "c");
-    h.answer_history(
-        r.id,
-        &page("c", &[("m40", 40), ("X", 5), ("m1", 1)], false),
-    );
+    h.answer_history(r.id, &page("c", &[("m40", 40), ("X", 5), ("m1", 1)], false));
     h.drain();
     check_promise(&h, "c", &["X"]);
 }
@@ -162,6 +165,9 @@ fn a_transaction_longer_than_the_margin_is_on_the_page_but_not_delivered() {
 /// meanwhile. A server that resolves the cursor with
 /// `created_at < (SELECT created_at FROM messages WHERE id = $1)` finds no row, compares
 /// with NULL and answers an empty page with `has_more: false`. m2..m5 were never read.
+///
+/// Core (FAILS): trusts `has_more: false`, delivers m6..m8 and says `complete: true`
+/// without ever reaching the anchor m1 or anything older than it.
 #[test]
 fn a_cursor_deleted_mid_walk_yields_an_empty_last_page() {
     let mut cfg = real_config();
@@ -176,10 +182,7 @@ fn a_cursor_deleted_mid_walk_yields_an_empty_last_page() {
     h.reconnect(); // m2..m8 posted at 2..8 while down (reconnect waits >= 10 s)
     subscribed(&mut h, "c");
     let r = fetch_for(&mut h, "c");
-    h.answer_history(
-        r.id,
-        &page("c", &[("m8", 8), ("m7", 7), ("m6", 6)], true),
-    );
+    h.answer_history(r.id, &page("c", &[("m8", 8), ("m7", 7), ("m6", 6)], true));
     let r2 = fetch_for(&mut h, "c");
     assert_eq!(r2.before.as_ref().map(|b| b.as_str()), Some("m6"));
     h.answer_history(r2.id, r#"{"items":[],"has_more":false}"#);
@@ -219,13 +222,14 @@ fn a_server_that_ignores_before_neither_loops_nor_completes() {
         n += 1;
         assert!(n < 1000, "the walk loops on a server that ignores before");
         for r in reqs {
-            h.answer_history(
-                r.id,
-                &page("c", &[("m9", 9), ("m8", 8), ("m7", 7)], true),
-            );
+            h.answer_history(r.id, &page("c", &[("m9", 9), ("m8", 8), ("m7", 7)], true));
         }
     }
-    check_promise(&h, "c", &ids(2..=9).iter().map(String::as_str).collect::<Vec<_>>());
+    check_promise(
+        &h,
+        "c",
+        &ids(2..=9).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
 }
 
 // ----- 4. A lying has_more: false --------------------------------------------------------
@@ -233,6 +237,8 @@ fn a_server_that_ignores_before_neither_loops_nor_completes() {
 /// The envelope says `has_more: false` after the first page although m2..m5 exist (a
 /// server computing `has_more` from a filtered count, a load balancer's stale replica).
 /// Nothing on the page reaches the anchor m1 or anything older.
+///
+/// Core (FAILS): `resynced { recovered: 3, complete: true }`, m2..m5 missing.
 #[test]
 fn has_more_false_that_lies_does_not_complete() {
     let mut cfg = real_config();
@@ -247,12 +253,13 @@ fn has_more_false_that_lies_does_not_complete() {
     h.reconnect();
     subscribed(&mut h, "c");
     let r = fetch_for(&mut h, "c");
-    h.answer_history(
-        r.id,
-        &page("c", &[("m8", 8), ("m7", 7), ("m6", 6)], false),
-    );
+    h.answer_history(r.id, &page("c", &[("m8", 8), ("m7", 7), ("m6", 6)], false));
     h.drain();
-    check_promise(&h, "c", &ids(2..=8).iter().map(String::as_str).collect::<Vec<_>>());
+    check_promise(
+        &h,
+        "c",
+        &ids(2..=8).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
 }
 
 // ----- 5. A bare-array server that clamps `limit` ---------------------------------------
@@ -260,6 +267,8 @@ fn has_more_false_that_lies_does_not_complete() {
 /// An older server answers bare arrays and clamps `limit` to 5 (its own max). The core
 /// asked for 50, got 5, and a bare array gives no `has_more`: "fewer than asked" looks like
 /// the end of the channel.
+///
+/// Core (FAILS): no second read; delivers m5..m9 and says `complete: true`, m2..m4 missing.
 #[test]
 fn a_bare_array_server_clamping_limit_does_not_complete() {
     let mut h = live_real(&["c"], Some(("m1", 1)));
@@ -268,7 +277,10 @@ fn a_bare_array_server_clamping_limit_does_not_complete() {
     subscribed(&mut h, "c");
     let r = fetch_for(&mut h, "c");
     assert_eq!(r.limit, 50);
-    let items: Vec<String> = (5..=9).rev().map(|i| message("c", &format!("m{i}"), i)).collect();
+    let items: Vec<String> = (5..=9)
+        .rev()
+        .map(|i| message("c", &format!("m{i}"), i))
+        .collect();
     h.answer_history(r.id, &format!("[{}]", items.join(",")));
     // any further page asked for gets the next 5 (before honoured)
     for _ in 0..5 {
@@ -282,21 +294,28 @@ fn a_bare_array_server_clamping_limit_does_not_complete() {
             h.answer_history(q.id, &format!("[{}]", items.join(",")));
         }
     }
-    check_promise(&h, "c", &ids(2..=9).iter().map(String::as_str).collect::<Vec<_>>());
+    check_promise(
+        &h,
+        "c",
+        &ids(2..=9).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
 }
 
 // ----- 6. The database clock steps back during the gap ----------------------------------
 
 fn stamp(sec: i64) -> String {
     let base = Timestamp::parse("2026-11-25T17:00:00Z").unwrap();
-    Timestamp::from_unix_nanos(base.unix_nanos() + sec * 1_000_000_000 + 1_000)
-        .to_rfc3339()
+    Timestamp::from_unix_nanos(base.unix_nanos() + sec * 1_000_000_000 + 1_000).to_rfc3339()
 }
 
 /// The database host's clock ran 60 s fast; m100 was stamped by it and delivered live.
 /// During the drop NTP steps the clock back (chrony `makestep`, a VM migrated to a host
 /// with a good clock): g, posted at 17:01:45 real time, is stamped 17:00:45. Newest-first
 /// by `created_at`, history puts g below the anchor, 55 s past the late margin.
+///
+/// Core (FAILS): `complete: true`, g never delivered. From history alone this is hard to
+/// tell from a message older than the anchor; but g is on the page and the core never
+/// delivered it.
 #[test]
 fn a_database_clock_stepped_back_during_the_gap_hides_new_messages_below_the_anchor() {
     let mut h = live_real(&["c"], Some(("m1", 1)));
@@ -324,6 +343,8 @@ fn a_database_clock_stepped_back_during_the_gap_hides_new_messages_below_the_anc
 /// As above, and a message posted during the catch-up arrives live (held), stamped by the
 /// stepped-back clock 50 s older than the anchor: the core has in hand a sample proving the
 /// message clock moved back, and still trusts the old anchor's timestamp.
+///
+/// Core (FAILS): delivers the held live message and says `complete: true`; g is missing.
 #[test]
 fn a_stepped_back_clock_is_visible_in_a_held_live_message_yet_ignored() {
     let mut h = live_real(&["c"], Some(("m1", 1)));
@@ -439,7 +460,12 @@ fn a_proxy_503_with_its_own_date_does_not_move_a_quiet_channels_bound() {
             }
             h.advance(3 * S);
         }
-        assert_eq!(resynced(&h.log).len(), 2, "skew {skew}: {:?}", resynced(&h.log));
+        assert_eq!(
+            resynced(&h.log).len(),
+            2,
+            "skew {skew}: {:?}",
+            resynced(&h.log)
+        );
         check_promise(&h, "c", &["m8"]);
     }
 }
@@ -524,7 +550,10 @@ fn a_late_answer_after_unsubscribe_and_resubscribe_delivers_nothing_twice() {
     for r in &new {
         h.answer_history(r.id, &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false));
     }
-    h.answer_history(old.id, &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false));
+    h.answer_history(
+        old.id,
+        &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], false),
+    );
     let now = u32::try_from(h.elapsed().as_secs()).unwrap();
     h.frame(&message_new("c", "m4", now));
     check_promise(&h, "c", &["m2", "m3"]);
@@ -558,7 +587,10 @@ fn serve(h: &mut Harness, ch: &str, record: &[(String, String)], rounds: usize) 
                 .collect();
             let more = end < record.len();
             let last = record[start..end].last().map(|m| m.0.as_str());
-            h.answer_history(r.id, &raw_page(&items, more, if more { last } else { None }));
+            h.answer_history(
+                r.id,
+                &raw_page(&items, more, if more { last } else { None }),
+            );
         }
     }
 }
@@ -593,7 +625,11 @@ fn a_walk_cut_by_a_drop_after_its_first_page_loses_nothing() {
         .map(|i| (format!("m{i}"), stamp(i64::from(i))))
         .collect();
     serve(&mut h, "c", &record, 10);
-    check_promise(&h, "c", &ids(2..=9).iter().map(String::as_str).collect::<Vec<_>>());
+    check_promise(
+        &h,
+        "c",
+        &ids(2..=9).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
 }
 
 // ----- 12. More than `recent_ids` messages between a late anchor and the gap --------------
@@ -601,6 +637,10 @@ fn a_walk_cut_by_a_drop_after_its_first_page_loses_nothing() {
 /// A 60 s upload U (stamped 17:00:00, broadcast at 17:01:00) in a busy channel: 1100
 /// messages arrived live meanwhile, then U, the anchor. The catch-up walks from the newest
 /// message down to U, over 1100 messages it delivered, more than the 1024 ids it remembers.
+///
+/// Core (FAILS): re-delivers b1..b77 (the ids that fell out of its 1024-id memory) as
+/// recovered messages: 77 messages delivered twice. The cap (500) does not trip: it counts
+/// only what is new to the core.
 #[test]
 fn a_late_anchor_below_more_than_recent_ids_messages_delivers_nothing_twice() {
     let mut h = Harness::with_config(real_config());
@@ -634,6 +674,10 @@ fn a_late_anchor_below_more_than_recent_ids_messages_delivers_nothing_twice() {
 
 /// The driver loses a history request (a bug, a proxy that holds the connection open
 /// forever). Live messages on `c` are held meanwhile. Does the channel freeze?
+///
+/// Core (FAILS): after 10 minutes, no retry, no `resynced`, m50 still held (`held() == 1`):
+/// `request_timeout` frees the in-flight slot but the walk waits on the lost answer forever.
+/// Depends on a driver that loses an answer (the tokio driver times out at 30 s).
 #[test]
 fn an_unanswered_read_does_not_freeze_the_channel_forever() {
     let mut h = live_real(&["c"], Some(("m1", 1)));
@@ -689,6 +733,9 @@ fn empty_pages_with_has_more_do_not_loop() {
 /// Three messages inserted by one transaction (a bot's batch, a forward of several
 /// messages) share `NOW()`. The walk's page ends on the first of them; the server resolves
 /// `before=<id>` as `created_at < cursor.created_at` and skips its two siblings.
+///
+/// Core (FAILS): `complete: true`, b and c missing. Needs a server with a strict
+/// `created_at <` cursor and equal stamps; the core cannot see the skipped rows.
 #[test]
 fn siblings_with_equal_created_at_across_a_page_boundary() {
     let mut cfg = real_config();
@@ -713,7 +760,10 @@ fn siblings_with_equal_created_at_across_a_page_boundary() {
     );
     let r2 = fetch_for(&mut h, "c");
     // created_at < 17:00:05: b and c (also 17:00:05) are skipped by the server.
-    h.answer_history(r2.id, &raw_page(&[msg_at("c", "m1", &stamp(1))], false, None));
+    h.answer_history(
+        r2.id,
+        &raw_page(&[msg_at("c", "m1", &stamp(1))], false, None),
+    );
     h.drain();
     check_promise(&h, "c", &["a", "b", "c", "d"]);
 }
@@ -781,7 +831,11 @@ fn a_gap_message_with_an_unreadable_created_at_is_not_skipped_silently() {
         eprintln!("created_at {bad:?}:");
         check_promise(&h, "c", &["m3", "odd", "m7"]);
         // The page itself says where `odd` stands (between m7 and m3): "in order".
-        assert_eq!(delivered_ids(&h.log), ["m1", "m3", "odd", "m7"], "created_at {bad:?}");
+        assert_eq!(
+            delivered_ids(&h.log),
+            ["m1", "m3", "odd", "m7"],
+            "created_at {bad:?}"
+        );
     }
 }
 
@@ -804,9 +858,44 @@ fn a_gap_of_exactly_the_cap() {
         subscribed(&mut h, "c");
         serve(&mut h, "c", &record, 30);
         let want: Vec<String> = (1..=n).map(|i| format!("g{i}")).collect();
-        check_promise(&h, "c", &want.iter().map(String::as_str).collect::<Vec<_>>());
+        check_promise(
+            &h,
+            "c",
+            &want.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
         let r = resynced(&h.log);
         assert_eq!(r.len(), 1, "n={n}");
         assert_eq!(r[0].2, n == 500, "n={n}: {r:?}");
     }
+}
+
+// ----- 18. A server that never acknowledges `subscribe` ---------------------------------------
+
+/// After the reconnect, `subscribed` for `c` never comes (an older server that does not ack,
+/// a frame lost in a proxy), but the server does broadcast on `c`. Live messages arriving
+/// before `subscribed` are held; are they held forever, silently?
+///
+/// Core (FAILS): after 10 minutes m50 is still held, no read, no `resynced`. On the first
+/// connect the same server works (live messages pass without `subscribed`); only after a
+/// reconnect does the channel go silent, which is defect 1.1's symptom again.
+#[test]
+fn a_subscribe_never_acknowledged_does_not_freeze_the_channel_forever() {
+    let mut h = live_real(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.take();
+    let now = u32::try_from(h.elapsed().as_secs()).unwrap();
+    h.frame(&message_new("c", "m50", now));
+    for _ in 0..60 {
+        h.advance(10 * S);
+        h.frame(r#"{"type":"pong"}"#);
+        for r in fetches(&h.take()) {
+            h.answer_history(r.id, &page("c", &[("m50", now), ("m1", 1)], false));
+        }
+    }
+    assert!(
+        delivered_ids(&h.log).contains(&"m50".to_string()) || !resynced(&h.log).is_empty(),
+        "m50 held for 10 minutes with no word to the app: held={}",
+        h.conn.held()
+    );
 }
