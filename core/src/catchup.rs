@@ -147,8 +147,9 @@ enum Failure {
 enum Req {
     /// Waiting for the pacer.
     Queued,
-    /// Sent as this request id.
-    InFlight(u64),
+    /// Sent as this request id; counted as failed if not answered by `until` (an answer the
+    /// driver lost must not hold the channel's live events forever).
+    InFlight { id: u64, until: Instant },
     /// Failed; in line again from this instant.
     RetryAt(Instant),
 }
@@ -164,6 +165,13 @@ struct Walk {
     /// The anchor was met (or a message older than it): what is left to read is the late
     /// margin below it.
     passed: bool,
+    /// A page said history ends there, before the anchor was passed: the next read (one more
+    /// page further) confirms it. A server's `has_more` can lie (Kaiku computes it after
+    /// filtering out blocked authors), and an older server can return fewer than `limit`.
+    end_seen: bool,
+    /// The ids of the last page that held any, oldest last: where to read on from when a
+    /// cursor leads nowhere (deleted since it was handed out).
+    last_page: Vec<Text>,
     /// Live events about the channel, held until the gap is delivered.
     held: Vec<ServerEvent>,
 }
@@ -177,6 +185,8 @@ impl Walk {
             gap: Vec::new(),
             gap_ids: BTreeSet::new(),
             passed: false,
+            end_seen: false,
+            last_page: Vec::new(),
             held,
         }
     }
@@ -186,7 +196,7 @@ impl Walk {
         match self.req {
             Req::Queued => true,
             Req::RetryAt(at) => at <= now,
-            Req::InFlight(_) => false,
+            Req::InFlight { .. } => false,
         }
     }
 }
@@ -257,12 +267,20 @@ impl Channel {
     }
 }
 
-/// De-duplication memory: the last N delivered ids.
+/// De-duplication memory: the last N delivered ids, with their creation times.
+///
+/// It also knows what it has forgotten: the newest `created_at` among the ids it let go.
+/// Whatever is stamped after that and is not remembered was never delivered (the memory
+/// forgets in delivery order, so a message delivered earlier would have been forgotten
+/// first); an unremembered message stamped before it may have been, and is *in doubt*.
 #[derive(Clone, Debug, Default)]
 struct RecentIds {
-    order: VecDeque<Text>,
+    order: VecDeque<(Text, Option<Timestamp>)>,
     set: BTreeSet<Text>,
     cap: usize,
+    /// Something was forgotten: the newest `created_at` among the forgotten (`None` inside:
+    /// one of them had no time, so nothing can be placed after it).
+    forgotten: Option<Option<Timestamp>>,
 }
 
 impl RecentIds {
@@ -277,17 +295,37 @@ impl RecentIds {
         self.set.contains(id)
     }
 
-    /// Remembers `id`; returns the copy kept (shared, so the caller can keep it too without
-    /// another allocation).
-    fn insert(&mut self, id: Text) -> Text {
+    /// Whether a message stamped `at` that is not remembered may still have been delivered
+    /// (and forgotten since).
+    fn is_in_doubt(&self, id: &Text, at: Option<Timestamp>) -> bool {
+        match self.forgotten {
+            None => false,
+            Some(newest) => {
+                !self.set.contains(id)
+                    && match (newest, at) {
+                        (Some(newest), Some(at)) => at <= newest,
+                        _ => true,
+                    }
+            }
+        }
+    }
+
+    /// Remembers `id`, stamped `at`; returns the copy kept (shared, so the caller can keep
+    /// it too without another allocation).
+    fn insert(&mut self, id: Text, at: Option<Timestamp>) -> Text {
         // Kept long: a copy, not a slice pinning the frame or page it came from.
         let id = id.detached();
         if self.set.insert(id.clone()) {
-            self.order.push_back(id.clone());
+            self.order.push_back((id.clone(), at));
             if self.order.len() > self.cap
-                && let Some(old) = self.order.pop_front()
+                && let Some((old, old_at)) = self.order.pop_front()
             {
                 self.set.remove(&old);
+                self.forgotten = Some(match (self.forgotten, old_at) {
+                    (None, at) => at,
+                    (Some(Some(a)), Some(b)) => Some(a.max(b)),
+                    (Some(_), _) => None,
+                });
             }
         }
         id
@@ -312,6 +350,8 @@ pub(crate) struct CatchUp {
     /// then only frees its pacing slot).
     requests: BTreeMap<u64, Text>,
     pacer: Pacer,
+    /// How long a read may go unanswered before it counts as failed.
+    read_timeout: Duration,
     /// The `Date` clock, for the budget's resets.
     clock: ServerClock,
     /// The clock of `created_at`, for the time bounds of walks.
@@ -333,6 +373,7 @@ impl CatchUp {
         Self {
             untracked: RecentIds::new(config.recent_ids),
             clock_margin: pacing.clock_margin,
+            read_timeout: pacing.request_timeout,
             pacer: Pacer::new(pacing),
             clock: ServerClock::default(),
             messages: MessageClock::default(),
@@ -386,8 +427,8 @@ impl CatchUp {
         self.requests.retain(|_, ch| ch != channel);
         // What it delivered stays known: the server may still send (or repeat) its messages.
         if let Some(c) = self.channels.remove(channel) {
-            for id in c.recent.order {
-                self.untracked.insert(id);
+            for (id, at) in c.recent.order {
+                self.untracked.insert(id, at);
             }
         }
     }
@@ -531,7 +572,8 @@ impl CatchUp {
                     self.duplicates += 1;
                     return;
                 }
-                self.untracked.insert(message.id.clone());
+                self.untracked
+                    .insert(message.id.clone(), message.created_at);
             }
             self.out.push_back(CatchUpOutput::Deliver(event));
             return;
@@ -596,7 +638,7 @@ impl CatchUp {
         }
         // Whatever its timestamp says: a message that arrived is proof that the server's
         // history holds it, where a timestamp is only a reading of a clock (D68).
-        let id = c.recent.insert(message.id.clone());
+        let id = c.recent.insert(message.id.clone(), message.created_at);
         c.anchor = Some(Anchor {
             id,
             created_at: message.created_at,
@@ -678,7 +720,7 @@ impl CatchUp {
         let awaited = self.requests.remove(&id).filter(|ch| {
             matches!(
                 self.channels.get(ch).map(|c| &c.phase),
-                Some(Phase::CatchingUp(w)) if w.req == Req::InFlight(id)
+                Some(Phase::CatchingUp(w)) if matches!(w.req, Req::InFlight { id: sent, .. } if sent == id)
             )
         });
         let Some(channel) = awaited else {
@@ -780,12 +822,32 @@ impl CatchUp {
         }
     }
 
+    /// The oldest `created_at` of a message that, if this channel never delivered it, was
+    /// missed: what became visible after its subscription or its last reload (less the
+    /// margins). `None` when neither can be placed on the message clock, or below an anchor
+    /// the app gave that cannot.
+    fn owed_from(&self, c: &Channel) -> Option<Timestamp> {
+        let subscribed = c
+            .since
+            .and_then(|at| self.messages.lower_bound(at))
+            .map(|t| earlier(t, self.clock_margin + self.config.late_margin));
+        if c.anchor.as_ref().is_some_and(|a| a.given) && subscribed.is_none() {
+            return None;
+        }
+        let reloaded = c.reloaded.map(|r| earlier(r, self.config.late_margin));
+        match (subscribed, reloaded) {
+            (Some(s), Some(r)) => Some(s.max(r)),
+            (s, r) => s.or(r),
+        }
+    }
+
     fn on_page(&mut self, now: Instant, channel: &Text, page: HistoryPage) {
         let (limit, max) = (self.config.page_size, self.config.max_messages);
         let Some(c) = self.channels.get(channel) else {
             return;
         };
-        let floor = self.floor(c);
+        let mut floor = self.floor(c);
+        let owed_from = self.owed_from(c);
         let placed = c
             .since
             .and_then(|at| self.messages.lower_bound(at))
@@ -799,7 +861,6 @@ impl CatchUp {
         let anchor = c.anchor.clone();
         // With no message anchor the walk is bounded by time alone, and with no reading of
         // the message clock it cannot be: nothing proves which messages the app lacks.
-        let mut floor = floor;
         if anchor.is_none() {
             walk.passed = true;
             if floor.is_none() && !page.items.is_empty() {
@@ -810,8 +871,12 @@ impl CatchUp {
                 return;
             }
         }
-        let mut below = false;
-        for item in &page.items {
+        let gap_before = walk.gap.len();
+        // Where the page goes below the floor, if it does.
+        let mut below: Option<usize> = None;
+        // A message the de-duplication memory may have forgotten delivering.
+        let mut in_doubt = false;
+        for (pos, item) in page.items.iter().enumerate() {
             let h = item.head();
             if !walk.passed
                 && let Some(a) = &anchor
@@ -834,7 +899,7 @@ impl CatchUp {
                     }
                     if self.config.late_margin.is_zero() {
                         // Nothing can become visible late: the anchor is the end.
-                        below = true;
+                        below = Some(pos + 1);
                         break;
                     }
                     continue;
@@ -852,36 +917,103 @@ impl CatchUp {
                 if let (Some(f), Some(created)) = (floor, h.created_at)
                     && created < f
                 {
-                    below = true;
+                    below = Some(pos);
                     break;
                 }
                 if anchor.as_ref().is_some_and(|a| a.created_at.is_none()) && floor.is_none() {
                     // Past an anchor with no time and no clock: nothing to read below it.
-                    below = true;
+                    below = Some(pos);
                     break;
                 }
             }
             if c.recent.contains(&h.id)
                 || c.in_reload.contains(&h.id)
                 || self.untracked.contains(&h.id)
-                || !walk.gap_ids.insert(h.id.clone())
             {
                 continue;
             }
-            walk.gap.push(item.clone());
+            if c.recent.is_in_doubt(&h.id, h.created_at) {
+                in_doubt = true;
+                break;
+            }
+            if walk.gap_ids.insert(h.id.clone()) {
+                walk.gap.push(item.clone());
+            }
         }
+        if in_doubt {
+            // Delivering it could deliver it twice, and leaving it out could lose it.
+            self.finish(now, channel, false);
+            return;
+        }
+        if let Some(rest) = below {
+            // The rest of the page was read anyway. Ids over clocks: a message on it that this
+            // channel never delivered, sitting above one it did deliver, or stamped after the
+            // subscription, was missed however old its stamp looks (a transaction longer than
+            // the late margin, a database clock stepped back).
+            let rest = page.items.get(rest..).unwrap_or_default();
+            let lowest_delivered = rest.iter().rposition(|i| c.recent.contains(&i.head().id));
+            for (k, item) in rest.iter().enumerate() {
+                let h = item.head();
+                if c.recent.contains(&h.id)
+                    || c.in_reload.contains(&h.id)
+                    || self.untracked.contains(&h.id)
+                    || c.recent.is_in_doubt(&h.id, h.created_at)
+                {
+                    continue;
+                }
+                let above_delivered = lowest_delivered.is_some_and(|l| k < l);
+                let since_subscribed =
+                    matches!((owed_from, h.created_at), (Some(f), Some(t)) if t >= f);
+                if (above_delivered || since_subscribed) && walk.gap_ids.insert(h.id.clone()) {
+                    walk.gap.push(item.clone());
+                }
+            }
+        }
+        if walk.gap.len() > gap_before {
+            // The history went on after all.
+            walk.end_seen = false;
+        }
+        let met = walk.passed && anchor.is_some();
         let cursor = page.cursor();
         let progressed = cursor.is_some() && cursor != walk.before;
+        if !page.items.is_empty() {
+            walk.last_page = page.items.iter().map(|i| i.head().id.clone()).collect();
+        }
         if walk.gap.len() > max {
             self.finish(now, channel, false);
-        } else if below {
+        } else if below.is_some() {
             self.finish(now, channel, true);
-        } else if !page.has_more_given(limit) {
+        } else if !page.has_more_given(limit) && (met || walk.end_seen) {
             // The start of history. Exact when the walk passed its anchor, or knew where to
-            // stop by time (the anchor was deleted and was the oldest). An anchor known only
-            // by id (from the app) that is gone leaves no way to tell what the app has.
+            // stop by time (the anchor was deleted and was the oldest; or none, and nothing
+            // was older than the subscription). An anchor known only by id (from the app)
+            // that is gone leaves no way to tell what the app has.
             let complete = walk.passed || anchor.as_ref().is_some_and(|a| a.created_at.is_some());
             self.finish(now, channel, complete);
+        } else if !page.has_more_given(limit) {
+            // The history claims to end before the anchor: read one page further to be sure,
+            // from this page's oldest message, or, after a page of nothing (its cursor was
+            // deleted), from the message above that cursor.
+            let from = match page.items.last() {
+                Some(oldest) => Some(oldest.head().id.clone()),
+                None => walk.before.as_ref().and_then(|b| {
+                    let at = walk.last_page.iter().position(|id| id == b)?;
+                    walk.last_page.get(at.checked_sub(1)?).cloned()
+                }),
+            };
+            match from {
+                Some(from) => {
+                    walk.end_seen = true;
+                    walk.before = Some(from);
+                    walk.failures = 0;
+                    walk.req = Req::Queued;
+                }
+                None => {
+                    let complete =
+                        walk.passed || anchor.as_ref().is_some_and(|a| a.created_at.is_some());
+                    self.finish(now, channel, complete && page.items.is_empty());
+                }
+            }
         } else if let (true, Some(cursor)) = (progressed, cursor) {
             walk.before = Some(cursor);
             walk.failures = 0;
@@ -904,7 +1036,7 @@ impl CatchUp {
             return;
         };
         let Walk { gap, held, req, .. } = *walk;
-        if let Req::InFlight(id) = req {
+        if let Req::InFlight { id, .. } = req {
             // Its answer, if it still comes, only frees the pacing slot.
             self.requests.remove(&id);
         }
@@ -917,21 +1049,28 @@ impl CatchUp {
         // Messages go out in creation order: the gap (as held live events where they came
         // live, else synthesized from history), merged with held live messages the history
         // did not have (posted after the page was read, or deleted since).
-        let mut messages: Vec<ServerEvent> = Vec::new();
+        // Each with its sort key: its creation time; a gap message without one (a timestamp
+        // that does not parse) keeps its place in history, after the older message before it.
+        let mut messages: Vec<(i64, ServerEvent)> = Vec::new();
+        let mut key = i64::MIN;
         if complete {
             for item in gap.iter().rev() {
+                key = item.head().created_at.map_or(key, Timestamp::unix_nanos);
                 let live = held_messages.iter_mut().find(|h| {
                     h.as_ref().is_some_and(|e| {
                         matches!(e.kind(), ServerEventKind::MessageNew { message, .. } if message.id == item.head().id)
                     })
                 });
-                messages.push(match live.and_then(Option::take) {
-                    Some(e) => e,
-                    None => {
-                        recovered += 1;
-                        ServerEvent::synthesize_message_new(channel, item)
-                    }
-                });
+                messages.push((
+                    key,
+                    match live.and_then(Option::take) {
+                        Some(e) => e,
+                        None => {
+                            recovered += 1;
+                            ServerEvent::synthesize_message_new(channel, item)
+                        }
+                    },
+                ));
             }
         } else {
             if let Some(newest) = gap.first() {
@@ -952,22 +1091,26 @@ impl CatchUp {
             .flatten()
             .max();
         }
-        messages.extend(held_messages.into_iter().flatten());
-        // A stable sort: events without a creation time keep their arrival order, last.
-        messages.sort_by_key(|e| match e.kind() {
-            ServerEventKind::MessageNew { message, .. } => {
-                message.created_at.map_or(i64::MAX, |t| t.unix_nanos())
-            }
-            _ => i64::MAX,
-        });
-        for e in messages.into_iter().chain(held_other) {
+        // Held live messages without a creation time keep their arrival order, last.
+        messages.extend(held_messages.into_iter().flatten().map(|e| {
+            let key = match e.kind() {
+                ServerEventKind::MessageNew { message, .. } => {
+                    message.created_at.map_or(i64::MAX, Timestamp::unix_nanos)
+                }
+                _ => i64::MAX,
+            };
+            (key, e)
+        }));
+        messages.sort_by_key(|(key, _)| *key);
+        for e in messages.into_iter().map(|(_, e)| e).chain(held_other) {
             Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
         }
         if !complete {
             // What the walk read is in the app's reload: never delivered as missed by a later
             // walk, whose late margin may reach below the reload.
             for item in &gap {
-                c.in_reload.insert(item.head().id.clone());
+                c.in_reload
+                    .insert(item.head().id.clone(), item.head().created_at);
             }
         }
         self.out.push_back(CatchUpOutput::Resynced {
@@ -985,6 +1128,22 @@ impl CatchUp {
     /// Issues waiting walks' next pages, the focused and earliest subscribed first, while
     /// the pacer allows.
     fn issue_due(&mut self, now: Instant) {
+        // A read never answered (its answer lost on the way) failed.
+        let lost: Vec<(Text, u64)> = self
+            .channels
+            .iter()
+            .filter_map(|(ch, c)| match &c.phase {
+                Phase::CatchingUp(w) => match w.req {
+                    Req::InFlight { id, until } if until <= now => Some((ch.clone(), id)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        for (channel, id) in lost {
+            self.requests.remove(&id);
+            self.on_failure(now, &channel, Failure::Retry);
+        }
         // A retry whose time has come waits in line like any other read from now on.
         for c in self.channels.values_mut() {
             if let Phase::CatchingUp(w) = &mut c.phase
@@ -1015,7 +1174,10 @@ impl CatchUp {
             else {
                 continue;
             };
-            walk.req = Req::InFlight(id);
+            walk.req = Req::InFlight {
+                id,
+                until: now + self.read_timeout,
+            };
             self.requests.insert(id, channel.clone());
             self.out.push_back(CatchUpOutput::Fetch(HistoryRequest {
                 id,
@@ -1058,7 +1220,7 @@ impl CatchUp {
                         waiting = true;
                         None
                     }
-                    Req::InFlight(_) => None,
+                    Req::InFlight { until, .. } => Some(until),
                 },
                 _ => None,
             })

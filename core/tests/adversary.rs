@@ -2,8 +2,10 @@
 //! but real-world server and network try to make the core say `resynced { complete: true }`
 //! while a message the server's own record holds was never delivered, or deliver one twice.
 //!
-//! Tests that currently FAIL are attacks that succeeded; each says the scenario, the
-//! real-world cause, and what the core did.
+//! Written by a tester who had read only DESIGN.md and the public API (issue 18). Eleven
+//! attacks succeeded against the core of the time; each test says the scenario, the
+//! real-world cause, and what that core did. D73 fixed nine of them; the two `#[ignore]`d
+//! ones are a known limit and issue 21's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -85,9 +87,6 @@ fn check_promise(h: &Harness, ch: &str, record: &[&str]) {
         );
     }
     let r = resynced(&h.log);
-    if delivered.len() < 50 {
-        eprintln!("[{ch}] delivered {delivered:?} resynced {r:?}");
-    }
     let last = r.iter().rev().find(|(c, _, _)| c == ch);
     if let Some((_, _, true)) = last {
         let missing: Vec<&&str> = record.iter().filter(|id| !seen.contains(**id)).collect();
@@ -142,7 +141,7 @@ fn ids(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
 /// the catch-up reads holds X, a message the core never delivered, but it is 35 s older
 /// than the anchor, past the 10 s late margin.
 ///
-/// Core (FAILS): `resynced { recovered: 0, complete: true }`, X never delivered, although X
+/// Before D73 the core failed this: `resynced { recovered: 0, complete: true }`, X never delivered, although X
 /// is on the very page it read and is not among the ids it delivered since subscribing.
 #[test]
 fn a_transaction_longer_than_the_margin_is_on_the_page_but_not_delivered() {
@@ -166,7 +165,7 @@ fn a_transaction_longer_than_the_margin_is_on_the_page_but_not_delivered() {
 /// `created_at < (SELECT created_at FROM messages WHERE id = $1)` finds no row, compares
 /// with NULL and answers an empty page with `has_more: false`. m2..m5 were never read.
 ///
-/// Core (FAILS): trusts `has_more: false`, delivers m6..m8 and says `complete: true`
+/// Before D73 the core failed this: trusts `has_more: false`, delivers m6..m8 and says `complete: true`
 /// without ever reaching the anchor m1 or anything older than it.
 #[test]
 fn a_cursor_deleted_mid_walk_yields_an_empty_last_page() {
@@ -238,7 +237,7 @@ fn a_server_that_ignores_before_neither_loops_nor_completes() {
 /// server computing `has_more` from a filtered count, a load balancer's stale replica).
 /// Nothing on the page reaches the anchor m1 or anything older.
 ///
-/// Core (FAILS): `resynced { recovered: 3, complete: true }`, m2..m5 missing.
+/// Before D73 the core failed this: `resynced { recovered: 3, complete: true }`, m2..m5 missing.
 #[test]
 fn has_more_false_that_lies_does_not_complete() {
     let mut cfg = real_config();
@@ -268,7 +267,7 @@ fn has_more_false_that_lies_does_not_complete() {
 /// asked for 50, got 5, and a bare array gives no `has_more`: "fewer than asked" looks like
 /// the end of the channel.
 ///
-/// Core (FAILS): no second read; delivers m5..m9 and says `complete: true`, m2..m4 missing.
+/// Before D73 the core failed this: no second read; delivers m5..m9 and says `complete: true`, m2..m4 missing.
 #[test]
 fn a_bare_array_server_clamping_limit_does_not_complete() {
     let mut h = live_real(&["c"], Some(("m1", 1)));
@@ -313,7 +312,7 @@ fn stamp(sec: i64) -> String {
 /// with a good clock): g, posted at 17:01:45 real time, is stamped 17:00:45. Newest-first
 /// by `created_at`, history puts g below the anchor, 55 s past the late margin.
 ///
-/// Core (FAILS): `complete: true`, g never delivered. From history alone this is hard to
+/// Before D73 the core failed this: `complete: true`, g never delivered. From history alone this is hard to
 /// tell from a message older than the anchor; but g is on the page and the core never
 /// delivered it.
 #[test]
@@ -344,7 +343,7 @@ fn a_database_clock_stepped_back_during_the_gap_hides_new_messages_below_the_anc
 /// stepped-back clock 50 s older than the anchor: the core has in hand a sample proving the
 /// message clock moved back, and still trusts the old anchor's timestamp.
 ///
-/// Core (FAILS): delivers the held live message and says `complete: true`; g is missing.
+/// Before D73 the core failed this: delivers the held live message and says `complete: true`; g is missing.
 #[test]
 fn a_stepped_back_clock_is_visible_in_a_held_live_message_yet_ignored() {
     let mut h = live_real(&["c"], Some(("m1", 1)));
@@ -638,7 +637,7 @@ fn a_walk_cut_by_a_drop_after_its_first_page_loses_nothing() {
 /// messages arrived live meanwhile, then U, the anchor. The catch-up walks from the newest
 /// message down to U, over 1100 messages it delivered, more than the 1024 ids it remembers.
 ///
-/// Core (FAILS): re-delivers b1..b77 (the ids that fell out of its 1024-id memory) as
+/// Before D73 the core failed this: re-delivers b1..b77 (the ids that fell out of its 1024-id memory) as
 /// recovered messages: 77 messages delivered twice. The cap (500) does not trip: it counts
 /// only what is new to the core.
 #[test]
@@ -675,7 +674,7 @@ fn a_late_anchor_below_more_than_recent_ids_messages_delivers_nothing_twice() {
 /// The driver loses a history request (a bug, a proxy that holds the connection open
 /// forever). Live messages on `c` are held meanwhile. Does the channel freeze?
 ///
-/// Core (FAILS): after 10 minutes, no retry, no `resynced`, m50 still held (`held() == 1`):
+/// Before D73 the core failed this: after 10 minutes, no retry, no `resynced`, m50 still held (`held() == 1`):
 /// `request_timeout` frees the in-flight slot but the walk waits on the lost answer forever.
 /// Depends on a driver that loses an answer (the tokio driver times out at 30 s).
 #[test]
@@ -734,9 +733,10 @@ fn empty_pages_with_has_more_do_not_loop() {
 /// messages) share `NOW()`. The walk's page ends on the first of them; the server resolves
 /// `before=<id>` as `created_at < cursor.created_at` and skips its two siblings.
 ///
-/// Core (FAILS): `complete: true`, b and c missing. Needs a server with a strict
+/// Before D73 the core failed this: `complete: true`, b and c missing. Needs a server with a strict
 /// `created_at <` cursor and equal stamps; the core cannot see the skipped rows.
 #[test]
+#[ignore = "a known limit (docs/protocol.md, \"What a catch-up cannot see\"): rows a server's strict cursor skips are invisible to the client"]
 fn siblings_with_equal_created_at_across_a_page_boundary() {
     let mut cfg = real_config();
     cfg.catch_up.page_size = 2;
@@ -828,7 +828,6 @@ fn a_gap_message_with_an_unreadable_created_at_is_not_skipped_silently() {
                 None,
             ),
         );
-        eprintln!("created_at {bad:?}:");
         check_promise(&h, "c", &["m3", "odd", "m7"]);
         // The page itself says where `odd` stands (between m7 and m3): "in order".
         assert_eq!(
@@ -875,10 +874,11 @@ fn a_gap_of_exactly_the_cap() {
 /// a frame lost in a proxy), but the server does broadcast on `c`. Live messages arriving
 /// before `subscribed` are held; are they held forever, silently?
 ///
-/// Core (FAILS): after 10 minutes m50 is still held, no read, no `resynced`. On the first
+/// Before D73 the core failed this: after 10 minutes m50 is still held, no read, no `resynced`. On the first
 /// connect the same server works (live messages pass without `subscribed`); only after a
 /// reconnect does the channel go silent, which is defect 1.1's symptom again.
 #[test]
+#[ignore = "issue 21 item 4: a subscribe answered by anything but `subscribed` is sent again"]
 fn a_subscribe_never_acknowledged_does_not_freeze_the_channel_forever() {
     let mut h = live_real(&["c"], Some(("m1", 1)));
     h.drop_link();

@@ -240,10 +240,10 @@ fn a_deleted_anchor_is_passed_by_creation_time() {
     h.reconnect();
     h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
     let req = fetches(&h.take());
-    // m5 was deleted meanwhile; m4 is older than the anchor, so the walk stops there.
+    // m5 was deleted meanwhile; m1 is older than the anchor, so the walk stops there.
     h.answer_history(
         req[0].id,
-        &page("c", &[("m7", 7), ("m6", 6), ("m4", 4)], true),
+        &page("c", &[("m7", 7), ("m6", 6), ("m1", 1)], true),
     );
     let out = h.take();
     assert_eq!(delivered_ids(&out), ["m6", "m7"]);
@@ -322,6 +322,12 @@ fn a_drop_before_the_first_message_still_catches_up_what_was_posted_during_it() 
         req[0].id,
         &page("c", &[("m2", 2), ("m1", 1), ("m0", 0)], false),
     );
+    // Nothing on it is older than the subscription: one read further makes sure the history
+    // really ends there (a `has_more` can lie).
+    let confirm = fetches(&h.take());
+    assert_eq!(confirm.len(), 1);
+    assert_eq!(confirm[0].before.as_ref().map(|b| b.as_str()), Some("m0"));
+    h.answer_history(confirm[0].id, &page("c", &[], false));
     let out = h.take();
     assert_eq!(delivered_ids(&out), ["m0", "m1", "m2"]);
     assert!(events(&out).contains(&Event::Resynced {
@@ -374,6 +380,8 @@ fn an_empty_channel_catches_up_from_the_beginning() {
     h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
     let req = fetches(&h.take());
     h.answer_history(req[0].id, &page("c", &[("m2", 2), ("m1", 1)], false));
+    let confirm = fetches(&h.take());
+    h.answer_history(confirm[0].id, &page("c", &[], false));
     assert_eq!(delivered_ids(&h.log), ["m1", "m2"]);
 }
 

@@ -606,6 +606,11 @@ fn an_app_given_anchor_that_is_gone_ends_incomplete() {
     subscribe(&mut c, t, &ch);
     let req = fetch_id(&drain(&mut c));
     c.handle_history(t, req, Ok(body(&[("m2", 2), ("m1", 1)], false)));
+    // The history claims to end before the anchor: one read further confirms it.
+    let confirm = fetches(&drain(&mut c));
+    assert_eq!(confirm.len(), 1);
+    assert_eq!(confirm[0].before.as_ref().map(Text::as_str), Some("m1"));
+    c.handle_history(t, confirm[0].id, Ok(body(&[], false)));
     let out = drain(&mut c);
     assert!(
         delivered(&out).is_empty(),
@@ -762,7 +767,7 @@ fn the_servers_remaining_budget_and_reset_are_obeyed() {
 fn recent_ids_forget_the_oldest_beyond_capacity() {
     let mut r = RecentIds::new(2);
     for id in ["a", "b", "c"] {
-        r.insert(Text::from(id));
+        r.insert(Text::from(id), None);
     }
     assert!(!r.contains(&Text::from("a")));
     assert!(r.contains(&Text::from("b")) && r.contains(&Text::from("c")));
