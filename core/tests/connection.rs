@@ -481,6 +481,29 @@ fn edits_and_deletes_wait_behind_the_messages_being_caught_up() {
 }
 
 #[test]
+fn edits_held_by_a_catch_up_reach_the_app_at_the_drop_and_held_typing_does_not() {
+    // Issue 18: the held edit sat in the catch-up's queue until the next `ready` (or
+    // forever); typing held that long is stale and is dropped.
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let _walk = fetches(&h.take());
+    h.frame(r#"{"type":"message_edit","channel_id":"c","message_id":"m1","content":"x","edited_at":"2026-11-25T17:46:42.176549+00:00"}"#);
+    h.frame(r#"{"type":"typing_start","channel_id":"c","user_id":"u"}"#);
+    assert!(
+        server_events(&h.take()).is_empty(),
+        "held behind the catch-up"
+    );
+    h.drop_link();
+    let at_drop: Vec<String> = server_events(&h.take())
+        .iter()
+        .map(|e| e.event_type().to_string())
+        .collect();
+    assert_eq!(at_drop, ["message_edit"]);
+}
+
+#[test]
 fn a_repeated_subscribed_does_not_restart_a_catch_up() {
     let mut h = live_with(&["c"], Some(("m1", 1)));
     h.drop_link();
