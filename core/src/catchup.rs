@@ -707,7 +707,11 @@ impl CatchUp {
         id: u64,
         response: Result<Bytes, HistoryError>,
     ) {
-        self.pacer.handle_answer(id);
+        if let Err(HistoryError::Network) = response {
+            self.pacer.handle_lost(id);
+        } else {
+            self.pacer.handle_answer(id);
+        }
         if let Err(HistoryError::Status {
             status,
             retry_after,

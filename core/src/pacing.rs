@@ -203,6 +203,9 @@ struct Window {
     /// The lowest `x-ratelimit-remaining` the server gave in this window: exact once every
     /// read has been answered (answers can arrive out of order; the lowest is the latest).
     server_low: Option<u32>,
+    /// Reads of this window whose answer never came (a network error, a timeout): the server
+    /// may well have counted them, after the answers seen so far.
+    lost: u32,
     /// The raw `x-ratelimit-reset` of the window these figures belong to; `None` once it
     /// has ended here (or before any).
     server_reset: Option<Timestamp>,
@@ -262,7 +265,10 @@ impl Pacer {
     }
 
     fn expire(&mut self, now: Instant) {
+        let before = self.in_flight.len();
         self.in_flight.retain(|_, until| *until > now);
+        let expired = u32::try_from(before - self.in_flight.len()).unwrap_or(u32::MAX);
+        self.window.lost = self.window.lost.saturating_add(expired);
         if self.paused_until.is_some_and(|t| t <= now) {
             self.paused_until = None;
         }
@@ -274,6 +280,7 @@ impl Pacer {
             self.window.reset_guessed = false;
             self.window.server_low = None;
             self.window.server_reset = None;
+            self.window.lost = 0;
         }
     }
 
@@ -321,6 +328,15 @@ impl Pacer {
     /// Read `id` was answered (or failed): its slot is free. Unknown ids are ignored.
     pub(crate) fn handle_answer(&mut self, id: u64) {
         self.in_flight.remove(&id);
+    }
+
+    /// Read `id` got no answer (a network error, a timeout): its slot is free, and the server
+    /// may have counted it all the same, so it stays spent until the window ends, whatever a
+    /// late or repeated answer of the window says.
+    pub(crate) fn handle_lost(&mut self, id: u64) {
+        if self.in_flight.remove(&id).is_some() {
+            self.window.lost = self.window.lost.saturating_add(1);
+        }
     }
 
     /// The headers of an answer to a read received at `now`: the core's own (`own`: still
@@ -396,8 +412,11 @@ impl Pacer {
             Some(low) if !newer_window => low.min(remaining),
             _ => remaining,
         };
+        if newer_window {
+            self.window.lost = 0;
+        }
         self.window.server_low = Some(low);
-        self.window.remaining = low.saturating_sub(others);
+        self.window.remaining = low.saturating_sub(others.saturating_add(self.window.lost));
         self.window.resets_at = match (reset, self.window.resets_at) {
             (Some(new), Some(old)) if !newer_window => Some(new.max(old)),
             (Some(new), _) => Some(new),
