@@ -210,13 +210,7 @@ fn message_at(ch: &str, id: &str, created: i64, live: bool) -> String {
 }
 
 /// As [`message_at`], by `author`.
-fn message_by(
-    ch: &str,
-    id: &str,
-    created: i64,
-    live: bool,
-    author: (&str, &str, &str),
-) -> String {
+fn message_by(ch: &str, id: &str, created: i64, live: bool, author: (&str, &str, &str)) -> String {
     let (content, created_at) = (format!("m {id}"), rfc3339(created));
     let message = model::Message {
         id,
@@ -899,11 +893,16 @@ impl World {
                 }
             }
             Op::Echo(i) => {
+                let recent = self.config.catch_up.recent_ids;
                 let all: Vec<(String, String, i64)> = self
                     .sent_live
                     .iter()
+                    // A duplicate on the wire repeats a recent message: one of the last
+                    // `recent_ids` (what the core remembers) sent on its channel.
                     .flat_map(|(c, v)| {
                         v.iter()
+                            .rev()
+                            .take(recent)
                             .map(move |(id, _, created)| (c.clone(), id.clone(), *created))
                     })
                     .collect();

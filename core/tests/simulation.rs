@@ -73,6 +73,27 @@
 //!   is given to the core a second time (same request id) up to 3 s later, whatever became of
 //!   its request.
 //!
+//! - **The second round** (knobs `r`-`x`, from `core/tests/adversary.rs`; drawn from their
+//!   own stream, `DOUBT_STREAM`, so a seed runs as before while they are off): (`r`) on one
+//!   seed in four the app's user blocked one author: that author's messages are never sent to
+//!   it, live or in history, and are not owed; history computes `has_more` after filtering
+//!   them out of `limit + 1` rows (Kaiku's `chat/messages.rs`), so a page can say `false` while
+//!   older messages exist; (`s`) on one in seven an older server answers bare arrays of at
+//!   most 5-20 items, whatever `limit` asked; (`t`) on one in ten, one transaction in four
+//!   lasts 10-60 s (an upload stored inside it), past the core's late margin; (`u`) on one in
+//!   four the message clock steps once, 1-10 min in, by 5-120 s, back on two seeds in three
+//!   (NTP `makestep`); history's order then differs from commit order, and a delivery out of
+//!   commit order is exempt when `created_at` orders it so; (`v`) on one in five, one history
+//!   answer in 10-30 is lost by the driver: neither it nor its timeout reaches the core; (`w`)
+//!   on one in four, one read in 2-5 with a `before` finds that message deleted by its author
+//!   just before, and on 70% of those seeds the server resolves `before` by a subquery (a
+//!   deleted cursor: an empty page, `has_more: false`; D61's rule, a soft delete still usable
+//!   as a cursor, on the others); (`x`) on one in seventeen, a burst of 1,025-1,324 posts on
+//!   a wanted channel within 2-8 s inside U's transaction (stamped before the burst,
+//!   committed and broadcast after it: the anchor), then a drop; the catch-up walks down to U
+//!   over more messages than the core's 1,024 remembered ids (default page and cap, no read
+//!   limit on those seeds).
+//!
 //! # The claim (checked for every seed)
 //!
 //! Time here is true time, and a message "is created" when it becomes visible: the instant its
@@ -214,8 +235,28 @@
 //!   budget refusal is exempt when the core was given an answer of the refusing window
 //!   after one with a later `Date`.
 //!
-//! Found by this model's issue-18 knobs and **open** (the core's fix is under way): their
-//! knobs are off by default ([`OPEN_BUGS`] = `mnop`); `TETHER_SIM_STRICT=1`, or a list that
+//! Found by this model's second round of issue-18 knobs and **open** (the core's fix is under
+//! way): [`OPEN_BUGS`] = `rstuvwx`, off by default (and off in the fuzz `World`'s
+//! `Model::today`); each fails on the core of 9608d0f with `TETHER_SIM_STRICT=ghjklmnopq`
+//! plus its letter, first seeds of 0..3000:
+//!
+//! - (r) blocked author, `has_more` after the filter: seed 17 (a short page taken for the end),
+//!   "Resynced { complete: true } on 9a8b7c6d-…, but message d97252c5-…-000000000031 (seq 49)
+//!   … was never delivered"; seed 40 too.
+//! - (s) bare array clamping `limit`: seed 121, "Resynced { complete: true } on 9a8b7c6d-…, but
+//!   message 4384d58b-…-000000000026 (seq 38) … was never delivered"; seed 282 too.
+//! - (t) a transaction past the late margin: seed 116, "… but message f931e6e6-…-000000000019
+//!   (seq 25, began 81.99s, committed 112.197s, …) was never delivered"; seed 481 too.
+//! - (u) the message clock stepped: seed 87, "… but message 2cd22557-…-000000000028 (seq 40,
+//!   began 306.77s, created_at 2026-11-25T17:04:00.089105Z) was never delivered"; seed 200.
+//! - (v) an answer the driver lost: seed 15, "message 18e65266-…-0000000000fa (seq 250) …
+//!   never delivered (interval from 133.7s, still wanted at the end)": the walk waits forever.
+//! - (w) a deleted cursor: seed 27, "Resynced { complete: true } on 239635b7-…, but message
+//!   0be03338-…-000000000015 (seq 21) … was never delivered"; seed 270 too.
+//! - (x) a burst past `recent_ids`: seed 3, "message e99bf980-…-00000000002d (seq 45) on
+//!   a4c1d9e3-… delivered twice"; seed 418 too.
+//!
+//! Earlier issue-18 knobs, fixed since (their letters are strict by default): `TETHER_SIM_STRICT=1`, or a list that
 //! names them, turns them on. Each minimal scenario in [`known_bugs`] is `#[ignore]`d until
 //! the fix. Once the core is fixed: empty `OPEN_BUGS`, remove the `ignore`s, and run
 //! `TETHER_SIM_SEEDS=100000`.
@@ -1355,7 +1396,9 @@ impl Sim {
         let strict = opts.strict;
         let blocked = doubt.chance(25).then(|| doubt.pick(&AUTHORS).0);
         let max_limit = doubt.chance(15).then(|| 5 + doubt.below(16) as u32);
-        let long_txn = doubt.chance(10).then(|| doubt.between(10 * SECOND, 60 * SECOND));
+        let long_txn = doubt
+            .chance(10)
+            .then(|| doubt.between(10 * SECOND, 60 * SECOND));
         let step = doubt.chance(25).then(|| {
             let at = doubt.between(MINUTE, 10 * MINUTE);
             let by = (5_000 + doubt.below(115_000)) as i64 * 1_000_000;
@@ -1376,7 +1419,9 @@ impl Sim {
         if strict.blocked_author {
             knobs.history.blocked_author = blocked;
         }
-        if strict.clamped_limit && let Some(max) = max_limit {
+        if strict.clamped_limit
+            && let Some(max) = max_limit
+        {
             knobs.envelope = false;
             knobs.history.max_limit = Some(max);
         }
@@ -2100,10 +2145,9 @@ impl Sim {
     fn subscribe_sent(&mut self, channel: &str) {
         let knobs = &self.server.knobs;
         let longest = knobs.long_txn.unwrap_or_default().max(knobs.txn_max);
-        let step = knobs
-            .msg_clock
-            .step
-            .map_or(Duration::ZERO, |(_, by)| Duration::from_nanos(by.unsigned_abs()));
+        let step = knobs.msg_clock.step.map_or(Duration::ZERO, |(_, by)| {
+            Duration::from_nanos(by.unsigned_abs())
+        });
         let bound =
             self.conn.config().pacing.clock_margin + LATE_MARGIN + 2 * longest + step + FLOOR_SLACK;
         let now = self.now;
@@ -2419,9 +2463,7 @@ impl Sim {
         for i in 1..=n {
             self.at(self.now + span * i / n, Ev::BurstPost { channel });
         }
-        let d = self
-            .doubt
-            .between(Duration::from_millis(200), 2 * SECOND);
+        let d = self.doubt.between(Duration::from_millis(200), 2 * SECOND);
         self.at(commit + d, Ev::ForcedDrop);
     }
 
