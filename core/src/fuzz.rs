@@ -48,7 +48,7 @@ use arbitrary::{Arbitrary, Unstructured};
 
 pub mod model;
 
-use model::{Admission, ReadLimit, ReadLimiter, Session, Tokens};
+use model::{Admission, HistoryRules, ReadLimit, ReadLimiter, Session, Tokens};
 
 /// The core's seeded generator (SplitMix64), for harnesses that replay a seed's schedule.
 pub use crate::rng::Rng;
@@ -199,14 +199,23 @@ pub fn message(ch: &str, id: &str, second: u32) -> String {
     )
 }
 
+/// Bob, who posts; Eve, whom the app's user blocked on some seeds (`Model::blocked_author`).
+const BOB: (&str, &str, &str) = ("u2", "bob", "Bob");
+const EVE: (&str, &str, &str) = ("u3", "eve", "Eve");
+
 /// The World's message `id` on `ch`, created at `created` (Unix nanoseconds), by Bob: as the
 /// socket sends it (`live`) or as REST returns it.
 fn message_at(ch: &str, id: &str, created: i64, live: bool) -> String {
+    message_by(ch, id, created, live, BOB)
+}
+
+/// As [`message_at`], by `author`.
+fn message_by(ch: &str, id: &str, created: i64, live: bool, author: (&str, &str, &str)) -> String {
     let (content, created_at) = (format!("m {id}"), rfc3339(created));
     let message = model::Message {
         id,
         channel_id: ch,
-        author: ("u2", "bob", "Bob"),
+        author,
         content: &content,
         created_at: &created_at,
     };
@@ -330,6 +339,32 @@ pub struct Model {
     pub proxy_date: bool,
     /// A v2 server batches up to [`crate::wire::MAX_BATCH`] events in one frame.
     pub full_batches: bool,
+    /// On one seed in three the app's user blocked Eve, who writes one post in four: hers are
+    /// never sent to the user, and history computes `has_more` after leaving them out of
+    /// `limit + 1` rows (Kaiku's `chat/messages.rs`), so it can say `false` while older
+    /// messages exist (bug r).
+    pub blocked_author: bool,
+    /// On one seed in four an older server answers bare arrays of one item, whatever
+    /// `limit` asked (bug s).
+    pub clamped_limit: bool,
+    /// On one seed in five, one transaction in eight lasts 10-60 s (an upload stored inside
+    /// it): past the core's late margin (bug t).
+    pub long_transactions: bool,
+    /// On one seed in three the message clock steps once, 1-10 min into the run, by 5-120 s,
+    /// back on two seeds in three, forward on the others (bug u).
+    pub clock_step: bool,
+    /// On one seed in four, one history answer in six is lost by the driver: never given to
+    /// the core, which only sees time pass (bug v).
+    pub lost_answers: bool,
+    /// On one seed in three, half the reads with a `before` find that message deleted just
+    /// before; on two such seeds in three the server resolves `before` by a subquery, so a
+    /// deleted cursor gives an empty page with `has_more: false` (bug w).
+    pub deleted_cursor: bool,
+    /// On one seed in four the core remembers 6 delivered ids per channel (`recent_ids`), and
+    /// now and then a post is a burst: U's transaction begins, 8-15 posts are broadcast, U
+    /// commits (the anchor, stamped before all of them), the link drops (bug x: the same
+    /// overflow as 1,024 ids under a burst of more, at a size a run can walk).
+    pub burst: bool,
 }
 
 impl Model {
@@ -341,14 +376,61 @@ impl Model {
             late_answers: true,
             proxy_date: true,
             full_batches: true,
+            blocked_author: true,
+            clamped_limit: true,
+            long_transactions: true,
+            clock_step: true,
+            lost_answers: true,
+            deleted_cursor: true,
+            burst: true,
         }
     }
 
-    /// What [`World::new`] applies: every doubt whose defect the core has fixed. Once the
-    /// issue-18 fix lands, this is [`Model::all`].
-    pub const fn today() -> Self {
-        Self::all()
+    /// [`Model::today`] with the open doubts whose letters `letters` names (`r`-`x`, as
+    /// `OPEN_BUGS` in `core/tests/simulation.rs`) turned on.
+    pub fn today_with(letters: &str) -> Self {
+        let on = |c| letters.contains(c);
+        let t = Self::today();
+        Self {
+            blocked_author: t.blocked_author || on('r'),
+            clamped_limit: t.clamped_limit || on('s'),
+            long_transactions: t.long_transactions || on('t'),
+            clock_step: t.clock_step || on('u'),
+            lost_answers: t.lost_answers || on('v'),
+            deleted_cursor: t.deleted_cursor || on('w'),
+            burst: t.burst || on('x'),
+            ..t
+        }
     }
+
+    /// What [`World::new`] applies: every doubt whose defect the core has fixed (`OPEN_BUGS`
+    /// in `core/tests/simulation.rs` names the others). Once the fix lands, this is
+    /// [`Model::all`].
+    pub const fn today() -> Self {
+        Self {
+            blocked_author: false,
+            clamped_limit: false,
+            long_transactions: false,
+            clock_step: false,
+            lost_answers: false,
+            deleted_cursor: false,
+            burst: false,
+            ..Self::all()
+        }
+    }
+}
+
+/// The second round of doubts as one seed draws them (each `None` or `false` when its
+/// [`Model`] switch is off).
+#[derive(Clone, Copy, Debug, Default)]
+struct Doubts {
+    blocked: bool,
+    clamped: bool,
+    long: bool,
+    lose_one_in: Option<u64>,
+    delete_cursor: bool,
+    subquery: bool,
+    burst: bool,
 }
 
 /// A subscription as the checker sees it: from the app's `subscribe` call until its
@@ -380,6 +462,10 @@ struct Posted {
     committed: Duration,
     /// The tick of its commit (`u64::MAX` until then).
     commit_tick: u64,
+    /// Its author's id.
+    author: &'static str,
+    /// Deleted (by its author, a walk's cursor: `Model::deleted_cursor`).
+    deleted: bool,
 }
 
 impl model::Stored for Posted {
@@ -394,6 +480,12 @@ impl model::Stored for Posted {
     }
     fn is_visible(&self, now: Duration) -> bool {
         self.committed <= now
+    }
+    fn author(&self) -> &str {
+        self.author
+    }
+    fn is_deleted(&self) -> bool {
+        self.deleted
     }
 }
 
@@ -470,6 +562,10 @@ pub struct World {
     intervals: BTreeMap<String, Interval>,
     /// Counts commits and `subscribe`s processed: their order, within one instant too.
     ticks: u64,
+    /// The second round of doubts, as this seed drew them.
+    doubts: Doubts,
+    /// Every `created_at` given (unique; a stepped clock may go back).
+    stamps: BTreeSet<i64>,
 }
 
 impl World {
@@ -518,8 +614,31 @@ impl World {
         let msg_clock = model::MessageClock {
             offset_nanos: sign(pick(2)) * offset_ms * 1_000_000,
             drift_ppm: pick(401) as i64 - 200,
+            step: None,
         };
         let proxy_offset = sign(pick(2)) * (60 + pick(3_540)) as i64;
+        // The second round (bugs r-x), from their own stream: a seed's other choices stay.
+        let mut second = crate::rng::Rng::new(seed ^ 0xD0B7_0002);
+        let mut draw = |n: u64| second.next_u64() % n;
+        let mut doubts = Doubts {
+            blocked: draw(3) == 0 && model.blocked_author,
+            clamped: draw(4) == 0 && model.clamped_limit,
+            long: draw(5) == 0 && model.long_transactions,
+            ..Doubts::default()
+        };
+        let step_at = Duration::from_secs(60 + draw(540));
+        let step_by = (5_000 + draw(115_000)) as i64 * 1_000_000;
+        let step_back = draw(3) != 0;
+        let step = (draw(3) == 0 && model.clock_step)
+            .then_some((step_at, if step_back { -step_by } else { step_by }));
+        doubts.lose_one_in = (draw(4) == 0 && model.lost_answers).then_some(6);
+        doubts.delete_cursor = draw(3) == 0 && model.deleted_cursor;
+        doubts.subquery = draw(3) != 0;
+        doubts.burst = draw(4) == 0 && model.burst;
+        if doubts.burst {
+            config.catch_up.recent_ids = 6;
+            config.catch_up.max_messages = 20;
+        }
         let now = start;
         let mut conn = Connection::new(config.clone()).unwrap();
         conn.set_credentials(now, tokens.login(Duration::ZERO));
@@ -549,10 +668,13 @@ impl World {
             retry_after: None,
             seen: BTreeSet::new(),
             model,
-            msg_clock: if model.message_clock {
-                msg_clock
-            } else {
-                model::MessageClock::default()
+            msg_clock: model::MessageClock {
+                step,
+                ..if model.message_clock {
+                    msg_clock
+                } else {
+                    model::MessageClock::default()
+                }
             },
             proxy_offset: if model.proxy_date { proxy_offset } else { 0 },
             pending: Vec::new(),
@@ -561,6 +683,8 @@ impl World {
             latest_start: BTreeMap::new(),
             intervals: BTreeMap::new(),
             ticks: 0,
+            doubts,
+            stamps: BTreeSet::new(),
         }
     }
 
@@ -736,7 +860,9 @@ impl World {
                 let ch = CHANNELS[*c];
                 let roll = self.dice.next_u64();
                 let live = self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true });
-                if self.model.full_batches
+                if self.doubts.burst && live && (roll >> 48).is_multiple_of(12) {
+                    self.burst(ch, roll);
+                } else if self.model.full_batches
                     && self.protocol.batches()
                     && live
                     && roll.is_multiple_of(40)
@@ -744,12 +870,21 @@ impl World {
                     self.full_batch(ch, roll);
                 } else {
                     let at = self.since_start(now);
-                    let delay = if self.model.transactions && roll.is_multiple_of(3) {
+                    let mut delay = if self.model.transactions && roll.is_multiple_of(3) {
                         Duration::from_millis(roll / 3 % 6_000)
                     } else {
                         Duration::ZERO
                     };
-                    let index = self.begin_post(ch, at, at + delay);
+                    if self.doubts.long && (roll >> 32).is_multiple_of(8) {
+                        self.seen.insert("transaction past the late margin");
+                        delay = Duration::from_millis(10_000 + (roll >> 8) % 50_000);
+                    }
+                    let author = if self.doubts.blocked && (roll >> 40).is_multiple_of(4) {
+                        EVE
+                    } else {
+                        BOB
+                    };
+                    let index = self.begin_post(ch, at, at + delay, author);
                     if delay.is_zero() {
                         self.commit(ch, index);
                     } else {
@@ -758,11 +893,16 @@ impl World {
                 }
             }
             Op::Echo(i) => {
+                let recent = self.config.catch_up.recent_ids;
                 let all: Vec<(String, String, i64)> = self
                     .sent_live
                     .iter()
+                    // A duplicate on the wire repeats a recent message: one of the last
+                    // `recent_ids` (what the core remembers) sent on its channel.
                     .flat_map(|(c, v)| {
                         v.iter()
+                            .rev()
+                            .take(recent)
                             .map(move |(id, _, created)| (c.clone(), id.clone(), *created))
                     })
                     .collect();
@@ -817,6 +957,19 @@ impl World {
             }
             Op::AnswerHistory { fail, bare } => {
                 if let Some(req) = self.history.pop_front() {
+                    if let Some(n) = self.doubts.lose_one_in
+                        && self.dice.next_u64().is_multiple_of(n)
+                    {
+                        // The driver lost the answer: the core only sees time pass.
+                        self.seen.insert("answer lost");
+                        return self.checks_after_op();
+                    }
+                    if let Some(before) = &req.before
+                        && self.doubts.delete_cursor
+                        && self.dice.next_u64().is_multiple_of(2)
+                    {
+                        self.delete(req.channel_id.as_str(), before.as_str());
+                    }
                     self.answer_history(&req, *fail, *bare);
                     if self.model.late_answers && self.dice.next_u64().is_multiple_of(8) {
                         // The same request answered again: a proxy that retried it (the server
@@ -895,6 +1048,11 @@ impl World {
                 }
             }
         }
+        self.checks_after_op();
+    }
+
+    /// Drains the core and checks the bounds, after every operation.
+    fn checks_after_op(&mut self) {
         self.drain();
         assert!(
             self.conn.queued() <= self.config.queue.capacity,
@@ -906,15 +1064,80 @@ impl World {
         );
     }
 
+    /// Message `id` of `ch` is deleted by its author (a walk's `before` cursor, bug w): gone
+    /// from history, `message_delete` where the socket is subscribed.
+    fn delete(&mut self, ch: &str, id: &str) {
+        let now = self.since_start(self.now);
+        let Some(m) = self
+            .store
+            .get_mut(ch)
+            .and_then(|l| l.iter_mut().find(|m| m.id == id))
+        else {
+            return;
+        };
+        if m.deleted || m.committed > now {
+            return;
+        }
+        m.deleted = true;
+        self.seen.insert("cursor deleted");
+        if self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true }) {
+            self.frame(&format!(
+                r#"{{"type":"message_delete","channel_id":"{ch}","message_id":"{id}"}}"#
+            ));
+        }
+    }
+
+    /// Bug x: U's transaction begins, more posts than the core remembers ids are broadcast,
+    /// U commits (the channel's anchor, stamped before them) and the link drops.
+    fn burst(&mut self, ch: &str, roll: u64) {
+        self.seen.insert("burst past recent_ids");
+        let at = self.since_start(self.now);
+        let late = self.begin_post(ch, at, at, BOB);
+        let n = self.config.catch_up.recent_ids + 2 + (roll % 8) as usize;
+        for _ in 0..n {
+            let index = self.begin_post(ch, at, at, BOB);
+            self.commit(ch, index);
+        }
+        self.commit(ch, late);
+        self.drain();
+        if matches!(self.sock, Sock::Open { .. }) {
+            self.socket_gone();
+            self.conn.handle_closed(
+                self.now,
+                SocketEnd::Closed {
+                    code: None,
+                    reason: String::new(),
+                },
+            );
+        }
+    }
+
     /// A post's transaction begins at `at` (stamping `created_at` with the message clock) and
     /// commits at `commit`; returns its index in the channel's store.
-    fn begin_post(&mut self, ch: &str, at: Duration, commit: Duration) -> usize {
+    fn begin_post(
+        &mut self,
+        ch: &str,
+        at: Duration,
+        commit: Duration,
+        author: (&'static str, &'static str, &'static str),
+    ) -> usize {
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = format!("m{seq:05}");
-        let created = (self.msg_clock.at(at) / 1_000 * 1_000).max(self.last_created + 1_000);
-        self.last_created = created;
-        let rest = message_at(ch, &id, created, false);
+        let read = self.msg_clock.at(at) / 1_000 * 1_000;
+        let created = if self.msg_clock.step.is_some() {
+            // A stepped clock may go back (`NOW()` is not monotonic); stamps stay unique.
+            let mut created = read;
+            while self.stamps.contains(&created) {
+                created += 1_000;
+            }
+            created
+        } else {
+            read.max(self.last_created + 1_000)
+        };
+        self.stamps.insert(created);
+        self.last_created = self.last_created.max(created);
+        let rest = message_by(ch, &id, created, false, author);
         self.times.insert(id.clone(), (at, commit));
         let list = self.store.entry(ch.to_owned()).or_default();
         list.push(Posted {
@@ -924,6 +1147,8 @@ impl World {
             started: at,
             committed: commit,
             commit_tick: u64::MAX,
+            author: author.0,
+            deleted: false,
         });
         list.len() - 1
     }
@@ -941,6 +1166,11 @@ impl World {
             self.seen.insert("commit after a later transaction's");
         }
         let (id, created) = (m.id.clone(), m.created);
+        if m.author == EVE.0 {
+            // Blocked by the app's user: never sent to it.
+            self.seen.insert("blocked author's post");
+            return;
+        }
         if self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true }) {
             if self
                 .replies
@@ -982,7 +1212,7 @@ impl World {
         let posts = 1 + (roll / 40 % 100) as usize;
         let mut events = Vec::with_capacity(crate::wire::MAX_BATCH);
         for _ in 0..posts {
-            let index = self.begin_post(ch, at, at);
+            let index = self.begin_post(ch, at, at, BOB);
             self.ticks += 1;
             let tick = self.ticks;
             self.store.get_mut(ch).unwrap()[index].commit_tick = tick;
@@ -1085,11 +1315,17 @@ impl World {
             .store
             .get(req.channel_id.as_str())
             .map_or(&[][..], Vec::as_slice);
+        let rules = HistoryRules {
+            envelope: !bare && !self.doubts.clamped,
+            blocked_author: self.doubts.blocked.then_some(EVE.0),
+            max_limit: self.doubts.clamped.then_some(1),
+            cursor_subquery: self.doubts.delete_cursor && self.doubts.subquery,
+        };
         model::history_page(
             list,
             req.before.as_ref().map(Text::as_str),
             req.limit,
-            !bare,
+            rules,
             self.since_start(self.now),
         )
     }
@@ -1291,7 +1527,9 @@ impl World {
             return;
         };
         for m in self.store.get(channel).into_iter().flatten() {
-            let owed = m.commit_tick < sock
+            let owed = !m.deleted
+                && m.author != EVE.0
+                && m.commit_tick < sock
                 && (m.commit_tick > start || iv.anchor.is_some_and(|a| m.created > a))
                 && iv.exempt_until.is_none_or(|r| m.commit_tick > r);
             assert!(

@@ -73,6 +73,27 @@
 //!   is given to the core a second time (same request id) up to 3 s later, whatever became of
 //!   its request.
 //!
+//! - **The second round** (knobs `r`-`x`, from `core/tests/adversary.rs`; drawn from their
+//!   own stream, `DOUBT_STREAM`, so a seed runs as before while they are off): (`r`) on one
+//!   seed in four the app's user blocked one author: that author's messages are never sent to
+//!   it, live or in history, and are not owed; history computes `has_more` after filtering
+//!   them out of `limit + 1` rows (Kaiku's `chat/messages.rs`), so a page can say `false` while
+//!   older messages exist; (`s`) on one in seven an older server answers bare arrays of at
+//!   most 5-20 items, whatever `limit` asked; (`t`) on one in ten, one transaction in four
+//!   lasts 10-60 s (an upload stored inside it), past the core's late margin; (`u`) on one in
+//!   four the message clock steps once, 1-10 min in, by 5-120 s, back on two seeds in three
+//!   (NTP `makestep`); history's order then differs from commit order, and a delivery out of
+//!   commit order is exempt when `created_at` orders it so; (`v`) on one in five, one history
+//!   answer in 10-30 is lost by the driver: neither it nor its timeout reaches the core; (`w`)
+//!   on one in four, one read in 2-5 with a `before` finds that message deleted by its author
+//!   just before, and on 70% of those seeds the server resolves `before` by a subquery (a
+//!   deleted cursor: an empty page, `has_more: false`; D61's rule, a soft delete still usable
+//!   as a cursor, on the others); (`x`) on one in seventeen, a burst of 1,025-1,324 posts on
+//!   a wanted channel within 2-8 s inside U's transaction (stamped before the burst,
+//!   committed and broadcast after it: the anchor), then a drop; the catch-up walks down to U
+//!   over more messages than the core's 1,024 remembered ids (default page and cap, no read
+//!   limit on those seeds).
+//!
 //! # The claim (checked for every seed)
 //!
 //! Time here is true time, and a message "is created" when it becomes visible: the instant its
@@ -214,8 +235,28 @@
 //!   budget refusal is exempt when the core was given an answer of the refusing window
 //!   after one with a later `Date`.
 //!
-//! Found by this model's issue-18 knobs and **open** (the core's fix is under way): their
-//! knobs are off by default ([`OPEN_BUGS`] = `mnop`); `TETHER_SIM_STRICT=1`, or a list that
+//! Found by this model's second round of issue-18 knobs and **open** (the core's fix is under
+//! way): [`OPEN_BUGS`] = `rstuvwx`, off by default (and off in the fuzz `World`'s
+//! `Model::today`); each fails on the core of 9608d0f with `TETHER_SIM_STRICT=ghjklmnopq`
+//! plus its letter, first seeds of 0..3000:
+//!
+//! - (r) blocked author, `has_more` after the filter: seed 17 (a short page taken for the end),
+//!   "Resynced { complete: true } on 9a8b7c6d-…, but message d97252c5-…-000000000031 (seq 49)
+//!   … was never delivered"; seed 40 too.
+//! - (s) bare array clamping `limit`: seed 121, "Resynced { complete: true } on 9a8b7c6d-…, but
+//!   message 4384d58b-…-000000000026 (seq 38) … was never delivered"; seed 282 too.
+//! - (t) a transaction past the late margin: seed 116, "… but message f931e6e6-…-000000000019
+//!   (seq 25, began 81.99s, committed 112.197s, …) was never delivered"; seed 481 too.
+//! - (u) the message clock stepped: seed 87, "… but message 2cd22557-…-000000000028 (seq 40,
+//!   began 306.77s, created_at 2026-11-25T17:04:00.089105Z) was never delivered"; seed 200.
+//! - (v) an answer the driver lost: seed 15, "message 18e65266-…-0000000000fa (seq 250) …
+//!   never delivered (interval from 133.7s, still wanted at the end)": the walk waits forever.
+//! - (w) a deleted cursor: seed 27, "Resynced { complete: true } on 239635b7-…, but message
+//!   0be03338-…-000000000015 (seq 21) … was never delivered"; seed 270 too.
+//! - (x) a burst past `recent_ids`: seed 3, "message e99bf980-…-00000000002d (seq 45) on
+//!   a4c1d9e3-… delivered twice"; seed 418 too.
+//!
+//! Earlier issue-18 knobs, fixed since (their letters are strict by default): `TETHER_SIM_STRICT=1`, or a list that
 //! names them, turns them on. Each minimal scenario in [`known_bugs`] is `#[ignore]`d until
 //! the fix. Once the core is fixed: empty `OPEN_BUGS`, remove the `ignore`s, and run
 //! `TETHER_SIM_SEEDS=100000`.
@@ -273,8 +314,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tether_core::fuzz::Rng;
 use tether_core::fuzz::model::{
-    self, Admission, Message, MessageClock, ReadLimit, ReadLimiter, SERVER_EPOCH, Session, Tokens,
-    created_at, http_date, message_new,
+    self, Admission, HistoryRules, Message, MessageClock, ReadLimit, ReadLimiter, SERVER_EPOCH,
+    Session, Tokens, created_at, http_date, message_new,
 };
 use tether_core::{
     Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Event, HistoryError,
@@ -291,6 +332,9 @@ const MAX_STEPS_AT_ONE_INSTANT: u32 = 2_000;
 const HUGE: Duration = Duration::from_secs(u64::MAX);
 /// Mixed into the seed for the world's random stream.
 const WORLD_STREAM: u64 = 0x5EED_0F7E_7E7E_0001;
+/// Mixed into the seed for the second round of issue-18 knobs (`r`-`x`): their own stream,
+/// so a seed runs exactly as before while they are off.
+const DOUBT_STREAM: u64 = 0x5EED_D0B7_0000_0002;
 /// The quiet phase at the end: long enough for the slowest fault to play out (a refresh
 /// answered 90 s late with "retry in an hour", the user's "reconnect now" a minute later).
 const SETTLE: Duration = Duration::from_secs(240);
@@ -391,6 +435,13 @@ enum Ev {
     },
     /// The user comes back to a channel it switched away from.
     AppResubscribe { channel: String },
+    /// Knob `x`: a burst of more than `recent_ids` posts on one channel begins, inside a
+    /// transaction stamped before it and committed after it; then the link drops.
+    Burst,
+    /// One post of a burst (committed at once).
+    BurstPost { channel: &'static str },
+    /// The link drops (after a burst).
+    ForcedDrop,
     /// End of the active phase: no more faults, posts or app actions.
     EndActive,
     /// End of the run: final checks.
@@ -528,6 +579,8 @@ struct Msg {
     rest: String,
     /// Deleted by its author or a moderator: gone from history, and the app need not get it.
     deleted: Option<Duration>,
+    /// Its author's id.
+    author: &'static str,
 }
 
 /// Per-seed knobs of the server's behaviour.
@@ -552,6 +605,21 @@ struct ServerKnobs {
     /// A proxy's clock, which dates its 429s and 503s: seconds ahead of the app server's
     /// (knob `p`; without it the proxy's replies carry the app server's `Date`).
     proxy_offset: i64,
+    /// How history reads are answered: a blocked author and `has_more` after the filter
+    /// (knob `r`), an older server's clamped `limit` (knob `s`), a `before` resolved by a
+    /// subquery (knob `w`). The envelope is `envelope`.
+    history: HistoryRules,
+    /// Knob `t`: now and then a transaction of 10 s up to this long (an upload stored inside
+    /// it), past the core's late margin.
+    long_txn: Option<Duration>,
+    /// Knob `v`: one history answer in this many never reaches the core (a driver that loses
+    /// it: no answer, no timeout).
+    lose_answer_in: Option<u64>,
+    /// Knob `w`: one read in this many with a `before` finds its cursor deleted by its author
+    /// just before the server reads.
+    delete_cursor_in: Option<u64>,
+    /// Knob `x`: when the burst begins, its length, and how many posts.
+    burst: Option<(Duration, Duration, u32)>,
 }
 
 /// A history answer as the driver receives it.
@@ -580,8 +648,10 @@ struct Server {
     index: BTreeMap<String, (&'static str, usize)>,
     next_seq: u64,
     /// The latest `created_at` stamped (stamps are strictly increasing, a microsecond apart
-    /// at least).
+    /// at least, unless the message clock steps: knob `u`).
     last_stamp: i64,
+    /// Every `created_at` stamped (unique).
+    stamps: BTreeSet<i64>,
     /// Socket sessions: link → its session (the rules in `fuzz::model`). Lost on a restart.
     sessions: BTreeMap<u64, Session>,
     /// Down (restarting) until this instant: upgrades and REST get 503.
@@ -607,6 +677,7 @@ impl Server {
             index: BTreeMap::new(),
             next_seq: 0,
             last_stamp: i64::MIN,
+            stamps: BTreeSet::new(),
             sessions: BTreeMap::new(),
             down_until: None,
             refuse_next: None,
@@ -639,8 +710,17 @@ impl Server {
 
     /// Begins a post's transaction at `now` (which stamps `created_at` with the message
     /// clock) that commits at `commit`; returns its channel and index.
-    fn post(&mut self, dice: &mut Dice, now: Duration, commit: Duration) -> (&'static str, usize) {
-        let channel = *dice.pick(&CHANNELS);
+    fn post(
+        &mut self,
+        dice: &mut Dice,
+        now: Duration,
+        commit: Duration,
+        on: Option<&'static str>,
+    ) -> (&'static str, usize) {
+        let channel = match on {
+            Some(c) => c,
+            None => *dice.pick(&CHANNELS),
+        };
         let (author_id, username, display) = *dice.pick(&AUTHORS);
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -659,8 +739,20 @@ impl Server {
             2 => format!("héllo wörld {seq} 🎉"),
             _ => format!("{{\\\"not\\\":\\\"json\\\"}} {seq}"),
         };
-        let stamp = (self.knobs.msg_clock.at(now) / 1_000 * 1_000).max(self.last_stamp + 1_000);
-        self.last_stamp = stamp;
+        let read = self.knobs.msg_clock.at(now) / 1_000 * 1_000;
+        let stamp = if self.knobs.msg_clock.step.is_some() {
+            // A clock stepped back stamps below earlier messages (Postgres does not keep
+            // `NOW()` monotonic); stamps stay unique.
+            let mut stamp = read;
+            while self.stamps.contains(&stamp) {
+                stamp += 1_000;
+            }
+            stamp
+        } else {
+            read.max(self.last_stamp + 1_000)
+        };
+        self.stamps.insert(stamp);
+        self.last_stamp = self.last_stamp.max(stamp);
         let created_at = Timestamp::from_unix_nanos(stamp).to_rfc3339();
         let message = Message {
             id: &id,
@@ -680,6 +772,7 @@ impl Server {
             live,
             rest,
             deleted: None,
+            author: author_id,
         });
         let index = list.len() - 1;
         self.index.insert(id, (channel, index));
@@ -702,7 +795,11 @@ impl Server {
         now: Duration,
     ) -> Result<String, u16> {
         let list = self.channels.get(channel).ok_or(404_u16)?;
-        model::history_page(list, before, limit, self.knobs.envelope, now)
+        let rules = HistoryRules {
+            envelope: self.knobs.envelope,
+            ..self.knobs.history
+        };
+        model::history_page(list, before, limit, rules, now)
     }
 }
 
@@ -721,6 +818,9 @@ impl model::Stored for Msg {
     }
     fn is_visible(&self, now: Duration) -> bool {
         self.committed <= now
+    }
+    fn author(&self) -> &str {
+        self.author
     }
 }
 
@@ -835,6 +935,9 @@ struct Checker {
     /// before it ("in order": m1 committed before m2 began means m1 comes first; a new
     /// interval may start further back, from an older `subscribe_from` anchor).
     latest_start: BTreeMap<String, Duration>,
+    /// Per channel, since the app's latest `subscribe` call: (transaction start, `created_at`)
+    /// of each message delivered (knob `u`: a clock stepped back inverts history's order).
+    started_stamps: BTreeMap<String, Vec<(Duration, i64)>>,
     /// Per (link, channel): when the server last processed a `subscribe` on that socket.
     sock_start: BTreeMap<(u64, String), Duration>,
     /// Per channel: instants of `Resynced { complete: false }`.
@@ -865,6 +968,8 @@ struct Reads {
     /// A `Date` written more than 5 s before the core was given it (an answer held across a
     /// machine sleep) was given (bug q: it replaced the core's fresher sample).
     stale_date: bool,
+    /// Reads whose answer the driver lost (knob `v`).
+    lost: BTreeSet<u64>,
 }
 
 impl Checker {
@@ -910,6 +1015,18 @@ struct Coverage {
     proxy_dates: u64,
     /// Seeds whose message clock is off the `Date` clock.
     seeds_with_clock_offset: u64,
+    /// The second round of knobs (`r`-`x`): messages of a blocked author, reads of a server
+    /// that clamps `limit`, transactions of 10 s or more, seeds whose message clock steps,
+    /// answers lost by the driver, cursors deleted before their read, bursts.
+    blocked_messages: u64,
+    clamped_reads: u64,
+    long_transactions: u64,
+    clock_steps: u64,
+    lost_answers: u64,
+    deleted_cursors: u64,
+    bursts: u64,
+    /// Deliveries out of commit order, in history's order after a clock stepped back.
+    inverted_by_step: u64,
     /// Reads refused by a budget the core had been told, exempted (without `j`, `k`) because
     /// of the fixed core bugs (j) and (k).
     exempt_refused_after_short_pause: u64,
@@ -989,6 +1106,14 @@ impl Coverage {
         self.answers_after_switch += o.answers_after_switch;
         self.proxy_dates += o.proxy_dates;
         self.seeds_with_clock_offset += o.seeds_with_clock_offset;
+        self.blocked_messages += o.blocked_messages;
+        self.clamped_reads += o.clamped_reads;
+        self.long_transactions += o.long_transactions;
+        self.clock_steps += o.clock_steps;
+        self.lost_answers += o.lost_answers;
+        self.deleted_cursors += o.deleted_cursors;
+        self.bursts += o.bursts;
+        self.inverted_by_step += o.inverted_by_step;
         self.exempt_refused_after_short_pause += o.exempt_refused_after_short_pause;
         self.exempt_refused_after_stale_answer += o.exempt_refused_after_stale_answer;
         self.drops += o.drops;
@@ -1071,19 +1196,33 @@ struct Strict {
     proxy_date: bool,
     /// (q): a stale `Date` replaces the core's fresher sample of the server's clock.
     stale_date: bool,
+    /// (r): a blocked author; `has_more` computed after filtering its messages out.
+    blocked_author: bool,
+    /// (s): an older server answers bare arrays of at most 5-20 items, whatever `limit`.
+    clamped_limit: bool,
+    /// (t): rare transactions of 10-60 s, past the core's late margin.
+    long_transactions: bool,
+    /// (u): the message clock steps back (or forward) by 5-120 s once.
+    clock_step: bool,
+    /// (v): a history answer lost by the driver (never given to the core).
+    lost_answers: bool,
+    /// (w): a walk's `before` cursor deleted; on most such seeds resolved by a subquery.
+    deleted_cursor: bool,
+    /// (x): a burst of more than `recent_ids` live messages under a late-broadcast message.
+    burst: bool,
 }
 
 /// The letters of the bugs found by this model that the core does not fix yet (issue 18):
 /// their knobs are off unless `TETHER_SIM_STRICT` names them (or is `1`). Once the core is
 /// fixed, empty this and every knob is on by default.
-const OPEN_BUGS: &str = "";
+const OPEN_BUGS: &str = "rstuvwx";
 
 impl Strict {
     fn from_env() -> Self {
         // Every bug is fixed and checked strictly by default; the variable selects the
         // strict checks when bisecting.
         // The knobs of open bugs (`OPEN_BUGS`) are off by default.
-        let fixed: String = "ghjklmnopq"
+        let fixed: String = "ghjklmnopqrstuvwx"
             .chars()
             .filter(|c| !OPEN_BUGS.contains(*c))
             .collect();
@@ -1100,6 +1239,13 @@ impl Strict {
             transactions: all || v.contains('o'),
             proxy_date: all || v.contains('p'),
             stale_date: all || v.contains('q'),
+            blocked_author: all || v.contains('r'),
+            clamped_limit: all || v.contains('s'),
+            long_transactions: all || v.contains('t'),
+            clock_step: all || v.contains('u'),
+            lost_answers: all || v.contains('v'),
+            deleted_cursor: all || v.contains('w'),
+            burst: all || v.contains('x'),
         }
     }
 
@@ -1116,6 +1262,13 @@ impl Strict {
             (self.transactions, "o"),
             (self.proxy_date, "p"),
             (self.stale_date, "q"),
+            (self.blocked_author, "r"),
+            (self.clamped_limit, "s"),
+            (self.long_transactions, "t"),
+            (self.clock_step, "u"),
+            (self.lost_answers, "v"),
+            (self.deleted_cursor, "w"),
+            (self.burst, "x"),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -1141,6 +1294,8 @@ macro_rules! ensure {
 
 struct Sim {
     dice: Dice,
+    /// The second round of knobs' random source (`DOUBT_STREAM`).
+    doubt: Dice,
     opts: Options,
     base: Instant,
     now: Duration,
@@ -1191,6 +1346,11 @@ impl Sim {
             msg_clock: MessageClock::default(),
             txn_max: Duration::ZERO,
             proxy_offset: 0,
+            history: HistoryRules::default(),
+            long_txn: None,
+            lose_answer_in: None,
+            delete_cursor_in: None,
+            burst: None,
         };
         // The issue-18 knobs, drawn on every seed (so a seed's stream does not depend on
         // which are on) and applied as `TETHER_SIM_STRICT` says.
@@ -1206,6 +1366,7 @@ impl Sim {
             MessageClock {
                 offset_nanos: sign * ms * 1_000_000,
                 drift_ppm: dice.below(401) as i64 - 200,
+                step: None,
             }
         };
         let txn_max = match dice.below(10) {
@@ -1230,6 +1391,60 @@ impl Sim {
         if opts.strict.proxy_date {
             knobs.proxy_offset = proxy_offset;
         }
+        // The second round (`r`-`x`, adversary.rs), drawn from their own stream.
+        let mut doubt = Dice(Rng::new(seed ^ DOUBT_STREAM));
+        let strict = opts.strict;
+        let blocked = doubt.chance(25).then(|| doubt.pick(&AUTHORS).0);
+        let max_limit = doubt.chance(15).then(|| 5 + doubt.below(16) as u32);
+        let long_txn = doubt
+            .chance(10)
+            .then(|| doubt.between(10 * SECOND, 60 * SECOND));
+        let step = doubt.chance(25).then(|| {
+            let at = doubt.between(MINUTE, 10 * MINUTE);
+            let by = (5_000 + doubt.below(115_000)) as i64 * 1_000_000;
+            (at, if doubt.chance(65) { -by } else { by })
+        });
+        let lose_answer_in = doubt.chance(20).then(|| 10 + doubt.below(20));
+        let (delete_cursor_in, subquery) = (
+            doubt.chance(25).then(|| 2 + doubt.below(4)),
+            doubt.chance(70),
+        );
+        let burst = doubt.chance(6).then(|| {
+            (
+                doubt.between(2 * MINUTE, 8 * MINUTE),
+                doubt.between(2 * SECOND, 8 * SECOND),
+                1_025 + doubt.below(300) as u32,
+            )
+        });
+        if strict.blocked_author {
+            knobs.history.blocked_author = blocked;
+        }
+        if strict.clamped_limit
+            && let Some(max) = max_limit
+        {
+            knobs.envelope = false;
+            knobs.history.max_limit = Some(max);
+        }
+        if strict.long_transactions {
+            knobs.long_txn = long_txn;
+        }
+        if strict.clock_step {
+            knobs.msg_clock.step = step;
+        }
+        if strict.lost_answers {
+            knobs.lose_answer_in = lose_answer_in;
+        }
+        if strict.deleted_cursor && delete_cursor_in.is_some() {
+            knobs.delete_cursor_in = delete_cursor_in;
+            knobs.history.cursor_subquery = subquery;
+        }
+        if strict.burst {
+            knobs.burst = burst;
+            // The live burst must fit the read budget's pace within the settle phase.
+            if burst.is_some() {
+                knobs.read_limit = None;
+            }
+        }
         let mut config = Config::new("https://kaiku.example").unwrap();
         config.seed = seed;
         // Small pages and caps on some seeds, so multi-page walks and incomplete catch-ups
@@ -1245,6 +1460,12 @@ impl Sim {
         }
         // An app made for a server that sends no budget headers (or no `Date` to place their
         // reset in time) configures its mirror of that server's budget.
+        // A burst must be walked with the default page and cap: a small cap ends the walk
+        // `complete: false` before it meets the late anchor.
+        if knobs.burst.is_some() {
+            config.catch_up.page_size = 50;
+            config.catch_up.max_messages = 500;
+        }
         if let Some(l) = knobs.read_limit
             && (!l.headers || !knobs.date)
         {
@@ -1275,11 +1496,13 @@ impl Sim {
             seeds_without_limit: u64::from(knobs.read_limit.is_none()),
             seeds_mirror_only: u64::from(knobs.read_limit.is_some_and(|l| !l.headers)),
             seeds_with_clock_offset: u64::from(knobs.msg_clock != MessageClock::default()),
+            clock_steps: u64::from(knobs.msg_clock.step.is_some()),
             ..Coverage::default()
         };
         let base = real_now();
         let mut sim = Self {
             dice,
+            doubt,
             opts,
             base,
             now: Duration::ZERO,
@@ -1302,6 +1525,9 @@ impl Sim {
         };
         let active = sim.dice.between(10 * MINUTE, 17 * MINUTE);
         sim.active_until = active;
+        if let Some((at, _, _)) = sim.server.knobs.burst {
+            sim.at(at, Ev::Burst);
+        }
         sim.at(active, Ev::EndActive);
         sim.at(active + settle, Ev::EndRun);
         sim
@@ -1492,6 +1718,26 @@ impl Sim {
                     }
                 }
             }
+            Ev::Burst => self.burst(),
+            Ev::BurstPost { channel } => {
+                if !self.server.is_down(self.now) {
+                    let now = self.now;
+                    let (c, i) = self.server.post(&mut self.doubt, now, now, Some(channel));
+                    self.cov.messages += 1;
+                    self.commit(c, i);
+                }
+            }
+            Ev::ForcedDrop => {
+                if let Some(link) = self
+                    .client_link
+                    .filter(|l| self.server.sessions.contains_key(l))
+                {
+                    self.cov.drops += 1;
+                    self.server.sessions.remove(&link);
+                    let d = self.latency();
+                    self.after(d, Ev::Closed { link, why: lost() });
+                }
+            }
             Ev::AppResubscribe { channel } => {
                 if !self.app.wanted.contains(&channel) {
                     self.app_subscribe(&channel)?;
@@ -1624,6 +1870,17 @@ impl Sim {
                 // Now and then the same answer reaches the core twice.
                 let twice = self.dice.chance(5);
                 let later = self.dice.between(Duration::ZERO, 3 * SECOND);
+                // Knob `v`: the driver loses the answer: neither it nor a timeout reaches the
+                // core (the read stays out for the in-flight check).
+                if let Some(n) = self.server.knobs.lose_answer_in
+                    && self.reads.out.contains_key(&id)
+                    && self.doubt.below(n) == 0
+                {
+                    self.cov.lost_answers += 1;
+                    self.reads.lost.insert(id);
+                    self.log(|| format!("history reply {id} lost by the driver"));
+                    return Ok(());
+                }
                 if twice && self.opts.strict.late_answers {
                     let copy = reply.clone();
                     self.after(later, Ev::HistoryDuplicate { id, reply: copy });
@@ -1634,7 +1891,7 @@ impl Sim {
                 }
             }
             Ev::HistoryTimeout { id } => {
-                if self.reads.out.remove(&id).is_some() {
+                if !self.reads.lost.contains(&id) && self.reads.out.remove(&id).is_some() {
                     self.cov.reads_timed_out += 1;
                     self.reads.given += 1;
                     let now = self.instant();
@@ -1886,10 +2143,13 @@ impl Sim {
     /// transaction and [`FLOOR_SLACK`]. Generous, finite, and independent of what the core
     /// knows.
     fn subscribe_sent(&mut self, channel: &str) {
-        let bound = self.conn.config().pacing.clock_margin
-            + LATE_MARGIN
-            + 2 * self.server.knobs.txn_max
-            + FLOOR_SLACK;
+        let knobs = &self.server.knobs;
+        let longest = knobs.long_txn.unwrap_or_default().max(knobs.txn_max);
+        let step = knobs.msg_clock.step.map_or(Duration::ZERO, |(_, by)| {
+            Duration::from_nanos(by.unsigned_abs())
+        });
+        let bound =
+            self.conn.config().pacing.clock_margin + LATE_MARGIN + 2 * longest + step + FLOOR_SLACK;
         let now = self.now;
         if let Some(i) = self.check.open_interval(channel)
             && i.first_sent.is_none()
@@ -1941,6 +2201,7 @@ impl Sim {
         };
         for m in list {
             let owed = m.deleted.is_none()
+                && self.server.knobs.history.blocked_author != Some(m.author)
                 && m.committed < sock
                 && (m.committed >= start || anchor_stamp.is_some_and(|a| m.stamp > a))
                 && exempt_until.is_none_or(|r| m.committed > r);
@@ -2037,9 +2298,16 @@ impl Sim {
             .dice
             .between(Duration::ZERO, Duration::from_millis(1_500));
         let long = self.dice.between(Duration::ZERO, 6 * SECOND);
-        let d = if self.dice.chance(85) { short } else { long }.min(self.server.knobs.txn_max);
+        let mut d = if self.dice.chance(85) { short } else { long }.min(self.server.knobs.txn_max);
+        // Knob `t`: now and then an upload stored inside the transaction, 10 s or more.
+        if let Some(max) = self.server.knobs.long_txn
+            && self.doubt.chance(4)
+        {
+            self.cov.long_transactions += 1;
+            d = self.doubt.between(10 * SECOND, max);
+        }
         let commit = self.now + d;
-        let (channel, index) = self.server.post(&mut self.dice, self.now, commit);
+        let (channel, index) = self.server.post(&mut self.dice, self.now, commit, None);
         self.cov.messages += 1;
         let msg = &self.server.channels[channel][index];
         if self.trace.is_some() {
@@ -2069,9 +2337,15 @@ impl Sim {
             .any(|m| m.committed < msg.committed);
         self.cov.committed_out_of_start_order += u64::from(overtaken);
         let frame = message_new(channel, &msg.live);
+        let blocked = self.server.knobs.history.blocked_author == Some(msg.author);
         if self.trace.is_some() && msg.committed != msg.started {
             let line = format!("commit seq {} id {} on {channel}", msg.seq, msg.id);
             self.log(|| line);
+        }
+        // Knob `r`: the app's user blocked this author; the server does not send it.
+        if blocked {
+            self.cov.blocked_messages += 1;
+            return;
         }
         let targets: Vec<u64> = self
             .server
@@ -2115,6 +2389,26 @@ impl Sim {
         } else {
             *self.dice.pick(&live)
         };
+        self.delete_at(channel, i);
+    }
+
+    /// Knob `w`: the message a read names as its `before` cursor is deleted by its author just
+    /// before the server reads (the walk read the page that ends on it a moment ago).
+    fn delete_cursor(&mut self, id: &str) {
+        let Some(&(channel, i)) = self.server.index.get(id) else {
+            return;
+        };
+        let m = &self.server.channels[channel][i];
+        let spare = !self.opts.strict.deleted_anchor && self.app.anchors.contains(&m.id);
+        if m.deleted.is_some() || m.committed > self.now || spare {
+            return;
+        }
+        self.cov.deleted_cursors += 1;
+        self.delete_at(channel, i);
+    }
+
+    /// Deletes message `i` of `channel` and broadcasts its `message_delete`.
+    fn delete_at(&mut self, channel: &'static str, i: usize) {
         let now = self.now;
         let msg = &mut self.server.channels.get_mut(channel).unwrap()[i];
         msg.deleted = Some(now);
@@ -2140,6 +2434,37 @@ impl Sim {
                 },
             );
         }
+    }
+
+    /// Knob `x`: U's transaction begins (an upload), more than `recent_ids` posts on the same
+    /// channel follow within seconds and are broadcast, U commits after them (the channel's
+    /// anchor, stamped before all of them), and the link drops: the catch-up walks down to U
+    /// over more messages than the core remembers.
+    fn burst(&mut self) {
+        let Some((_, span, n)) = self.server.knobs.burst else {
+            return;
+        };
+        let wanted: Vec<&'static str> = CHANNELS
+            .iter()
+            .copied()
+            .filter(|c| self.app.wanted.contains(*c))
+            .collect();
+        if !self.active || wanted.is_empty() || self.server.is_down(self.now) {
+            return;
+        }
+        let channel = *self.doubt.pick(&wanted);
+        self.cov.bursts += 1;
+        let commit = self.now + span + Duration::from_millis(300);
+        let (c, index) = self
+            .server
+            .post(&mut self.doubt, self.now, commit, Some(channel));
+        self.log(|| format!("burst of {n} on {c} under a transaction committing at {commit:?}"));
+        self.at(commit, Ev::Commit { channel: c, index });
+        for i in 1..=n {
+            self.at(self.now + span * i / n, Ev::BurstPost { channel });
+        }
+        let d = self.doubt.between(Duration::from_millis(200), 2 * SECOND);
+        self.at(commit + d, Ev::ForcedDrop);
     }
 
     fn server_upgrade(&mut self, link: u64, token: Option<&str>) {
@@ -2229,6 +2554,15 @@ impl Sim {
     }
 
     fn server_history(&mut self, req: HistoryRequest) -> Check {
+        if let (Some(n), Some(before)) = (self.server.knobs.delete_cursor_in, req.before.as_ref())
+            && self.active
+            && self.doubt.below(n) == 0
+        {
+            self.delete_cursor(before.as_str());
+        }
+        if self.server.knobs.history.max_limit.is_some() {
+            self.cov.clamped_reads += 1;
+        }
         // The server reads its data and counts the read now, writes the answer (and its
         // `Date`) after processing, and the answer then travels.
         // Knob `n`: one answer in ten is late (2-25 s), within the driver's 30 s.
@@ -2663,6 +2997,7 @@ impl Sim {
         };
         self.app.wanted.insert(channel.to_owned());
         self.check.latest_start.remove(channel);
+        self.check.started_stamps.remove(channel);
         self.check
             .intervals
             .entry(channel.to_owned())
@@ -2855,7 +3190,31 @@ impl Sim {
                     } else {
                         // In order: nothing delivered before it began after it committed.
                         let latest = self.check.latest_start.get(home).copied();
-                        if let Some(latest) = latest {
+                        // Knob `u`: after the message clock stepped back, history orders a
+                        // later message below an earlier one; a catch-up has only history's
+                        // order. Out of commit order is exempt when `created_at` says so:
+                        // every message delivered before it that began after it committed
+                        // has an older `created_at`.
+                        let inverted = self.server.knobs.msg_clock.step.is_some()
+                            && self
+                                .check
+                                .started_stamps
+                                .get(home)
+                                .into_iter()
+                                .flatten()
+                                .filter(|(s, _)| *s > committed)
+                                .all(|(_, st)| *st < stamp);
+                        self.check
+                            .started_stamps
+                            .entry(home.to_owned())
+                            .or_default()
+                            .push((started, stamp));
+                        if let Some(latest) = latest
+                            && committed < latest
+                            && inverted
+                        {
+                            self.cov.inverted_by_step += 1;
+                        } else if let Some(latest) = latest {
                             ensure!(
                                 committed >= latest,
                                 "out of order on {home}: seq {seq} (began {started:?}, committed \
@@ -3013,6 +3372,9 @@ impl Sim {
                 for m in owed {
                     if m.deleted.is_some() {
                         continue; // gone from history: the app need not get it
+                    }
+                    if self.server.knobs.history.blocked_author == Some(m.author) {
+                        continue; // blocked: never sent to this user, not in its history
                     }
                     if exempt_until.is_some_and(|r| m.committed <= r) {
                         self.cov.exempt += 1;
@@ -3350,6 +3712,29 @@ fn the_simulation_reaches_every_fault_and_recovery_path() {
             "429s and 503s dated by a proxy",
             cov.proxy_dates,
         ),
+        (
+            strict.blocked_author,
+            "messages of a blocked author",
+            cov.blocked_messages,
+        ),
+        (
+            strict.clamped_limit,
+            "reads of a server clamping limit",
+            cov.clamped_reads,
+        ),
+        (
+            strict.long_transactions,
+            "transactions past the late margin",
+            cov.long_transactions,
+        ),
+        (strict.clock_step, "message clocks stepped", cov.clock_steps),
+        (strict.lost_answers, "answers lost", cov.lost_answers),
+        (
+            strict.deleted_cursor,
+            "cursors deleted before their read",
+            cov.deleted_cursors,
+        ),
+        (strict.burst, "bursts past recent_ids", cov.bursts),
     ];
     let knobs_missed: Vec<&str> = knobs
         .iter()

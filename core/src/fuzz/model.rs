@@ -8,7 +8,10 @@
 //!   broadcast can overtake a late `subscribed`; the replies to every client frame);
 //! - tokens: [`Tokens`] (access tokens that expire, refresh tokens that rotate);
 //! - the read limit: [`ReadLimiter`];
-//! - the shapes: [`Message`], [`message_new`], [`history_body`], [`page_limit`].
+//! - the shapes: [`Message`], [`message_new`], [`history_body`], [`page_limit`];
+//! - how a history read is answered: [`history_page`] under [`HistoryRules`] (Kaiku's
+//!   blocked-author filter, an older server's clamped `limit`, a `before` cursor resolved by
+//!   a subquery).
 //!
 //! Time here is the model's own: a `Duration` since the run's start.
 
@@ -42,15 +45,23 @@ pub struct MessageClock {
     pub offset_nanos: i64,
     /// It gains this many millionths of the time elapsed (negative: loses).
     pub drift_ppm: i64,
+    /// Stepped once (NTP `makestep`, a VM moved to another host): from this instant of the
+    /// run on it reads this many nanoseconds more (negative: stepped back).
+    pub step: Option<(Duration, i64)>,
 }
 
 impl MessageClock {
     /// Its reading `at` into the run, in Unix nanoseconds.
     pub fn at(&self, at: Duration) -> i64 {
         let millis = i64::try_from(at.as_millis()).unwrap_or(i64::MAX / 4);
+        let stepped = self
+            .step
+            .filter(|(when, _)| at >= *when)
+            .map_or(0, |(_, by)| by);
         wall_nanos(at)
             .saturating_add(self.offset_nanos)
             .saturating_add(millis.saturating_mul(self.drift_ppm))
+            .saturating_add(stepped)
     }
 }
 
@@ -433,6 +444,30 @@ pub trait Stored {
         let _ = now;
         true
     }
+    /// Its author's id (history leaves out the authors the reader blocked).
+    fn author(&self) -> &str {
+        ""
+    }
+}
+
+/// How a server answers history reads, beyond the shape. The default is Kaiku as the
+/// project's decisions describe it (D61): deleted messages left out and still usable as
+/// cursors, a 400 for an unknown cursor, `limit` clamped to 1..=100, nobody blocked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryRules {
+    /// `{items, has_more, next_cursor}` (current Kaiku), else a bare array.
+    pub envelope: bool,
+    /// The reader blocked this author: as Kaiku's `chat/messages.rs`, the server reads
+    /// `limit + 1` rows, drops this author's, and computes `has_more` after the filter, so a
+    /// page with one of them says `has_more: false` (and no `next_cursor`) while older
+    /// messages exist.
+    pub blocked_author: Option<&'static str>,
+    /// An older server answers at most this many items, whatever `limit` asked.
+    pub max_limit: Option<u32>,
+    /// `before` is resolved by `created_at < (SELECT created_at FROM messages WHERE id =
+    /// $1)` over rows that exist (a hard delete): for a deleted or unknown cursor the
+    /// subquery is NULL and the page is empty, with `has_more: false`.
+    pub cursor_subquery: bool,
 }
 
 /// Kaiku's `GET /api/messages/channel/{id}?limit=&before=` over one channel's messages at
@@ -440,17 +475,23 @@ pub trait Stored {
 /// not deleted messages whose `created_at` is older than `before`'s (or all), newest first,
 /// with the page's oldest id as `next_cursor` when older ones remain ([`history_body`]). A
 /// `before` that names no message of the channel is a 400. `list` may be in any order (ids
-/// are random: only `created_at` orders).
+/// are random: only `created_at` orders). `rules` turns the server's doubts on
+/// ([`HistoryRules`]).
 pub fn history_page<M: Stored>(
     list: &[M],
     before: Option<&str>,
     limit: u32,
-    envelope: bool,
+    rules: HistoryRules,
     now: Duration,
 ) -> Result<String, u16> {
-    let below = match before {
-        None => None,
-        Some(b) => Some(list.iter().find(|m| m.id() == b).ok_or(400_u16)?.created()),
+    let below = match (before, rules.cursor_subquery) {
+        (None, _) => None,
+        (Some(b), false) => Some(list.iter().find(|m| m.id() == b).ok_or(400_u16)?.created()),
+        (Some(b), true) => match list.iter().find(|m| m.id() == b && !m.is_deleted()) {
+            Some(m) => Some(m.created()),
+            // `created_at < NULL` holds for no row.
+            None => return Ok(history_body([], None, rules.envelope)),
+        },
     };
     let mut older: Vec<&M> = list
         .iter()
@@ -458,14 +499,19 @@ pub fn history_page<M: Stored>(
         .filter(|m| below.is_none_or(|b| m.created() < b))
         .collect();
     older.sort_by_key(|m| std::cmp::Reverse(m.created()));
-    let n = page_limit(limit);
+    let n = rules
+        .max_limit
+        .map_or(page_limit(limit), |max| page_limit(limit.min(max)));
+    // `limit + 1` rows, then the blocked author's left out: `has_more` after the filter.
+    older.truncate(n + 1);
+    older.retain(|m| rules.blocked_author.is_none_or(|a| m.author() != a));
     let has_more = older.len() > n;
     older.truncate(n);
     let cursor = older.last().filter(|_| has_more).map(|m| m.id());
     Ok(history_body(
         older.iter().map(|m| m.rest()),
         cursor,
-        envelope,
+        rules.envelope,
     ))
 }
 
@@ -501,6 +547,16 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    const BARE: HistoryRules = HistoryRules {
+        envelope: false,
+        blocked_author: None,
+        max_limit: None,
+        cursor_subquery: false,
+    };
+    const ENVELOPE: HistoryRules = HistoryRules {
+        envelope: true,
+        ..BARE
+    };
 
     #[test]
     fn the_epoch_is_the_date_it_names() {
@@ -616,21 +672,21 @@ mod tests {
             M("m3", "3", false),
             M("m4", "4", false),
         ];
-        let first = history_page(&list, None, 2, true, Duration::ZERO);
+        let first = history_page(&list, None, 2, ENVELOPE, Duration::ZERO);
         assert_eq!(
             first.as_deref(),
             Ok(r#"{"items":[4,3],"has_more":true,"next_cursor":"m3"}"#)
         );
         // The deleted m2 is skipped; m1 is the last page.
-        let next = history_page(&list, Some("m3"), 2, true, Duration::ZERO);
+        let next = history_page(&list, Some("m3"), 2, ENVELOPE, Duration::ZERO);
         assert_eq!(next.as_deref(), Ok(r#"{"items":[1],"has_more":false}"#));
         // A deleted message still works as a cursor.
         assert_eq!(
-            history_page(&list, Some("m2"), 5, false, Duration::ZERO).as_deref(),
+            history_page(&list, Some("m2"), 5, BARE, Duration::ZERO).as_deref(),
             Ok("[1]")
         );
         assert_eq!(
-            history_page(&list, Some("nope"), 5, false, Duration::ZERO),
+            history_page(&list, Some("nope"), 5, BARE, Duration::ZERO),
             Err(400)
         );
     }
@@ -658,7 +714,7 @@ mod tests {
             T("m2", "2", 20, 5 * S),
             T("m3", "3", 30, 3 * S),
         ];
-        let at = |now| history_page(&list, None, 5, false, now);
+        let at = |now| history_page(&list, None, 5, BARE, now);
         assert_eq!(at(4 * S).as_deref(), Ok("[3,1]"), "m2 not committed yet");
         assert_eq!(
             at(5 * S).as_deref(),
@@ -666,17 +722,98 @@ mod tests {
             "by created_at, not commit"
         );
         assert_eq!(
-            history_page(&list, Some("m3"), 1, true, 5 * S).as_deref(),
+            history_page(&list, Some("m3"), 1, ENVELOPE, 5 * S).as_deref(),
             Ok(r#"{"items":[2],"has_more":true,"next_cursor":"m2"}"#)
         );
         let clock = MessageClock {
             offset_nanos: -5_000_000_000,
             drift_ppm: 100,
+            step: None,
         };
         assert_eq!(
             clock.at(1_000 * S),
             wall_nanos(1_000 * S) - 5_000_000_000 + 100_000_000
         );
+    }
+
+    struct A(&'static str, i64, &'static str, bool);
+
+    impl Stored for A {
+        fn id(&self) -> &str {
+            self.0
+        }
+        fn rest(&self) -> &str {
+            self.0
+        }
+        fn created(&self) -> i64 {
+            self.1
+        }
+        fn author(&self) -> &str {
+            self.2
+        }
+        fn is_deleted(&self) -> bool {
+            self.3
+        }
+    }
+
+    #[test]
+    fn a_blocked_author_in_the_extra_row_makes_has_more_lie() {
+        let list = [
+            A("1", 1, "bob", false),
+            A("2", 2, "eve", false),
+            A("3", 3, "bob", false),
+            A("4", 4, "bob", false),
+        ];
+        let rules = HistoryRules {
+            blocked_author: Some("eve"),
+            ..ENVELOPE
+        };
+        // Rows 4, 3, 2 read; eve's 2 dropped: two left, no more (but 1 exists).
+        assert_eq!(
+            history_page(&list, None, 2, rules, Duration::ZERO).as_deref(),
+            Ok(r#"{"items":[4,3],"has_more":false}"#)
+        );
+        assert_eq!(
+            history_page(&list, Some("3"), 2, rules, Duration::ZERO).as_deref(),
+            Ok(r#"{"items":[1],"has_more":false}"#)
+        );
+    }
+
+    #[test]
+    fn an_older_server_clamps_limit_and_a_subquery_cursor_can_vanish() {
+        let list = [
+            A("1", 1, "bob", false),
+            A("2", 2, "bob", true),
+            A("3", 3, "bob", false),
+            A("4", 4, "bob", false),
+        ];
+        let clamped = HistoryRules {
+            max_limit: Some(1),
+            ..BARE
+        };
+        assert_eq!(
+            history_page(&list, None, 50, clamped, Duration::ZERO).as_deref(),
+            Ok("[4]")
+        );
+        let subquery = HistoryRules {
+            cursor_subquery: true,
+            ..ENVELOPE
+        };
+        assert_eq!(
+            history_page(&list, Some("2"), 5, subquery, Duration::ZERO).as_deref(),
+            Ok(r#"{"items":[],"has_more":false}"#),
+            "a deleted cursor: NULL, an empty last page"
+        );
+        assert_eq!(
+            history_page(&list, Some("3"), 5, subquery, Duration::ZERO).as_deref(),
+            Ok(r#"{"items":[1],"has_more":false}"#)
+        );
+        let stepped = MessageClock {
+            step: Some((10 * S, -60_000_000_000)),
+            ..MessageClock::default()
+        };
+        assert_eq!(stepped.at(11 * S), wall_nanos(11 * S) - 60_000_000_000);
+        assert_eq!(stepped.at(9 * S), wall_nanos(9 * S));
     }
 
     #[test]
