@@ -407,16 +407,7 @@ impl Model {
     /// in `core/tests/simulation.rs` names the others). Once the fix lands, this is
     /// [`Model::all`].
     pub const fn today() -> Self {
-        Self {
-            blocked_author: false,
-            clamped_limit: false,
-            long_transactions: false,
-            clock_step: false,
-            lost_answers: false,
-            deleted_cursor: false,
-            burst: false,
-            ..Self::all()
-        }
+        Self::all()
     }
 }
 

@@ -253,6 +253,7 @@ impl Pacer {
                 limit: budget,
                 from_server: false,
                 server_low: None,
+                lost: 0,
                 server_reset: None,
                 latest_reset: None,
             },

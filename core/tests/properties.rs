@@ -90,27 +90,6 @@ proptest! {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { max_shrink_iters: 2_000, ..ProptestConfig::default() })]
-
-    /// The second round of issue-18 doubts (adversary.rs), open until the core's fix: bugs r-x
-    /// (`Model::blocked_author` ... `Model::burst`). `TETHER_WORLD_DOUBTS=rx` selects some
-    /// (default: all). Once the core is fixed, `Model::today` is `Model::all`, and the test
-    /// above covers these: remove this one.
-    #[test]
-    #[ignore = "open issue-18 doubts r-x: fails until the core's fix"]
-    fn invariants_hold_with_the_open_doubts(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..160)) {
-        let letters = std::env::var("TETHER_WORLD_DOUBTS").unwrap_or_else(|_| "rstuvwx".into());
-        let mut w = World::with_model(support::t0(), seed, Model::today_with(&letters));
-        for (c, _) in CHANNELS.iter().enumerate() {
-            w.apply(&Op::Subscribe(c));
-        }
-        for op in &ops {
-            w.apply(op);
-        }
-    }
-}
-
 /// Guards the generator: random sequences must actually reach the deep paths (catch-up,
 /// refresh, heartbeat loss...), or the properties above would pass vacuously.
 #[test]

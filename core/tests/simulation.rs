@@ -1215,7 +1215,7 @@ struct Strict {
 /// The letters of the bugs found by this model that the core does not fix yet (issue 18):
 /// their knobs are off unless `TETHER_SIM_STRICT` names them (or is `1`). Once the core is
 /// fixed, empty this and every knob is on by default.
-const OPEN_BUGS: &str = "rstuvwx";
+const OPEN_BUGS: &str = "";
 
 impl Strict {
     fn from_env() -> Self {
