@@ -154,6 +154,21 @@ enum Req {
     RetryAt(Instant),
 }
 
+/// The proof that history ends at message `x`, the oldest a page held when it said there was
+/// no more (D73). A server's `has_more` can lie (Kaiku computes it after filtering blocked
+/// authors out), an older server returns fewer than `limit`, and a cursor deleted since it
+/// was handed out leads to an empty page: no single answer proves an end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum EndCheck {
+    /// No end claimed.
+    None,
+    /// Read `before = x`: an empty answer says nothing is older than `x`, or that `x` is gone.
+    Below(Text),
+    /// That answer was empty; read again from above `x`: an answer that still holds `x`
+    /// proves it was there, so nothing is older.
+    Above(Text),
+}
+
 /// A catch-up in progress: history pages walked newest-first back to the anchor.
 #[derive(Clone, Debug)]
 struct Walk {
@@ -165,13 +180,11 @@ struct Walk {
     /// The anchor was met (or a message older than it): what is left to read is the late
     /// margin below it.
     passed: bool,
-    /// A page said history ends there, before the anchor was passed: the next read (one more
-    /// page further) confirms it. A server's `has_more` can lie (Kaiku computes it after
-    /// filtering out blocked authors), and an older server can return fewer than `limit`.
-    end_seen: bool,
-    /// The ids of the last page that held any, oldest last: where to read on from when a
-    /// cursor leads nowhere (deleted since it was handed out).
-    last_page: Vec<Text>,
+    /// Where the proof of a claimed end of history stands (D73).
+    end: EndCheck,
+    /// Every id the walk's pages held, newest first: where to read from to see a message
+    /// again.
+    seen: Vec<Text>,
     /// Live events about the channel, held until the gap is delivered.
     held: Vec<ServerEvent>,
 }
@@ -185,8 +198,8 @@ impl Walk {
             gap: Vec::new(),
             gap_ids: BTreeSet::new(),
             passed: false,
-            end_seen: false,
-            last_page: Vec::new(),
+            end: EndCheck::None,
+            seen: Vec::new(),
             held,
         }
     }
@@ -875,7 +888,6 @@ impl CatchUp {
                 return;
             }
         }
-        let gap_before = walk.gap.len();
         // Where the page goes below the floor, if it does.
         let mut below: Option<usize> = None;
         // A message the de-duplication memory may have forgotten delivering.
@@ -936,7 +948,9 @@ impl CatchUp {
             {
                 continue;
             }
-            if c.recent.is_in_doubt(&h.id, h.created_at) {
+            if c.recent.is_in_doubt(&h.id, h.created_at)
+                || self.untracked.is_in_doubt(&h.id, h.created_at)
+            {
                 in_doubt = true;
                 break;
             }
@@ -962,6 +976,7 @@ impl CatchUp {
                     || c.in_reload.contains(&h.id)
                     || self.untracked.contains(&h.id)
                     || c.recent.is_in_doubt(&h.id, h.created_at)
+                    || self.untracked.is_in_doubt(&h.id, h.created_at)
                 {
                     continue;
                 }
@@ -973,50 +988,80 @@ impl CatchUp {
                 }
             }
         }
-        if walk.gap.len() > gap_before {
-            // The history went on after all.
-            walk.end_seen = false;
+        // Whether the page held anything the walk had not seen: a page of only seen messages
+        // answering `before = x` comes from a server that ignores the cursor.
+        let mut fresh = false;
+        for item in &page.items {
+            let id = &item.head().id;
+            if !walk.seen.contains(id) {
+                walk.seen.push(id.clone());
+                fresh = true;
+            }
         }
-        let met = walk.passed && anchor.is_some();
         let cursor = page.cursor();
         let progressed = cursor.is_some() && cursor != walk.before;
-        if !page.items.is_empty() {
-            walk.last_page = page.items.iter().map(|i| i.head().id.clone()).collect();
-        }
+        let ends = !page.has_more_given(limit);
+        // The answer to a read that checks an end.
+        let check = std::mem::replace(&mut walk.end, EndCheck::None);
+        let proven = match &check {
+            EndCheck::Above(x) => page.items.iter().any(|i| &i.head().id == x),
+            _ => false,
+        };
+        // The newest id above `x` among those seen, to read `x` again; `None` at the top.
+        let above = |seen: &[Text], x: &Text| -> Option<Text> {
+            let at = seen.iter().position(|id| id == x)?;
+            seen.get(at.checked_sub(1)?).cloned()
+        };
+        // With nothing older than the anchor, or its late margin, seen (the walk would have
+        // stopped below the floor): complete if the walk passed its anchor or placed it in
+        // time (deleted, the oldest); an anchor known only by id (from the app) that is gone
+        // leaves no way to tell what the app has.
+        let complete_at_end =
+            walk.passed || anchor.as_ref().is_some_and(|a| a.created_at.is_some());
         if walk.gap.len() > max {
             self.finish(now, channel, false);
         } else if below.is_some() {
             self.finish(now, channel, true);
-        } else if !page.has_more_given(limit) && (met || walk.end_seen) {
-            // The start of history. Exact when the walk passed its anchor, or knew where to
-            // stop by time (the anchor was deleted and was the oldest; or none, and nothing
-            // was older than the subscription). An anchor known only by id (from the app)
-            // that is gone leaves no way to tell what the app has.
-            let complete = walk.passed || anchor.as_ref().is_some_and(|a| a.created_at.is_some());
-            self.finish(now, channel, complete);
-        } else if !page.has_more_given(limit) {
-            // The history claims to end before the anchor: read one page further to be sure,
-            // from this page's oldest message, or, after a page of nothing (its cursor was
-            // deleted), from the message above that cursor.
-            let from = match page.items.last() {
-                Some(oldest) => Some(oldest.head().id.clone()),
-                None => walk.before.as_ref().and_then(|b| {
-                    let at = walk.last_page.iter().position(|id| id == b)?;
-                    walk.last_page.get(at.checked_sub(1)?).cloned()
-                }),
-            };
-            match from {
-                Some(from) => {
-                    walk.end_seen = true;
-                    walk.before = Some(from);
+        } else if proven {
+            self.finish(now, channel, complete_at_end);
+        } else if matches!(check, EndCheck::Below(_)) && !page.items.is_empty() && !fresh {
+            // Asked for what is older than `x`, answered with what was seen: the server
+            // ignores `before`, and nothing can prove where its history ends.
+            self.finish(now, channel, false);
+        } else if let (EndCheck::Below(x), true) = (&check, page.items.is_empty()) {
+            // Nothing older than `x`, or `x` is gone: see whether it is still there.
+            walk.before = above(&walk.seen, x);
+            walk.end = EndCheck::Above(x.clone());
+            walk.failures = 0;
+            walk.req = Req::Queued;
+        } else if ends && page.items.is_empty() && walk.seen.is_empty() {
+            // Nothing at all, or nothing but what the server filters out for this user (Kaiku
+            // fills a page from `limit + 1` rows, then drops blocked authors): nothing to read
+            // on from, and nothing proves the channel empty. The app reloads.
+            self.finish(now, channel, false);
+        } else if ends {
+            // The history claims to end: check it from its oldest message, or, when the page
+            // is empty (its cursor may have been deleted since it was handed out), from the
+            // cursor itself.
+            let x = page
+                .items
+                .last()
+                .map(|i| i.head().id.clone())
+                .or_else(|| walk.before.clone());
+            match x {
+                Some(x) if page.items.is_empty() => {
+                    walk.before = above(&walk.seen, &x);
+                    walk.end = EndCheck::Above(x);
                     walk.failures = 0;
                     walk.req = Req::Queued;
                 }
-                None => {
-                    let complete =
-                        walk.passed || anchor.as_ref().is_some_and(|a| a.created_at.is_some());
-                    self.finish(now, channel, complete && page.items.is_empty());
+                Some(x) => {
+                    walk.before = Some(x.clone());
+                    walk.end = EndCheck::Below(x);
+                    walk.failures = 0;
+                    walk.req = Req::Queued;
                 }
+                None => self.finish(now, channel, false),
             }
         } else if let (true, Some(cursor)) = (progressed, cursor) {
             walk.before = Some(cursor);

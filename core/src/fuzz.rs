@@ -549,6 +549,8 @@ pub struct World {
     /// Per channel: the latest transaction start among messages delivered since the latest
     /// `subscribe` (invariant 7: nothing committed before it may come after).
     latest_start: BTreeMap<String, Duration>,
+    /// Per channel: the newest `created_at` delivered (a stepped clock's order, by history).
+    latest_created: BTreeMap<String, i64>,
     /// Per wanted channel: its subscription, for the `complete: true` check.
     intervals: BTreeMap<String, Interval>,
     /// Counts commits and `subscribe`s processed: their order, within one instant too.
@@ -672,6 +674,7 @@ impl World {
             times: BTreeMap::new(),
             commit_ticks: BTreeMap::new(),
             latest_start: BTreeMap::new(),
+            latest_created: BTreeMap::new(),
             intervals: BTreeMap::new(),
             ticks: 0,
             doubts,
@@ -749,6 +752,7 @@ impl World {
                 } else {
                     // A new subscription: its order is checked afresh (invariant 7).
                     self.latest_start.remove(ch);
+                    self.latest_created.remove(ch);
                     // With late answers, half the time from the newest message delivered
                     // (what the app shows), as a user switching back to a channel.
                     let newest = self
@@ -1480,11 +1484,26 @@ impl World {
                             continue;
                         }
                         let latest = self.latest_start.get(&ch).copied();
+                        // A database clock stepped back orders history against commits: a
+                        // catch-up can only follow history's order (`created_at`) there.
+                        let created = self
+                            .store
+                            .get(&ch)
+                            .and_then(|l| l.iter().find(|m| m.id == id))
+                            .map(|m| m.created);
+                        let by_history = self.msg_clock.step.is_some()
+                            && created.is_some_and(|c| {
+                                self.latest_created.get(&ch).is_none_or(|l| c >= *l)
+                            });
                         assert!(
-                            latest.is_none_or(|l| committed >= l),
+                            by_history || latest.is_none_or(|l| committed >= l),
                             "channel {ch}: {id} (began {started:?}, committed {committed:?}) \
                              delivered after a message whose transaction began at {latest:?}"
                         );
+                        if let Some(c) = created {
+                            let l = self.latest_created.entry(ch.clone()).or_insert(c);
+                            *l = (*l).max(c);
+                        }
                         if latest.is_some_and(|l| started < l) {
                             self.seen
                                 .insert("overlapping transactions out of start order");
@@ -1518,7 +1537,12 @@ impl World {
             return;
         };
         for m in self.store.get(channel).into_iter().flatten() {
+            // A transaction longer than the core's late margin is outside the contract
+            // `CatchUpConfig::late_margin` states (D73).
+            let beyond_margin =
+                m.committed.saturating_sub(m.started) > self.conn.config().catch_up.late_margin;
             let owed = !m.deleted
+                && !beyond_margin
                 && m.author != EVE.0
                 && m.commit_tick < sock
                 && (m.commit_tick > start || iv.anchor.is_some_and(|a| m.created > a))

@@ -129,6 +129,15 @@ fn fetch_for(h: &mut Harness, ch: &str) -> tether_core::HistoryRequest {
     reqs[0].clone()
 }
 
+/// Answers the two reads that prove a claimed end of history (D73): nothing below the oldest
+/// message, then `body`, which holds that message again.
+fn confirm_end(h: &mut Harness, ch: &str, body: &str) {
+    let r = fetch_for(h, ch);
+    h.answer_history(r.id, &page(ch, &[], false));
+    let r = fetch_for(h, ch);
+    h.answer_history(r.id, body);
+}
+
 fn ids(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
     range.map(|i| format!("m{i}")).collect()
 }
@@ -408,6 +417,21 @@ fn a_reconnect_to_a_node_with_a_slow_clock_moves_a_quiet_channels_bound() {
             h.answer_history(r.id, &page("o", &[("o2", now), ("o1", 5)], false));
         }
     }
+    for _ in 0..2 {
+        for r in fetches(&h.take()) {
+            if r.channel_id == "c" {
+                let again = r.before.is_none();
+                h.answer_history(
+                    r.id,
+                    &page("c", if again { &[("m8", 8)] } else { &[] }, false),
+                );
+            } else if r.before.as_ref().is_some_and(|b| b.as_str() == "o1") {
+                h.answer_history(r.id, &page("o", &[], false));
+            } else {
+                h.answer_history(r.id, &page("o", &[("o1", 5)], false));
+            }
+        }
+    }
     h.drain();
     assert!(!resynced(&h.log).is_empty());
     check_promise(&h, "c", &["m8"]);
@@ -523,6 +547,7 @@ fn the_same_answer_twice_delivers_nothing_twice() {
         r.id,
         &page("c", &[("m4", 4), ("m3", 3), ("m2", 2), ("m1", 1)], false),
     );
+    confirm_end(&mut h, "c", &page("c", &[("m1", 1)], false));
     h.frame(&message_new("c", "m4", 4));
     check_promise(&h, "c", &["m2", "m3"]);
     assert_eq!(
@@ -827,6 +852,11 @@ fn a_gap_message_with_an_unreadable_created_at_is_not_skipped_silently() {
                 false,
                 None,
             ),
+        );
+        confirm_end(
+            &mut h,
+            "c",
+            &raw_page(&[msg_at("c", "m1", &stamp(1))], false, None),
         );
         check_promise(&h, "c", &["m3", "odd", "m7"]);
         // The page itself says where `odd` stands (between m7 and m3): "in order".

@@ -322,12 +322,16 @@ fn a_drop_before_the_first_message_still_catches_up_what_was_posted_during_it() 
         req[0].id,
         &page("c", &[("m2", 2), ("m1", 1), ("m0", 0)], false),
     );
-    // Nothing on it is older than the subscription: one read further makes sure the history
-    // really ends there (a `has_more` can lie).
+    // Nothing on it is older than the subscription: two reads make sure the history really
+    // ends there (a `has_more` can lie, a cursor can be deleted; D73).
     let confirm = fetches(&h.take());
     assert_eq!(confirm.len(), 1);
     assert_eq!(confirm[0].before.as_ref().map(|b| b.as_str()), Some("m0"));
     h.answer_history(confirm[0].id, &page("c", &[], false));
+    // Nothing below m0, or m0 is gone: read it again from above. It is there.
+    let again = fetches(&h.take());
+    assert_eq!(again[0].before.as_ref().map(|b| b.as_str()), Some("m1"));
+    h.answer_history(again[0].id, &page("c", &[("m0", 0)], false));
     let out = h.take();
     assert_eq!(delivered_ids(&out), ["m0", "m1", "m2"]);
     assert!(events(&out).contains(&Event::Resynced {
@@ -382,6 +386,8 @@ fn an_empty_channel_catches_up_from_the_beginning() {
     h.answer_history(req[0].id, &page("c", &[("m2", 2), ("m1", 1)], false));
     let confirm = fetches(&h.take());
     h.answer_history(confirm[0].id, &page("c", &[], false));
+    let again = fetches(&h.take());
+    h.answer_history(again[0].id, &page("c", &[("m1", 1)], false));
     assert_eq!(delivered_ids(&h.log), ["m1", "m2"]);
 }
 

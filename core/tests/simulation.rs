@@ -993,6 +993,9 @@ struct Coverage {
     extra_delivered: u64,
     /// Deliveries left out of the order check only because of core bug (h).
     exempt_deleted_out_of_order: u64,
+    /// Messages owed by a `complete: true` but for a transaction longer than the late margin
+    /// (outside the contract `late_margin` states), not delivered.
+    beyond_late_margin: u64,
     /// Messages committed before their interval's `S` or before one of its
     /// `complete: false`, delivered (outside the order check).
     before_s_unordered: u64,
@@ -1096,6 +1099,7 @@ impl Coverage {
         self.extra_delivered += o.extra_delivered;
         self.exempt_deleted_out_of_order += o.exempt_deleted_out_of_order;
         self.before_s_unordered += o.before_s_unordered;
+        self.beyond_late_margin += o.beyond_late_margin;
         self.overlapping_out_of_start_order += o.overlapping_out_of_start_order;
         self.exempt_stale_date += o.exempt_stale_date;
         self.committed_out_of_start_order += o.committed_out_of_start_order;
@@ -2200,7 +2204,14 @@ impl Sim {
             return Ok(());
         };
         for m in list {
+            // A transaction longer than the late margin breaks the contract `late_margin`
+            // states (D73): outside the promise, counted.
+            let beyond_margin = m.committed.saturating_sub(m.started) > LATE_MARGIN;
+            if beyond_margin && !self.check.delivered.contains_key(&m.id) {
+                self.cov.beyond_late_margin += 1;
+            }
             let owed = m.deleted.is_none()
+                && !beyond_margin
                 && self.server.knobs.history.blocked_author != Some(m.author)
                 && m.committed < sock
                 && (m.committed >= start || anchor_stamp.is_some_and(|a| m.stamp > a))
