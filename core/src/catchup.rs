@@ -18,6 +18,10 @@ use crate::text::Text;
 use crate::timestamp::Timestamp;
 use crate::wire::{HistoryItem, HistoryPage, ServerEvent, ServerEventKind};
 
+/// Pages a walk may read beyond what `max_messages` needs: end checks, pages of messages
+/// already delivered.
+const MORE_PAGES: u32 = 10;
+
 /// `t` moved back by `by`.
 fn earlier(t: Timestamp, by: Duration) -> Timestamp {
     let by = i64::try_from(by.as_nanos()).unwrap_or(i64::MAX);
@@ -185,6 +189,9 @@ struct Walk {
     /// Every id the walk's pages held, newest first: where to read from to see a message
     /// again.
     seen: Vec<Text>,
+    /// Pages answered so far: a walk reads at most enough pages for `max_messages`, and a
+    /// few more, however the server answers (no cycle of cursors can keep it going).
+    pages: u32,
     /// Live events about the channel, held until the gap is delivered.
     held: Vec<ServerEvent>,
 }
@@ -200,6 +207,7 @@ impl Walk {
             passed: false,
             end: EndCheck::None,
             seen: Vec::new(),
+            pages: 0,
             held,
         }
     }
@@ -988,6 +996,10 @@ impl CatchUp {
                 }
             }
         }
+        walk.pages += 1;
+        let max_pages = u32::try_from(max / limit.max(1) as usize)
+            .unwrap_or(u32::MAX)
+            .saturating_add(MORE_PAGES);
         // Whether the page held anything the walk had not seen: a page of only seen messages
         // answering `before = x` comes from a server that ignores the cursor.
         let mut fresh = false;
@@ -1022,6 +1034,10 @@ impl CatchUp {
             self.finish(now, channel, false);
         } else if below.is_some() {
             self.finish(now, channel, true);
+        } else if walk.pages >= max_pages {
+            // Cursors that keep leading around (a server whose history moves under the walk):
+            // stop, and say so.
+            self.finish(now, channel, false);
         } else if proven {
             self.finish(now, channel, complete_at_end);
         } else if matches!(check, EndCheck::Below(_)) && !page.items.is_empty() && !fresh {

@@ -1476,10 +1476,29 @@ impl World {
                         let (started, committed) = self.times[&id];
                         let ch = channel_id.to_string();
                         let commit_tick = self.commit_ticks.get(&id).copied().unwrap_or(0);
-                        if self.intervals.get(&ch).is_some_and(|iv| {
-                            iv.start.is_none_or(|s| commit_tick < s)
-                                || iv.exempt_until.is_some_and(|r| commit_tick <= r)
-                        }) {
+                        let margin =
+                            i64::try_from(self.conn.config().catch_up.late_margin.as_nanos())
+                                .unwrap_or(i64::MAX);
+                        let created = self
+                            .store
+                            .get(&ch)
+                            .and_then(|l| l.iter().find(|m| m.id == id))
+                            .map(|m| m.created);
+                        let long = committed.saturating_sub(started)
+                            > self.conn.config().catch_up.late_margin;
+                        let beyond_margin = long
+                            || created.is_some_and(|c| {
+                                self.store.values().flatten().any(|o| {
+                                    o.commit_tick < commit_tick
+                                        && o.created.saturating_sub(c) > margin
+                                })
+                            });
+                        if beyond_margin
+                            || self.intervals.get(&ch).is_some_and(|iv| {
+                                iv.start.is_none_or(|s| commit_tick < s)
+                                    || iv.exempt_until.is_some_and(|r| commit_tick <= r)
+                            })
+                        {
                             self.seen.insert("delivered from before the subscription");
                             continue;
                         }
@@ -1536,13 +1555,89 @@ impl World {
         let (Some(start), Some(sock)) = (iv.start, iv.sock) else {
             return;
         };
-        for m in self.store.get(channel).into_iter().flatten() {
-            // A transaction longer than the core's late margin is outside the contract
-            // `CatchUpConfig::late_margin` states (D73).
-            let beyond_margin =
-                m.committed.saturating_sub(m.started) > self.conn.config().catch_up.late_margin;
+        // What no client can reach (D73): below a run of more than a page of blocked authors'
+        // messages, the server answers a page of nothing that says there is no more (Kaiku
+        // fills a page from `limit + 1` rows, then drops blocked authors).
+        let mut unreachable: BTreeSet<&str> = BTreeSet::new();
+        if self.doubts.blocked {
+            let asked = self.conn.config().catch_up.page_size;
+            let n = model::page_limit(if self.doubts.clamped {
+                asked.min(1)
+            } else {
+                asked
+            });
+            let mut visible: Vec<&Posted> = self
+                .store
+                .get(channel)
+                .into_iter()
+                .flatten()
+                .filter(|m| !m.deleted && m.commit_tick < sock)
+                .collect();
+            visible.sort_by_key(|m| std::cmp::Reverse(m.created));
+            let mut run = 0;
+            let mut hole = false;
+            for m in visible {
+                if m.author == EVE.0 {
+                    run += 1;
+                    hole |= run > n;
+                } else {
+                    run = 0;
+                    if hole {
+                        unreachable.insert(m.id.as_str());
+                    }
+                }
+            }
+        }
+        // The contract `CatchUpConfig::late_margin` states (D73): a message becomes visible at
+        // most that much later than messages stamped after it. One stamped more than the
+        // margin before a message visible first (a long transaction, a clock stepped back) is
+        // outside the promise.
+        let margin =
+            i64::try_from(self.conn.config().catch_up.late_margin.as_nanos()).unwrap_or(i64::MAX);
+        let list: Vec<&Posted> = self.store.get(channel).into_iter().flatten().collect();
+        // One database clock for every channel: compare with all of them.
+        let mut by_commit: Vec<(u64, i64, &str)> = self
+            .store
+            .values()
+            .flatten()
+            .map(|m| (m.commit_tick, m.created, m.id.as_str()))
+            .collect();
+        by_commit.sort();
+        let mut newest_before: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut newest = i64::MIN;
+        for (_, created, id) in &by_commit {
+            newest_before.insert(id, newest);
+            newest = newest.max(*created);
+        }
+        for m in list {
+            // Or the clock went back: at `m`'s start it read more than the margin less than a
+            // message committed earlier says it must have (a step the core cannot see).
+            let stepped_back = self.msg_clock.step.is_some_and(|(_, by)| by < 0)
+                && self.store.values().flatten().any(|o| {
+                    o.committed <= m.started
+                        && o.created
+                            .saturating_add(
+                                i64::try_from((m.started - o.committed).as_nanos())
+                                    .unwrap_or(i64::MAX),
+                            )
+                            .saturating_sub(m.created)
+                            > margin
+                });
+            // Or it jumped ahead by more than the margin after `m` began: a reading taken
+            // after the jump places an earlier subscription too late (no client can tell).
+            let stepped_ahead = self
+                .msg_clock
+                .step
+                .is_some_and(|(when, by)| by > margin && m.started < when);
+            let beyond_margin = stepped_back
+                || stepped_ahead
+                || m.committed.saturating_sub(m.started) > self.conn.config().catch_up.late_margin
+                || newest_before
+                    .get(m.id.as_str())
+                    .is_some_and(|n| n.saturating_sub(m.created) > margin);
             let owed = !m.deleted
                 && !beyond_margin
+                && !unreachable.contains(m.id.as_str())
                 && m.author != EVE.0
                 && m.commit_tick < sock
                 && (m.commit_tick > start || iv.anchor.is_some_and(|a| m.created > a))

@@ -993,8 +993,8 @@ struct Coverage {
     extra_delivered: u64,
     /// Deliveries left out of the order check only because of core bug (h).
     exempt_deleted_out_of_order: u64,
-    /// Messages owed by a `complete: true` but for a transaction longer than the late margin
-    /// (outside the contract `late_margin` states), not delivered.
+    /// Messages owed by a `complete: true` but stamped more than the late margin before a
+    /// message visible first (outside the contract `late_margin` states), not delivered.
     beyond_late_margin: u64,
     /// Messages committed before their interval's `S` or before one of its
     /// `complete: false`, delivered (outside the order check).
@@ -2203,10 +2203,59 @@ impl Sim {
         let Some(list) = self.server.channels.get(channel) else {
             return Ok(());
         };
+        // The contract `late_margin` states (D73): a message becomes visible at most that much
+        // later than messages (of any channel: one database clock) stamped after it. One stamped more than the margin before a
+        // message that was visible first (a transaction longer than the margin, a database
+        // clock stepped back) is outside the promise, and counted.
+        let margin = i64::try_from(LATE_MARGIN.as_nanos()).unwrap_or(i64::MAX);
+        // The database's clock is one for every channel: compare with all of them.
+        let mut by_commit: Vec<(Duration, i64, &str)> = self
+            .server
+            .channels
+            .values()
+            .flatten()
+            .map(|m| (m.committed, m.stamp, m.id.as_str()))
+            .collect();
+        by_commit.sort();
+        let mut newest_before: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut newest = i64::MIN;
+        for (_, stamp, id) in &by_commit {
+            newest_before.insert(id, newest);
+            newest = newest.max(*stamp);
+        }
         for m in list {
-            // A transaction longer than the late margin breaks the contract `late_margin`
-            // states (D73): outside the promise, counted.
-            let beyond_margin = m.committed.saturating_sub(m.started) > LATE_MARGIN;
+            // Or the clock went back: at `m`'s start it read more than the margin less than a
+            // message committed earlier says it must have (a step the core cannot see).
+            let stepped_back = self
+                .server
+                .knobs
+                .msg_clock
+                .step
+                .is_some_and(|(_, by)| by < 0)
+                && self.server.channels.values().flatten().any(|o| {
+                    o.committed <= m.started
+                        && o.stamp
+                            .saturating_add(
+                                i64::try_from((m.started - o.committed).as_nanos())
+                                    .unwrap_or(i64::MAX),
+                            )
+                            .saturating_sub(m.stamp)
+                            > margin
+                });
+            // Or it jumped ahead by more than the margin after `m` began: a reading taken
+            // after the jump places an earlier subscription too late (no client can tell).
+            let stepped_ahead = self
+                .server
+                .knobs
+                .msg_clock
+                .step
+                .is_some_and(|(when, by)| by > margin && m.started < when);
+            let beyond_margin = stepped_back
+                || stepped_ahead
+                || m.committed.saturating_sub(m.started) > LATE_MARGIN
+                || newest_before
+                    .get(m.id.as_str())
+                    .is_some_and(|n| n.saturating_sub(m.stamp) > margin);
             if beyond_margin && !self.check.delivered.contains_key(&m.id) {
                 self.cov.beyond_late_margin += 1;
             }
@@ -3193,7 +3242,14 @@ impl Sim {
                         v.iter()
                             .any(|&r| r >= committed && called.is_some_and(|c| r >= c))
                     });
-                    let before_s = before_s || reloaded;
+                    // And what the late margin's contract leaves out (D73): stamped more than
+                    // the margin before a message that was visible first.
+                    let margin = i64::try_from(LATE_MARGIN.as_nanos()).unwrap_or(i64::MAX);
+                    let beyond_margin = committed.saturating_sub(started) > LATE_MARGIN
+                        || self.server.channels.values().flatten().any(|o| {
+                            o.committed < committed && o.stamp.saturating_sub(stamp) > margin
+                        });
+                    let before_s = before_s || reloaded || beyond_margin;
                     if deleted && !self.opts.strict.deleted_held {
                         self.cov.exempt_deleted_out_of_order += 1;
                     } else if before_s {
