@@ -2389,6 +2389,28 @@ impl Sim {
 
     /// A post's transaction commits: its message is in history from now on, and broadcast to
     /// every socket subscribed to its channel.
+    /// Whether `m` breaks the contract `late_margin` states (D73): a transaction longer than
+    /// the margin, a stamp more than the margin before a message visible first, or a database
+    /// clock stepped by more than the margin across it. No client can find such a message.
+    fn outside_late_margin(&self, m: &Msg) -> bool {
+        let margin = i64::try_from(LATE_MARGIN.as_nanos()).unwrap_or(i64::MAX);
+        let step = self.server.knobs.msg_clock.step;
+        m.committed.saturating_sub(m.started) > LATE_MARGIN
+            || step.is_some_and(|(when, by)| by > margin && m.started < when)
+            || self.server.channels.values().flatten().any(|o| {
+                o.committed < m.committed && o.stamp.saturating_sub(m.stamp) > margin
+                    || step.is_some_and(|(_, by)| by < 0)
+                        && o.committed <= m.started
+                        && o.stamp
+                            .saturating_add(
+                                i64::try_from((m.started - o.committed).as_nanos())
+                                    .unwrap_or(i64::MAX),
+                            )
+                            .saturating_sub(m.stamp)
+                            > margin
+            })
+    }
+
     fn commit(&mut self, channel: &'static str, index: usize) {
         let list = &self.server.channels[channel];
         let msg = &list[index];
@@ -3446,6 +3468,9 @@ impl Sim {
                     if exempt_until.is_some_and(|r| m.committed <= r) {
                         self.cov.exempt += 1;
                         continue;
+                    }
+                    if self.outside_late_margin(m) {
+                        continue; // outside the contract `late_margin` states (D73)
                     }
                     self.cov.required += 1;
                     let got = delivered.get(&m.seq).is_some_and(|at| *at <= until);
