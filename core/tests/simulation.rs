@@ -2223,6 +2223,7 @@ impl Sim {
             newest_before.insert(id, newest);
             newest = newest.max(*stamp);
         }
+        let unreachable = self.unreachable(channel);
         for m in list {
             // Or the clock went back: at `m`'s start it read more than the margin less than a
             // message committed earlier says it must have (a step the core cannot see).
@@ -2261,6 +2262,7 @@ impl Sim {
             }
             let owed = m.deleted.is_none()
                 && !beyond_margin
+                && !unreachable.contains(&m.id)
                 && self.server.knobs.history.blocked_author != Some(m.author)
                 && m.committed < sock
                 && (m.committed >= start || anchor_stamp.is_some_and(|a| m.stamp > a))
@@ -2389,6 +2391,45 @@ impl Sim {
 
     /// A post's transaction commits: its message is in history from now on, and broadcast to
     /// every socket subscribed to its channel.
+    /// Messages of `channel` no client can reach (D73): below a run of more than a page of
+    /// the blocked author's messages, the server answers a page of nothing that says there is
+    /// no more (Kaiku fills a page from `limit + 1` rows, then drops blocked authors).
+    fn unreachable(&self, channel: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let (Some(blocked), Some(list)) = (
+            self.server.knobs.history.blocked_author,
+            self.server.channels.get(channel),
+        ) else {
+            return out;
+        };
+        let asked = self.conn.config().catch_up.page_size;
+        let n = model::page_limit(
+            self.server
+                .knobs
+                .history
+                .max_limit
+                .map_or(asked, |max| asked.min(max)),
+        );
+        let mut visible: Vec<&Msg> = list
+            .iter()
+            .filter(|m| m.deleted.is_none() && m.committed <= self.now)
+            .collect();
+        visible.sort_by_key(|m| std::cmp::Reverse(m.stamp));
+        let (mut run, mut hole) = (0, false);
+        for m in visible {
+            if m.author == blocked {
+                run += 1;
+                hole |= run > n;
+            } else {
+                run = 0;
+                if hole {
+                    out.insert(m.id.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// Whether `m` breaks the contract `late_margin` states (D73): a transaction longer than
     /// the margin, a stamp more than the margin before a message visible first, or a database
     /// clock stepped by more than the margin across it. No client can find such a message.
@@ -3440,6 +3481,7 @@ impl Sim {
                 .map(|d| d.iter().copied().collect())
                 .unwrap_or_default();
             let incomplete = self.check.incomplete.get(channel);
+            let unreachable = self.unreachable(channel);
             for iv in intervals {
                 let (Some(start), Some(_)) = (iv.start, iv.confirmed_on) else {
                     continue;
@@ -3469,8 +3511,8 @@ impl Sim {
                         self.cov.exempt += 1;
                         continue;
                     }
-                    if self.outside_late_margin(m) {
-                        continue; // outside the contract `late_margin` states (D73)
+                    if self.outside_late_margin(m) || unreachable.contains(&m.id) {
+                        continue; // outside what any client can promise (D73)
                     }
                     self.cov.required += 1;
                     let got = delivered.get(&m.seq).is_some_and(|at| *at <= until);
