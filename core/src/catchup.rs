@@ -331,6 +331,18 @@ impl RecentIds {
         }
     }
 
+    /// Takes in what another memory forgot.
+    fn forgot(&mut self, forgotten: Option<Option<Timestamp>>) {
+        let Some(newest) = forgotten else {
+            return;
+        };
+        self.forgotten = Some(match (self.forgotten, newest) {
+            (None, at) => at,
+            (Some(Some(a)), Some(b)) => Some(a.max(b)),
+            (Some(_), _) => None,
+        });
+    }
+
     /// Remembers `id`, stamped `at`; returns the copy kept (shared, so the caller can keep
     /// it too without another allocation).
     fn insert(&mut self, id: Text, at: Option<Timestamp>) -> Text {
@@ -448,6 +460,8 @@ impl CatchUp {
         self.requests.retain(|_, ch| ch != channel);
         // What it delivered stays known: the server may still send (or repeat) its messages.
         if let Some(c) = self.channels.remove(channel) {
+            // And what it forgot stays in doubt.
+            self.untracked.forgot(c.recent.forgotten);
             for (id, at) in c.recent.order {
                 self.untracked.insert(id, at);
             }

@@ -2148,7 +2148,16 @@ impl Sim {
     /// knows.
     fn subscribe_sent(&mut self, channel: &str) {
         let knobs = &self.server.knobs;
-        let longest = knobs.long_txn.unwrap_or_default().max(knobs.txn_max);
+        // The burst's late message is a transaction as long as the burst (knob `x`): as a
+        // reading of the message clock it is that loose.
+        let burst = knobs
+            .burst
+            .map_or(Duration::ZERO, |(_, span, _)| span + Duration::from_secs(1));
+        let longest = knobs
+            .long_txn
+            .unwrap_or_default()
+            .max(knobs.txn_max)
+            .max(burst);
         let step = knobs.msg_clock.step.map_or(Duration::ZERO, |(_, by)| {
             Duration::from_nanos(by.unsigned_abs())
         });
