@@ -967,7 +967,9 @@ impl CatchUp {
             if c.recent.contains(&h.id)
                 || c.in_reload.contains(&h.id)
                 || self.untracked.contains(&h.id)
+                || anchor.as_ref().is_some_and(|a| a.id == h.id)
             {
+                // Delivered, in a reload, or the anchor itself (the app's, met again).
                 continue;
             }
             if c.recent.is_in_doubt(&h.id, h.created_at)
@@ -997,6 +999,7 @@ impl CatchUp {
                 if c.recent.contains(&h.id)
                     || c.in_reload.contains(&h.id)
                     || self.untracked.contains(&h.id)
+                    || anchor.as_ref().is_some_and(|a| a.id == h.id)
                     || c.recent.is_in_doubt(&h.id, h.created_at)
                     || self.untracked.is_in_doubt(&h.id, h.created_at)
                 {
