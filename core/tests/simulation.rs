@@ -3314,13 +3314,8 @@ impl Sim {
                         v.iter()
                             .any(|&r| r >= committed && called.is_some_and(|c| r >= c))
                     });
-                    // And what the late margin's contract leaves out (D73): stamped more than
-                    // the margin before a message that was visible first.
-                    let margin = i64::try_from(LATE_MARGIN.as_nanos()).unwrap_or(i64::MAX);
-                    let beyond_margin = committed.saturating_sub(started) > LATE_MARGIN
-                        || self.server.channels.values().flatten().any(|o| {
-                            o.committed < committed && o.stamp.saturating_sub(stamp) > margin
-                        });
+                    // And what the late margin's contract leaves out (D73).
+                    let beyond_margin = self.outside_late_margin(msg);
                     let before_s = before_s || reloaded || beyond_margin;
                     if deleted && !self.opts.strict.deleted_held {
                         self.cov.exempt_deleted_out_of_order += 1;
