@@ -53,6 +53,31 @@ impl World {
         c
     }
 
+    /// Gives every channel `per_channel` messages posted ten minutes ago (before any client
+    /// subscribes): the history a real channel has. A catch-up then finds the end of what it
+    /// owes below the subscription on its first page, as against a real server; a channel
+    /// with nothing older makes it prove where its history ends (two more reads, D73).
+    pub fn add_old_history(&self, per_channel: usize) {
+        let fresh: Vec<String> = self
+            .channels
+            .iter()
+            .flat_map(|ch| {
+                (0..per_channel).map(move |i| {
+                    self.server
+                        .post(ch, "bob", &format!("old {i}"))
+                        .expect("post")
+                })
+            })
+            .collect();
+        self.server.with_store(|s| {
+            for m in s.channels.values_mut().flat_map(|c| c.messages.iter_mut()) {
+                if fresh.contains(&m.id) {
+                    m.created_at -= std::time::Duration::from_secs(600);
+                }
+            }
+        });
+    }
+
     /// A client for alice with `config`, subscribed to every channel, connected.
     pub async fn client(&self, config: ClientConfig) -> (Client, Events) {
         let (client, events) = Client::spawn(config, self.alice.clone()).expect("spawn");

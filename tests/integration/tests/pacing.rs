@@ -71,6 +71,7 @@ async fn thirty_two_channels_under_a_small_budget_catch_up_paced_by_the_servers_
     let mut config = ServerConfig::default();
     config.rate_limits.read = Some(Limit::new(12, Duration::from_secs(2)));
     let w = World::start(config, 32).await;
+    w.add_old_history(2);
     let (client, mut events) = w.client(w.client_config()).await;
     until_live(&mut events, 32).await;
     read_message_clock(&w.server, &w.channels[0], &mut events).await;
@@ -121,6 +122,7 @@ async fn without_headers_the_clients_mirror_of_the_budget_paces_the_reads() {
     config.rate_limits.read = Some(Limit::new(10, Duration::from_secs(2)));
     config.rate_limit_headers = false;
     let w = World::start(config, 30).await;
+    w.add_old_history(2);
     let mut client_config = w.client_config();
     // The app knows its server's limit: the mirror matches it.
     client_config.core.pacing.budget = 10;
@@ -150,6 +152,7 @@ async fn a_drop_before_any_read_on_a_slow_server_still_catches_up_every_channel(
     let mut config = ServerConfig::default();
     config.rest_latency = Duration::from_millis(1500);
     let w = World::start(config, 20).await;
+    w.add_old_history(2);
     let (_client, mut events) = w.client(w.client_config()).await;
     until_live(&mut events, 20).await;
     read_message_clock(&w.server, &w.channels[0], &mut events).await;
@@ -181,6 +184,7 @@ async fn the_apps_own_reads_share_the_budget_with_the_catch_up() {
     let mut config = ServerConfig::default();
     config.rate_limits.read = Some(Limit::new(6, Duration::from_secs(2)));
     let w = World::start(config, 4).await;
+    w.add_old_history(2);
     let (client, mut events) = w.client(w.client_config()).await;
     until_live(&mut events, 4).await;
     read_message_clock(&w.server, &w.channels[0], &mut events).await;
@@ -215,6 +219,7 @@ async fn a_429_on_the_apps_read_pauses_the_catch_up_too() {
     config.rate_limits.read = Some(Limit::new(3, Duration::from_secs(2)));
     config.rate_limit_headers = false;
     let w = World::start(config, 3).await;
+    w.add_old_history(2);
     let (client, mut events) = w.client(w.client_config()).await;
     until_live(&mut events, 3).await;
     read_message_clock(&w.server, &w.channels[0], &mut events).await;
