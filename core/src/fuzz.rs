@@ -529,6 +529,8 @@ pub struct World {
     /// The refresh token of the refresh in flight.
     refresh_pending: Option<String>,
     delivered: BTreeSet<String>,
+    /// Per channel, the ids delivered, in order (what the core's memory holds is the end).
+    delivered_order: BTreeMap<String, Vec<String>>,
     /// Messages sent live per channel since the server last subscribed it.
     sent_live: BTreeMap<String, Vec<(String, u32, i64)>>,
     /// Retry-After of the refusal being handled, for the backoff bound.
@@ -657,6 +659,7 @@ impl World {
             paused_until: None,
             refresh_pending: None,
             delivered: BTreeSet::new(),
+            delivered_order: BTreeMap::new(),
             sent_live: BTreeMap::new(),
             retry_after: None,
             seen: BTreeSet::new(),
@@ -889,15 +892,22 @@ impl World {
             }
             Op::Echo(i) => {
                 let recent = self.config.catch_up.recent_ids;
+                let remembered = &self.delivered_order;
                 let all: Vec<(String, String, i64)> = self
                     .sent_live
                     .iter()
                     // A duplicate on the wire repeats a recent message: one of the last
-                    // `recent_ids` (what the core remembers) sent on its channel.
+                    // `recent_ids` sent on its channel that the core remembers delivering
+                    // (its memory is the last `recent_ids` it delivered there, a catch-up's
+                    // included: beyond that, no client can tell a repeat from a late one).
                     .flat_map(|(c, v)| {
+                        let known = remembered.get(c);
                         v.iter()
                             .rev()
                             .take(recent)
+                            .filter(move |(id, _, _)| {
+                                known.is_some_and(|k| k.iter().rev().take(recent).any(|d| d == id))
+                            })
                             .map(move |(id, _, created)| (c.clone(), id.clone(), *created))
                     })
                     .collect();
@@ -1468,6 +1478,10 @@ impl World {
                             "message {id} delivered twice"
                         );
                         self.seen.insert("message delivered");
+                        self.delivered_order
+                            .entry(channel_id.to_string())
+                            .or_default()
+                            .push(id.clone());
                         // In order: nothing that committed before a delivered message's
                         // transaction began may come after it. A message committed before
                         // its subscription began, or before a `complete: false` (the app
