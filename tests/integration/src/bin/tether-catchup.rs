@@ -113,6 +113,19 @@ async fn main() {
     let channels: Vec<String> = (0..a.channels)
         .map(|i| server.create_channel(&format!("c{i}")))
         .collect();
+    // Each channel has history from before the client subscribed, as a real one has (a walk
+    // then ends below the subscription on its first page, D73).
+    let old: Vec<String> = channels
+        .iter()
+        .filter_map(|ch| server.post(ch, "bob", "from ten minutes ago"))
+        .collect();
+    server.with_store(|s| {
+        for m in s.channels.values_mut().flat_map(|c| c.messages.iter_mut()) {
+            if old.contains(&m.id) {
+                m.created_at -= Duration::from_secs(600);
+            }
+        }
+    });
     let mut cc = ClientConfig::new(&server.url()).unwrap_or_else(|_| fail("config"));
     cc.core.seed = 7;
     cc.core.backoff.base = Duration::from_millis(100);
@@ -135,6 +148,20 @@ async fn main() {
                 subscribed += 1
             }
             _ => {}
+        }
+    }
+    // A live message reads the server's message clock (D68): without one, a channel that
+    // never saw a message cannot prove its catch-up complete.
+    let first = channels.first().unwrap_or_else(|| fail("no channel"));
+    let probe = server
+        .post(first, "bob", "live before the drop")
+        .unwrap_or_else(|| fail("post"));
+    loop {
+        if let Event::Server(s) = next(&mut events, deadline, "the live message").await
+            && let ServerEventKind::MessageNew { message, .. } = s.kind()
+            && message.id == probe.as_str()
+        {
+            break;
         }
     }
     // Whatever the first connect reads (an older client probed every channel) settles; with

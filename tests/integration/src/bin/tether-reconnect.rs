@@ -103,6 +103,9 @@ async fn main() {
         // stable connection (the default needs 10 s up), so every round sees the default
         // first retry, drawn in [0.5 s, 1 s].
         cfg.core.backoff.reset_after = Duration::from_millis(300);
+        // The gap is 500 messages, the default cap; a catch-up may also deliver what was posted
+        // within its margins before the subscription (D68): leave room for those.
+        cfg.core.catch_up.max_messages = 1_000;
         let (client, events) =
             Client::spawn(cfg, creds.clone()).unwrap_or_else(|e| fail(&e.to_string()));
         (client, events, chs.to_vec())
