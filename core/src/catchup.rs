@@ -258,6 +258,9 @@ struct Channel {
     /// after the server handled it was broadcast to us. A channel with no message anchor is
     /// bounded by this, read on the message clock; any walk stops a margin before it.
     since: Option<Instant>,
+    /// The message clock at `since`, as the readings then placed it: kept, because the
+    /// readings near `since` may be gone from the clock's memory when a walk asks.
+    since_read: Option<Timestamp>,
     /// The app was told to reload the channel (`complete: false`) when this was its newest
     /// known message: what is older is in the reload, and no walk reads below it.
     reloaded: Option<Timestamp>,
@@ -430,6 +433,7 @@ impl CatchUp {
         let entry = self.channels.entry(channel).or_insert(Channel {
             anchor: None,
             since: None,
+            since_read: None,
             reloaded: None,
             in_reload: RecentIds::new(self.config.recent_ids),
             recent,
@@ -548,7 +552,10 @@ impl CatchUp {
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
-        c.since.get_or_insert(now);
+        if c.since.is_none() {
+            c.since = Some(now);
+            c.since_read = self.messages.lower_bound(now);
+        }
         if let Phase::Idle { missed } = &mut c.phase {
             let missed = std::mem::replace(missed, Missed::Nothing);
             c.phase = Phase::Subscribing { missed };
@@ -825,10 +832,19 @@ impl CatchUp {
     /// is delivered once, possibly after newer messages: tether cannot tell it from a message
     /// that became visible late, and an app that loaded its history before subscribing may
     /// lack it.
+    /// The message clock when the channel's first `subscribe` went out: the lower of what
+    /// the readings said then and what they say now.
+    fn subscribed_at(&self, c: &Channel) -> Option<Timestamp> {
+        let now = c.since.and_then(|at| self.messages.lower_bound(at));
+        match (c.since_read, now) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn floor(&self, c: &Channel) -> Option<Timestamp> {
-        let subscribed = c
-            .since
-            .and_then(|at| self.messages.lower_bound(at))
+        let subscribed = self
+            .subscribed_at(c)
             .map(|t| earlier(t, self.clock_margin + self.config.late_margin));
         let floor = match &c.anchor {
             None => subscribed,
@@ -866,9 +882,8 @@ impl CatchUp {
     /// margins). `None` when neither can be placed on the message clock, or below an anchor
     /// the app gave that cannot.
     fn owed_from(&self, c: &Channel) -> Option<Timestamp> {
-        let subscribed = c
-            .since
-            .and_then(|at| self.messages.lower_bound(at))
+        let subscribed = self
+            .subscribed_at(c)
             .map(|t| earlier(t, self.clock_margin + self.config.late_margin));
         if c.anchor.as_ref().is_some_and(|a| a.given) && subscribed.is_none() {
             return None;
@@ -887,10 +902,7 @@ impl CatchUp {
         };
         let mut floor = self.floor(c);
         let owed_from = self.owed_from(c);
-        let placed = c
-            .since
-            .and_then(|at| self.messages.lower_bound(at))
-            .is_some();
+        let placed = self.subscribed_at(c).is_some();
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };

@@ -1162,7 +1162,14 @@ impl World {
     fn commit(&mut self, ch: &str, index: usize) {
         self.ticks += 1;
         let tick = self.ticks;
-        self.store.get_mut(ch).unwrap()[index].commit_tick = tick;
+        // Visible from now on: an operation later than the commit was due makes the
+        // transaction that much longer (its stamp is still its start's).
+        let now = self.since_start(self.now);
+        let posted = &mut self.store.get_mut(ch).unwrap()[index];
+        posted.commit_tick = tick;
+        posted.committed = posted.committed.max(now);
+        let (id, started, committed) = (posted.id.clone(), posted.started, posted.committed);
+        self.times.insert(id, (started, committed));
         self.commit_ticks
             .insert(self.store[ch][index].id.clone(), tick);
         let list = &self.store[ch];

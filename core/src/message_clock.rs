@@ -33,6 +33,14 @@ pub(crate) struct MessageClock {
 impl MessageClock {
     /// A live message stamped `created_at` arrived at `now`.
     pub(crate) fn handle_message(&mut self, now: Instant, created_at: Timestamp) {
+        // One reading per instant (a batch of 1,024 events arrives at one): the newest stamp
+        // is the tightest of them, and the older readings stay to place earlier instants.
+        if let Some(last) = self.samples.back_mut()
+            && last.0 == now
+        {
+            last.1 = last.1.max(created_at);
+            return;
+        }
         if self.samples.len() == KEPT {
             self.samples.pop_front();
         }
