@@ -1592,7 +1592,9 @@ impl World {
                 .get(channel)
                 .into_iter()
                 .flatten()
-                .filter(|m| !m.deleted && m.commit_tick < sock)
+                // What the server's pages held when the walk read them: everything committed
+                // by now (a blocked message committed after the subscription hides too).
+                .filter(|m| !m.deleted && m.commit_tick != u64::MAX)
                 .collect();
             visible.sort_by_key(|m| std::cmp::Reverse(m.created));
             let mut run = 0;
