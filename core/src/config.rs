@@ -60,8 +60,8 @@ pub struct Config {
     /// permessage-deflate (RFC 7692) as offered on the upgrade (docs/protocol.md,
     /// "Compression"). `None`, the default: not offered. Set it only on a driver whose
     /// transport can inflate (the tokio driver built with its `deflate` feature). A driver
-    /// whose transport cannot refuses the config instead of leaving the offer out:
-    /// `tether_tokio::Client::spawn` returns `ConfigError::Invalid` (a server that agreed to
+    /// whose transport cannot refuses the config instead of leaving the offer out: the tokio
+    /// driver's client answers `ConfigError::Invalid` when it starts (a server that agreed to
     /// an offer the transport cannot honour would drop the link at its first compressed frame).
     pub deflate: Option<crate::wire::DeflateOffer>,
     /// Socket open plus `ready`. Default 10 s (Kaiku can take 2-4 s to send `ready`).
