@@ -137,7 +137,7 @@ pub(crate) enum CatchUpOutput {
 
 /// What a failed request leads to.
 enum Failure {
-    /// The server asked every read to wait (429, or 503 with `Retry-After`): not a failure
+    /// The server asked every read to wait (a 429 or a 503): not a failure
     /// of this walk, which goes back in line.
     Paced,
     /// Try again after a backoff.
@@ -487,6 +487,14 @@ impl CatchUp {
         self.channels.get(channel)?.anchor.as_ref()
     }
 
+    /// Whether message `id` of `channel` was delivered lately (and is remembered).
+    pub(crate) fn has_delivered(&self, channel: &Text, id: &Text) -> bool {
+        self.channels
+            .get(channel)
+            .is_some_and(|c| c.recent.contains(id))
+            || self.untracked.contains(id)
+    }
+
     /// Whether the channel's live events are held: it is catching up, or a catch-up is due
     /// and waits for the channel's `subscribed`.
     pub(crate) fn is_catching_up(&self, channel: &Text) -> bool {
@@ -540,8 +548,7 @@ impl CatchUp {
         {
             self.clock.handle_date(now, date);
         }
-        let own = request.is_some_and(|id| self.pacer.is_in_flight(id));
-        self.pacer.handle_headers(now, h, &self.clock, own);
+        self.pacer.handle_headers(now, h, &self.clock, request);
         self.issue_due(now);
     }
 
@@ -749,19 +756,22 @@ impl CatchUp {
         id: u64,
         response: Result<Bytes, HistoryError>,
     ) {
+        match &response {
+            Ok(_) => self.pacer.handle_success(),
+            Err(HistoryError::Status {
+                status: status @ (429 | 503),
+                retry_after,
+            }) => {
+                // Applied even when the driver did not report the headers.
+                self.pacer
+                    .handle_refused(now, id, *retry_after, *status == 429);
+            }
+            _ => {}
+        }
         if let Err(HistoryError::Network) = response {
             self.pacer.handle_lost(id);
         } else {
             self.pacer.handle_answer(id);
-        }
-        if let Err(HistoryError::Status {
-            status,
-            retry_after,
-        }) = &response
-            && (*status == 429 || (*status == 503 && retry_after.is_some()))
-        {
-            // Applied even when the driver did not report the headers.
-            self.pacer.pause(now, *retry_after, *status == 429);
         }
         let awaited = self.requests.remove(&id).filter(|ch| {
             matches!(
@@ -776,17 +786,13 @@ impl CatchUp {
         let page = match response {
             // A body that is not a page (a proxy's HTML error, a truncated read) may not repeat.
             Ok(body) => HistoryPage::decode(body, self.config.max_body).map_err(|_| Failure::Retry),
-            Err(HistoryError::Status {
-                status,
-                retry_after,
-            }) => {
+            Err(HistoryError::Status { status, .. }) => {
                 if status == 401 {
                     self.out.push_back(CatchUpOutput::TokenRejected);
                 }
                 Err(match status {
                     400 | 403 | 404 | 410 => Failure::GiveUp,
-                    429 => Failure::Paced,
-                    503 if retry_after.is_some() => Failure::Paced,
+                    429 | 503 => Failure::Paced,
                     _ => Failure::Retry,
                 })
             }

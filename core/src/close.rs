@@ -59,8 +59,12 @@ pub enum ReconnectReason {
     ServerClosed,
     /// Nothing arrived within the heartbeat timeout after a ping.
     HeartbeatTimeout,
-    /// No `ready` within the handshake timeout.
+    /// The socket did not open within the handshake timeout.
     HandshakeTimeout,
+    /// The socket opened (the upgrade succeeded) but no `ready` came within the handshake
+    /// timeout: the server accepted the session and then said nothing (Kaiku blocks this way
+    /// when a user's `ready` and presence overflow its queue before the socket's writer runs).
+    ReadyTimeout,
     /// Could not connect at all.
     ConnectFailed,
     /// TLS handshake or certificate verification failed.
@@ -75,6 +79,9 @@ pub enum ReconnectReason {
     ProtocolError,
     /// The token refresh could not reach the server.
     RefreshFailed,
+    /// A post the app made was not echoed live within `Config::echo_timeout`: the link
+    /// answered pings but no longer delivered events.
+    NoEcho,
 }
 
 /// Why the connection gave up. Serialized in the status as `reason`.

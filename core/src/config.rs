@@ -66,6 +66,20 @@ pub struct Config {
     pub deflate: Option<crate::wire::DeflateOffer>,
     /// Socket open plus `ready`. Default 10 s (Kaiku can take 2-4 s to send `ready`).
     pub handshake_timeout: Duration,
+    /// The first wait before a `subscribe` answered by anything but `subscribed` (Kaiku's
+    /// `message_error` when looking the channel up fails) is sent again; each later one on
+    /// the same socket waits twice as long, up to a minute. Default 1 s.
+    pub subscribe_retry: Duration,
+    /// How long after a first `forbidden` its channel's `subscribe` goes again before the
+    /// refusal is believed (Kaiku answers `forbidden` when its permission check meets a
+    /// database error or a pool timeout). Default 3 s.
+    pub refusal_confirm_delay: Duration,
+    /// How long a post the app made through the server's REST API may go without its own
+    /// `message_new` on a channel this socket is subscribed to: Kaiku broadcasts every post
+    /// to its author too, so a missing echo proves a link that answers pings but no longer
+    /// delivers events, and the connection replaces it (see
+    /// [`Connection::handle_app_post`](crate::Connection::handle_app_post)). Default 5 s.
+    pub echo_timeout: Duration,
     /// How long a connection attempt waits for a token refresh before backing off (the
     /// refresh itself stays in flight). Default 40 s, above the REST client's 30 s timeout.
     pub refresh_timeout: Duration,
@@ -106,6 +120,9 @@ impl Config {
             v2: vec![crate::wire::Encoding::Msgpack, crate::wire::Encoding::Json],
             deflate: None,
             handshake_timeout: Duration::from_secs(10),
+            subscribe_retry: Duration::from_secs(1),
+            refusal_confirm_delay: Duration::from_secs(3),
+            echo_timeout: Duration::from_secs(5),
             refresh_timeout: Duration::from_secs(40),
             close_timeout: Duration::from_secs(1),
             max_inbound_message: 256 * 1024,
@@ -127,6 +144,11 @@ impl Config {
         }
         if self.backoff.base.is_zero() || self.backoff.max < self.backoff.base {
             return Err(ConfigError::Invalid("backoff needs 0 < base <= max"));
+        }
+        if self.subscribe_retry.is_zero() || self.echo_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "subscribe_retry and echo_timeout must be positive",
+            ));
         }
         if self.heartbeat.interval.is_zero() || self.heartbeat.timeout.is_zero() {
             return Err(ConfigError::Invalid(

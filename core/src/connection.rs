@@ -1,6 +1,6 @@
 //! [`Connection`]: the sans-IO state machine that keeps one chat connection alive.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -139,7 +139,7 @@ const MAX_OUT_BATCH_BYTES: usize = 32 * 1024;
 ///   [`handle_closed`](Self::handle_closed),
 ///   [`handle_history`](Self::handle_history),
 ///   [`handle_history_headers`](Self::handle_history_headers),
-///   [`handle_app_read`](Self::handle_app_read),
+///   [`handle_app_request`](Self::handle_app_request),
 ///   [`handle_server_date`](Self::handle_server_date), [`handle_refresh`](Self::handle_refresh),
 ///   [`handle_timeout`](Self::handle_timeout),
 ///   [`handle_network_change`](Self::handle_network_change).
@@ -183,7 +183,14 @@ pub struct Connection {
     deflate: Option<Deflate>,
     /// Until when catch-up reads wait on the server's rate limit, as last told to the app.
     reads_paused_until: Option<Instant>,
+    /// Posts the app made whose live echo this socket owes, by channel and message id, with
+    /// the instant it is overdue (see `handle_app_post`).
+    echoes: BTreeMap<(Text, Text), Instant>,
 }
+
+/// Posts awaiting their echo at once; beyond this the oldest is let go (one proves as much
+/// as many).
+const MAX_AWAITED_ECHOES: usize = 64;
 
 impl Connection {
     /// A disconnected connection. Fails when the configuration breaks a rule (plain text to
@@ -197,11 +204,12 @@ impl Connection {
             queue: OutboundQueue::new(config.queue.clone()),
             limits: RateLimiter::new(config.rate_limits.clone()),
             catch_up: CatchUp::new(config.catch_up.clone(), config.pacing.clone()),
+            subs: Subscriptions::new(config.subscribe_retry, config.refusal_confirm_delay),
             config,
             state: State::Disconnected,
             socket: Socket::None,
             last_now: None,
-            subs: Subscriptions::default(),
+
             session: SessionState::default(),
             reauth_used: false,
             actions: VecDeque::new(),
@@ -213,6 +221,7 @@ impl Connection {
             protocol: Protocol::V1,
             deflate: None,
             reads_paused_until: None,
+            echoes: BTreeMap::new(),
         })
     }
 
@@ -529,7 +538,7 @@ impl Connection {
     /// One decoded event from the open socket.
     fn handle_event(&mut self, now: Instant, event: ServerEvent) {
         if matches!(event.kind(), ServerEventKind::Pong) {
-            self.subs.handle_pong();
+            self.subs.handle_pong(now);
             if let State::Connected(live) = &mut self.state
                 && let Some(rtt) = live.heartbeat.handle_pong(now)
             {
@@ -635,10 +644,73 @@ impl Connection {
         self.drain_catch_up(now);
     }
 
-    /// The headers of the answer to a REST read the app made beside the core (its own
-    /// history or channel list): the server counts it against the same budget, so the
-    /// catch-up paces itself around it, and a 429 there pauses the catch-up's reads too.
-    pub fn handle_app_read(&mut self, now: Instant, headers: &ReadHeaders) {
+    /// The app posted message `message_id` in `channel_id` through the server's REST API:
+    /// the request went out at `sent` and its answer (with the new message's id) came at
+    /// `now`. Kaiku broadcasts every post to every subscriber of its channel, its author
+    /// included; if this socket was subscribed to the channel before the post went out and
+    /// its `message_new` does not arrive within `Config::echo_timeout`, the link answers
+    /// pings but no longer delivers events (Kaiku's per-socket event loop can end that way),
+    /// and it is replaced: `Reconnecting { reason: no_echo }`, then a catch-up. A post on a
+    /// channel not subscribed then, or while the socket is down, proves nothing and is
+    /// ignored. The tokio driver reports every post made through `Client::api()`.
+    pub fn handle_app_post(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        channel_id: &str,
+        message_id: &str,
+    ) {
+        let now = self.clamp(now);
+        if !self.is_connected() {
+            return;
+        }
+        let channel = Text::from(channel_id);
+        let subscribed_before = self
+            .subs
+            .confirmed_at(&channel)
+            .is_some_and(|at| at <= sent);
+        let message = Text::from(message_id);
+        if !subscribed_before || self.catch_up.has_delivered(&channel, &message) {
+            return;
+        }
+        if self.echoes.len() >= MAX_AWAITED_ECHOES
+            && let Some(oldest) = self
+                .echoes
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+        {
+            self.echoes.remove(&oldest);
+        }
+        self.echoes
+            .insert((channel, message), now + self.config.echo_timeout);
+    }
+
+    /// Replaces the link if an echo it owes is overdue. While the driver is not reading the
+    /// socket (backpressure), no echo can arrive: the deadlines move on.
+    fn check_echoes(&mut self, now: Instant) {
+        let overdue = self.echoes.values().any(|at| *at <= now);
+        if !overdue {
+            return;
+        }
+        if self.reading_paused {
+            let later = now + self.config.echo_timeout;
+            for at in self.echoes.values_mut() {
+                *at = (*at).max(later);
+            }
+            return;
+        }
+        self.stats.missing_echoes += 1;
+        self.abort_socket();
+        self.retry_later(now, ReconnectReason::NoEcho, None);
+    }
+
+    /// The headers of the answer to a REST request the app made beside the core, in the
+    /// budget history reads spend (Kaiku: anything under `/api/messages`, `/api/channels`
+    /// and `/api/guilds`, posts included): the server counts it against the same budget, so
+    /// the catch-up paces itself around it and keeps its reserve, and a 429 or 503 there
+    /// pauses the catch-up's reads too.
+    pub fn handle_app_request(&mut self, now: Instant, headers: &ReadHeaders) {
         let now = self.clamp(now);
         self.catch_up.handle_read_headers(now, None, headers);
         self.drain_catch_up(now);
@@ -712,8 +784,14 @@ impl Connection {
                 phase: Phase::Handshake { deadline },
                 ..
             } if now >= *deadline => {
+                // An upgrade that succeeded and then said nothing is not a slow network.
+                let reason = if self.socket == Socket::Open {
+                    ReconnectReason::ReadyTimeout
+                } else {
+                    ReconnectReason::HandshakeTimeout
+                };
                 self.abort_socket();
-                self.retry_later(now, ReconnectReason::HandshakeTimeout, None);
+                self.retry_later(now, reason, None);
             }
             State::Connecting {
                 phase: Phase::Refreshing { deadline },
@@ -752,6 +830,16 @@ impl Connection {
                 }
             }
             _ => {}
+        }
+
+        if self.is_connected() {
+            self.check_echoes(now);
+        }
+        if self.is_connected() {
+            for ch in self.subs.take_due(now) {
+                self.send_subscribe(now, &ch);
+            }
+            self.stats.resubscribes = self.subs.resubscribes();
         }
 
         if self.is_connected() {
@@ -892,6 +980,8 @@ impl Connection {
                 add(Some(live.heartbeat.poll_timeout()));
                 add(self.limits.poll_timeout());
                 add(self.catch_up.poll_timeout());
+                add(self.subs.poll_timeout());
+                add(self.echoes.values().min().copied());
             }
             _ => {}
         }
@@ -1172,12 +1262,34 @@ impl Connection {
                 }
             }
             ServerEventKind::Subscribed { channel_id }
-                if self.subs.handle_subscribed(channel_id) =>
+                if self.subs.handle_subscribed(now, channel_id) =>
             {
                 self.catch_up.handle_subscribed(now, channel_id);
             }
             ServerEventKind::Error { code, channel_id } => {
-                match self.subs.handle_error(code.as_str(), channel_id.as_ref()) {
+                if self.subs.needs_fence(code.as_str()) {
+                    // An error no subscription table can place (Kaiku's unnamed
+                    // `message_error` when looking a channel up fails) may answer a
+                    // `subscribe`, which then never gets `subscribed`: the fence's pong says
+                    // which ones got something else, and they go again.
+                    if let State::Connected(live) = &mut self.state {
+                        live.heartbeat.handle_ping_sent(now);
+                    }
+                    self.send_frame(PING);
+                }
+                match self
+                    .subs
+                    .handle_error(now, code.as_str(), channel_id.as_ref())
+                {
+                    Some(Refusal::Confirming(ch)) => {
+                        // Kaiku also answers `forbidden` when its permission check fails on
+                        // the database: the channel goes again before it is dropped.
+                        self.actions
+                            .push_back(Action::Emit(Event::SubscriptionUncertain {
+                                channel_id: ch,
+                                code: code.clone(),
+                            }));
+                    }
                     Some(Refusal::Rejected(ch)) => {
                         self.catch_up.forget(&ch);
                         self.actions
@@ -1213,8 +1325,15 @@ impl Connection {
                     None => {}
                 }
             }
-            ServerEventKind::MessageNew { channel_id, .. } => {
+            ServerEventKind::MessageNew {
+                channel_id,
+                message,
+            } => {
                 let channel_id = channel_id.clone();
+                if !self.echoes.is_empty() {
+                    self.echoes
+                        .remove(&(channel_id.clone(), message.id.clone()));
+                }
                 self.catch_up.handle_event(now, &channel_id, event);
                 return;
             }
@@ -1324,6 +1443,7 @@ impl Connection {
     /// Forgets everything that belonged to the connection that just ended.
     fn teardown(&mut self) {
         self.subs.handle_disconnect();
+        self.echoes.clear();
         self.catch_up.handle_disconnect();
         if let Some(now) = self.last_now {
             // Held edits and deletes go to the app now, not after the next `ready`.

@@ -1,14 +1,17 @@
 //! Pacing of REST reads, and the server's clock as the client can know it (DESIGN 3.5).
 //!
-//! A Kaiku server limits REST reads per user (200 per 60 s by default) and says so in every
-//! answer (`x-ratelimit-remaining`, `x-ratelimit-reset`). [`Pacer`] owns every read the core
-//! makes: at most `max_in_flight` at once, never past a spent budget before its reset, and
-//! after a 429 (or a 503 with `Retry-After`) on *any* read, the app's included, no read
-//! until the wait has passed. [`ServerClock`] turns the HTTP `Date` header into a lower bound
-//! of the server's time at any local instant: the reset instants of the budget, and the
-//! anchors of channels that have no message yet, are computed from it.
+//! A Kaiku server limits REST requests per user and says so in every answer
+//! (`x-ratelimit-remaining`, `x-ratelimit-reset`). Message history is in its *write*
+//! category: 30 requests per 60 s, shared with posting, editing and reacting. [`Pacer`] owns
+//! every read the core makes: at most `max_in_flight` at once, never into the
+//! [`reserve`](PacingConfig::reserve) the app keeps for its own writes, and after a 429 or a
+//! 503 on *any* request, the app's included, no read until the wait has passed (longer at
+//! each refusal in a row). The first read of a window that follows a spent one goes alone: a
+//! server whose announced reset is early refuses one read, not four. [`ServerClock`] turns
+//! the HTTP `Date` header into a lower bound of the server's time at any local instant: the
+//! reset instants of the budget are computed from it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::timestamp::Timestamp;
@@ -19,11 +22,16 @@ use crate::timestamp::Timestamp;
 pub struct PacingConfig {
     /// Reads in flight at once. Default 4.
     pub max_in_flight: usize,
-    /// Reads per window when the server sends no budget headers: a mirror of the server's
-    /// default (Kaiku: 200 per 60 s). Default 200.
+    /// Requests per window when the server sends no budget headers: a mirror of the server's
+    /// default for history (Kaiku: 30 per 60 s, the *write* budget that posting shares).
+    /// Default 30.
     pub budget: u32,
     /// The window of [`budget`](Self::budget). Default 60 s.
     pub window: Duration,
+    /// Requests of each window the catch-up leaves to the app: its reads stop while no more
+    /// than this many remain, so a post right after a reconnect is never refused because a
+    /// catch-up spent the budget. At most the window's limit less one. Default 5.
+    pub reserve: u32,
     /// A read not answered after this long no longer counts as in flight (the drivers' REST
     /// client gives up after 30 s). Default 35 s.
     pub request_timeout: Duration,
@@ -37,20 +45,32 @@ impl Default for PacingConfig {
     fn default() -> Self {
         Self {
             max_in_flight: 4,
-            budget: 200,
+            budget: 30,
             window: Duration::from_secs(60),
+            reserve: 5,
             request_timeout: Duration::from_secs(35),
             clock_margin: Duration::from_secs(2),
         }
     }
 }
 
+/// How much later than announced a server's window is taken to end. Kaiku announces
+/// `floor(now) + TTL`, the key's time to live rounded to a whole second: up to 1.5 s early.
+pub(crate) const RESET_SLACK: Duration = Duration::from_secs(2);
+
+/// The first wait of a refusal that names none (a 429 or 503 without `Retry-After`).
+const DEFAULT_REFUSAL_WAIT: Duration = Duration::from_secs(5);
+
+/// The longest wait refusals in a row grow to on their own (a server's `Retry-After` can ask
+/// for more).
+const MAX_REFUSAL_BACKOFF: Duration = Duration::from_secs(60);
+
 /// What an answer to a REST read said about the server's budget and clock.
 ///
 /// Drivers build it with [`ReadHeaders::from_headers`] from the HTTP answer and report it
 /// with [`Connection::handle_history_headers`](crate::Connection::handle_history_headers)
 /// for the core's own history reads, and with
-/// [`Connection::handle_app_read`](crate::Connection::handle_app_read) for the app's: the
+/// [`Connection::handle_app_request`](crate::Connection::handle_app_request) for the app's: the
 /// server counts both against one budget.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -130,9 +150,10 @@ impl ReadHeaders {
         h
     }
 
-    /// The answer asks every read to wait (429, or 503 with `Retry-After`).
+    /// The answer asks every request to wait: a 429, or a 503 with or without `Retry-After`
+    /// (Kaiku answers 503 with none when its rate limiter's store is down).
     pub fn is_rate_limited(&self) -> bool {
-        self.status == 429 || (self.status == 503 && self.retry_after.is_some())
+        matches!(self.status, 429 | 503)
     }
 }
 
@@ -225,6 +246,17 @@ pub(crate) enum Blocked {
     Until(Instant),
 }
 
+/// The first read of a window that follows a spent one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// The window is proven open (or was never spent).
+    Off,
+    /// The next read goes alone.
+    Ready,
+    /// Read `id` went alone; the others wait for its answer.
+    Sent(u64),
+}
+
 /// Paces every REST read the core makes. Verbs: [`try_send`](Self::try_send) before a read,
 /// [`handle_answer`](Self::handle_answer) when it is answered,
 /// [`handle_headers`](Self::handle_headers) for any read's headers (the app's too).
@@ -233,8 +265,17 @@ pub(crate) struct Pacer {
     config: PacingConfig,
     /// Reads in flight, by request id, with the instant they stop counting.
     in_flight: BTreeMap<u64, Instant>,
-    /// No read before this (a 429, or a 503 with `Retry-After`).
+    /// No read before this (a 429 or a 503).
     paused_until: Option<Instant>,
+    /// Reads in flight whose refusal was applied from their headers: their answer must not
+    /// count it again.
+    refused: BTreeSet<u64>,
+    /// Refusals (429, 503) since the last answer that was not one: each waits twice as long
+    /// as the one before, whatever the server's `Retry-After` says (it can say 0).
+    refusals: u32,
+    /// The window refilled after it was spent: one read goes alone until an answer proves the
+    /// new window open (a reset announced early refuses one read, not `max_in_flight`).
+    probe: Probe,
     window: Window,
     /// Reads sent, and answers that asked to wait.
     reads: u64,
@@ -260,6 +301,9 @@ impl Pacer {
             config,
             in_flight: BTreeMap::new(),
             paused_until: None,
+            refused: BTreeSet::new(),
+            refusals: 0,
+            probe: Probe::Off,
             reads: 0,
             rate_limited: 0,
         }
@@ -269,6 +313,11 @@ impl Pacer {
         let before = self.in_flight.len();
         self.in_flight.retain(|_, until| *until > now);
         let expired = u32::try_from(before - self.in_flight.len()).unwrap_or(u32::MAX);
+        if let Probe::Sent(id) = self.probe
+            && !self.in_flight.contains_key(&id)
+        {
+            self.probe = Probe::Ready;
+        }
         self.window.lost = self.window.lost.saturating_add(expired);
         if self.paused_until.is_some_and(|t| t <= now) {
             self.paused_until = None;
@@ -276,6 +325,9 @@ impl Pacer {
         if let Some(at) = self.window.resets_at
             && at <= now
         {
+            if self.is_spent() {
+                self.probe = Probe::Ready;
+            }
             self.window.remaining = self.window.limit;
             self.window.resets_at = None;
             self.window.reset_guessed = false;
@@ -291,8 +343,8 @@ impl Pacer {
         if let Some(t) = self.paused_until {
             return Some(Blocked::Until(t));
         }
-        if self.window.remaining == 0 {
-            // `remaining == 0` only with a window in force (a refill clears it).
+        if self.is_spent() {
+            // Spent only with a window in force (a refill clears it).
             let until = match self.window.resets_at {
                 Some(t) => t,
                 None => {
@@ -303,10 +355,28 @@ impl Pacer {
             self.window.resets_at = Some(until);
             return Some(Blocked::Until(until));
         }
-        if self.in_flight.len() >= self.config.max_in_flight.max(1) {
+        if self.slots_full() {
             return Some(Blocked::InFlight);
         }
         None
+    }
+
+    /// No read may go until one in flight is answered: `max_in_flight` are out, or the read
+    /// probing a refilled window is.
+    fn slots_full(&self) -> bool {
+        matches!(self.probe, Probe::Sent(_))
+            || self.in_flight.len() >= self.config.max_in_flight.max(1)
+    }
+
+    /// The requests of a window kept for the app: the configured reserve, less than the
+    /// window's limit.
+    fn reserve(&self) -> u32 {
+        self.config.reserve.min(self.window.limit.saturating_sub(1))
+    }
+
+    /// The catch-up may not read again in this window: what is left is the app's.
+    fn is_spent(&self) -> bool {
+        self.window.remaining <= self.reserve()
     }
 
     /// Takes a slot and a unit of budget for read `id`, if pacing allows one now.
@@ -321,6 +391,9 @@ impl Pacer {
             self.window.reset_guessed = true;
         }
         self.window.remaining -= 1;
+        if self.probe == Probe::Ready {
+            self.probe = Probe::Sent(id);
+        }
         self.in_flight.insert(id, now + self.config.request_timeout);
         self.reads += 1;
         true
@@ -329,32 +402,73 @@ impl Pacer {
     /// Read `id` was answered (or failed): its slot is free. Unknown ids are ignored.
     pub(crate) fn handle_answer(&mut self, id: u64) {
         self.in_flight.remove(&id);
+        self.refused.remove(&id);
+        self.unprobe(id);
+    }
+
+    /// Read `id` is no longer in flight: if it was the probe and nothing proved the window
+    /// open, the next read probes again.
+    fn unprobe(&mut self, id: u64) {
+        if self.probe == Probe::Sent(id) {
+            self.probe = Probe::Ready;
+        }
+    }
+
+    /// Read `id` was refused with a 429 or 503 (`spent`: a 429): every read waits, unless its
+    /// headers already said so.
+    pub(crate) fn handle_refused(
+        &mut self,
+        now: Instant,
+        id: u64,
+        retry_after: Option<Duration>,
+        spent: bool,
+    ) {
+        if !self.refused.remove(&id) {
+            self.pause(now, retry_after, spent);
+        }
+    }
+
+    /// A read was answered with a success: the server serves again, so a later refusal
+    /// starts its backoff over, and a refilled window is proven open.
+    pub(crate) fn handle_success(&mut self) {
+        self.refusals = 0;
+        self.probe = Probe::Off;
     }
 
     /// Read `id` got no answer (a network error, a timeout): its slot is free, and the server
     /// may have counted it all the same, so it stays spent until the window ends, whatever a
     /// late or repeated answer of the window says.
     pub(crate) fn handle_lost(&mut self, id: u64) {
+        self.refused.remove(&id);
+        self.unprobe(id);
         if self.in_flight.remove(&id).is_some() {
             self.window.lost = self.window.lost.saturating_add(1);
         }
     }
 
-    /// The headers of an answer to a read received at `now`: the core's own (`own`: still
-    /// counted in flight) or the app's.
+    /// The headers of an answer received at `now`: to the core's own read `request`, or to
+    /// one of the app's requests (`None`).
     pub(crate) fn handle_headers(
         &mut self,
         now: Instant,
         headers: &ReadHeaders,
         clock: &ServerClock,
-        own: bool,
+        request: Option<u64>,
     ) {
         self.expire(now);
+        let own = request.filter(|id| self.in_flight.contains_key(id));
         // Reads still out may or may not have been counted by the server yet: assume they
         // were not, which errs towards fewer reads.
-        let others = u32::try_from(self.in_flight.len().saturating_sub(usize::from(own)))
-            .unwrap_or(u32::MAX);
+        let others = u32::try_from(
+            self.in_flight
+                .len()
+                .saturating_sub(usize::from(own.is_some())),
+        )
+        .unwrap_or(u32::MAX);
         if headers.is_rate_limited() {
+            if let Some(id) = own {
+                self.refused.insert(id);
+            }
             self.rate_limited += 1;
             let wait = headers.retry_after.or(headers.reset_in).or_else(|| {
                 let reset = clock.instant_of(now, headers.date, headers.reset?)?;
@@ -363,11 +477,14 @@ impl Pacer {
             self.pause(now, wait, headers.status == 429);
             return;
         }
+        if (200..300).contains(&headers.status) {
+            self.handle_success();
+        }
         if let Some(limit) = headers.limit.filter(|l| *l > 0) {
             self.window.limit = limit;
         }
         let Some(remaining) = headers.remaining else {
-            if !self.window.from_server && !own {
+            if !self.window.from_server && own.is_none() {
                 // The app's read against a server that sends no headers: it spent budget.
                 if self.window.resets_at.is_none() {
                     self.window.resets_at = Some(now + self.mirror_window());
@@ -385,10 +502,12 @@ impl Pacer {
         }
         // A reset counted in seconds from the answer ends at most that long after it was
         // received (it was written a little earlier): an estimate, which names no window.
+        // Either form can be early by a rounding: the window is taken to end a slack later.
         let reset = match headers.reset {
             Some(r) => clock.instant_of(now, headers.date, r),
             None => headers.reset_in.map(|d| now + d),
-        };
+        }
+        .map(|at| at + RESET_SLACK);
         // The first headers replace the local mirror's guess. After that, a window is newer
         // when it names a later reset; without a raw reset, when its estimated end is later
         // (`Date` and the reset are whole seconds: the same window can look a second apart).
@@ -438,7 +557,9 @@ impl Pacer {
         self.config.window + Duration::from_secs(1)
     }
 
-    /// Every read waits until `retry_after` has passed (5 s when the server gave none).
+    /// Every read waits until `retry_after` has passed (5 s when the server gave none), and
+    /// at least a second, doubled at each refusal in a row up to a minute: a server that
+    /// says `Retry-After: 0`, or refuses with no wait at all, does not get a storm.
     ///
     /// `spent` (a 429): the server's budget is spent, whatever the client counted, until the
     /// wait ends or the window it announced ends, whichever is later. Otherwise (a 503 with
@@ -446,8 +567,12 @@ impl Pacer {
     /// window's, and a short one must not refill a window the server announced spent.
     pub(crate) fn pause(&mut self, now: Instant, retry_after: Option<Duration>, spent: bool) {
         self.expire(now);
-        let wait = crate::close::clamp_wait(retry_after.unwrap_or(Duration::from_secs(5)));
-        let until = now + wait.max(Duration::from_secs(1));
+        self.refusals = self.refusals.saturating_add(1);
+        let backoff = Duration::from_secs(1)
+            .saturating_mul(1 << self.refusals.saturating_sub(1).min(6))
+            .min(MAX_REFUSAL_BACKOFF);
+        let wait = crate::close::clamp_wait(retry_after.unwrap_or(DEFAULT_REFUSAL_WAIT));
+        let until = now + wait.max(backoff);
         let until = self.paused_until.map_or(until, |t| t.max(until));
         self.paused_until = Some(until);
         if spent {
@@ -460,11 +585,6 @@ impl Pacer {
         }
     }
 
-    /// Whether read `id` is in flight.
-    pub(crate) fn is_in_flight(&self, id: u64) -> bool {
-        self.in_flight.contains_key(&id)
-    }
-
     /// When waiting reads should look again: the end of a pause or of a spent window, or,
     /// with every slot taken, the earliest unanswered read's timeout. May be in the past
     /// until the next [`try_send`](Self::try_send) or [`blocked`](Self::blocked) notices.
@@ -472,10 +592,10 @@ impl Pacer {
         if let Some(t) = self.paused_until {
             return Some(t);
         }
-        if self.window.remaining == 0 {
+        if self.is_spent() {
             return self.window.resets_at;
         }
-        if self.in_flight.len() >= self.config.max_in_flight.max(1) {
+        if self.slots_full() {
             return self.next_expiry();
         }
         None
@@ -509,6 +629,8 @@ mod tests {
         Pacer::new(PacingConfig {
             max_in_flight: max,
             budget,
+            // Most tests look at the window alone; the reserve has its own.
+            reserve: 0,
             ..PacingConfig::default()
         })
     }
@@ -534,7 +656,8 @@ mod tests {
         );
         assert_eq!(h.retry_after, Some(crate::close::MAX_SERVER_WAIT));
         assert!(h.is_rate_limited());
-        assert!(!headers(&[], 503).is_rate_limited());
+        assert!(!headers(&[], 500).is_rate_limited());
+        assert!(headers(&[], 503).is_rate_limited(), "Kaiku's limiter down");
         assert!(headers(&[("retry-after", "3")], 503).is_rate_limited());
     }
 
@@ -588,19 +711,15 @@ mod tests {
                 ],
                 200,
             );
-            p.handle_headers(at, &h, &clock, true);
+            p.handle_headers(at, &h, &clock, Some(k as u64));
             p.handle_answer(k as u64);
         }
         let at = t0 + Duration::from_secs(2);
-        // Not stale, not a window that already ended: spent until 28 s from the last answer.
-        assert_eq!(
-            p.blocked(at),
-            Some(Blocked::Until(at + Duration::from_secs(28)))
-        );
-        assert!(
-            p.try_send(at + Duration::from_secs(28), 9),
-            "a fresh window"
-        );
+        // Not stale, not a window that already ended: spent until 28 s from the last answer,
+        // and the slack.
+        let end = at + Duration::from_secs(28) + RESET_SLACK;
+        assert_eq!(p.blocked(at), Some(Blocked::Until(end)));
+        assert!(p.try_send(end, 9), "a fresh window");
     }
 
     #[test]
@@ -612,7 +731,7 @@ mod tests {
             &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "20")],
             429,
         );
-        p.handle_headers(t0, &h, &clock, false);
+        p.handle_headers(t0, &h, &clock, None);
         assert!(!p.try_send(t0 + Duration::from_secs(19), 1));
         assert!(p.try_send(t0 + Duration::from_secs(20), 1));
     }
@@ -670,16 +789,13 @@ mod tests {
             ],
             200,
         );
-        p.handle_headers(t0, &h, &clock, true);
+        p.handle_headers(t0, &h, &clock, Some(1));
         p.handle_answer(1);
         assert!(p.try_send(t0, 2));
         assert!(!p.try_send(t0, 3));
-        assert_eq!(
-            p.blocked(t0),
-            Some(Blocked::Until(t0 + Duration::from_secs(10)))
-        );
+        let later = t0 + Duration::from_secs(10) + RESET_SLACK;
+        assert_eq!(p.blocked(t0), Some(Blocked::Until(later)));
         // A fresh window holds the server's limit, not the configured mirror's.
-        let later = t0 + Duration::from_secs(10);
         for id in 10..40 {
             assert!(p.try_send(later, id));
             p.handle_answer(id);
@@ -711,7 +827,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let at = t0 + Duration::from_secs(3 * k as u64);
+            let at = t0 + (Duration::from_secs(3) + RESET_SLACK) * k as u32;
             for i in 0..2u64 {
                 let id = 10 * k as u64 + i;
                 assert!(p.try_send(at, id), "window {k}, read {i}");
@@ -719,13 +835,13 @@ mod tests {
                     at,
                     &h(date, reset, if i == 0 { "1" } else { "0" }),
                     &clock,
-                    true,
+                    Some(id),
                 );
                 p.handle_answer(id);
             }
             assert_eq!(
                 p.blocked(at),
-                Some(Blocked::Until(at + Duration::from_secs(3))),
+                Some(Blocked::Until(at + Duration::from_secs(3) + RESET_SLACK)),
                 "window {k} ends at the server's reset"
             );
         }
@@ -741,7 +857,7 @@ mod tests {
         }
         // The first answer says 3 left; the other three reads may not be counted yet.
         let h = headers(&[("x-ratelimit-remaining", "3")], 200);
-        p.handle_headers(t0, &h, &clock, true);
+        p.handle_headers(t0, &h, &clock, Some(0));
         p.handle_answer(0);
         assert!(!p.try_send(t0, 9));
     }
@@ -759,14 +875,14 @@ mod tests {
             t0,
             &headers(&[("x-ratelimit-remaining", "4")], 200),
             &clock,
-            true,
+            Some(1),
         );
         p.handle_answer(1);
         p.handle_headers(
             t0,
             &headers(&[("x-ratelimit-remaining", "5")], 200),
             &clock,
-            true,
+            Some(0),
         );
         p.handle_answer(0);
         for id in 10..14 {
@@ -781,7 +897,7 @@ mod tests {
         let mut p = pacer(4, 200);
         let clock = ServerClock::default();
         // The app's read, not ours.
-        p.handle_headers(t0, &headers(&[("retry-after", "7")], 429), &clock, false);
+        p.handle_headers(t0, &headers(&[("retry-after", "7")], 429), &clock, None);
         assert_eq!(p.rate_limited(), 1);
         assert!(!p.try_send(t0 + Duration::from_millis(6999), 1));
         assert!(p.try_send(t0 + Duration::from_secs(7), 1));
@@ -792,7 +908,7 @@ mod tests {
         let t0 = crate::test_clock::start();
         let mut p = pacer(4, 2);
         let clock = ServerClock::default();
-        p.handle_headers(t0, &headers(&[], 200), &clock, false);
+        p.handle_headers(t0, &headers(&[], 200), &clock, None);
         assert!(p.try_send(t0, 1));
         assert!(!p.try_send(t0, 2));
     }
@@ -819,22 +935,20 @@ mod tests {
         let mut p = pacer(4, 200);
         let clock = ServerClock::default();
         assert!(p.try_send(t0, 1));
-        p.handle_headers(t0, &budget(0, 0, 40), &clock, true);
+        p.handle_headers(t0, &budget(0, 0, 40), &clock, Some(1));
         p.handle_answer(1);
         // A proxy's 429 and an overloaded server's 503, each for 2 s.
         let proxy = headers(&[("retry-after", "2")], 429);
-        p.handle_headers(t0, &proxy, &clock, false);
+        p.handle_headers(t0, &proxy, &clock, None);
         let busy = headers(&[("retry-after", "2")], 503);
-        p.handle_headers(t0, &busy, &clock, false);
+        p.handle_headers(t0, &busy, &clock, None);
         assert!(
             !p.try_send(t0 + Duration::from_secs(10), 2),
             "spent for 40 s"
         );
-        assert_eq!(p.wake_at(), Some(t0 + Duration::from_secs(40)));
-        assert!(
-            p.try_send(t0 + Duration::from_secs(40), 2),
-            "a fresh window"
-        );
+        let end = t0 + Duration::from_secs(40) + RESET_SLACK;
+        assert_eq!(p.wake_at(), Some(end));
+        assert!(p.try_send(end, 2), "a fresh window");
     }
 
     #[test]
@@ -842,25 +956,20 @@ mod tests {
         let t0 = crate::test_clock::start();
         let clock = ServerClock::default();
         let mut p = pacer(4, 200);
-        p.handle_headers(t0, &budget(0, 5, 40), &clock, false);
-        p.handle_headers(t0, &headers(&[("retry-after", "2")], 503), &clock, false);
+        p.handle_headers(t0, &budget(0, 5, 40), &clock, None);
+        p.handle_headers(t0, &headers(&[("retry-after", "2")], 503), &clock, None);
         assert!(!p.try_send(t0 + Duration::from_millis(1999), 1), "paused");
         assert!(p.try_send(t0 + Duration::from_secs(2), 1), "5 were left");
         let mut p = pacer(4, 200);
-        p.handle_headers(t0, &budget(0, 5, 40), &clock, false);
-        p.handle_headers(t0, &headers(&[("retry-after", "2")], 429), &clock, false);
+        p.handle_headers(t0, &budget(0, 5, 40), &clock, None);
+        p.handle_headers(t0, &headers(&[("retry-after", "2")], 429), &clock, None);
         // An answer of the same window that the server counted before the refusal.
-        p.handle_headers(
-            t0 + Duration::from_secs(1),
-            &budget(1, 3, 40),
-            &clock,
-            false,
-        );
+        p.handle_headers(t0 + Duration::from_secs(1), &budget(1, 3, 40), &clock, None);
         assert!(
             !p.try_send(t0 + Duration::from_secs(2), 1),
             "refused: none left"
         );
-        assert!(p.try_send(t0 + Duration::from_secs(40), 1));
+        assert!(p.try_send(t0 + Duration::from_secs(40) + RESET_SLACK, 1));
     }
 
     #[test]
@@ -871,21 +980,124 @@ mod tests {
         // 1 left, written at second 10; then, 70 ms later, an older answer written at second 9
         // (the server counted it first: 2 left). Its estimate of the reset is over a second
         // later.
-        p.handle_headers(t0, &budget(10, 1, 30), &clock, false);
+        p.handle_headers(t0, &budget(10, 1, 30), &clock, None);
         let later = t0 + Duration::from_millis(70);
-        p.handle_headers(later, &budget(9, 2, 30), &clock, false);
+        p.handle_headers(later, &budget(9, 2, 30), &clock, None);
         assert!(p.try_send(later, 1));
         assert!(!p.try_send(later, 2), "one was left");
         // Once the window has ended here, its late answers are stale.
-        let end = t0 + Duration::from_secs(22);
+        let end = t0 + Duration::from_secs(24);
         assert!(p.try_send(end, 3), "a fresh window");
-        p.handle_headers(end, &budget(29, 0, 30), &clock, false);
+        p.handle_headers(end, &budget(29, 0, 30), &clock, None);
         assert!(
             p.try_send(end, 4),
             "an answer of the ended window says nothing now"
         );
         // The next window's answers count.
-        p.handle_headers(end, &budget(31, 0, 90), &clock, false);
+        p.handle_headers(end, &budget(31, 0, 90), &clock, None);
         assert!(!p.try_send(end, 5), "the new window is spent");
+    }
+
+    #[test]
+    fn the_catch_up_leaves_the_reserve_to_the_apps_writes() {
+        let t0 = crate::test_clock::start();
+        let clock = ServerClock::default();
+        // The mirror of Kaiku's write budget: 30 a minute, 5 of them the app's.
+        let mut p = Pacer::new(PacingConfig {
+            max_in_flight: 100,
+            ..PacingConfig::default()
+        });
+        for id in 0..25 {
+            assert!(p.try_send(t0, id), "read {id}");
+        }
+        assert!(!p.try_send(t0, 25), "the last 5 are the app's");
+        // With the server's figures: 6 left is one for the catch-up, 5 is none.
+        let mut p = Pacer::new(PacingConfig::default());
+        p.handle_headers(t0, &budget(0, 6, 40), &clock, None);
+        assert!(p.try_send(t0, 1));
+        p.handle_headers(t0, &budget(0, 5, 40), &clock, Some(1));
+        p.handle_answer(1);
+        assert!(!p.try_send(t0, 2));
+        assert!(p.try_send(t0 + Duration::from_secs(40) + RESET_SLACK, 2));
+        // A window of one request keeps nothing back: the catch-up could never read.
+        let mut p = Pacer::new(PacingConfig {
+            budget: 1,
+            ..PacingConfig::default()
+        });
+        assert!(p.try_send(t0, 1));
+    }
+
+    #[test]
+    fn refusals_in_a_row_wait_longer_each_time_whatever_retry_after_says() {
+        let t0 = crate::test_clock::start();
+        let clock = ServerClock::default();
+        let mut p = pacer(4, 200);
+        let mut at = t0;
+        // `Retry-After: 0` (Kaiku's, under half a second before its key expires), three times.
+        for wait in [1, 2, 4] {
+            p.handle_headers(at, &headers(&[("retry-after", "0")], 429), &clock, None);
+            let until = at + Duration::from_secs(wait);
+            assert_eq!(p.blocked(at), Some(Blocked::Until(until)), "{wait} s");
+            at = until;
+        }
+        // A success starts over.
+        assert!(p.try_send(at, 1));
+        p.handle_headers(at, &headers(&[], 200), &clock, Some(1));
+        p.handle_answer(1);
+        p.handle_headers(at, &headers(&[("retry-after", "0")], 429), &clock, None);
+        assert_eq!(
+            p.blocked(at),
+            Some(Blocked::Until(at + Duration::from_secs(1)))
+        );
+    }
+
+    #[test]
+    fn a_503_without_retry_after_pauses_with_backoff_and_keeps_the_budget() {
+        let t0 = crate::test_clock::start();
+        let clock = ServerClock::default();
+        let mut p = pacer(4, 200);
+        p.handle_headers(t0, &budget(0, 9, 40), &clock, None);
+        // Kaiku with its rate limiter's store down: 503, no `Retry-After`.
+        p.handle_headers(t0, &headers(&[], 503), &clock, None);
+        assert_eq!(
+            p.blocked(t0),
+            Some(Blocked::Until(t0 + DEFAULT_REFUSAL_WAIT))
+        );
+        let at = t0 + DEFAULT_REFUSAL_WAIT;
+        assert!(p.try_send(at, 1), "the budget was not spent");
+        // The same answer to the core's own read, reported again as a failed read: once.
+        p.handle_headers(at, &headers(&[], 503), &clock, Some(1));
+        p.handle_refused(at, 1, None, false);
+        p.handle_answer(1);
+        assert_eq!(
+            p.blocked(at),
+            Some(Blocked::Until(at + DEFAULT_REFUSAL_WAIT)),
+            "the second refusal: max(5 s, 2 s)"
+        );
+        assert_eq!(p.rate_limited(), 2);
+    }
+
+    #[test]
+    fn the_first_read_of_a_window_after_a_spent_one_goes_alone() {
+        let t0 = crate::test_clock::start();
+        let clock = ServerClock::default();
+        let mut p = pacer(4, 200);
+        p.handle_headers(t0, &budget(0, 0, 10), &clock, None);
+        // The announced reset, and the slack for a reset announced early.
+        let at = t0 + Duration::from_secs(10) + RESET_SLACK;
+        assert!(!p.try_send(at - Duration::from_millis(1), 1));
+        assert!(p.try_send(at, 1));
+        assert_eq!(p.blocked(at), Some(Blocked::InFlight), "one probe");
+        // Refused after all: the pause, then one probe again.
+        p.handle_headers(at, &headers(&[("retry-after", "1")], 429), &clock, Some(1));
+        p.handle_answer(1);
+        let at = at + Duration::from_secs(1);
+        assert!(p.try_send(at, 2));
+        assert!(!p.try_send(at, 3), "still probing");
+        p.handle_headers(at, &budget(12, 9, 70), &clock, Some(2));
+        p.handle_answer(2);
+        for id in 3..7 {
+            assert!(p.try_send(at, id), "open: {id}");
+        }
     }
 }

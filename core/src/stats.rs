@@ -46,9 +46,18 @@ pub struct Stats {
     pub compression: Option<crate::wire::Deflate>,
     /// History reads the catch-up sent.
     pub reads: u64,
-    /// Read answers (the core's or the app's) that asked every read to wait: 429, or 503
-    /// with `Retry-After`.
+    /// Answers (to the core's reads or the app's requests) that asked every read to wait:
+    /// 429 or 503.
     pub reads_rate_limited: u64,
+    /// `subscribe`s sent again: after a first `forbidden` (put to the test), or after an
+    /// answer that was not `subscribed` (Kaiku's `message_error`).
+    pub resubscribes: u64,
+    /// Links replaced because a post the app made was not echoed live within
+    /// `Config::echo_timeout`: they answered pings but no longer delivered events.
+    pub missing_echoes: u64,
+    /// Live `message_new` for a message a catch-up had delivered from history, with a body
+    /// that changed since (an upload's attachments arrived): delivered as updates.
+    pub updated_copies: u64,
     /// Catch-ups are waiting on the server's rate limit until this instant.
     pub reads_paused_until: Option<std::time::Instant>,
 }

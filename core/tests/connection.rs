@@ -899,13 +899,10 @@ fn waking_from_sleep_probes_at_once_with_a_short_deadline() {
 }
 
 #[test]
-fn a_missing_ready_times_out_the_handshake() {
+fn a_socket_that_never_opens_times_out_the_handshake() {
     let mut h = Harness::new();
     h.connect();
-    h.open();
-    h.advance(9 * S);
-    assert!(matches!(h.conn.status(), Status::Connecting { .. }));
-    h.advance(S);
+    h.advance(10 * S);
     assert!(matches!(
         h.conn.status(),
         Status::Reconnecting {
@@ -913,6 +910,30 @@ fn a_missing_ready_times_out_the_handshake() {
             ..
         }
     ));
+}
+
+#[test]
+fn a_missing_ready_after_the_upgrade_is_its_own_reason_and_backs_off() {
+    let mut h = Harness::new();
+    h.connect();
+    h.open();
+    h.advance(9 * S);
+    assert!(matches!(h.conn.status(), Status::Connecting { .. }));
+    h.advance(S);
+    // The upgrade succeeded and the server said nothing (Kaiku's blocked `ready`): not a
+    // slow network, and retried after the backoff like any other loss.
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::ReadyTimeout,
+            attempt: 1,
+            ..
+        }
+    ));
+    assert_eq!(
+        serde_json::to_value(h.conn.status()).unwrap()["reason"],
+        "ready_timeout"
+    );
 }
 
 #[test]
@@ -1695,6 +1716,21 @@ fn a_refusal_of_the_subscribe_asked_again_is_attributed_after_the_fence() {
     // The fence's pong, then the second subscribe's refusal: now it can only be this one.
     h.frame(r#"{"type":"pong"}"#);
     h.frame(r#"{"type":"error","code":"forbidden","message":"Access denied"}"#);
+    // A first `forbidden` is put to the test (Kaiku says it on a database error too).
+    let out = h.take();
+    assert!(
+        !events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::SubscriptionRejected { .. })),
+        "{out:?}"
+    );
+    assert!(h.conn.subscriptions().any(|c| c == "secret"));
+    h.advance(3 * S);
+    assert_eq!(
+        sent(&h.take()),
+        [r#"{"type":"subscribe","channel_id":"secret"}"#]
+    );
+    h.frame(r#"{"type":"error","code":"forbidden","message":"Access denied"}"#);
     assert!(events(&h.take()).contains(&Event::SubscriptionRejected {
         channel_id: "secret".into(),
         code: "forbidden".into()
@@ -2209,4 +2245,121 @@ fn an_extension_answer_that_was_not_offered_or_breaks_the_rules_fails_for_good()
     failed(cfg.clone(), "permessage-deflate; server_max_window_bits=16");
     failed(cfg.clone(), "permessage-deflate; mystery");
     failed(cfg, "x-webkit-deflate-frame");
+}
+
+// ----- The real server's refusals that are not (issue 21) ---------------------------------
+
+#[test]
+fn a_subscribe_answered_by_a_message_error_goes_again_after_a_fence() {
+    let mut h = live_with(&["a"], None);
+    h.subscribe("b");
+    assert_eq!(
+        sent(&h.take()),
+        [r#"{"type":"subscribe","channel_id":"b"}"#]
+    );
+    // Kaiku's database failed looking the channel up: an unnamed error, no `subscribed`.
+    h.frame(r#"{"type":"error","code":"message_error","message":"Database error"}"#);
+    assert_eq!(
+        sent(&h.take()),
+        [r#"{"type":"ping"}"#],
+        "a fence: its pong tells whether the subscribe was answered"
+    );
+    h.frame(r#"{"type":"pong"}"#);
+    assert!(sent(&h.take()).is_empty());
+    h.advance(S);
+    assert_eq!(
+        sent(&h.take()),
+        [r#"{"type":"subscribe","channel_id":"b"}"#],
+        "sent again a second later"
+    );
+    h.frame(r#"{"type":"subscribed","channel_id":"b"}"#);
+    h.frame(&message_new("b", "m1", 1));
+    assert_eq!(delivered_ids(&h.take()), ["m1"]);
+    assert_eq!(h.conn.stats().resubscribes, 1);
+}
+
+#[test]
+fn an_error_that_answers_no_subscribe_sends_no_fence() {
+    let mut h = live_with(&["a"], None);
+    h.frame(r#"{"type":"error","code":"message_error","message":"bad typing"}"#);
+    assert!(sent(&h.take()).is_empty());
+}
+
+#[test]
+fn a_first_forbidden_is_asked_again_before_the_channel_is_dropped() {
+    let mut h = live_with(&["a"], None);
+    h.subscribe("b");
+    h.take();
+    h.frame(r#"{"type":"error","code":"forbidden","message":"Access denied"}"#);
+    let out = h.take();
+    assert!(
+        events(&out).contains(&Event::SubscriptionUncertain {
+            channel_id: "b".into(),
+            code: "forbidden".into()
+        }),
+        "{out:?}"
+    );
+    assert!(h.conn.subscriptions().any(|c| c == "b"));
+    h.advance(3 * S);
+    assert_eq!(
+        sent(&h.take()),
+        [r#"{"type":"subscribe","channel_id":"b"}"#]
+    );
+    // The database is back: b is live.
+    h.frame(r#"{"type":"subscribed","channel_id":"b"}"#);
+    h.frame(&message_new("b", "m1", 1));
+    assert_eq!(delivered_ids(&h.take()), ["m1"]);
+}
+
+// ----- A link that answers pings and delivers nothing (issue 21) --------------------------
+
+#[test]
+fn a_post_not_echoed_in_time_replaces_the_link() {
+    let mut h = live_with(&["a"], Some(("m0", 1)));
+    let sent_at = h.now;
+    h.advance(S / 10);
+    h.conn.handle_app_post(h.now, sent_at, "a", "m1");
+    h.advance(4 * S);
+    assert!(h.conn.is_connected());
+    // Pings are answered all along: the heartbeat is content.
+    h.frame(r#"{"type":"pong"}"#);
+    h.advance(S);
+    assert!(matches!(
+        h.conn.status(),
+        Status::Reconnecting {
+            reason: ReconnectReason::NoEcho,
+            ..
+        }
+    ));
+    assert_eq!(h.conn.stats().missing_echoes, 1);
+}
+
+#[test]
+fn an_echo_in_time_or_before_the_answer_keeps_the_link() {
+    let mut h = live_with(&["a"], Some(("m0", 1)));
+    let sent_at = h.now;
+    h.conn.handle_app_post(h.now, sent_at, "a", "m1");
+    h.advance(S);
+    h.frame(&message_new("a", "m1", 2));
+    // The broadcast can overtake the REST answer.
+    let sent_at = h.now;
+    h.frame(&message_new("a", "m2", 3));
+    h.conn.handle_app_post(h.now, sent_at, "a", "m2");
+    h.advance(10 * S);
+    assert!(h.conn.is_connected());
+    assert_eq!(h.conn.stats().missing_echoes, 0);
+}
+
+#[test]
+fn a_post_proves_nothing_on_a_channel_not_subscribed_before_it_went() {
+    let mut h = live_with(&["a"], Some(("m0", 1)));
+    let before = h.now;
+    h.advance(S);
+    h.subscribe("b");
+    h.frame(r#"{"type":"subscribed","channel_id":"b"}"#);
+    // Sent before b's subscription took effect, and on a channel not wanted at all.
+    h.conn.handle_app_post(h.now, before, "b", "m1");
+    h.conn.handle_app_post(h.now, h.now, "elsewhere", "m2");
+    h.advance(10 * S);
+    assert!(h.conn.is_connected());
 }

@@ -714,6 +714,7 @@ fn a_spent_budget_holds_reads_until_its_window_ends() {
     let pacing = PacingConfig {
         budget: 5,
         window: Duration::from_secs(60),
+        reserve: 0,
         ..PacingConfig::default()
     };
     let (mut c, t, _channels) = many_reconnected(8, pacing);
@@ -733,13 +734,43 @@ fn a_spent_budget_holds_reads_until_its_window_ends() {
         Some((t + Duration::from_secs(61), 3))
     );
     assert_eq!(c.poll_timeout(), Some(t + Duration::from_secs(61)));
-    c.handle_timeout(t + Duration::from_secs(61));
-    assert_eq!(fetches(&drain(&mut c)).len(), 3);
+    let t = t + Duration::from_secs(61);
+    c.handle_timeout(t);
+    // The first read of the new window goes alone, the others once it is answered.
+    let probe = fetches(&drain(&mut c));
+    assert_eq!(probe.len(), 1);
+    c.handle_history(
+        t,
+        probe[0].id,
+        Ok(body(&[(&format!("{}-m1", probe[0].channel_id), 1)], true)),
+    );
+    assert_eq!(fetches(&drain(&mut c)).len(), 2);
+}
+
+#[test]
+fn the_catch_up_leaves_the_apps_reserve_unspent() {
+    // Kaiku's write budget, shared with posting: 30 a window, 5 kept for the app.
+    let (mut c, t, _channels) = many_reconnected(40, PacingConfig::default());
+    let mut sent = fetches(&drain(&mut c));
+    while let Some(r) = sent.pop() {
+        c.handle_history(
+            t,
+            r.id,
+            Ok(body(&[(&format!("{}-m1", r.channel_id), 1)], true)),
+        );
+        sent.extend(fetches(&drain(&mut c)));
+    }
+    assert_eq!(c.reads(), 25);
+    assert_eq!(c.rate_limited_until(t).map(|(_, n)| n), Some(15));
 }
 
 #[test]
 fn the_servers_remaining_budget_and_reset_are_obeyed() {
-    let (mut c, t, _channels) = many_reconnected(6, PacingConfig::default());
+    let pacing = PacingConfig {
+        reserve: 0,
+        ..PacingConfig::default()
+    };
+    let (mut c, t, _channels) = many_reconnected(6, pacing);
     let sent = fetches(&drain(&mut c));
     assert_eq!(sent.len(), 4);
     // The server says: 1 read left in a window that ends 20 s after its `Date`.
@@ -764,8 +795,10 @@ fn the_servers_remaining_budget_and_reset_are_obeyed() {
         );
     }
     assert!(fetches(&drain(&mut c)).is_empty(), "the budget is spent");
-    assert_eq!(c.poll_timeout(), Some(t + Duration::from_secs(20)));
-    c.handle_timeout(t + Duration::from_secs(20));
+    // The announced reset, and the slack for one announced early.
+    let reset = t + Duration::from_secs(20) + crate::pacing::RESET_SLACK;
+    assert_eq!(c.poll_timeout(), Some(reset));
+    c.handle_timeout(reset);
     assert_eq!(fetches(&drain(&mut c)).len(), 1);
 }
 

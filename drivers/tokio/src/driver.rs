@@ -310,7 +310,7 @@ impl Driver {
             }
             Command::Unsubscribe(ch) => self.conn.unsubscribe(now, &ch),
             Command::Focus(ch) => self.conn.focus(now, &ch),
-            Command::AppRead(headers) => self.conn.handle_app_read(now, &headers),
+            Command::AppRead(headers) => self.conn.handle_app_request(now, &headers),
             Command::Send(event, reply) => {
                 let _ = reply.send(self.conn.send(now, event));
             }
