@@ -16,6 +16,7 @@ use crate::pacing::{Blocked, Pacer, PacingConfig, ReadHeaders, ServerClock};
 use crate::secret::Secret;
 use crate::text::Text;
 use crate::timestamp::Timestamp;
+use crate::wire::CopyFingerprint;
 use crate::wire::{HistoryItem, HistoryPage, ServerEvent, ServerEventKind};
 
 /// Pages a walk may read beyond what `max_messages` needs: end checks, pages of messages
@@ -305,6 +306,9 @@ struct RecentIds {
     /// Something was forgotten: the newest `created_at` among the forgotten (`None` inside:
     /// one of them had no time, so nothing can be placed after it).
     forgotten: Option<Option<Timestamp>>,
+    /// The bodies of the remembered messages a catch-up delivered from history, hashed: a
+    /// live copy that differs is an update, not a duplicate.
+    copies: BTreeMap<Text, CopyFingerprint>,
 }
 
 impl RecentIds {
@@ -346,6 +350,27 @@ impl RecentIds {
         });
     }
 
+    /// Keeps the body of remembered message `id`, delivered from history.
+    fn set_copy(&mut self, id: &Text, copy: CopyFingerprint) {
+        if let Some(id) = self.set.get(id) {
+            self.copies.insert(id.clone(), copy);
+        }
+    }
+
+    /// Whether `live` is a changed copy of remembered message `id`'s history copy; if so,
+    /// the history copy is let go (the live one is the app's now, and a further copy is a
+    /// duplicate).
+    fn take_changed_copy(&mut self, id: &Text, live: Option<CopyFingerprint>) -> bool {
+        let changed = match (self.copies.get(id), live) {
+            (Some(old), Some(new)) => old.differs(&new),
+            _ => false,
+        };
+        if changed {
+            self.copies.remove(id);
+        }
+        changed
+    }
+
     /// Remembers `id`, stamped `at`; returns the copy kept (shared, so the caller can keep
     /// it too without another allocation).
     fn insert(&mut self, id: Text, at: Option<Timestamp>) -> Text {
@@ -357,6 +382,7 @@ impl RecentIds {
                 && let Some((old, old_at)) = self.order.pop_front()
             {
                 self.set.remove(&old);
+                self.copies.remove(&old);
                 self.forgotten = Some(match (self.forgotten, old_at) {
                     (None, at) => at,
                     (Some(Some(a)), Some(b)) => Some(a.max(b)),
@@ -681,7 +707,20 @@ impl CatchUp {
             out.push_back(CatchUpOutput::Deliver(event));
             return;
         };
-        if c.recent.contains(&message.id) || untracked.contains(&message.id) {
+        if c.recent.contains(&message.id) {
+            // Delivered from history before its broadcast, which carries what was added
+            // since (an upload's attachment): the app replaces its copy.
+            if !event.is_recovered()
+                && c.recent
+                    .take_changed_copy(&message.id, event.copy_fingerprint())
+            {
+                out.push_back(CatchUpOutput::Deliver(event.into_update()));
+                return;
+            }
+            *duplicates += 1;
+            return;
+        }
+        if untracked.contains(&message.id) {
             *duplicates += 1;
             return;
         }
@@ -1203,7 +1242,19 @@ impl CatchUp {
         }));
         messages.sort_by_key(|(key, _)| *key);
         for e in messages.into_iter().map(|(_, e)| e).chain(held_other) {
+            let copy = e
+                .is_recovered()
+                .then(|| match e.kind() {
+                    ServerEventKind::MessageNew { message, .. } => {
+                        e.copy_fingerprint().zip(Some(message.id.clone()))
+                    }
+                    _ => None,
+                })
+                .flatten();
             Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
+            if let Some((copy, id)) = copy {
+                c.recent.set_copy(&id, copy);
+            }
         }
         if !complete {
             // What the walk read is in the app's reload: never delivered as missed by a later

@@ -1350,6 +1350,9 @@ impl Connection {
                     self.actions.push_back(Action::FetchHistory(req));
                 }
                 CatchUpOutput::Deliver(event) => {
+                    if event.is_update() {
+                        self.stats.updated_copies += 1;
+                    }
                     self.actions.push_back(Action::Emit(Event::Server(event)));
                 }
                 CatchUpOutput::Resynced {

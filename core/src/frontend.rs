@@ -6,6 +6,7 @@
 //! | event | emitted as |
 //! |---|---|
 //! | any server event | `ws:<type>` with the server's JSON, untouched |
+//! | a live copy of a message a catch-up delivered, changed since (an upload's attachment arrived) | `ws:message_update` with the server's `message_new` JSON, untouched: replace the message by id |
 //! | status | `ws:status` with the full status object, then the legacy name: `ws:connecting`, `ws:connected`, `ws:disconnected` (payload `null`; `failed` is also `ws:disconnected`) or `ws:reconnecting` (payload: the attempt number) |
 //! | catch-up done | `ws:resynced` `{"channel_id","recovered","complete"}` |
 //! | subscription refused | `ws:subscription_rejected` `{"channel_id","code"}` |
@@ -97,6 +98,9 @@ impl FrontendEvent {
 /// The frontend events for one connection event, in emission order (one or two).
 pub fn frontend_events(event: &Event) -> Vec<FrontendEvent> {
     match event {
+        Event::Server(e) if e.is_update() => {
+            vec![FrontendEvent::new("ws:message_update", e.json().as_str())]
+        }
         Event::Server(e) => vec![FrontendEvent::new(
             format!("ws:{}", e.event_type()),
             e.json().as_str(),
@@ -182,6 +186,18 @@ mod tests {
         assert_eq!(
             lines(&e),
             [format!(r#"{{"event":"ws:reaction_add","payload":{raw}}}"#)]
+        );
+    }
+
+    #[test]
+    fn an_updated_copy_has_its_own_name_and_the_servers_json() {
+        let raw = r#"{"type":"message_new","channel_id":"c","message":{"id":"m","attachments":[{"id":"f"}]}}"#;
+        let e = ServerEvent::decode(Bytes::from_static(raw.as_bytes()), 1024).unwrap();
+        assert_eq!(
+            lines(&Event::Server(e.into_update())),
+            [format!(
+                r#"{{"event":"ws:message_update","payload":{raw}}}"#
+            )]
         );
     }
 

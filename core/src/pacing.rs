@@ -30,7 +30,8 @@ pub struct PacingConfig {
     pub window: Duration,
     /// Requests of each window the catch-up leaves to the app: its reads stop while no more
     /// than this many remain, so a post right after a reconnect is never refused because a
-    /// catch-up spent the budget. At most the window's limit less one. Default 5.
+    /// catch-up spent the budget. At most a quarter of the window's limit, so a server with
+    /// a small budget still leaves the catch-up most of it. Default 5 (of Kaiku's 30).
     pub reserve: u32,
     /// A read not answered after this long no longer counts as in flight (the drivers' REST
     /// client gives up after 30 s). Default 35 s.
@@ -368,10 +369,10 @@ impl Pacer {
             || self.in_flight.len() >= self.config.max_in_flight.max(1)
     }
 
-    /// The requests of a window kept for the app: the configured reserve, less than the
-    /// window's limit.
+    /// The requests of a window kept for the app: the configured reserve, at most a quarter
+    /// of the window's limit.
     fn reserve(&self) -> u32 {
-        self.config.reserve.min(self.window.limit.saturating_sub(1))
+        self.config.reserve.min(self.window.limit / 4)
     }
 
     /// The catch-up may not read again in this window: what is left is the app's.
@@ -1012,19 +1013,27 @@ mod tests {
         }
         assert!(!p.try_send(t0, 25), "the last 5 are the app's");
         // With the server's figures: 6 left is one for the catch-up, 5 is none.
+        let kaiku = |remaining: u32| {
+            let mut h = budget(0, remaining, 40);
+            h.limit = Some(30);
+            h
+        };
         let mut p = Pacer::new(PacingConfig::default());
-        p.handle_headers(t0, &budget(0, 6, 40), &clock, None);
+        p.handle_headers(t0, &kaiku(6), &clock, None);
         assert!(p.try_send(t0, 1));
-        p.handle_headers(t0, &budget(0, 5, 40), &clock, Some(1));
+        p.handle_headers(t0, &kaiku(5), &clock, Some(1));
         p.handle_answer(1);
         assert!(!p.try_send(t0, 2));
         assert!(p.try_send(t0 + Duration::from_secs(40) + RESET_SLACK, 2));
-        // A window of one request keeps nothing back: the catch-up could never read.
+        // A window of three requests keeps nothing back: a quarter of it is none.
         let mut p = Pacer::new(PacingConfig {
-            budget: 1,
+            budget: 3,
+            max_in_flight: 100,
             ..PacingConfig::default()
         });
-        assert!(p.try_send(t0, 1));
+        for id in 0..3 {
+            assert!(p.try_send(t0, id));
+        }
     }
 
     #[test]

@@ -2363,3 +2363,39 @@ fn a_post_proves_nothing_on_a_channel_not_subscribed_before_it_went() {
     h.advance(10 * S);
     assert!(h.conn.is_connected());
 }
+
+// ----- Late broadcasts that carry more (issue 21) ------------------------------------------
+
+#[test]
+fn a_live_copy_that_changed_since_its_history_copy_is_delivered_as_an_update() {
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    // m2 is an upload: Kaiku stored it before its file, and broadcasts it once the file is
+    // stored, with the attachment. m3 is an ordinary message whose broadcast was slow.
+    h.answer_history(
+        req[0].id,
+        &page("c", &[("m3", 3), ("m2", 2), ("m1", 1)], true),
+    );
+    let out = h.take();
+    assert_eq!(delivered_ids(&out), ["m2", "m3"]);
+    assert!(server_events(&out).iter().all(|e| e.is_recovered()));
+    let with_file = message_new("c", "m2", 2).replace(
+        r#""attachments":[]"#,
+        r#""attachments":[{"filename":"cat.png","id":"f1","mime_type":"image/png","size":12}]"#,
+    );
+    h.frame(&with_file);
+    let out = h.take();
+    let updates = server_events(&out);
+    assert_eq!(updates.len(), 1, "{out:?}");
+    assert!(updates[0].is_update() && !updates[0].is_recovered());
+    assert_eq!(updates[0].json().as_str(), with_file);
+    // The same copy again, and m3's unchanged copy: duplicates, as ever.
+    h.frame(&with_file);
+    h.frame(&message_new("c", "m3", 3));
+    assert!(server_events(&h.take()).is_empty());
+    assert_eq!(h.conn.stats().updated_copies, 1);
+    assert_eq!(h.conn.stats().duplicates, 2);
+}

@@ -4173,7 +4173,9 @@ mod known_bugs {
             retry_after: Some(2 * S),
         };
         h.conn.handle_history(h.now, reads[1].id, Err(refused));
-        let early = wait(&mut h, 39);
+        // The reset is announced for 40 s; the pacer takes it 2 s later (Kaiku's can be 1.5 s
+        // early).
+        let early = wait(&mut h, 41);
         assert!(
             early.is_empty(),
             "reads sent into a window announced spent: {early:?}"
@@ -4378,13 +4380,18 @@ mod known_bugs {
             fetches(&h.take()).is_empty(),
             "the budget is spent for 20 s"
         );
-        let reads = wait(&mut h, 21);
-        assert_eq!(reads.len(), 3, "a fresh window");
+        // 20 s, and the slack for a reset announced early; the first read of the new window
+        // goes alone, the others once its answer shows the window open.
+        let probe = wait(&mut h, 23);
+        assert_eq!(probe.len(), 1, "a fresh window, probed");
         let at = h.elapsed().as_secs();
+        answer_with_budget(&mut h, &probe[0], at, 2, at + 20);
+        let reads = fetches(&h.take());
+        assert_eq!(reads.len(), 2, "the rest of the fresh window");
         for (i, r) in reads.iter().enumerate() {
-            answer_with_budget(&mut h, r, at, 2 - i as u32, at + 20);
+            answer_with_budget(&mut h, r, at, 1 - i as u32, at + 20);
         }
-        assert_eq!(wait(&mut h, 21).len(), 3, "the next window, 20 s later");
+        assert_eq!(wait(&mut h, 23).len(), 1, "the next window, 20 s later");
     }
 
     /// Lets `secs` seconds pass, the server answering every ping; returns the reads sent.

@@ -18,6 +18,7 @@ pub use decode::{DecodeError, MAX_DEPTH};
 pub use deflate::{Deflate, DeflateOffer, ExtensionError, PERMESSAGE_DEFLATE};
 pub use history::{HistoryItem, HistoryPage};
 pub use rest_error::RestError;
+pub(crate) use server::CopyFingerprint;
 pub use server::{MessageHead, ServerEvent, ServerEventKind};
 pub use v2::{Encoding, MAX_BATCH, Protocol, V2_JSON, V2_MSGPACK, msgpack_to_json, to_msgpack};
 pub(crate) use v2::{encode_frame, split_batch};

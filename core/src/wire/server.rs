@@ -23,6 +23,54 @@ pub struct ServerEvent {
     kind: ServerEventKind,
     /// Built from REST history, not received on the socket.
     recovered: bool,
+    /// A live copy of a message already delivered from history, whose body has changed since.
+    update: bool,
+}
+
+/// What of a message's body can change between its history copy and its live copy: a hash
+/// of each of `content`, `attachments` and `edited_at`, when present (Kaiku stores an
+/// upload's message before its file, and broadcasts it with the attachment only once the
+/// file is stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CopyFingerprint([Option<u64>; 3]);
+
+impl CopyFingerprint {
+    /// Whether `other` is a changed copy: a field both copies carry differs. A field one of
+    /// them lacks says nothing (the two shapes need not carry the same fields).
+    pub(crate) fn differs(&self, other: &Self) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .any(|(a, b)| matches!((a, b), (Some(a), Some(b)) if a != b))
+    }
+}
+
+/// Hashes a JSON value with object keys in sorted order, so two serializations of one value
+/// hash alike whatever order their keys came in.
+fn hash_json(value: &serde_json::Value, h: &mut impl std::hash::Hasher) {
+    use serde_json::Value;
+    use std::hash::Hash;
+    match value {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        Value::Number(n) => (2u8, n.to_string()).hash(h),
+        Value::String(s) => (3u8, s).hash(h),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(h);
+            for item in items {
+                hash_json(item, h);
+            }
+        }
+        Value::Object(map) => {
+            (5u8, map.len()).hash(h);
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            for k in keys {
+                k.hash(h);
+                hash_json(&map[k], h);
+            }
+        }
+    }
 }
 
 /// What the core understood of a server event. Anything it does not act on is [`Other`]:
@@ -300,6 +348,7 @@ impl ServerEvent {
             event_type,
             kind,
             recovered: false,
+            update: false,
         })
     }
 
@@ -372,7 +421,55 @@ impl ServerEvent {
                 message: item.head().clone(),
             },
             recovered: true,
+            update: false,
         }
+    }
+
+    /// Whether this is a live `message_new` for a message the app already has: a catch-up
+    /// delivered it from history, and its body has changed since (an upload's message, stored
+    /// before its file and broadcast with the attachment once the file is stored). Replace
+    /// the copy the app shows, by id; do not add a second one.
+    pub fn is_update(&self) -> bool {
+        self.update
+    }
+
+    /// This event, marked as an update of a copy delivered before.
+    pub(crate) fn into_update(mut self) -> Self {
+        self.update = true;
+        self
+    }
+
+    /// The changeable parts of a `message_new`'s message, hashed; `None` for other events
+    /// and for a message that does not parse.
+    pub(crate) fn copy_fingerprint(&self) -> Option<CopyFingerprint> {
+        #[derive(Deserialize)]
+        struct Outer {
+            message: Option<Fields>,
+        }
+        #[derive(Deserialize)]
+        struct Fields {
+            content: Option<serde_json::Value>,
+            attachments: Option<serde_json::Value>,
+            edited_at: Option<serde_json::Value>,
+        }
+        if !matches!(self.kind, ServerEventKind::MessageNew { .. }) {
+            return None;
+        }
+        let fields = serde_json::from_str::<Outer>(self.json.as_str())
+            .ok()?
+            .message?;
+        let hash = |v: &Option<serde_json::Value>| {
+            v.as_ref().map(|v| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                hash_json(v, &mut h);
+                std::hash::Hasher::finish(&h)
+            })
+        };
+        Some(CopyFingerprint([
+            hash(&fields.content),
+            hash(&fields.attachments),
+            hash(&fields.edited_at),
+        ]))
     }
 
     /// Whether this is a `message_new` that a catch-up built from REST history (see
