@@ -96,8 +96,38 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     .retry_after
 }
 
-/// Told the headers of every read's answer (GET); see [`Api::with_read_observer`].
-pub type ReadObserver = std::sync::Arc<dyn Fn(&ReadHeaders) + Send + Sync>;
+/// What a call through an observed [`Api`] tells its connection; see [`Api::with_observer`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Observed<'a> {
+    /// The headers of an answer to a request in the budget the catch-up's history reads
+    /// spend: any method under `/api/messages`, `/api/channels` and `/api/guilds` (Kaiku's
+    /// *write* category: reading history, posting, editing and reacting share 30 requests a
+    /// minute).
+    Answer(&'a ReadHeaders),
+    /// The app posted a message: its channel, its id (from the answer) and how long ago the
+    /// request went out. Kaiku broadcasts it to the author too, so the connection expects its
+    /// echo.
+    Posted {
+        /// The channel.
+        channel_id: &'a str,
+        /// The new message's id.
+        message_id: &'a str,
+        /// Since the request went out.
+        elapsed: Duration,
+    },
+}
+
+/// Told of every observed call; see [`Api::with_observer`].
+pub type Observer = std::sync::Arc<dyn Fn(Observed<'_>) + Send + Sync>;
+
+/// Whether a request to `path` (relative to the base) spends the budget history reads spend.
+fn in_history_budget(path: &str) -> bool {
+    let path = path.trim_start_matches('/');
+    ["api/messages", "api/channels", "api/guilds"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+}
 
 /// The REST API of one server. Cheap to clone (the connection pool is shared).
 ///
@@ -109,7 +139,7 @@ pub type ReadObserver = std::sync::Arc<dyn Fn(&ReadHeaders) + Send + Sync>;
 pub struct Api {
     http: reqwest::Client,
     base: Url,
-    observer: Option<ReadObserver>,
+    observer: Option<Observer>,
     /// The host, when the base is plain text to a host that is not loopback.
     plain_remote: Option<String>,
     allow_insecure: bool,
@@ -256,11 +286,13 @@ impl Api {
         self.plain_remote.is_some() && !self.allow_insecure
     }
 
-    /// The same API, telling `observer` the headers of every read's answer (GETs: history,
-    /// channels, `me`). A [`Client`](crate::Client)'s [`api`](crate::Client::api) reports
-    /// them to its connection this way, so the app's reads and the catch-up's share the
-    /// server's budget.
-    pub fn with_read_observer(mut self, observer: ReadObserver) -> Self {
+    /// The same API, telling `observer` the headers of every answer in the budget history
+    /// reads spend ([`Observed::Answer`]: history, channel lists, posts, edits, deletes) and
+    /// every message posted ([`Observed::Posted`]). A [`Client`](crate::Client)'s
+    /// [`api`](crate::Client::api) reports them to its connection this way, so the app's
+    /// requests and the catch-up's share the server's budget (the catch-up keeps a reserve
+    /// for the app's posts), and a post whose echo never comes proves the socket deaf.
+    pub fn with_observer(mut self, observer: Observer) -> Self {
         self.observer = Some(observer);
         self
     }
@@ -292,14 +324,21 @@ impl Api {
         Ok(req)
     }
 
-    /// Sends a request and returns the body of a success, or the typed error. A read's
-    /// headers go to the observer.
+    /// Sends a request and returns the body of a success, or the typed error. The headers
+    /// of an answer in the history's budget go to the observer.
     async fn call(&self, req: RequestBuilder) -> Result<(StatusCode, Bytes), ApiError> {
         let (result, headers) = self.call_with_headers(req).await;
         if let (Some(observer), Some(headers)) = (&self.observer, headers) {
-            observer(&headers);
+            observer(Observed::Answer(&headers));
         }
         result
+    }
+
+    /// Whether `url` is a request in the budget history reads spend.
+    fn in_budget(&self, url: &Url) -> bool {
+        url.path()
+            .strip_prefix(self.base.path().trim_end_matches('/'))
+            .is_some_and(in_history_budget)
     }
 
     /// Like [`call`](Self::call), handing back a read's headers instead of observing them.
@@ -311,12 +350,12 @@ impl Api {
             Ok(r) => r,
             Err(e) => return (Err(network(e)), None),
         };
-        let is_read = request.method() == Method::GET;
+        let in_budget = self.in_budget(request.url());
         let resp = match self.http.execute(request).await {
             Ok(r) => r,
             Err(e) => return (Err(network(e)), None),
         };
-        let headers = is_read.then(|| read_headers(&resp));
+        let headers = in_budget.then(|| read_headers(&resp));
         (Self::answer(resp).await, headers)
     }
 
@@ -341,9 +380,21 @@ impl Api {
         serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
     }
 
+    /// A token answer. Kaiku always rotates the refresh token; to a request that carries an
+    /// `Origin` header (a browser's) it gives the new one only as the `kaiku_refresh` cookie,
+    /// not in the body. These requests never send `Origin`, but a proxy may add one: a body
+    /// without `refresh_token` takes it from the cookie, so the rotation is not lost.
     async fn credentials(&self, req: RequestBuilder) -> Result<Credentials, ApiError> {
-        let (_, body) = self.call(req).await?;
-        Credentials::from_token_response(&body).map_err(|e| ApiError::Decode(e.to_string()))
+        let request = req.build().map_err(network)?;
+        let resp = self.http.execute(request).await.map_err(network)?;
+        let cookie = refresh_cookie(resp.headers());
+        let (_, body) = Self::answer(resp).await?;
+        let mut creds =
+            Credentials::from_token_response(&body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        if creds.refresh_token.is_none() {
+            creds.refresh_token = cookie;
+        }
+        Ok(creds)
     }
 
     /// `POST /auth/login`.
@@ -465,7 +516,16 @@ impl Api {
         let req = self
             .request(Method::POST, &path, Some(token))?
             .json(&json!({"content": content}));
-        self.json(req).await
+        let sent = std::time::Instant::now();
+        let message: Value = self.json(req).await?;
+        if let (Some(observer), Some(id)) = (&self.observer, message["id"].as_str()) {
+            observer(Observed::Posted {
+                channel_id,
+                message_id: id,
+                elapsed: sent.elapsed(),
+            });
+        }
+        Ok(message)
     }
 
     /// `PATCH /api/messages/{id}`.
@@ -489,6 +549,20 @@ impl Api {
             .await?;
         Ok(())
     }
+}
+
+/// The refresh token a `Set-Cookie` carries (Kaiku's `kaiku_refresh`), if any.
+fn refresh_cookie(headers: &reqwest::header::HeaderMap) -> Option<Secret> {
+    headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let pair = v.split(';').next()?.trim();
+            let (name, value) = pair.split_once('=')?;
+            (matches!(name.trim(), "kaiku_refresh" | "refresh_token") && !value.is_empty())
+                .then(|| Secret::new(value.trim()))
+        })
 }
 
 fn network(e: reqwest::Error) -> ApiError {
@@ -555,6 +629,44 @@ mod tests {
         assert!(
             matches!(e, ApiError::Http { status: 400, ref code, ref message } if code.is_empty() && message.starts_with("Failed"))
         );
+    }
+
+    #[test]
+    fn the_refresh_cookie_is_found_among_the_set_cookies() {
+        use reqwest::header::{HeaderMap, HeaderValue, SET_COOKIE};
+        let mut h = HeaderMap::new();
+        h.append(SET_COOKIE, HeaderValue::from_static("theme=dark; Path=/"));
+        h.append(
+            SET_COOKIE,
+            HeaderValue::from_static(
+                "kaiku_refresh=eyJ.rot.ated; HttpOnly; Secure; SameSite=Strict; Path=/auth",
+            ),
+        );
+        assert_eq!(
+            refresh_cookie(&h).map(|s| s.expose().to_owned()),
+            Some("eyJ.rot.ated".to_owned())
+        );
+        let mut h = HeaderMap::new();
+        h.append(
+            SET_COOKIE,
+            HeaderValue::from_static("kaiku_refresh=; Max-Age=0"),
+        );
+        assert!(refresh_cookie(&h).is_none(), "a cleared cookie is no token");
+    }
+
+    #[test]
+    fn only_the_history_budgets_routes_are_observed() {
+        for p in [
+            "api/messages/channel/c",
+            "/api/messages",
+            "api/channels",
+            "api/guilds/g/channels",
+        ] {
+            assert!(in_history_budget(p), "{p}");
+        }
+        for p in ["auth/me", "auth/refresh", "api/messagesx", "health"] {
+            assert!(!in_history_budget(p), "{p}");
+        }
     }
 
     #[test]

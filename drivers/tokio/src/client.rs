@@ -17,7 +17,7 @@ use tether_core::{
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::api::Api;
+use crate::api::{Api, Observed};
 use crate::clock::Clock;
 use crate::connect::SocketSettings;
 use crate::driver;
@@ -138,8 +138,16 @@ pub(crate) enum Command {
     },
     Unsubscribe(String),
     Focus(String),
-    /// The headers of a read the app made through [`Client::api`].
-    AppRead(ReadHeaders),
+    /// The headers of a request the app made through [`Client::api`], in the history's
+    /// budget.
+    AppRequest(ReadHeaders),
+    /// A message the app posted through [`Client::api`], sent at this instant of the
+    /// driver's clock.
+    AppPost {
+        channel_id: String,
+        message_id: String,
+        sent: std::time::Instant,
+    },
     Send(ClientEvent, oneshot::Sender<Result<(), SendError>>),
     SetCredentials(Credentials),
     Stats(oneshot::Sender<Snapshot>),
@@ -284,16 +292,32 @@ impl Client {
         let mut conn = Connection::new(config.core.clone())?;
         conn.set_credentials(clock.now(), credentials);
         let (commands, command_rx) = mpsc::channel::<Command>(config.command_capacity.max(1));
-        // The app's reads through `Client::api` report their headers to the connection, so
-        // they and the catch-up share the server's budget. A weak sender: an `Api` kept by
-        // the app does not keep the connection task alive.
+        // The app's requests through `Client::api` report their headers to the connection,
+        // so they and the catch-up share the server's budget, and its posts, whose echo the
+        // socket owes. A weak sender: an `Api` kept by the app does not keep the connection
+        // task alive.
         let weak = commands.downgrade();
         let observed = api
             .clone()
-            .with_read_observer(Arc::new(move |h: &ReadHeaders| {
+            .with_observer(Arc::new(move |seen: Observed<'_>| {
+                let command = match seen {
+                    Observed::Answer(h) => Command::AppRequest(h.clone()),
+                    Observed::Posted {
+                        channel_id,
+                        message_id,
+                        elapsed,
+                    } => Command::AppPost {
+                        channel_id: channel_id.to_owned(),
+                        message_id: message_id.to_owned(),
+                        sent: clock
+                            .now()
+                            .checked_sub(elapsed)
+                            .unwrap_or_else(|| clock.now()),
+                    },
+                };
                 // Advisory: a task that far behind misses one report; the app never waits.
                 if let Some(tx) = weak.upgrade() {
-                    let _ = tx.try_send(Command::AppRead(h.clone()));
+                    let _ = tx.try_send(command);
                 }
             }));
         let (inbox, status) = driver::spawn(conn, clock, api, socket_settings, &config, command_rx);

@@ -310,7 +310,14 @@ impl Driver {
             }
             Command::Unsubscribe(ch) => self.conn.unsubscribe(now, &ch),
             Command::Focus(ch) => self.conn.focus(now, &ch),
-            Command::AppRead(headers) => self.conn.handle_app_request(now, &headers),
+            Command::AppRequest(headers) => self.conn.handle_app_request(now, &headers),
+            Command::AppPost {
+                channel_id,
+                message_id,
+                sent,
+            } => self
+                .conn
+                .handle_app_post(now, sent, &channel_id, &message_id),
             Command::Send(event, reply) => {
                 let _ = reply.send(self.conn.send(now, event));
             }

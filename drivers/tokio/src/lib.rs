@@ -38,7 +38,7 @@ mod deflate;
 mod driver;
 mod errors;
 
-pub use api::{Api, ApiError};
+pub use api::{Api, ApiError, Observed, Observer};
 pub use client::{Client, ClientConfig, ClientError, Events, with_jwt_expiry};
 pub use clock::Clock;
 pub use tether_core;

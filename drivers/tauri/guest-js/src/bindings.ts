@@ -68,7 +68,7 @@ client_max_window_bits: number,
  */
 client_no_context_takeover: boolean, };
 
-export type ReconnectReason = "connection_lost" | "server_closed" | "heartbeat_timeout" | "handshake_timeout" | "connect_failed" | "tls_error" | "server_unavailable" | "rate_limited" | "message_too_large" | "protocol_error" | "refresh_failed";
+export type ReconnectReason = "connection_lost" | "server_closed" | "heartbeat_timeout" | "handshake_timeout" | "ready_timeout" | "connect_failed" | "tls_error" | "server_unavailable" | "rate_limited" | "message_too_large" | "protocol_error" | "refresh_failed" | "no_echo";
 
 export type FailReason = "auth" | "forbidden" | "rejected" | "policy" | "subprotocol" | "extension";
 
