@@ -17,6 +17,8 @@ pub(crate) struct FaultState {
     pub stall_new: bool,
     /// Replaces `ServerConfig::rest_latency` until cleared.
     pub rest_latency: Option<Duration>,
+    /// Redis is unreachable: limited routes answer 503.
+    pub redis_down: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +104,17 @@ impl Faults {
     /// against its rate limit when it arrives; only its answer waits.
     pub fn set_rest_latency(&self, latency: Duration) {
         self.shared.faults().rest_latency = Some(latency);
+    }
+
+    /// Takes Redis down (`true`) or brings it back (`false`). While it is down, every route
+    /// this server rate-limits (one whose category has a limit in
+    /// `ServerConfig::rate_limits`) answers 503 `{"error":"service_unavailable"}` without
+    /// `Retry-After` or budget headers, as Kaiku does with `fail_open` off (its default): its
+    /// limiter cannot count, so it refuses. Nothing is counted meanwhile. Unlimited routes,
+    /// and every route of a server without limits (Kaiku with limiting off never asks
+    /// Redis), answer as usual.
+    pub fn redis_down(&self, down: bool) {
+        self.shared.faults().redis_down = down;
     }
 
     /// Sends a raw text frame to every open socket (garbage, unknown events, huge frames), as

@@ -16,10 +16,13 @@
 //!
 //! Rate limits, off unless [`ServerConfig::rate_limits`] asks ([`RateLimits::kaiku`] for the
 //! real server's defaults), work as Kaiku's: fixed windows that start with the first request
-//! after the last one ended, per user on reads and writes (per IP without a valid token) and
-//! per IP on login and refresh. An answer within the budget carries `x-ratelimit-limit`,
-//! `x-ratelimit-remaining` and `x-ratelimit-reset` (epoch seconds, rounded up; none with
-//! [`ServerConfig::rate_limit_headers`] off); a spent budget answers 429 with only
+//! after the last one ended, per user on writes (every request under `/api/channels`,
+//! `/api/messages` and `/api/guilds`, history GETs included, as Kaiku's router has it) and
+//! reads (per IP without a valid token), per IP on login and refresh. An answer within the
+//! budget carries `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset` (epoch
+//! seconds: exact and rounded up, or as early as Kaiku's with [`RateLimits::kaiku_headers`];
+//! none with [`ServerConfig::rate_limit_headers`] off); [`Faults::redis_down`] makes every
+//! limited route answer 503 as Kaiku without Redis does; a spent budget answers 429 with only
 //! `Retry-After` and Kaiku's body `{"error":"rate_limited","message":"Too many requests. Wait
 //! N seconds.","retry_after":N,"limit":L,"remaining":0}`. Every answer has a `Date` header,
 //! the 101 of an upgrade included, so a client can read the server's clock.
@@ -54,6 +57,8 @@ mod faults;
 mod limits;
 mod rest;
 mod store;
+#[cfg(test)]
+mod testkit;
 mod tls;
 mod v2;
 mod ws;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -35,6 +35,8 @@ enum Verdict {
     Limited(Decision),
     /// The `rate_limit_rest` fault: 429 with this `Retry-After` in seconds.
     Fault(u64),
+    /// The `redis_down` fault on a limited route: 503, counted nowhere.
+    RedisDown,
 }
 
 /// Every REST request passes here: it is counted against its rate limit on arrival, logged
@@ -49,7 +51,9 @@ pub(crate) async fn gate(
     let user_id = category
         .filter(|c| c.per_user())
         .and_then(|_| check_bearer(&shared, request.headers()).ok());
-    let read = (category == Some(Category::Read)).then(|| {
+    // Every GET is a read for the log, whatever budget it spends (history is a write).
+    let is_read = request.method() == Method::GET && request.uri().path() != "/health";
+    let read = is_read.then(|| {
         let path = request
             .uri()
             .path_and_query()
@@ -64,11 +68,12 @@ pub(crate) async fn gate(
         }
     });
 
+    let limited = category.and_then(|c| shared.config.rate_limits.of(c).map(|l| (c, l)));
     let verdict = if let Some(r) = Refusal::take(&mut shared.faults().rest_limit) {
         Verdict::Fault(r.retry_after.unwrap_or(60))
-    } else if let Some((category, limit)) =
-        category.and_then(|c| shared.config.rate_limits.of(c).map(|l| (c, l)))
-    {
+    } else if limited.is_some() && shared.faults().redis_down {
+        Verdict::RedisDown
+    } else if let Some((category, limit)) = limited {
         let key = match user_id {
             Some(ref id) => format!("user:{id}"),
             None => client_ip(&request),
@@ -85,6 +90,7 @@ pub(crate) async fn gate(
         Verdict::Pass
     };
 
+    let kaiku_headers = shared.config.rate_limits.kaiku_headers;
     let latency = shared.rest_latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -95,15 +101,22 @@ pub(crate) async fn gate(
         Verdict::Allowed(d) => {
             let mut response = next.run(request).await;
             if shared.config.rate_limit_headers {
-                budget_headers(response.headers_mut(), &d);
+                budget_headers(response.headers_mut(), &d, kaiku_headers);
             }
             (response, None)
         }
         Verdict::Limited(d) => {
-            let secs = d.retry_after_secs(Instant::now());
+            // Kaiku's Lua script reads the key's TTL when it refuses; ours, exact, when the
+            // answer leaves.
+            let secs = if kaiku_headers {
+                d.redis_ttl_secs()
+            } else {
+                d.retry_after_secs(Instant::now())
+            };
             (rate_limited(secs, Some(d.limit)), Some(secs))
         }
         Verdict::Fault(secs) => (rate_limited(secs, None), Some(secs)),
+        Verdict::RedisDown => (redis_down(), None),
     };
     if let Some(mut read) = read {
         read.answered(
@@ -147,11 +160,18 @@ fn client_ip(request: &Request) -> String {
         .map_or_else(|| "ip:unknown".to_owned(), |c| format!("ip:{}", c.0.ip()))
 }
 
-fn budget_headers(headers: &mut HeaderMap, d: &Decision) {
+/// `x-ratelimit-*` for an answer within its budget; the reset as Kaiku computes it with
+/// `kaiku` (see `RateLimits::kaiku_headers`), exact and rounded up without.
+fn budget_headers(headers: &mut HeaderMap, d: &Decision, kaiku: bool) {
+    let reset = if kaiku {
+        d.kaiku_reset_epoch_secs()
+    } else {
+        d.reset_epoch_secs()
+    };
     for (name, value) in [
         ("x-ratelimit-limit", d.limit.to_string()),
         ("x-ratelimit-remaining", d.remaining.to_string()),
-        ("x-ratelimit-reset", d.reset_epoch_secs().to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
     ] {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
@@ -183,6 +203,17 @@ fn rate_limited(secs: u64, limit: Option<u32>) -> Response {
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
+}
+
+/// What Kaiku answers on a limited route when Redis is unreachable and `fail_open` is off
+/// (its `RateLimitError::RedisUnavailable`): 503, `{"error":"service_unavailable"}`, no
+/// `Retry-After` and no budget headers.
+fn redis_down() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": "service_unavailable"})),
+    )
+        .into_response()
 }
 
 /// Why a request's `Authorization` was refused.
@@ -561,4 +592,126 @@ pub(crate) async fn delete_message(
     let frame = json!({"type": "message_delete", "channel_id": m.channel_id, "message_id": m.id});
     shared.broadcast(&m.channel_id, &frame.to_string());
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use crate::testkit::{get, http, server_with_user};
+    use crate::{Limit, RateLimits, ServerConfig};
+
+    fn limited(limits: RateLimits) -> ServerConfig {
+        ServerConfig {
+            rate_limits: limits,
+            ..ServerConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn history_spends_the_posting_budget_as_on_kaiku() {
+        let limits = RateLimits {
+            write: Some(Limit::new(2, Duration::from_secs(60))),
+            ..RateLimits::default()
+        };
+        let (server, token) = server_with_user(limited(limits), "alice").await;
+        let ch = server.create_channel("general");
+        let history = format!("/api/messages/channel/{ch}?limit=1");
+        for remaining in ["1", "0"] {
+            let r = get(server.addr(), &history, &token).await;
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
+            assert_eq!(r.header("x-ratelimit-remaining"), Some(remaining));
+        }
+        let auth = format!("Bearer {token}");
+        let post = format!("/api/messages/channel/{ch}");
+        let refused = http(
+            server.addr(),
+            "POST",
+            &post,
+            &[("Authorization", &auth)],
+            Some(r#"{"content":"hi"}"#),
+        )
+        .await;
+        assert_eq!(refused.status, 429, "history spent the write budget");
+        let me = get(server.addr(), "/auth/me", &token).await;
+        assert_eq!(me.status, 200);
+        assert_eq!(
+            me.header("x-ratelimit-limit"),
+            None,
+            "/auth/me is unlimited"
+        );
+    }
+
+    fn wall_secs() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64()
+    }
+
+    #[tokio::test]
+    async fn kaikus_reset_comes_early_and_a_request_on_it_is_refused_with_a_tiny_retry_after() {
+        let limits = RateLimits {
+            write: Some(Limit::new(1, Duration::from_secs(2))),
+            ..RateLimits::kaiku()
+        };
+        let (server, token) = server_with_user(limited(limits), "alice").await;
+        let ch = server.create_channel("general");
+        let history = format!("/api/messages/channel/{ch}");
+        // Start the window mid-second, so that flooring the clock moves the reset visibly.
+        while !(0.3..0.7).contains(&wall_secs().fract()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let started = wall_secs();
+        let first = get(server.addr(), &history, &token).await;
+        assert_eq!(first.status, 200);
+        let reset: f64 = first
+            .header("x-ratelimit-reset")
+            .and_then(|v| v.parse().ok())
+            .expect("a reset");
+        assert!(
+            reset < started + 2.0,
+            "announced {reset}, ends after {}",
+            started + 2.0
+        );
+        let wait = (reset - wall_secs()).max(0.0);
+        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        let on_reset = get(server.addr(), &history, &token).await;
+        assert_eq!(
+            on_reset.status, 429,
+            "the window still runs at the announced reset"
+        );
+        let retry_after = on_reset.header("retry-after").expect("Retry-After");
+        assert!(["0", "1"].contains(&retry_after), "{retry_after}");
+        assert_eq!(
+            on_reset.json()["retry_after"].as_u64(),
+            retry_after.parse().ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn with_redis_down_limited_routes_answer_503_without_retry_after_and_count_nothing() {
+        let (server, token) = server_with_user(limited(RateLimits::kaiku()), "alice").await;
+        let ch = server.create_channel("general");
+        let history = format!("/api/messages/channel/{ch}");
+        server.faults().redis_down(true);
+        for _ in 0..3 {
+            let r = get(server.addr(), &history, &token).await;
+            assert_eq!(r.status, 503);
+            assert_eq!(r.header("retry-after"), None);
+            assert_eq!(r.header("x-ratelimit-limit"), None);
+            assert_eq!(r.body, r#"{"error":"service_unavailable"}"#);
+        }
+        let me = get(server.addr(), "/auth/me", &token).await;
+        assert_eq!(me.status, 200, "an unlimited route needs no Redis");
+        server.faults().redis_down(false);
+        let r = get(server.addr(), &history, &token).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("x-ratelimit-remaining"),
+            Some("29"),
+            "nothing counted"
+        );
+    }
 }
