@@ -80,7 +80,7 @@ use tokio::task::JoinHandle;
 pub use chatter::Chatter;
 pub use clock::ClockOffset;
 use faults::FaultState;
-pub use faults::Faults;
+pub use faults::{Faults, SubscribeError};
 pub use limits::{Limit, PauseViolation, RateLimits, ReadRecord};
 pub use store::{Message, Store, rfc3339};
 pub use v2::V2Config;
@@ -195,6 +195,8 @@ impl Default for ServerConfig {
 pub(crate) struct Conn {
     pub subs: std::collections::BTreeSet<String>,
     pub tx: mpsc::UnboundedSender<ws::Out>,
+    /// Its forwarding of broadcasts ended (`Faults::deafen`); it still answers its client.
+    pub deaf: bool,
 }
 
 /// State shared by every handler.
@@ -266,7 +268,7 @@ impl Shared {
     /// Sends a frame to every socket subscribed to `channel_id`.
     pub fn broadcast(&self, channel_id: &str, frame: &str) {
         for c in self.conns().values() {
-            if c.subs.contains(channel_id) {
+            if c.subs.contains(channel_id) && !c.deaf {
                 let _ = c.tx.send(ws::Out::Text(frame.to_owned()));
             }
         }
@@ -281,10 +283,10 @@ impl Shared {
         conns.len()
     }
 
-    /// Sends an event to every socket.
+    /// Sends an event to every socket that still hears broadcasts.
     pub fn broadcast_all(&self, frame: &str) -> usize {
         let conns = self.conns();
-        for c in conns.values() {
+        for c in conns.values().filter(|c| !c.deaf) {
             let _ = c.tx.send(ws::Out::Text(frame.to_owned()));
         }
         conns.len()
