@@ -179,6 +179,7 @@ mod tests {
         server.shared.conns().insert(
             u64::MAX,
             Conn {
+                user_id: String::new(),
                 subs,
                 tx,
                 deaf: false,

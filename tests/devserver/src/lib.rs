@@ -193,6 +193,8 @@ impl Default for ServerConfig {
 /// A live socket, as the broadcaster sees it.
 #[derive(Debug)]
 pub(crate) struct Conn {
+    /// The socket's user id.
+    pub user_id: String,
     pub subs: std::collections::BTreeSet<String>,
     pub tx: mpsc::UnboundedSender<ws::Out>,
     /// Its forwarding of broadcasts ended (`Faults::deafen`); it still answers its client.
@@ -265,10 +267,17 @@ impl Shared {
         self.store().user_by_name(username).map(|u| u.id.clone())
     }
 
-    /// Sends a frame to every socket subscribed to `channel_id`.
+    /// Sends a frame to every socket subscribed to `channel_id`, but not to a user who
+    /// blocked its author (see [`from_blocked`]).
     pub fn broadcast(&self, channel_id: &str, frame: &str) {
+        let blocks = self.store().blocks().clone();
         for c in self.conns().values() {
-            if c.subs.contains(channel_id) && !c.deaf {
+            if c.subs.contains(channel_id)
+                && !c.deaf
+                && !blocks
+                    .get(&c.user_id)
+                    .is_some_and(|b| from_blocked(frame, b))
+            {
                 let _ = c.tx.send(ws::Out::Text(frame.to_owned()));
             }
         }
@@ -283,10 +292,17 @@ impl Shared {
         conns.len()
     }
 
-    /// Sends an event to every socket that still hears broadcasts.
+    /// Sends an event to every socket that still hears broadcasts, but not to a user who
+    /// blocked the user it is about (see [`from_blocked`]).
     pub fn broadcast_all(&self, frame: &str) -> usize {
+        let blocks = self.store().blocks().clone();
         let conns = self.conns();
-        for c in conns.values().filter(|c| !c.deaf) {
+        for c in conns.values().filter(|c| {
+            !c.deaf
+                && !blocks
+                    .get(&c.user_id)
+                    .is_some_and(|b| from_blocked(frame, b))
+        }) {
             let _ = c.tx.send(ws::Out::Text(frame.to_owned()));
         }
         conns.len()
@@ -302,6 +318,29 @@ impl Shared {
         conns.clear();
         n
     }
+}
+
+/// Whether an event comes from a user in `blocked`, as the pub/sub task of Kaiku's socket
+/// filters: `message_new` by its author; typing, voice joins and leaves and presence by their
+/// `user_id`. Other events (edits, deletes, thread replies) pass, as on Kaiku.
+fn from_blocked(frame: &str, blocked: &std::collections::BTreeSet<String>) -> bool {
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(frame) else {
+        return false;
+    };
+    let who = match event["type"].as_str() {
+        Some("message_new") => &event["message"]["author"]["id"],
+        Some(
+            "typing_start"
+            | "typing_stop"
+            | "voice_user_joined"
+            | "voice_user_left"
+            | "presence_update"
+            | "rich_presence_update"
+            | "custom_status_update",
+        ) => &event["user_id"],
+        _ => return false,
+    };
+    who.as_str().is_some_and(|id| blocked.contains(id))
 }
 
 /// A running dev server.
@@ -424,6 +463,31 @@ impl DevServer {
             .get(channel_id)
             .map(|c| c.messages.clone())
             .unwrap_or_default()
+    }
+
+    /// `viewer` blocks `author` (login names); false if either is unknown. From now on the
+    /// viewer's history pages leave the author's messages out and compute `has_more` after
+    /// that filter, as Kaiku does (`chat/messages.rs`: a page of `limit + 1` rows with one
+    /// blocked author in it says `has_more: false` while older messages exist); the
+    /// viewer's sockets no longer get the author's `message_new`, typing or presence, as
+    /// Kaiku's pub/sub task filters them (`ws/mod.rs`); edits and deletes still arrive.
+    pub fn block(&self, viewer: &str, author: &str) -> bool {
+        self.set_blocked(viewer, author, true)
+    }
+
+    /// Undoes [`block`](Self::block); false if either user is unknown.
+    pub fn unblock(&self, viewer: &str, author: &str) -> bool {
+        self.set_blocked(viewer, author, false)
+    }
+
+    fn set_blocked(&self, viewer: &str, author: &str, blocked: bool) -> bool {
+        let mut store = self.shared.store();
+        let (Some(v), Some(a)) = (store.user_by_name(viewer), store.user_by_name(author)) else {
+            return false;
+        };
+        let (v, a) = (v.id.clone(), a.id.clone());
+        store.set_blocked(&v, &a, blocked);
+        true
     }
 
     /// Silences the simulated users ([`ServerConfig::chatter`]), or lets them speak again.

@@ -426,12 +426,15 @@ pub(crate) async fn list_messages(
     Path(channel_id): Path<String>,
     Query(page): Query<Page>,
 ) -> Response {
-    if let Err(r) = authed(&shared, &headers) {
-        return r;
-    }
+    let viewer = match authed(&shared, &headers) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
     let limit = page.limit.unwrap_or(50).clamp(1, 100);
     let store = shared.store();
-    let Some((items, has_more)) = store.history(&channel_id, page.before.as_deref(), limit) else {
+    let Some((items, has_more)) =
+        store.history_for(&channel_id, Some(&viewer), page.before.as_deref(), limit)
+    else {
         drop(store);
         return error(
             &shared,
@@ -598,8 +601,8 @@ pub(crate) async fn delete_message(
 mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    use crate::testkit::{get, http, server_with_user};
-    use crate::{Limit, RateLimits, ServerConfig};
+    use crate::testkit::{Ws, get, http, server_with_user, token_of};
+    use crate::{HistoryShape, Limit, RateLimits, ServerConfig};
 
     fn limited(limits: RateLimits) -> ServerConfig {
         ServerConfig {
@@ -712,6 +715,92 @@ mod tests {
             r.header("x-ratelimit-remaining"),
             Some("29"),
             "nothing counted"
+        );
+    }
+
+    /// A server in `shape` where alice blocked eve, and a channel with bob's "old", eve's
+    /// "blocked" and bob's "new", in that order.
+    async fn blocked_world(shape: HistoryShape) -> (crate::DevServer, String, String) {
+        let config = ServerConfig {
+            history_shape: shape,
+            ..ServerConfig::default()
+        };
+        let (server, alice) = server_with_user(config, "alice").await;
+        token_of(&server, "bob");
+        token_of(&server, "eve");
+        let ch = server.create_channel("general");
+        for (who, text) in [("bob", "old"), ("eve", "blocked"), ("bob", "new")] {
+            server.post(&ch, who, text).expect("post");
+        }
+        assert!(server.block("alice", "eve"));
+        (server, alice, ch)
+    }
+
+    fn contents(items: &serde_json::Value) -> Vec<&str> {
+        items
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|m| m["content"].as_str())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_blocked_author_in_the_extra_row_turns_has_more_false_in_the_envelope() {
+        let (server, alice, ch) = blocked_world(HistoryShape::Envelope).await;
+        let page = get(
+            server.addr(),
+            &format!("/api/messages/channel/{ch}?limit=1"),
+            &alice,
+        )
+        .await
+        .json();
+        assert_eq!(contents(&page["items"]), ["new"]);
+        assert_eq!(page["has_more"], false, "bob's old message is still there");
+        assert_eq!(page.get("next_cursor"), None);
+        let bob = token_of(&server, "bob2");
+        let page = get(
+            server.addr(),
+            &format!("/api/messages/channel/{ch}?limit=1"),
+            &bob,
+        )
+        .await
+        .json();
+        assert_eq!(page["has_more"], true, "nobody blocked: the truth");
+        assert!(server.unblock("alice", "eve"));
+        let page = get(
+            server.addr(),
+            &format!("/api/messages/channel/{ch}"),
+            &alice,
+        )
+        .await
+        .json();
+        assert_eq!(contents(&page["items"]), ["new", "blocked", "old"]);
+    }
+
+    #[tokio::test]
+    async fn the_bare_array_leaves_blocked_authors_out_too() {
+        let (server, alice, ch) = blocked_world(HistoryShape::BareArray).await;
+        let page = get(
+            server.addr(),
+            &format!("/api/messages/channel/{ch}?limit=2"),
+            &alice,
+        )
+        .await
+        .json();
+        assert_eq!(contents(&page), ["new", "old"]);
+    }
+
+    #[tokio::test]
+    async fn a_blockers_socket_hears_no_message_from_the_blocked_author() {
+        let (server, alice, ch) = blocked_world(HistoryShape::Envelope).await;
+        let mut ws = Ws::connect(server.addr(), &alice).await;
+        ws.subscribe(&ch).await;
+        server.post(&ch, "eve", "unheard").expect("post");
+        server.post(&ch, "bob", "heard").expect("post");
+        assert_eq!(
+            ws.event_of("message_new").await["message"]["content"],
+            "heard"
         );
     }
 }

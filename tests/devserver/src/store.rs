@@ -1,6 +1,6 @@
 //! In-memory data: users, tokens, channels and messages.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -86,6 +86,8 @@ pub struct Store {
     pub access_ttl: Duration,
     /// Refresh token lifetime.
     pub refresh_ttl: Duration,
+    /// Who blocked whom: viewer id to the author ids they blocked.
+    blocks: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// RFC 3339 with microseconds and `Z`, as Kaiku's REST does.
@@ -336,10 +338,26 @@ impl Store {
 
     /// A page of history, newest first: up to `limit` messages created strictly before
     /// `before` (by `created_at`, as Kaiku's `ORDER BY created_at DESC`; an unknown `before`
-    /// reads from the newest). Returns the items and whether older ones remain.
+    /// reads from the newest). Returns the items and whether older ones remain. No viewer:
+    /// nothing is filtered; see [`history_for`](Self::history_for).
     pub fn history(
         &self,
         channel_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Option<(Vec<&Message>, bool)> {
+        self.history_for(channel_id, None, before, limit)
+    }
+
+    /// A page of history as `viewer` (a user id) reads it, the way Kaiku's
+    /// `chat/messages.rs` builds it: it fetches `limit + 1` rows, drops those whose authors
+    /// the viewer blocked, and says `has_more` only if more than `limit` rows are left. A
+    /// page whose extra row, or any row, was a blocked author's answers `has_more: false`
+    /// while older messages exist: a client that trusts it stops paging too early.
+    pub fn history_for(
+        &self,
+        channel_id: &str,
+        viewer: Option<&str>,
         before: Option<&str>,
         limit: usize,
     ) -> Option<(Vec<&Message>, bool)> {
@@ -349,9 +367,41 @@ impl Store {
             Some(c) => ch.messages.partition_point(|m| m.created_at < c.created_at),
             None => ch.messages.len(),
         };
-        let start = end.saturating_sub(limit);
-        let items: Vec<&Message> = ch.messages[start..end].iter().rev().collect();
-        Some((items, start > 0))
+        let start = end.saturating_sub(limit.saturating_add(1));
+        let blocked = viewer.and_then(|v| self.blocks.get(v));
+        let mut items: Vec<&Message> = ch.messages[start..end]
+            .iter()
+            .rev()
+            .filter(|m| blocked.is_none_or(|b| !b.contains(&m.author_id)))
+            .collect();
+        let has_more = items.len() > limit;
+        items.truncate(limit);
+        Some((items, has_more))
+    }
+
+    /// `viewer` (a user id) blocks `author` (a user id), or with `blocked` false unblocks.
+    pub fn set_blocked(&mut self, viewer: &str, author: &str, blocked: bool) {
+        if blocked {
+            self.blocks
+                .entry(viewer.to_owned())
+                .or_default()
+                .insert(author.to_owned());
+        } else if let Some(b) = self.blocks.get_mut(viewer) {
+            b.remove(author);
+            if b.is_empty() {
+                self.blocks.remove(viewer);
+            }
+        }
+    }
+
+    /// The author ids `viewer` (a user id) blocked.
+    pub fn blocked_by(&self, viewer: &str) -> Option<&BTreeSet<String>> {
+        self.blocks.get(viewer)
+    }
+
+    /// Who blocked whom, viewer id to author ids, for the broadcaster.
+    pub(crate) fn blocks(&self) -> &BTreeMap<String, BTreeSet<String>> {
+        &self.blocks
     }
 
     /// The REST message object (field order as Kaiku's REST answers).
@@ -443,5 +493,33 @@ mod tests {
         let (page, more) = s.history(&ch, Some(&slow.id), 10).expect("channel");
         assert_eq!(ids(&page), [a.id]);
         assert!(!more);
+    }
+
+    #[test]
+    fn a_blocked_author_in_the_extra_row_makes_has_more_lie_as_kaikus_does() {
+        let (mut s, ch, bob) = store_with_channel(ClockOffset::ZERO);
+        let eve = s.register("eve", "password123", "Eve").expect("eve").id;
+        let alice = s
+            .register("alice", "password123", "Alice")
+            .expect("alice")
+            .id;
+        let old = s.post(&ch, &bob, "old").expect("post");
+        let hidden = s.post(&ch, &eve, "blocked").expect("post");
+        let new = s.post(&ch, &bob, "new").expect("post");
+        s.set_blocked(&alice, &eve, true);
+        // limit 2 fetches 3 rows: new, blocked, old; one is dropped, two are left.
+        let (page, more) = s.history_for(&ch, Some(&alice), None, 2).expect("channel");
+        assert_eq!(ids(&page), [new.id.clone(), old.id.clone()]);
+        assert!(!more);
+        // limit 1 fetches new and blocked: one row left, so "no more", yet `old` exists.
+        let (page, more) = s.history_for(&ch, Some(&alice), None, 1).expect("channel");
+        assert_eq!(ids(&page), std::slice::from_ref(&new.id));
+        assert!(!more, "Kaiku's has_more, computed after the filter");
+        let (page, more) = s.history_for(&ch, None, None, 1).expect("channel");
+        assert_eq!(ids(&page), std::slice::from_ref(&new.id));
+        assert!(more, "unfiltered, older rows are announced");
+        s.set_blocked(&alice, &eve, false);
+        let (page, _) = s.history_for(&ch, Some(&alice), None, 3).expect("channel");
+        assert_eq!(ids(&page), [new.id, hidden.id, old.id]);
     }
 }

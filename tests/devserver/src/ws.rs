@@ -271,6 +271,7 @@ async fn run(
     shared.conns().insert(
         id,
         Conn {
+            user_id: user_id.clone(),
             subs: Default::default(),
             tx: tx.clone(),
             deaf: false,
