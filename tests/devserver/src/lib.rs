@@ -60,6 +60,7 @@ mod store;
 #[cfg(test)]
 mod testkit;
 mod tls;
+mod uploads;
 mod v2;
 mod ws;
 
@@ -83,6 +84,7 @@ use faults::FaultState;
 pub use faults::{Faults, SubscribeError};
 pub use limits::{Limit, PauseViolation, RateLimits, ReadRecord};
 pub use store::{Message, Store, rfc3339};
+pub use uploads::UploadBroadcast;
 pub use v2::V2Config;
 
 /// Which history response shape the server uses.
@@ -452,6 +454,31 @@ impl DevServer {
         commit_delay: Duration,
     ) -> Option<String> {
         rest::post_message_delayed(&self.shared, channel_id, username, content, commit_delay)
+    }
+
+    /// Posts a message with a file as `username`, the way Kaiku's uploads go: the message is
+    /// stored now (visible in history, `created_at` from the message clock now) with
+    /// `attachments: []` and is not broadcast; with [`UploadBroadcast::After`], once the
+    /// delay has passed, the attachment (Kaiku's `AttachmentInfo`: id, filename, mime_type,
+    /// size, url...) is added to the stored message and `message_new` carrying it is
+    /// broadcast; with [`UploadBroadcast::Never`] neither happens. Returns the id at once;
+    /// `None` for an unknown user or channel.
+    pub fn post_upload(
+        &self,
+        channel_id: &str,
+        username: &str,
+        content: &str,
+        filename: &str,
+        broadcast: UploadBroadcast,
+    ) -> Option<String> {
+        uploads::post_upload(
+            &self.shared,
+            channel_id,
+            username,
+            content,
+            filename,
+            broadcast,
+        )
     }
 
     /// The server's own record of `channel_id`: every visible message, oldest first by

@@ -45,6 +45,8 @@ pub struct Message {
     pub created_at: SystemTime,
     /// Last edit.
     pub edited_at: Option<SystemTime>,
+    /// Attachment objects, shaped as Kaiku's `AttachmentInfo`; empty for a plain post.
+    pub attachments: Vec<Value>,
 }
 
 /// A channel.
@@ -302,6 +304,7 @@ impl Store {
             content: content.to_owned(),
             created_at,
             edited_at: None,
+            attachments: Vec::new(),
         })
     }
 
@@ -324,6 +327,14 @@ impl Store {
             .values_mut()
             .flat_map(|c| c.messages.iter_mut())
             .find(|m| m.id == id)
+    }
+
+    /// Adds an attachment to a stored message; returns the message as it is now, `None` if
+    /// it is gone.
+    pub fn attach(&mut self, message_id: &str, attachment: Value) -> Option<Message> {
+        let m = self.find_message(message_id)?;
+        m.attachments.push(attachment);
+        Some(m.clone())
     }
 
     /// Removes a message.
@@ -419,7 +430,7 @@ impl Store {
             },
             "content": m.content,
             "encrypted": false,
-            "attachments": [],
+            "attachments": m.attachments,
             "reply_to": null,
             "parent_id": null,
             "thread_reply_count": 0,
