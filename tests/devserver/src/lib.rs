@@ -481,6 +481,34 @@ impl DevServer {
         )
     }
 
+    /// Replies as `username` in the thread of `parent_id` (a message of `channel_id`), as
+    /// Kaiku does: broadcasts `thread_reply_new` (`channel_id`, `parent_id`, the reply as
+    /// `message`, the parent's `thread_info`) to the channel's subscribers; the reply is not
+    /// in channel history (nor in [`messages`](Self::messages)); the parent's
+    /// `thread_reply_count`, `thread_last_reply_at` and `thread_info` in history move.
+    /// Returns the reply's id; `None` for an unknown user, channel or parent.
+    pub fn post_thread_reply(
+        &self,
+        channel_id: &str,
+        parent_id: &str,
+        username: &str,
+        content: &str,
+    ) -> Option<String> {
+        let mut store = self.shared.store();
+        let author = store.user_by_name(username)?.id.clone();
+        let (reply, parent) = store.post_thread_reply(channel_id, parent_id, &author, content)?;
+        let frame = serde_json::json!({
+            "type": "thread_reply_new",
+            "channel_id": channel_id,
+            "parent_id": parent_id,
+            "message": store.message_json(&reply),
+            "thread_info": store.thread_info(&parent),
+        });
+        drop(store);
+        self.shared.broadcast(channel_id, &frame.to_string());
+        Some(reply.id)
+    }
+
     /// The server's own record of `channel_id`: every visible message, oldest first by
     /// `created_at` (the order its history pages read). Empty for an unknown channel.
     pub fn messages(&self, channel_id: &str) -> Vec<Message> {

@@ -803,4 +803,50 @@ mod tests {
             "heard"
         );
     }
+
+    #[tokio::test]
+    async fn a_thread_reply_is_broadcast_and_moves_its_parent_but_stays_out_of_history() {
+        let (server, token) = server_with_user(ServerConfig::default(), "alice").await;
+        token_of(&server, "bob");
+        let ch = server.create_channel("general");
+        let parent = server.post(&ch, "alice", "topic").expect("post");
+        let mut ws = Ws::connect(server.addr(), &token).await;
+        ws.subscribe(&ch).await;
+        let reply = server
+            .post_thread_reply(&ch, &parent, "bob", "an answer")
+            .expect("reply");
+        let e = ws.event_of("thread_reply_new").await;
+        assert_eq!(e["channel_id"], ch.as_str());
+        assert_eq!(e["parent_id"], parent.as_str());
+        assert_eq!(e["message"]["id"], reply.as_str());
+        assert_eq!(e["message"]["parent_id"], parent.as_str());
+        assert_eq!(e["thread_info"]["reply_count"], 1);
+        assert_eq!(
+            e["thread_info"]["last_reply_at"],
+            e["message"]["created_at"]
+        );
+        assert_eq!(
+            e["thread_info"]["participant_ids"].as_array().map(Vec::len),
+            Some(1)
+        );
+
+        let page = get(
+            server.addr(),
+            &format!("/api/messages/channel/{ch}"),
+            &token,
+        )
+        .await
+        .json();
+        let items = page["items"].as_array().expect("items");
+        assert_eq!(items.len(), 1, "the reply is not in channel history");
+        assert_eq!(items[0]["id"], parent.as_str());
+        assert_eq!(items[0]["thread_reply_count"], 1);
+        assert_eq!(items[0]["thread_last_reply_at"], e["message"]["created_at"]);
+        assert_eq!(items[0]["thread_info"], e["thread_info"]);
+        assert_eq!(server.messages(&ch).len(), 1);
+        assert_eq!(
+            server.post_thread_reply(&ch, "no-such-parent", "bob", "x"),
+            None
+        );
+    }
 }

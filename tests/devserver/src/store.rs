@@ -47,6 +47,12 @@ pub struct Message {
     pub edited_at: Option<SystemTime>,
     /// Attachment objects, shaped as Kaiku's `AttachmentInfo`; empty for a plain post.
     pub attachments: Vec<Value>,
+    /// The thread's parent, for a thread reply (which is never in channel history).
+    pub parent_id: Option<String>,
+    /// Replies in this message's thread.
+    pub thread_reply_count: u32,
+    /// When the last of them was created (message clock).
+    pub thread_last_reply_at: Option<SystemTime>,
 }
 
 /// A channel.
@@ -90,6 +96,8 @@ pub struct Store {
     pub refresh_ttl: Duration,
     /// Who blocked whom: viewer id to the author ids they blocked.
     blocks: BTreeMap<String, BTreeSet<String>>,
+    /// Thread replies by parent id, oldest first: kept apart from channel history.
+    threads: BTreeMap<String, Vec<Message>>,
 }
 
 /// RFC 3339 with microseconds and `Z`, as Kaiku's REST does.
@@ -305,6 +313,9 @@ impl Store {
             created_at,
             edited_at: None,
             attachments: Vec::new(),
+            parent_id: None,
+            thread_reply_count: 0,
+            thread_last_reply_at: None,
         })
     }
 
@@ -335,6 +346,60 @@ impl Store {
         let m = self.find_message(message_id)?;
         m.attachments.push(attachment);
         Some(m.clone())
+    }
+
+    /// Adds a reply to the thread of `parent_id`, which must be a message of `channel_id`:
+    /// the reply is kept with its thread, not in channel history; the parent's
+    /// `thread_reply_count` and `thread_last_reply_at` move. Returns the reply and the
+    /// parent as it is now.
+    pub fn post_thread_reply(
+        &mut self,
+        channel_id: &str,
+        parent_id: &str,
+        author_id: &str,
+        content: &str,
+    ) -> Option<(Message, Message)> {
+        let in_channel = self
+            .channels
+            .get(channel_id)
+            .is_some_and(|c| c.messages.iter().any(|m| m.id == parent_id));
+        if !in_channel {
+            return None;
+        }
+        let mut reply = self.begin_post(channel_id, author_id, content)?;
+        reply.parent_id = Some(parent_id.to_owned());
+        let parent = self.find_message(parent_id)?;
+        parent.thread_reply_count += 1;
+        parent.thread_last_reply_at = Some(reply.created_at);
+        let parent = parent.clone();
+        self.threads
+            .entry(parent_id.to_owned())
+            .or_default()
+            .push(reply.clone());
+        Some((reply, parent))
+    }
+
+    /// The replies in `parent_id`'s thread, oldest first.
+    pub fn thread_replies(&self, parent_id: &str) -> &[Message] {
+        self.threads.get(parent_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Kaiku's `ThreadInfoResponse` for a parent: `reply_count`, `last_reply_at`, and the
+    /// repliers (`participant_ids`, in order of their first reply) with their avatars.
+    pub fn thread_info(&self, parent: &Message) -> Value {
+        let mut participants: Vec<&str> = Vec::new();
+        for r in self.thread_replies(&parent.id) {
+            if !participants.contains(&r.author_id.as_str()) {
+                participants.push(&r.author_id);
+            }
+        }
+        let avatars: Vec<Value> = participants.iter().map(|_| Value::Null).collect();
+        json!({
+            "reply_count": parent.thread_reply_count,
+            "last_reply_at": parent.thread_last_reply_at.map(rfc3339),
+            "participant_ids": participants,
+            "participant_avatars": avatars,
+        })
     }
 
     /// Removes a message.
@@ -415,10 +480,11 @@ impl Store {
         &self.blocks
     }
 
-    /// The REST message object (field order as Kaiku's REST answers).
+    /// The REST message object (field order as Kaiku's REST answers), with `thread_info`
+    /// when it has thread replies.
     pub fn message_json(&self, m: &Message) -> Value {
         let author = self.user(&m.author_id);
-        json!({
+        let mut v = json!({
             "id": m.id,
             "channel_id": m.channel_id,
             "author": {
@@ -432,14 +498,19 @@ impl Store {
             "encrypted": false,
             "attachments": m.attachments,
             "reply_to": null,
-            "parent_id": null,
-            "thread_reply_count": 0,
-            "thread_last_reply_at": null,
+            "parent_id": m.parent_id,
+            "thread_reply_count": m.thread_reply_count,
+            "thread_last_reply_at": m.thread_last_reply_at.map(rfc3339),
             "edited_at": m.edited_at.map(rfc3339),
             "created_at": rfc3339(m.created_at),
             "pinned": false,
             "message_type": "user",
-        })
+        });
+        // Kaiku's `thread_info`: only on a message that has thread replies.
+        if m.thread_reply_count > 0 {
+            v["thread_info"] = self.thread_info(m);
+        }
+        v
     }
 
     /// The REST channel object.
