@@ -268,8 +268,47 @@ fn valid_username(u: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// The refresh token's cookie, as Kaiku's `auth/cookies.rs` names it.
+const REFRESH_COOKIE: &str = "kaiku_refresh";
+
+/// A token response: as is, or for a browser (a request with `Origin`) as Kaiku's
+/// `auth/handlers.rs` answers it: the refresh token leaves the JSON body (the field is
+/// absent, not null) and comes only as an `HttpOnly` cookie scoped to `/auth`.
+fn tokens_answer(shared: &Shared, headers: &HeaderMap, mut tokens: Value) -> Response {
+    if !headers.contains_key(header::ORIGIN) {
+        return Json(tokens).into_response();
+    }
+    let refresh = tokens
+        .as_object_mut()
+        .and_then(|t| t.remove("refresh_token"));
+    let mut response = Json(tokens).into_response();
+    if let Some(token) = refresh.as_ref().and_then(Value::as_str) {
+        let max_age = shared.store().refresh_ttl.as_secs();
+        let cookie = format!(
+            "{REFRESH_COOKIE}={token}; HttpOnly; SameSite=Strict; Secure; Path=/auth; Max-Age={max_age}"
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// The refresh token a browser's `Cookie` header carries, if any.
+fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == REFRESH_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
 pub(crate) async fn register(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     Json(c): Json<Credentials>,
 ) -> Response {
     if !valid_username(&c.username) || !(8..=128).contains(&c.password.len()) {
@@ -283,7 +322,11 @@ pub(crate) async fn register(
     let mut store = shared.store();
     let display = c.display_name.as_deref().unwrap_or(&c.username).to_owned();
     match store.register(&c.username, &c.password, &display) {
-        Some(user) => Json(store.issue_tokens(&user.id)).into_response(),
+        Some(user) => {
+            let tokens = store.issue_tokens(&user.id);
+            drop(store);
+            tokens_answer(&shared, &headers, tokens)
+        }
         None => {
             drop(store);
             error(
@@ -298,11 +341,16 @@ pub(crate) async fn register(
 
 pub(crate) async fn login(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     Json(c): Json<Credentials>,
 ) -> Response {
     let mut store = shared.store();
     match store.login(&c.username, &c.password) {
-        Some(user) => Json(store.issue_tokens(&user.id)).into_response(),
+        Some(user) => {
+            let tokens = store.issue_tokens(&user.id);
+            drop(store);
+            tokens_answer(&shared, &headers, tokens)
+        }
         None => {
             drop(store);
             error(
@@ -317,16 +365,24 @@ pub(crate) async fn login(
 
 #[derive(Deserialize)]
 pub(crate) struct RefreshBody {
-    refresh_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
+/// `POST /auth/refresh`: the token from the body, else from the `kaiku_refresh` cookie (a
+/// browser's, which has none in its body).
 pub(crate) async fn refresh(
     State(shared): State<Arc<Shared>>,
-    Json(b): Json<RefreshBody>,
+    headers: HeaderMap,
+    body: Option<Json<RefreshBody>>,
 ) -> Response {
-    let result = shared.store().refresh(&b.refresh_token);
+    let token = body
+        .and_then(|Json(b)| b.refresh_token)
+        .or_else(|| refresh_cookie(&headers))
+        .unwrap_or_default();
+    let result = shared.store().refresh(&token);
     match result {
-        Ok(tokens) => Json(tokens).into_response(),
+        Ok(tokens) => tokens_answer(&shared, &headers, tokens),
         Err(TokenError::Expired) => error(
             &shared,
             StatusCode::UNAUTHORIZED,
@@ -848,5 +904,78 @@ mod tests {
             server.post_thread_reply(&ch, "no-such-parent", "bob", "x"),
             None
         );
+    }
+
+    /// Logs in (or registers, or refreshes) with or without `Origin`.
+    async fn auth(
+        server: &crate::DevServer,
+        path: &str,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> crate::testkit::Answer {
+        http(server.addr(), "POST", path, extra, Some(body)).await
+    }
+
+    #[tokio::test]
+    async fn a_browser_gets_its_refresh_token_only_as_a_cookie_and_refreshes_with_it() {
+        let (server, _) = server_with_user(ServerConfig::default(), "alice").await;
+        let creds = r#"{"username":"alice","password":"password123"}"#;
+        let origin = [("Origin", "https://chat.example")];
+
+        let plain = auth(&server, "/auth/login", creds, &[]).await;
+        assert_eq!(plain.status, 200);
+        assert!(
+            plain.json()["refresh_token"].is_string(),
+            "unchanged without Origin"
+        );
+        assert_eq!(plain.header("set-cookie"), None);
+
+        let browser = auth(&server, "/auth/login", creds, &origin).await;
+        assert_eq!(browser.status, 200);
+        let body = browser.json();
+        assert!(body["access_token"].is_string());
+        assert_eq!(body.get("refresh_token"), None, "absent, not null");
+        let cookie = browser.header("set-cookie").expect("Set-Cookie");
+        let (pair, attributes) = cookie.split_once(';').expect("attributes");
+        let token = pair
+            .strip_prefix("kaiku_refresh=")
+            .expect("Kaiku's cookie name");
+        for a in ["HttpOnly", "Path=/auth"] {
+            assert!(attributes.contains(a), "{cookie}");
+        }
+
+        // The cookie alone refreshes, and the new token comes the same way.
+        let jar = format!("kaiku_refresh={token}");
+        let refreshed = http(
+            server.addr(),
+            "POST",
+            "/auth/refresh",
+            &[("Origin", "https://chat.example"), ("Cookie", &jar)],
+            None,
+        )
+        .await;
+        assert_eq!(refreshed.status, 200, "{refreshed:?}");
+        assert_eq!(refreshed.json().get("refresh_token"), None);
+        let next = refreshed.header("set-cookie").expect("a rotated cookie");
+        assert!(!next.contains(token), "rotated");
+        let again = http(
+            server.addr(),
+            "POST",
+            "/auth/refresh",
+            &[("Cookie", &jar)],
+            Some("{}"),
+        )
+        .await;
+        assert_eq!(again.status, 401, "the old token was spent");
+
+        let registered = auth(
+            &server,
+            "/auth/register",
+            r#"{"username":"bob","password":"password123"}"#,
+            &origin,
+        )
+        .await;
+        assert_eq!(registered.json().get("refresh_token"), None);
+        assert!(registered.header("set-cookie").is_some());
     }
 }
