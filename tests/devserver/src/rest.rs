@@ -273,7 +273,9 @@ const REFRESH_COOKIE: &str = "kaiku_refresh";
 
 /// A token response: as is, or for a browser (a request with `Origin`) as Kaiku's
 /// `auth/handlers.rs` answers it: the refresh token leaves the JSON body (the field is
-/// absent, not null) and comes only as an `HttpOnly` cookie scoped to `/auth`.
+/// absent, not null) and comes only as an `HttpOnly` cookie scoped to `/auth`. Kaiku's
+/// `SameSite` and `Secure` follow its settings (`cookie_same_site`, `cookie_secure`), which
+/// the reference does not show; this sends the strict ones.
 fn tokens_answer(shared: &Shared, headers: &HeaderMap, mut tokens: Value) -> Response {
     if !headers.contains_key(header::ORIGIN) {
         return Json(tokens).into_response();
