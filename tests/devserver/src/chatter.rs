@@ -176,7 +176,15 @@ mod tests {
     fn watch_every_channel(server: &DevServer) -> mpsc::UnboundedReceiver<Out> {
         let (tx, rx) = mpsc::unbounded_channel();
         let subs = server.shared.store().channels.keys().cloned().collect();
-        server.shared.conns().insert(u64::MAX, Conn { subs, tx });
+        server.shared.conns().insert(
+            u64::MAX,
+            Conn {
+                user_id: String::new(),
+                subs,
+                tx,
+                deaf: false,
+            },
+        );
         rx
     }
 

@@ -17,6 +17,44 @@ pub(crate) struct FaultState {
     pub stall_new: bool,
     /// Replaces `ServerConfig::rest_latency` until cleared.
     pub rest_latency: Option<Duration>,
+    /// Redis is unreachable: limited routes answer 503.
+    pub redis_down: bool,
+    /// Answer subscribes with this error while `.1` (`None`: until cleared) allows.
+    pub subscribe_error: Option<(SubscribeError, Option<u32>)>,
+    /// New sockets get no `ready` and no answer at all.
+    pub withhold_ready: bool,
+}
+
+/// How the server refuses a `subscribe` that it should have accepted
+/// ([`Faults::subscribe_errors`]). Either way the subscription does not take effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// `{"type":"error","code":"forbidden","message":"You don't have permission to view this
+    /// channel"}`: what Kaiku answers when its permission check fails for any reason, a
+    /// database error or a pool timeout included. Only for a channel that exists (Kaiku looks
+    /// the channel up first).
+    Forbidden,
+    /// `{"type":"error","code":"message_error","message":"pool timed out while waiting for an
+    /// open connection"}`: the database failed while Kaiku looked the channel up, and the
+    /// handler's error went out as an unnamed `message_error`, as a malformed frame's would.
+    /// No `subscribed` follows.
+    MessageError,
+}
+
+impl SubscribeError {
+    /// Takes one use of the subscribe fault in `slot` if it is of `kind`.
+    pub(crate) fn take(slot: &mut Option<(SubscribeError, Option<u32>)>, kind: Self) -> bool {
+        match *slot {
+            Some((k, _)) if k != kind => false,
+            Some((_, None)) => true,
+            Some((_, Some(n))) => {
+                *slot = (n > 1).then_some((kind, Some(n - 1)));
+                n > 0
+            }
+            None => false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -104,6 +142,56 @@ impl Faults {
         self.shared.faults().rest_latency = Some(latency);
     }
 
+    /// Takes Redis down (`true`) or brings it back (`false`). While it is down, every route
+    /// this server rate-limits (one whose category has a limit in
+    /// `ServerConfig::rate_limits`) answers 503 `{"error":"service_unavailable"}` without
+    /// `Retry-After` or budget headers, as Kaiku does with `fail_open` off (its default): its
+    /// limiter cannot count, so it refuses. Nothing is counted meanwhile. Unlimited routes,
+    /// and every route of a server without limits (Kaiku with limiting off never asks
+    /// Redis), answer as usual.
+    pub fn redis_down(&self, down: bool) {
+        self.shared.faults().redis_down = down;
+    }
+
+    /// Answers the next `count` subscribes (all of them with `None`, until
+    /// [`clear`](Self::clear)) with `kind`'s error frame instead of `subscribed`; the
+    /// subscription does not take effect, so the socket gets none of the channel's events.
+    /// On Kaiku both come from a database that fails for a moment: the channel exists and
+    /// the user may read it.
+    pub fn subscribe_errors(&self, kind: SubscribeError, count: Option<u32>) {
+        self.shared.faults().subscribe_error = match count {
+            Some(0) => None,
+            _ => Some((kind, count)),
+        };
+    }
+
+    /// While on, every new upgrade succeeds (101, counted by `DevServer::upgrades`) and then
+    /// the server sends nothing on it, ever: no `ready`, no `pong`, no event; it reads
+    /// nothing either, and holds the TCP connection. Kaiku did this when its handler queued
+    /// `ready` into its 100-slot channel before the writer task existed and the queue was
+    /// full: the handler blocked before reading a frame. Sockets already open are untouched;
+    /// a restart or [`drop_all`](Self::drop_all) ends these too.
+    pub fn withhold_ready(&self, on: bool) {
+        self.shared.faults().withhold_ready = on;
+    }
+
+    /// Deafens every open socket: no broadcast reaches it any more (`message_new`, edits,
+    /// deletes, typing, presence, thread replies...), while it keeps answering its own
+    /// client's frames: `pong` to `ping`, `subscribed` (or an error) to `subscribe`,
+    /// `unsubscribed`, `message_error`. On Kaiku a socket has two tasks: the reader, which
+    /// handles each client frame and answers it directly into the socket's queue, and the
+    /// pub/sub task, which forwards the Redis events of subscribed channels; when the
+    /// latter's loop ends (its Redis subscriber lost), the socket looks alive to every
+    /// heartbeat and hears nothing. A deaf socket stays deaf; sockets opened later are
+    /// normal. Returns how many sockets were deafened.
+    pub fn deafen(&self) -> usize {
+        let mut conns = self.shared.conns();
+        for c in conns.values_mut() {
+            c.deaf = true;
+        }
+        conns.len()
+    }
+
     /// Sends a raw text frame to every open socket (garbage, unknown events, huge frames), as
     /// is: on a v2 socket too, never encoded or batched.
     pub fn inject(&self, frame: &str) -> usize {
@@ -146,8 +234,9 @@ impl Faults {
         self.shared.store().revoke_all();
     }
 
-    /// Lifts every standing fault (refusals, rate limits, stalls of new sockets) and puts
-    /// the REST latency back to the configured one.
+    /// Lifts every standing fault (refusals, rate limits, stalls of new sockets, Redis down,
+    /// subscribe errors, withheld `ready`) and puts the REST latency back to the configured
+    /// one. Sockets already stalled, deafened or left without `ready` stay so.
     pub fn clear(&self) {
         *self.shared.faults() = FaultState::default();
     }

@@ -16,10 +16,13 @@
 //!
 //! Rate limits, off unless [`ServerConfig::rate_limits`] asks ([`RateLimits::kaiku`] for the
 //! real server's defaults), work as Kaiku's: fixed windows that start with the first request
-//! after the last one ended, per user on reads and writes (per IP without a valid token) and
-//! per IP on login and refresh. An answer within the budget carries `x-ratelimit-limit`,
-//! `x-ratelimit-remaining` and `x-ratelimit-reset` (epoch seconds, rounded up; none with
-//! [`ServerConfig::rate_limit_headers`] off); a spent budget answers 429 with only
+//! after the last one ended, per user on writes (every request under `/api/channels`,
+//! `/api/messages` and `/api/guilds`, history GETs included, as Kaiku's router has it) and
+//! reads (per IP without a valid token), per IP on login and refresh. An answer within the
+//! budget carries `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset` (epoch
+//! seconds: exact and rounded up, or as early as Kaiku's with [`RateLimits::kaiku_headers`];
+//! none with [`ServerConfig::rate_limit_headers`] off); [`Faults::redis_down`] makes every
+//! limited route answer 503 as Kaiku without Redis does; a spent budget answers 429 with only
 //! `Retry-After` and Kaiku's body `{"error":"rate_limited","message":"Too many requests. Wait
 //! N seconds.","retry_after":N,"limit":L,"remaining":0}`. Every answer has a `Date` header,
 //! the 101 of an upgrade included, so a client can read the server's clock.
@@ -54,7 +57,10 @@ mod faults;
 mod limits;
 mod rest;
 mod store;
+#[cfg(test)]
+mod testkit;
 mod tls;
+mod uploads;
 mod v2;
 mod ws;
 
@@ -75,9 +81,10 @@ use tokio::task::JoinHandle;
 pub use chatter::Chatter;
 pub use clock::ClockOffset;
 use faults::FaultState;
-pub use faults::Faults;
+pub use faults::{Faults, SubscribeError};
 pub use limits::{Limit, PauseViolation, RateLimits, ReadRecord};
 pub use store::{Message, Store, rfc3339};
+pub use uploads::UploadBroadcast;
 pub use v2::V2Config;
 
 /// Which history response shape the server uses.
@@ -188,8 +195,12 @@ impl Default for ServerConfig {
 /// A live socket, as the broadcaster sees it.
 #[derive(Debug)]
 pub(crate) struct Conn {
+    /// The socket's user id.
+    pub user_id: String,
     pub subs: std::collections::BTreeSet<String>,
     pub tx: mpsc::UnboundedSender<ws::Out>,
+    /// Its forwarding of broadcasts ended (`Faults::deafen`); it still answers its client.
+    pub deaf: bool,
 }
 
 /// State shared by every handler.
@@ -258,10 +269,17 @@ impl Shared {
         self.store().user_by_name(username).map(|u| u.id.clone())
     }
 
-    /// Sends a frame to every socket subscribed to `channel_id`.
+    /// Sends a frame to every socket subscribed to `channel_id`, but not to a user who
+    /// blocked its author (see [`from_blocked`]).
     pub fn broadcast(&self, channel_id: &str, frame: &str) {
+        let blocks = self.store().blocks().clone();
         for c in self.conns().values() {
-            if c.subs.contains(channel_id) {
+            if c.subs.contains(channel_id)
+                && !c.deaf
+                && !blocks
+                    .get(&c.user_id)
+                    .is_some_and(|b| from_blocked(frame, b))
+            {
                 let _ = c.tx.send(ws::Out::Text(frame.to_owned()));
             }
         }
@@ -276,10 +294,17 @@ impl Shared {
         conns.len()
     }
 
-    /// Sends an event to every socket.
+    /// Sends an event to every socket that still hears broadcasts, but not to a user who
+    /// blocked the user it is about (see [`from_blocked`]).
     pub fn broadcast_all(&self, frame: &str) -> usize {
+        let blocks = self.store().blocks().clone();
         let conns = self.conns();
-        for c in conns.values() {
+        for c in conns.values().filter(|c| {
+            !c.deaf
+                && !blocks
+                    .get(&c.user_id)
+                    .is_some_and(|b| from_blocked(frame, b))
+        }) {
             let _ = c.tx.send(ws::Out::Text(frame.to_owned()));
         }
         conns.len()
@@ -295,6 +320,29 @@ impl Shared {
         conns.clear();
         n
     }
+}
+
+/// Whether an event comes from a user in `blocked`, as the pub/sub task of Kaiku's socket
+/// filters: `message_new` by its author; typing, voice joins and leaves and presence by their
+/// `user_id`. Other events (edits, deletes, thread replies) pass, as on Kaiku.
+fn from_blocked(frame: &str, blocked: &std::collections::BTreeSet<String>) -> bool {
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(frame) else {
+        return false;
+    };
+    let who = match event["type"].as_str() {
+        Some("message_new") => &event["message"]["author"]["id"],
+        Some(
+            "typing_start"
+            | "typing_stop"
+            | "voice_user_joined"
+            | "voice_user_left"
+            | "presence_update"
+            | "rich_presence_update"
+            | "custom_status_update",
+        ) => &event["user_id"],
+        _ => return false,
+    };
+    who.as_str().is_some_and(|id| blocked.contains(id))
 }
 
 /// A running dev server.
@@ -408,6 +456,59 @@ impl DevServer {
         rest::post_message_delayed(&self.shared, channel_id, username, content, commit_delay)
     }
 
+    /// Posts a message with a file as `username`, the way Kaiku's uploads go: the message is
+    /// stored now (visible in history, `created_at` from the message clock now) with
+    /// `attachments: []` and is not broadcast; with [`UploadBroadcast::After`], once the
+    /// delay has passed, the attachment (Kaiku's `AttachmentInfo`: id, filename, mime_type,
+    /// size, url...) is added to the stored message and `message_new` carrying it is
+    /// broadcast; with [`UploadBroadcast::Never`] neither happens. Returns the id at once;
+    /// `None` for an unknown user or channel.
+    pub fn post_upload(
+        &self,
+        channel_id: &str,
+        username: &str,
+        content: &str,
+        filename: &str,
+        broadcast: UploadBroadcast,
+    ) -> Option<String> {
+        uploads::post_upload(
+            &self.shared,
+            channel_id,
+            username,
+            content,
+            filename,
+            broadcast,
+        )
+    }
+
+    /// Replies as `username` in the thread of `parent_id` (a message of `channel_id`), as
+    /// Kaiku does: broadcasts `thread_reply_new` (`channel_id`, `parent_id`, the reply as
+    /// `message`, the parent's `thread_info`) to the channel's subscribers; the reply is not
+    /// in channel history (nor in [`messages`](Self::messages)); the parent's
+    /// `thread_reply_count`, `thread_last_reply_at` and `thread_info` in history move.
+    /// Returns the reply's id; `None` for an unknown user, channel or parent.
+    pub fn post_thread_reply(
+        &self,
+        channel_id: &str,
+        parent_id: &str,
+        username: &str,
+        content: &str,
+    ) -> Option<String> {
+        let mut store = self.shared.store();
+        let author = store.user_by_name(username)?.id.clone();
+        let (reply, parent) = store.post_thread_reply(channel_id, parent_id, &author, content)?;
+        let frame = serde_json::json!({
+            "type": "thread_reply_new",
+            "channel_id": channel_id,
+            "parent_id": parent_id,
+            "message": store.message_json(&reply),
+            "thread_info": store.thread_info(&parent),
+        });
+        drop(store);
+        self.shared.broadcast(channel_id, &frame.to_string());
+        Some(reply.id)
+    }
+
     /// The server's own record of `channel_id`: every visible message, oldest first by
     /// `created_at` (the order its history pages read). Empty for an unknown channel.
     pub fn messages(&self, channel_id: &str) -> Vec<Message> {
@@ -417,6 +518,31 @@ impl DevServer {
             .get(channel_id)
             .map(|c| c.messages.clone())
             .unwrap_or_default()
+    }
+
+    /// `viewer` blocks `author` (login names); false if either is unknown. From now on the
+    /// viewer's history pages leave the author's messages out and compute `has_more` after
+    /// that filter, as Kaiku does (`chat/messages.rs`: a page of `limit + 1` rows with one
+    /// blocked author in it says `has_more: false` while older messages exist); the
+    /// viewer's sockets no longer get the author's `message_new`, typing or presence, as
+    /// Kaiku's pub/sub task filters them (`ws/mod.rs`); edits and deletes still arrive.
+    pub fn block(&self, viewer: &str, author: &str) -> bool {
+        self.set_blocked(viewer, author, true)
+    }
+
+    /// Undoes [`block`](Self::block); false if either user is unknown.
+    pub fn unblock(&self, viewer: &str, author: &str) -> bool {
+        self.set_blocked(viewer, author, false)
+    }
+
+    fn set_blocked(&self, viewer: &str, author: &str, blocked: bool) -> bool {
+        let mut store = self.shared.store();
+        let (Some(v), Some(a)) = (store.user_by_name(viewer), store.user_by_name(author)) else {
+            return false;
+        };
+        let (v, a) = (v.id.clone(), a.id.clone());
+        store.set_blocked(&v, &a, blocked);
+        true
     }
 
     /// Silences the simulated users ([`ServerConfig::chatter`]), or lets them speak again.

@@ -18,7 +18,7 @@ pub struct Limit {
     /// Requests allowed in one window.
     pub requests: u32,
     /// How long a window lasts from its first request. Shorter than a second works (the
-    /// headers still speak whole seconds, rounded up).
+    /// headers still speak whole seconds; see [`RateLimits::kaiku_headers`] for how).
     pub window: Duration,
 }
 
@@ -37,28 +37,50 @@ impl Limit {
 ///
 /// The default limits nothing, so tests that do not ask for limits never meet one;
 /// [`RateLimits::kaiku`] is what a real Kaiku server applies out of the box.
+///
+/// The categories are Kaiku's at d74233d6 (its `api/mod.rs` and `auth/mod.rs`): every
+/// request under `/api/channels`, `/api/messages` and `/api/guilds`, GETs included, is a
+/// write, so message history spends the posting budget. Kaiku's `read` category is
+/// configured but attached to no route; here it covers the other GETs (`/auth/me`), which a
+/// real server leaves unlimited ([`RateLimits::kaiku`] leaves it `None`), for tests that want
+/// a server that limits them anyway.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RateLimits {
-    /// Every GET but `/health`: message history, `/api/channels`, `/auth/me`. Per user.
+    /// GETs outside the write routes (`/auth/me`; never `/health`). Per user. No route of
+    /// the real server is in Kaiku's `read` category, so [`RateLimits::kaiku`] leaves it off.
     pub read: Option<Limit>,
-    /// Creating, editing and deleting channels and messages. Per user.
+    /// Every request under `/api/channels`, `/api/messages` and `/api/guilds`, whatever its
+    /// method: history reads share this budget with posting, editing and deleting, as on
+    /// Kaiku. Per user.
     pub write: Option<Limit>,
     /// `POST /auth/refresh` (Kaiku's `auth_other`). Per IP, as Kaiku keys it: the request
     /// carries no access token.
     pub refresh: Option<Limit>,
     /// `POST /auth/login` (`auth_login`). Per IP.
     pub login: Option<Limit>,
+    /// Compute the budget headers as Kaiku does from Redis, instead of exactly. Off,
+    /// `x-ratelimit-reset` is the window's end rounded up and `Retry-After` is the time left
+    /// at the answer rounded up, at least 1: a client that trusts them never comes early.
+    /// On, `x-ratelimit-reset` is `floor(now) + TTL` and `Retry-After` is the TTL, where the
+    /// TTL is the key's time to live in whole seconds as Redis's `TTL` answers it (rounded to
+    /// the nearest second, read when the request is counted): the announced reset can be up
+    /// to 1.5 s before the window really ends (and up to 0.5 s after), and `Retry-After`
+    /// can be `0` while the window still runs. A client that waits exactly what it is told
+    /// meets a 429 now and then. On in [`RateLimits::kaiku`].
+    pub kaiku_headers: bool,
 }
 
 impl RateLimits {
-    /// Kaiku's defaults: read 200, write 30, refresh 20 and login 3 requests per 60 s.
+    /// Kaiku's defaults: write 30, refresh 20 and login 3 requests per 60 s, no read limit
+    /// (Kaiku attaches its `read` category to no route), headers computed as Kaiku's.
     pub const fn kaiku() -> Self {
         Self {
-            read: Some(Limit::per_minute(200)),
+            read: None,
             write: Some(Limit::per_minute(30)),
             refresh: Some(Limit::per_minute(20)),
             login: Some(Limit::per_minute(3)),
+            kaiku_headers: true,
         }
     }
 
@@ -90,16 +112,26 @@ pub(crate) enum Category {
 }
 
 impl Category {
-    /// The category of a REST request; `None` for the ones no limit applies to.
+    /// The category of a REST request; `None` for the ones no limit applies to. As Kaiku's
+    /// router: everything under `/api/channels`, `/api/messages` and `/api/guilds` is a write,
+    /// GETs included; login and refresh are their own; `/auth/me` and `/auth/logout` sit
+    /// behind no limiter on Kaiku (other GETs fall in `Read`, which Kaiku leaves unused).
     pub fn of(method: &Method, path: &str) -> Option<Self> {
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if ["/api/channels", "/api/messages", "/api/guilds"]
+            .into_iter()
+            .any(under)
+        {
+            return Some(Self::Write);
+        }
         match (method, path) {
             (_, "/health") => None,
             (&Method::GET, _) => Some(Self::Read),
             (&Method::POST, "/auth/login") => Some(Self::AuthLogin),
             (&Method::POST, "/auth/refresh") => Some(Self::AuthOther),
-            (&Method::POST | &Method::PATCH | &Method::DELETE, p) if p.starts_with("/api/") => {
-                Some(Self::Write)
-            }
             _ => None,
         }
     }
@@ -130,6 +162,8 @@ pub(crate) struct Decision {
     pub ends: Instant,
     /// The same on the wall clock.
     pub ends_wall: SystemTime,
+    /// When the request was counted, on the wall clock.
+    pub at_wall: SystemTime,
 }
 
 impl Decision {
@@ -145,6 +179,27 @@ impl Decision {
     /// `Retry-After` at `now`: whole seconds until the window ends, rounded up, at least 1.
     pub fn retry_after_secs(&self, now: Instant) -> u64 {
         ceil_secs(self.ends.saturating_duration_since(now)).max(1)
+    }
+
+    /// The key's time to live when the request was counted, as Redis's `TTL` answers it:
+    /// whole seconds, rounded to the nearest (`(ms + 500) / 1000`). Kaiku's `Retry-After`.
+    pub fn redis_ttl_secs(&self) -> u64 {
+        let left = self
+            .ends_wall
+            .duration_since(self.at_wall)
+            .unwrap_or_default();
+        u64::try_from((left.as_millis() + 500) / 1000).unwrap_or(u64::MAX)
+    }
+
+    /// Kaiku's `x-ratelimit-reset`: the epoch second the request was counted in, rounded
+    /// down, plus [`redis_ttl_secs`](Self::redis_ttl_secs).
+    pub fn kaiku_reset_epoch_secs(&self) -> u64 {
+        let now = self
+            .at_wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        now.saturating_add(self.redis_ttl_secs())
     }
 }
 
@@ -267,6 +322,7 @@ impl Limiter {
             remaining: limit.requests.saturating_sub(window.count),
             ends: window.started + limit.window,
             ends_wall: window.started_wall + limit.window,
+            at_wall: wall,
         }
     }
 
@@ -440,13 +496,29 @@ mod tests {
     fn requests_fall_in_kaikus_categories() {
         assert_eq!(Category::of(&Method::GET, "/health"), None);
         assert_eq!(Category::of(&Method::GET, "/auth/me"), Some(Category::Read));
-        assert_eq!(
-            Category::of(&Method::GET, "/api/messages/channel/x"),
-            Some(Category::Read)
-        );
+        for path in [
+            "/api/messages/channel/x",
+            "/api/channels",
+            "/api/channels/x",
+            "/api/guilds",
+        ] {
+            assert_eq!(
+                Category::of(&Method::GET, path),
+                Some(Category::Write),
+                "{path}"
+            );
+        }
         assert_eq!(
             Category::of(&Method::POST, "/api/messages/channel/x"),
             Some(Category::Write)
+        );
+        assert_eq!(
+            Category::of(&Method::PATCH, "/api/messages/x"),
+            Some(Category::Write)
+        );
+        assert_eq!(
+            Category::of(&Method::GET, "/api/channelsx"),
+            Some(Category::Read)
         );
         assert_eq!(
             Category::of(&Method::POST, "/auth/refresh"),
@@ -457,6 +529,49 @@ mod tests {
             Some(Category::AuthLogin)
         );
         assert_eq!(Category::of(&Method::POST, "/auth/register"), None);
+        assert_eq!(Category::of(&Method::POST, "/auth/logout"), None);
+    }
+
+    #[test]
+    fn kaikus_defaults_limit_no_read_and_compute_headers_as_redis() {
+        let k = RateLimits::kaiku();
+        assert_eq!(k.read, None);
+        assert_eq!(k.write, Some(Limit::per_minute(30)));
+        assert!(k.kaiku_headers);
+        assert!(!RateLimits::default().kaiku_headers);
+    }
+
+    #[test]
+    fn kaiku_headers_announce_a_reset_before_the_window_ends_and_retry_after_zero() {
+        let (mut l, t0) = (Limiter::default(), Instant::now());
+        // The window starts at 100.9 s on the wall clock and really ends at 102.9 s.
+        let wall0 = UNIX_EPOCH + Duration::from_millis(100_900);
+        let limit = Limit::new(1, Duration::from_secs(2));
+        let at = |ms| {
+            (
+                t0 + Duration::from_millis(ms),
+                wall0 + Duration::from_millis(ms),
+            )
+        };
+        let (now, wall) = at(0);
+        let first = l.check(now, wall, Category::Write, "u", limit);
+        assert!(first.allowed);
+        assert_eq!(first.kaiku_reset_epoch_secs(), 102, "floor(100.9) + TTL 2");
+        assert_eq!(first.reset_epoch_secs(), 103, "exact: the end rounded up");
+        // At the announced reset the window still runs: refused, 0.9 s left reads as 1.
+        let (now, wall) = at(1100);
+        let refused = l.check(now, wall, Category::Write, "u", limit);
+        assert!(!refused.allowed);
+        assert_eq!(refused.redis_ttl_secs(), 1);
+        assert_eq!(refused.retry_after_secs(now), 1);
+        // 0.4 s left: Redis's TTL says 0, and so does Kaiku's Retry-After.
+        let (now, wall) = at(1600);
+        let refused = l.check(now, wall, Category::Write, "u", limit);
+        assert!(!refused.allowed);
+        assert_eq!(refused.redis_ttl_secs(), 0);
+        assert_eq!(refused.retry_after_secs(now), 1, "exact: never 0");
+        let (now, wall) = at(2000);
+        assert!(l.check(now, wall, Category::Write, "u", limit).allowed);
     }
 
     fn record(arrived: Instant, answered: Instant, retry_after: Option<u64>) -> ReadRecord {

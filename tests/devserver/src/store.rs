@@ -1,6 +1,6 @@
 //! In-memory data: users, tokens, channels and messages.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -45,6 +45,14 @@ pub struct Message {
     pub created_at: SystemTime,
     /// Last edit.
     pub edited_at: Option<SystemTime>,
+    /// Attachment objects, shaped as Kaiku's `AttachmentInfo`; empty for a plain post.
+    pub attachments: Vec<Value>,
+    /// The thread's parent, for a thread reply (which is never in channel history).
+    pub parent_id: Option<String>,
+    /// Replies in this message's thread.
+    pub thread_reply_count: u32,
+    /// When the last of them was created (message clock).
+    pub thread_last_reply_at: Option<SystemTime>,
 }
 
 /// A channel.
@@ -86,6 +94,10 @@ pub struct Store {
     pub access_ttl: Duration,
     /// Refresh token lifetime.
     pub refresh_ttl: Duration,
+    /// Who blocked whom: viewer id to the author ids they blocked.
+    blocks: BTreeMap<String, BTreeSet<String>>,
+    /// Thread replies by parent id, oldest first: kept apart from channel history.
+    threads: BTreeMap<String, Vec<Message>>,
 }
 
 /// RFC 3339 with microseconds and `Z`, as Kaiku's REST does.
@@ -300,6 +312,10 @@ impl Store {
             content: content.to_owned(),
             created_at,
             edited_at: None,
+            attachments: Vec::new(),
+            parent_id: None,
+            thread_reply_count: 0,
+            thread_last_reply_at: None,
         })
     }
 
@@ -324,6 +340,68 @@ impl Store {
             .find(|m| m.id == id)
     }
 
+    /// Adds an attachment to a stored message; returns the message as it is now, `None` if
+    /// it is gone.
+    pub fn attach(&mut self, message_id: &str, attachment: Value) -> Option<Message> {
+        let m = self.find_message(message_id)?;
+        m.attachments.push(attachment);
+        Some(m.clone())
+    }
+
+    /// Adds a reply to the thread of `parent_id`, which must be a message of `channel_id`:
+    /// the reply is kept with its thread, not in channel history; the parent's
+    /// `thread_reply_count` and `thread_last_reply_at` move. Returns the reply and the
+    /// parent as it is now.
+    pub fn post_thread_reply(
+        &mut self,
+        channel_id: &str,
+        parent_id: &str,
+        author_id: &str,
+        content: &str,
+    ) -> Option<(Message, Message)> {
+        let in_channel = self
+            .channels
+            .get(channel_id)
+            .is_some_and(|c| c.messages.iter().any(|m| m.id == parent_id));
+        if !in_channel {
+            return None;
+        }
+        let mut reply = self.begin_post(channel_id, author_id, content)?;
+        reply.parent_id = Some(parent_id.to_owned());
+        let parent = self.find_message(parent_id)?;
+        parent.thread_reply_count += 1;
+        parent.thread_last_reply_at = Some(reply.created_at);
+        let parent = parent.clone();
+        self.threads
+            .entry(parent_id.to_owned())
+            .or_default()
+            .push(reply.clone());
+        Some((reply, parent))
+    }
+
+    /// The replies in `parent_id`'s thread, oldest first.
+    pub fn thread_replies(&self, parent_id: &str) -> &[Message] {
+        self.threads.get(parent_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Kaiku's `ThreadInfoResponse` for a parent: `reply_count`, `last_reply_at`, and the
+    /// repliers (`participant_ids`, in order of their first reply) with their avatars.
+    pub fn thread_info(&self, parent: &Message) -> Value {
+        let mut participants: Vec<&str> = Vec::new();
+        for r in self.thread_replies(&parent.id) {
+            if !participants.contains(&r.author_id.as_str()) {
+                participants.push(&r.author_id);
+            }
+        }
+        let avatars: Vec<Value> = participants.iter().map(|_| Value::Null).collect();
+        json!({
+            "reply_count": parent.thread_reply_count,
+            "last_reply_at": parent.thread_last_reply_at.map(rfc3339),
+            "participant_ids": participants,
+            "participant_avatars": avatars,
+        })
+    }
+
     /// Removes a message.
     pub fn delete_message(&mut self, id: &str) -> Option<Message> {
         for ch in self.channels.values_mut() {
@@ -336,10 +414,26 @@ impl Store {
 
     /// A page of history, newest first: up to `limit` messages created strictly before
     /// `before` (by `created_at`, as Kaiku's `ORDER BY created_at DESC`; an unknown `before`
-    /// reads from the newest). Returns the items and whether older ones remain.
+    /// reads from the newest). Returns the items and whether older ones remain. No viewer:
+    /// nothing is filtered; see [`history_for`](Self::history_for).
     pub fn history(
         &self,
         channel_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Option<(Vec<&Message>, bool)> {
+        self.history_for(channel_id, None, before, limit)
+    }
+
+    /// A page of history as `viewer` (a user id) reads it, the way Kaiku's
+    /// `chat/messages.rs` builds it: it fetches `limit + 1` rows, drops those whose authors
+    /// the viewer blocked, and says `has_more` only if more than `limit` rows are left. A
+    /// page whose extra row, or any row, was a blocked author's answers `has_more: false`
+    /// while older messages exist: a client that trusts it stops paging too early.
+    pub fn history_for(
+        &self,
+        channel_id: &str,
+        viewer: Option<&str>,
         before: Option<&str>,
         limit: usize,
     ) -> Option<(Vec<&Message>, bool)> {
@@ -349,15 +443,48 @@ impl Store {
             Some(c) => ch.messages.partition_point(|m| m.created_at < c.created_at),
             None => ch.messages.len(),
         };
-        let start = end.saturating_sub(limit);
-        let items: Vec<&Message> = ch.messages[start..end].iter().rev().collect();
-        Some((items, start > 0))
+        let start = end.saturating_sub(limit.saturating_add(1));
+        let blocked = viewer.and_then(|v| self.blocks.get(v));
+        let mut items: Vec<&Message> = ch.messages[start..end]
+            .iter()
+            .rev()
+            .filter(|m| blocked.is_none_or(|b| !b.contains(&m.author_id)))
+            .collect();
+        let has_more = items.len() > limit;
+        items.truncate(limit);
+        Some((items, has_more))
     }
 
-    /// The REST message object (field order as Kaiku's REST answers).
+    /// `viewer` (a user id) blocks `author` (a user id), or with `blocked` false unblocks.
+    pub fn set_blocked(&mut self, viewer: &str, author: &str, blocked: bool) {
+        if blocked {
+            self.blocks
+                .entry(viewer.to_owned())
+                .or_default()
+                .insert(author.to_owned());
+        } else if let Some(b) = self.blocks.get_mut(viewer) {
+            b.remove(author);
+            if b.is_empty() {
+                self.blocks.remove(viewer);
+            }
+        }
+    }
+
+    /// The author ids `viewer` (a user id) blocked.
+    pub fn blocked_by(&self, viewer: &str) -> Option<&BTreeSet<String>> {
+        self.blocks.get(viewer)
+    }
+
+    /// Who blocked whom, viewer id to author ids, for the broadcaster.
+    pub(crate) fn blocks(&self) -> &BTreeMap<String, BTreeSet<String>> {
+        &self.blocks
+    }
+
+    /// The REST message object (field order as Kaiku's REST answers), with `thread_info`
+    /// when it has thread replies.
     pub fn message_json(&self, m: &Message) -> Value {
         let author = self.user(&m.author_id);
-        json!({
+        let mut v = json!({
             "id": m.id,
             "channel_id": m.channel_id,
             "author": {
@@ -369,16 +496,21 @@ impl Store {
             },
             "content": m.content,
             "encrypted": false,
-            "attachments": [],
+            "attachments": m.attachments,
             "reply_to": null,
-            "parent_id": null,
-            "thread_reply_count": 0,
-            "thread_last_reply_at": null,
+            "parent_id": m.parent_id,
+            "thread_reply_count": m.thread_reply_count,
+            "thread_last_reply_at": m.thread_last_reply_at.map(rfc3339),
             "edited_at": m.edited_at.map(rfc3339),
             "created_at": rfc3339(m.created_at),
             "pinned": false,
             "message_type": "user",
-        })
+        });
+        // Kaiku's `thread_info`: only on a message that has thread replies.
+        if m.thread_reply_count > 0 {
+            v["thread_info"] = self.thread_info(m);
+        }
+        v
     }
 
     /// The REST channel object.
@@ -443,5 +575,33 @@ mod tests {
         let (page, more) = s.history(&ch, Some(&slow.id), 10).expect("channel");
         assert_eq!(ids(&page), [a.id]);
         assert!(!more);
+    }
+
+    #[test]
+    fn a_blocked_author_in_the_extra_row_makes_has_more_lie_as_kaikus_does() {
+        let (mut s, ch, bob) = store_with_channel(ClockOffset::ZERO);
+        let eve = s.register("eve", "password123", "Eve").expect("eve").id;
+        let alice = s
+            .register("alice", "password123", "Alice")
+            .expect("alice")
+            .id;
+        let old = s.post(&ch, &bob, "old").expect("post");
+        let hidden = s.post(&ch, &eve, "blocked").expect("post");
+        let new = s.post(&ch, &bob, "new").expect("post");
+        s.set_blocked(&alice, &eve, true);
+        // limit 2 fetches 3 rows: new, blocked, old; one is dropped, two are left.
+        let (page, more) = s.history_for(&ch, Some(&alice), None, 2).expect("channel");
+        assert_eq!(ids(&page), [new.id.clone(), old.id.clone()]);
+        assert!(!more);
+        // limit 1 fetches new and blocked: one row left, so "no more", yet `old` exists.
+        let (page, more) = s.history_for(&ch, Some(&alice), None, 1).expect("channel");
+        assert_eq!(ids(&page), std::slice::from_ref(&new.id));
+        assert!(!more, "Kaiku's has_more, computed after the filter");
+        let (page, more) = s.history_for(&ch, None, None, 1).expect("channel");
+        assert_eq!(ids(&page), std::slice::from_ref(&new.id));
+        assert!(more, "unfiltered, older rows are announced");
+        s.set_blocked(&alice, &eve, false);
+        let (page, _) = s.history_for(&ch, Some(&alice), None, 3).expect("channel");
+        assert_eq!(ids(&page), [new.id, hidden.id, old.id]);
     }
 }

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tether_core::wire::Protocol;
 use tokio::sync::mpsc;
 
-use crate::faults::Refusal;
+use crate::faults::{Refusal, SubscribeError};
 use crate::v2::{self, Frame, MAX_BATCH_BYTES};
 use crate::{Conn, Shared};
 
@@ -45,6 +45,13 @@ pub(crate) enum Out {
     /// waiting for the socket to take it (a flood that respects TCP backpressure).
     Flood { channel_id: String, count: u64 },
 }
+
+/// Kaiku's answer to a `subscribe` whose permission check failed (a database error too).
+const FORBIDDEN: &str = "You don't have permission to view this channel";
+
+/// What sqlx says when no database connection came in time: the `message_error` a
+/// `subscribe` gets when Kaiku's channel lookup fails.
+const POOL_TIMED_OUT: &str = "pool timed out while waiting for an open connection";
 
 const MISSING_PROTOCOL: &str =
     "Missing or invalid Sec-WebSocket-Protocol header. Expected: access_token.<jwt>";
@@ -264,18 +271,28 @@ async fn run(
     shared.conns().insert(
         id,
         Conn {
+            user_id: user_id.clone(),
             subs: Default::default(),
             tx: tx.clone(),
+            deaf: false,
         },
     );
-    let mut stalled = shared.faults().stall_new;
-    let delay = shared.config.ready_delay;
-    let ready = json!({"type": "ready", "user_id": user_id}).to_string();
-    let ready_tx = tx.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let _ = ready_tx.send(Out::Text(ready));
-    });
+    let (stall_new, withhold_ready) = {
+        let faults = shared.faults();
+        (faults.stall_new, faults.withhold_ready)
+    };
+    // A withheld `ready` is a stall from the first instant: Kaiku's handler blocked before
+    // it read or wrote anything.
+    let mut stalled = stall_new || withhold_ready;
+    if !withhold_ready {
+        let delay = shared.config.ready_delay;
+        let ready = json!({"type": "ready", "user_id": user_id}).to_string();
+        let ready_tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = ready_tx.send(Out::Text(ready));
+        });
+    }
     drop(tx);
 
     let batch = protocol.batches() && shared.config.v2.batch;
@@ -489,8 +506,22 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
     match frame {
         ClientFrame::Ping => reply(shared, id, json!({"type": "pong"})),
         ClientFrame::Subscribe { channel_id } => {
+            // Kaiku looks the channel up, then checks the permission; a database error in
+            // the first is a `message_error`, in the second a `forbidden`.
+            if SubscribeError::take(
+                &mut shared.faults().subscribe_error,
+                SubscribeError::MessageError,
+            ) {
+                return error(shared, id, "message_error", POOL_TIMED_OUT);
+            }
             if !shared.store().channels.contains_key(&channel_id) {
                 return error(shared, id, "channel_not_found", "Channel not found");
+            }
+            if SubscribeError::take(
+                &mut shared.faults().subscribe_error,
+                SubscribeError::Forbidden,
+            ) {
+                return error(shared, id, "forbidden", FORBIDDEN);
             }
             let tx = shared.conns().get_mut(&id).map(|c| {
                 c.subs.insert(channel_id.clone());
@@ -569,5 +600,105 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
         ClientFrame::VoiceAnswer { .. }
         | ClientFrame::VoiceIceCandidate { .. }
         | ClientFrame::VoiceStats => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::testkit::{Ws, server_with_user, token_of};
+    use crate::{ServerConfig, SubscribeError};
+
+    const QUIET: Duration = Duration::from_millis(300);
+
+    /// Pings and returns the next frame: a `pong`, unless something arrived first.
+    async fn next_after_ping(ws: &mut Ws) -> serde_json::Value {
+        ws.send(r#"{"type":"ping"}"#).await;
+        ws.event().await
+    }
+
+    #[tokio::test]
+    async fn a_refused_subscribe_answers_kaikus_error_frames_and_takes_no_effect() {
+        let (server, token) = server_with_user(ServerConfig::default(), "alice").await;
+        let ch = server.create_channel("general");
+        let mut ws = Ws::connect(server.addr(), &token).await;
+        assert_eq!(ws.event().await["type"], "ready");
+        let subscribe = format!(r#"{{"type":"subscribe","channel_id":"{ch}"}}"#);
+
+        server
+            .faults()
+            .subscribe_errors(SubscribeError::Forbidden, Some(1));
+        ws.send(&subscribe).await;
+        assert_eq!(
+            ws.event().await.to_string(),
+            r#"{"code":"forbidden","message":"You don't have permission to view this channel","type":"error"}"#
+        );
+        server
+            .faults()
+            .subscribe_errors(SubscribeError::MessageError, Some(1));
+        ws.send(&subscribe).await;
+        let e = ws.event().await;
+        assert_eq!(
+            (&e["type"], &e["code"]),
+            (&"error".into(), &"message_error".into())
+        );
+        server.post(&ch, "alice", "unheard").expect("post");
+        assert_eq!(
+            next_after_ping(&mut ws).await["type"],
+            "pong",
+            "not subscribed"
+        );
+
+        // The faults are spent: the next subscribe works.
+        ws.subscribe(&ch).await;
+        server.post(&ch, "alice", "heard").expect("post");
+        assert_eq!(ws.event().await["message"]["content"], "heard");
+    }
+
+    #[tokio::test]
+    async fn a_withheld_ready_leaves_an_upgraded_socket_silent() {
+        let (server, token) = server_with_user(ServerConfig::default(), "alice").await;
+        server.faults().withhold_ready(true);
+        let mut ws = Ws::connect(server.addr(), &token).await;
+        ws.send(r#"{"type":"ping"}"#).await;
+        assert_eq!(ws.recv_within(QUIET).await, None, "no ready, no pong");
+        assert_eq!(server.upgrades(), 1);
+
+        server.faults().withhold_ready(false);
+        let mut fresh = Ws::connect(server.addr(), &token).await;
+        assert_eq!(fresh.event().await["type"], "ready");
+        assert_eq!(server.upgrades(), 2);
+        assert_eq!(ws.recv_within(QUIET).await, None, "still silent");
+    }
+
+    #[tokio::test]
+    async fn a_deaf_socket_answers_its_client_but_hears_no_broadcast() {
+        let (server, token) = server_with_user(ServerConfig::default(), "alice").await;
+        let (general, random) = (
+            server.create_channel("general"),
+            server.create_channel("random"),
+        );
+        let mut deaf = Ws::connect(server.addr(), &token).await;
+        assert_eq!(deaf.event().await["type"], "ready");
+        deaf.subscribe(&general).await;
+        assert_eq!(server.faults().deafen(), 1);
+
+        server.post(&general, "alice", "lost").expect("post");
+        deaf.send(&format!(r#"{{"type":"typing","channel_id":"{general}"}}"#))
+            .await;
+        assert_eq!(next_after_ping(&mut deaf).await["type"], "pong");
+        // Answers to its own frames still come: they never went through pub/sub.
+        deaf.subscribe(&random).await;
+        server.post(&random, "alice", "lost too").expect("post");
+        assert_eq!(deaf.recv_within(QUIET).await, None);
+
+        // A socket opened later hears everything.
+        let mut fresh = Ws::connect(server.addr(), &token_of(&server, "bob")).await;
+        assert_eq!(fresh.event().await["type"], "ready");
+        fresh.subscribe(&general).await;
+        server.post(&general, "alice", "heard").expect("post");
+        assert_eq!(fresh.event().await["message"]["content"], "heard");
+        assert_eq!(deaf.recv_within(QUIET).await, None);
     }
 }

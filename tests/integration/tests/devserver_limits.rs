@@ -107,6 +107,13 @@ fn reads(limit: Limit) -> RateLimits {
     l
 }
 
+/// Limits on Kaiku's write routes, which history and the channel list fall under.
+fn writes(limit: Limit) -> RateLimits {
+    let mut l = RateLimits::default();
+    l.write = Some(limit);
+    l
+}
+
 /// Registers `name` and returns its access and refresh tokens.
 fn user(server: &DevServer, name: &str) -> (String, String) {
     let t = server.create_user(name, "password123").expect("user");
@@ -131,7 +138,7 @@ const FIVE_PER_2S: Limit = Limit::new(5, Duration::from_secs(2));
 
 #[tokio::test]
 async fn budget_headers_count_down_and_the_read_past_the_budget_gets_kaikus_429() {
-    let server = server(reads(FIVE_PER_2S), true, Duration::ZERO).await;
+    let server = server(writes(FIVE_PER_2S), true, Duration::ZERO).await;
     let (alice, _) = user(&server, "alice");
     let (bob, _) = user(&server, "bob");
     let ch = server.create_channel("general");
@@ -140,7 +147,7 @@ async fn budget_headers_count_down_and_the_read_past_the_budget_gets_kaikus_429(
 
     let mut remaining = Vec::new();
     let h = history.as_str();
-    for path in [h, "/api/channels", "/auth/me", h, h] {
+    for path in [h, "/api/channels", h, h, h] {
         let r = get(server.addr(), path, &alice).await;
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.num("x-ratelimit-limit"), 5);
@@ -170,18 +177,28 @@ async fn budget_headers_count_down_and_the_read_past_the_budget_gets_kaikus_429(
 }
 
 #[tokio::test]
-async fn kaiku_defaults_refuse_the_201st_read_of_a_minute() {
+async fn kaiku_defaults_refuse_the_31st_history_read_of_a_minute_and_leave_auth_me_alone() {
     let server = server(RateLimits::kaiku(), true, Duration::ZERO).await;
     let (alice, _) = user(&server, "alice");
-    for i in 1..=200 {
-        let r = get(server.addr(), "/auth/me", &alice).await;
-        assert_eq!(r.status, 200, "read {i}");
+    let ch = server.create_channel("general");
+    let history = format!("/api/messages/channel/{ch}?limit=1");
+    for i in 1..=30 {
+        let r = get(server.addr(), &history, &alice).await;
+        assert_eq!(
+            (r.status, r.num("x-ratelimit-limit")),
+            (200, 30),
+            "read {i}"
+        );
     }
-    let r = get(server.addr(), "/auth/me", &alice).await;
+    let r = get(server.addr(), &history, &alice).await;
     assert_eq!(r.status, 429);
     let secs = r.num("retry-after");
     assert!((30..=60).contains(&secs), "a 60 s window: {secs}");
-    assert_eq!(r.body, kaiku_429(secs, 200));
+    assert_eq!(r.body, kaiku_429(secs, 30));
+    // Kaiku's read category is attached to no route: /auth/me is never limited.
+    let me = get(server.addr(), "/auth/me", &alice).await;
+    assert_eq!(me.status, 200);
+    assert!(!me.has_budget_headers(), "{me:?}");
 }
 
 #[tokio::test]
@@ -350,7 +367,12 @@ async fn futures_join3(
 #[tokio::test]
 async fn the_read_log_has_each_reads_arrival_path_answer_and_the_most_in_flight() {
     let latency = Duration::from_millis(300);
-    let server = server(reads(Limit::new(3, Duration::from_secs(10))), true, latency).await;
+    let server = server(
+        writes(Limit::new(3, Duration::from_secs(10))),
+        true,
+        latency,
+    )
+    .await;
     let (alice, _) = user(&server, "alice");
     let (bob, _) = user(&server, "bob");
     let ch = server.create_channel("general");
@@ -364,15 +386,15 @@ async fn the_read_log_has_each_reads_arrival_path_answer_and_the_most_in_flight(
     .await;
     // One at a time now: in flight never passes the three (two of alice's) above.
     for _ in 0..2 {
-        get(server.addr(), "/auth/me", &alice).await;
+        get(server.addr(), &history, &alice).await;
     }
-    // Writes and the health check are not reads.
+    // Writes and the health check are not reads (bob posts: alice's budget is spent).
     let post = format!("/api/messages/channel/{ch}");
     let r = http(
         server.addr(),
         "POST",
         &post,
-        Some(&alice),
+        Some(&bob),
         Some(r#"{"content":"hi"}"#),
     )
     .await;
@@ -387,7 +409,7 @@ async fn the_read_log_has_each_reads_arrival_path_answer_and_the_most_in_flight(
     let mut paths: Vec<&str> = log.iter().take(2).map(|r| r.path.as_str()).collect();
     paths.sort_unstable();
     assert_eq!(paths, ["/api/channels", history.as_str()]);
-    assert_eq!(log[2].path, "/auth/me");
+    assert_eq!(log[2].path, history);
     let statuses: Vec<Option<u16>> = log.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [Some(200), Some(200), Some(200), Some(429)]);
     assert!(log[3].rate_limited);

@@ -69,7 +69,7 @@ fn windows(reads: u64, budget: u32) -> u64 {
 #[tokio::test]
 async fn thirty_two_channels_under_a_small_budget_catch_up_paced_by_the_servers_headers() {
     let mut config = ServerConfig::default();
-    config.rate_limits.read = Some(Limit::new(12, Duration::from_secs(2)));
+    config.rate_limits.write = Some(Limit::new(12, Duration::from_secs(2)));
     let w = World::start(config, 32).await;
     w.add_old_history(2);
     let (client, mut events) = w.client(w.client_config()).await;
@@ -119,7 +119,7 @@ async fn thirty_two_channels_under_a_small_budget_catch_up_paced_by_the_servers_
 #[tokio::test]
 async fn without_headers_the_clients_mirror_of_the_budget_paces_the_reads() {
     let mut config = ServerConfig::default();
-    config.rate_limits.read = Some(Limit::new(10, Duration::from_secs(2)));
+    config.rate_limits.write = Some(Limit::new(10, Duration::from_secs(2)));
     config.rate_limit_headers = false;
     let w = World::start(config, 30).await;
     w.add_old_history(2);
@@ -182,7 +182,7 @@ async fn a_drop_before_any_read_on_a_slow_server_still_catches_up_every_channel(
 #[tokio::test]
 async fn the_apps_own_reads_share_the_budget_with_the_catch_up() {
     let mut config = ServerConfig::default();
-    config.rate_limits.read = Some(Limit::new(6, Duration::from_secs(2)));
+    config.rate_limits.write = Some(Limit::new(6, Duration::from_secs(2)));
     let w = World::start(config, 4).await;
     w.add_old_history(2);
     let (client, mut events) = w.client(w.client_config()).await;
@@ -216,7 +216,7 @@ async fn the_apps_own_reads_share_the_budget_with_the_catch_up() {
 async fn a_429_on_the_apps_read_pauses_the_catch_up_too() {
     let mut config = ServerConfig::default();
     // No headers: only the 429 tells the client anything.
-    config.rate_limits.read = Some(Limit::new(3, Duration::from_secs(2)));
+    config.rate_limits.write = Some(Limit::new(3, Duration::from_secs(2)));
     config.rate_limit_headers = false;
     let w = World::start(config, 3).await;
     w.add_old_history(2);
