@@ -1,7 +1,8 @@
 //! Catch-up under the server's rate limit (issue 10), against the dev server over loopback.
 //!
-//! The dev server limits REST reads as Kaiku does (by default its real budget: 200 reads per
-//! 60 s per user, `x-ratelimit-*` headers, 429 with `Retry-After`). One client subscribes to
+//! The dev server limits history as Kaiku does (by default its real budget: history shares
+//! the *write* category, 30 requests per 60 s per user, `x-ratelimit-*` headers as Kaiku
+//! rounds them, 429 with `Retry-After`; the catch-up keeps 5 of each window for the app). One client subscribes to
 //! `--channels` channels and connects; every socket is then dropped, `--missed` messages are
 //! posted on each channel while upgrades are refused, and the server lets the client back.
 //! `--settle` seconds after the first connect (3; more than the window gives the catch-up a
@@ -45,8 +46,9 @@ struct Args {
     /// Messages posted on each channel while the client is kept out.
     #[arg(long, default_value_t = 5)]
     missed: usize,
-    /// The server's REST read budget per window, per user.
-    #[arg(long, value_name = "READS", default_value_t = 200)]
+    /// The server's budget per window, per user, that history reads spend (Kaiku's write
+    /// category).
+    #[arg(long, value_name = "REQUESTS", default_value_t = 30)]
     #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     budget: u32,
     /// The length of the server's rate-limit window, in seconds.
@@ -97,7 +99,8 @@ async fn main() {
         return;
     }
     let mut config = ServerConfig::default();
-    config.rate_limits.read = Some(Limit::new(a.budget, Duration::from_secs(a.window)));
+    config.rate_limits.write = Some(Limit::new(a.budget, Duration::from_secs(a.window)));
+    config.rate_limits.kaiku_headers = true;
     config.rest_latency = Duration::from_millis(a.latency_ms);
     let server = DevServer::start(([127, 0, 0, 1], 0).into(), config)
         .await
@@ -308,7 +311,7 @@ fn plot(path: &str, inputs: &[String]) -> Result<(), Box<dyn std::error::Error>>
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Channels caught up after a reconnect (Kaiku budget: 200 reads / 60 s)",
+            "Channels caught up after a reconnect (Kaiku budget: 30 requests / 60 s, shared with posts)",
             ("sans-serif", 18),
         )
         .margin(12)
