@@ -70,7 +70,7 @@ cargo test --workspace --locked 2>&1 | tee "$test_log"
 for link in v1 v2-json v2-json+deflate v2-msgpack+deflate; do
   echo "== fault suites over ${link}"
   TETHER_TEST_LINK="$link" cargo test --locked -q -p tether-integration \
-    --test tokio_driver --test hostile --test pacing --test wake_network --test clocks 2>&1 | tee -a "$test_log"
+    --test tokio_driver --test hostile --test pacing --test wake_network --test clocks --test kaiku_server 2>&1 | tee -a "$test_log"
 done
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$test_log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$test_log" | awk '{s+=$1} END {print s+0}')
