@@ -629,6 +629,15 @@ impl CatchUp {
         }
     }
 
+    /// Whether `channel` waits for its `subscribed` with live events already held: the
+    /// server has it subscribed, whatever it answered.
+    pub(crate) fn is_heard_unconfirmed(&self, channel: &Text) -> bool {
+        matches!(
+            self.channels.get(channel).map(|c| &c.phase),
+            Some(Phase::Subscribing { missed: Missed::Walk { early } }) if !early.is_empty()
+        )
+    }
+
     /// A live event about `channel`, received at `now`: held while the channel catches up or
     /// waits to (so edits, deletes and reactions cannot overtake the messages they refer
     /// to), else delivered, a `message_new` only once. Every live message, on any channel,

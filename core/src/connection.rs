@@ -186,7 +186,15 @@ pub struct Connection {
     /// Posts the app made whose live echo this socket owes, by channel and message id, with
     /// the instant it is overdue (see `handle_app_post`).
     echoes: BTreeMap<(Text, Text), Instant>,
+    /// When a `subscribe` sent on this socket should have had its answer: a fence `ping`
+    /// then shows whether it got something else (or nothing, from a server that never
+    /// acknowledges), without waiting for the heartbeat.
+    subscribe_fence_at: Option<Instant>,
 }
+
+/// How long a `subscribe` may go unanswered before a fence `ping` asks (Kaiku answers in
+/// milliseconds; a busy server in a few seconds).
+const SUBSCRIBE_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// Posts awaiting their echo at once; beyond this the oldest is let go (one proves as much
 /// as many).
@@ -222,6 +230,7 @@ impl Connection {
             deflate: None,
             reads_paused_until: None,
             echoes: BTreeMap::new(),
+            subscribe_fence_at: None,
         })
     }
 
@@ -539,6 +548,7 @@ impl Connection {
     fn handle_event(&mut self, now: Instant, event: ServerEvent) {
         if matches!(event.kind(), ServerEventKind::Pong) {
             self.subs.handle_pong(now);
+            self.confirm_heard(now);
             if let State::Connected(live) = &mut self.state
                 && let Some(rtt) = live.heartbeat.handle_pong(now)
             {
@@ -684,6 +694,26 @@ impl Connection {
         }
         self.echoes
             .insert((channel, message), now + self.config.echo_timeout);
+    }
+
+    /// A `ping` whose `pong` retires every frame sent before it, timed like any ping.
+    fn send_fence(&mut self, now: Instant) {
+        if let State::Connected(live) = &mut self.state {
+            live.heartbeat.handle_ping_sent(now);
+        }
+        self.send_frame(PING);
+    }
+
+    /// Subscribes the server answered with something other than `subscribed`: a channel it
+    /// already broadcasts on is subscribed all the same (a server that never acknowledges, a
+    /// lost `subscribed`), and its catch-up starts; the others go again later.
+    fn confirm_heard(&mut self, now: Instant) {
+        for ch in self.subs.take_retired() {
+            if self.catch_up.is_heard_unconfirmed(&ch) && self.subs.confirm_unacknowledged(now, &ch)
+            {
+                self.catch_up.handle_subscribed(now, &ch);
+            }
+        }
     }
 
     /// Replaces the link if an echo it owes is overdue. While the driver is not reading the
@@ -835,6 +865,12 @@ impl Connection {
         if self.is_connected() {
             self.check_echoes(now);
         }
+        if self.is_connected() && self.subscribe_fence_at.is_some_and(|at| at <= now) {
+            self.subscribe_fence_at = None;
+            if self.subs.awaits_fence() {
+                self.send_fence(now);
+            }
+        }
         if self.is_connected() {
             for ch in self.subs.take_due(now) {
                 self.send_subscribe(now, &ch);
@@ -982,6 +1018,7 @@ impl Connection {
                 add(self.catch_up.poll_timeout());
                 add(self.subs.poll_timeout());
                 add(self.echoes.values().min().copied());
+                add(self.subscribe_fence_at);
             }
             _ => {}
         }
@@ -1265,6 +1302,7 @@ impl Connection {
                 if self.subs.handle_subscribed(now, channel_id) =>
             {
                 self.catch_up.handle_subscribed(now, channel_id);
+                self.confirm_heard(now);
             }
             ServerEventKind::Error { code, channel_id } => {
                 if self.subs.needs_fence(code.as_str()) {
@@ -1272,10 +1310,7 @@ impl Connection {
                     // `message_error` when looking a channel up fails) may answer a
                     // `subscribe`, which then never gets `subscribed`: the fence's pong says
                     // which ones got something else, and they go again.
-                    if let State::Connected(live) = &mut self.state {
-                        live.heartbeat.handle_ping_sent(now);
-                    }
-                    self.send_frame(PING);
+                    self.send_fence(now);
                 }
                 match self
                     .subs
@@ -1414,6 +1449,8 @@ impl Connection {
     /// Sends `subscribe` for a wanted channel (the subscription table already counts it).
     fn send_subscribe(&mut self, now: Instant, channel: &Text) {
         self.catch_up.handle_subscribe_sent(now, channel);
+        self.subscribe_fence_at
+            .get_or_insert(now + SUBSCRIBE_ANSWER_WAIT);
         let frame = ClientEvent::Subscribe {
             channel_id: channel.as_str().to_owned(),
         }
@@ -1447,6 +1484,7 @@ impl Connection {
     fn teardown(&mut self) {
         self.subs.handle_disconnect();
         self.echoes.clear();
+        self.subscribe_fence_at = None;
         self.catch_up.handle_disconnect();
         if let Some(now) = self.last_now {
             // Held edits and deletes go to the app now, not after the next `ready`.

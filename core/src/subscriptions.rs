@@ -80,6 +80,8 @@ pub(crate) struct Subscriptions {
     confirm: Duration,
     /// `subscribe`s sent again, in all.
     resubscribes: u64,
+    /// Channels retired unanswered since the caller last asked (see `take_retired`).
+    retired: Vec<Text>,
     /// When each confirmed channel's `subscribed` arrived on this socket.
     confirmed_at: BTreeMap<Text, Instant>,
 }
@@ -118,6 +120,7 @@ impl Subscriptions {
             retry,
             confirm,
             resubscribes: 0,
+            retired: Vec::new(),
             confirmed_at: BTreeMap::new(),
         }
     }
@@ -207,7 +210,8 @@ impl Subscriptions {
                 .min(MAX_RESUBSCRIBE_WAIT.max(self.retry));
             *n += 1;
             self.wanted.insert(ch.clone(), SubState::Idle);
-            self.due.insert(ch, now + wait);
+            self.due.insert(ch.clone(), now + wait);
+            self.retired.push(ch);
         }
     }
 
@@ -217,9 +221,12 @@ impl Subscriptions {
     /// no `ping` already waits behind the oldest unanswered `subscribe` (answers come in
     /// order: that ping's `pong` will show which subscribes got something else).
     pub(crate) fn needs_fence(&self, code: &str) -> bool {
-        if is_subscription_refusal(code) {
-            return false;
-        }
+        !is_subscription_refusal(code) && self.awaits_fence()
+    }
+
+    /// Whether a `subscribe` is unanswered with no `ping` behind it: only a fence's `pong`
+    /// can show it was answered by something else (or by nothing).
+    pub(crate) fn awaits_fence(&self) -> bool {
         let Some(first) = self
             .unanswered
             .iter()
@@ -228,6 +235,29 @@ impl Subscriptions {
             return false;
         };
         !self.unanswered.iter().skip(first).any(|s| *s == Sent::Ping)
+    }
+
+    /// The channels whose `subscribe` was answered by something else since the last call
+    /// (each waits to go again).
+    pub(crate) fn take_retired(&mut self) -> Vec<Text> {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// A server that never acknowledges a `subscribe` (an older one, or a frame a proxy lost)
+    /// but broadcasts on the channel has it subscribed: `channel`, retired unanswered, is
+    /// confirmed at `now` after all, and goes no more. Returns whether it was waiting.
+    pub(crate) fn confirm_unacknowledged(&mut self, now: Instant, channel: &Text) -> bool {
+        if self.due.remove(channel).is_none() {
+            return false;
+        }
+        match self.wanted.get_mut(channel) {
+            Some(state) => {
+                *state = SubState::Confirmed;
+                self.confirmed_at.insert(channel.clone(), now);
+                true
+            }
+            None => false,
+        }
     }
 
     /// When `channel`'s `subscribed` arrived on this socket, if it is confirmed.
@@ -403,6 +433,7 @@ impl Subscriptions {
         self.due.clear();
         self.resent.clear();
         self.confirmed_at.clear();
+        self.retired.clear();
     }
 
     /// Whether the app wants this channel.

@@ -4,8 +4,8 @@
 //!
 //! Written by a tester who had read only DESIGN.md and the public API (issue 18). Eleven
 //! attacks succeeded against the core of the time; each test says the scenario, the
-//! real-world cause, and what that core did. D73 fixed nine of them; the two `#[ignore]`d
-//! ones are a known limit and issue 21's.
+//! real-world cause, and what that core did. D73 fixed nine of them, D75 the never
+//! acknowledged `subscribe`; the one `#[ignore]`d is a known limit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -907,8 +907,10 @@ fn a_gap_of_exactly_the_cap() {
 /// Before D73 the core failed this: after 10 minutes m50 is still held, no read, no `resynced`. On the first
 /// connect the same server works (live messages pass without `subscribed`); only after a
 /// reconnect does the channel go silent, which is defect 1.1's symptom again.
+///
+/// Fixed (D75): the heartbeat's `pong` shows the `subscribe` was answered by something else;
+/// the channel is heard from (m50 arrived), so the server has it subscribed: its catch-up starts.
 #[test]
-#[ignore = "issue 21 item 4: a subscribe answered by anything but `subscribed` is sent again"]
 fn a_subscribe_never_acknowledged_does_not_freeze_the_channel_forever() {
     let mut h = live_real(&["c"], Some(("m1", 1)));
     h.drop_link();

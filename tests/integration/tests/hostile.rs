@@ -186,13 +186,14 @@ async fn a_v2_subprotocol_selected_in_query_auth_fails_for_good() {
 async fn a_proper_101_with_the_echoed_protocol_opens_the_socket() {
     let url = upgrade_server(Some("access_token")).await;
     let (_c, mut events) = client_for(&url);
-    // It opens; the fake never says `ready`, so the handshake deadline ends it.
+    // It opens; the fake never says `ready`, so the handshake deadline ends it, and says why:
+    // the upgrade succeeded and nothing followed (D75).
     let s = verdict(&mut events).await;
     assert!(
         matches!(
             s,
             Status::Reconnecting {
-                reason: ReconnectReason::HandshakeTimeout,
+                reason: ReconnectReason::ReadyTimeout,
                 ..
             }
         ),
