@@ -59,6 +59,17 @@ impl Default for PacingConfig {
 /// `floor(now) + TTL`, the key's time to live rounded to a whole second: up to 1.5 s early.
 pub(crate) const RESET_SLACK: Duration = Duration::from_secs(2);
 
+/// How far apart two answers of one window can name its reset: Kaiku computes it as
+/// `floor(now) + round(TTL)`, which moves by a second between answers of one window. Resets
+/// this close name the same window.
+const RESET_JITTER: Duration = Duration::from_secs(1);
+
+/// Whether reset `a` names a later window than reset `b`: more than [`RESET_JITTER`] after it.
+fn later_window(a: Timestamp, b: Timestamp) -> bool {
+    let jitter = i64::try_from(RESET_JITTER.as_nanos()).unwrap_or(i64::MAX);
+    a.unix_nanos() > b.unix_nanos().saturating_add(jitter)
+}
+
 /// The first wait of a refusal that names none (a 429 or 503 without `Retry-After`).
 const DEFAULT_REFUSAL_WAIT: Duration = Duration::from_secs(5);
 
@@ -231,10 +242,10 @@ struct Window {
     /// The raw `x-ratelimit-reset` of the window these figures belong to; `None` once it
     /// has ended here (or before any).
     server_reset: Option<Timestamp>,
-    /// The latest raw `x-ratelimit-reset` seen. A window is named by its reset: an answer
-    /// naming an earlier one, or the one that has ended, is stale and says nothing about
-    /// the budget now. Raw values, because two answers of one window can estimate its end
-    /// a second apart (`Date` is whole seconds).
+    /// The latest raw `x-ratelimit-reset` seen. A window is named by its reset, give or take
+    /// [`RESET_JITTER`]: an answer naming an earlier one, or the one that has ended, is stale
+    /// and says nothing about the budget now. Raw values, because two answers of one window
+    /// can estimate its end a second apart (`Date` is whole seconds).
     latest_reset: Option<Timestamp>,
 }
 
@@ -496,7 +507,8 @@ impl Pacer {
             return;
         };
         if let (Some(raw), Some(latest)) = (headers.reset, self.window.latest_reset)
-            && (raw < latest || (raw == latest && self.window.server_reset.is_none()))
+            && (later_window(latest, raw)
+                || (!later_window(raw, latest) && self.window.server_reset.is_none()))
         {
             // An answer of a window that has ended: its figures are not today's.
             return;
@@ -515,7 +527,7 @@ impl Pacer {
         let first = !std::mem::replace(&mut self.window.from_server, true);
         let newer_window = first
             || match (headers.reset, self.window.server_reset) {
-                (Some(raw), Some(current)) => raw > current,
+                (Some(raw), Some(current)) => later_window(raw, current),
                 (Some(_), None) => true,
                 (None, _) => match (reset, self.window.resets_at) {
                     (_, None) => true,
@@ -526,7 +538,11 @@ impl Pacer {
                 },
             };
         if let Some(raw) = headers.reset {
-            self.window.server_reset = Some(raw);
+            self.window.server_reset = if newer_window {
+                Some(raw)
+            } else {
+                self.window.server_reset.max(Some(raw))
+            };
             self.window.latest_reset = self.window.latest_reset.max(Some(raw));
         }
         let low = match self.window.server_low {
@@ -1108,5 +1124,30 @@ mod tests {
         for id in 3..7 {
             assert!(p.try_send(at, id), "open: {id}");
         }
+    }
+
+    #[test]
+    fn resets_a_second_apart_name_one_window() {
+        // Kaiku's reset is `floor(now) + round(TTL)`: two answers of one window can name it a
+        // second apart. The older answer (4 left) comes last and names the later second: it
+        // is not a new window, and the lower figure stands.
+        let t0 = crate::test_clock::start();
+        let clock = ServerClock::default();
+        let mut p = pacer(10, 200);
+        p.handle_headers(t0, &budget(10, 2, 30), &clock, None);
+        p.handle_headers(t0, &budget(10, 4, 31), &clock, None);
+        assert!(p.try_send(t0, 1) && p.try_send(t0, 2));
+        assert!(!p.try_send(t0, 3), "two were left, not four");
+        // A reset a second later still is the same window; two seconds later, another.
+        p.handle_headers(t0, &budget(12, 7, 32), &clock, Some(1));
+        p.handle_answer(1);
+        assert!(p.try_send(t0, 4), "one left: two, less read 2 in flight");
+        assert!(!p.try_send(t0, 5));
+        p.handle_headers(t0, &budget(12, 7, 34), &clock, Some(4));
+        p.handle_answer(4);
+        for id in 10..16 {
+            assert!(p.try_send(t0, id), "a new window: 7 less read 2 in flight");
+        }
+        assert!(!p.try_send(t0, 16));
     }
 }

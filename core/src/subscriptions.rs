@@ -26,6 +26,9 @@ pub(crate) enum SubState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Sent {
     Subscribe(Text),
+    /// A `subscribe` of a channel the app has unsubscribed since (and may have subscribed to
+    /// again): its answer is still to come, in its place, and confirms or refuses nothing.
+    Withdrawn(Text),
     Ping,
     /// One or more other frames in a row (only whether there were any matters).
     Other,
@@ -146,6 +149,11 @@ impl Subscriptions {
     /// Removes a channel. Returns whether `unsubscribe` should be sent (it was sent or
     /// confirmed on the current connection); offline this only edits the set.
     pub(crate) fn unsubscribe(&mut self, channel: &Text) -> bool {
+        for sent in &mut self.unanswered {
+            if matches!(sent, Sent::Subscribe(c) if c == channel) {
+                *sent = Sent::Withdrawn(channel.clone());
+            }
+        }
         self.retried.remove(channel);
         self.confirmed_at.remove(channel);
         self.confirming.remove(channel);
@@ -307,11 +315,18 @@ impl Subscriptions {
     /// channel; they stay wanted and go again after a wait. A `subscribed` that comes while
     /// its channel waits to go again (it was late, not missing) confirms it all the same.
     pub(crate) fn handle_subscribed(&mut self, now: Instant, channel: &Text) -> bool {
-        let this = Sent::Subscribe(channel.clone());
-        if let Some(pos) = self.unanswered.iter().position(|c| *c == this) {
+        let answers =
+            |s: &Sent| matches!(s, Sent::Subscribe(c) | Sent::Withdrawn(c) if c == channel);
+        if let Some(pos) = self.unanswered.iter().position(answers) {
+            let withdrawn = matches!(self.unanswered[pos], Sent::Withdrawn(_));
             self.unanswered.remove(pos);
             if pos > 0 {
                 self.retire(now, pos - 1);
+            }
+            if withdrawn {
+                // The answer to a `subscribe` sent before an `unsubscribe`: the channel's
+                // new `subscribe`, if any, still waits for its own.
+                return false;
             }
         }
         self.confirming.remove(channel);
@@ -350,17 +365,31 @@ impl Subscriptions {
             return None;
         }
         if let Some(c) = channel {
-            let this = Sent::Subscribe(c.clone());
-            let pos = self.unanswered.iter().position(|p| *p == this)?;
+            let pos = self
+                .unanswered
+                .iter()
+                .position(|p| matches!(p, Sent::Subscribe(x) | Sent::Withdrawn(x) if x == c))?;
+            let withdrawn = matches!(self.unanswered[pos], Sent::Withdrawn(_));
             self.unanswered.remove(pos);
+            if withdrawn {
+                return None;
+            }
             return self.refused(now, code, c.clone());
         }
         let pos = self
             .unanswered
             .iter()
-            .position(|s| matches!(s, Sent::Subscribe(_)))?;
-        let Sent::Subscribe(ch) = self.unanswered[pos].clone() else {
-            return None;
+            .position(|s| matches!(s, Sent::Subscribe(_) | Sent::Withdrawn(_)))?;
+        let ch = match self.unanswered[pos].clone() {
+            Sent::Subscribe(ch) => ch,
+            Sent::Withdrawn(_) => {
+                // The refusal of a `subscribe` the app has since withdrawn: nothing to drop.
+                if !self.unanswered.iter().take(pos).any(|s| *s == Sent::Other) {
+                    self.unanswered.remove(pos);
+                }
+                return None;
+            }
+            _ => return None,
         };
         if self.unanswered.iter().take(pos).any(|s| *s == Sent::Other) {
             if !self.retried.insert(ch.clone()) {
@@ -679,5 +708,30 @@ mod tests {
             s.handle_error(now(), "channel_not_found", None),
             Some(Refusal::Rejected(t("b")))
         );
+    }
+
+    #[test]
+    fn the_answer_to_a_withdrawn_subscribe_confirms_nothing() {
+        let t0 = now();
+        let mut s = Subscriptions::default();
+        // The user toggles the channel: subscribe, unsubscribe, subscribe.
+        s.subscribe(t("a"), true);
+        s.unsubscribe(&t("a"));
+        s.subscribe(t("a"), true);
+        // The first subscribe's answer: the second still waits for its own.
+        assert!(!s.handle_subscribed(t0, &t("a")));
+        assert_eq!(s.state(&t("a")), Some(SubState::Pending));
+        // Which is a `message_error` (shown by a fence's pong): it goes again.
+        s.handle_sent(SentKind::Ping);
+        s.handle_pong(t0);
+        assert_eq!(s.take_due(t0 + Duration::from_secs(1)), vec![t("a")]);
+        // A refusal of a withdrawn subscribe drops nothing either.
+        let mut s = Subscriptions::default();
+        s.subscribe(t("b"), true);
+        s.unsubscribe(&t("b"));
+        s.subscribe(t("b"), true);
+        assert_eq!(s.handle_error(t0, "channel_not_found", None), None);
+        assert!(s.is_wanted(&t("b")));
+        assert!(s.handle_subscribed(t0, &t("b")));
     }
 }
