@@ -495,6 +495,9 @@ impl CatchUp {
             for (id, at) in c.recent.order {
                 self.untracked.insert(id, at);
             }
+            for (id, copy) in c.recent.copies {
+                self.untracked.set_copy(&id, copy);
+            }
         }
     }
 
@@ -653,6 +656,14 @@ impl CatchUp {
             // Not a tracked channel (e.g. unsubscribed a moment ago): forward, once.
             if let ServerEventKind::MessageNew { message, .. } = event.kind() {
                 if self.untracked.contains(&message.id) {
+                    if self
+                        .untracked
+                        .take_changed_copy(&message.id, event.copy_fingerprint())
+                    {
+                        self.out
+                            .push_back(CatchUpOutput::Deliver(event.into_update()));
+                        return;
+                    }
                     self.duplicates += 1;
                     return;
                 }
@@ -673,7 +684,7 @@ impl CatchUp {
                 let Missed::Walk { early } = missed else {
                     Self::deliver(
                         c,
-                        &self.untracked,
+                        &mut self.untracked,
                         &mut self.out,
                         &mut self.duplicates,
                         event,
@@ -687,14 +698,20 @@ impl CatchUp {
                     let early = std::mem::take(early);
                     *missed = Missed::Reload;
                     for e in early {
-                        Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
+                        Self::deliver(
+                            c,
+                            &mut self.untracked,
+                            &mut self.out,
+                            &mut self.duplicates,
+                            e,
+                        );
                     }
                 }
             }
             Phase::Live => {
                 Self::deliver(
                     c,
-                    &self.untracked,
+                    &mut self.untracked,
                     &mut self.out,
                     &mut self.duplicates,
                     event,
@@ -707,7 +724,7 @@ impl CatchUp {
     /// this channel, nor forwarded while the channel was not tracked).
     fn deliver(
         c: &mut Channel,
-        untracked: &RecentIds,
+        untracked: &mut RecentIds,
         out: &mut VecDeque<CatchUpOutput>,
         duplicates: &mut u64,
         event: ServerEvent,
@@ -730,6 +747,14 @@ impl CatchUp {
             return;
         }
         if untracked.contains(&message.id) {
+            // Delivered while the channel was tracked before (an unsubscribe, then
+            // `subscribe_from`): a changed copy is an update all the same.
+            if !event.is_recovered()
+                && untracked.take_changed_copy(&message.id, event.copy_fingerprint())
+            {
+                out.push_back(CatchUpOutput::Deliver(event.into_update()));
+                return;
+            }
             *duplicates += 1;
             return;
         }
@@ -1260,7 +1285,13 @@ impl CatchUp {
                     _ => None,
                 })
                 .flatten();
-            Self::deliver(c, &self.untracked, &mut self.out, &mut self.duplicates, e);
+            Self::deliver(
+                c,
+                &mut self.untracked,
+                &mut self.out,
+                &mut self.duplicates,
+                e,
+            );
             if let Some((copy, id)) = copy {
                 c.recent.set_copy(&id, copy);
             }

@@ -2399,3 +2399,35 @@ fn a_live_copy_that_changed_since_its_history_copy_is_delivered_as_an_update() {
     assert_eq!(h.conn.stats().updated_copies, 1);
     assert_eq!(h.conn.stats().duplicates, 2);
 }
+
+#[test]
+fn a_changed_copy_is_an_update_after_a_switch_to_subscribe_from() {
+    // Found by the model (knob E, seed 741): the channel was unsubscribed and subscribed
+    // again from its newest message between the history copy and the broadcast.
+    let mut h = live_with(&["c"], Some(("m1", 1)));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let req = fetches(&h.take());
+    h.answer_history(req[0].id, &page("c", &[("m2", 2), ("m1", 1)], true));
+    assert_eq!(delivered_ids(&h.take()), ["m2"]);
+    h.conn.unsubscribe(h.now, "c");
+    h.conn.subscribe_from(h.now, "c", "m2").unwrap();
+    h.frame(r#"{"type":"unsubscribed","channel_id":"c"}"#);
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let with_file = message_new("c", "m2", 2).replace(
+        r#""attachments":[]"#,
+        r#""attachments":[{"filename":"cat.png","id":"f1"}]"#,
+    );
+    // The broadcast comes while the new catch-up holds live events.
+    h.frame(&with_file);
+    for r in fetches(&h.take()) {
+        h.answer_history(r.id, &page("c", &[("m2", 2), ("m1", 1)], false));
+    }
+    let out = h.take();
+    let updates: Vec<_> = server_events(&out)
+        .into_iter()
+        .filter(|e| e.is_update())
+        .collect();
+    assert_eq!(updates.len(), 1, "{out:?}");
+}
