@@ -2,7 +2,19 @@
 //! sockets, updates, the catch-up's promise, ready timeout), written from the public API, the
 //! design and the observed Kaiku server only. Each test says the real-world cause, what was
 //! expected and what the core did. Tests marked `#[ignore = "finding: ..."]` are attacks that
-//! succeeded against the core of the time.
+//! succeeded against the core of the time (adversary21):
+//!
+//! - `an_echo_held_behind_a_rate_limited_catch_up`, `an_echo_held_behind_a_slow_history_read`:
+//!   a post's echo that arrived live but is held behind a catch-up counts as missing:
+//!   `NoEcho` reconnect, and the catch-up starts over (more reads of the shared budget).
+//! - `unsubscribed_after_the_post`: leaving a channel right after posting in it: `NoEcho`.
+//! - `a_thread_reply_echoed_as_thread_reply_new`: a thread reply's echo is
+//!   `thread_reply_new`, which does not settle the post: `NoEcho`.
+//! - `edited_at_in_z_and_plus_zero_is_not_an_update`: one instant written two ways is
+//!   delivered again as an update.
+//! - `a_number_written_1024_or_1024_0_is_not_an_update`: `1024` vs `1024.0` likewise.
+//! - `a_message_updated_twice_and_repeated`: only the first change of a message is
+//!   delivered; a second differing live copy is dropped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
@@ -13,8 +25,8 @@ use std::time::Duration;
 
 use support::*;
 use tether_core::{
-    Action, Config, Event, HistoryError, HistoryRequest, ReadHeaders, ReconnectReason,
-    ServerEvent, ServerEventKind, Status,
+    Action, Config, Event, HistoryError, HistoryRequest, ReadHeaders, ReconnectReason, ServerEvent,
+    ServerEventKind, Status,
 };
 
 // ----- helpers --------------------------------------------------------------------------
@@ -88,6 +100,23 @@ fn subscribes_sent(actions: &[Action], ch: &str) -> usize {
 
 /// Deliveries of message `id`: (is_update, json).
 fn copies(actions: &[Action], id: &str) -> Vec<(bool, String)> {
+    copies_full(actions, id)
+        .into_iter()
+        .map(|(u, j)| {
+            let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+            let m = &v["message"];
+            (
+                u,
+                format!(
+                    "content={} attachments={} edited_at={}",
+                    m["content"], m["attachments"], m["edited_at"]
+                ),
+            )
+        })
+        .collect()
+}
+
+fn copies_full(actions: &[Action], id: &str) -> Vec<(bool, String)> {
     server_events(actions)
         .into_iter()
         .filter_map(|e| match e.kind() {
@@ -141,6 +170,8 @@ struct Server {
     /// (server time, was a catch-up read, remaining before it) of each request served.
     served: Vec<(f64, bool, u32)>,
     refused: usize,
+    /// Refusals of catch-up reads only.
+    refused_reads: usize,
 }
 
 impl Server {
@@ -151,6 +182,7 @@ impl Server {
             end: None,
             served: Vec::new(),
             refused: 0,
+            refused_reads: 0,
         }
     }
 
@@ -171,13 +203,17 @@ impl Server {
         ];
         if self.used >= self.limit {
             self.refused += 1;
+            self.refused_reads += usize::from(catch_up);
             pairs.push(("x-ratelimit-remaining", "0".into()));
             pairs.push(("retry-after", (ttl.ceil() as u64).to_string()));
             (headers(429, &pairs), false)
         } else {
             self.served.push((s, catch_up, self.limit - self.used));
             self.used += 1;
-            pairs.push(("x-ratelimit-remaining", (self.limit - self.used).to_string()));
+            pairs.push((
+                "x-ratelimit-remaining",
+                (self.limit - self.used).to_string(),
+            ));
             (headers(200, &pairs), true)
         }
     }
@@ -251,7 +287,14 @@ fn forty_channels_leave_the_reserve_and_complete() {
     let ch = chans(40);
     let mut h = gap(&ch);
     let mut srv = Server::new(30);
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_secs(400));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_secs(400),
+    );
     let r = resynced(&h.log);
     assert_eq!(r.len(), 40, "{r:?}");
     assert!(r.iter().all(|x| x.2), "{r:?}");
@@ -266,7 +309,14 @@ fn answers_out_of_order_do_not_spend_the_reserve() {
     let ch = chans(40);
     let mut h = gap(&ch);
     let mut srv = Server::new(30);
-    serve(&mut h, &mut srv, &ch, 100 * MS, true, Duration::from_secs(400));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        true,
+        Duration::from_secs(400),
+    );
     assert_eq!(resynced(&h.log).len(), 40);
     assert_eq!(srv.reads_into_reserve(5), 0, "{:?}", srv.served);
     assert_eq!(srv.refused, 0);
@@ -282,9 +332,20 @@ fn a_reset_that_wobbles_by_a_second_does_not_spend_the_reserve() {
     let mut h = gap(&ch);
     // First request at x.5: the window ends at a half second.
     let frac = 0.5 - (secs(&h) - secs(&h).floor());
-    h.advance(Duration::from_secs_f64(if frac > 0.0 { frac } else { frac + 1.0 }));
+    h.advance(Duration::from_secs_f64(if frac > 0.0 {
+        frac
+    } else {
+        frac + 1.0
+    }));
     let mut srv = Server::new(30);
-    serve(&mut h, &mut srv, &ch, 300 * MS, false, Duration::from_secs(400));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        300 * MS,
+        false,
+        Duration::from_secs(400),
+    );
     assert_eq!(resynced(&h.log).len(), 40);
     assert_eq!(srv.reads_into_reserve(5), 0, "{:?}", srv.served);
     assert_eq!(srv.refused, 0);
@@ -304,7 +365,14 @@ fn app_posts_interleaved_are_honoured() {
         assert!(ok);
         h.conn.handle_app_request(h.now, &hd);
     }
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_secs(10));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_secs(10),
+    );
     // The catch-up has stopped for this window; the user now posts 5 times.
     let mut refused = 0;
     for _ in 0..5 {
@@ -312,8 +380,19 @@ fn app_posts_interleaved_are_honoured() {
         refused += usize::from(!ok);
         h.conn.handle_app_request(h.now, &hd);
     }
-    assert_eq!(refused, 0, "the user's posts were refused: {:?}", srv.served);
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_secs(300));
+    assert_eq!(
+        refused, 0,
+        "the user's posts were refused: {:?}",
+        srv.served
+    );
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_secs(300),
+    );
     assert_eq!(resynced(&h.log).len(), 30);
 }
 
@@ -328,11 +407,25 @@ fn app_requests_reported_late_and_twice() {
     let (early, _) = srv.request(secs(&h), false);
     h.conn.handle_app_request(h.now, &early);
     h.conn.handle_app_request(h.now, &early);
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_secs(5));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_secs(5),
+    );
     // The early report again, late: remaining 29 in this very window.
     h.conn.handle_app_request(h.now, &early);
     h.conn.handle_app_request(h.now, &early);
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_secs(400));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_secs(400),
+    );
     assert_eq!(resynced(&h.log).len(), 40);
     assert_eq!(srv.reads_into_reserve(5), 0, "{:?}", srv.served);
     assert_eq!(srv.refused, 0);
@@ -346,9 +439,23 @@ fn a_limit_that_shrinks_mid_window() {
     let ch = chans(40);
     let mut h = gap(&ch);
     let mut srv = Server::new(30);
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_millis(1500));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_millis(1500),
+    );
     srv.limit = 10; // the operator restarted with RATE_LIMIT_WRITE=10,60; Redis count kept
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_secs(600));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_secs(600),
+    );
     assert_eq!(resynced(&h.log).len(), 40);
     assert!(srv.refused <= 1, "429s: {}", srv.refused);
 }
@@ -388,7 +495,14 @@ fn retry_after_zero_repeated_backs_off_and_does_not_fail_the_catch_up() {
     );
     // The server serves again.
     let mut srv = Server::new(30);
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_secs(200));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_secs(200),
+    );
     assert_eq!(resynced(&h.log), vec![("c00".into(), 0, true)]);
 }
 
@@ -418,7 +532,14 @@ fn five_503s_without_retry_after_delay_but_do_not_fail() {
         h.advance(100 * MS);
     }
     let mut srv = Server::new(30);
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_secs(600));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_secs(600),
+    );
     assert_eq!(resynced(&h.log), vec![("c00".into(), 0, true)]);
 }
 
@@ -442,7 +563,8 @@ fn alternating_503_and_200_pause_every_read() {
             flip = !flip;
             if flip {
                 n503 += 1;
-                h.conn.handle_history_headers(h.now, r.id, &headers(503, &[]));
+                h.conn
+                    .handle_history_headers(h.now, r.id, &headers(503, &[]));
                 h.conn.handle_history(
                     h.now,
                     r.id,
@@ -456,7 +578,8 @@ fn alternating_503_and_200_pause_every_read() {
                     .map(|r| pending.push_back(r))
                     .count();
             } else {
-                h.conn.handle_history_headers(h.now, r.id, &headers(200, &[]));
+                h.conn
+                    .handle_history_headers(h.now, r.id, &headers(200, &[]));
                 let c = r.channel_id.to_string();
                 h.answer_history(r.id, &page(&c, &[(&format!("a-{c}"), 1)], false));
             }
@@ -494,7 +617,10 @@ fn an_app_429_pauses_the_catch_up() {
         h.now,
         &headers(
             429,
-            &[("retry-after", "20".into()), ("date", http_date(h.elapsed().as_secs()))],
+            &[
+                ("retry-after", "20".into()),
+                ("date", http_date(h.elapsed().as_secs())),
+            ],
         ),
     );
     let at = h.now;
@@ -506,7 +632,14 @@ fn an_app_429_pauses_the_catch_up() {
     h.advance(Duration::from_secs(19));
     assert!(fetches(&h.take()).is_empty());
     let mut srv = Server::new(30);
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_secs(200));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_secs(200),
+    );
     assert!(h.now >= at + Duration::from_secs(20));
     assert_eq!(resynced(&h.log).len(), 8);
 }
@@ -561,7 +694,10 @@ fn the_first_read_after_a_spent_window_goes_alone() {
         }
         h.advance(100 * MS);
     }
-    assert!(max_out_before_proof <= 1, "{max_out_before_proof} reads at once");
+    assert!(
+        max_out_before_proof <= 1,
+        "{max_out_before_proof} reads at once"
+    );
     assert!(refused <= 2, "{refused} reads refused");
 }
 
@@ -589,7 +725,8 @@ fn a_reset_in_the_past_does_not_start_a_storm() {
                 refused += 1;
                 pairs.push(("x-ratelimit-remaining", "0".into()));
                 pairs.push(("retry-after", "30".into()));
-                h.conn.handle_history_headers(h.now, r.id, &headers(429, &pairs));
+                h.conn
+                    .handle_history_headers(h.now, r.id, &headers(429, &pairs));
                 h.conn.handle_history(
                     h.now,
                     r.id,
@@ -601,7 +738,8 @@ fn a_reset_in_the_past_does_not_start_a_storm() {
             } else {
                 remaining -= 1;
                 pairs.push(("x-ratelimit-remaining", remaining.to_string()));
-                h.conn.handle_history_headers(h.now, r.id, &headers(200, &pairs));
+                h.conn
+                    .handle_history_headers(h.now, r.id, &headers(200, &pairs));
                 let c = r.channel_id.to_string();
                 h.answer_history(r.id, &page(&c, &[(&format!("a-{c}"), 1)], false));
             }
@@ -626,14 +764,27 @@ fn absurd_header_values() {
         ("date", "Wed, 25 Nov 2026 17:00:00 GMT".to_string()),
     ];
     h.conn.handle_app_request(h.now, &headers(429, &weird));
-    h.conn
-        .handle_app_request(h.now, &headers(200, &[("x-ratelimit-remaining", "-3".into())]));
+    h.conn.handle_app_request(
+        h.now,
+        &headers(200, &[("x-ratelimit-remaining", "-3".into())]),
+    );
     h.drain();
     if let Some(p) = h.conn.reads_paused_until() {
-        assert!(p <= h.now + Duration::from_secs(3600), "paused for {:?}", p - h.now);
+        assert!(
+            p <= h.now + Duration::from_secs(3600),
+            "paused for {:?}",
+            p - h.now
+        );
     }
     let mut srv = Server::new(30);
-    serve(&mut h, &mut srv, &ch, 100 * MS, false, Duration::from_secs(7200));
+    serve(
+        &mut h,
+        &mut srv,
+        &ch,
+        100 * MS,
+        false,
+        Duration::from_secs(7200),
+    );
     assert_eq!(resynced(&h.log).len(), 2, "{:?}", resynced(&h.log));
 }
 
@@ -683,8 +834,11 @@ fn budget_headers_without_any_date() {
             if let Some(ra) = hd.retry_after {
                 pairs.push(("retry-after", ra.as_secs().to_string()));
             }
-            h.conn
-                .handle_history_headers(h.now, r.id, &headers(if ok { 200 } else { 429 }, &pairs));
+            h.conn.handle_history_headers(
+                h.now,
+                r.id,
+                &headers(if ok { 200 } else { 429 }, &pairs),
+            );
             if ok {
                 let c = r.channel_id.to_string();
                 h.answer_history(r.id, &page(&c, &[(&format!("a-{c}"), 1)], false));
@@ -727,12 +881,16 @@ fn a_headerless_server_counts_the_apps_requests_in_the_mirror() {
         if let Some(r) = pending.pop_front() {
             let (_, ok) = srv.request(secs(&h), true);
             if ok {
-                h.conn.handle_history_headers(h.now, r.id, &headers(200, &[]));
+                h.conn
+                    .handle_history_headers(h.now, r.id, &headers(200, &[]));
                 let c = r.channel_id.to_string();
                 h.answer_history(r.id, &page(&c, &[(&format!("a-{c}"), 1)], false));
             } else {
-                h.conn
-                    .handle_history_headers(h.now, r.id, &headers(429, &[("retry-after", "30".into())]));
+                h.conn.handle_history_headers(
+                    h.now,
+                    r.id,
+                    &headers(429, &[("retry-after", "30".into())]),
+                );
                 h.conn.handle_history(
                     h.now,
                     r.id,
@@ -797,7 +955,10 @@ fn forbidden_message_error_forbidden_is_rejected_eventually() {
     let mut h = live_on(&["A"]);
     h.take();
     h.frame(FORBIDDEN);
-    assert!(rejected(&h.log).is_empty(), "first forbidden believed at once");
+    assert!(
+        rejected(&h.log).is_empty(),
+        "first forbidden believed at once"
+    );
     let mut answers = [MESSAGE_ERROR].iter().chain(std::iter::repeat(&FORBIDDEN));
     respond(&mut h, Duration::from_secs(120), |f| {
         if f.contains(r#""subscribe","channel_id":"A""#) {
@@ -886,7 +1047,10 @@ fn a_drop_during_the_confirm_delay_keeps_the_channel() {
     assert_eq!(subscribes_sent(&a, "A"), 1, "{:?}", sent(&a));
     h.frame(FORBIDDEN);
     h.advance(Duration::from_secs(10));
-    assert!(rejected(&h.log).is_empty(), "rejected after one forbidden on the new socket");
+    assert!(
+        rejected(&h.log).is_empty(),
+        "rejected after one forbidden on the new socket"
+    );
     subscribed(&mut h, "A");
     h.advance(Duration::from_secs(30));
     assert!(rejected(&h.log).is_empty());
@@ -903,7 +1067,10 @@ fn a_named_first_forbidden_is_put_to_the_test() {
     h.frame(r#"{"type":"error","code":"forbidden","message":"Access denied","channel_id":"A"}"#);
     h.advance(Duration::from_secs(10));
     subscribed(&mut h, "A");
-    assert!(rejected(&h.log).is_empty(), "rejected on one named forbidden");
+    assert!(
+        rejected(&h.log).is_empty(),
+        "rejected on one named forbidden"
+    );
     assert_eq!(h.conn.subscriptions().collect::<Vec<_>>(), ["A"]);
 }
 
@@ -923,7 +1090,10 @@ fn subscribed_very_late() {
     h.advance(Duration::from_secs(60));
     assert!(rejected(&h.log).is_empty());
     assert_eq!(h.conn.subscriptions().collect::<Vec<_>>(), ["A"]);
-    assert!(resent >= 1, "a subscribe never answered was never sent again");
+    assert!(
+        resent >= 1,
+        "a subscribe never answered was never sent again"
+    );
     assert_eq!(subscribes_sent(&h.take(), "A"), 0);
 }
 
@@ -1014,7 +1184,12 @@ fn a_forbidden_typing_just_before_the_retest_does_not_reject() {
             vec![]
         }
     });
-    assert!(rejected(&h.log).is_empty(), "{:?} after {:?}", rejected(&h.log), sent(&h.log));
+    assert!(
+        rejected(&h.log).is_empty(),
+        "{:?} after {:?}",
+        rejected(&h.log),
+        sent(&h.log)
+    );
     assert_eq!(h.conn.subscriptions().collect::<Vec<_>>(), ["A", "T"]);
 }
 
@@ -1223,10 +1398,8 @@ fn a_post_before_the_subscribe_was_acknowledged() {
 fn an_echo_held_behind_a_rate_limited_catch_up() {
     let ch = vec!["c1".to_string()];
     let mut h = gap_with(&ch, |h| {
-        h.conn.handle_app_request(
-            h.now,
-            &headers(429, &[("retry-after", "60".into())]),
-        );
+        h.conn
+            .handle_app_request(h.now, &headers(429, &[("retry-after", "60".into())]));
     });
     h.take();
     let sent_at = h.now;
@@ -1257,4 +1430,560 @@ fn a_thread_reply_echoed_as_thread_reply_new() {
     post(&mut h, sent_at, "r1");
     h.advance(Duration::from_secs(20));
     assert!(!no_echo(&h), "{:?}", statuses(&h.log));
+}
+
+// ----- 4. Updates, not duplicates ---------------------------------------------------------
+
+/// m2 as a message object, with `content`, `attachments` and `edited_at` given as raw JSON.
+fn m2(content: &str, attachments: &str, edited_at: &str) -> String {
+    message("c1", "m2", 2)
+        .replace(r#""content":"m m2""#, &format!(r#""content":{content}"#))
+        .replace(
+            r#""attachments":[]"#,
+            &format!(r#""attachments":{attachments}"#),
+        )
+        .replace(
+            r#""edited_at":null"#,
+            &format!(r#""edited_at":{edited_at}"#),
+        )
+}
+
+fn live_m2(obj: &str) -> String {
+    format!(r#"{{"type":"message_new","channel_id":"c1","message":{obj}}}"#)
+}
+
+/// After a reconnect, the catch-up of c1 delivers `history` (m2) from history.
+fn delivered_from_history(history: &str) -> Harness {
+    let mut h = gap(&["c1".to_string()]);
+    let r = fetches(&h.take());
+    assert_eq!(r.len(), 1);
+    let body = format!(
+        r#"{{"items":[{history},{}],"has_more":false}}"#,
+        message("c1", "a-c1", 1)
+    );
+    h.answer_history(r[0].id, &body);
+    assert_eq!(copies(&h.log, "m2").len(), 1);
+    assert_eq!(resynced(&h.log), vec![("c1".into(), 1, true)]);
+    h
+}
+
+const ATT: &str =
+    r#"[{"filename":"a.png","id":"f1","mime_type":"image/png","size":1024,"url":"/f/f1"}]"#;
+
+/// The upload case the promise is for: history had no attachment, the live copy has it.
+/// Expected: one update, flagged.
+#[test]
+fn an_attachment_that_arrives_live_is_an_update() {
+    let mut h = delivered_from_history(&m2(r#""hi""#, "[]", "null"));
+    h.frame(&live_m2(&m2(r#""hi""#, ATT, "null")));
+    let c = copies(&h.log, "m2");
+    assert_eq!(c.len(), 2);
+    assert!(c[1].0);
+}
+
+/// The live copy is the same message with its keys in another order and pretty-printed (a
+/// proxy that re-serializes, another server), and `\u00e9` for `é`. Expected: nothing
+/// delivered again.
+#[test]
+fn key_order_whitespace_and_escapes_are_not_updates() {
+    let att_reordered = r#"[ { "url" : "/f/f1", "size" : 1024, "mime_type" : "image/png", "id" : "f1", "filename" : "a.png" } ]"#;
+    let mut h = delivered_from_history(&m2(r#""café""#, ATT, "null"));
+    let v: serde_json::Value =
+        serde_json::from_str(&m2(r#""caf\u00e9""#, att_reordered, "null")).unwrap();
+    h.frame(&live_m2(&serde_json::to_string_pretty(&v).unwrap()));
+    h.frame(&live_m2(&m2(r#""caf\u00e9""#, att_reordered, "null")));
+    assert_eq!(copies(&h.log, "m2").len(), 1, "{:#?}", copies(&h.log, "m2"));
+}
+
+/// The same attachment size written `1024` by one serializer and `1024.0` (or `1.024e3`)
+/// by another (a JavaScript proxy, a float column). Expected: the same number, no update.
+///
+/// The core delivered the `1024.0` copy again as an update (the `1.024e3` one was then
+/// suppressed): identical values written differently count as a change.
+#[test]
+#[ignore = "finding: 1024 vs 1024.0 in attachments is taken for a change: the same message delivered again as an update"]
+fn a_number_written_1024_or_1024_0_is_not_an_update() {
+    let mut h = delivered_from_history(&m2(r#""hi""#, ATT, "null"));
+    h.frame(&live_m2(&m2(
+        r#""hi""#,
+        &ATT.replace("1024", "1024.0"),
+        "null",
+    )));
+    h.frame(&live_m2(&m2(
+        r#""hi""#,
+        &ATT.replace("1024", "1.024e3"),
+        "null",
+    )));
+    assert_eq!(copies(&h.log, "m2").len(), 1, "{:#?}", copies(&h.log, "m2"));
+}
+
+/// `edited_at` as REST writes it (`Z`) and as the socket writes it (`+00:00`, DESIGN 4), the
+/// same instant. Expected: not an update (timestamps are parsed, never compared as strings).
+///
+/// The core delivered the `+00:00` copy again as an update: `edited_at` is compared as text.
+#[test]
+#[ignore = "finding: edited_at 'Z' vs '+00:00' (same instant) is taken for a change: delivered again as an update"]
+fn edited_at_in_z_and_plus_zero_is_not_an_update() {
+    let mut h = delivered_from_history(&m2(r#""hi""#, "[]", r#""2026-11-25T17:00:09.5Z""#));
+    h.frame(&live_m2(&m2(
+        r#""hi""#,
+        "[]",
+        r#""2026-11-25T17:00:09.500000+00:00""#,
+    )));
+    assert_eq!(copies(&h.log, "m2").len(), 1, "{:#?}", copies(&h.log, "m2"));
+}
+
+/// A live copy without `edited_at` and `attachments` at all (a leaner broadcast shape).
+/// Expected: a missing field says nothing: no update.
+#[test]
+fn a_live_copy_missing_fields_is_not_an_update() {
+    let mut h = delivered_from_history(&m2(r#""hi""#, ATT, r#""2026-11-25T17:00:09Z""#));
+    let lean = m2(r#""hi""#, ATT, "null")
+        .replace(&format!(r#""attachments":{ATT},"#), "")
+        .replace(r#""edited_at":null,"#, "");
+    h.frame(&live_m2(&lean));
+    assert_eq!(copies(&h.log, "m2").len(), 1, "{:#?}", copies(&h.log, "m2"));
+}
+
+/// Updated twice: the attachment arrives (update 1), the same live copy again (a resent
+/// broadcast), then an edited copy (update 2). Expected: exactly two updates; the repeat of
+/// the first is not delivered again.
+///
+/// The core suppressed the repeat (good) but also the edited copy: only the first change of
+/// a message is ever delivered; a second differing live copy is dropped as a duplicate.
+/// (Kaiku itself sends edits as `message_edit`; a server that re-broadcasts `message_new`
+/// loses the edit.)
+#[test]
+#[ignore = "finding: only the first update of a message is delivered; a second differing live copy is dropped"]
+fn a_message_updated_twice_and_repeated() {
+    let mut h = delivered_from_history(&m2(r#""hi""#, "[]", "null"));
+    let v1 = live_m2(&m2(r#""hi""#, ATT, "null"));
+    h.frame(&v1);
+    h.frame(&v1);
+    h.frame(&live_m2(&m2(r#""hi!""#, ATT, r#""2026-11-25T17:00:09Z""#)));
+    let c = copies(&h.log, "m2");
+    assert_eq!(c.len(), 3, "{c:#?}");
+    assert!(c[1].0 && c[2].0);
+}
+
+/// The history copy is read (no attachment) on the first page of a two-page walk; the live
+/// copy with the attachment arrives while the walk goes on (held). Expected: the attachment
+/// is not lost, and no copy is delivered twice.
+///
+/// The core delivered m2 once, with the held live copy's body (the attachment): a defence.
+#[test]
+fn an_update_arriving_while_its_catch_up_still_walks() {
+    let mut h = gap(&["c1".to_string()]);
+    let r = fetches(&h.take());
+    let body = format!(
+        r#"{{"items":[{},{}],"has_more":true,"next_cursor":"m2"}}"#,
+        message("c1", "m3", 3),
+        m2(r#""hi""#, "[]", "null")
+    );
+    h.answer_history(r[0].id, &body);
+    h.frame(&live_m2(&m2(r#""hi""#, ATT, "null")));
+    for r in fetches(&h.take()) {
+        h.answer_history(r.id, &page("c1", &[("a-c1", 1)], false));
+    }
+    h.advance(S);
+    for r in fetches(&h.take()) {
+        h.answer_history(r.id, &page("c1", &[("a-c1", 1)], false));
+    }
+    let c = copies(&h.log, "m2");
+    assert_eq!(resynced(&h.log).len(), 1, "{:?}", resynced(&h.log));
+    assert!(
+        c.last().unwrap().1.contains("a.png"),
+        "attachment lost: {c:#?}"
+    );
+    assert!(!c[0].0, "{c:#?}");
+    assert!(c.len() == 1 || (c.len() == 2 && c[1].0), "{c:#?}");
+    assert_eq!(delivered_ids(&h.log), ["a-c1", "m2", "m3"]);
+}
+
+/// Catch-up 1 delivers m2 without its attachment; the link drops; during catch-up 2 the
+/// live copy with the attachment arrives (held), and catch-up 2's history holds it too.
+/// Expected: the attachment reaches the app exactly once as an update; nothing else twice.
+#[test]
+fn an_update_arriving_during_another_catch_up() {
+    let mut h = delivered_from_history(&m2(r#""hi""#, "[]", "null"));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c1");
+    h.frame(&live_m2(&m2(r#""hi""#, ATT, "null")));
+    let r = fetches(&h.take());
+    assert_eq!(r.len(), 1);
+    let body = format!(
+        r#"{{"items":[{},{},{}],"has_more":false}}"#,
+        message("c1", "m4", 4),
+        m2(r#""hi""#, ATT, "null"),
+        message("c1", "a-c1", 1)
+    );
+    h.answer_history(r[0].id, &body);
+    let c = copies(&h.log, "m2");
+    assert_eq!(c.len(), 2, "{c:#?}");
+    assert!(c[1].0 && c[1].1.contains("a.png"));
+    assert_eq!(copies(&h.log, "m4").len(), 1);
+}
+
+/// The live copy of m5 arrives first (delivered live), then a catch-up after a reconnect
+/// reads it from history, identical. Expected: not delivered again.
+#[test]
+fn a_live_copy_first_then_the_same_history_copy() {
+    let mut h = gap(&["c1".to_string()]);
+    let r = fetches(&h.take());
+    h.answer_history(r[0].id, &page("c1", &[("a-c1", 1)], false));
+    h.frame(&message_new("c1", "m5", 5));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c1");
+    let r = fetches(&h.take());
+    h.answer_history(
+        r[0].id,
+        &page("c1", &[("m6", 6), ("m5", 5), ("a-c1", 1)], false),
+    );
+    assert_eq!(copies(&h.log, "m5").len(), 1);
+    assert_eq!(delivered_ids(&h.log), ["a-c1", "m5", "m6"]);
+}
+
+// ----- 5. The catch-up's promise under all of the above ----------------------------------
+
+/// The promise checker: no id delivered twice (updates aside); if the last `resynced` of
+/// `ch` says complete, every id of `record` was delivered, in `record`'s order.
+fn check_promise(h: &Harness, ch: &str, record: &[&str]) {
+    let fresh: Vec<String> = server_events(&h.log)
+        .into_iter()
+        .filter(|e| !e.is_update())
+        .filter_map(|e| match e.kind() {
+            ServerEventKind::MessageNew { message, .. } => Some(message.id.to_string()),
+            _ => None,
+        })
+        .collect();
+    let set: BTreeSet<&String> = fresh.iter().collect();
+    assert_eq!(set.len(), fresh.len(), "delivered twice: {fresh:?}");
+    let last = resynced(&h.log).into_iter().rev().find(|r| r.0 == ch);
+    if let Some((_, _, true)) = last {
+        let got: Vec<&str> = fresh
+            .iter()
+            .map(String::as_str)
+            .filter(|id| record.contains(id))
+            .collect();
+        assert_eq!(got, record, "complete: true but delivered {fresh:?}");
+    }
+}
+
+/// A deaf socket missed m2, the post p3 and m4; `NoEcho` replaces it; the catch-up reads
+/// them back. Expected: all three delivered once, in order, `complete: true`.
+#[test]
+fn a_deaf_socket_replaced_loses_nothing() {
+    let mut h = live_c1();
+    h.frame(&message_new("c1", "m1", 1));
+    let sent_at = h.now;
+    h.advance(200 * MS);
+    post(&mut h, sent_at, "p3");
+    h.advance(Duration::from_secs(6));
+    assert!(no_echo(&h));
+    h.reconnect();
+    subscribed(&mut h, "c1");
+    for r in fetches(&h.take()) {
+        h.answer_history(
+            r.id,
+            &page("c1", &[("m4", 4), ("p3", 3), ("m2", 2), ("m1", 1)], false),
+        );
+    }
+    h.advance(S);
+    check_promise(&h, "c1", &["m1", "m2", "p3", "m4"]);
+    assert_eq!(resynced(&h.log), vec![("c1".into(), 3, true)]);
+}
+
+/// After a reconnect the `subscribe` of c1 meets a pool timeout (`forbidden`); messages m2,
+/// m3 are posted during the confirm delay (the server has no subscription: not live). The
+/// retest is `subscribed`. Expected: the catch-up covers them: delivered, complete.
+#[test]
+fn a_transient_forbidden_after_a_reconnect_loses_nothing() {
+    let mut h = live_c1();
+    h.frame(&message_new("c1", "m1", 1));
+    h.drop_link();
+    h.reconnect();
+    h.take();
+    h.frame(FORBIDDEN);
+    respond(&mut h, Duration::from_secs(10), |f| {
+        if f.contains(r#""subscribe","channel_id":"c1""#) {
+            vec![r#"{"type":"subscribed","channel_id":"c1"}"#.into()]
+        } else {
+            vec![]
+        }
+    });
+    let reqs = fetches(&h.log);
+    assert!(!reqs.is_empty(), "no catch-up after the retest");
+    for r in reqs {
+        h.answer_history(r.id, &page("c1", &[("m3", 3), ("m2", 2), ("m1", 1)], false));
+    }
+    h.frame(&message_new("c1", "m4", 4));
+    h.advance(S);
+    assert!(rejected(&h.log).is_empty());
+    check_promise(&h, "c1", &["m1", "m2", "m3", "m4"]);
+    assert_eq!(resynced(&h.log).last().unwrap().2, true);
+}
+
+/// During a catch-up (its read in flight), a stray unnamed `message_error` (answering some
+/// other bad frame) and a second `subscribed` for c1 (the server answered a resent
+/// `subscribe`) arrive; then the read is answered, and a second catch-up may read too.
+/// Expected: nothing delivered twice, the promise holds.
+#[test]
+fn a_second_subscribed_during_a_catch_up() {
+    let mut h = live_c1();
+    h.frame(&message_new("c1", "m1", 1));
+    h.drop_link();
+    h.reconnect();
+    subscribed(&mut h, "c1");
+    let mut reqs: VecDeque<HistoryRequest> = fetches(&h.take()).into();
+    h.frame(MESSAGE_ERROR);
+    h.advance(Duration::from_secs(3));
+    subscribed(&mut h, "c1");
+    h.frame(&message_new("c1", "m4", 4));
+    let body = page("c1", &[("m3", 3), ("m2", 2), ("m1", 1)], false);
+    for _ in 0..20 {
+        reqs.extend(fetches(&h.take()));
+        let Some(r) = reqs.pop_front() else { break };
+        h.answer_history(r.id, &body);
+        h.advance(200 * MS);
+    }
+    check_promise(&h, "c1", &["m1", "m2", "m3", "m4"]);
+    assert_eq!(
+        resynced(&h.log).last().unwrap().2,
+        true,
+        "{:?}",
+        resynced(&h.log)
+    );
+}
+
+/// Forty channels catch up through the Kaiku limiter while the user posts (reported), each
+/// channel with two missed messages and a live one during the catch-up. Expected: every
+/// channel's promise holds, no 429, the reserve kept.
+#[test]
+fn forty_channels_under_the_budget_keep_the_promise() {
+    let ch = chans(40);
+    let mut h = gap(&ch);
+    let mut srv = Server::new(30);
+    let mut pending: VecDeque<HistoryRequest> = VecDeque::new();
+    for c in &ch {
+        h.frame(&message_new(c, &format!("l-{c}"), 9));
+    }
+    let start = h.now;
+    let mut tick = 0;
+    while h.now < start + Duration::from_secs(400) && resynced(&h.log).len() < 40 {
+        tick += 1;
+        if tick % 50 == 0 {
+            let (hd, _) = srv.request(secs(&h), false);
+            h.conn.handle_app_request(h.now, &hd);
+        }
+        pending.extend(fetches(&h.take()));
+        if let Some(r) = pending.pop_front() {
+            let (hd, ok) = srv.request(secs(&h), true);
+            h.conn.handle_history_headers(h.now, r.id, &hd);
+            if ok {
+                let c = r.channel_id.to_string();
+                let (x, y, a) = (format!("x-{c}"), format!("y-{c}"), format!("a-{c}"));
+                h.answer_history(r.id, &page(&c, &[(&y, 3), (&x, 2), (&a, 1)], false));
+            } else {
+                h.conn.handle_history(
+                    h.now,
+                    r.id,
+                    Err(HistoryError::Status {
+                        status: 429,
+                        retry_after: hd.retry_after,
+                    }),
+                );
+            }
+        }
+        h.advance(100 * MS);
+    }
+    for c in &ch {
+        let (a, x, y, l) = (
+            format!("a-{c}"),
+            format!("x-{c}"),
+            format!("y-{c}"),
+            format!("l-{c}"),
+        );
+        check_promise(&h, c, &[&a, &x, &y, &l]);
+    }
+    let r = resynced(&h.log);
+    assert_eq!(r.len(), 40);
+    assert!(r.iter().all(|x| x.2 && x.1 == 2), "{r:?}");
+    println!(
+        "app refused {} times, reads {}",
+        srv.refused - srv.refused_reads,
+        srv.refused_reads
+    );
+    assert_eq!(srv.refused_reads, 0);
+    assert_eq!(srv.reads_into_reserve(5), 0);
+}
+
+// ----- 6. ReadyTimeout ---------------------------------------------------------------------
+
+/// The upgrade succeeds 2 s after `Open`, then the server sends frames (a `pong`, an
+/// `error`, an unknown event) but never `ready`. Expected: `ReadyTimeout` within the
+/// handshake timeout of the `Open` (10 s), not later, not `HandshakeTimeout`.
+#[test]
+fn chatter_without_ready_is_a_ready_timeout() {
+    let mut h = Harness::with_config(cfg());
+    h.subscribe("c1");
+    h.connect();
+    let opened = h.now;
+    h.advance(Duration::from_secs(2));
+    h.open();
+    for _ in 0..7 {
+        h.advance(S);
+        h.frame(r#"{"type":"pong"}"#);
+        h.frame(MESSAGE_ERROR);
+        h.frame(r#"{"type":"presence_update","user_id":"u2","status":"online"}"#);
+    }
+    h.advance(Duration::from_secs(3));
+    let r = reasons(&h.log);
+    assert_eq!(r.first(), Some(&ReconnectReason::ReadyTimeout), "{r:?}");
+    assert!(h.now - opened <= Duration::from_secs(12));
+    assert!(!h.conn.is_connected());
+}
+
+/// Kaiku on a busy day: `ready` 9.5 s after the upgrade that itself took 0.3 s. Expected:
+/// accepted (inside 10 s), no reconnect.
+#[test]
+fn a_slow_ready_inside_the_timeout_is_accepted() {
+    let mut h = Harness::with_config(cfg());
+    h.connect();
+    h.advance(300 * MS);
+    h.open();
+    h.advance(Duration::from_millis(9500));
+    h.ready();
+    h.advance(Duration::from_secs(5));
+    assert!(h.conn.is_connected(), "{:?}", statuses(&h.log));
+    assert!(reasons(&h.log).is_empty());
+}
+
+// ----- late additions --------------------------------------------------------------------
+
+/// The app's post is answered `429` with `Retry-After: 0` (the key's TTL rounded to 0 on one
+/// node) but `x-ratelimit-remaining: 0` and a reset 40 s away. Expected: the catch-up does
+/// not take the 0 as leave to read: at most one probe before the window ends, no storm.
+#[test]
+fn retry_after_zero_with_a_far_reset() {
+    let ch = chans(12);
+    let mut h = gap_with(&ch, |h| {
+        let d = h.elapsed().as_secs();
+        h.conn.handle_app_request(
+            h.now,
+            &headers(
+                429,
+                &[
+                    ("retry-after", "0".into()),
+                    ("date", http_date(d)),
+                    ("x-ratelimit-limit", "30".into()),
+                    ("x-ratelimit-remaining", "0".into()),
+                    ("x-ratelimit-reset", (BASE + d + 40).to_string()),
+                ],
+            ),
+        );
+    });
+    let start = h.now;
+    let mut reads = 0;
+    while h.now < start + Duration::from_secs(38) {
+        for r in fetches(&h.take()) {
+            reads += 1;
+            let d = h.elapsed().as_secs();
+            let left = 40u64.saturating_sub((h.now - start).as_secs());
+            h.conn.handle_history_headers(
+                h.now,
+                r.id,
+                &headers(
+                    429,
+                    &[
+                        ("retry-after", left.to_string()),
+                        ("date", http_date(d)),
+                        ("x-ratelimit-remaining", "0".into()),
+                        (
+                            "x-ratelimit-reset",
+                            (BASE + start_secs(&start, &h) + 40).to_string(),
+                        ),
+                    ],
+                ),
+            );
+            h.conn.handle_history(
+                h.now,
+                r.id,
+                Err(HistoryError::Status {
+                    status: 429,
+                    retry_after: Some(Duration::from_secs(left)),
+                }),
+            );
+        }
+        h.advance(100 * MS);
+    }
+    assert!(reads <= 1, "{reads} reads refused before the window ended");
+}
+
+fn start_secs(start: &std::time::Instant, h: &Harness) -> u64 {
+    (*start - h.t0).as_secs()
+}
+
+/// The driver reports the same post twice (a retried callback); the echo arrived once, in
+/// between. Expected: no `NoEcho`.
+#[test]
+fn a_post_reported_twice_with_one_echo() {
+    let mut h = live_c1();
+    let sent_at = h.now;
+    h.advance(100 * MS);
+    post(&mut h, sent_at, "p1");
+    h.frame(&message_new("c1", "p1", 1));
+    h.advance(100 * MS);
+    post(&mut h, sent_at, "p1");
+    h.advance(Duration::from_secs(20));
+    assert!(!no_echo(&h), "{:?}", statuses(&h.log));
+}
+
+/// The post goes out while the `subscribe` of the new socket is unanswered and the server
+/// answers that `subscribe` with a transient `forbidden` (no subscription on the server: no
+/// echo); the retest then succeeds. Expected: the missing echo proves nothing: no `NoEcho`.
+#[test]
+fn a_post_while_the_subscription_is_being_retested() {
+    let mut h = live_c1();
+    h.drop_link();
+    h.reconnect();
+    h.take();
+    h.frame(FORBIDDEN);
+    let sent_at = h.now;
+    h.advance(100 * MS);
+    post(&mut h, sent_at, "p1");
+    respond(&mut h, Duration::from_secs(20), |f| {
+        if f.contains(r#""subscribe","channel_id":"c1""#) {
+            vec![r#"{"type":"subscribed","channel_id":"c1"}"#.into()]
+        } else {
+            vec![]
+        }
+    });
+    assert!(!no_echo(&h), "{:?}", statuses(&h.log));
+}
+
+/// Same as `an_echo_held_behind_a_rate_limited_catch_up`, without any rate limit: the
+/// catch-up's history read is merely slow (6 s; the REST client waits up to 30 s), and the
+/// echo arrives live meanwhile, held. Expected: no `NoEcho`.
+///
+/// The core replaced the link 5 s after the post: the echo was in its own hold.
+#[test]
+#[ignore = "finding: an echo held behind a slow catch-up read counts as missing: NoEcho reconnect"]
+fn an_echo_held_behind_a_slow_history_read() {
+    let mut h = gap(&["c1".to_string()]);
+    let reqs = fetches(&h.take());
+    assert_eq!(reqs.len(), 1);
+    let sent_at = h.now;
+    h.advance(100 * MS);
+    h.frame(&message_new("c1", "p1", 2));
+    h.advance(100 * MS);
+    post(&mut h, sent_at, "p1");
+    h.advance(Duration::from_secs(6));
+    let no = no_echo(&h);
+    if !no {
+        h.answer_history(reqs[0].id, &page("c1", &[("p1", 2), ("a-c1", 1)], false));
+    }
+    assert!(!no, "{:?}", statuses(&h.log));
+    check_promise(&h, "c1", &["a-c1", "p1"]);
 }
