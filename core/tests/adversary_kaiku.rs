@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use support::*;
 use tether_core::{
-    Action, Config, Event, HistoryError, HistoryRequest, ReadHeaders, ReconnectReason, ServerEvent,
+    Action, Config, Event, HistoryError, HistoryRequest, ReadHeaders, ReconnectReason,
     ServerEventKind, Status,
 };
 
