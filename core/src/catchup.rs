@@ -357,18 +357,17 @@ impl RecentIds {
         }
     }
 
-    /// Whether `live` is a changed copy of remembered message `id`'s history copy; if so,
-    /// the history copy is let go (the live one is the app's now, and a further copy is a
-    /// duplicate).
+    /// Whether `live` is a changed copy of remembered message `id`'s last known copy; if so,
+    /// `live` is the app's copy from now on (the same copy again is a duplicate, a further
+    /// change another update).
     fn take_changed_copy(&mut self, id: &Text, live: Option<CopyFingerprint>) -> bool {
-        let changed = match (self.copies.get(id), live) {
-            (Some(old), Some(new)) => old.differs(&new),
+        match (self.copies.get_mut(id), live) {
+            (Some(old), Some(new)) if old.differs(&new) => {
+                *old = new;
+                true
+            }
             _ => false,
-        };
-        if changed {
-            self.copies.remove(id);
         }
-        changed
     }
 
     /// Remembers `id`, stamped `at`; returns the copy kept (shared, so the caller can keep

@@ -190,11 +190,41 @@ pub struct Connection {
     /// then shows whether it got something else (or nothing, from a server that never
     /// acknowledges), without waiting for the heartbeat.
     subscribe_fence_at: Option<Instant>,
+    /// The latest messages that arrived on this socket, delivered or held, as hashes of
+    /// (channel, id): a post's echo can come before its REST answer, and be held behind a
+    /// catch-up.
+    heard: VecDeque<u64>,
 }
+
+/// Messages remembered in `heard`.
+const HEARD: usize = 256;
 
 /// How long a `subscribe` may go unanswered before a fence `ping` asks (Kaiku answers in
 /// milliseconds; a busy server in a few seconds).
 const SUBSCRIBE_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// A message's key in `Connection::heard`.
+fn heard_key(channel: &Text, id: &Text) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    channel.as_str().hash(&mut h);
+    id.as_str().hash(&mut h);
+    h.finish()
+}
+
+/// The id of a `thread_reply_new`'s `message`, if it has one.
+fn reply_id(event: &ServerEvent) -> Option<Text> {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        message: Option<Id>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let reply: Reply = serde_json::from_str(event.json().as_str()).ok()?;
+    Some(Text::from(reply.message?.id))
+}
 
 /// Posts awaiting their echo at once; beyond this the oldest is let go (one proves as much
 /// as many).
@@ -231,6 +261,7 @@ impl Connection {
             reads_paused_until: None,
             echoes: BTreeMap::new(),
             subscribe_fence_at: None,
+            heard: VecDeque::new(),
         })
     }
 
@@ -334,6 +365,8 @@ impl Connection {
         let _ = self.clamp(now);
         let ch = Text::from(channel_id);
         self.catch_up.forget(&ch);
+        // No echo is owed on a channel no longer subscribed.
+        self.echoes.retain(|(c, _), _| *c != ch);
         if self.subs.unsubscribe(&ch) && self.is_connected() {
             self.send_frame(
                 ClientEvent::Unsubscribe {
@@ -680,7 +713,8 @@ impl Connection {
             .confirmed_at(&channel)
             .is_some_and(|at| at <= sent);
         let message = Text::from(message_id);
-        if !subscribed_before || self.catch_up.has_delivered(&channel, &message) {
+        let heard = self.heard.contains(&heard_key(&channel, &message));
+        if !subscribed_before || heard || self.catch_up.has_delivered(&channel, &message) {
             return;
         }
         if self.echoes.len() >= MAX_AWAITED_ECHOES
@@ -694,6 +728,17 @@ impl Connection {
         }
         self.echoes
             .insert((channel, message), now + self.config.echo_timeout);
+    }
+
+    /// Message `id` arrived on `channel` (live, delivered or held): its echo, if owed, came.
+    fn handle_heard(&mut self, channel: &Text, id: &Text) {
+        if !self.echoes.is_empty() {
+            self.echoes.remove(&(channel.clone(), id.clone()));
+        }
+        if self.heard.len() >= HEARD {
+            self.heard.pop_front();
+        }
+        self.heard.push_back(heard_key(channel, id));
     }
 
     /// A `ping` whose `pong` retires every frame sent before it, timed like any ping.
@@ -1270,6 +1315,23 @@ impl Connection {
     }
 
     fn dispatch(&mut self, now: Instant, event: ServerEvent) {
+        // Whatever becomes of it (delivered, held behind a catch-up), a message that arrived
+        // is the echo of a post, if one is owed. Kaiku echoes a thread reply as
+        // `thread_reply_new`.
+        match event.kind() {
+            ServerEventKind::MessageNew {
+                channel_id,
+                message,
+            } => self.handle_heard(channel_id, &message.id),
+            ServerEventKind::Other {
+                channel_id: Some(channel_id),
+            } if event.event_type().as_str() == "thread_reply_new" => {
+                if let Some(id) = reply_id(&event) {
+                    self.handle_heard(channel_id, &id);
+                }
+            }
+            _ => {}
+        }
         // Anything about a channel that is catching up waits behind its missed messages.
         let held = match event.kind() {
             ServerEventKind::Subscribed { .. }
@@ -1327,6 +1389,7 @@ impl Connection {
                     }
                     Some(Refusal::Rejected(ch)) => {
                         self.catch_up.forget(&ch);
+                        self.echoes.retain(|(c, _), _| *c != ch);
                         self.actions
                             .push_back(Action::Emit(Event::SubscriptionRejected {
                                 channel_id: ch,
@@ -1360,15 +1423,8 @@ impl Connection {
                     None => {}
                 }
             }
-            ServerEventKind::MessageNew {
-                channel_id,
-                message,
-            } => {
+            ServerEventKind::MessageNew { channel_id, .. } => {
                 let channel_id = channel_id.clone();
-                if !self.echoes.is_empty() {
-                    self.echoes
-                        .remove(&(channel_id.clone(), message.id.clone()));
-                }
                 self.catch_up.handle_event(now, &channel_id, event);
                 return;
             }
@@ -1484,6 +1540,7 @@ impl Connection {
     fn teardown(&mut self) {
         self.subs.handle_disconnect();
         self.echoes.clear();
+        self.heard.clear();
         self.subscribe_fence_at = None;
         self.catch_up.handle_disconnect();
         if let Some(now) = self.last_now {

@@ -53,8 +53,16 @@ fn hash_json(value: &serde_json::Value, h: &mut impl std::hash::Hasher) {
     match value {
         Value::Null => 0u8.hash(h),
         Value::Bool(b) => (1u8, b).hash(h),
-        Value::Number(n) => (2u8, n.to_string()).hash(h),
-        Value::String(s) => (3u8, s).hash(h),
+        // `1024` and `1024.0` are one value.
+        Value::Number(n) => match n.as_f64() {
+            Some(f) => (2u8, f.to_bits()).hash(h),
+            None => (2u8, n.to_string()).hash(h),
+        },
+        // A timestamp written two ways (`Z` or `+00:00`, trailing zeros) is one instant.
+        Value::String(s) => match Timestamp::parse(s) {
+            Some(t) => (6u8, t.unix_nanos()).hash(h),
+            None => (3u8, s).hash(h),
+        },
         Value::Array(items) => {
             (4u8, items.len()).hash(h);
             for item in items {
