@@ -1242,17 +1242,25 @@ impl World {
         self.frame(&format!("[{}]", events.join(",")));
     }
 
-    /// Counts a read arriving at `now` against the budget: what is left and when the window
-    /// ends (Unix seconds, rounded up), or the whole seconds to wait (a spent budget).
-    fn admit(&mut self, now: Instant) -> Result<(u32, i64), u64> {
+    /// Counts a request arriving at `now` against the budget: what is left and when the
+    /// window ends (Unix seconds), or the whole seconds to wait (a spent budget: `Some`), or
+    /// `None` (the limiter's store is down: 503 without `Retry-After`).
+    fn admit(&mut self, now: Instant) -> Result<(u64, u32, i64), Option<(u64, u64)>> {
         match self.limiter.admit(self.since_start(now)) {
             Admission::Counted {
-                remaining, reset, ..
+                window,
+                remaining,
+                reset,
             } => Ok((
+                window,
                 remaining,
                 SERVER_EPOCH + i64::try_from(reset).unwrap_or(i64::MAX / 2),
             )),
-            Admission::Refused { retry_after, .. } => Err(retry_after),
+            Admission::Refused {
+                window,
+                retry_after,
+            } => Err(Some((window, retry_after))),
+            Admission::StoreDown => Err(None),
         }
     }
 
@@ -1272,16 +1280,20 @@ impl World {
             }
         } else {
             match self.admit(now) {
-                Ok(counted) => {
-                    budget = Some(counted);
+                Ok((_, remaining, reset)) => {
+                    budget = Some((remaining, reset));
                     let answer = self.page(req, bare);
                     let status = answer.as_ref().map_or_else(|code| *code, |_| 200);
                     page = answer.ok();
                     (status, None)
                 }
-                Err(wait) => {
+                Err(Some((_, wait))) => {
                     self.seen.insert("read refused by the budget");
                     (429, Some(wait))
+                }
+                Err(None) => {
+                    self.seen.insert("limiter store down");
+                    (503, None)
                 }
             }
         };
