@@ -120,13 +120,16 @@ pub enum Verdict {
 /// The database errors Kaiku meets while handling a `subscribe` (issue 21): its permission
 /// check answers `forbidden` on an error ([`Verdict::Forbidden`]), and looking the channel up
 /// answers the unnamed `message_error` ([`Verdict::LookupFailed`]). Database errors are
-/// transient: a channel meets at most one within `gap` (longer than the client's
+/// transient: a channel never meets two in a row (the `subscribe` after an error is answered
+/// truly, however late it comes) nor two within `gap` (longer than the client's
 /// `refusal_confirm_delay`), so a client that asks again after its confirm delay gets the
 /// true answer.
 #[derive(Clone, Debug)]
 pub struct DbErrors {
     gap: Duration,
     last: BTreeMap<String, Duration>,
+    /// Channels whose latest `subscribe` met an error.
+    erred: BTreeSet<String>,
     /// `forbidden`s given for allowed channels.
     pub forbidden: u64,
     /// `message_error`s given.
@@ -139,6 +142,7 @@ impl DbErrors {
         Self {
             gap,
             last: BTreeMap::new(),
+            erred: BTreeSet::new(),
             forbidden: 0,
             lookups: 0,
         }
@@ -146,15 +150,17 @@ impl DbErrors {
 
     /// How the `subscribe` of allowed `channel` handled at `now` is answered, given what the
     /// dice said of a failed lookup (`lookup`) and of a failed permission check (`forbid`):
-    /// an error only if the channel met none within the gap.
+    /// an error only if the channel's previous `subscribe` met none, nor any within the gap.
     pub fn verdict(&mut self, channel: &str, now: Duration, lookup: bool, forbid: bool) -> Verdict {
         let recent = self
             .last
             .get(channel)
             .is_some_and(|at| now < *at + self.gap);
-        if recent || !(lookup || forbid) {
+        let in_a_row = self.erred.remove(channel);
+        if in_a_row || recent || !(lookup || forbid) {
             return Verdict::Accept;
         }
+        self.erred.insert(channel.to_owned());
         self.last.insert(channel.to_owned(), now);
         if lookup {
             self.lookups += 1;
