@@ -5301,4 +5301,116 @@ mod known_bugs {
             "{resyncs:?}"
         );
     }
+
+    // ----- issue 21: open until the core's fix (remove the `ignore`s, empty `OPEN_BUGS`) ---
+
+    /// Answers `read` with an empty page and Kaiku's budget headers (limit 3).
+    fn answer_kaiku(h: &mut Harness, read: &HistoryRequest, date: u64, left: u32, reset: u64) {
+        answer_with_budget(h, read, date, left, reset);
+    }
+
+    /// Open bug (z), seed 12 (`TETHER_SIM_STRICT=ghjklmnopqrstuvwxyACDFz`): Kaiku announces
+    /// `x-ratelimit-reset` as `floor(now) + round(TTL)` (Redis' `TTL` rounds), so answers of one
+    /// window name resets a second apart (here `at + 30` and `at + 31` for a window that ends
+    /// at `at + 30.6`). The pacer names a window by its raw reset: the stale answer (counted
+    /// first, 2 left) with the later reset passes for a newer window and its "2 left" is
+    /// believed where 1 was left. In the seed (limit 8, reserve 2), a duplicate answer with
+    /// reset `…089` came after answers with `…088` and the last `remaining: 1`: "read 8 was
+    /// refused by the spent budget of window 1, though the core had been given answer #1
+    /// from that window before it sent the read (after answer #8)"; with the app's posts
+    /// (seed 11), "the catch-up spent the app's reserve: the app's post … was refused (429) in
+    /// window 3 after the app had spent 1 of that window's 11 (reserve 2)".
+    #[test]
+    #[ignore = "open bug (z): answers of one Kaiku window name resets a second apart"]
+    fn answers_of_one_window_a_second_apart_in_reset_are_one_window() {
+        let (mut h, reads) = catching_up(2, &["a", "b", "c", "d"]);
+        assert_eq!(reads.len(), 2);
+        let at = h.elapsed().as_secs();
+        answer_kaiku(&mut h, &reads[0], at, 1, at + 30);
+        assert!(fetches(&h.take()).len() <= 1);
+        h.advance(super::Duration::from_millis(70));
+        // Counted before the first (2 left), written when `round(TTL)` still said 31.
+        answer_kaiku(&mut h, &reads[1], at, 2, at + 31);
+        let sent = fetches(&h.take());
+        assert!(sent.len() <= 1, "{} reads sent, one was left", sent.len());
+    }
+
+    /// Open bug (B), seed 230 (`TETHER_SIM_STRICT=ghjklmnopqrstuvwxyABCDEF`): the user toggles
+    /// a channel (`subscribe`, `unsubscribe`, `subscribe` within 300 ms). Kaiku answers in
+    /// order: `subscribed` (the first), `unsubscribed`, then `message_error` for the second
+    /// (looking the channel up failed: not subscribed). The core takes the first `subscribed`
+    /// for the answer to the second `subscribe` (it came before `unsubscribed`, so it cannot
+    /// be), believes the channel confirmed, and never asks again: "wanted channel e91b0c5d-…
+    /// never confirmed after the settle phase" (no message of it arrives again).
+    #[test]
+    #[ignore = "open bug (B): a subscribed from before an unsubscribe confirms the subscribe after it"]
+    fn a_subscribe_after_a_toggle_answered_message_error_goes_again() {
+        let mut h = connected_at_17_01();
+        h.take();
+        h.subscribe("c");
+        h.conn.unsubscribe(h.now, "c");
+        h.subscribe("c");
+        h.take();
+        h.frame(SUBSCRIBED);
+        h.frame(r#"{"type":"unsubscribed","channel_id":"c"}"#);
+        h.frame(tether_core::fuzz::model::MESSAGE_ERROR);
+        // The fence's pong retires whatever is still unanswered.
+        h.frame(r#"{"type":"pong"}"#);
+        h.advance(3 * S);
+        let again = super::support::sent(&h.take())
+            .iter()
+            .any(|f| f.contains(r#""type":"subscribe""#) && f.contains(r#""c""#));
+        assert!(
+            again,
+            "the channel's subscribe never took effect and was not sent again"
+        );
+    }
+
+    /// Open bug (E), seed 741 (`TETHER_SIM_STRICT=ghjklmnopqrstuvwxyACDFE`): an upload's
+    /// message `m2` reaches the app from history without its attachment (a catch-up after a
+    /// drop). The user switches away and back (`subscribe_from` `m2`); while that walk's read
+    /// is out, Kaiku stores the file and broadcasts `m2` with the attachment. The walk holds
+    /// the live copy, meets its anchor `m2` in a page read before the file was stored, and
+    /// drops the live copy as a duplicate: the app keeps `m2` without its attachment ("the
+    /// upload dde6e1cd-…-000000000108 on e91b0c5d-… was broadcast with its attachment to the
+    /// core, but the app's copy has none").
+    #[test]
+    #[ignore = "open bug (E): a late upload broadcast held by a catch-up is dropped as a duplicate"]
+    fn a_late_upload_broadcast_held_by_a_catch_up_reaches_the_app_as_an_update() {
+        let mut h = connected_at_17_01();
+        h.subscribe("c");
+        h.frame(SUBSCRIBED);
+        read_message_clock(&mut h);
+        h.frame(&message_new("c", "m1", 61));
+        h.drop_link();
+        h.reconnect();
+        h.frame(SUBSCRIBED);
+        let reads = fetches(&h.take());
+        assert_eq!(reads.len(), 1);
+        // The upload m2, in history without its attachment.
+        h.answer_history(reads[0].id, &page("c", &[("m2", 63), ("m1", 61)], false));
+        let got = h.take();
+        assert_eq!(delivered_ids(&got), ["m2"]);
+        // The user switches away and back to the message it shows last.
+        h.conn.unsubscribe(h.now, "c");
+        h.conn.subscribe_from(h.now, "c", "m2").unwrap();
+        h.drain();
+        h.frame(SUBSCRIBED);
+        let reads = fetches(&h.take());
+        assert_eq!(reads.len(), 1);
+        let attached = tether_core::fuzz::model::attach(&message_new("c", "m2", 63), "f1");
+        h.frame(&attached);
+        h.answer_history(reads[0].id, &page("c", &[("m2", 63), ("m1", 61)], false));
+        let updates: Vec<bool> = h
+            .take()
+            .iter()
+            .filter_map(|a| match a {
+                Action::Emit(Event::Server(e)) if e.json().as_str().contains(r#""id":"m2""#) => {
+                    Some(e.is_update() && e.json().as_str().contains(r#""attachments":[{"#))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(updates, [true], "m2 with its attachment, as an update");
+    }
 }
