@@ -36,6 +36,17 @@
 //! Failed history answers are a 503, a proxy's 429 with `Retry-After` or an overloaded
 //! server's 503 with `Retry-After`.
 //!
+//! Issue 21's doubts ([`Model`], letters `y`-`F` as in the simulation; `z`, `B`, `E` off in
+//! [`Model::today`] while their core defects are open) add Kaiku's real behaviour: the app's
+//! own posts through REST in the write budget reads spend (checked: a post refused while the
+//! app had spent less than the core's reserve in that window panics), Kaiku's header
+//! rounding and a limiter store that is down (checked: at most one read per window refused
+//! after its announced reset), transient `forbidden`s (checked: no rejection after one),
+//! `message_error` for a `subscribe`, upgrades that never say `ready`, deaf sockets the app's
+//! posts expose, uploads broadcast late (an `is_update()` copy must be of an upload, already
+//! delivered, with its attachment; an upload has no place in the order check) or never
+//! (outside the promise), and thread replies (never a `message_new`).
+//!
 //! A broken invariant panics: that is what a fuzzer or proptest reports. The cargo-fuzz targets
 //! in `fuzz/` and `core/tests/properties.rs` are thin shims over this module.
 
@@ -48,7 +59,7 @@ use arbitrary::{Arbitrary, Unstructured};
 
 pub mod model;
 
-use model::{Admission, HistoryRules, ReadLimit, ReadLimiter, Session, Tokens};
+use model::{Admission, DbErrors, HistoryRules, ReadLimit, ReadLimiter, Session, Tokens, Verdict};
 
 /// The core's seeded generator (SplitMix64), for harnesses that replay a seed's schedule.
 pub use crate::rng::Rng;
@@ -365,6 +376,33 @@ pub struct Model {
     /// commits (the anchor, stamped before all of them), the link drops (bug x: the same
     /// overflow as 1,024 ids under a burst of more, at a size a run can walk).
     pub burst: bool,
+    /// Issue 21 (`y`): on four seeds in five one `Post` in three is the app's own, through
+    /// REST, in the write budget history reads spend: reported with `handle_app_request` and
+    /// `handle_app_post`, broadcast to the socket too. An app post refused while the app had
+    /// spent less than the core's reserve in that window panics.
+    pub app_posts: bool,
+    /// Issue 21 (`z`): Kaiku's header rounding (`x-ratelimit-reset` up to 1.5 s early,
+    /// `Retry-After: 0`) on two seeds in three, and on one in three a limiter store down for
+    /// 5-60 s (503 without `Retry-After`). More than one read refused per window after its
+    /// announced reset panics.
+    pub header_quirks: bool,
+    /// Issue 21 (`A`): on half the seeds one accepted `subscribe` in six meets a database
+    /// error: `forbidden` (at most one error per channel per 10 s). A rejection after such a
+    /// `forbidden` panics.
+    pub db_forbidden: bool,
+    /// Issue 21 (`B`): on half the seeds one accepted `subscribe` in eight is answered
+    /// `message_error` instead, and does not take effect.
+    pub lookup_errors: bool,
+    /// Issue 21 (`C`): on half the seeds one upgrade in six succeeds and then sends nothing.
+    pub silent_upgrades: bool,
+    /// Issue 21 (`D`): on half the seeds the socket goes deaf now and then (no broadcast,
+    /// replies still come); the app then posts one `Post` in two.
+    pub deaf_sockets: bool,
+    /// Issue 21 (`E`): on half the seeds one post in eight is an upload: in history at once
+    /// with no attachment, broadcast 1-6 s later with it, or (one in four) never.
+    pub uploads: bool,
+    /// Issue 21 (`F`): on half the seeds one post in ten is followed by a `thread_reply_new`.
+    pub thread_replies: bool,
 }
 
 impl Model {
@@ -383,11 +421,19 @@ impl Model {
             lost_answers: true,
             deleted_cursor: true,
             burst: true,
+            app_posts: true,
+            header_quirks: true,
+            db_forbidden: true,
+            lookup_errors: true,
+            silent_upgrades: true,
+            deaf_sockets: true,
+            uploads: true,
+            thread_replies: true,
         }
     }
 
-    /// [`Model::today`] with the open doubts whose letters `letters` names (`r`-`x`, as
-    /// `OPEN_BUGS` in `core/tests/simulation.rs`) turned on.
+    /// [`Model::today`] with the open doubts whose letters `letters` names (`r`-`x`, `y`-`F`,
+    /// as `OPEN_BUGS` in `core/tests/simulation.rs`) turned on.
     pub fn today_with(letters: &str) -> Self {
         let on = |c| letters.contains(c);
         let t = Self::today();
@@ -399,6 +445,14 @@ impl Model {
             lost_answers: t.lost_answers || on('v'),
             deleted_cursor: t.deleted_cursor || on('w'),
             burst: t.burst || on('x'),
+            app_posts: t.app_posts || on('y'),
+            header_quirks: t.header_quirks || on('z'),
+            db_forbidden: t.db_forbidden || on('A'),
+            lookup_errors: t.lookup_errors || on('B'),
+            silent_upgrades: t.silent_upgrades || on('C'),
+            deaf_sockets: t.deaf_sockets || on('D'),
+            uploads: t.uploads || on('E'),
+            thread_replies: t.thread_replies || on('F'),
             ..t
         }
     }
@@ -407,7 +461,13 @@ impl Model {
     /// in `core/tests/simulation.rs` names the others). Once the fix lands, this is
     /// [`Model::all`].
     pub const fn today() -> Self {
-        Self::all()
+        // Open: `z`, `B`, `E` (`OPEN_BUGS` in the simulation names their defects).
+        Self {
+            header_quirks: false,
+            lookup_errors: false,
+            uploads: false,
+            ..Self::all()
+        }
     }
 }
 
@@ -423,6 +483,23 @@ struct Doubts {
     subquery: bool,
     burst: bool,
 }
+
+/// The issue-21 doubts as one seed draws them (each `false` when its [`Model`] switch is off).
+#[derive(Clone, Copy, Debug, Default)]
+struct Kaiku {
+    app_posts: bool,
+    rounding: bool,
+    outage: Option<(Duration, Duration)>,
+    forbid: bool,
+    lookup: bool,
+    silent: bool,
+    deaf: bool,
+    uploads: bool,
+    threads: bool,
+}
+
+/// The app's user, who posts through REST (`Model::app_posts`).
+const ME: (&str, &str, &str) = ("me", "me", "Me");
 
 /// A subscription as the checker sees it: from the app's `subscribe` call until its
 /// `unsubscribe` (or refusal).
@@ -457,6 +534,8 @@ struct Posted {
     author: &'static str,
     /// Deleted (by its author, a walk's cursor: `Model::deleted_cursor`).
     deleted: bool,
+    /// An upload (`Model::uploads`): broadcast late (`Some(true)`) or never (`Some(false)`).
+    upload: Option<bool>,
 }
 
 impl model::Stored for Posted {
@@ -561,6 +640,28 @@ pub struct World {
     doubts: Doubts,
     /// Every `created_at` given (unique; a stepped clock may go back).
     stamps: BTreeSet<i64>,
+    /// The issue-21 doubts, as this seed drew them, and their own dice.
+    kaiku: Kaiku,
+    kaiku_dice: crate::rng::Rng,
+    /// The database errors of `subscribe`s (`A`, `B`).
+    db: DbErrors,
+    /// Per channel: whether the server's latest refusal of it was a transient `forbidden`.
+    transient: BTreeMap<String, bool>,
+    /// The open socket sends nothing (`C`), or gets no broadcast (`D`).
+    silent: bool,
+    deaf: bool,
+    /// Per limiter window: the app's requests counted (`y`).
+    app_spent: BTreeMap<u64, u32>,
+    /// The core has been given budget headers; reads sent before; windows that counted one.
+    informed: bool,
+    uninformed_reads: BTreeSet<u64>,
+    uninformed_windows: BTreeSet<u64>,
+    /// Per window: the earliest reset announced (seconds of the run), and the reads refused
+    /// at or after it (`z`).
+    announced: BTreeMap<u64, u64>,
+    early_refusals: BTreeMap<u64, u32>,
+    /// Uploads waiting for their file: (channel, index, when it is stored) (`E`).
+    uploads: Vec<(String, usize, Duration)>,
 }
 
 impl World {
@@ -634,6 +735,30 @@ impl World {
             config.catch_up.recent_ids = 6;
             config.catch_up.max_messages = 20;
         }
+        // The issue-21 doubts (`y`-`F`), from their own stream.
+        let mut third = crate::rng::Rng::new(seed ^ 0xCA1C_0021);
+        let mut roll = |n: u64| third.next_u64() % n;
+        let outage_at = Duration::from_secs(30 + roll(600));
+        let outage_for = Duration::from_secs(5 + roll(56));
+        let kaiku = Kaiku {
+            app_posts: roll(5) != 0 && model.app_posts,
+            rounding: roll(3) != 0 && model.header_quirks,
+            outage: (roll(3) == 0 && model.header_quirks)
+                .then_some((outage_at, outage_at + outage_for)),
+            forbid: roll(2) == 0 && model.db_forbidden,
+            lookup: roll(2) == 0 && model.lookup_errors,
+            silent: roll(2) == 0 && model.silent_upgrades,
+            deaf: roll(2) == 0 && model.deaf_sockets,
+            uploads: roll(2) == 0 && model.uploads,
+            threads: roll(2) == 0 && model.thread_replies,
+        };
+        let mut limiter = ReadLimiter::new(limit);
+        if kaiku.rounding {
+            limiter = limiter.kaiku_rounding();
+        }
+        if let Some((from, until)) = kaiku.outage {
+            limiter = limiter.store_down(from, until);
+        }
         let now = start;
         let mut conn = Connection::new(config.clone()).unwrap();
         conn.set_credentials(now, tokens.login(Duration::ZERO));
@@ -654,7 +779,7 @@ impl World {
             history: VecDeque::new(),
             start,
             date,
-            limiter: ReadLimiter::new(limit),
+            limiter,
             reads_out: BTreeMap::new(),
             paused_until: None,
             refresh_pending: None,
@@ -682,6 +807,19 @@ impl World {
             ticks: 0,
             doubts,
             stamps: BTreeSet::new(),
+            kaiku,
+            kaiku_dice: crate::rng::Rng::new(seed ^ 0xCA1C_0022),
+            db: DbErrors::new(Duration::from_secs(10)),
+            transient: BTreeMap::new(),
+            silent: false,
+            deaf: false,
+            app_spent: BTreeMap::new(),
+            informed: false,
+            uninformed_reads: BTreeSet::new(),
+            uninformed_windows: BTreeSet::new(),
+            announced: BTreeMap::new(),
+            early_refusals: BTreeMap::new(),
+            uploads: Vec::new(),
         }
     }
 
@@ -718,6 +856,13 @@ impl World {
         self.sock = Sock::None;
         self.session = None;
         self.replies.clear();
+        self.silent = false;
+        self.deaf = false;
+    }
+
+    /// One in `n` from the issue-21 dice.
+    fn one_in(&mut self, n: u64) -> bool {
+        self.kaiku_dice.next_u64().is_multiple_of(n)
     }
 
     /// The run's time at `at`, as the server's models count it.
@@ -826,6 +971,11 @@ impl World {
                     } else {
                         self.sock = Sock::Open { ready: false };
                         self.session = Some(Session::new());
+                        // `C`: the upgrade succeeded; nothing more comes on this socket.
+                        if self.kaiku.silent && self.one_in(6) {
+                            self.seen.insert("silent upgrade");
+                            self.silent = true;
+                        }
                         let selected = self.protocol.subprotocol().unwrap_or("access_token");
                         self.conn.handle_open(now, Some(selected));
                         // The 101's `Date`, as the tokio driver reports it.
@@ -837,7 +987,7 @@ impl World {
                 }
             }
             Op::Ready => {
-                if self.sock == (Sock::Open { ready: false }) {
+                if self.sock == (Sock::Open { ready: false }) && !self.silent {
                     self.sock = Sock::Open { ready: true };
                     self.frame(&model::ready("me"));
                 }
@@ -857,8 +1007,26 @@ impl World {
             Op::Post(c) => {
                 let ch = CHANNELS[*c];
                 let roll = self.dice.next_u64();
-                let live = self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true });
-                if self.doubts.burst && live && (roll >> 48).is_multiple_of(12) {
+                let live = self.server_subscribed(ch)
+                    && self.sock == (Sock::Open { ready: true })
+                    && !self.deaf;
+                // `D`: the socket goes deaf now and then.
+                if self.kaiku.deaf
+                    && self.sock == (Sock::Open { ready: true })
+                    && !self.deaf
+                    && self.one_in(25)
+                {
+                    self.seen.insert("deaf socket");
+                    self.deaf = true;
+                }
+                // `y`: the app posts (more often while its socket is deaf).
+                let app = self.kaiku.app_posts && {
+                    let n = if self.deaf { 2 } else { 3 };
+                    self.one_in(n)
+                };
+                if app {
+                    self.app_post(ch);
+                } else if self.doubts.burst && live && (roll >> 48).is_multiple_of(12) {
                     self.burst(ch, roll);
                 } else if self.model.full_batches
                     && self.protocol.batches()
@@ -883,10 +1051,33 @@ impl World {
                         BOB
                     };
                     let index = self.begin_post(ch, at, at + delay, author);
+                    // `E`: an upload, stored (and broadcast) 1-6 s after its commit, or never.
+                    if self.kaiku.uploads && delay.is_zero() && self.one_in(8) {
+                        let never = self.one_in(4);
+                        self.seen.insert(if never {
+                            "upload never broadcast"
+                        } else {
+                            "upload broadcast late"
+                        });
+                        let stored =
+                            at + Duration::from_millis(1_000 + self.kaiku_dice.next_u64() % 5_000);
+                        self.store.get_mut(ch).unwrap()[index].upload = Some(!never);
+                        if !never {
+                            self.uploads.push((ch.to_owned(), index, stored));
+                        }
+                    }
                     if delay.is_zero() {
                         self.commit(ch, index);
                     } else {
                         self.pending.push((ch.to_owned(), index));
+                    }
+                    // `F`: a thread reply under it: broadcast, not in history.
+                    if self.kaiku.threads && live && self.one_in(10) {
+                        self.seen.insert("thread reply");
+                        let parent = self.store[ch][index].id.clone();
+                        let reply = message_at(ch, &format!("t{parent}"), 0, true)
+                            .replace(r#""parent_id":null"#, &format!(r#""parent_id":"{parent}""#));
+                        self.frame(&model::thread_reply_new(ch, &parent, &reply));
                     }
                 }
             }
@@ -911,7 +1102,9 @@ impl World {
                             .map(move |(id, _, created)| (c.clone(), id.clone(), *created))
                     })
                     .collect();
-                if let (false, Sock::Open { ready: true }) = (all.is_empty(), self.sock) {
+                if let (false, Sock::Open { ready: true }, false) =
+                    (all.is_empty(), self.sock, self.deaf)
+                {
                     let (c, id, created) = &all[i % all.len()];
                     if self.server_subscribed(c) {
                         self.frame(&message_new(c, id, *created));
@@ -930,7 +1123,7 @@ impl World {
                 }
             }
             Op::Pong => {
-                if matches!(self.sock, Sock::Open { .. }) {
+                if matches!(self.sock, Sock::Open { .. }) && !self.silent {
                     self.frame(r#"{"type":"pong"}"#);
                 }
             }
@@ -1005,7 +1198,7 @@ impl World {
             Op::Progress => {
                 let next = match self.sock {
                     Sock::Opening => Op::Open,
-                    Sock::Open { ready: false } => Op::Ready,
+                    Sock::Open { ready: false } if !self.silent => Op::Ready,
                     Sock::Open { ready: true } if !self.replies.is_empty() => {
                         Op::AnswerSubscribe { refuse: false }
                     }
@@ -1085,10 +1278,75 @@ impl World {
         }
         m.deleted = true;
         self.seen.insert("cursor deleted");
-        if self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true }) {
+        if self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true }) && !self.deaf {
             self.frame(&format!(
                 r#"{{"type":"message_delete","channel_id":"{ch}","message_id":"{id}"}}"#
             ));
+        }
+    }
+
+    /// `y`: the app posts on `ch` through REST, in the write budget history reads spend. A
+    /// stored post is broadcast to the socket (its author's too) before the answer comes
+    /// back; the driver reports the answer's headers and the post.
+    fn app_post(&mut self, ch: &str) {
+        self.seen.insert("app post");
+        let now = self.now;
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        let mut posted = None;
+        let status = match self.admit(now) {
+            Ok((window, remaining, reset)) => {
+                *self.app_spent.entry(window).or_default() += 1;
+                let limit = self.limiter.limit();
+                if limit.headers {
+                    self.informed = true;
+                    headers.push(("x-ratelimit-limit", limit.budget.to_string()));
+                    headers.push(("x-ratelimit-remaining", remaining.to_string()));
+                    headers.push(("x-ratelimit-reset", reset.to_string()));
+                    let secs = u64::try_from(reset - SERVER_EPOCH).unwrap_or(0);
+                    let a = self.announced.entry(window).or_insert(secs);
+                    *a = (*a).min(secs);
+                }
+                let at = self.since_start(now);
+                let index = self.begin_post(ch, at, at, ME);
+                posted = Some(self.store[ch][index].id.clone());
+                self.commit(ch, index);
+                201
+            }
+            Err(Some((window, wait))) => {
+                self.seen.insert("app post refused");
+                let limit = self.limiter.limit();
+                let reserve = self.config.pacing.reserve.min(limit.budget / 4);
+                let spent = self.app_spent.get(&window).copied().unwrap_or(0);
+                if limit.headers && self.date && !self.uninformed_windows.contains(&window) {
+                    assert!(
+                        spent >= reserve,
+                        "the catch-up spent the app's reserve: the app's post was refused in \
+                         window {window} after the app had spent {spent} of {} (reserve \
+                         {reserve})",
+                        limit.budget
+                    );
+                }
+                headers.push(("retry-after", wait.to_string()));
+                // The core pauses its reads on it (invariant 10).
+                let until = now + Duration::from_secs(wait);
+                self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+                429
+            }
+            Err(None) => {
+                self.seen.insert("limiter store down");
+                503
+            }
+        };
+        if self.date {
+            let secs = self.since_start(now).as_secs();
+            headers.push(("date", model::http_date(secs)));
+        }
+        self.drain();
+        let h = ReadHeaders::from_headers(status, headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+        self.conn.handle_app_request(now, &h);
+        if let Some(id) = posted {
+            self.drain();
+            self.conn.handle_app_post(now, now, ch, &id);
         }
     }
 
@@ -1154,6 +1412,7 @@ impl World {
             commit_tick: u64::MAX,
             author: author.0,
             deleted: false,
+            upload: None,
         });
         list.len() - 1
     }
@@ -1183,7 +1442,14 @@ impl World {
             self.seen.insert("blocked author's post");
             return;
         }
-        if self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true }) {
+        if m.upload.is_some() {
+            // `E`: in history from now on; broadcast when its file is stored, or never. The
+            // checker counts it from then.
+            self.store.get_mut(ch).unwrap()[index].commit_tick = u64::MAX;
+            self.commit_ticks.remove(&id);
+            return;
+        }
+        if self.server_subscribed(ch) && self.sock == (Sock::Open { ready: true }) && !self.deaf {
             if self
                 .replies
                 .iter()
@@ -1214,6 +1480,37 @@ impl World {
         for (_, ch, i) in due {
             self.commit(&ch, i);
         }
+        // `E`: uploads whose file is stored now: history shows the attachment, the message
+        // is broadcast with it.
+        let mut stored: Vec<(String, usize)> = Vec::new();
+        self.uploads.retain(|(ch, i, at)| {
+            let due = *at <= now;
+            if due {
+                stored.push((ch.clone(), *i));
+            }
+            !due
+        });
+        for (ch, i) in stored {
+            self.ticks += 1;
+            let tick = self.ticks;
+            let file = format!("f{tick}");
+            let m = &mut self.store.get_mut(&ch).unwrap()[i];
+            m.rest = model::attach(&m.rest, &file);
+            m.commit_tick = tick;
+            let (id, created, author) = (m.id.clone(), m.created, m.author);
+            self.commit_ticks.insert(id.clone(), tick);
+            if let Some(t) = self.times.get_mut(&id) {
+                t.1 = now;
+            }
+            if author != EVE.0
+                && self.server_subscribed(&ch)
+                && self.sock == (Sock::Open { ready: true })
+                && !self.deaf
+            {
+                let live = model::attach(&message_at(&ch, &id, created, true), &file);
+                self.frame(&model::message_new(&ch, &live));
+            }
+        }
     }
 
     /// A v2 server's fullest frame: [`crate::wire::MAX_BATCH`] events, a few posts (committed
@@ -1242,17 +1539,25 @@ impl World {
         self.frame(&format!("[{}]", events.join(",")));
     }
 
-    /// Counts a read arriving at `now` against the budget: what is left and when the window
-    /// ends (Unix seconds, rounded up), or the whole seconds to wait (a spent budget).
-    fn admit(&mut self, now: Instant) -> Result<(u32, i64), u64> {
+    /// Counts a request arriving at `now` against the budget: what is left and when the
+    /// window ends (Unix seconds), or the whole seconds to wait (a spent budget: `Some`), or
+    /// `None` (the limiter's store is down: 503 without `Retry-After`).
+    fn admit(&mut self, now: Instant) -> Result<(u64, u32, i64), Option<(u64, u64)>> {
         match self.limiter.admit(self.since_start(now)) {
             Admission::Counted {
-                remaining, reset, ..
+                window,
+                remaining,
+                reset,
             } => Ok((
+                window,
                 remaining,
                 SERVER_EPOCH + i64::try_from(reset).unwrap_or(i64::MAX / 2),
             )),
-            Admission::Refused { retry_after, .. } => Err(retry_after),
+            Admission::Refused {
+                window,
+                retry_after,
+            } => Err(Some((window, retry_after))),
+            Admission::StoreDown => Err(None),
         }
     }
 
@@ -1272,16 +1577,42 @@ impl World {
             }
         } else {
             match self.admit(now) {
-                Ok(counted) => {
-                    budget = Some(counted);
+                Ok((window, remaining, reset)) => {
+                    budget = Some((remaining, reset));
+                    if self.uninformed_reads.contains(&req.id) {
+                        self.uninformed_windows.insert(window);
+                    }
+                    if self.limiter.limit().headers {
+                        let secs = u64::try_from(reset - SERVER_EPOCH).unwrap_or(0);
+                        let a = self.announced.entry(window).or_insert(secs);
+                        *a = (*a).min(secs);
+                    }
                     let answer = self.page(req, bare);
                     let status = answer.as_ref().map_or_else(|code| *code, |_| 200);
                     page = answer.ok();
                     (status, None)
                 }
-                Err(wait) => {
+                Err(Some((window, wait))) => {
                     self.seen.insert("read refused by the budget");
+                    // `z`: at most one read per window refused after its announced reset.
+                    if let Some(&announced) = self.announced.get(&window)
+                        && self.since_start(now) >= Duration::from_secs(announced)
+                    {
+                        self.seen.insert("read refused after an early reset");
+                        let n = self.early_refusals.entry(window).or_default();
+                        *n += 1;
+                        assert!(
+                            *n <= 1,
+                            "read {} is the {n}th refused in window {window} after its announced \
+                             reset: a storm at an early reset",
+                            req.id
+                        );
+                    }
                     (429, Some(wait))
+                }
+                Err(None) => {
+                    self.seen.insert("limiter store down");
+                    (503, None)
                 }
             }
         };
@@ -1297,6 +1628,7 @@ impl World {
         }
         let limit = self.limiter.limit();
         if let Some((remaining, reset)) = budget.filter(|_| limit.headers) {
+            self.informed = true;
             headers.push(("x-ratelimit-limit", limit.budget.to_string()));
             headers.push(("x-ratelimit-remaining", remaining.to_string()));
             headers.push(("x-ratelimit-reset", reset.to_string()));
@@ -1390,10 +1722,39 @@ impl World {
                         if v["type"] == "subscribe" {
                             subscribe_frames.push(v["channel_id"].as_str().unwrap().to_owned());
                         }
-                        let dice = &mut self.dice;
+                        // One `subscribe` in ten refused (decided now, as before); of the others,
+                        // some meet a database error (`A`, `B`).
+                        let verdict = if v["type"] == "subscribe" {
+                            if self.dice.next_u64().is_multiple_of(10) {
+                                Verdict::NotFound
+                            } else {
+                                let lookup = self.kaiku.lookup && self.one_in(8);
+                                let forbid = self.kaiku.forbid && self.one_in(6);
+                                let at = self.since_start(self.now);
+                                let ch = v["channel_id"].as_str().unwrap_or_default();
+                                self.db.verdict(ch, at, lookup, forbid)
+                            }
+                        } else {
+                            Verdict::Accept
+                        };
                         let session = self.session.as_mut().expect("an open socket has a session");
-                        let handled =
-                            session.handle(&event, "me", |_| !dice.next_u64().is_multiple_of(10));
+                        let handled = session.handle_verdict(&event, "me", |_| verdict);
+                        if v["type"] == "subscribe" {
+                            let ch = v["channel_id"].as_str().unwrap_or_default().to_owned();
+                            match handled.failed {
+                                Some(Verdict::Forbidden) => {
+                                    self.seen.insert("transient forbidden");
+                                }
+                                Some(Verdict::LookupFailed) => {
+                                    self.seen.insert("message_error");
+                                }
+                                _ => {}
+                            }
+                            if handled.refused {
+                                let transient = handled.failed == Some(Verdict::Forbidden);
+                                self.transient.insert(ch, transient);
+                            }
+                        }
                         if let Some(ch) = handled.subscribed {
                             self.ticks += 1;
                             let at = self.ticks;
@@ -1427,6 +1788,9 @@ impl World {
                         );
                     }
                     self.reads_out.insert(id, now);
+                    if !self.informed {
+                        self.uninformed_reads.insert(id);
+                    }
                     self.history.push_back(req);
                 }
                 Action::RefreshToken(req) => {
@@ -1455,6 +1819,15 @@ impl World {
                 }
                 Action::Emit(Event::SubscriptionRejected { channel_id, .. }) => {
                     self.seen.insert("subscription rejected");
+                    assert!(
+                        !self
+                            .transient
+                            .get(channel_id.as_str())
+                            .copied()
+                            .unwrap_or(false),
+                        "{channel_id} rejected, though the server's last refusal of it was a \
+                         transient forbidden (a database error)"
+                    );
                     self.intervals.remove(channel_id.as_str());
                 }
                 Action::Emit(Event::Status(status)) => {
@@ -1464,6 +1837,8 @@ impl World {
                             ReconnectReason::HeartbeatTimeout => "heartbeat timeout",
                             ReconnectReason::HandshakeTimeout => "handshake timeout",
                             ReconnectReason::RateLimited => "rate limited",
+                            ReconnectReason::NoEcho => "no echo",
+                            ReconnectReason::ReadyTimeout => "ready timeout",
                             _ => "other loss",
                         });
                     }
@@ -1480,6 +1855,34 @@ impl World {
                     } = e.kind()
                     {
                         let id = message.id.to_string();
+                        assert!(
+                            self.times.contains_key(&id),
+                            "{id} delivered as a message of the channel (a thread reply?)"
+                        );
+                        let upload = self
+                            .store
+                            .get(channel_id.as_str())
+                            .and_then(|l| l.iter().find(|m| m.id == id))
+                            .and_then(|m| m.upload);
+                        if e.is_update() {
+                            // `E`: the upload's attachment came after its history copy: the
+                            // app replaces its copy.
+                            self.seen.insert("update delivered");
+                            assert!(
+                                self.delivered.contains(&id),
+                                "an update of {id}, never delivered"
+                            );
+                            assert_eq!(
+                                upload,
+                                Some(true),
+                                "an update of {id}, which never changed"
+                            );
+                            assert!(
+                                model::has_attachment(e.json().as_str()),
+                                "an update of {id} without its attachment"
+                            );
+                            continue;
+                        }
                         assert!(
                             self.delivered.insert(id.clone()),
                             "message {id} delivered twice"
@@ -1514,7 +1917,9 @@ impl World {
                                         && o.created.saturating_sub(c) > margin
                                 })
                             });
+                        // `E`: an upload has no place in the order (either copy may come first).
                         if beyond_margin
+                            || upload.is_some()
                             || self.intervals.get(&ch).is_some_and(|iv| {
                                 iv.start.is_none_or(|s| commit_tick < s)
                                     || iv.exempt_until.is_some_and(|r| commit_tick <= r)
@@ -1660,6 +2065,7 @@ impl World {
                     .is_some_and(|n| n.saturating_sub(m.created) > margin);
             let owed = !m.deleted
                 && !beyond_margin
+                && m.upload != Some(false)
                 && !unreachable.contains(m.id.as_str())
                 && m.author != EVE.0
                 && m.commit_tick < sock

@@ -137,6 +137,15 @@ fn random_sequences_reach_every_interesting_path() {
         "client batch",
         "server batch",
         "full batch",
+        // Issue 21's doubts that are on (`Model::today`).
+        "app post",
+        "app post refused",
+        "transient forbidden",
+        "silent upgrade",
+        "ready timeout",
+        "deaf socket",
+        "no echo",
+        "thread reply",
     ] {
         assert!(
             seen.contains(path),

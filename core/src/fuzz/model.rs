@@ -7,7 +7,13 @@
 //! - a socket's session: [`Session`] (subscriptions that take effect at the frame, so a
 //!   broadcast can overtake a late `subscribed`; the replies to every client frame);
 //! - tokens: [`Tokens`] (access tokens that expire, refresh tokens that rotate);
-//! - the read limit: [`ReadLimiter`];
+//! - the write limit: [`ReadLimiter`] (Kaiku's `write` category: history reads and the app's
+//!   posts spend one window; Kaiku's header rounding and a limiter store that is down, issue
+//!   21);
+//! - a `subscribe`'s other answers ([`Verdict`]): a transient `forbidden` (a database error in
+//!   the permission check, [`DbErrors`]) and the unnamed `message_error` when
+//!   looking the channel up fails;
+//! - uploads ([`attach`]) and thread replies ([`thread_reply_new`]);
 //! - the shapes: [`Message`], [`message_new`], [`history_body`], [`page_limit`];
 //! - how a history read is answered: [`history_page`] under [`HistoryRules`] (Kaiku's
 //!   blocked-author filter, an older server's clamped `limit`, a `before` cursor resolved by
@@ -86,6 +92,86 @@ pub fn ready(user_id: &str) -> String {
 pub const CHANNEL_NOT_FOUND: &str =
     r#"{"type":"error","code":"channel_not_found","message":"Channel not found"}"#;
 
+/// What Kaiku answers a `subscribe` when its permission check meets a database error (and to
+/// a channel the user may not read): `forbidden`, naming no channel.
+pub const FORBIDDEN: &str =
+    r#"{"type":"error","code":"forbidden","message":"You do not have access to this channel"}"#;
+
+/// What Kaiku answers a frame whose handling failed (here: looking a `subscribe`'s channel up
+/// met a database error): the unnamed `message_error`, and nothing else for that frame.
+pub const MESSAGE_ERROR: &str =
+    r#"{"type":"error","code":"message_error","message":"Database error"}"#;
+
+/// How the server answers one `subscribe` (issue 21: Kaiku's answers besides `subscribed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The subscription takes effect: `subscribed`.
+    Accept,
+    /// No such channel: [`CHANNEL_NOT_FOUND`].
+    NotFound,
+    /// A database error in the permission check: [`FORBIDDEN`], though the channel is
+    /// allowed (transient: [`DbErrors`]).
+    Forbidden,
+    /// Looking the channel up failed: [`MESSAGE_ERROR`], the subscription does not take effect
+    /// and nothing else answers the frame.
+    LookupFailed,
+}
+
+/// The database errors Kaiku meets while handling a `subscribe` (issue 21): its permission
+/// check answers `forbidden` on an error ([`Verdict::Forbidden`]), and looking the channel up
+/// answers the unnamed `message_error` ([`Verdict::LookupFailed`]). Database errors are
+/// transient: a channel never meets two in a row (the `subscribe` after an error is answered
+/// truly, however late it comes) nor two within `gap` (longer than the client's
+/// `refusal_confirm_delay`), so a client that asks again after its confirm delay gets the
+/// true answer.
+#[derive(Clone, Debug)]
+pub struct DbErrors {
+    gap: Duration,
+    last: BTreeMap<String, Duration>,
+    /// Channels whose latest `subscribe` met an error.
+    erred: BTreeSet<String>,
+    /// `forbidden`s given for allowed channels.
+    pub forbidden: u64,
+    /// `message_error`s given.
+    pub lookups: u64,
+}
+
+impl DbErrors {
+    /// No error yet; two errors for one channel at least `gap` apart.
+    pub fn new(gap: Duration) -> Self {
+        Self {
+            gap,
+            last: BTreeMap::new(),
+            erred: BTreeSet::new(),
+            forbidden: 0,
+            lookups: 0,
+        }
+    }
+
+    /// How the `subscribe` of allowed `channel` handled at `now` is answered, given what the
+    /// dice said of a failed lookup (`lookup`) and of a failed permission check (`forbid`):
+    /// an error only if the channel's previous `subscribe` met none, nor any within the gap.
+    pub fn verdict(&mut self, channel: &str, now: Duration, lookup: bool, forbid: bool) -> Verdict {
+        let recent = self
+            .last
+            .get(channel)
+            .is_some_and(|at| now < *at + self.gap);
+        let in_a_row = self.erred.remove(channel);
+        if in_a_row || recent || !(lookup || forbid) {
+            return Verdict::Accept;
+        }
+        self.erred.insert(channel.to_owned());
+        self.last.insert(channel.to_owned(), now);
+        if lookup {
+            self.lookups += 1;
+            Verdict::LookupFailed
+        } else {
+            self.forbidden += 1;
+            Verdict::Forbidden
+        }
+    }
+}
+
 /// One socket's session on the server: the channels it is subscribed to.
 ///
 /// Kaiku handles a socket's frames in order. A `subscribe` takes effect when its frame is
@@ -107,6 +193,9 @@ pub struct Handled {
     pub subscribed: Option<String>,
     /// The frame was a `subscribe` the server refused.
     pub refused: bool,
+    /// The frame was a `subscribe` answered [`Verdict::Forbidden`] or
+    /// [`Verdict::LookupFailed`]: the channel is allowed, the server failed.
+    pub failed: Option<Verdict>,
 }
 
 impl Session {
@@ -126,23 +215,51 @@ impl Session {
         user_id: &str,
         admits: impl FnOnce(&str) -> bool,
     ) -> Handled {
+        self.handle_verdict(text, user_id, |c| {
+            if admits(c) {
+                Verdict::Accept
+            } else {
+                Verdict::NotFound
+            }
+        })
+    }
+
+    /// As [`Session::handle`], with every answer Kaiku gives a `subscribe`: `verdict` decides
+    /// (a transient [`FORBIDDEN`], a [`MESSAGE_ERROR`] that leaves the socket unsubscribed).
+    pub fn handle_verdict(
+        &mut self,
+        text: &str,
+        user_id: &str,
+        verdict: impl FnOnce(&str) -> Verdict,
+    ) -> Handled {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
             return Handled::default();
         };
         let channel = v["channel_id"].as_str().unwrap_or_default();
         let mut handled = Handled::default();
         handled.reply = match v["type"].as_str().unwrap_or_default() {
-            "subscribe" if admits(channel) => {
-                self.channels.insert(channel.to_owned());
-                handled.subscribed = Some(channel.to_owned());
-                Some(format!(
-                    r#"{{"type":"subscribed","channel_id":"{channel}"}}"#
-                ))
-            }
-            "subscribe" => {
-                handled.refused = true;
-                Some(CHANNEL_NOT_FOUND.to_owned())
-            }
+            "subscribe" => match verdict(channel) {
+                Verdict::Accept => {
+                    self.channels.insert(channel.to_owned());
+                    handled.subscribed = Some(channel.to_owned());
+                    Some(format!(
+                        r#"{{"type":"subscribed","channel_id":"{channel}"}}"#
+                    ))
+                }
+                Verdict::NotFound => {
+                    handled.refused = true;
+                    Some(CHANNEL_NOT_FOUND.to_owned())
+                }
+                Verdict::Forbidden => {
+                    handled.refused = true;
+                    handled.failed = Some(Verdict::Forbidden);
+                    Some(FORBIDDEN.to_owned())
+                }
+                Verdict::LookupFailed => {
+                    handled.failed = Some(Verdict::LookupFailed);
+                    Some(MESSAGE_ERROR.to_owned())
+                }
+            },
             "unsubscribe" => {
                 self.channels.remove(channel);
                 Some(format!(
@@ -260,11 +377,14 @@ impl Tokens {
     }
 }
 
-/// Kaiku's per-user limit on REST reads: a fixed window that starts with the first read after
-/// the previous window ended and lasts `window`; at most `budget` reads are counted in it. A
-/// read over the budget is refused with 429 and `Retry-After` (whole seconds left, at least
-/// one) and is not counted. Counted answers carry `x-ratelimit-limit`, `x-ratelimit-remaining`
-/// and `x-ratelimit-reset` (the window's end, epoch seconds rounded up) when `headers` is on.
+/// Kaiku's per-user limit on its `write` category, which history reads share with the app's
+/// posts (the README's correction): a fixed window that starts with the first request after
+/// the previous window ended and lasts `window`; at most `budget` requests are counted in it.
+/// A request over the budget is refused with 429 and `Retry-After` (whole seconds left, at
+/// least one) and is not counted. Counted answers carry `x-ratelimit-limit`,
+/// `x-ratelimit-remaining` and `x-ratelimit-reset` (the window's end, epoch seconds rounded
+/// up) when `headers` is on. [`ReadLimiter::kaiku_rounding`] and
+/// [`ReadLimiter::store_down`] add the real server's quirks (issue 21).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadLimit {
     /// Reads counted per window.
@@ -292,9 +412,13 @@ pub enum Admission {
     Refused {
         /// The window's number.
         window: u64,
-        /// Whole seconds until it ends, at least one.
+        /// Whole seconds until it ends, at least one (with Kaiku's rounding: rounded to the
+        /// nearest, so possibly 0).
         retry_after: u64,
     },
+    /// The limiter's store (Kaiku: Redis) is down and `fail_open` is off: 503 without
+    /// `Retry-After`, nothing counted.
+    StoreDown,
 }
 
 /// Kaiku's read limiter, as both models run it.
@@ -307,6 +431,10 @@ pub struct ReadLimiter {
     windows: u64,
     /// Windows whose whole budget was counted.
     budgets_spent: u64,
+    /// Kaiku's rounding of the headers.
+    kaiku: bool,
+    /// Periods (from, until) when the limiter's store is down.
+    outages: Vec<(Duration, Duration)>,
 }
 
 impl ReadLimiter {
@@ -317,7 +445,35 @@ impl ReadLimiter {
             current: None,
             windows: 0,
             budgets_spent: 0,
+            kaiku: false,
+            outages: Vec::new(),
         }
+    }
+
+    /// Kaiku's header arithmetic (issue 21): it reads the window key's TTL in whole seconds, so
+    /// `x-ratelimit-reset` is `floor(now) + round(TTL)` (up to 1.5 s before the window truly
+    /// ends) and `Retry-After` is `round(TTL)`, which can be 0.
+    pub fn kaiku_rounding(mut self) -> Self {
+        self.kaiku = true;
+        self
+    }
+
+    /// The limiter's store is down from `from` until `until`: every request then answers 503
+    /// without `Retry-After` (Kaiku with Redis down and `fail_open` off).
+    pub fn store_down(mut self, from: Duration, until: Duration) -> Self {
+        self.outages.push((from, until));
+        self
+    }
+
+    /// Whether the store is down at `now`.
+    pub fn is_store_down(&self, now: Duration) -> bool {
+        self.outages.iter().any(|(a, b)| *a <= now && now < *b)
+    }
+
+    /// When the current window truly ends, if one has started.
+    pub fn window_end(&self) -> Option<(u64, Duration)> {
+        self.current
+            .map(|(id, start, _)| (id, start + self.limit.window))
     }
 
     /// The limit it applies.
@@ -327,6 +483,9 @@ impl ReadLimiter {
 
     /// Counts a read arriving at `now` against the budget.
     pub fn admit(&mut self, now: Duration) -> Admission {
+        if self.is_store_down(now) {
+            return Admission::StoreDown;
+        }
         let limit = self.limit;
         let (window, start, count) = match self.current {
             Some((id, start, count)) if now < start + limit.window => (id, start, count),
@@ -336,20 +495,31 @@ impl ReadLimiter {
             }
         };
         let ends = start + limit.window;
+        let ttl = ends.saturating_sub(now);
         if count >= limit.budget {
             self.current = Some((window, start, count));
+            let retry_after = if self.kaiku {
+                round_secs(ttl)
+            } else {
+                ceil_secs(ttl).max(1)
+            };
             return Admission::Refused {
                 window,
-                retry_after: ceil_secs(ends.saturating_sub(now)).max(1),
+                retry_after,
             };
         }
         let count = count + 1;
         self.current = Some((window, start, count));
         self.budgets_spent += u64::from(count == limit.budget);
+        let reset = if self.kaiku {
+            now.as_secs() + round_secs(ttl)
+        } else {
+            ceil_secs(ends)
+        };
         Admission::Counted {
             window,
             remaining: limit.budget - count,
-            reset: ceil_secs(ends),
+            reset,
         }
     }
 
@@ -540,6 +710,37 @@ pub fn history_body<'a>(
 /// Whole seconds in `d`, rounded up (Kaiku's `Retry-After` and `x-ratelimit-reset`).
 pub fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Whole seconds in `d`, rounded to the nearest (Redis' `TTL` as Kaiku reads it).
+pub fn round_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() >= 500_000_000)
+}
+
+/// `json` (a message in either shape, written with `"attachments":[]`) with one attachment:
+/// an upload's message once its file is stored (issue 21: Kaiku inserts the message, stores
+/// the file, then broadcasts; history shows `[]` until then).
+pub fn attach(json: &str, file_id: &str) -> String {
+    json.replacen(
+        r#""attachments":[]"#,
+        &format!(
+            r#""attachments":[{{"filename":"photo.png","id":"{file_id}","mime_type":"image/png","size":48213,"url":"/api/messages/attachments/{file_id}"}}]"#
+        ),
+        1,
+    )
+}
+
+/// Whether a message's JSON (either shape) carries an attachment.
+pub fn has_attachment(json: &str) -> bool {
+    json.contains(r#""attachments":[{"#)
+}
+
+/// Kaiku's broadcast of a thread reply (issue 21): `live` replies to `parent_id`; it is not in
+/// channel history, and a catch-up does not cover it.
+pub fn thread_reply_new(channel_id: &str, parent_id: &str, live: &str) -> String {
+    format!(
+        r#"{{"type":"thread_reply_new","channel_id":"{channel_id}","parent_id":"{parent_id}","message":{live}}}"#
+    )
 }
 
 #[cfg(test)]
