@@ -306,10 +306,9 @@
 //! - (x) a burst past `recent_ids`: seed 3, "message e99bf980-…-00000000002d (seq 45) on
 //!   a4c1d9e3-… delivered twice"; seed 418 too.
 //!
-//! Found by the third round (issue 21's knobs) and **open**: [`OPEN_BUGS`] = `zBE`, off by
-//! default (and off in the fuzz `World`'s `Model::today`); each fails with the default
-//! letters plus its own (`TETHER_SIM_STRICT=ghjklmnopqrstuvwxyACDF` and the letter); the
-//! minimal scenarios are `#[ignore]`d in [`known_bugs`]:
+//! Found by the third round (issue 21's knobs), fixed since (z and B in 8fee856, E in a99a170; D74, D75, D77):
+//! each failed on the core before its fix with `TETHER_SIM_STRICT=ghjklmnopqrstuvwxyACDF` and
+//! its letter; their minimal scenarios are in [`known_bugs`]:
 //!
 //! - (z) Kaiku's `x-ratelimit-reset` (`floor(now) + round(TTL)`) differs by a second between
 //!   answers of one window; the pacer names a window by its raw reset, so a stale answer
@@ -1479,7 +1478,7 @@ struct Strict {
 /// The letters of the bugs found by this model that the core does not fix yet (issue 18):
 /// their knobs are off unless `TETHER_SIM_STRICT` names them (or is `1`). Once the core is
 /// fixed, empty this and every knob is on by default.
-const OPEN_BUGS: &str = "zBE";
+const OPEN_BUGS: &str = "";
 
 impl Strict {
     fn from_env() -> Self {
@@ -5321,7 +5320,6 @@ mod known_bugs {
     /// (seed 11), "the catch-up spent the app's reserve: the app's post … was refused (429) in
     /// window 3 after the app had spent 1 of that window's 11 (reserve 2)".
     #[test]
-    #[ignore = "open bug (z): answers of one Kaiku window name resets a second apart"]
     fn answers_of_one_window_a_second_apart_in_reset_are_one_window() {
         let (mut h, reads) = catching_up(2, &["a", "b", "c", "d"]);
         assert_eq!(reads.len(), 2);
@@ -5343,7 +5341,6 @@ mod known_bugs {
     /// be), believes the channel confirmed, and never asks again: "wanted channel e91b0c5d-…
     /// never confirmed after the settle phase" (no message of it arrives again).
     #[test]
-    #[ignore = "open bug (B): a subscribed from before an unsubscribe confirms the subscribe after it"]
     fn a_subscribe_after_a_toggle_answered_message_error_goes_again() {
         let mut h = connected_at_17_01();
         h.take();
@@ -5375,7 +5372,6 @@ mod known_bugs {
     /// upload dde6e1cd-…-000000000108 on e91b0c5d-… was broadcast with its attachment to the
     /// core, but the app's copy has none").
     #[test]
-    #[ignore = "open bug (E): a late upload broadcast held by a catch-up is dropped as a duplicate"]
     fn a_late_upload_broadcast_held_by_a_catch_up_reaches_the_app_as_an_update() {
         let mut h = connected_at_17_01();
         h.subscribe("c");
