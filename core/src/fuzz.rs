@@ -645,8 +645,9 @@ pub struct World {
     kaiku_dice: crate::rng::Rng,
     /// The database errors of `subscribe`s (`A`, `B`).
     db: DbErrors,
-    /// Per channel: whether the server's latest refusal of it was a transient `forbidden`.
-    transient: BTreeMap<String, bool>,
+    /// Channels the server truly refused (`channel_not_found`) on the open socket: a rejection
+    /// needs one (`A`: two transient `forbidden`s never make one).
+    refused_here: BTreeSet<String>,
     /// The open socket sends nothing (`C`), or gets no broadcast (`D`).
     silent: bool,
     deaf: bool,
@@ -810,7 +811,7 @@ impl World {
             kaiku,
             kaiku_dice: crate::rng::Rng::new(seed ^ 0xCA1C_0022),
             db: DbErrors::new(Duration::from_secs(10)),
-            transient: BTreeMap::new(),
+            refused_here: BTreeSet::new(),
             silent: false,
             deaf: false,
             app_spent: BTreeMap::new(),
@@ -858,6 +859,7 @@ impl World {
         self.replies.clear();
         self.silent = false;
         self.deaf = false;
+        self.refused_here.clear();
     }
 
     /// One in `n` from the issue-21 dice.
@@ -1750,9 +1752,8 @@ impl World {
                                 }
                                 _ => {}
                             }
-                            if handled.refused {
-                                let transient = handled.failed == Some(Verdict::Forbidden);
-                                self.transient.insert(ch, transient);
+                            if handled.refused && handled.failed.is_none() {
+                                self.refused_here.insert(ch);
                             }
                         }
                         if let Some(ch) = handled.subscribed {
@@ -1819,14 +1820,15 @@ impl World {
                 }
                 Action::Emit(Event::SubscriptionRejected { channel_id, .. }) => {
                     self.seen.insert("subscription rejected");
+                    // Each socket's refusals are the server's answers to its frames: the
+                    // World refuses one `subscribe` in ten whatever the channel, so a
+                    // rejection must rest on a true refusal given on this socket (the core
+                    // may pin it on a later `subscribe` of the channel), never on transient
+                    // `forbidden`s alone.
                     assert!(
-                        !self
-                            .transient
-                            .get(channel_id.as_str())
-                            .copied()
-                            .unwrap_or(false),
-                        "{channel_id} rejected, though the server's last refusal of it was a \
-                         transient forbidden (a database error)"
+                        self.refused_here.contains(channel_id.as_str()),
+                        "{channel_id} rejected, though the server refused it on this socket \
+                         only with transient forbiddens (database errors)"
                     );
                     self.intervals.remove(channel_id.as_str());
                 }
