@@ -656,10 +656,14 @@ pub struct World {
     deaf: bool,
     /// Per limiter window: the app's requests counted (`y`).
     app_spent: BTreeMap<u64, u32>,
-    /// The core has been given budget headers; reads sent before; windows that counted one.
+    /// The core has been given budget headers; reads sent before; windows the reserve rule
+    /// leaves out: they counted a read sent before that, or a proxy's retry of a read (the
+    /// core never sent it).
     informed: bool,
     uninformed_reads: BTreeSet<u64>,
     uninformed_windows: BTreeSet<u64>,
+    /// The answer being given is a proxy's retry, which the server counts again.
+    retrying: bool,
     /// Per window: the earliest reset announced (seconds of the run), and the reads refused
     /// at or after it (`z`).
     announced: BTreeMap<u64, u64>,
@@ -822,6 +826,7 @@ impl World {
             informed: false,
             uninformed_reads: BTreeSet::new(),
             uninformed_windows: BTreeSet::new(),
+            retrying: false,
             announced: BTreeMap::new(),
             early_refusals: BTreeMap::new(),
             uploads: Vec::new(),
@@ -1182,7 +1187,9 @@ impl World {
                         // counts it again), the core given a second answer for one id.
                         self.seen.insert("answer given twice");
                         self.drain();
+                        self.retrying = true;
                         self.answer_history(&req, *fail, *bare);
+                        self.retrying = false;
                     }
                 }
             }
@@ -1587,7 +1594,7 @@ impl World {
             match self.admit(now) {
                 Ok((window, remaining, reset)) => {
                     budget = Some((remaining, reset));
-                    if self.uninformed_reads.contains(&req.id) {
+                    if self.retrying || self.uninformed_reads.contains(&req.id) {
                         self.uninformed_windows.insert(window);
                     }
                     if self.limiter.limit().headers {
