@@ -640,17 +640,25 @@ pub struct World {
     kaiku_dice: crate::rng::Rng,
     /// The database errors of `subscribe`s (`A`, `B`).
     db: DbErrors,
-    /// Per channel: whether the server's latest refusal of it was a transient `forbidden`.
-    transient: BTreeMap<String, bool>,
+    /// Channels the server truly refused (`channel_not_found`) on the open socket: a rejection
+    /// needs one (`A`: two transient `forbidden`s never make one).
+    refused_here: BTreeSet<String>,
+    /// `Op::Pong` sent a `pong` no `ping` asked for on the open socket: answers are no longer
+    /// in the order the core relies on to place refusals, so the rejection rule is off.
+    stray_pong: bool,
     /// The open socket sends nothing (`C`), or gets no broadcast (`D`).
     silent: bool,
     deaf: bool,
     /// Per limiter window: the app's requests counted (`y`).
     app_spent: BTreeMap<u64, u32>,
-    /// The core has been given budget headers; reads sent before; windows that counted one.
+    /// The core has been given budget headers; reads sent before; windows the reserve rule
+    /// leaves out: they counted a read sent before that, or a proxy's retry of a read (the
+    /// core never sent it).
     informed: bool,
     uninformed_reads: BTreeSet<u64>,
     uninformed_windows: BTreeSet<u64>,
+    /// The answer being given is a proxy's retry, which the server counts again.
+    retrying: bool,
     /// Per window: the earliest reset announced (seconds of the run), and the reads refused
     /// at or after it (`z`).
     announced: BTreeMap<u64, u64>,
@@ -805,13 +813,15 @@ impl World {
             kaiku,
             kaiku_dice: crate::rng::Rng::new(seed ^ 0xCA1C_0022),
             db: DbErrors::new(Duration::from_secs(10)),
-            transient: BTreeMap::new(),
+            refused_here: BTreeSet::new(),
+            stray_pong: false,
             silent: false,
             deaf: false,
             app_spent: BTreeMap::new(),
             informed: false,
             uninformed_reads: BTreeSet::new(),
             uninformed_windows: BTreeSet::new(),
+            retrying: false,
             announced: BTreeMap::new(),
             early_refusals: BTreeMap::new(),
             uploads: Vec::new(),
@@ -853,6 +863,8 @@ impl World {
         self.replies.clear();
         self.silent = false;
         self.deaf = false;
+        self.refused_here.clear();
+        self.stray_pong = false;
     }
 
     /// One in `n` from the issue-21 dice.
@@ -1119,6 +1131,7 @@ impl World {
             }
             Op::Pong => {
                 if matches!(self.sock, Sock::Open { .. }) && !self.silent {
+                    self.stray_pong = true;
                     self.frame(r#"{"type":"pong"}"#);
                 }
             }
@@ -1169,7 +1182,9 @@ impl World {
                         // counts it again), the core given a second answer for one id.
                         self.seen.insert("answer given twice");
                         self.drain();
+                        self.retrying = true;
                         self.answer_history(&req, *fail, *bare);
+                        self.retrying = false;
                     }
                 }
             }
@@ -1574,7 +1589,7 @@ impl World {
             match self.admit(now) {
                 Ok((window, remaining, reset)) => {
                     budget = Some((remaining, reset));
-                    if self.uninformed_reads.contains(&req.id) {
+                    if self.retrying || self.uninformed_reads.contains(&req.id) {
                         self.uninformed_windows.insert(window);
                     }
                     if self.limiter.limit().headers {
@@ -1745,9 +1760,8 @@ impl World {
                                 }
                                 _ => {}
                             }
-                            if handled.refused {
-                                let transient = handled.failed == Some(Verdict::Forbidden);
-                                self.transient.insert(ch, transient);
+                            if handled.refused && handled.failed.is_none() {
+                                self.refused_here.insert(ch);
                             }
                         }
                         if let Some(ch) = handled.subscribed {
@@ -1814,14 +1828,15 @@ impl World {
                 }
                 Action::Emit(Event::SubscriptionRejected { channel_id, .. }) => {
                     self.seen.insert("subscription rejected");
+                    // Each socket's refusals are the server's answers to its frames: the
+                    // World refuses one `subscribe` in ten whatever the channel, so a
+                    // rejection must rest on a true refusal given on this socket (the core
+                    // may pin it on a later `subscribe` of the channel), never on transient
+                    // `forbidden`s alone.
                     assert!(
-                        !self
-                            .transient
-                            .get(channel_id.as_str())
-                            .copied()
-                            .unwrap_or(false),
-                        "{channel_id} rejected, though the server's last refusal of it was a \
-                         transient forbidden (a database error)"
+                        self.stray_pong || self.refused_here.contains(channel_id.as_str()),
+                        "{channel_id} rejected, though the server refused it on this socket \
+                         only with transient forbiddens (database errors)"
                     );
                     self.intervals.remove(channel_id.as_str());
                 }
