@@ -195,6 +195,10 @@ struct Walk {
     pages: u32,
     /// Live events about the channel, held until the gap is delivered.
     held: Vec<ServerEvent>,
+    /// Messages the app has whose history copy changed since the copy it got (an upload's
+    /// attachment arrived, and its live broadcast was lost with a socket): delivered as
+    /// updates after the gap.
+    updates: Vec<HistoryItem>,
 }
 
 impl Walk {
@@ -210,6 +214,7 @@ impl Walk {
             seen: Vec::new(),
             pages: 0,
             held,
+            updates: Vec::new(),
         }
     }
 
@@ -550,7 +555,7 @@ impl CatchUp {
         self.pacer.reads()
     }
 
-    /// Read answers that asked every read to wait (429, or 503 with `Retry-After`).
+    /// Answers that asked every read to wait (429 or 503).
     pub(crate) fn rate_limited(&self) -> u64 {
         self.pacer.rate_limited()
     }
@@ -732,34 +737,36 @@ impl CatchUp {
             out.push_back(CatchUpOutput::Deliver(event));
             return;
         };
-        if c.recent.contains(&message.id) {
-            // Delivered from history before its broadcast, which carries what was added
-            // since (an upload's attachment): the app replaces its copy.
+        // Delivered on this channel, or while it was tracked before (an unsubscribe, then
+        // `subscribe_from`): a duplicate, unless it is a live copy that changed since the
+        // history copy the app got (an upload's attachment arrived): then the app replaces
+        // its copy.
+        let memory = if c.recent.contains(&message.id) {
+            Some(&mut c.recent)
+        } else if untracked.contains(&message.id) {
+            Some(untracked)
+        } else {
+            None
+        };
+        if let Some(memory) = memory {
             if !event.is_recovered()
-                && c.recent
-                    .take_changed_copy(&message.id, event.copy_fingerprint())
+                && memory.take_changed_copy(&message.id, event.copy_fingerprint())
             {
                 out.push_back(CatchUpOutput::Deliver(event.into_update()));
-                return;
+            } else {
+                *duplicates += 1;
             }
-            *duplicates += 1;
-            return;
-        }
-        if untracked.contains(&message.id) {
-            // Delivered while the channel was tracked before (an unsubscribe, then
-            // `subscribe_from`): a changed copy is an update all the same.
-            if !event.is_recovered()
-                && untracked.take_changed_copy(&message.id, event.copy_fingerprint())
-            {
-                out.push_back(CatchUpOutput::Deliver(event.into_update()));
-                return;
-            }
-            *duplicates += 1;
             return;
         }
         // Whatever its timestamp says: a message that arrived is proof that the server's
         // history holds it, where a timestamp is only a reading of a clock (D68).
         let id = c.recent.insert(message.id.clone(), message.created_at);
+        if event.is_recovered()
+            && let Some(copy) = event.copy_fingerprint()
+        {
+            // History's copy: a live copy that differs later is an update.
+            c.recent.set_copy(&id, copy);
+        }
         c.anchor = Some(Anchor {
             id,
             created_at: message.created_at,
@@ -1054,12 +1061,20 @@ impl CatchUp {
                     break;
                 }
             }
-            if c.recent.contains(&h.id)
-                || c.in_reload.contains(&h.id)
-                || self.untracked.contains(&h.id)
-                || anchor.as_ref().is_some_and(|a| a.id == h.id)
-            {
-                // Delivered, in a reload, or the anchor itself (the app's, met again).
+            if c.recent.contains(&h.id) || self.untracked.contains(&h.id) {
+                // Delivered. Its body may have changed since the copy the app got, when that
+                // was history's (an upload whose live broadcast went with a socket).
+                let copy = item.copy_fingerprint();
+                if (c.recent.take_changed_copy(&h.id, copy)
+                    || self.untracked.take_changed_copy(&h.id, copy))
+                    && walk.gap_ids.insert(h.id.clone())
+                {
+                    walk.updates.push(item.clone());
+                }
+                continue;
+            }
+            if c.in_reload.contains(&h.id) || anchor.as_ref().is_some_and(|a| a.id == h.id) {
+                // In a reload, or the anchor itself (the app's, met again).
                 continue;
             }
             if c.recent.is_in_doubt(&h.id, h.created_at)
@@ -1207,7 +1222,13 @@ impl CatchUp {
         let Phase::CatchingUp(walk) = std::mem::replace(&mut c.phase, Phase::Live) else {
             return;
         };
-        let Walk { gap, held, req, .. } = *walk;
+        let Walk {
+            gap,
+            held,
+            req,
+            updates,
+            ..
+        } = *walk;
         if let Req::InFlight { id, .. } = req {
             // Its answer, if it still comes, only frees the pacing slot.
             self.requests.remove(&id);
@@ -1274,16 +1295,12 @@ impl CatchUp {
             (key, e)
         }));
         messages.sort_by_key(|(key, _)| *key);
+        for item in &updates {
+            self.out.push_back(CatchUpOutput::Deliver(
+                ServerEvent::synthesize_message_new(channel, item).into_update(),
+            ));
+        }
         for e in messages.into_iter().map(|(_, e)| e).chain(held_other) {
-            let copy = e
-                .is_recovered()
-                .then(|| match e.kind() {
-                    ServerEventKind::MessageNew { message, .. } => {
-                        e.copy_fingerprint().zip(Some(message.id.clone()))
-                    }
-                    _ => None,
-                })
-                .flatten();
             Self::deliver(
                 c,
                 &mut self.untracked,
@@ -1291,9 +1308,6 @@ impl CatchUp {
                 &mut self.duplicates,
                 e,
             );
-            if let Some((copy, id)) = copy {
-                c.recent.set_copy(&id, copy);
-            }
         }
         if !complete {
             // What the walk read is in the app's reload: never delivered as missed by a later

@@ -139,7 +139,7 @@ const MAX_OUT_BATCH_BYTES: usize = 32 * 1024;
 ///   [`handle_closed`](Self::handle_closed),
 ///   [`handle_history`](Self::handle_history),
 ///   [`handle_history_headers`](Self::handle_history_headers),
-///   [`handle_app_request`](Self::handle_app_request),
+///   [`handle_app_request`](Self::handle_app_request), [`handle_app_post`](Self::handle_app_post),
 ///   [`handle_server_date`](Self::handle_server_date), [`handle_refresh`](Self::handle_refresh),
 ///   [`handle_timeout`](Self::handle_timeout),
 ///   [`handle_network_change`](Self::handle_network_change).
@@ -1364,7 +1364,6 @@ impl Connection {
                 if self.subs.handle_subscribed(now, channel_id) =>
             {
                 self.catch_up.handle_subscribed(now, channel_id);
-                self.confirm_heard(now);
             }
             ServerEventKind::Error { code, channel_id } => {
                 if self.subs.needs_fence(code.as_str()) {
@@ -1429,6 +1428,13 @@ impl Connection {
                 return;
             }
             _ => {}
+        }
+        if matches!(
+            event.kind(),
+            ServerEventKind::Subscribed { .. } | ServerEventKind::Error { .. }
+        ) {
+            // An answer may have retired a `subscribe` whose channel already delivers.
+            self.confirm_heard(now);
         }
         self.actions.push_back(Action::Emit(Event::Server(event)));
     }

@@ -1862,6 +1862,10 @@ impl World {
                     if let ServerEventKind::MessageNew {
                         channel_id,
                         message,
+                    }
+                    | ServerEventKind::MessageUpdate {
+                        channel_id,
+                        message,
                     } = e.kind()
                     {
                         let id = message.id.to_string();

@@ -269,9 +269,11 @@ enum Probe {
     Sent(u64),
 }
 
-/// Paces every REST read the core makes. Verbs: [`try_send`](Self::try_send) before a read,
-/// [`handle_answer`](Self::handle_answer) when it is answered,
-/// [`handle_headers`](Self::handle_headers) for any read's headers (the app's too).
+/// Paces every REST read the core makes. Verbs: [`try_send`](Self::try_send) before a read;
+/// [`handle_answer`](Self::handle_answer), [`handle_lost`](Self::handle_lost),
+/// [`handle_refused`](Self::handle_refused) or [`handle_success`](Self::handle_success) as it
+/// ends; [`handle_headers`](Self::handle_headers) for any answer's headers (the app's too);
+/// [`pause`](Self::pause) when a refusal came without headers.
 #[derive(Clone, Debug)]
 pub(crate) struct Pacer {
     config: PacingConfig,
@@ -282,8 +284,8 @@ pub(crate) struct Pacer {
     /// Reads in flight whose refusal was applied from their headers: their answer must not
     /// count it again.
     refused: BTreeSet<u64>,
-    /// Refusals (429, 503) since the last answer that was not one: each waits twice as long
-    /// as the one before, whatever the server's `Retry-After` says (it can say 0).
+    /// Refusals (429, 503) since the core's last read that succeeded: each waits twice as
+    /// long as the one before, whatever the server's `Retry-After` says (it can say 0).
     refusals: u32,
     /// The window refilled after it was spent: one read goes alone until an answer proves the
     /// new window open (a reset announced early refuses one read, not `max_in_flight`).
@@ -489,7 +491,9 @@ impl Pacer {
             self.pause(now, wait, headers.status == 429);
             return;
         }
-        if (200..300).contains(&headers.status) {
+        if own.is_some() && (200..300).contains(&headers.status) {
+            // Only the core's own read proves the server serves again: an app's answer may
+            // be to a request sent before the refusal.
             self.handle_success();
         }
         if let Some(limit) = headers.limit.filter(|l| *l > 0) {
@@ -579,8 +583,8 @@ impl Pacer {
     /// says `Retry-After: 0`, or refuses with no wait at all, does not get a storm.
     ///
     /// `spent` (a 429): the server's budget is spent, whatever the client counted, until the
-    /// wait ends or the window it announced ends, whichever is later. Otherwise (a 503 with
-    /// `Retry-After`: an overloaded server) the budget is as it was: the wait is not the
+    /// wait ends or the window it announced ends, whichever is later. Otherwise (a 503: an
+    /// overloaded server, or a rate limiter that is down) the budget is as it was: the wait is not the
     /// window's, and a short one must not refill a window the server announced spent.
     pub(crate) fn pause(&mut self, now: Instant, retry_after: Option<Duration>, spent: bool) {
         self.expire(now);
@@ -628,7 +632,7 @@ impl Pacer {
         self.reads
     }
 
-    /// Answers that asked every read to wait (429, or 503 with `Retry-After`).
+    /// Answers that asked every read to wait (429 or 503).
     pub(crate) fn rate_limited(&self) -> u64 {
         self.rate_limited
     }
@@ -1005,6 +1009,9 @@ mod tests {
         // Once the window has ended here, its late answers are stale.
         let end = t0 + Duration::from_secs(24);
         assert!(p.try_send(end, 3), "a fresh window");
+        // Its first read, answered.
+        p.handle_success();
+        p.handle_answer(3);
         p.handle_headers(end, &budget(29, 0, 30), &clock, None);
         assert!(
             p.try_send(end, 4),

@@ -121,7 +121,10 @@ fn copies_full(actions: &[Action], id: &str) -> Vec<(bool, String)> {
     server_events(actions)
         .into_iter()
         .filter_map(|e| match e.kind() {
-            ServerEventKind::MessageNew { message, .. } if message.id == id => {
+            ServerEventKind::MessageNew { message, .. }
+            | ServerEventKind::MessageUpdate { message, .. }
+                if message.id == id =>
+            {
                 Some((e.is_update(), e.json().to_string()))
             }
             _ => None,

@@ -4028,6 +4028,10 @@ impl Sim {
                 ServerEventKind::MessageNew {
                     channel_id,
                     message,
+                }
+                | ServerEventKind::MessageUpdate {
+                    channel_id,
+                    message,
                 } => {
                     let id = message.id.as_str();
                     let Some(msg) = self.server.message(id) else {

@@ -37,6 +37,11 @@ impl HistoryItem {
     pub fn head(&self) -> &MessageHead {
         &self.head
     }
+
+    /// The changeable parts of the message, hashed (see `ServerEvent::copy_fingerprint`).
+    pub(crate) fn copy_fingerprint(&self) -> Option<super::CopyFingerprint> {
+        super::server::CopyFields::of(self.json.as_str()).map(|f| f.fingerprint())
+    }
 }
 
 #[derive(Deserialize)]

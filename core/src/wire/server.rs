@@ -53,11 +53,19 @@ fn hash_json(value: &serde_json::Value, h: &mut impl std::hash::Hasher) {
     match value {
         Value::Null => 0u8.hash(h),
         Value::Bool(b) => (1u8, b).hash(h),
-        // `1024` and `1024.0` are one value.
-        Value::Number(n) => match n.as_f64() {
-            Some(f) => (2u8, f.to_bits()).hash(h),
-            None => (2u8, n.to_string()).hash(h),
-        },
+        // `1024` and `1024.0` are one value; an integer past 2^53, which a float cannot hold
+        // exactly, is hashed as the integer it is.
+        Value::Number(n) => {
+            let exact = n
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| n.as_u64().map(i128::from));
+            match (exact, n.as_f64()) {
+                (Some(i), _) if i.unsigned_abs() > 1 << 53 => (7u8, i).hash(h),
+                (_, Some(f)) => (2u8, f.to_bits()).hash(h),
+                (_, None) => (2u8, n.to_string()).hash(h),
+            }
+        }
         // A timestamp written two ways (`Z` or `+00:00`, trailing zeros) is one instant.
         Value::String(s) => match Timestamp::parse(s) {
             Some(t) => (6u8, t.unix_nanos()).hash(h),
@@ -115,6 +123,18 @@ pub enum ServerEventKind {
     },
     /// A new message in a channel.
     MessageNew {
+        /// Channel id.
+        channel_id: Text,
+        /// The message's identity and creation time.
+        message: MessageHead,
+    },
+    /// A new copy of a message the app already has: a catch-up delivered its history copy,
+    /// and this one (live, or history's later copy) differs in `content`, `attachments` or
+    /// `edited_at` (Kaiku stores an upload's message before its file, and broadcasts it with
+    /// the attachment once the file is stored). Replace the message by id; never add it
+    /// twice. Its JSON is the `message_new` it came as; only the core marks it
+    /// ([`ServerEvent::is_update`]).
+    MessageUpdate {
         /// Channel id.
         channel_id: Text,
         /// The message's identity and creation time.
@@ -441,9 +461,20 @@ impl ServerEvent {
         self.update
     }
 
-    /// This event, marked as an update of a copy delivered before.
+    /// This `message_new`, as an update of a copy delivered before
+    /// ([`ServerEventKind::MessageUpdate`]).
     pub(crate) fn into_update(mut self) -> Self {
         self.update = true;
+        if let ServerEventKind::MessageNew {
+            channel_id,
+            message,
+        } = self.kind
+        {
+            self.kind = ServerEventKind::MessageUpdate {
+                channel_id,
+                message,
+            };
+        }
         self
     }
 
@@ -452,13 +483,7 @@ impl ServerEvent {
     pub(crate) fn copy_fingerprint(&self) -> Option<CopyFingerprint> {
         #[derive(Deserialize)]
         struct Outer {
-            message: Option<Fields>,
-        }
-        #[derive(Deserialize)]
-        struct Fields {
-            content: Option<serde_json::Value>,
-            attachments: Option<serde_json::Value>,
-            edited_at: Option<serde_json::Value>,
+            message: Option<CopyFields>,
         }
         if !matches!(self.kind, ServerEventKind::MessageNew { .. }) {
             return None;
@@ -466,6 +491,21 @@ impl ServerEvent {
         let fields = serde_json::from_str::<Outer>(self.json.as_str())
             .ok()?
             .message?;
+        Some(fields.fingerprint())
+    }
+}
+
+/// The changeable parts of a message object.
+#[derive(Deserialize)]
+pub(crate) struct CopyFields {
+    content: Option<serde_json::Value>,
+    attachments: Option<serde_json::Value>,
+    edited_at: Option<serde_json::Value>,
+}
+
+impl CopyFields {
+    /// Each field hashed ([`hash_json`]).
+    pub(crate) fn fingerprint(&self) -> CopyFingerprint {
         let hash = |v: &Option<serde_json::Value>| {
             v.as_ref().map(|v| {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -473,13 +513,20 @@ impl ServerEvent {
                 std::hash::Hasher::finish(&h)
             })
         };
-        Some(CopyFingerprint([
-            hash(&fields.content),
-            hash(&fields.attachments),
-            hash(&fields.edited_at),
-        ]))
+        CopyFingerprint([
+            hash(&self.content),
+            hash(&self.attachments),
+            hash(&self.edited_at),
+        ])
     }
 
+    /// The fields of the message object `json`, if it parses.
+    pub(crate) fn of(json: &str) -> Option<Self> {
+        serde_json::from_str(json).ok()
+    }
+}
+
+impl ServerEvent {
     /// Whether this is a `message_new` that a catch-up built from REST history (see
     /// [`synthesize_message_new`](Self::synthesize_message_new)): the message did not
     /// arrive live. Catch-up delivers these before the channel's
@@ -510,6 +557,7 @@ impl ServerEvent {
             ServerEventKind::Subscribed { channel_id }
             | ServerEventKind::Unsubscribed { channel_id }
             | ServerEventKind::MessageNew { channel_id, .. }
+            | ServerEventKind::MessageUpdate { channel_id, .. }
             | ServerEventKind::MessageEdit { channel_id, .. }
             | ServerEventKind::MessageDelete { channel_id, .. }
             | ServerEventKind::TypingStart { channel_id, .. }

@@ -158,7 +158,9 @@ impl Chat {
             }
             Event::Server(e) if e.event_type().as_str() == "ready" => {}
             Event::Server(e) => match e.kind() {
-                ServerEventKind::MessageNew { .. } => self.show_message(e),
+                ServerEventKind::MessageNew { .. } | ServerEventKind::MessageUpdate { .. } => {
+                    self.show_message(e)
+                }
                 ServerEventKind::TypingStart {
                     channel_id,
                     user_id,

@@ -108,6 +108,7 @@ pub enum Observed<'a> {
     /// The app posted a message: its channel, its id (from the answer) and how long ago the
     /// request went out. Kaiku broadcasts it to the author too, so the connection expects its
     /// echo.
+    #[non_exhaustive]
     Posted {
         /// The channel.
         channel_id: &'a str,

@@ -177,7 +177,10 @@ async fn an_upload_broadcast_after_its_catch_up_reaches_the_app_as_an_update() {
         unreachable!()
     };
     assert!(update.json().as_str().contains(&upload) && update.json().as_str().contains("cat.png"));
-    assert!(matches!(update.kind(), ServerEventKind::MessageNew { .. }));
+    assert!(matches!(
+        update.kind(),
+        ServerEventKind::MessageUpdate { .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
