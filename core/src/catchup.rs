@@ -279,6 +279,9 @@ struct Channel {
     order: u64,
     /// When the app last focused it (0: never); the latest focused catch up first.
     focus: u64,
+    /// A `message_new` for it arrived after its latest `subscribe` went out: the server has
+    /// it subscribed, whatever it answered.
+    heard_since_subscribe: bool,
 }
 
 impl Channel {
@@ -472,6 +475,7 @@ impl CatchUp {
             },
             order,
             focus: 0,
+            heard_since_subscribe: false,
         });
         if let Some(id) = newest {
             entry.anchor = Some(Anchor {
@@ -596,6 +600,7 @@ impl CatchUp {
             c.since = Some(now);
             c.since_read = self.messages.lower_bound(now);
         }
+        c.heard_since_subscribe = false;
         if let Phase::Idle { missed } = &mut c.phase {
             let missed = std::mem::replace(missed, Missed::Nothing);
             c.phase = Phase::Subscribing { missed };
@@ -636,13 +641,13 @@ impl CatchUp {
         }
     }
 
-    /// Whether `channel` waits for its `subscribed` with live events already held: the
-    /// server has it subscribed, whatever it answered.
+    /// Whether `channel` waits for its `subscribed` with a live message held that arrived
+    /// after its `subscribe` went out: the server has it subscribed, whatever it answered.
     pub(crate) fn is_heard_unconfirmed(&self, channel: &Text) -> bool {
-        matches!(
-            self.channels.get(channel).map(|c| &c.phase),
-            Some(Phase::Subscribing { missed: Missed::Walk { early } }) if !early.is_empty()
-        )
+        self.channels.get(channel).is_some_and(|c| {
+            c.heard_since_subscribe
+                && matches!(&c.phase, Phase::Subscribing { missed: Missed::Walk { early } } if !early.is_empty())
+        })
     }
 
     /// A live event about `channel`, received at `now`: held while the channel catches up or
@@ -677,6 +682,11 @@ impl CatchUp {
             self.out.push_back(CatchUpOutput::Deliver(event));
             return;
         };
+        if matches!(c.phase, Phase::Subscribing { .. })
+            && matches!(event.kind(), ServerEventKind::MessageNew { .. })
+        {
+            c.heard_since_subscribe = true;
+        }
         match &mut c.phase {
             Phase::CatchingUp(walk) => {
                 walk.held.push(event);
@@ -1018,6 +1028,15 @@ impl CatchUp {
             {
                 if a.id == h.id {
                     walk.passed = true;
+                    // The app has it: history's copy may have changed since (an upload's
+                    // broadcast that went with a socket).
+                    let copy = item.copy_fingerprint();
+                    if (c.recent.take_changed_copy(&h.id, copy)
+                        || self.untracked.take_changed_copy(&h.id, copy))
+                        && walk.gap_ids.insert(h.id.clone())
+                    {
+                        walk.updates.push(item.clone());
+                    }
                     if a.created_at.is_none()
                         && let (Some(Anchor { created_at, .. }), Some(t)) =
                             (&mut c.anchor, h.created_at)
