@@ -491,9 +491,10 @@ impl Pacer {
             self.pause(now, wait, headers.status == 429);
             return;
         }
-        if own.is_some() && (200..300).contains(&headers.status) {
-            // Only the core's own read proves the server serves again: an app's answer may
-            // be to a request sent before the refusal.
+        // Only the core's own read proves the server serves again: an app's answer may be to
+        // a request sent before the refusal. Without budget headers it proves the window too.
+        let served = own.is_some() && (200..300).contains(&headers.status);
+        if served && headers.remaining.is_none() {
             self.handle_success();
         }
         if let Some(limit) = headers.limit.filter(|l| *l > 0) {
@@ -514,8 +515,23 @@ impl Pacer {
             && (later_window(latest, raw)
                 || (!later_window(raw, latest) && self.window.server_reset.is_none()))
         {
-            // An answer of a window that has ended: its figures are not today's.
+            // An answer of a window that has ended here: its figures are not today's. But the
+            // core's own read sent after that end, counted in it with nothing left, shows the
+            // end was placed early (a reset announced early, a `Date` long stale): the window
+            // is not open yet. Reads wait a second and probe again.
+            if served && remaining == 0 && !later_window(latest, raw) {
+                self.refusals = self.refusals.saturating_add(1);
+                let wait = Duration::from_secs(1)
+                    .saturating_mul(1 << self.refusals.saturating_sub(1).min(6))
+                    .min(MAX_REFUSAL_BACKOFF);
+                self.window.remaining = 0;
+                self.window.resets_at = Some(now + wait);
+                self.window.reset_guessed = true;
+            }
             return;
+        }
+        if served {
+            self.handle_success();
         }
         // A reset counted in seconds from the answer ends at most that long after it was
         // received (it was written a little earlier): an estimate, which names no window.
@@ -1156,5 +1172,28 @@ mod tests {
             assert!(p.try_send(t0, id), "a new window: 7 less read 2 in flight");
         }
         assert!(!p.try_send(t0, 16));
+    }
+
+    #[test]
+    fn a_probe_counted_in_the_window_that_should_have_ended_waits_and_probes_again() {
+        // The simulation's seed 11331: no `Date` on the answers, a stale sample of the
+        // server's clock, so the window's end was placed early. The probe is counted in the
+        // old window (0 left, the same reset): the others must not follow it.
+        let t0 = crate::test_clock::start();
+        let clock = ServerClock::default();
+        let mut p = pacer(4, 200);
+        p.handle_headers(t0, &budget(0, 0, 10), &clock, None);
+        let at = t0 + Duration::from_secs(10) + RESET_SLACK;
+        assert!(p.try_send(at, 1), "the probe");
+        let mut h = budget(0, 0, 10);
+        h.date = None;
+        p.handle_headers(at, &h, &clock, Some(1));
+        p.handle_answer(1);
+        assert!(!p.try_send(at, 2), "no storm behind the probe");
+        assert!(
+            p.try_send(at + Duration::from_secs(1), 2),
+            "a probe a second later"
+        );
+        assert!(!p.try_send(at + Duration::from_secs(1), 3), "alone");
     }
 }
