@@ -239,6 +239,9 @@ struct Window {
     /// Reads of this window whose answer never came (a network error, a timeout): the server
     /// may well have counted them, after the answers seen so far.
     lost: u32,
+    /// Reads sent after the server's announced reset, in the slack before the refill: they
+    /// may count in the next window, and are taken from it.
+    past_reset: u32,
     /// The raw `x-ratelimit-reset` of the window these figures belong to; `None` once it
     /// has ended here (or before any).
     server_reset: Option<Timestamp>,
@@ -309,6 +312,7 @@ impl Pacer {
                 from_server: false,
                 server_low: None,
                 lost: 0,
+                past_reset: 0,
                 server_reset: None,
                 latest_reset: None,
             },
@@ -342,7 +346,11 @@ impl Pacer {
             if self.is_spent() {
                 self.probe = Probe::Ready;
             }
-            self.window.remaining = self.window.limit;
+            // Reads sent after the server's announced reset counted in its next window.
+            self.window.remaining = self
+                .window
+                .limit
+                .saturating_sub(std::mem::take(&mut self.window.past_reset));
             self.window.resets_at = None;
             self.window.reset_guessed = false;
             self.window.server_low = None;
@@ -405,6 +413,17 @@ impl Pacer {
             self.window.reset_guessed = true;
         }
         self.window.remaining -= 1;
+        if self.window.from_server
+            && !self.window.reset_guessed
+            && self
+                .window
+                .resets_at
+                .is_some_and(|end| now + RESET_SLACK >= end)
+        {
+            // Past the reset the server announced, inside the slack: the server may count
+            // this read in its next window, and the refill will too.
+            self.window.past_reset = self.window.past_reset.saturating_add(1);
+        }
         if self.probe == Probe::Ready {
             self.probe = Probe::Sent(id);
         }
@@ -571,6 +590,7 @@ impl Pacer {
         };
         if newer_window {
             self.window.lost = 0;
+            self.window.past_reset = 0;
         }
         self.window.server_low = Some(low);
         self.window.remaining = low.saturating_sub(others.saturating_add(self.window.lost));
@@ -1195,5 +1215,35 @@ mod tests {
             "a probe a second later"
         );
         assert!(!p.try_send(at + Duration::from_secs(1), 3), "alone");
+    }
+
+    #[test]
+    fn reads_sent_inside_the_slack_are_taken_from_the_next_window() {
+        // The simulation's seed 23847: a read sent after the announced reset, before the
+        // slack's end, counted in the old window here and in the new one at the server: the
+        // refill gave four reads where three were left, and the app's post was refused.
+        let t0 = crate::test_clock::start();
+        let clock = ServerClock::default();
+        let mut p = Pacer::new(PacingConfig {
+            max_in_flight: 10,
+            reserve: 1,
+            ..PacingConfig::default()
+        });
+        let mut h = budget(0, 3, 10);
+        h.limit = Some(4);
+        p.handle_headers(t0, &h, &clock, None);
+        let inside = t0 + Duration::from_secs(10) + Duration::from_millis(500);
+        assert!(p.try_send(inside, 1), "the old window has 3 left");
+        let refill = t0 + Duration::from_secs(10) + RESET_SLACK;
+        let mut sent = 0;
+        for id in 2..10 {
+            if p.try_send(refill, id) {
+                sent += 1;
+            }
+        }
+        assert_eq!(
+            sent, 2,
+            "4, less the read inside the slack, less the reserve"
+        );
     }
 }
