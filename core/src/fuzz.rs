@@ -1089,6 +1089,10 @@ impl World {
                 }
             }
             Op::Echo(i) => {
+                // What the core delivered so far in this step (commits due before it) moves
+                // its memory: learn of it before choosing what it still remembers (the
+                // 30-minute campaign's crash: a repeat of an id two commits had just evicted).
+                self.drain();
                 let recent = self.config.catch_up.recent_ids;
                 let remembered = &self.delivered_order;
                 let all: Vec<(String, String, i64)> = self

@@ -106,6 +106,9 @@ async fn main() {
         // The gap is 500 messages, the default cap; a catch-up may also deliver what was posted
         // within its margins before the subscription (D68): leave room for those.
         cfg.core.catch_up.max_messages = 1_000;
+        // This dev server limits nothing and sends no budget headers: the mirror of a limiting
+        // server's default (30 a minute, D74) would pace the rounds' reads for nothing.
+        cfg.core.pacing.budget = 1_000_000;
         let (client, events) =
             Client::spawn(cfg, creds.clone()).unwrap_or_else(|e| fail(&e.to_string()));
         (client, events, chs.to_vec())

@@ -214,6 +214,10 @@ async fn main() {
         cfg.core.heartbeat.interval = Duration::from_secs(2);
         cfg.core.heartbeat.timeout = Duration::from_secs(2);
         cfg.core.backoff.max = Duration::from_secs(4);
+        // This dev server limits nothing and sends no budget headers: the mirror of a limiting
+        // server's default (Kaiku's 30 a minute) would pace reads no server counts, and a
+        // 45-s soak with a reconnect every few seconds would wait out its window (D74).
+        cfg.core.pacing.budget = 1_000_000;
         let Ok((client, events)) = Client::spawn(cfg, creds) else {
             continue;
         };
