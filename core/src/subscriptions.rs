@@ -199,6 +199,16 @@ impl Subscriptions {
     /// Every frame up to `pos` in the unanswered list has had its answer: a `subscribe` among
     /// them that is still pending got something else, and is scheduled to go again.
     fn retire(&mut self, now: Instant, pos: usize) {
+        let any = self
+            .unanswered
+            .iter()
+            .take(pos + 1)
+            .any(|s| matches!(s, Sent::Subscribe(_)));
+        if !any {
+            // The common case, a heartbeat's pong: nothing to schedule, nothing to allocate.
+            self.unanswered.drain(..=pos);
+            return;
+        }
         let retired: Vec<Sent> = self.unanswered.drain(..=pos).collect();
         for sent in retired {
             let Sent::Subscribe(ch) = sent else {
