@@ -218,6 +218,22 @@ impl Walk {
         }
     }
 
+    /// `item`, a message the app has: if history's copy changed since the copy the app got
+    /// (an upload whose live broadcast went with a socket), it goes out as an update.
+    fn note_changed_copy(
+        &mut self,
+        recent: &mut RecentIds,
+        untracked: &mut RecentIds,
+        item: &HistoryItem,
+    ) {
+        let id = &item.head().id;
+        if copy_changed(Some(recent), untracked, id, item.copy_fingerprint())
+            && self.gap_ids.insert(id.clone())
+        {
+            self.updates.push(item.clone());
+        }
+    }
+
     /// In line for a read at `now` (not in flight, not backing off).
     fn is_waiting(&self, now: Instant) -> bool {
         match self.req {
@@ -399,6 +415,17 @@ impl RecentIds {
         }
         id
     }
+}
+
+/// Whether `copy` is a changed copy of message `id` as the channel's memory (`recent`) or
+/// the untracked one last knew it; it becomes the copy compared against from then on.
+fn copy_changed(
+    recent: Option<&mut RecentIds>,
+    untracked: &mut RecentIds,
+    id: &Text,
+    copy: Option<CopyFingerprint>,
+) -> bool {
+    recent.is_some_and(|r| r.take_changed_copy(id, copy)) || untracked.take_changed_copy(id, copy)
 }
 
 /// Tracks every wanted channel's anchor and drives catch-ups through one read pacer.
@@ -665,15 +692,13 @@ impl CatchUp {
             // Not a tracked channel (e.g. unsubscribed a moment ago): forward, once.
             if let ServerEventKind::MessageNew { message, .. } = event.kind() {
                 if self.untracked.contains(&message.id) {
-                    if self
-                        .untracked
-                        .take_changed_copy(&message.id, event.copy_fingerprint())
-                    {
-                        self.out
-                            .push_back(CatchUpOutput::Deliver(event.into_update()));
-                        return;
-                    }
-                    self.duplicates += 1;
+                    Self::deliver_repeat(
+                        None,
+                        &mut self.untracked,
+                        &mut self.out,
+                        &mut self.duplicates,
+                        event,
+                    );
                     return;
                 }
                 self.untracked
@@ -748,24 +773,9 @@ impl CatchUp {
             return;
         };
         // Delivered on this channel, or while it was tracked before (an unsubscribe, then
-        // `subscribe_from`): a duplicate, unless it is a live copy that changed since the
-        // history copy the app got (an upload's attachment arrived): then the app replaces
-        // its copy.
-        let memory = if c.recent.contains(&message.id) {
-            Some(&mut c.recent)
-        } else if untracked.contains(&message.id) {
-            Some(untracked)
-        } else {
-            None
-        };
-        if let Some(memory) = memory {
-            if !event.is_recovered()
-                && memory.take_changed_copy(&message.id, event.copy_fingerprint())
-            {
-                out.push_back(CatchUpOutput::Deliver(event.into_update()));
-            } else {
-                *duplicates += 1;
-            }
+        // `subscribe_from`).
+        if c.recent.contains(&message.id) || untracked.contains(&message.id) {
+            Self::deliver_repeat(Some(&mut c.recent), untracked, out, duplicates, event);
             return;
         }
         // Whatever its timestamp says: a message that arrived is proof that the server's
@@ -783,6 +793,29 @@ impl CatchUp {
             given: false,
         });
         out.push_back(CatchUpOutput::Deliver(event));
+    }
+
+    /// A `message_new` for a message delivered before: a duplicate, unless it is a live copy
+    /// that changed since the history copy the app got (an upload's attachment arrived):
+    /// then the app replaces its copy.
+    fn deliver_repeat(
+        recent: Option<&mut RecentIds>,
+        untracked: &mut RecentIds,
+        out: &mut VecDeque<CatchUpOutput>,
+        duplicates: &mut u64,
+        event: ServerEvent,
+    ) {
+        let changed = match event.kind() {
+            ServerEventKind::MessageNew { message, .. } if !event.is_recovered() => {
+                copy_changed(recent, untracked, &message.id, event.copy_fingerprint())
+            }
+            _ => false,
+        };
+        if changed {
+            out.push_back(CatchUpOutput::Deliver(event.into_update()));
+        } else {
+            *duplicates += 1;
+        }
     }
 
     /// The connection is gone: every channel whose `subscribe` went out must catch up on the
@@ -1030,13 +1063,7 @@ impl CatchUp {
                     walk.passed = true;
                     // The app has it: history's copy may have changed since (an upload's
                     // broadcast that went with a socket).
-                    let copy = item.copy_fingerprint();
-                    if (c.recent.take_changed_copy(&h.id, copy)
-                        || self.untracked.take_changed_copy(&h.id, copy))
-                        && walk.gap_ids.insert(h.id.clone())
-                    {
-                        walk.updates.push(item.clone());
-                    }
+                    walk.note_changed_copy(&mut c.recent, &mut self.untracked, item);
                     if a.created_at.is_none()
                         && let (Some(Anchor { created_at, .. }), Some(t)) =
                             (&mut c.anchor, h.created_at)
@@ -1083,13 +1110,7 @@ impl CatchUp {
             if c.recent.contains(&h.id) || self.untracked.contains(&h.id) {
                 // Delivered. Its body may have changed since the copy the app got, when that
                 // was history's (an upload whose live broadcast went with a socket).
-                let copy = item.copy_fingerprint();
-                if (c.recent.take_changed_copy(&h.id, copy)
-                    || self.untracked.take_changed_copy(&h.id, copy))
-                    && walk.gap_ids.insert(h.id.clone())
-                {
-                    walk.updates.push(item.clone());
-                }
+                walk.note_changed_copy(&mut c.recent, &mut self.untracked, item);
                 continue;
             }
             if c.in_reload.contains(&h.id) || anchor.as_ref().is_some_and(|a| a.id == h.id) {

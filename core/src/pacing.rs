@@ -539,10 +539,7 @@ impl Pacer {
             // end was placed early (a reset announced early, a `Date` long stale): the window
             // is not open yet. Reads wait a second and probe again.
             if served && remaining == 0 && !later_window(latest, raw) {
-                self.refusals = self.refusals.saturating_add(1);
-                let wait = Duration::from_secs(1)
-                    .saturating_mul(1 << self.refusals.saturating_sub(1).min(6))
-                    .min(MAX_REFUSAL_BACKOFF);
+                let wait = self.refuse();
                 self.window.remaining = 0;
                 self.window.resets_at = Some(now + wait);
                 self.window.reset_guessed = true;
@@ -614,6 +611,15 @@ impl Pacer {
         self.config.window + Duration::from_secs(1)
     }
 
+    /// One more refusal in a row: the least it waits, 1 s doubled for each refusal before
+    /// it, up to a minute.
+    fn refuse(&mut self) -> Duration {
+        self.refusals = self.refusals.saturating_add(1);
+        Duration::from_secs(1)
+            .saturating_mul(1 << self.refusals.saturating_sub(1).min(6))
+            .min(MAX_REFUSAL_BACKOFF)
+    }
+
     /// Every read waits until `retry_after` has passed (5 s when the server gave none), and
     /// at least a second, doubled at each refusal in a row up to a minute: a server that
     /// says `Retry-After: 0`, or refuses with no wait at all, does not get a storm.
@@ -624,10 +630,7 @@ impl Pacer {
     /// window's, and a short one must not refill a window the server announced spent.
     pub(crate) fn pause(&mut self, now: Instant, retry_after: Option<Duration>, spent: bool) {
         self.expire(now);
-        self.refusals = self.refusals.saturating_add(1);
-        let backoff = Duration::from_secs(1)
-            .saturating_mul(1 << self.refusals.saturating_sub(1).min(6))
-            .min(MAX_REFUSAL_BACKOFF);
+        let backoff = self.refuse();
         let wait = crate::close::clamp_wait(retry_after.unwrap_or(DEFAULT_REFUSAL_WAIT));
         let until = now + wait.max(backoff);
         let until = self.paused_until.map_or(until, |t| t.max(until));
