@@ -1329,7 +1329,7 @@ impl World {
             Err(Some((window, wait))) => {
                 self.seen.insert("app post refused");
                 let limit = self.limiter.limit();
-                let reserve = self.config.pacing.reserve.min(limit.budget / 4);
+                let reserve = model::app_reserve(limit.budget);
                 let spent = self.app_spent.get(&window).copied().unwrap_or(0);
                 if limit.headers && self.date && !self.uninformed_windows.contains(&window) {
                     assert!(

@@ -199,7 +199,7 @@
 //!   429s come only from the random fault, or from a window the core had not heard of yet
 //!   (`Coverage` counts each kind, and the reads sent);
 //! - (`y`) the app keeps its reserve: an app post refused (429) in a window in which the
-//!   app itself had spent fewer requests than the core's reserve (`PacingConfig::reserve`,
+//!   app itself had spent fewer requests than the reserve it is promised (`model::APP_RESERVE`,
 //!   at most a quarter of the limit) fails, "the catch-up spent the app's reserve", where the
 //!   server announces its budget (headers and `Date`) and the window counted no read sent
 //!   before the core had been told any budget; a read refused in a window the app's posts
@@ -3786,7 +3786,7 @@ impl Sim {
                 self.cov.zero_retry_after += u64::from(retry_after == 0);
                 headers.push(("retry-after", retry_after.to_string()));
                 let l = limit.expect("a limiter refused");
-                let reserve = self.conn.config().pacing.reserve.min(l.budget / 4);
+                let reserve = model::app_reserve(l.budget);
                 let spent = self.check.app_spent.get(&window).copied().unwrap_or(0);
                 let told = self.server.knobs.date && l.headers;
                 if told && !self.check.uninformed.contains(&window) {

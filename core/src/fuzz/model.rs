@@ -26,6 +26,17 @@ use std::time::Duration;
 
 use crate::{Credentials, RefreshError, Timestamp};
 
+/// What the app is promised of each window of the budget history shares with its posts
+/// (D74): this many requests, at most a quarter of the window's limit. The models hold the
+/// core to this figure, not to the core's own configuration: a core that keeps no reserve
+/// fails them.
+pub const APP_RESERVE: u32 = 5;
+
+/// The app's share of a window of `limit` requests ([`APP_RESERVE`]).
+pub fn app_reserve(limit: u32) -> u32 {
+    APP_RESERVE.min(limit / 4)
+}
+
 /// The server's clock at a run's start, in Unix seconds: 2026-11-25T17:00:00Z.
 pub const SERVER_EPOCH: u64 = 1_795_626_000;
 
