@@ -7,7 +7,7 @@
 //! |---|---|
 //! | any server event | `ws:<type>` with the server's JSON, untouched |
 //! | a live copy of a message a catch-up delivered, changed since (an upload's attachment arrived) | `ws:message_update` with the server's `message_new` JSON, untouched: replace the message by id |
-//! | status | `ws:status` with the full status object, then the legacy name: `ws:connecting`, `ws:connected`, `ws:disconnected` (payload `null`; `failed` is also `ws:disconnected`) or `ws:reconnecting` (payload: the attempt number) |
+//! | status | `ws:status` with the full status object, then the legacy name: `ws:connecting`, `ws:connected`, `ws:disconnected` (payload `null`; `failed` is also `ws:disconnected`) or `ws:reconnecting` (payload: the attempt number); in [`StatusOrder::Kaiku`] the legacy names follow Kaiku's own order instead (see [`StatusEvents`]) |
 //! | catch-up done | `ws:resynced` `{"channel_id","recovered","complete"}` |
 //! | subscription refused | `ws:subscription_rejected` `{"channel_id","code"}` |
 //! | a refusal that may not be this subscription's (asked again) | `ws:subscription_uncertain` `{"channel_id","code"}` |
@@ -15,7 +15,7 @@
 //! | accepted send dropped | `ws:send_dropped` with the client event |
 //! | catch-ups wait on the server's rate limit, or resume | `ws:rate_limited` `{"retry_in_ms","waiting"}` (`retry_in_ms` is `null` once reads resume) |
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::action::Event;
 use crate::status::Status;
@@ -95,7 +95,9 @@ impl FrontendEvent {
     }
 }
 
-/// The frontend events for one connection event, in emission order (one or two).
+/// The frontend events for one connection event, in emission order (one or two), with the
+/// status events in tether's order ([`StatusOrder::Tether`]). A frontend written for Kaiku's
+/// own order uses a [`StatusEvents`] in [`StatusOrder::Kaiku`] instead.
 pub fn frontend_events(event: &Event) -> Vec<FrontendEvent> {
     match event {
         Event::Server(e) if e.is_update() => {
@@ -105,18 +107,7 @@ pub fn frontend_events(event: &Event) -> Vec<FrontendEvent> {
             format!("ws:{}", e.event_type()),
             e.json().as_str(),
         )],
-        Event::Status(s) => {
-            let full = serde_json::to_string(s).unwrap_or_else(|_| "null".into());
-            let legacy = match s {
-                Status::Connecting { .. } => FrontendEvent::new("ws:connecting", "null"),
-                Status::Connected { .. } => FrontendEvent::new("ws:connected", "null"),
-                Status::Reconnecting { attempt, .. } => {
-                    FrontendEvent::new("ws:reconnecting", attempt.to_string())
-                }
-                _ => FrontendEvent::new("ws:disconnected", "null"),
-            };
-            vec![FrontendEvent::new("ws:status", full), legacy]
-        }
+        Event::Status(s) => vec![status_event(s), tether_legacy_event(s)],
         Event::Resynced {
             channel_id,
             recovered,
@@ -163,6 +154,153 @@ pub fn frontend_events(event: &Event) -> Vec<FrontendEvent> {
     }
 }
 
+/// `ws:status` with the whole status object.
+fn status_event(s: &Status) -> FrontendEvent {
+    let full = serde_json::to_string(s).unwrap_or_else(|_| "null".into());
+    FrontendEvent::new("ws:status", full)
+}
+
+/// The legacy name of a status in tether's order: one per status change.
+fn tether_legacy_event(s: &Status) -> FrontendEvent {
+    match s {
+        Status::Connecting { .. } => FrontendEvent::new("ws:connecting", "null"),
+        Status::Connected { .. } => FrontendEvent::new("ws:connected", "null"),
+        Status::Reconnecting { attempt, .. } => {
+            FrontendEvent::new("ws:reconnecting", attempt.to_string())
+        }
+        _ => FrontendEvent::new("ws:disconnected", "null"),
+    }
+}
+
+/// Which order the legacy status events (`ws:connecting`, `ws:connected`, `ws:disconnected`,
+/// `ws:reconnecting`) follow. `ws:status`, with the whole status, is the same in both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum StatusOrder {
+    /// One legacy event per status change, named after it: a drop is `ws:reconnecting(n)`
+    /// (waiting), then `ws:connecting` (the retry's socket opening), then `ws:connected`.
+    #[default]
+    Tether,
+    /// Kaiku's desktop client's order, which its frontend was written against: `ws:connecting`
+    /// then `ws:connected` on the first connect; at a loss `ws:disconnected`, then
+    /// `ws:reconnecting` with the attempt number just before each retry opens its socket, then
+    /// `ws:connected` or, when the retry fails, `ws:disconnected` again. Never `ws:connecting`
+    /// on a retry. See [`KaikuStatus`].
+    Kaiku,
+}
+
+/// Kaiku's `ConnectionStatus`, serialized as its `ws_status` command answers:
+/// `"disconnected"`, `"connecting"`, `"connected"` or `{"reconnecting":{"attempt":n}}`.
+///
+/// Each tether status has one: the first attempt is `Connecting`; a retry opening its socket
+/// (tether's `connecting` with an attempt above 0) is `Reconnecting`; waiting before a retry,
+/// failed and disconnected are `Disconnected` (Kaiku's client showed its waits so; `ws:status`
+/// says which and why).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum KaikuStatus {
+    /// Not connected: never, any more, or waiting before a retry.
+    #[default]
+    Disconnected,
+    /// The first attempt is under way.
+    Connecting,
+    /// Connected and `ready`.
+    Connected,
+    /// A retry's socket is opening.
+    Reconnecting {
+        /// The retry number, from 1.
+        attempt: u32,
+    },
+}
+
+impl KaikuStatus {
+    /// The Kaiku status of a tether status.
+    pub fn of(status: &Status) -> Self {
+        match status {
+            Status::Connecting { attempt: 0 } => Self::Connecting,
+            Status::Connecting { attempt } => Self::Reconnecting { attempt: *attempt },
+            Status::Connected { .. } => Self::Connected,
+            _ => Self::Disconnected,
+        }
+    }
+
+    /// The event Kaiku emits on entering this status.
+    fn event(self) -> FrontendEvent {
+        match self {
+            Self::Disconnected => FrontendEvent::new("ws:disconnected", "null"),
+            Self::Connecting => FrontendEvent::new("ws:connecting", "null"),
+            Self::Connected => FrontendEvent::new("ws:connected", "null"),
+            Self::Reconnecting { attempt } => {
+                FrontendEvent::new("ws:reconnecting", attempt.to_string())
+            }
+        }
+    }
+}
+
+/// The frontend events of a connection's events, in a chosen [`StatusOrder`]. Kaiku's order
+/// depends on what came before (a wait after a failed retry repeats nothing), so one
+/// `StatusEvents` follows one connection from its first event.
+///
+/// In [`StatusOrder::Kaiku`], [`kaiku_status`](Self::kaiku_status) is the status the last legacy
+/// event announced: an app answering `ws_status` from it, and updating it before it emits the
+/// events, never contradicts the last event its frontend received.
+#[derive(Clone, Debug, Default)]
+pub struct StatusEvents {
+    order: StatusOrder,
+    kaiku: KaikuStatus,
+}
+
+impl StatusEvents {
+    /// Events in `order`, for a connection that has emitted nothing yet.
+    pub fn new(order: StatusOrder) -> Self {
+        Self {
+            order,
+            kaiku: KaikuStatus::Disconnected,
+        }
+    }
+
+    /// The order these events follow.
+    pub fn order(&self) -> StatusOrder {
+        self.order
+    }
+
+    /// Follows `order` from the next status change on (what was announced stays announced).
+    pub fn set_order(&mut self, order: StatusOrder) {
+        self.order = order;
+    }
+
+    /// The Kaiku status the events so far announced (in [`StatusOrder::Tether`] too: the
+    /// status of the last status event).
+    pub fn kaiku_status(&self) -> KaikuStatus {
+        self.kaiku
+    }
+
+    /// The frontend events for `event`, in emission order (none, one, two or three).
+    pub fn events(&mut self, event: &Event) -> Vec<FrontendEvent> {
+        let Event::Status(s) = event else {
+            return frontend_events(event);
+        };
+        let next = KaikuStatus::of(s);
+        let mut out = vec![status_event(s)];
+        match self.order {
+            StatusOrder::Tether => out.push(tether_legacy_event(s)),
+            StatusOrder::Kaiku if next == self.kaiku => {}
+            StatusOrder::Kaiku => {
+                // A loss is always announced before what follows it (a retry that starts at
+                // once, after a wake or a network change, skips the wait).
+                if self.kaiku == KaikuStatus::Connected && next != KaikuStatus::Disconnected {
+                    out.push(KaikuStatus::Disconnected.event());
+                }
+                out.push(next.event());
+            }
+        }
+        self.kaiku = next;
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -198,6 +336,166 @@ mod tests {
             [format!(
                 r#"{{"event":"ws:message_update","payload":{raw}}}"#
             )]
+        );
+    }
+
+    /// The legacy names (and payloads) a status sequence gives in `order`, `ws:status` left
+    /// out, each with the Kaiku status announced after it.
+    fn legacy(order: StatusOrder, statuses: &[Status]) -> Vec<(String, KaikuStatus)> {
+        let mut events = StatusEvents::new(order);
+        let mut out = Vec::new();
+        for s in statuses {
+            for f in events.events(&Event::Status(s.clone())) {
+                assert_ne!(f.name, "", "unnamed");
+                if f.name != "ws:status" {
+                    out.push((format!("{} {}", f.name, f.payload), events.kaiku_status()));
+                }
+            }
+        }
+        out
+    }
+
+    fn waiting(attempt: u32) -> Status {
+        Status::Reconnecting {
+            attempt,
+            retry_in_ms: 1000,
+            reason: ReconnectReason::ConnectionLost,
+        }
+    }
+
+    fn connected() -> Status {
+        Status::Connected {
+            protocol: crate::wire::Protocol::V1,
+            compression: None,
+        }
+    }
+
+    #[test]
+    fn kaiku_order_over_a_drop_a_failed_retry_and_a_recovery() {
+        use KaikuStatus as K;
+        let statuses = [
+            Status::Connecting { attempt: 0 },
+            connected(),
+            waiting(1),
+            Status::Connecting { attempt: 1 },
+            waiting(2),
+            Status::Connecting { attempt: 2 },
+            connected(),
+            Status::Disconnected,
+        ];
+        let names =
+            |v: Vec<(String, KaikuStatus)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        // Kaiku's client: a loss is `disconnected`, each retry `reconnecting(n)` as its
+        // socket opens, a failed retry `disconnected` again; never `connecting` on a retry.
+        let kaiku = legacy(StatusOrder::Kaiku, &statuses);
+        assert_eq!(
+            names(kaiku.clone()),
+            [
+                "ws:connecting null",
+                "ws:connected null",
+                "ws:disconnected null",
+                "ws:reconnecting 1",
+                "ws:disconnected null",
+                "ws:reconnecting 2",
+                "ws:connected null",
+                "ws:disconnected null",
+            ]
+        );
+        // The status after each event is the one it announced.
+        let after: Vec<KaikuStatus> = kaiku.iter().map(|(_, k)| *k).collect();
+        assert_eq!(
+            after,
+            [
+                K::Connecting,
+                K::Connected,
+                K::Disconnected,
+                K::Reconnecting { attempt: 1 },
+                K::Disconnected,
+                K::Reconnecting { attempt: 2 },
+                K::Connected,
+                K::Disconnected,
+            ]
+        );
+        // tether's own order names each status change.
+        assert_eq!(
+            names(legacy(StatusOrder::Tether, &statuses)),
+            [
+                "ws:connecting null",
+                "ws:connected null",
+                "ws:reconnecting 1",
+                "ws:connecting null",
+                "ws:reconnecting 2",
+                "ws:connecting null",
+                "ws:connected null",
+                "ws:disconnected null",
+            ]
+        );
+    }
+
+    #[test]
+    fn kaiku_order_announces_a_loss_before_a_retry_that_skipped_its_wait() {
+        // A wake or a network change: from connected straight to a retry's socket.
+        let got = legacy(
+            StatusOrder::Kaiku,
+            &[
+                Status::Connecting { attempt: 0 },
+                connected(),
+                Status::Connecting { attempt: 1 },
+                connected(),
+            ],
+        );
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ws:connecting null",
+                "ws:connected null",
+                "ws:disconnected null",
+                "ws:reconnecting 1",
+                "ws:connected null",
+            ]
+        );
+    }
+
+    #[test]
+    fn kaiku_order_says_nothing_twice_and_fails_as_disconnected() {
+        let failed = Status::Failed {
+            reason: crate::close::FailReason::Auth,
+            http_status: Some(401),
+        };
+        let got = legacy(
+            StatusOrder::Kaiku,
+            &[
+                Status::Connecting { attempt: 0 },
+                waiting(1),
+                waiting(1),
+                failed,
+                Status::Disconnected,
+            ],
+        );
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ws:connecting null", "ws:disconnected null"]);
+        // `ws:status` still carries every change.
+        let mut events = StatusEvents::new(StatusOrder::Kaiku);
+        events.events(&Event::Status(Status::Connecting { attempt: 0 }));
+        let again = events.events(&Event::Status(Status::Connecting { attempt: 0 }));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].name, "ws:status");
+    }
+
+    #[test]
+    fn kaiku_status_serializes_as_kaiku_s_connection_status() {
+        let json = |k: KaikuStatus| serde_json::to_string(&k).unwrap();
+        assert_eq!(json(KaikuStatus::Disconnected), r#""disconnected""#);
+        assert_eq!(json(KaikuStatus::Connecting), r#""connecting""#);
+        assert_eq!(json(KaikuStatus::Connected), r#""connected""#);
+        assert_eq!(
+            json(KaikuStatus::Reconnecting { attempt: 2 }),
+            r#"{"reconnecting":{"attempt":2}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<StatusOrder>(r#""kaiku""#).unwrap(),
+            StatusOrder::Kaiku
         );
     }
 

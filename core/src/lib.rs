@@ -109,7 +109,7 @@ pub use close::{FailReason, ReconnectReason, SocketEnd, TransportError};
 pub use config::{AuthMode, Config, ConfigError};
 pub use connection::{ConnectError, Connection, InvalidChannel, SendError};
 pub use delivery::DeliveryQueue;
-pub use frontend::{FrontendEvent, frontend_events};
+pub use frontend::{FrontendEvent, KaikuStatus, StatusEvents, StatusOrder, frontend_events};
 pub use heartbeat::HeartbeatConfig;
 pub use outbound::{Policy, QueueConfig, RateLimitConfig};
 pub use pacing::{PacingConfig, ReadHeaders, parse_http_date};
