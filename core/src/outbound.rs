@@ -33,6 +33,19 @@ impl Policy {
             | ClientEvent::VoiceLeave { .. }
             | ClientEvent::VoiceMute { .. }
             | ClientEvent::VoiceUnmute { .. } => Self::State,
+            ClientEvent::Custom(c) => match c.event_type() {
+                // Kaiku's admin subscription lives and dies with the socket: replayed.
+                crate::session::ADMIN_SUBSCRIBE | crate::session::ADMIN_UNSUBSCRIBE => Self::State,
+                // The rest of a voice session (its media, its statistics) means nothing to the
+                // session a reconnect starts (`voice_reset`): never sent late.
+                "voice_stats"
+                | "voice_screen_share_start"
+                | "voice_screen_share_stop"
+                | "voice_webcam_start"
+                | "voice_webcam_stop"
+                | "voice_set_layer_preference" => Self::Volatile,
+                _ => Self::Queued,
+            },
             _ => Self::Queued,
         }
     }
@@ -310,6 +323,21 @@ mod tests {
             Policy::State
         );
         assert_eq!(Policy::of(&custom(1)), Policy::Queued);
+        let named = |t: &str| {
+            ClientEvent::Custom(CustomEvent::new(format!(r#"{{"type":"{t}"}}"#)).unwrap())
+        };
+        assert_eq!(Policy::of(&named("admin_subscribe")), Policy::State);
+        assert_eq!(Policy::of(&named("admin_unsubscribe")), Policy::State);
+        for t in [
+            "voice_stats",
+            "voice_screen_share_start",
+            "voice_screen_share_stop",
+            "voice_webcam_start",
+            "voice_webcam_stop",
+            "voice_set_layer_preference",
+        ] {
+            assert_eq!(Policy::of(&named(t)), Policy::Volatile, "{t}");
+        }
     }
 
     #[test]

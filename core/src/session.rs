@@ -1,5 +1,5 @@
 //! The session a new connection must be told again: presence status, activity, custom status,
-//! and the voice session. Every voice rule lives here: what a replay re-joins, the order of
+//! the admin event subscription, and the voice session. Every voice rule lives here: what a replay re-joins, the order of
 //! voice frames around the client-side rate limit, and when the app must rebuild its own
 //! voice session (`voice_reset`).
 
@@ -17,6 +17,9 @@ pub(crate) struct SessionState {
     activity: Option<Value>,
     /// Custom status.
     custom_status: Option<Value>,
+    /// The app sent `admin_subscribe` (and no `admin_unsubscribe` since): Kaiku forgets it
+    /// with the socket, and its admin events (`admin_user_banned`, ...) stop.
+    admin: bool,
     /// The voice session.
     pub(crate) voice: Voice,
 }
@@ -32,13 +35,15 @@ impl SessionState {
             ClientEvent::SetCustomStatus { custom_status } => {
                 self.custom_status = (!custom_status.is_null()).then(|| custom_status.clone());
             }
+            ClientEvent::Custom(c) if c.event_type() == ADMIN_SUBSCRIBE => self.admin = true,
+            ClientEvent::Custom(c) if c.event_type() == ADMIN_UNSUBSCRIBE => self.admin = false,
             _ => return self.voice.apply(event),
         }
         true
     }
 
     /// The events that restore this session on a new connection, in a fixed order: status,
-    /// activity, custom status, then the voice session.
+    /// activity, custom status, the admin subscription, then the voice session.
     pub(crate) fn replay(&self) -> Vec<ClientEvent> {
         let mut out = Vec::new();
         if let Some(status) = &self.status {
@@ -56,8 +61,24 @@ impl SessionState {
                 custom_status: custom_status.clone(),
             });
         }
+        if self.admin {
+            out.push(admin_subscribe());
+        }
         out.extend(self.voice.replay());
         out
+    }
+}
+
+/// Kaiku's client event that asks for admin events (an elevated admin's socket only).
+pub(crate) const ADMIN_SUBSCRIBE: &str = "admin_subscribe";
+/// Its opposite.
+pub(crate) const ADMIN_UNSUBSCRIBE: &str = "admin_unsubscribe";
+
+fn admin_subscribe() -> ClientEvent {
+    // A fixed object with a string `type`: always valid.
+    match crate::wire::CustomEvent::new(r#"{"type":"admin_subscribe"}"#) {
+        Ok(c) => ClientEvent::Custom(c),
+        Err(_) => ClientEvent::Ping,
     }
 }
 
@@ -232,6 +253,22 @@ mod tests {
         );
         st.apply(&voice("leave", "v"));
         assert_eq!(st.voice.channel(), None);
+    }
+
+    #[test]
+    fn the_admin_subscription_is_replayed_until_the_app_ends_it() {
+        let custom = |json: &str| ClientEvent::Custom(crate::wire::CustomEvent::new(json).unwrap());
+        let mut st = SessionState::default();
+        assert!(st.apply(&custom(r#"{"type":"admin_subscribe"}"#)));
+        assert!(st.apply(&voice("join", "v")));
+        assert_eq!(
+            st.replay(),
+            vec![custom(r#"{"type":"admin_subscribe"}"#), voice("join", "v")]
+        );
+        assert!(st.apply(&custom(r#"{"type":"admin_unsubscribe"}"#)));
+        assert_eq!(st.replay(), vec![voice("join", "v")]);
+        // Other custom events are not session state.
+        assert!(!st.apply(&custom(r#"{"type":"voice_stats"}"#)));
     }
 
     #[test]
