@@ -83,6 +83,32 @@ struct Socket {
     writer: mpsc::Sender<Outbound>,
     /// Aborted when the socket is dropped, so an abort really drops the TCP connection.
     writer_task: Option<tokio::task::JoinHandle<()>>,
+    /// A Close frame went into the writer's queue: the core is closing this socket.
+    closing: bool,
+}
+
+/// How long a socket the core let go of while its Close frame waited in the writer's queue
+/// may take to write it (the core's own `close_timeout` bounds the wait for the reply).
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
+impl Socket {
+    /// Lets go of a socket whose Close frame is queued: the writer flushes what is left (the
+    /// Close frame last) and ends, within [`CLOSE_FLUSH`], then the connection is dropped.
+    /// Dropping it at once would abort the writer before the frame leaves, and the server
+    /// would see a reset instead of a close (a `disconnect` followed at once by a `connect`
+    /// with new credentials does exactly that).
+    fn retire(mut self) {
+        let Some(task) = self.writer_task.take() else {
+            return;
+        };
+        drop(self); // closes the writer's queue; the reader goes with it
+        let abort = task.abort_handle();
+        tokio::spawn(async move {
+            if tokio::time::timeout(CLOSE_FLUSH, task).await.is_err() {
+                abort.abort();
+            }
+        });
+    }
 }
 
 impl Drop for Socket {
@@ -252,9 +278,18 @@ impl Driver {
                 Action::Open(req) => self.open(req),
                 Action::Send(text) => self.write(Outbound::Text(text)),
                 Action::SendBinary(bytes) => self.write(Outbound::Binary(bytes)),
-                Action::Close { code, reason } => self.write(Outbound::Close { code, reason }),
+                Action::Close { code, reason } => {
+                    self.write(Outbound::Close { code, reason });
+                    if let Some(s) = &mut self.socket {
+                        s.closing = true;
+                    }
+                }
                 Action::Abort => {
-                    self.socket = None;
+                    if let Some(s) = self.socket.take()
+                        && s.closing
+                    {
+                        s.retire();
+                    }
                     if let Some(c) = self.connecting.take() {
                         c.abort();
                     }
@@ -339,7 +374,11 @@ impl Driver {
 
     fn open(&mut self, req: OpenRequest) {
         tracing::debug!(url = %req.redacted_url(), "opening socket");
-        self.socket = None;
+        if let Some(s) = self.socket.take()
+            && s.closing
+        {
+            s.retire();
+        }
         if let Some(c) = self.connecting.take() {
             c.abort();
         }
@@ -436,6 +475,7 @@ impl Driver {
                             reader,
                             writer,
                             writer_task: Some(writer_task),
+                            closing: false,
                         });
                         if let Err(why) = self.conn.handle_upgraded(
                             now,
@@ -510,7 +550,10 @@ impl Driver {
             let task = socket.writer_task.take();
             drop(socket); // closes the writer's queue: it flushes what is left, then ends
             if let Some(task) = task {
-                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+                let abort = task.abort_handle();
+                if tokio::time::timeout(CLOSE_FLUSH, task).await.is_err() {
+                    abort.abort();
+                }
             }
         }
         self.rest.abort_all();
