@@ -16,8 +16,10 @@
 
 use serde::{Deserialize, Serialize};
 use tauri::ipc::{Channel, InvokeResponseBody};
-use tauri::{AppHandle, Manager, Runtime, State};
-use tether_core::{AuthMode, ClientEvent, Credentials, Secret, Status};
+use tauri::{AppHandle, Emitter, Manager, Runtime, State};
+use tether_core::{
+    AuthMode, ClientEvent, Credentials, KaikuStatus, Secret, Status, StatusEvents, StatusOrder,
+};
 use tether_tokio::{Api, Client, ClientConfig};
 
 use crate::error::{Error, ErrorKind};
@@ -59,6 +61,12 @@ pub struct ConnectOptions {
     /// the socket's inflate context (docs/protocol.md, "Compression").
     #[ts(optional)]
     pub compression: Option<bool>,
+    /// The order of the legacy status events: `"tether"` (default) or `"kaiku"`, the order
+    /// Kaiku's desktop client emitted them in (`ws:disconnected` at a loss, `ws:reconnecting`
+    /// as each retry opens, never `ws:connecting` on a retry; see `StatusOrder`). Given on a
+    /// live session, it applies from its next event.
+    #[ts(optional)]
+    pub status_order: Option<StatusOrder>,
     /// Credentials the app's Rust code already has (its own login or refresh): they come
     /// first. Never from the webview.
     #[serde(skip)]
@@ -93,6 +101,13 @@ impl ConnectOptions {
     #[must_use]
     pub fn allow_insecure(mut self, allow: bool) -> Self {
         self.allow_insecure = Some(allow);
+        self
+    }
+
+    /// Emit the legacy status events in this order (see the field).
+    #[must_use]
+    pub fn status_order(mut self, order: StatusOrder) -> Self {
+        self.status_order = Some(order);
         self
     }
 
@@ -134,6 +149,8 @@ impl std::fmt::Debug for ConnectOptions {
             .field("password", &redacted(&self.password))
             .field("channels", &self.channels)
             .field("allow_insecure", &self.allow_insecure)
+            .field("compression", &self.compression)
+            .field("status_order", &self.status_order)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|_| "<redacted>"),
@@ -228,70 +245,90 @@ impl<R: Runtime> TetherHandle<R> {
     pub async fn connect(&self, options: ConnectOptions) -> Result<Status, Error> {
         let state = self.state()?;
         let allow_insecure = options.allow_insecure.unwrap_or(false);
-        let mut session = state.session.lock().await;
-        if let Some(s) = session.as_mut()
-            && s.server == options.server
-        {
-            return reconnect_if_needed(s, &state, options).await;
-        }
         // Every check before the first byte leaves: the socket's TLS rule, then the REST one
         // (a login would send the password).
-        let mut config = ClientConfig::new(&options.server)?;
-        config.core.auth_mode = match options.auth_mode.as_deref() {
-            None | Some("subprotocol") => AuthMode::Subprotocol,
-            Some("query") => AuthMode::Query,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "auth_mode `{other}`: expected subprotocol or query"
-                )));
-            }
-        };
-        config.core.allow_insecure = allow_insecure;
-        if options.compression.unwrap_or(false) {
-            config.core.deflate = Some(tether_core::wire::DeflateOffer::default());
-        }
-        config.core.validate()?;
+        let config = client_config(&options)?;
         let api = api(&options.server, allow_insecure)?;
-        let stored = state.login.lock().await;
-        let login_serial = stored.as_ref().map_or(0, |l| l.serial);
-        let (credentials, username) = match options.given() {
-            Given::Credentials(c) => (c, None),
-            Given::Password(u, p) => (
-                tether_tokio::with_jwt_expiry(api.login(u, &Secret::new(p)).await?),
-                Some(u.to_owned()),
-            ),
-            Given::Nothing => match stored.as_ref() {
-                Some(l) if l.server == options.server => (l.credentials.clone(), None),
-                _ => {
-                    return Err(Error::new(
-                        ErrorKind::Auth,
-                        "no credentials: pass a token, a username and password, or call login",
-                    ));
+        let mut logged_in: Option<(Credentials, String)> = None;
+        loop {
+            let mut session = state.session.lock().await;
+            // A password login goes out with no lock held: the app's other calls (`status`,
+            // `send`, a reloaded page's `connect`) go on while the server answers (a real
+            // Kaiku server takes about 2 s). The session is looked at again afterwards.
+            if let Given::Password(user, password) = options.given()
+                && logged_in.is_none()
+                && session
+                    .as_ref()
+                    .filter(|s| s.server == options.server)
+                    .is_none_or(|s| s.wants_login(user))
+            {
+                drop(session);
+                let creds = api.login(user, &Secret::new(password)).await?;
+                logged_in = Some((tether_tokio::with_jwt_expiry(creds), user.to_owned()));
+                continue;
+            }
+            if let Some(s) = session.as_mut()
+                && s.server == options.server
+            {
+                return reconnect_if_needed(s, &state, options, logged_in).await;
+            }
+            let stored = state.login.lock().await;
+            let login_serial = stored.as_ref().map_or(0, |l| l.serial);
+            let (credentials, username) = match (logged_in, options.given()) {
+                (Some((c, user)), _) => (c, Some(user)),
+                (None, Given::Credentials(c)) => (c, None),
+                (None, _) => match stored.as_ref() {
+                    Some(l) if l.server == options.server => (l.credentials.clone(), None),
+                    _ => {
+                        return Err(Error::new(
+                            ErrorKind::Auth,
+                            "no credentials: pass a token, a username and password, or call login",
+                        ));
+                    }
+                },
+            };
+            drop(stored);
+            let token = credentials.access_token.clone();
+            let insecure = is_plain_text_to_remote(&config);
+            let (client, events) = Client::spawn(config, credentials)?;
+            for ch in &options.channels {
+                client.subscribe(ch).await?;
+            }
+            client.connect()?;
+            if insecure {
+                // The app opted in (`allow_insecure`): the page hears that this connection is
+                // readable on the path, before any status event.
+                tracing::warn!(server = %options.server, "plain text to a remote host, as allowed");
+                let payload = serde_json::json!({ "server": options.server });
+                if let Err(e) = self.app.emit("ws:insecure", payload) {
+                    tracing::debug!(error = %e, "emit failed");
                 }
-            },
-        };
-        drop(stored);
-        let token = credentials.access_token.clone();
-        let (client, events) = Client::spawn(config, credentials)?;
-        for ch in &options.channels {
-            client.subscribe(ch).await?;
+            }
+            let status_events = std::sync::Arc::new(std::sync::Mutex::new(StatusEvents::new(
+                options.status_order.unwrap_or_default(),
+            )));
+            let forward = crate::state::forward(
+                self.app.clone(),
+                events,
+                state.channel.clone(),
+                status_events.clone(),
+            );
+            if let Some(old) = session.replace(Session {
+                server: options.server,
+                client,
+                token,
+                username,
+                login_serial,
+                allow_insecure,
+                forward,
+                status_events,
+            }) {
+                old.replaced();
+            }
+            return Ok(session
+                .as_ref()
+                .map_or(Status::Disconnected, |s| s.client.status()));
         }
-        client.connect()?;
-        let forward = crate::state::forward(self.app.clone(), events, state.channel.clone());
-        if let Some(old) = session.replace(Session {
-            server: options.server,
-            client,
-            token,
-            username,
-            login_serial,
-            allow_insecure,
-            forward,
-        }) {
-            old.replaced();
-        }
-        Ok(session
-            .as_ref()
-            .map_or(Status::Disconnected, |s| s.client.status()))
     }
 
     /// New credentials for the live session, issued by `server` (the HTTP base URL), after
@@ -397,6 +434,22 @@ impl<R: Runtime> TetherHandle<R> {
                 .map_or(Status::Disconnected, |s| s.client.status()),
             Err(_) => Status::Disconnected,
         }
+    }
+
+    /// The status in Kaiku's terms, as the last legacy status event the page was sent
+    /// announced it (`Disconnected` without a session). In [`StatusOrder::Kaiku`] it is
+    /// updated before each legacy event is emitted, so a page that asks after an event never
+    /// hears an older status than the event's. Kaiku's `ws_status` answers this.
+    pub async fn kaiku_status(&self) -> KaikuStatus {
+        let Ok(state) = self.state() else {
+            return KaikuStatus::Disconnected;
+        };
+        state
+            .session
+            .lock()
+            .await
+            .as_ref()
+            .map_or(KaikuStatus::Disconnected, Session::kaiku_status)
     }
 
     /// Every status change of the live session, from now on (the value it holds is the
@@ -509,7 +562,11 @@ async fn reconnect_if_needed(
     s: &mut Session,
     state: &Tether,
     options: ConnectOptions,
+    logged_in: Option<(Credentials, String)>,
 ) -> Result<Status, Error> {
+    if let Some(order) = options.status_order {
+        s.set_status_order(order);
+    }
     let failed = matches!(s.client.status(), Status::Failed { .. });
     let mut fresh = None;
     match options.given() {
@@ -522,12 +579,11 @@ async fn reconnect_if_needed(
                 fresh = Some((c, None));
             }
         }
-        Given::Password(u, p) => {
-            // The session's own user, not failed: a reload; the password is not sent again.
-            if failed || s.username.as_deref() != Some(u) {
-                let api = api(&options.server, options.allow_insecure.unwrap_or(false))?;
-                let creds = api.login(u, &Secret::new(p)).await?;
-                fresh = Some((tether_tokio::with_jwt_expiry(creds), Some(u.to_owned())));
+        Given::Password(..) => {
+            // `connect` logged in (without the lock) when the session wanted it; otherwise this
+            // is the session's own user, not failed: a reload, and the password was not sent.
+            if let Some((creds, user)) = logged_in {
+                fresh = Some((creds, Some(user)));
             }
         }
         Given::Nothing => {
@@ -562,6 +618,34 @@ async fn reconnect_if_needed(
         s.client.subscribe(ch).await?;
     }
     Ok(s.client.status())
+}
+
+/// The connection's settings for `options`, checked (the socket's TLS rule among them).
+fn client_config(options: &ConnectOptions) -> Result<ClientConfig, Error> {
+    let mut config = ClientConfig::new(&options.server)?;
+    config.core.auth_mode = match options.auth_mode.as_deref() {
+        None | Some("subprotocol") => AuthMode::Subprotocol,
+        Some("query") => AuthMode::Query,
+        Some(other) => {
+            return Err(invalid(format!(
+                "auth_mode `{other}`: expected subprotocol or query"
+            )));
+        }
+    };
+    config.core.allow_insecure = options.allow_insecure.unwrap_or(false);
+    if options.compression.unwrap_or(false) {
+        config.core.deflate = Some(tether_core::wire::DeflateOffer::default());
+    }
+    config.core.validate()?;
+    Ok(config)
+}
+
+/// Whether `config` (valid) speaks plain text to a host that is not loopback: it is valid only
+/// because the app opted in.
+fn is_plain_text_to_remote(config: &ClientConfig) -> bool {
+    let mut strict = config.core.clone();
+    strict.allow_insecure = false;
+    config.core.allow_insecure && strict.validate().is_err()
 }
 
 /// The REST client for `server`, with the app's TLS opt-in.

@@ -88,6 +88,8 @@ pub fn typescript_bindings() -> String {
         tether_core::frontend::SubscriptionRejectedPayload::decl(&cfg),
         tether_core::frontend::VoiceResetPayload::decl(&cfg),
         tether_core::frontend::RateLimitedPayload::decl(&cfg),
+        tether_core::StatusOrder::decl(&cfg),
+        tether_core::KaikuStatus::decl(&cfg),
         ConnectOptions::decl(&cfg),
         LoginResult::decl(&cfg),
         HistoryResult::decl(&cfg),

@@ -4,11 +4,15 @@ use std::sync::{Arc, Mutex};
 
 use tauri::ipc::{Channel, InvokeResponseBody};
 use tauri::{AppHandle, Emitter, Runtime};
-use tether_core::{Credentials, FrontendEvent, Secret, frontend_events};
+use tether_core::{Credentials, FrontendEvent, KaikuStatus, Secret, StatusEvents, StatusOrder};
 use tether_tokio::{Client, Events};
 
 /// Where batched events go when the app attached a channel (`attach_channel`).
 pub(crate) type SharedChannel = Arc<Mutex<Option<Channel<InvokeResponseBody>>>>;
+
+/// A session's frontend events, shared by its forwarding task (which turns events into them)
+/// and the handle (which answers `kaiku_status` from them).
+pub(crate) type SharedStatusEvents = Arc<Mutex<StatusEvents>>;
 
 /// Most events forwarded in one batch on the channel path.
 const MAX_BATCH: usize = 512;
@@ -34,6 +38,8 @@ pub(crate) struct Session {
     pub allow_insecure: bool,
     /// The task forwarding the client's events to the webview.
     pub forward: tauri::async_runtime::JoinHandle<()>,
+    /// How the forwarding task names status changes, and what it last announced.
+    pub status_events: SharedStatusEvents,
 }
 
 /// The credentials of the last `login`, kept for a `connect` that brings none.
@@ -47,6 +53,23 @@ pub(crate) struct StoredLogin {
 }
 
 impl Session {
+    /// Whether a `connect` with `user`'s password must log in: the session failed, or it is
+    /// not that user's (a reload of the same user's page does not send the password again).
+    pub fn wants_login(&self, user: &str) -> bool {
+        matches!(self.client.status(), tether_core::Status::Failed { .. })
+            || self.username.as_deref() != Some(user)
+    }
+
+    /// What the last legacy status event announced, in Kaiku's terms.
+    pub fn kaiku_status(&self) -> KaikuStatus {
+        lock(&self.status_events).kaiku_status()
+    }
+
+    /// Names status changes in `order` from the next one on.
+    pub fn set_status_order(&self, order: StatusOrder) {
+        lock(&self.status_events).set_order(order);
+    }
+
     /// Ends the connection: sends the close frame and waits (about a second at most) until it
     /// has left. The forwarding task then ends with the event stream, after handing the
     /// webview the last events (`ws:disconnected`).
@@ -123,7 +146,11 @@ pub(crate) fn forward<R: Runtime>(
     app: AppHandle<R>,
     mut events: Events,
     channel: SharedChannel,
+    status_events: SharedStatusEvents,
 ) -> tauri::async_runtime::JoinHandle<()> {
+    // Each event's frontend events are made (and `kaiku_status` moved) just before they are
+    // emitted or batched.
+    let frontend_events = move |e: &tether_core::Event| lock(&status_events).events(e);
     tauri::async_runtime::spawn(async move {
         let mut last_batch: Option<tokio::time::Instant> = None;
         while let Some(first) = events.recv().await {
@@ -168,6 +195,13 @@ pub(crate) fn forward<R: Runtime>(
             }
         }
     })
+}
+
+/// The lock even if a thread panicked holding it: `StatusEvents` is whole at every moment.
+fn lock(events: &SharedStatusEvents) -> std::sync::MutexGuard<'_, StatusEvents> {
+    events
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn is_attached(channel: &SharedChannel) -> bool {
@@ -301,7 +335,12 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        let task = forward(app.handle().clone(), events, channel.clone());
+        let task = forward(
+            app.handle().clone(),
+            events,
+            channel.clone(),
+            Arc::default(),
+        );
 
         // The refused batch, as the channel saw it.
         let batch = refused

@@ -598,3 +598,77 @@ fn compression_true_offers_deflate_and_the_status_says_it_was_agreed() {
     let got = h.until("ws:message_new");
     assert!(got.last().unwrap().1.contains("squeezed"));
 }
+
+/// Waits (2 s at most) until the server has counted `n` close frames from clients.
+fn wait_for_closes(server: &DevServer, n: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while server.client_closes() < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.client_closes()
+}
+
+#[test]
+fn new_credentials_close_the_old_socket_with_a_close_frame_before_reconnecting() {
+    let h = harness();
+    h.connect();
+    h.until("ws:subscribed");
+    let (closes, upgrades) = (h.server.client_closes(), h.server.upgrades());
+    // Another token for the same user: the socket opened with the old one is closed, and
+    // one opens with the new one at once.
+    let token = h.fresh_token("alice");
+    invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {"server": h.server.url(), "token": token}}),
+    )
+    .expect("connect");
+    h.until("ws:connected");
+    assert_eq!(h.server.upgrades(), upgrades + 1, "one new socket");
+    assert_eq!(
+        wait_for_closes(&h.server, closes + 1),
+        closes + 1,
+        "the old socket ended with a close frame, not a reset"
+    );
+}
+
+#[test]
+fn a_slow_password_login_does_not_hold_up_the_other_commands() {
+    let h = harness();
+    h.connect();
+    h.until("ws:subscribed");
+    // A real Kaiku debug build answers a login in about 2 s.
+    h.server
+        .faults()
+        .set_rest_latency(Duration::from_millis(1500));
+    let (webview, server) = (h.webview.clone(), h.server.url());
+    let switch = std::thread::spawn(move || {
+        invoke(
+            &webview,
+            "connect",
+            json!({"options": {"server": server, "username": "bob", "password": "password123"}}),
+        )
+    });
+    // The login is on its way: `status` and `send` answer meanwhile, at once.
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        invoke(&h.webview, "status", json!({})).unwrap(),
+        connected_status()
+    );
+    invoke(
+        &h.webview,
+        "send",
+        json!({"event": {"type": "typing", "channel_id": h.channel}}),
+    )
+    .expect("send");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(500),
+        "status and send waited {waited:?} for another command's login"
+    );
+    // The switch completes: bob's session.
+    switch.join().unwrap().expect("connect as bob");
+    h.server.faults().set_rest_latency(Duration::ZERO);
+    h.until("ws:connected");
+}

@@ -174,6 +174,14 @@ retry_in_ms: number | null,
  */
 waiting: number, };
 
+export type StatusOrder = "tether" | "kaiku";
+
+export type KaikuStatus = "disconnected" | "connecting" | "connected" | { "reconnecting": { 
+/**
+ * The retry number, from 1.
+ */
+attempt: number, } };
+
 export type ConnectOptions = { 
 /**
  * HTTP base URL of the server (`https://chat.example.com`).
@@ -213,7 +221,14 @@ allow_insecure?: boolean,
  * sends, which a v2 dev server does. Costs about 22 KiB of memory while connected, for
  * the socket's inflate context (docs/protocol.md, "Compression").
  */
-compression?: boolean, };
+compression?: boolean, 
+/**
+ * The order of the legacy status events: `"tether"` (default) or `"kaiku"`, the order
+ * Kaiku's desktop client emitted them in (`ws:disconnected` at a loss, `ws:reconnecting`
+ * as each retry opens, never `ws:connecting` on a retry; see `StatusOrder`). Given on a
+ * live session, it applies from its next event.
+ */
+status_order?: StatusOrder, };
 
 export type LoginResult = { 
 /**
