@@ -4,9 +4,11 @@
 //! (see `shared/reference/kaiku/` and DESIGN section 4): JWT-shaped tokens that live 900 s,
 //! subprotocol auth (`access_token.<jwt>`, echoing `access_token`) and optionally `?token=`,
 //! plain-text 401 refusals, `ready` after the upgrade, `subscribed`/`error` answers, `pong`,
-//! `message_new` broadcasts with alphabetical keys, `message_edit` timestamps with `+00:00`,
-//! paginated history (`{items, has_more, next_cursor}` or a bare array), and no answer to a
-//! client's Close frame.
+//! `message_new` broadcasts (the message's keys alphabetical), `message_edit` timestamps with
+//! `+00:00`, paginated history (`{items, has_more, next_cursor}` or a bare array), and no
+//! answer to a client's Close frame. Every event it sends is a [`kaiku_events::ServerEvent`]:
+//! `type` first, then the fields in the order Kaiku's server writes them; client frames are
+//! parsed as Kaiku's `ClientEvent` (its variants, its fields, its `message_error`s).
 //!
 //! Everything is in memory. [`Faults`] breaks it on purpose for tests: abrupt drops, stalled
 //! links, refused upgrades (with `Retry-After`), injected raw frames, expired tokens, REST
@@ -54,6 +56,7 @@
 mod chatter;
 mod clock;
 mod faults;
+pub mod kaiku_events;
 mod limits;
 mod rest;
 mod store;
@@ -82,6 +85,7 @@ pub use chatter::Chatter;
 pub use clock::ClockOffset;
 use faults::FaultState;
 pub use faults::{Faults, SubscribeError};
+use kaiku_events::ServerEvent;
 pub use limits::{Limit, PauseViolation, RateLimits, ReadRecord};
 pub use store::{Message, Store, rfc3339};
 pub use uploads::UploadBroadcast;
@@ -270,18 +274,35 @@ impl Shared {
     }
 
     /// Sends a frame to every socket subscribed to `channel_id`, but not to a user who
-    /// blocked its author (see [`from_blocked`]).
-    pub fn broadcast(&self, channel_id: &str, frame: &str) {
+    /// blocked its author (see [`from_blocked`]). Returns how many sockets it went to.
+    pub fn broadcast(&self, channel_id: &str, frame: &str) -> usize {
+        self.publish(frame, |c| c.subs.contains(channel_id))
+    }
+
+    /// Sends a frame through pub/sub to the sockets `to` picks that still hear broadcasts
+    /// and did not block the user it is about.
+    fn publish(&self, frame: &str, to: impl Fn(&Conn) -> bool) -> usize {
         let blocks = self.store().blocks().clone();
+        let mut sent = 0;
         for c in self.conns().values() {
-            if c.subs.contains(channel_id)
+            if to(c)
                 && !c.deaf
                 && !blocks
                     .get(&c.user_id)
                     .is_some_and(|b| from_blocked(frame, b))
             {
                 let _ = c.tx.send(ws::Out::Text(frame.to_owned()));
+                sent += 1;
             }
+        }
+        sent
+    }
+
+    /// Sends an event to one socket, straight (not through pub/sub): an answer to its own
+    /// frame.
+    pub fn send_to_conn(&self, conn: u64, frame: String) {
+        if let Some(c) = self.conns().get(&conn) {
+            let _ = c.tx.send(ws::Out::Text(frame));
         }
     }
 
@@ -497,15 +518,14 @@ impl DevServer {
         let mut store = self.shared.store();
         let author = store.user_by_name(username)?.id.clone();
         let (reply, parent) = store.post_thread_reply(channel_id, parent_id, &author, content)?;
-        let frame = serde_json::json!({
-            "type": "thread_reply_new",
-            "channel_id": channel_id,
-            "parent_id": parent_id,
-            "message": store.message_json(&reply),
-            "thread_info": store.thread_info(&parent),
-        });
+        let frame = ServerEvent::ThreadReplyNew {
+            channel_id: channel_id.to_owned(),
+            parent_id: parent_id.to_owned(),
+            message: store.message_json(&reply),
+            thread_info: store.thread_info(&parent),
+        };
         drop(store);
-        self.shared.broadcast(channel_id, &frame.to_string());
+        self.shared.broadcast(channel_id, &frame.to_json());
         Some(reply.id)
     }
 

@@ -19,11 +19,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tether_core::wire::Protocol;
 use tokio::sync::mpsc;
 
 use crate::faults::{Refusal, SubscribeError};
+use crate::kaiku_events::{Quality, ServerEvent};
 use crate::v2::{self, Frame, MAX_BATCH_BYTES};
 use crate::{Conn, Shared};
 
@@ -236,27 +237,122 @@ fn refuse(r: Refusal) -> Response {
     resp
 }
 
-/// Client frames, parsed strictly as Kaiku does: an unknown type or a missing field is a
-/// `message_error`. Some fields are read only to validate the frame's shape.
+/// Client frames, parsed strictly as Kaiku does: Kaiku's `ClientEvent`, its variants in its
+/// order (an unknown type's `message_error` lists them as Kaiku's does) with its fields, so a
+/// missing or mistyped field is a `message_error` too. Some fields are read only to validate
+/// the frame's shape. Ids stay strings: a malformed id is an unknown one here.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[allow(dead_code)]
 enum ClientFrame {
     Ping,
-    Subscribe { channel_id: String },
-    Unsubscribe { channel_id: String },
-    Typing { channel_id: String },
-    StopTyping { channel_id: String },
-    VoiceJoin { channel_id: String },
-    VoiceLeave { channel_id: String },
-    VoiceAnswer { channel_id: String },
-    VoiceIceCandidate { channel_id: String },
-    VoiceMute { channel_id: String },
-    VoiceUnmute { channel_id: String },
-    VoiceStats,
-    SetStatus { status: String },
-    SetActivity { activity: Value },
-    SetCustomStatus { custom_status: Value },
+    Subscribe {
+        channel_id: String,
+    },
+    Unsubscribe {
+        channel_id: String,
+    },
+    Typing {
+        channel_id: String,
+    },
+    StopTyping {
+        channel_id: String,
+    },
+    VoiceJoin {
+        channel_id: String,
+    },
+    VoiceLeave {
+        channel_id: String,
+    },
+    VoiceAnswer {
+        channel_id: String,
+        sdp: String,
+    },
+    VoiceIceCandidate {
+        channel_id: String,
+        candidate: String,
+    },
+    VoiceMute {
+        channel_id: String,
+    },
+    VoiceUnmute {
+        channel_id: String,
+    },
+    VoiceStats {
+        channel_id: String,
+        session_id: String,
+        latency: i16,
+        packet_loss: f32,
+        jitter: i16,
+        quality: u8,
+        timestamp: i64,
+    },
+    VoiceScreenShareStart {
+        channel_id: String,
+        stream_id: String,
+        quality: Quality,
+        has_audio: bool,
+        source_label: String,
+    },
+    VoiceScreenShareStop {
+        channel_id: String,
+        stream_id: String,
+    },
+    VoiceWebcamStart {
+        channel_id: String,
+        quality: Quality,
+    },
+    VoiceWebcamStop {
+        channel_id: String,
+    },
+    VoiceSetLayerPreference {
+        channel_id: String,
+        target_user_id: String,
+        track_source: String,
+        preferred_layer: LayerPreference,
+    },
+    SetActivity {
+        activity: Option<Value>,
+    },
+    SetStatus {
+        status: UserStatus,
+    },
+    SetCustomStatus {
+        custom_status: Option<Value>,
+    },
+    AdminSubscribe,
+    AdminUnsubscribe,
+}
+
+/// The statuses Kaiku's `set_status` takes.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum UserStatus {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+impl UserStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Away => "away",
+            Self::Busy => "busy",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// A viewer's simulcast layer choice (read to validate the frame).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LayerPreference {
+    Auto,
+    High,
+    Medium,
+    Low,
 }
 
 async fn run(
@@ -286,7 +382,10 @@ async fn run(
     let mut stalled = stall_new || withhold_ready;
     if !withhold_ready {
         let delay = shared.config.ready_delay;
-        let ready = json!({"type": "ready", "user_id": user_id}).to_string();
+        let ready = ServerEvent::Ready {
+            user_id: user_id.clone(),
+        }
+        .to_json();
         let ready_tx = tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -437,8 +536,11 @@ where
             let m = store
                 .post(channel_id, &author, &format!("flood {i}"))
                 .ok_or(())?;
-            json!({"type": "message_new", "channel_id": channel_id, "message": store.message_json(&m)})
-                .to_string()
+            ServerEvent::MessageNew {
+                channel_id: channel_id.to_owned(),
+                message: store.message_json(&m),
+            }
+            .to_json()
         };
         let frames = if protocol.version == 1 {
             vec![Message::Text(Utf8Bytes::from(frame))]
@@ -452,17 +554,18 @@ where
     Ok(())
 }
 
-fn reply(shared: &Shared, id: u64, frame: Value) {
-    if let Some(c) = shared.conns().get(&id) {
-        let _ = c.tx.send(Out::Text(frame.to_string()));
-    }
+fn reply(shared: &Shared, id: u64, event: ServerEvent) {
+    shared.send_to_conn(id, event.to_json());
 }
 
 fn error(shared: &Shared, id: u64, code: &str, message: &str) {
     reply(
         shared,
         id,
-        json!({"type": "error", "code": code, "message": message}),
+        ServerEvent::Error {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
     );
 }
 
@@ -504,7 +607,7 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
         Err(e) => return error(shared, id, "message_error", &e.to_string()),
     };
     match frame {
-        ClientFrame::Ping => reply(shared, id, json!({"type": "pong"})),
+        ClientFrame::Ping => reply(shared, id, ServerEvent::Pong),
         ClientFrame::Subscribe { channel_id } => {
             // Kaiku looks the channel up, then checks the permission; a database error in
             // the first is a `message_error`, in the second a `forbidden`.
@@ -527,7 +630,7 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
                 c.subs.insert(channel_id.clone());
                 c.tx.clone()
             });
-            let frame = json!({"type": "subscribed", "channel_id": channel_id}).to_string();
+            let frame = ServerEvent::Subscribed { channel_id }.to_json();
             let delay = shared.config.subscribed_delay;
             if let Some(tx) = tx {
                 if delay.is_zero() {
@@ -544,11 +647,7 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
             if let Some(c) = shared.conns().get_mut(&id) {
                 c.subs.remove(&channel_id);
             }
-            reply(
-                shared,
-                id,
-                json!({"type": "unsubscribed", "channel_id": channel_id}),
-            );
+            reply(shared, id, ServerEvent::Unsubscribed { channel_id });
         }
         ClientFrame::Typing { channel_id } | ClientFrame::StopTyping { channel_id }
             if !shared.store().channels.contains_key(&channel_id) =>
@@ -556,50 +655,106 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
             error(shared, id, "channel_not_found", "Channel not found");
         }
         ClientFrame::Typing { channel_id } => {
-            let f = json!({"type": "typing_start", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast(&channel_id, &f.to_string());
+            let user_id = user_id.to_owned();
+            let f = ServerEvent::TypingStart {
+                channel_id: channel_id.clone(),
+                user_id,
+            };
+            shared.broadcast(&channel_id, &f.to_json());
         }
         ClientFrame::StopTyping { channel_id } => {
-            let f = json!({"type": "typing_stop", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast(&channel_id, &f.to_string());
+            let user_id = user_id.to_owned();
+            let f = ServerEvent::TypingStop {
+                channel_id: channel_id.clone(),
+                user_id,
+            };
+            shared.broadcast(&channel_id, &f.to_json());
         }
+        // Presence goes to everyone (Kaiku: the user's friends); the user's own sockets too.
         ClientFrame::SetStatus { status } => {
-            shared.store().set_status(user_id, &status);
-            let f = json!({"type": "presence_update", "user_id": user_id, "status": status});
-            shared.broadcast_all(&f.to_string());
+            shared.store().set_status(user_id, status.as_str());
+            let f = ServerEvent::PresenceUpdate {
+                user_id: user_id.to_owned(),
+                status: status.as_str().to_owned(),
+            };
+            shared.broadcast_all(&f.to_json());
+            if status == UserStatus::Offline {
+                // Kaiku hides the custom status of a user who goes offline.
+                let hide = ServerEvent::CustomStatusUpdate {
+                    user_id: user_id.to_owned(),
+                    custom_status: None,
+                };
+                shared.broadcast_all(&hide.to_json());
+            }
         }
         ClientFrame::SetActivity { activity } => {
-            let f =
-                json!({"type": "rich_presence_update", "user_id": user_id, "activity": activity});
-            shared.broadcast_all(&f.to_string());
+            let f = ServerEvent::RichPresenceUpdate {
+                user_id: user_id.to_owned(),
+                activity,
+            };
+            shared.broadcast_all(&f.to_json());
         }
         ClientFrame::SetCustomStatus { custom_status } => {
-            let f = json!({"type": "custom_status_update", "user_id": user_id, "custom_status": custom_status});
-            shared.broadcast_all(&f.to_string());
+            let f = ServerEvent::CustomStatusUpdate {
+                user_id: user_id.to_owned(),
+                custom_status,
+            };
+            shared.broadcast_all(&f.to_json());
         }
+        // Voice: the room's news to everyone; no signalling yet.
         ClientFrame::VoiceJoin { channel_id } => {
-            let f =
-                json!({"type": "voice_user_joined", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast_all(&f.to_string());
+            let Some((username, display_name)) = shared
+                .store()
+                .user(user_id)
+                .map(|u| (u.username.clone(), u.display_name.clone()))
+            else {
+                return;
+            };
+            let f = ServerEvent::VoiceUserJoined {
+                channel_id,
+                user_id: user_id.to_owned(),
+                username,
+                display_name,
+            };
+            shared.broadcast_all(&f.to_json());
         }
         ClientFrame::VoiceLeave { channel_id } => {
-            let f =
-                json!({"type": "voice_user_left", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast_all(&f.to_string());
+            let f = ServerEvent::VoiceUserLeft {
+                channel_id,
+                user_id: user_id.to_owned(),
+            };
+            shared.broadcast_all(&f.to_json());
         }
         ClientFrame::VoiceMute { channel_id } => {
-            let f =
-                json!({"type": "voice_user_muted", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast_all(&f.to_string());
+            let f = ServerEvent::VoiceUserMuted {
+                channel_id,
+                user_id: user_id.to_owned(),
+            };
+            shared.broadcast_all(&f.to_json());
         }
         ClientFrame::VoiceUnmute { channel_id } => {
-            let f =
-                json!({"type": "voice_user_unmuted", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast_all(&f.to_string());
+            let f = ServerEvent::VoiceUserUnmuted {
+                channel_id,
+                user_id: user_id.to_owned(),
+            };
+            shared.broadcast_all(&f.to_json());
         }
         ClientFrame::VoiceAnswer { .. }
         | ClientFrame::VoiceIceCandidate { .. }
-        | ClientFrame::VoiceStats => {}
+        | ClientFrame::VoiceStats { .. }
+        | ClientFrame::VoiceScreenShareStart { .. }
+        | ClientFrame::VoiceScreenShareStop { .. }
+        | ClientFrame::VoiceWebcamStart { .. }
+        | ClientFrame::VoiceWebcamStop { .. } => {}
+        // No simulcast here: a preference changes nothing, as for a single-layer track.
+        ClientFrame::VoiceSetLayerPreference { .. } | ClientFrame::AdminUnsubscribe => {}
+        // Nobody is an elevated admin on the dev server.
+        ClientFrame::AdminSubscribe => error(
+            shared,
+            id,
+            "admin_not_elevated",
+            "Must be an elevated admin to subscribe to admin events",
+        ),
     }
 }
 
@@ -654,6 +809,96 @@ mod tests {
         ws.subscribe(&ch).await;
         server.post(&ch, "alice", "heard").expect("post");
         assert_eq!(ws.event().await["message"]["content"], "heard");
+    }
+
+    /// Kaiku's answer to `{"type": "does_not_exist"}`, from the wire transcript.
+    const UNKNOWN_TYPE: &str = r#"{"type":"error","code":"message_error","message":"unknown variant `does_not_exist`, expected one of `ping`, `subscribe`, `unsubscribe`, `typing`, `stop_typing`, `voice_join`, `voice_leave`, `voice_answer`, `voice_ice_candidate`, `voice_mute`, `voice_unmute`, `voice_stats`, `voice_screen_share_start`, `voice_screen_share_stop`, `voice_webcam_start`, `voice_webcam_stop`, `voice_set_layer_preference`, `set_activity`, `set_status`, `set_custom_status`, `admin_subscribe`, `admin_unsubscribe` at line 1 column 25"}"#;
+
+    /// The next raw text frame within 5 s.
+    async fn raw(ws: &mut Ws) -> String {
+        ws.recv_within(Duration::from_secs(5))
+            .await
+            .expect("a frame in time")
+    }
+
+    #[tokio::test]
+    async fn frames_read_as_kaiku_s_byte_for_byte_type_first() {
+        let (server, token) = server_with_user(ServerConfig::default(), "alice").await;
+        let ch = server.create_channel("general");
+        let mut ws = Ws::connect(server.addr(), &token).await;
+        let ready = raw(&mut ws).await;
+        let user_id = server.with_store(|s| s.user_by_name("alice").map(|u| u.id.clone()));
+        assert_eq!(
+            ready,
+            format!(
+                r#"{{"type":"ready","user_id":"{}"}}"#,
+                user_id.expect("alice")
+            )
+        );
+        ws.send(r#"{"type": "does_not_exist"}"#).await;
+        assert_eq!(raw(&mut ws).await, UNKNOWN_TYPE);
+        ws.send(&format!(r#"{{"type":"subscribe","channel_id":"{ch}"}}"#))
+            .await;
+        assert_eq!(
+            raw(&mut ws).await,
+            format!(r#"{{"type":"subscribed","channel_id":"{ch}"}}"#)
+        );
+        ws.send(r#"{"type":"subscribe","channel_id":"0f622c09-f069-417e-a94c-b1af8b4abd2d"}"#)
+            .await;
+        assert_eq!(
+            raw(&mut ws).await,
+            r#"{"type":"error","code":"channel_not_found","message":"Channel not found"}"#
+        );
+        ws.send(r#"{"type":"ping"}"#).await;
+        assert_eq!(raw(&mut ws).await, r#"{"type":"pong"}"#);
+        let id = server.post(&ch, "alice", "hello").expect("post");
+        let new = raw(&mut ws).await;
+        assert!(
+            new.starts_with(&format!(
+                r#"{{"type":"message_new","channel_id":"{ch}","message":{{"attachments":[],"author":"#
+            )),
+            "{new}"
+        );
+        assert!(new.contains(&format!(r#""id":"{id}""#)), "{new}");
+    }
+
+    #[tokio::test]
+    async fn presence_carries_the_user_and_going_offline_hides_the_custom_status() {
+        let (server, token) = server_with_user(ServerConfig::default(), "alice").await;
+        let alice = server
+            .with_store(|s| s.user_by_name("alice").map(|u| u.id.clone()))
+            .expect("alice");
+        let mut ws = Ws::connect(server.addr(), &token).await;
+        assert_eq!(ws.event().await["type"], "ready");
+        ws.send(r#"{"type":"set_status","status":"idle"}"#).await;
+        let e = ws.event().await;
+        assert_eq!(
+            (&e["type"], &e["code"]),
+            (&"error".into(), &"message_error".into())
+        );
+        ws.send(r#"{"type":"set_status","status":"offline"}"#).await;
+        assert_eq!(
+            raw(&mut ws).await,
+            format!(r#"{{"type":"presence_update","user_id":"{alice}","status":"offline"}}"#)
+        );
+        assert_eq!(
+            raw(&mut ws).await,
+            format!(
+                r#"{{"type":"custom_status_update","user_id":"{alice}","custom_status":null}}"#
+            )
+        );
+        ws.send(r#"{"type":"set_custom_status","custom_status":{"text":"busy"}}"#)
+            .await;
+        let e = ws.event().await;
+        assert_eq!(
+            (&e["user_id"], &e["custom_status"]["text"]),
+            (&alice.as_str().into(), &"busy".into())
+        );
+        ws.send(r#"{"type":"set_activity"}"#).await;
+        assert_eq!(
+            raw(&mut ws).await,
+            format!(r#"{{"type":"rich_presence_update","user_id":"{alice}","activity":null}}"#)
+        );
     }
 
     #[tokio::test]
