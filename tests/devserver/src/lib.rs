@@ -10,6 +10,11 @@
 //! `type` first, then the fields in the order Kaiku's server writes them; client frames are
 //! parsed as Kaiku's `ClientEvent` (its variants, its fields, its `message_error`s).
 //!
+//! [`kaiku_events::samples`] builds one event of every type the Kaiku frontend listens to, in
+//! the real server's shape; [`DevServer::deliver`] sends one the way Kaiku would (a channel's
+//! events to its subscribers, the rest to the user's sockets), and
+//! [`DevServer::send_to_user`] / [`DevServer::broadcast`] send any frame those ways.
+//!
 //! Everything is in memory. [`Faults`] breaks it on purpose for tests: abrupt drops, stalled
 //! links, refused upgrades (with `Retry-After`), injected raw frames, expired tokens, REST
 //! 429s on demand, a slow REST API; [`DevServer::restart`] closes the listener and every
@@ -85,7 +90,7 @@ pub use chatter::Chatter;
 pub use clock::ClockOffset;
 use faults::FaultState;
 pub use faults::{Faults, SubscribeError};
-use kaiku_events::ServerEvent;
+use kaiku_events::{Route, Sample, ServerEvent, Subjects};
 pub use limits::{Limit, PauseViolation, RateLimits, ReadRecord};
 pub use store::{Message, Store, rfc3339};
 pub use uploads::UploadBroadcast;
@@ -277,6 +282,12 @@ impl Shared {
     /// blocked its author (see [`from_blocked`]). Returns how many sockets it went to.
     pub fn broadcast(&self, channel_id: &str, frame: &str) -> usize {
         self.publish(frame, |c| c.subs.contains(channel_id))
+    }
+
+    /// Sends a frame to every socket of `user_id`, as Kaiku's per-user topics reach them:
+    /// not to a deafened socket, nor from a user they blocked. Returns how many.
+    pub fn send_to_user(&self, user_id: &str, frame: &str) -> usize {
+        self.publish(frame, |c| c.user_id == user_id)
     }
 
     /// Sends a frame through pub/sub to the sockets `to` picks that still hear broadcasts
@@ -527,6 +538,62 @@ impl DevServer {
         drop(store);
         self.shared.broadcast(channel_id, &frame.to_json());
         Some(reply.id)
+    }
+
+    /// Sends `frame` (an event's JSON text) to every socket subscribed to `channel_id`, as
+    /// Kaiku publishes a channel's events: not to a deafened socket, nor to a user who blocked
+    /// the user it is about. Returns how many sockets it went to.
+    pub fn broadcast(&self, channel_id: &str, frame: &str) -> usize {
+        self.shared.broadcast(channel_id, frame)
+    }
+
+    /// Sends `frame` (an event's JSON text) to every socket of `username`, subscribed to
+    /// anything or not, as Kaiku's per-user topics (preferences, reads, friends, blocks) and
+    /// its presence, guild and admin topics reach a user: not to a deafened socket, nor from
+    /// a user they blocked. Encoded for each socket's protocol, unlike
+    /// [`Faults::inject`]. Returns how many sockets it went to (0 for an unknown user).
+    pub fn send_to_user(&self, username: &str, frame: &str) -> usize {
+        self.shared
+            .user_id(username)
+            .map_or(0, |id| self.shared.send_to_user(&id, frame))
+    }
+
+    /// Sends a [`Sample`] the way Kaiku delivers its event to `username`: a channel's event
+    /// to every socket subscribed to that channel ([`broadcast`](Self::broadcast)), anything
+    /// else to `username`'s sockets ([`send_to_user`](Self::send_to_user)). Returns how many
+    /// sockets it went to.
+    pub fn deliver(&self, username: &str, sample: &Sample) -> usize {
+        let frame = sample.event.to_json();
+        match &sample.route {
+            Route::Channel(channel_id) => self.broadcast(channel_id, &frame),
+            Route::User => self.send_to_user(username, &frame),
+        }
+    }
+
+    /// What [`kaiku_events::samples`] should be about on this server: events by `username`
+    /// in `channel_id` (a message of theirs is stored there now, visible in history but not
+    /// broadcast: the samples' `message_new` carries it) and in the DM channel
+    /// `dm_channel_id`. `None` for an unknown user or channel.
+    pub fn sample_subjects(
+        &self,
+        channel_id: &str,
+        dm_channel_id: &str,
+        username: &str,
+    ) -> Option<Subjects> {
+        let mut store = self.shared.store();
+        if !store.channels.contains_key(dm_channel_id) {
+            return None;
+        }
+        let user = store.user_by_name(username)?.clone();
+        let m = store.post(channel_id, &user.id, "a message from the samples")?;
+        Some(Subjects::new(
+            channel_id,
+            dm_channel_id,
+            &user.id,
+            &user.username,
+            &user.display_name,
+            store.message_json(&m),
+        ))
     }
 
     /// The server's own record of `channel_id`: every visible message, oldest first by
