@@ -13,7 +13,11 @@
 //! [`kaiku_events::samples`] builds one event of every type the Kaiku frontend listens to, in
 //! the real server's shape; [`DevServer::deliver`] sends one the way Kaiku would (a channel's
 //! events to its subscribers, the rest to the user's sockets), and
-//! [`DevServer::send_to_user`] / [`DevServer::broadcast`] send any frame those ways.
+//! [`DevServer::send_to_user`] / [`DevServer::broadcast`] send any frame those ways. Voice
+//! signalling answers as Kaiku's SFU does, with a fake SDP and no media: `voice_join` gets
+//! `voice_offer`, `voice_room_state` and an ICE candidate, the room's other peers
+//! `voice_user_joined`; leave, mute, stats, screen shares and webcams reach the room, and a
+//! refused frame its `voice_error`.
 //!
 //! Everything is in memory. [`Faults`] breaks it on purpose for tests: abrupt drops, stalled
 //! links, refused upgrades (with `Retry-After`), injected raw frames, expired tokens, REST
@@ -70,6 +74,7 @@ mod testkit;
 mod tls;
 mod uploads;
 mod v2;
+mod voice;
 mod ws;
 
 use std::collections::HashMap;
@@ -225,6 +230,8 @@ pub(crate) struct Shared {
     pub client_closes: AtomicU64,
     /// The simulated users are silent.
     pub chatter_quiet: Mutex<bool>,
+    /// Voice rooms, by channel id.
+    pub voice: Mutex<voice::Rooms>,
 }
 
 impl Shared {
@@ -244,6 +251,12 @@ impl Shared {
 
     pub fn faults(&self) -> MutexGuard<'_, FaultState> {
         self.faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn voice(&self) -> MutexGuard<'_, voice::Rooms> {
+        self.voice
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -310,7 +323,7 @@ impl Shared {
     }
 
     /// Sends an event to one socket, straight (not through pub/sub): an answer to its own
-    /// frame.
+    /// frame, or a voice room's signalling.
     pub fn send_to_conn(&self, conn: u64, frame: String) {
         if let Some(c) = self.conns().get(&conn) {
             let _ = c.tx.send(ws::Out::Text(frame));
@@ -406,6 +419,7 @@ impl DevServer {
             upgrades: AtomicU64::new(0),
             client_closes: AtomicU64::new(0),
             chatter_quiet: Mutex::new(false),
+            voice: Mutex::new(voice::Rooms::new()),
         });
         if let Some(chatter) = &shared.config.chatter {
             chatter::spawn(&shared, chatter);
@@ -701,10 +715,12 @@ impl DevServer {
 
     /// Simulates a server restart: the listener closes (connections are refused), every
     /// socket ends without a close frame, and after `downtime` the server listens again on
-    /// the same port. Data and tokens survive; subscriptions do not.
+    /// the same port. Data and tokens survive; subscriptions and voice rooms do not.
     pub async fn restart(&mut self, downtime: Duration) -> std::io::Result<()> {
         self.stop_serving().await;
         self.shared.drop_all();
+        // Kaiku's SFU keeps its rooms in memory.
+        self.shared.voice().clear();
         tokio::time::sleep(downtime).await;
         let listener = bind(self.addr)?;
         let (stop, task) = serve(listener, self.shared.clone())?;

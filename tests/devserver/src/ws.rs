@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use crate::faults::{Refusal, SubscribeError};
 use crate::kaiku_events::{Quality, ServerEvent};
 use crate::v2::{self, Frame, MAX_BATCH_BYTES};
+use crate::voice;
 use crate::{Conn, Shared};
 
 /// What the rest of the server tells a socket task.
@@ -569,6 +570,13 @@ fn error(shared: &Shared, id: u64, code: &str, message: &str) {
     );
 }
 
+/// Answers a voice frame Kaiku refused with its `voice_error`.
+fn voice_answer(shared: &Shared, id: u64, result: Result<(), voice::Refused>) {
+    if let Err(refused) = result {
+        reply(shared, id, refused.into_event());
+    }
+}
+
 /// A client's text frame: one event on v1 (as Kaiku reads it); one event or a batch on v2.
 fn read_text(shared: &Shared, id: u64, user_id: &str, protocol: Protocol, text: &str) {
     if protocol.version == 1 {
@@ -701,51 +709,71 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
             };
             shared.broadcast_all(&f.to_json());
         }
-        // Voice: the room's news to everyone; no signalling yet.
         ClientFrame::VoiceJoin { channel_id } => {
-            let Some((username, display_name)) = shared
-                .store()
-                .user(user_id)
-                .map(|u| (u.username.clone(), u.display_name.clone()))
-            else {
-                return;
-            };
-            let f = ServerEvent::VoiceUserJoined {
-                channel_id,
-                user_id: user_id.to_owned(),
-                username,
-                display_name,
-            };
-            shared.broadcast_all(&f.to_json());
+            voice_answer(shared, id, voice::join(shared, id, user_id, &channel_id));
         }
         ClientFrame::VoiceLeave { channel_id } => {
-            let f = ServerEvent::VoiceUserLeft {
-                channel_id,
-                user_id: user_id.to_owned(),
-            };
-            shared.broadcast_all(&f.to_json());
+            voice_answer(shared, id, voice::leave(shared, user_id, &channel_id));
+        }
+        ClientFrame::VoiceAnswer { channel_id, .. }
+        | ClientFrame::VoiceIceCandidate { channel_id, .. } => {
+            voice_answer(shared, id, voice::signal(shared, user_id, &channel_id));
         }
         ClientFrame::VoiceMute { channel_id } => {
-            let f = ServerEvent::VoiceUserMuted {
-                channel_id,
-                user_id: user_id.to_owned(),
-            };
-            shared.broadcast_all(&f.to_json());
+            voice_answer(shared, id, voice::mute(shared, user_id, &channel_id, true));
         }
         ClientFrame::VoiceUnmute { channel_id } => {
-            let f = ServerEvent::VoiceUserUnmuted {
-                channel_id,
-                user_id: user_id.to_owned(),
-            };
-            shared.broadcast_all(&f.to_json());
+            voice_answer(shared, id, voice::mute(shared, user_id, &channel_id, false));
         }
-        ClientFrame::VoiceAnswer { .. }
-        | ClientFrame::VoiceIceCandidate { .. }
-        | ClientFrame::VoiceStats { .. }
-        | ClientFrame::VoiceScreenShareStart { .. }
-        | ClientFrame::VoiceScreenShareStop { .. }
-        | ClientFrame::VoiceWebcamStart { .. }
-        | ClientFrame::VoiceWebcamStop { .. } => {}
+        ClientFrame::VoiceStats {
+            channel_id,
+            latency,
+            packet_loss,
+            jitter,
+            quality,
+            ..
+        } => {
+            let stats = voice::Stats {
+                latency,
+                packet_loss,
+                jitter,
+                quality,
+            };
+            voice::stats(shared, user_id, &channel_id, stats);
+        }
+        ClientFrame::VoiceScreenShareStart {
+            channel_id,
+            stream_id,
+            quality,
+            has_audio,
+            source_label,
+        } => {
+            let share = voice::ShareStart {
+                stream_id,
+                quality,
+                has_audio,
+                source_label,
+            };
+            let started = voice::share_start(shared, user_id, &channel_id, share);
+            voice_answer(shared, id, started);
+        }
+        ClientFrame::VoiceScreenShareStop {
+            channel_id,
+            stream_id,
+        } => {
+            let stopped = voice::share_stop(shared, user_id, &channel_id, &stream_id);
+            voice_answer(shared, id, stopped);
+        }
+        ClientFrame::VoiceWebcamStart {
+            channel_id,
+            quality,
+        } => {
+            let started = voice::webcam_start(shared, user_id, &channel_id, quality);
+            voice_answer(shared, id, started);
+        }
+        ClientFrame::VoiceWebcamStop { channel_id } => {
+            voice_answer(shared, id, voice::webcam_stop(shared, user_id, &channel_id));
+        }
         // No simulcast here: a preference changes nothing, as for a single-layer track.
         ClientFrame::VoiceSetLayerPreference { .. } | ClientFrame::AdminUnsubscribe => {}
         // Nobody is an elevated admin on the dev server.
@@ -899,6 +927,235 @@ mod tests {
             raw(&mut ws).await,
             format!(r#"{{"type":"rich_presence_update","user_id":"{alice}","activity":null}}"#)
         );
+    }
+
+    #[tokio::test]
+    async fn voice_join_is_answered_with_an_offer_the_room_and_a_candidate_and_told_to_the_others()
+    {
+        let (server, alice_token) = server_with_user(ServerConfig::default(), "alice").await;
+        let bob_token = token_of(&server, "bob");
+        let ids = server.with_store(|s| {
+            ["alice", "bob"].map(|n| s.user_by_name(n).map(|u| u.id.clone()).expect("a user"))
+        });
+        let [alice_id, bob_id] = ids;
+        let voice = server.create_channel("voice");
+        let mut alice = Ws::connect(server.addr(), &alice_token).await;
+        let mut bob = Ws::connect(server.addr(), &bob_token).await;
+        assert_eq!(alice.event().await["type"], "ready");
+        assert_eq!(bob.event().await["type"], "ready");
+        let join = format!(r#"{{"type":"voice_join","channel_id":"{voice}"}}"#);
+
+        alice.send(&join).await;
+        let offer = alice.event().await;
+        assert_eq!(offer["type"], "voice_offer");
+        assert_eq!(offer["channel_id"], voice.as_str());
+        assert!(
+            offer["sdp"].as_str().is_some_and(|s| s.starts_with("v=0")),
+            "{offer}"
+        );
+        let room = alice.event().await;
+        assert_eq!(room["type"], "voice_room_state", "{room}");
+        assert_eq!(
+            room["participants"],
+            serde_json::json!([{"user_id": alice_id, "username": "alice", "display_name": "alice",
+                "muted": false, "screen_sharing": false, "webcam_active": false}])
+        );
+        assert_eq!(alice.event().await["type"], "voice_ice_candidate");
+
+        bob.send(&join).await;
+        assert_eq!(bob.event().await["type"], "voice_offer");
+        let room = bob.event().await;
+        assert_eq!(
+            room["participants"].as_array().map(Vec::len),
+            Some(2),
+            "{room}"
+        );
+        let joined = alice.event().await;
+        assert_eq!(
+            joined,
+            serde_json::json!({"type": "voice_user_joined", "channel_id": voice,
+                "user_id": bob_id, "username": "bob", "display_name": "bob"})
+        );
+
+        // An answer and a candidate are taken without a word; mute is told to the others only.
+        bob.send(&format!(
+            r#"{{"type":"voice_answer","channel_id":"{voice}","sdp":"v=0"}}"#
+        ))
+        .await;
+        bob.send(&format!(
+            r#"{{"type":"voice_ice_candidate","channel_id":"{voice}","candidate":"{{}}"}}"#
+        ))
+        .await;
+        bob.send(&format!(
+            r#"{{"type":"voice_mute","channel_id":"{voice}"}}"#
+        ))
+        .await;
+        let muted = alice.event_of("voice_user_muted").await;
+        assert_eq!(muted["user_id"], bob_id.as_str());
+        assert_eq!(
+            next_after_ping(&mut bob).await["type"],
+            "voice_ice_candidate"
+        );
+        assert_eq!(
+            next_after_ping(&mut bob).await["type"],
+            "pong",
+            "nothing for bob"
+        );
+
+        bob.send(&format!(
+            r#"{{"type":"voice_leave","channel_id":"{voice}"}}"#
+        ))
+        .await;
+        let left = alice.event_of("voice_user_left").await;
+        assert_eq!(left["user_id"], bob_id.as_str());
+        assert_eq!(next_after_ping(&mut bob).await["type"], "pong");
+    }
+
+    #[tokio::test]
+    async fn voice_frames_kaiku_refuses_get_its_voice_errors() {
+        let (server, token) = server_with_user(ServerConfig::default(), "alice").await;
+        let alice_id = server
+            .with_store(|s| s.user_by_name("alice").map(|u| u.id.clone()))
+            .expect("alice");
+        let (voice, other) = (server.create_channel("voice"), server.create_channel("x"));
+        let mut ws = Ws::connect(server.addr(), &token).await;
+        assert_eq!(ws.event().await["type"], "ready");
+        let voice_error = |message: String| serde_json::json!({"type": "voice_error", "code": "voice_error", "message": message});
+
+        ws.send(&format!(
+            r#"{{"type":"voice_mute","channel_id":"{voice}"}}"#
+        ))
+        .await;
+        assert_eq!(
+            ws.event().await,
+            voice_error(format!("Room not found: {voice}"))
+        );
+        ws.send(&format!(
+            r#"{{"type":"voice_answer","channel_id":"{voice}"}}"#
+        ))
+        .await;
+        let e = ws.event().await;
+        assert_eq!(e["message"], "missing field `sdp`", "{e}");
+        ws.send(r#"{"type":"voice_join","channel_id":"no-such-channel"}"#)
+            .await;
+        assert_eq!(
+            ws.event().await,
+            voice_error("Not authorized to join this voice channel".into())
+        );
+
+        let join = format!(r#"{{"type":"voice_join","channel_id":"{voice}"}}"#);
+        ws.send(&join).await;
+        assert_eq!(
+            ws.event_of("voice_ice_candidate").await["channel_id"],
+            voice.as_str()
+        );
+        // The socket goes; the peer stays (Kaiku's SFU waits for its media to fail): joining
+        // again is refused until a leave.
+        server.faults().drop_all();
+        let mut again = Ws::connect(server.addr(), &token).await;
+        assert_eq!(again.event().await["type"], "ready");
+        again.send(&join).await;
+        assert_eq!(
+            again.event().await,
+            voice_error("Already in voice channel".into())
+        );
+        again
+            .send(&format!(
+                r#"{{"type":"voice_leave","channel_id":"{voice}"}}"#
+            ))
+            .await;
+        again.send(&join).await;
+        assert_eq!(again.event().await["type"], "voice_offer");
+
+        // Another room: that user is no participant there.
+        let mut bob = Ws::connect(server.addr(), &token_of(&server, "bob")).await;
+        assert_eq!(bob.event().await["type"], "ready");
+        bob.send(&format!(
+            r#"{{"type":"voice_join","channel_id":"{other}"}}"#
+        ))
+        .await;
+        assert_eq!(bob.event().await["type"], "voice_offer");
+        again
+            .send(&format!(
+                r#"{{"type":"voice_unmute","channel_id":"{other}"}}"#
+            ))
+            .await;
+        assert_eq!(
+            again.event_of("voice_error").await,
+            voice_error(format!("Participant not found: {alice_id}"))
+        );
+    }
+
+    #[tokio::test]
+    async fn screen_shares_and_webcams_reach_the_whole_room_and_show_in_its_state() {
+        let (server, alice_token) = server_with_user(ServerConfig::default(), "alice").await;
+        let voice = server.create_channel("voice");
+        let mut alice = Ws::connect(server.addr(), &alice_token).await;
+        assert_eq!(alice.event().await["type"], "ready");
+        let join = format!(r#"{{"type":"voice_join","channel_id":"{voice}"}}"#);
+        alice.send(&join).await;
+        alice.event_of("voice_ice_candidate").await;
+        let stream = "5a1e0000-0000-4000-8000-0000000000aa";
+        alice
+            .send(&format!(
+                r#"{{"type":"voice_screen_share_start","channel_id":"{voice}","stream_id":"{stream}","quality":"high","has_audio":false,"source_label":"Display 1"}}"#
+            ))
+            .await;
+        let started = alice.event().await;
+        assert_eq!(started["type"], "screen_share_started", "{started}");
+        assert_eq!(
+            (&started["stream_id"], &started["quality"]),
+            (&stream.into(), &"high".into())
+        );
+        assert!(
+            started["started_at"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("+00:00"))
+        );
+        alice
+            .send(&format!(
+                r#"{{"type":"voice_webcam_start","channel_id":"{voice}","quality":"medium"}}"#
+            ))
+            .await;
+        assert_eq!(alice.event().await["type"], "webcam_started");
+
+        let mut bob = Ws::connect(server.addr(), &token_of(&server, "bob")).await;
+        assert_eq!(bob.event().await["type"], "ready");
+        bob.send(&join).await;
+        let room = bob.event_of("voice_room_state").await;
+        assert_eq!(room["screen_shares"][0]["stream_id"], stream, "{room}");
+        assert!(
+            room["screen_shares"][0]["started_at"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+        assert_eq!(room["webcams"][0]["quality"], "medium", "{room}");
+        let alice_in_room = room["participants"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["username"] == "alice"))
+            .cloned()
+            .expect("alice is in the room");
+        assert_eq!(
+            (
+                &alice_in_room["screen_sharing"],
+                &alice_in_room["webcam_active"]
+            ),
+            (&true.into(), &true.into())
+        );
+
+        // Leaving ends alice's share and webcam for bob, then tells him she left.
+        alice
+            .send(&format!(
+                r#"{{"type":"voice_leave","channel_id":"{voice}"}}"#
+            ))
+            .await;
+        let stopped = bob.event_of("screen_share_stopped").await;
+        assert_eq!(
+            (&stopped["stream_id"], &stopped["reason"]),
+            (&stream.into(), &"disconnected".into())
+        );
+        assert_eq!(bob.event().await["type"], "webcam_stopped");
+        assert_eq!(bob.event().await["type"], "voice_user_left");
     }
 
     #[tokio::test]
