@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use crate::kaiku_events::ServerEvent;
 
 use crate::{Shared, rest};
 
@@ -97,13 +97,27 @@ async fn speak(
         let Some((user_id, channel_id)) = pick_channel(&s, &username, &mut rng) else {
             continue;
         };
-        let frame = |ty: &str| json!({"type": ty, "channel_id": channel_id, "user_id": user_id});
+        let typing_frame = |start: bool| {
+            let (channel_id, user_id) = (channel_id.clone(), user_id.clone());
+            let event = if start {
+                ServerEvent::TypingStart {
+                    channel_id,
+                    user_id,
+                }
+            } else {
+                ServerEvent::TypingStop {
+                    channel_id,
+                    user_id,
+                }
+            };
+            event.to_json()
+        };
         // Held across the broadcast, as across the post below: once `quiet(true)` returns,
         // nothing of theirs starts.
         let started = {
             let quiet = s.quiet_lock();
             if !*quiet {
-                s.broadcast(&channel_id, &frame("typing_start").to_string());
+                s.broadcast(&channel_id, &typing_frame(true));
             }
             !*quiet
         };
@@ -114,7 +128,7 @@ async fn speak(
         tokio::time::sleep(typing).await;
         let Some(s) = shared.upgrade() else { return };
         // A client stops typing as it sends; Kaiku relays that as `typing_stop`.
-        s.broadcast(&channel_id, &frame("typing_stop").to_string());
+        s.broadcast(&channel_id, &typing_frame(false));
         let line = LINES[rng.usize(..LINES.len())];
         // Once `quiet(true)` returns no post starts, and the last one is already broadcast
         // (ahead of anything posted after it).

@@ -4,9 +4,20 @@
 //! (see `shared/reference/kaiku/` and DESIGN section 4): JWT-shaped tokens that live 900 s,
 //! subprotocol auth (`access_token.<jwt>`, echoing `access_token`) and optionally `?token=`,
 //! plain-text 401 refusals, `ready` after the upgrade, `subscribed`/`error` answers, `pong`,
-//! `message_new` broadcasts with alphabetical keys, `message_edit` timestamps with `+00:00`,
-//! paginated history (`{items, has_more, next_cursor}` or a bare array), and no answer to a
-//! client's Close frame.
+//! `message_new` broadcasts (the message's keys alphabetical), `message_edit` timestamps with
+//! `+00:00`, paginated history (`{items, has_more, next_cursor}` or a bare array), and no
+//! answer to a client's Close frame. Every event it sends is a [`kaiku_events::ServerEvent`]:
+//! `type` first, then the fields in the order Kaiku's server writes them; client frames are
+//! parsed as Kaiku's `ClientEvent` (its variants, its fields, its `message_error`s).
+//!
+//! [`kaiku_events::samples`] builds one event of every type the Kaiku frontend listens to, in
+//! the real server's shape; [`DevServer::deliver`] sends one the way Kaiku would (a channel's
+//! events to its subscribers, the rest to the user's sockets), and
+//! [`DevServer::send_to_user`] / [`DevServer::broadcast`] send any frame those ways. Voice
+//! signalling answers as Kaiku's SFU does, with a fake SDP and no media: `voice_join` gets
+//! `voice_offer`, `voice_room_state` and an ICE candidate, the room's other peers
+//! `voice_user_joined`; leave, mute, stats, screen shares and webcams reach the room, and a
+//! refused frame its `voice_error`.
 //!
 //! Everything is in memory. [`Faults`] breaks it on purpose for tests: abrupt drops, stalled
 //! links, refused upgrades (with `Retry-After`), injected raw frames, expired tokens, REST
@@ -54,6 +65,7 @@
 mod chatter;
 mod clock;
 mod faults;
+pub mod kaiku_events;
 mod limits;
 mod rest;
 mod store;
@@ -62,6 +74,7 @@ mod testkit;
 mod tls;
 mod uploads;
 mod v2;
+mod voice;
 mod ws;
 
 use std::collections::HashMap;
@@ -82,6 +95,7 @@ pub use chatter::Chatter;
 pub use clock::ClockOffset;
 use faults::FaultState;
 pub use faults::{Faults, SubscribeError};
+use kaiku_events::{Route, Sample, ServerEvent, Subjects};
 pub use limits::{Limit, PauseViolation, RateLimits, ReadRecord};
 pub use store::{Message, Store, rfc3339};
 pub use uploads::UploadBroadcast;
@@ -216,6 +230,8 @@ pub(crate) struct Shared {
     pub client_closes: AtomicU64,
     /// The simulated users are silent.
     pub chatter_quiet: Mutex<bool>,
+    /// Voice rooms, by channel id.
+    pub voice: Mutex<voice::Rooms>,
 }
 
 impl Shared {
@@ -235,6 +251,12 @@ impl Shared {
 
     pub fn faults(&self) -> MutexGuard<'_, FaultState> {
         self.faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn voice(&self) -> MutexGuard<'_, voice::Rooms> {
+        self.voice
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -270,18 +292,41 @@ impl Shared {
     }
 
     /// Sends a frame to every socket subscribed to `channel_id`, but not to a user who
-    /// blocked its author (see [`from_blocked`]).
-    pub fn broadcast(&self, channel_id: &str, frame: &str) {
+    /// blocked its author (see [`from_blocked`]). Returns how many sockets it went to.
+    pub fn broadcast(&self, channel_id: &str, frame: &str) -> usize {
+        self.publish(frame, |c| c.subs.contains(channel_id))
+    }
+
+    /// Sends a frame to every socket of `user_id`, as Kaiku's per-user topics reach them:
+    /// not to a deafened socket, nor from a user they blocked. Returns how many.
+    pub fn send_to_user(&self, user_id: &str, frame: &str) -> usize {
+        self.publish(frame, |c| c.user_id == user_id)
+    }
+
+    /// Sends a frame through pub/sub to the sockets `to` picks that still hear broadcasts
+    /// and did not block the user it is about.
+    fn publish(&self, frame: &str, to: impl Fn(&Conn) -> bool) -> usize {
         let blocks = self.store().blocks().clone();
+        let mut sent = 0;
         for c in self.conns().values() {
-            if c.subs.contains(channel_id)
+            if to(c)
                 && !c.deaf
                 && !blocks
                     .get(&c.user_id)
                     .is_some_and(|b| from_blocked(frame, b))
             {
                 let _ = c.tx.send(ws::Out::Text(frame.to_owned()));
+                sent += 1;
             }
+        }
+        sent
+    }
+
+    /// Sends an event to one socket, straight (not through pub/sub): an answer to its own
+    /// frame, or a voice room's signalling.
+    pub fn send_to_conn(&self, conn: u64, frame: String) {
+        if let Some(c) = self.conns().get(&conn) {
+            let _ = c.tx.send(ws::Out::Text(frame));
         }
     }
 
@@ -374,6 +419,7 @@ impl DevServer {
             upgrades: AtomicU64::new(0),
             client_closes: AtomicU64::new(0),
             chatter_quiet: Mutex::new(false),
+            voice: Mutex::new(voice::Rooms::new()),
         });
         if let Some(chatter) = &shared.config.chatter {
             chatter::spawn(&shared, chatter);
@@ -497,16 +543,71 @@ impl DevServer {
         let mut store = self.shared.store();
         let author = store.user_by_name(username)?.id.clone();
         let (reply, parent) = store.post_thread_reply(channel_id, parent_id, &author, content)?;
-        let frame = serde_json::json!({
-            "type": "thread_reply_new",
-            "channel_id": channel_id,
-            "parent_id": parent_id,
-            "message": store.message_json(&reply),
-            "thread_info": store.thread_info(&parent),
-        });
+        let frame = ServerEvent::ThreadReplyNew {
+            channel_id: channel_id.to_owned(),
+            parent_id: parent_id.to_owned(),
+            message: store.message_json(&reply),
+            thread_info: store.thread_info(&parent),
+        };
         drop(store);
-        self.shared.broadcast(channel_id, &frame.to_string());
+        self.shared.broadcast(channel_id, &frame.to_json());
         Some(reply.id)
+    }
+
+    /// Sends `frame` (an event's JSON text) to every socket subscribed to `channel_id`, as
+    /// Kaiku publishes a channel's events: not to a deafened socket, nor to a user who blocked
+    /// the user it is about. Returns how many sockets it went to.
+    pub fn broadcast(&self, channel_id: &str, frame: &str) -> usize {
+        self.shared.broadcast(channel_id, frame)
+    }
+
+    /// Sends `frame` (an event's JSON text) to every socket of `username`, subscribed to
+    /// anything or not, as Kaiku's per-user topics (preferences, reads, friends, blocks) and
+    /// its presence, guild and admin topics reach a user: not to a deafened socket, nor from
+    /// a user they blocked. Encoded for each socket's protocol, unlike
+    /// [`Faults::inject`]. Returns how many sockets it went to (0 for an unknown user).
+    pub fn send_to_user(&self, username: &str, frame: &str) -> usize {
+        self.shared
+            .user_id(username)
+            .map_or(0, |id| self.shared.send_to_user(&id, frame))
+    }
+
+    /// Sends a [`Sample`] the way Kaiku delivers its event to `username`: a channel's event
+    /// to every socket subscribed to that channel ([`broadcast`](Self::broadcast)), anything
+    /// else to `username`'s sockets ([`send_to_user`](Self::send_to_user)). Returns how many
+    /// sockets it went to.
+    pub fn deliver(&self, username: &str, sample: &Sample) -> usize {
+        let frame = sample.event.to_json();
+        match &sample.route {
+            Route::Channel(channel_id) => self.broadcast(channel_id, &frame),
+            Route::User => self.send_to_user(username, &frame),
+        }
+    }
+
+    /// What [`kaiku_events::samples`] should be about on this server: events by `username`
+    /// in `channel_id` (a message of theirs is stored there now, visible in history but not
+    /// broadcast: the samples' `message_new` carries it) and in the DM channel
+    /// `dm_channel_id`. `None` for an unknown user or channel.
+    pub fn sample_subjects(
+        &self,
+        channel_id: &str,
+        dm_channel_id: &str,
+        username: &str,
+    ) -> Option<Subjects> {
+        let mut store = self.shared.store();
+        if !store.channels.contains_key(dm_channel_id) {
+            return None;
+        }
+        let user = store.user_by_name(username)?.clone();
+        let m = store.post(channel_id, &user.id, "a message from the samples")?;
+        Some(Subjects::new(
+            channel_id,
+            dm_channel_id,
+            &user.id,
+            &user.username,
+            &user.display_name,
+            store.message_json(&m),
+        ))
     }
 
     /// The server's own record of `channel_id`: every visible message, oldest first by
@@ -614,10 +715,12 @@ impl DevServer {
 
     /// Simulates a server restart: the listener closes (connections are refused), every
     /// socket ends without a close frame, and after `downtime` the server listens again on
-    /// the same port. Data and tokens survive; subscriptions do not.
+    /// the same port. Data and tokens survive; subscriptions and voice rooms do not.
     pub async fn restart(&mut self, downtime: Duration) -> std::io::Result<()> {
         self.stop_serving().await;
         self.shared.drop_all();
+        // Kaiku's SFU keeps its rooms in memory.
+        self.shared.voice().clear();
         tokio::time::sleep(downtime).await;
         let listener = bind(self.addr)?;
         let (stop, task) = serve(listener, self.shared.clone())?;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::faults::Refusal;
+use crate::kaiku_events::ServerEvent;
 use crate::limits::{Category, Decision, ReadTicket};
 use crate::store::{TokenError, rfc3339_offset};
 use crate::{ErrorShape, HistoryShape, Shared};
@@ -528,10 +529,12 @@ pub(crate) fn post_message(
     let mut store = shared.store();
     let author = store.user_by_name(username)?.id.clone();
     let m = store.post(channel_id, &author, content)?;
-    let frame =
-        json!({"type": "message_new", "channel_id": channel_id, "message": store.message_json(&m)});
+    let frame = ServerEvent::MessageNew {
+        channel_id: channel_id.to_owned(),
+        message: store.message_json(&m),
+    };
     drop(store);
-    shared.broadcast(channel_id, &frame.to_string());
+    shared.broadcast(channel_id, &frame.to_json());
     Some(m.id)
 }
 
@@ -559,8 +562,11 @@ pub(crate) fn post_message_delayed(
             return;
         }
         drop(store);
-        let frame = json!({"type": "message_new", "channel_id": channel_id, "message": body});
-        shared.broadcast(&channel_id, &frame.to_string());
+        let frame = ServerEvent::MessageNew {
+            channel_id: channel_id.clone(),
+            message: body,
+        };
+        shared.broadcast(&channel_id, &frame.to_json());
     });
     Some(id)
 }
@@ -595,8 +601,11 @@ pub(crate) async fn create_message(
     };
     let body = store.message_json(&m);
     drop(store);
-    let frame = json!({"type": "message_new", "channel_id": channel_id, "message": body});
-    shared.broadcast(&channel_id, &frame.to_string());
+    let frame = ServerEvent::MessageNew {
+        channel_id: channel_id.clone(),
+        message: body.clone(),
+    };
+    shared.broadcast(&channel_id, &frame.to_json());
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
@@ -625,11 +634,13 @@ pub(crate) async fn edit_message(
     let m = m.clone();
     let body = store.message_json(&m);
     drop(store);
-    let frame = json!({
-        "type": "message_edit", "channel_id": m.channel_id, "message_id": m.id,
-        "content": m.content, "edited_at": rfc3339_offset(now),
-    });
-    shared.broadcast(&m.channel_id, &frame.to_string());
+    let frame = ServerEvent::MessageEdit {
+        channel_id: m.channel_id.clone(),
+        message_id: m.id.clone(),
+        content: m.content.clone(),
+        edited_at: rfc3339_offset(now),
+    };
+    shared.broadcast(&m.channel_id, &frame.to_json());
     Json(body).into_response()
 }
 
@@ -650,8 +661,11 @@ pub(crate) async fn delete_message(
             "Message not found",
         );
     };
-    let frame = json!({"type": "message_delete", "channel_id": m.channel_id, "message_id": m.id});
-    shared.broadcast(&m.channel_id, &frame.to_string());
+    let frame = ServerEvent::MessageDelete {
+        channel_id: m.channel_id.clone(),
+        message_id: m.id,
+    };
+    shared.broadcast(&m.channel_id, &frame.to_json());
     StatusCode::NO_CONTENT.into_response()
 }
 

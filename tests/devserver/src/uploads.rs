@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::Shared;
+use crate::kaiku_events::ServerEvent;
 
 /// When an upload's `message_new` goes out ([`DevServer::post_upload`]).
 ///
@@ -81,11 +82,12 @@ pub(crate) fn post_upload(
         let Some(m) = store.attach(&id, attachment) else {
             return;
         };
-        let frame = json!({
-            "type": "message_new", "channel_id": m.channel_id, "message": store.message_json(&m),
-        });
+        let frame = ServerEvent::MessageNew {
+            channel_id: m.channel_id.clone(),
+            message: store.message_json(&m),
+        };
         drop(store);
-        shared.broadcast(&m.channel_id, &frame.to_string());
+        shared.broadcast(&m.channel_id, &frame.to_json());
     });
     Some(m.id)
 }

@@ -19,12 +19,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tether_core::wire::Protocol;
 use tokio::sync::mpsc;
 
 use crate::faults::{Refusal, SubscribeError};
+use crate::kaiku_events::{Quality, ServerEvent};
 use crate::v2::{self, Frame, MAX_BATCH_BYTES};
+use crate::voice;
 use crate::{Conn, Shared};
 
 /// What the rest of the server tells a socket task.
@@ -236,27 +238,122 @@ fn refuse(r: Refusal) -> Response {
     resp
 }
 
-/// Client frames, parsed strictly as Kaiku does: an unknown type or a missing field is a
-/// `message_error`. Some fields are read only to validate the frame's shape.
+/// Client frames, parsed strictly as Kaiku does: Kaiku's `ClientEvent`, its variants in its
+/// order (an unknown type's `message_error` lists them as Kaiku's does) with its fields, so a
+/// missing or mistyped field is a `message_error` too. Some fields are read only to validate
+/// the frame's shape. Ids stay strings: a malformed id is an unknown one here.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[allow(dead_code)]
 enum ClientFrame {
     Ping,
-    Subscribe { channel_id: String },
-    Unsubscribe { channel_id: String },
-    Typing { channel_id: String },
-    StopTyping { channel_id: String },
-    VoiceJoin { channel_id: String },
-    VoiceLeave { channel_id: String },
-    VoiceAnswer { channel_id: String },
-    VoiceIceCandidate { channel_id: String },
-    VoiceMute { channel_id: String },
-    VoiceUnmute { channel_id: String },
-    VoiceStats,
-    SetStatus { status: String },
-    SetActivity { activity: Value },
-    SetCustomStatus { custom_status: Value },
+    Subscribe {
+        channel_id: String,
+    },
+    Unsubscribe {
+        channel_id: String,
+    },
+    Typing {
+        channel_id: String,
+    },
+    StopTyping {
+        channel_id: String,
+    },
+    VoiceJoin {
+        channel_id: String,
+    },
+    VoiceLeave {
+        channel_id: String,
+    },
+    VoiceAnswer {
+        channel_id: String,
+        sdp: String,
+    },
+    VoiceIceCandidate {
+        channel_id: String,
+        candidate: String,
+    },
+    VoiceMute {
+        channel_id: String,
+    },
+    VoiceUnmute {
+        channel_id: String,
+    },
+    VoiceStats {
+        channel_id: String,
+        session_id: String,
+        latency: i16,
+        packet_loss: f32,
+        jitter: i16,
+        quality: u8,
+        timestamp: i64,
+    },
+    VoiceScreenShareStart {
+        channel_id: String,
+        stream_id: String,
+        quality: Quality,
+        has_audio: bool,
+        source_label: String,
+    },
+    VoiceScreenShareStop {
+        channel_id: String,
+        stream_id: String,
+    },
+    VoiceWebcamStart {
+        channel_id: String,
+        quality: Quality,
+    },
+    VoiceWebcamStop {
+        channel_id: String,
+    },
+    VoiceSetLayerPreference {
+        channel_id: String,
+        target_user_id: String,
+        track_source: String,
+        preferred_layer: LayerPreference,
+    },
+    SetActivity {
+        activity: Option<Value>,
+    },
+    SetStatus {
+        status: UserStatus,
+    },
+    SetCustomStatus {
+        custom_status: Option<Value>,
+    },
+    AdminSubscribe,
+    AdminUnsubscribe,
+}
+
+/// The statuses Kaiku's `set_status` takes.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum UserStatus {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+impl UserStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Away => "away",
+            Self::Busy => "busy",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// A viewer's simulcast layer choice (read to validate the frame).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LayerPreference {
+    Auto,
+    High,
+    Medium,
+    Low,
 }
 
 async fn run(
@@ -286,7 +383,10 @@ async fn run(
     let mut stalled = stall_new || withhold_ready;
     if !withhold_ready {
         let delay = shared.config.ready_delay;
-        let ready = json!({"type": "ready", "user_id": user_id}).to_string();
+        let ready = ServerEvent::Ready {
+            user_id: user_id.clone(),
+        }
+        .to_json();
         let ready_tx = tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -437,8 +537,11 @@ where
             let m = store
                 .post(channel_id, &author, &format!("flood {i}"))
                 .ok_or(())?;
-            json!({"type": "message_new", "channel_id": channel_id, "message": store.message_json(&m)})
-                .to_string()
+            ServerEvent::MessageNew {
+                channel_id: channel_id.to_owned(),
+                message: store.message_json(&m),
+            }
+            .to_json()
         };
         let frames = if protocol.version == 1 {
             vec![Message::Text(Utf8Bytes::from(frame))]
@@ -452,18 +555,26 @@ where
     Ok(())
 }
 
-fn reply(shared: &Shared, id: u64, frame: Value) {
-    if let Some(c) = shared.conns().get(&id) {
-        let _ = c.tx.send(Out::Text(frame.to_string()));
-    }
+fn reply(shared: &Shared, id: u64, event: ServerEvent) {
+    shared.send_to_conn(id, event.to_json());
 }
 
 fn error(shared: &Shared, id: u64, code: &str, message: &str) {
     reply(
         shared,
         id,
-        json!({"type": "error", "code": code, "message": message}),
+        ServerEvent::Error {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
     );
+}
+
+/// Answers a voice frame Kaiku refused with its `voice_error`.
+fn voice_answer(shared: &Shared, id: u64, result: Result<(), voice::Refused>) {
+    if let Err(refused) = result {
+        reply(shared, id, refused.into_event());
+    }
 }
 
 /// A client's text frame: one event on v1 (as Kaiku reads it); one event or a batch on v2.
@@ -504,7 +615,7 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
         Err(e) => return error(shared, id, "message_error", &e.to_string()),
     };
     match frame {
-        ClientFrame::Ping => reply(shared, id, json!({"type": "pong"})),
+        ClientFrame::Ping => reply(shared, id, ServerEvent::Pong),
         ClientFrame::Subscribe { channel_id } => {
             // Kaiku looks the channel up, then checks the permission; a database error in
             // the first is a `message_error`, in the second a `forbidden`.
@@ -527,7 +638,7 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
                 c.subs.insert(channel_id.clone());
                 c.tx.clone()
             });
-            let frame = json!({"type": "subscribed", "channel_id": channel_id}).to_string();
+            let frame = ServerEvent::Subscribed { channel_id }.to_json();
             let delay = shared.config.subscribed_delay;
             if let Some(tx) = tx {
                 if delay.is_zero() {
@@ -544,11 +655,7 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
             if let Some(c) = shared.conns().get_mut(&id) {
                 c.subs.remove(&channel_id);
             }
-            reply(
-                shared,
-                id,
-                json!({"type": "unsubscribed", "channel_id": channel_id}),
-            );
+            reply(shared, id, ServerEvent::Unsubscribed { channel_id });
         }
         ClientFrame::Typing { channel_id } | ClientFrame::StopTyping { channel_id }
             if !shared.store().channels.contains_key(&channel_id) =>
@@ -556,50 +663,126 @@ fn handle(shared: &Shared, id: u64, user_id: &str, frame: Result<ClientFrame, se
             error(shared, id, "channel_not_found", "Channel not found");
         }
         ClientFrame::Typing { channel_id } => {
-            let f = json!({"type": "typing_start", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast(&channel_id, &f.to_string());
+            let user_id = user_id.to_owned();
+            let f = ServerEvent::TypingStart {
+                channel_id: channel_id.clone(),
+                user_id,
+            };
+            shared.broadcast(&channel_id, &f.to_json());
         }
         ClientFrame::StopTyping { channel_id } => {
-            let f = json!({"type": "typing_stop", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast(&channel_id, &f.to_string());
+            let user_id = user_id.to_owned();
+            let f = ServerEvent::TypingStop {
+                channel_id: channel_id.clone(),
+                user_id,
+            };
+            shared.broadcast(&channel_id, &f.to_json());
         }
+        // Presence goes to everyone (Kaiku: the user's friends); the user's own sockets too.
         ClientFrame::SetStatus { status } => {
-            shared.store().set_status(user_id, &status);
-            let f = json!({"type": "presence_update", "user_id": user_id, "status": status});
-            shared.broadcast_all(&f.to_string());
+            shared.store().set_status(user_id, status.as_str());
+            let f = ServerEvent::PresenceUpdate {
+                user_id: user_id.to_owned(),
+                status: status.as_str().to_owned(),
+            };
+            shared.broadcast_all(&f.to_json());
+            if status == UserStatus::Offline {
+                // Kaiku hides the custom status of a user who goes offline.
+                let hide = ServerEvent::CustomStatusUpdate {
+                    user_id: user_id.to_owned(),
+                    custom_status: None,
+                };
+                shared.broadcast_all(&hide.to_json());
+            }
         }
         ClientFrame::SetActivity { activity } => {
-            let f =
-                json!({"type": "rich_presence_update", "user_id": user_id, "activity": activity});
-            shared.broadcast_all(&f.to_string());
+            let f = ServerEvent::RichPresenceUpdate {
+                user_id: user_id.to_owned(),
+                activity,
+            };
+            shared.broadcast_all(&f.to_json());
         }
         ClientFrame::SetCustomStatus { custom_status } => {
-            let f = json!({"type": "custom_status_update", "user_id": user_id, "custom_status": custom_status});
-            shared.broadcast_all(&f.to_string());
+            let f = ServerEvent::CustomStatusUpdate {
+                user_id: user_id.to_owned(),
+                custom_status,
+            };
+            shared.broadcast_all(&f.to_json());
         }
         ClientFrame::VoiceJoin { channel_id } => {
-            let f =
-                json!({"type": "voice_user_joined", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast_all(&f.to_string());
+            voice_answer(shared, id, voice::join(shared, id, user_id, &channel_id));
         }
         ClientFrame::VoiceLeave { channel_id } => {
-            let f =
-                json!({"type": "voice_user_left", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast_all(&f.to_string());
+            voice_answer(shared, id, voice::leave(shared, user_id, &channel_id));
+        }
+        ClientFrame::VoiceAnswer { channel_id, .. }
+        | ClientFrame::VoiceIceCandidate { channel_id, .. } => {
+            voice_answer(shared, id, voice::signal(shared, user_id, &channel_id));
         }
         ClientFrame::VoiceMute { channel_id } => {
-            let f =
-                json!({"type": "voice_user_muted", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast_all(&f.to_string());
+            voice_answer(shared, id, voice::mute(shared, user_id, &channel_id, true));
         }
         ClientFrame::VoiceUnmute { channel_id } => {
-            let f =
-                json!({"type": "voice_user_unmuted", "channel_id": channel_id, "user_id": user_id});
-            shared.broadcast_all(&f.to_string());
+            voice_answer(shared, id, voice::mute(shared, user_id, &channel_id, false));
         }
-        ClientFrame::VoiceAnswer { .. }
-        | ClientFrame::VoiceIceCandidate { .. }
-        | ClientFrame::VoiceStats => {}
+        ClientFrame::VoiceStats {
+            channel_id,
+            latency,
+            packet_loss,
+            jitter,
+            quality,
+            ..
+        } => {
+            let stats = voice::Stats {
+                latency,
+                packet_loss,
+                jitter,
+                quality,
+            };
+            voice::stats(shared, user_id, &channel_id, stats);
+        }
+        ClientFrame::VoiceScreenShareStart {
+            channel_id,
+            stream_id,
+            quality,
+            has_audio,
+            source_label,
+        } => {
+            let share = voice::ShareStart {
+                stream_id,
+                quality,
+                has_audio,
+                source_label,
+            };
+            let started = voice::share_start(shared, user_id, &channel_id, share);
+            voice_answer(shared, id, started);
+        }
+        ClientFrame::VoiceScreenShareStop {
+            channel_id,
+            stream_id,
+        } => {
+            let stopped = voice::share_stop(shared, user_id, &channel_id, &stream_id);
+            voice_answer(shared, id, stopped);
+        }
+        ClientFrame::VoiceWebcamStart {
+            channel_id,
+            quality,
+        } => {
+            let started = voice::webcam_start(shared, user_id, &channel_id, quality);
+            voice_answer(shared, id, started);
+        }
+        ClientFrame::VoiceWebcamStop { channel_id } => {
+            voice_answer(shared, id, voice::webcam_stop(shared, user_id, &channel_id));
+        }
+        // No simulcast here: a preference changes nothing, as for a single-layer track.
+        ClientFrame::VoiceSetLayerPreference { .. } | ClientFrame::AdminUnsubscribe => {}
+        // Nobody is an elevated admin on the dev server.
+        ClientFrame::AdminSubscribe => error(
+            shared,
+            id,
+            "admin_not_elevated",
+            "Must be an elevated admin to subscribe to admin events",
+        ),
     }
 }
 
@@ -654,6 +837,325 @@ mod tests {
         ws.subscribe(&ch).await;
         server.post(&ch, "alice", "heard").expect("post");
         assert_eq!(ws.event().await["message"]["content"], "heard");
+    }
+
+    /// Kaiku's answer to `{"type": "does_not_exist"}`, from the wire transcript.
+    const UNKNOWN_TYPE: &str = r#"{"type":"error","code":"message_error","message":"unknown variant `does_not_exist`, expected one of `ping`, `subscribe`, `unsubscribe`, `typing`, `stop_typing`, `voice_join`, `voice_leave`, `voice_answer`, `voice_ice_candidate`, `voice_mute`, `voice_unmute`, `voice_stats`, `voice_screen_share_start`, `voice_screen_share_stop`, `voice_webcam_start`, `voice_webcam_stop`, `voice_set_layer_preference`, `set_activity`, `set_status`, `set_custom_status`, `admin_subscribe`, `admin_unsubscribe` at line 1 column 25"}"#;
+
+    /// The next raw text frame within 5 s.
+    async fn raw(ws: &mut Ws) -> String {
+        ws.recv_within(Duration::from_secs(5))
+            .await
+            .expect("a frame in time")
+    }
+
+    #[tokio::test]
+    async fn frames_read_as_kaiku_s_byte_for_byte_type_first() {
+        let (server, token) = server_with_user(ServerConfig::default(), "alice").await;
+        let ch = server.create_channel("general");
+        let mut ws = Ws::connect(server.addr(), &token).await;
+        let ready = raw(&mut ws).await;
+        let user_id = server.with_store(|s| s.user_by_name("alice").map(|u| u.id.clone()));
+        assert_eq!(
+            ready,
+            format!(
+                r#"{{"type":"ready","user_id":"{}"}}"#,
+                user_id.expect("alice")
+            )
+        );
+        ws.send(r#"{"type": "does_not_exist"}"#).await;
+        assert_eq!(raw(&mut ws).await, UNKNOWN_TYPE);
+        ws.send(&format!(r#"{{"type":"subscribe","channel_id":"{ch}"}}"#))
+            .await;
+        assert_eq!(
+            raw(&mut ws).await,
+            format!(r#"{{"type":"subscribed","channel_id":"{ch}"}}"#)
+        );
+        ws.send(r#"{"type":"subscribe","channel_id":"0f622c09-f069-417e-a94c-b1af8b4abd2d"}"#)
+            .await;
+        assert_eq!(
+            raw(&mut ws).await,
+            r#"{"type":"error","code":"channel_not_found","message":"Channel not found"}"#
+        );
+        ws.send(r#"{"type":"ping"}"#).await;
+        assert_eq!(raw(&mut ws).await, r#"{"type":"pong"}"#);
+        let id = server.post(&ch, "alice", "hello").expect("post");
+        let new = raw(&mut ws).await;
+        assert!(
+            new.starts_with(&format!(
+                r#"{{"type":"message_new","channel_id":"{ch}","message":{{"attachments":[],"author":"#
+            )),
+            "{new}"
+        );
+        assert!(new.contains(&format!(r#""id":"{id}""#)), "{new}");
+    }
+
+    #[tokio::test]
+    async fn presence_carries_the_user_and_going_offline_hides_the_custom_status() {
+        let (server, token) = server_with_user(ServerConfig::default(), "alice").await;
+        let alice = server
+            .with_store(|s| s.user_by_name("alice").map(|u| u.id.clone()))
+            .expect("alice");
+        let mut ws = Ws::connect(server.addr(), &token).await;
+        assert_eq!(ws.event().await["type"], "ready");
+        ws.send(r#"{"type":"set_status","status":"idle"}"#).await;
+        let e = ws.event().await;
+        assert_eq!(
+            (&e["type"], &e["code"]),
+            (&"error".into(), &"message_error".into())
+        );
+        ws.send(r#"{"type":"set_status","status":"offline"}"#).await;
+        assert_eq!(
+            raw(&mut ws).await,
+            format!(r#"{{"type":"presence_update","user_id":"{alice}","status":"offline"}}"#)
+        );
+        assert_eq!(
+            raw(&mut ws).await,
+            format!(
+                r#"{{"type":"custom_status_update","user_id":"{alice}","custom_status":null}}"#
+            )
+        );
+        ws.send(r#"{"type":"set_custom_status","custom_status":{"text":"busy"}}"#)
+            .await;
+        let e = ws.event().await;
+        assert_eq!(
+            (&e["user_id"], &e["custom_status"]["text"]),
+            (&alice.as_str().into(), &"busy".into())
+        );
+        ws.send(r#"{"type":"set_activity"}"#).await;
+        assert_eq!(
+            raw(&mut ws).await,
+            format!(r#"{{"type":"rich_presence_update","user_id":"{alice}","activity":null}}"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn voice_join_is_answered_with_an_offer_the_room_and_a_candidate_and_told_to_the_others()
+    {
+        let (server, alice_token) = server_with_user(ServerConfig::default(), "alice").await;
+        let bob_token = token_of(&server, "bob");
+        let ids = server.with_store(|s| {
+            ["alice", "bob"].map(|n| s.user_by_name(n).map(|u| u.id.clone()).expect("a user"))
+        });
+        let [alice_id, bob_id] = ids;
+        let voice = server.create_channel("voice");
+        let mut alice = Ws::connect(server.addr(), &alice_token).await;
+        let mut bob = Ws::connect(server.addr(), &bob_token).await;
+        assert_eq!(alice.event().await["type"], "ready");
+        assert_eq!(bob.event().await["type"], "ready");
+        let join = format!(r#"{{"type":"voice_join","channel_id":"{voice}"}}"#);
+
+        alice.send(&join).await;
+        let offer = alice.event().await;
+        assert_eq!(offer["type"], "voice_offer");
+        assert_eq!(offer["channel_id"], voice.as_str());
+        assert!(
+            offer["sdp"].as_str().is_some_and(|s| s.starts_with("v=0")),
+            "{offer}"
+        );
+        let room = alice.event().await;
+        assert_eq!(room["type"], "voice_room_state", "{room}");
+        assert_eq!(
+            room["participants"],
+            serde_json::json!([{"user_id": alice_id, "username": "alice", "display_name": "alice",
+                "muted": false, "screen_sharing": false, "webcam_active": false}])
+        );
+        assert_eq!(alice.event().await["type"], "voice_ice_candidate");
+
+        bob.send(&join).await;
+        assert_eq!(bob.event().await["type"], "voice_offer");
+        let room = bob.event().await;
+        assert_eq!(
+            room["participants"].as_array().map(Vec::len),
+            Some(2),
+            "{room}"
+        );
+        let joined = alice.event().await;
+        assert_eq!(
+            joined,
+            serde_json::json!({"type": "voice_user_joined", "channel_id": voice,
+                "user_id": bob_id, "username": "bob", "display_name": "bob"})
+        );
+
+        // An answer and a candidate are taken without a word; mute is told to the others only.
+        bob.send(&format!(
+            r#"{{"type":"voice_answer","channel_id":"{voice}","sdp":"v=0"}}"#
+        ))
+        .await;
+        bob.send(&format!(
+            r#"{{"type":"voice_ice_candidate","channel_id":"{voice}","candidate":"{{}}"}}"#
+        ))
+        .await;
+        bob.send(&format!(
+            r#"{{"type":"voice_mute","channel_id":"{voice}"}}"#
+        ))
+        .await;
+        let muted = alice.event_of("voice_user_muted").await;
+        assert_eq!(muted["user_id"], bob_id.as_str());
+        assert_eq!(
+            next_after_ping(&mut bob).await["type"],
+            "voice_ice_candidate"
+        );
+        assert_eq!(
+            next_after_ping(&mut bob).await["type"],
+            "pong",
+            "nothing for bob"
+        );
+
+        bob.send(&format!(
+            r#"{{"type":"voice_leave","channel_id":"{voice}"}}"#
+        ))
+        .await;
+        let left = alice.event_of("voice_user_left").await;
+        assert_eq!(left["user_id"], bob_id.as_str());
+        assert_eq!(next_after_ping(&mut bob).await["type"], "pong");
+    }
+
+    #[tokio::test]
+    async fn voice_frames_kaiku_refuses_get_its_voice_errors() {
+        let (server, token) = server_with_user(ServerConfig::default(), "alice").await;
+        let alice_id = server
+            .with_store(|s| s.user_by_name("alice").map(|u| u.id.clone()))
+            .expect("alice");
+        let (voice, other) = (server.create_channel("voice"), server.create_channel("x"));
+        let mut ws = Ws::connect(server.addr(), &token).await;
+        assert_eq!(ws.event().await["type"], "ready");
+        let voice_error = |message: String| serde_json::json!({"type": "voice_error", "code": "voice_error", "message": message});
+
+        ws.send(&format!(
+            r#"{{"type":"voice_mute","channel_id":"{voice}"}}"#
+        ))
+        .await;
+        assert_eq!(
+            ws.event().await,
+            voice_error(format!("Room not found: {voice}"))
+        );
+        ws.send(&format!(
+            r#"{{"type":"voice_answer","channel_id":"{voice}"}}"#
+        ))
+        .await;
+        let e = ws.event().await;
+        assert_eq!(e["message"], "missing field `sdp`", "{e}");
+        ws.send(r#"{"type":"voice_join","channel_id":"no-such-channel"}"#)
+            .await;
+        assert_eq!(
+            ws.event().await,
+            voice_error("Not authorized to join this voice channel".into())
+        );
+
+        let join = format!(r#"{{"type":"voice_join","channel_id":"{voice}"}}"#);
+        ws.send(&join).await;
+        assert_eq!(
+            ws.event_of("voice_ice_candidate").await["channel_id"],
+            voice.as_str()
+        );
+        // The socket goes; the peer stays (Kaiku's SFU waits for its media to fail): joining
+        // again is refused until a leave.
+        server.faults().drop_all();
+        let mut again = Ws::connect(server.addr(), &token).await;
+        assert_eq!(again.event().await["type"], "ready");
+        again.send(&join).await;
+        assert_eq!(
+            again.event().await,
+            voice_error("Already in voice channel".into())
+        );
+        again
+            .send(&format!(
+                r#"{{"type":"voice_leave","channel_id":"{voice}"}}"#
+            ))
+            .await;
+        again.send(&join).await;
+        assert_eq!(again.event().await["type"], "voice_offer");
+
+        // Another room: that user is no participant there.
+        let mut bob = Ws::connect(server.addr(), &token_of(&server, "bob")).await;
+        assert_eq!(bob.event().await["type"], "ready");
+        bob.send(&format!(
+            r#"{{"type":"voice_join","channel_id":"{other}"}}"#
+        ))
+        .await;
+        assert_eq!(bob.event().await["type"], "voice_offer");
+        again
+            .send(&format!(
+                r#"{{"type":"voice_unmute","channel_id":"{other}"}}"#
+            ))
+            .await;
+        assert_eq!(
+            again.event_of("voice_error").await,
+            voice_error(format!("Participant not found: {alice_id}"))
+        );
+    }
+
+    #[tokio::test]
+    async fn screen_shares_and_webcams_reach_the_whole_room_and_show_in_its_state() {
+        let (server, alice_token) = server_with_user(ServerConfig::default(), "alice").await;
+        let voice = server.create_channel("voice");
+        let mut alice = Ws::connect(server.addr(), &alice_token).await;
+        assert_eq!(alice.event().await["type"], "ready");
+        let join = format!(r#"{{"type":"voice_join","channel_id":"{voice}"}}"#);
+        alice.send(&join).await;
+        alice.event_of("voice_ice_candidate").await;
+        let stream = "5a1e0000-0000-4000-8000-0000000000aa";
+        alice
+            .send(&format!(
+                r#"{{"type":"voice_screen_share_start","channel_id":"{voice}","stream_id":"{stream}","quality":"high","has_audio":false,"source_label":"Display 1"}}"#
+            ))
+            .await;
+        let started = alice.event().await;
+        assert_eq!(started["type"], "screen_share_started", "{started}");
+        assert_eq!(
+            (&started["stream_id"], &started["quality"]),
+            (&stream.into(), &"high".into())
+        );
+        assert!(
+            started["started_at"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("+00:00"))
+        );
+        alice
+            .send(&format!(
+                r#"{{"type":"voice_webcam_start","channel_id":"{voice}","quality":"medium"}}"#
+            ))
+            .await;
+        assert_eq!(alice.event().await["type"], "webcam_started");
+
+        let mut bob = Ws::connect(server.addr(), &token_of(&server, "bob")).await;
+        assert_eq!(bob.event().await["type"], "ready");
+        bob.send(&join).await;
+        let room = bob.event_of("voice_room_state").await;
+        assert_eq!(room["screen_shares"][0]["stream_id"], stream, "{room}");
+        assert!(
+            room["screen_shares"][0]["started_at"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+        assert_eq!(room["webcams"][0]["quality"], "medium", "{room}");
+        let alice_in_room = room["participants"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["username"] == "alice"))
+            .cloned()
+            .expect("alice is in the room");
+        assert_eq!(
+            (
+                &alice_in_room["screen_sharing"],
+                &alice_in_room["webcam_active"]
+            ),
+            (&true.into(), &true.into())
+        );
+
+        // Leaving ends alice's share and webcam for bob, then tells him she left.
+        alice
+            .send(&format!(
+                r#"{{"type":"voice_leave","channel_id":"{voice}"}}"#
+            ))
+            .await;
+        let stopped = bob.event_of("screen_share_stopped").await;
+        assert_eq!(
+            (&stopped["stream_id"], &stopped["reason"]),
+            (&stream.into(), &"disconnected".into())
+        );
+        assert_eq!(bob.event().await["type"], "webcam_stopped");
+        assert_eq!(bob.event().await["type"], "voice_user_left");
     }
 
     #[tokio::test]

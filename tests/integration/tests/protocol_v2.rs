@@ -214,10 +214,10 @@ async fn a_browser_client_offering_only_auth_gets_v1_one_object_per_text_frame()
     ))
     .await
     .expect("send");
-    // Byte for byte what the server built (serde_json, keys in order), not a batch.
+    // Byte for byte as Kaiku's server writes it (`type` first), not a batch.
     assert_eq!(
         next_text(&mut ws).await,
-        json!({"type": "subscribed", "channel_id": ch}).to_string()
+        format!(r#"{{"type":"subscribed","channel_id":"{ch}"}}"#)
     );
 
     // Three posts queued at one moment: three frames, each one object, in order.
@@ -534,7 +534,7 @@ async fn tether_serve_flags_turn_each_v2_feature_off() {
     assert_eq!(selected.as_deref(), Some("access_token"));
     assert!(
         frames.iter().all(|f| matches!(f, Message::Text(t)
-            if t.as_str().starts_with(r#"{"channel_id""#))),
-        "v1: one object per text frame: {frames:?}"
+            if t.as_str().starts_with(r#"{"type":"subscribed","channel_id""#))),
+        "v1: one object per text frame, as Kaiku writes it: {frames:?}"
     );
 }
