@@ -146,7 +146,8 @@ const MAX_OUT_BATCH_BYTES: usize = 32 * 1024;
 /// - **Outputs** (`poll_*`): [`poll_action`](Self::poll_action) until `None`, then
 ///   [`poll_timeout`](Self::poll_timeout). See [`drain`](crate::drain).
 /// - **Questions** (`&self`): [`status`](Self::status), [`is_connected`](Self::is_connected),
-///   [`has_socket`](Self::has_socket), [`stats`](Self::stats), [`rtt`](Self::rtt),
+///   [`has_socket`](Self::has_socket), [`is_refresh_awaited`](Self::is_refresh_awaited),
+///   [`stats`](Self::stats), [`rtt`](Self::rtt),
 ///   [`user_id`](Self::user_id), [`subscriptions`](Self::subscriptions),
 ///   [`queued`](Self::queued), [`held`](Self::held),
 ///   [`reads_paused_until`](Self::reads_paused_until), [`protocol`](Self::protocol),
@@ -1148,6 +1149,16 @@ impl Connection {
     /// The current access token (after any refresh), for REST calls made beside the socket.
     pub fn access_token(&self) -> Option<&Secret> {
         self.auth.access_token()
+    }
+
+    /// Whether the answer to the [`Action::RefreshToken`] on its way will be applied: a
+    /// refresh is out, and [`set_credentials`](Self::set_credentials) has not installed
+    /// another session since (credentials that carry the refresh token it spent are the same
+    /// session: its answer still applies). A driver that tells the app of rotated tokens asks
+    /// this just before [`handle_refresh`](Self::handle_refresh): when `false`, the answer
+    /// will be dropped and the app's own credentials stay (D80).
+    pub fn is_refresh_awaited(&self) -> bool {
+        self.auth.awaits_refresh()
     }
 
     /// The user id from the last `ready`.

@@ -756,6 +756,32 @@ fn without_v2_the_offer_is_exactly_what_kaiku_needs() {
     assert_eq!(p, ["access_token.access-1", "access_token"]);
 }
 
+// ----- issue 19: an app that holds the refresh token --------------------------------------
+
+#[test]
+fn a_refresh_answer_is_awaited_until_the_app_installs_another_session() {
+    let mut h = Harness::new();
+    h.conn.set_credentials(
+        h.now,
+        Credentials::new("a")
+            .with_refresh_token("r1")
+            .with_expires_in(20 * S),
+    );
+    assert!(!h.conn.is_refresh_awaited());
+    h.connect_ready();
+    h.advance(16 * S);
+    assert!(h.conn.is_refresh_awaited());
+    // The same session put back (restored from the app's store): its answer still applies.
+    h.conn
+        .set_credentials(h.now, Credentials::new("a").with_refresh_token("r1"));
+    assert!(h.conn.is_refresh_awaited());
+    h.conn
+        .set_credentials(h.now, Credentials::new("b").with_refresh_token("r-other"));
+    assert!(!h.conn.is_refresh_awaited());
+    h.conn.handle_refresh(h.now, Ok(Credentials::new("late")));
+    assert_eq!(h.conn.access_token().map(|t| t.expose()), Some("b"));
+}
+
 // ----- DESIGN 1.5: unknown events pass through --------------------------------------------
 
 #[test]
