@@ -120,6 +120,10 @@ pub(crate) struct Auth {
     superseded: bool,
     /// The server refused the current access token; only new credentials clear this.
     rejected: bool,
+    /// Counts the credentials installed so far (the app's and the refreshes'). A socket or a
+    /// history read remembers the count it went out with: a refusal of credentials replaced
+    /// since is no verdict on the current ones.
+    generation: u64,
     ahead: f64,
 }
 
@@ -149,6 +153,7 @@ impl Auth {
             spent: None,
             superseded: false,
             rejected: false,
+            generation: 0,
             // NaN would pass `clamp` and panic in `mul_f64`; `Config::validate` refuses it,
             // this keeps `Auth` safe on its own.
             ahead: if ahead.is_finite() {
@@ -174,6 +179,12 @@ impl Auth {
         self.superseded = self.in_flight && creds.refresh_token != self.spent;
         self.creds = Some(creds);
         self.rejected = false;
+        self.generation += 1;
+    }
+
+    /// Which credentials are installed: a count that moves with every [`set`](Self::set).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The server refused the access token: it is stale whatever its lifetime said.
@@ -378,6 +389,24 @@ mod tests {
         let out = a.handle_refresh(t, Ok(Credentials::new("late").with_refresh_token("r3")));
         assert_eq!(out, RefreshOutcome::Superseded);
         assert_eq!(a.access_token().map(Secret::expose), Some("mine"));
+    }
+
+    #[test]
+    fn every_install_moves_the_generation_a_dropped_answer_does_not() {
+        let t = t0();
+        let mut a = Auth::new(0.8);
+        a.set(t, Credentials::new("x").with_refresh_token("r"));
+        let first = a.generation();
+        a.begin_refresh();
+        a.handle_refresh(t, Ok(Credentials::new("y")));
+        let refreshed = a.generation();
+        assert!(refreshed > first, "a refresh installs new credentials");
+        a.begin_refresh();
+        a.set(t, Credentials::new("z").with_refresh_token("other"));
+        let set = a.generation();
+        assert!(set > refreshed);
+        a.handle_refresh(t, Ok(Credentials::new("late")));
+        assert_eq!(a.generation(), set, "a superseded answer installs nothing");
     }
 
     #[test]
