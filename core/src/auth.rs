@@ -114,10 +114,16 @@ pub(crate) struct Auth {
     expires_at: Option<Instant>,
     refresh_at: Option<Instant>,
     in_flight: bool,
-    /// `set` was called while a refresh was in flight: its answer is stale.
+    /// The refresh token the refresh in flight spent.
+    spent: Option<Secret>,
+    /// `set` installed another session while a refresh was in flight: its answer is stale.
     superseded: bool,
     /// The server refused the current access token; only new credentials clear this.
     rejected: bool,
+    /// Counts the credentials installed so far (the app's and the refreshes'). A socket or a
+    /// history read remembers the count it went out with: a refusal of credentials replaced
+    /// since is no verdict on the current ones.
+    generation: u64,
     ahead: f64,
 }
 
@@ -144,8 +150,10 @@ impl Auth {
             expires_at: None,
             refresh_at: None,
             in_flight: false,
+            spent: None,
             superseded: false,
             rejected: false,
+            generation: 0,
             // NaN would pass `clamp` and panic in `mul_f64`; `Config::validate` refuses it,
             // this keeps `Auth` safe on its own.
             ahead: if ahead.is_finite() {
@@ -156,8 +164,10 @@ impl Auth {
         }
     }
 
-    /// Installs credentials received at `now`. A refresh still in flight is superseded: its
-    /// answer will not overwrite these.
+    /// Installs credentials received at `now`. A refresh still in flight is superseded (its
+    /// answer will not overwrite these) unless these carry the very refresh token it spent:
+    /// the app put the same session back (restored from its store, say), that token is dead
+    /// now, and the answer is the session's only way on (D80).
     pub(crate) fn set(&mut self, now: Instant, creds: Credentials) {
         // A server-given lifetime is clamped so `Instant` arithmetic cannot overflow.
         let life = creds.expires_in.map(|d| d.min(MAX_LIFETIME));
@@ -166,9 +176,15 @@ impl Auth {
             (Some(_), Some(life)) => Some(now + life.mul_f64(self.ahead)),
             _ => None,
         };
-        self.superseded = self.in_flight;
+        self.superseded = self.in_flight && creds.refresh_token != self.spent;
         self.creds = Some(creds);
         self.rejected = false;
+        self.generation += 1;
+    }
+
+    /// Which credentials are installed: a count that moves with every [`set`](Self::set).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The server refused the access token: it is stale whatever its lifetime said.
@@ -207,6 +223,12 @@ impl Auth {
         self.in_flight
     }
 
+    /// Whether the answer to the refresh on its way will be applied: one is out, and no other
+    /// session was installed since.
+    pub(crate) fn awaits_refresh(&self) -> bool {
+        self.in_flight && !self.superseded
+    }
+
     /// Starts a refresh: returns the refresh token to send, if one exists and none is in flight.
     pub(crate) fn begin_refresh(&mut self) -> Option<Secret> {
         if self.in_flight {
@@ -214,6 +236,7 @@ impl Auth {
         }
         let token = self.creds.as_ref()?.refresh_token.clone()?;
         self.in_flight = true;
+        self.spent = Some(token.clone());
         self.refresh_at = None;
         Some(token)
     }
@@ -225,6 +248,7 @@ impl Auth {
         result: Result<Credentials, RefreshError>,
     ) -> RefreshOutcome {
         self.in_flight = false;
+        self.spent = None;
         if std::mem::take(&mut self.superseded) {
             return RefreshOutcome::Superseded;
         }
@@ -343,6 +367,46 @@ mod tests {
         assert_eq!(out, RefreshOutcome::Superseded);
         assert_eq!(a.access_token().map(Secret::expose), Some("from-login"));
         assert!(a.can_refresh());
+    }
+
+    #[test]
+    fn the_same_session_put_back_during_a_refresh_takes_its_answer() {
+        let t = t0();
+        let mut a = Auth::new(0.8);
+        a.set(t, Credentials::new("x").with_refresh_token("r"));
+        a.begin_refresh();
+        // The app restores the pair it stored: "r" was spent by the refresh on its way, so
+        // the answer is the session's only way on.
+        a.set(t, Credentials::new("x").with_refresh_token("r"));
+        assert!(a.awaits_refresh());
+        let out = a.handle_refresh(t, Ok(Credentials::new("y").with_refresh_token("r2")));
+        assert_eq!(out, RefreshOutcome::Applied);
+        assert_eq!(a.access_token().map(Secret::expose), Some("y"));
+        // Another session (no refresh token, or another one) drops it, as before.
+        a.begin_refresh();
+        a.set(t, Credentials::new("mine"));
+        assert!(!a.awaits_refresh() && a.is_refreshing());
+        let out = a.handle_refresh(t, Ok(Credentials::new("late").with_refresh_token("r3")));
+        assert_eq!(out, RefreshOutcome::Superseded);
+        assert_eq!(a.access_token().map(Secret::expose), Some("mine"));
+    }
+
+    #[test]
+    fn every_install_moves_the_generation_a_dropped_answer_does_not() {
+        let t = t0();
+        let mut a = Auth::new(0.8);
+        a.set(t, Credentials::new("x").with_refresh_token("r"));
+        let first = a.generation();
+        a.begin_refresh();
+        a.handle_refresh(t, Ok(Credentials::new("y")));
+        let refreshed = a.generation();
+        assert!(refreshed > first, "a refresh installs new credentials");
+        a.begin_refresh();
+        a.set(t, Credentials::new("z").with_refresh_token("other"));
+        let set = a.generation();
+        assert!(set > refreshed);
+        a.handle_refresh(t, Ok(Credentials::new("late")));
+        assert_eq!(a.generation(), set, "a superseded answer installs nothing");
     }
 
     #[test]

@@ -895,13 +895,7 @@ impl CatchUp {
         } else {
             self.pacer.handle_answer(id);
         }
-        let awaited = self.requests.remove(&id).filter(|ch| {
-            matches!(
-                self.channels.get(ch).map(|c| &c.phase),
-                Some(Phase::CatchingUp(w)) if matches!(w.req, Req::InFlight { id: sent, .. } if sent == id)
-            )
-        });
-        let Some(channel) = awaited else {
+        let Some(channel) = self.take_awaited(id) else {
             self.issue_due(now);
             return;
         };
@@ -925,6 +919,31 @@ impl CatchUp {
             Err(failure) => self.on_failure(now, &channel, failure),
         }
         self.issue_due(now);
+    }
+
+    /// Read `id` was refused (401) for a token replaced since it went out: the walk reads the
+    /// same page again as soon as pacing lets it, with the current token. No failure is
+    /// counted and no refresh asked: the current token was never tried.
+    pub(crate) fn handle_token_replaced(&mut self, now: Instant, id: u64) {
+        self.pacer.handle_answer(id);
+        if let Some(channel) = self.take_awaited(id)
+            && let Some(Phase::CatchingUp(walk)) =
+                self.channels.get_mut(&channel).map(|c| &mut c.phase)
+        {
+            walk.req = Req::Queued;
+        }
+        self.issue_due(now);
+    }
+
+    /// The channel whose walk has read `id` in flight, which the read no longer holds; `None`
+    /// for a read abandoned (by a drop or an unsubscribe) or answered already.
+    fn take_awaited(&mut self, id: u64) -> Option<Text> {
+        self.requests.remove(&id).filter(|ch| {
+            matches!(
+                self.channels.get(ch).map(|c| &c.phase),
+                Some(Phase::CatchingUp(w)) if matches!(w.req, Req::InFlight { id: sent, .. } if sent == id)
+            )
+        })
     }
 
     fn on_failure(&mut self, now: Instant, channel: &Text, failure: Failure) {

@@ -146,7 +146,8 @@ const MAX_OUT_BATCH_BYTES: usize = 32 * 1024;
 /// - **Outputs** (`poll_*`): [`poll_action`](Self::poll_action) until `None`, then
 ///   [`poll_timeout`](Self::poll_timeout). See [`drain`](crate::drain).
 /// - **Questions** (`&self`): [`status`](Self::status), [`is_connected`](Self::is_connected),
-///   [`has_socket`](Self::has_socket), [`stats`](Self::stats), [`rtt`](Self::rtt),
+///   [`has_socket`](Self::has_socket), [`is_refresh_awaited`](Self::is_refresh_awaited),
+///   [`stats`](Self::stats), [`rtt`](Self::rtt),
 ///   [`user_id`](Self::user_id), [`subscriptions`](Self::subscriptions),
 ///   [`queued`](Self::queued), [`held`](Self::held),
 ///   [`reads_paused_until`](Self::reads_paused_until), [`protocol`](Self::protocol),
@@ -170,6 +171,12 @@ pub struct Connection {
     catch_up: CatchUp,
     /// The one refresh allowed after a 401 was used; reset by `ready`.
     reauth_used: bool,
+    /// The credentials (`Auth::generation`) the latest socket was opened with: a refusal of
+    /// credentials replaced since says nothing of the current ones.
+    socket_credentials: u64,
+    /// The credentials the latest history read went out with, and the first read that went
+    /// out with them (read ids only grow): every read before it used older ones.
+    read_credentials: (u64, u64),
     actions: VecDeque<Action>,
     stats: Stats,
     rtt: Option<Duration>,
@@ -250,6 +257,8 @@ impl Connection {
 
             session: SessionState::default(),
             reauth_used: false,
+            socket_credentials: 0,
+            read_credentials: (0, 0),
             actions: VecDeque::new(),
             stats: Stats::default(),
             rtt: None,
@@ -615,7 +624,11 @@ impl Connection {
         }
     }
 
-    /// The socket ended, or the upgrade failed. See [`SocketEnd::verdict`] for what follows.
+    /// The socket ended, or the upgrade failed. See [`SocketEnd::verdict`] for what follows,
+    /// with one exception: a refusal of the credentials (401, close 4001/4004) that answers a
+    /// socket opened with credentials replaced since ([`set_credentials`](Self::set_credentials)
+    /// or a refresh) opens again at once with the current ones, as the same attempt, without
+    /// a refresh.
     pub fn handle_closed(&mut self, now: Instant, why: SocketEnd) {
         let now = self.clamp(now);
         match self.socket {
@@ -646,6 +659,15 @@ impl Connection {
                 self.reauth_used = false;
                 self.retry_later(now, reason, min_wait);
             }
+            Verdict::Reauth if self.socket_credentials != self.auth.generation() => {
+                // The refused credentials were replaced while this socket went out (the app's
+                // new login, a refresh that landed during the handshake): the current ones
+                // were never tried. They go at once, in the same attempt, with no backoff and
+                // the one refresh after a refusal still unspent.
+                let attempt = self.attempt();
+                self.teardown();
+                self.start_attempt(now, attempt);
+            }
             Verdict::Reauth => {
                 let refreshable = self.auth.can_refresh() || self.auth.is_refreshing();
                 if !self.reauth_used && refreshable {
@@ -663,6 +685,8 @@ impl Connection {
     }
 
     /// The answer to an [`Action::FetchHistory`]: the response body, or why there is none.
+    /// A 401 asks for a token refresh, unless the read's token was replaced since it went
+    /// out: then the read goes again with the current one.
     pub fn handle_history(
         &mut self,
         now: Instant,
@@ -670,9 +694,17 @@ impl Connection {
         response: Result<Bytes, HistoryError>,
     ) {
         let now = self.clamp(now);
-        // Catch-ups were abandoned with the socket: a late answer only frees its pacing slot
-        // (and a 429 still pauses every read).
-        self.catch_up.handle_history(now, request_id, response);
+        let refused = matches!(response, Err(HistoryError::Status { status: 401, .. }));
+        let (generation, first) = self.read_credentials;
+        if refused && (generation != self.auth.generation() || request_id < first) {
+            // A token replaced since the read went out: the read goes again with the current
+            // one, no refresh asked, no failure counted.
+            self.catch_up.handle_token_replaced(now, request_id);
+        } else {
+            // Catch-ups were abandoned with the socket: a late answer only frees its pacing
+            // slot (and a 429 still pauses every read).
+            self.catch_up.handle_history(now, request_id, response);
+        }
         self.drain_catch_up(now);
     }
 
@@ -1150,6 +1182,16 @@ impl Connection {
         self.auth.access_token()
     }
 
+    /// Whether the answer to the [`Action::RefreshToken`] on its way will be applied: a
+    /// refresh is out, and [`set_credentials`](Self::set_credentials) has not installed
+    /// another session since (credentials that carry the refresh token it spent are the same
+    /// session: its answer still applies). A driver that tells the app of rotated tokens asks
+    /// this just before [`handle_refresh`](Self::handle_refresh): when `false`, the answer
+    /// will be dropped and the app's own credentials stay (D80).
+    pub fn is_refresh_awaited(&self) -> bool {
+        self.auth.awaits_refresh()
+    }
+
     /// The user id from the last `ready`.
     pub fn user_id(&self) -> Option<&Text> {
         self.user_id.as_ref()
@@ -1239,6 +1281,7 @@ impl Connection {
     fn open(&mut self, now: Instant, attempt: u32) {
         // Never two sockets: whatever is left of the last one goes first.
         self.abort_socket();
+        self.socket_credentials = self.auth.generation();
         let token = self.auth.access_token().cloned();
         let url = self.config.socket_url(token.as_ref()).to_string();
         // The token entry first (a server may read only the first value), then the v2 offers
@@ -1443,6 +1486,10 @@ impl Connection {
         while let Some(out) = self.catch_up.poll_output() {
             match out {
                 CatchUpOutput::Fetch(mut req) => {
+                    let generation = self.auth.generation();
+                    if self.read_credentials.0 != generation {
+                        self.read_credentials = (generation, req.id);
+                    }
                     req.token = self.auth.access_token().cloned();
                     self.actions.push_back(Action::FetchHistory(req));
                 }

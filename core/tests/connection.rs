@@ -11,7 +11,7 @@ use bytes::Bytes;
 use support::*;
 use tether_core::{
     Action, AuthMode, ClientEvent, Credentials, CustomEvent, Event, FailReason, HistoryError,
-    ReconnectReason, RefreshError, SendError, ServerEventKind, Status,
+    ReconnectReason, RefreshError, SendError, ServerEventKind, SocketEnd, Status,
 };
 
 /// Connects with `channels` wanted and answers their subscriptions; with `anchor`, that
@@ -754,6 +754,210 @@ fn without_v2_the_offer_is_exactly_what_kaiku_needs() {
         .unwrap();
     let p: Vec<&str> = open.protocols.iter().map(|s| s.expose()).collect();
     assert_eq!(p, ["access_token.access-1", "access_token"]);
+}
+
+// ----- issue 19: an app that holds the refresh token --------------------------------------
+
+#[test]
+fn a_refresh_answer_is_awaited_until_the_app_installs_another_session() {
+    let mut h = Harness::new();
+    h.conn.set_credentials(
+        h.now,
+        Credentials::new("a")
+            .with_refresh_token("r1")
+            .with_expires_in(20 * S),
+    );
+    assert!(!h.conn.is_refresh_awaited());
+    h.connect_ready();
+    h.advance(16 * S);
+    assert!(h.conn.is_refresh_awaited());
+    // The same session put back (restored from the app's store): its answer still applies.
+    h.conn
+        .set_credentials(h.now, Credentials::new("a").with_refresh_token("r1"));
+    assert!(h.conn.is_refresh_awaited());
+    h.conn
+        .set_credentials(h.now, Credentials::new("b").with_refresh_token("r-other"));
+    assert!(!h.conn.is_refresh_awaited());
+    h.conn.handle_refresh(h.now, Ok(Credentials::new("late")));
+    assert_eq!(h.conn.access_token().map(|t| t.expose()), Some("b"));
+}
+
+/// The access token each socket the core opened in `actions` offered, in order.
+fn open_tokens(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Open(o) => o.protocols[0]
+                .expose()
+                .strip_prefix("access_token.")
+                .map(str::to_owned),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refreshes(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::RefreshToken(_)))
+        .count()
+}
+
+#[test]
+fn a_401_for_credentials_replaced_during_the_handshake_opens_at_once_with_the_new_ones() {
+    let mut h = Harness::new(); // "access-1", no refresh token: the app refreshes itself
+    h.connect();
+    assert_eq!(open_tokens(&h.take()), ["access-1"]);
+    h.now += 300 * MS;
+    h.conn.set_credentials(h.now, Credentials::new("access-2"));
+    assert!(h.take().is_empty(), "the handshake in flight is left alone");
+    h.refuse(401, None); // the server judged "access-1", revoked meanwhile
+    let out = h.take();
+    assert_eq!(
+        open_tokens(&out),
+        ["access-2"],
+        "at once, no backoff: {out:?}"
+    );
+    assert_eq!(refreshes(&out), 0);
+    assert_eq!(h.conn.status(), Status::Connecting { attempt: 0 });
+    assert!(
+        statuses(&out).is_empty(),
+        "the same attempt: neither reconnecting nor failed: {out:?}"
+    );
+    h.open();
+    h.ready();
+    assert!(h.conn.is_connected());
+}
+
+#[test]
+fn a_replacement_refused_in_turn_still_earns_the_one_refresh() {
+    let mut h = Harness::new();
+    h.conn
+        .set_credentials(h.now, Credentials::new("old").with_refresh_token("r1"));
+    h.connect();
+    h.conn
+        .set_credentials(h.now, Credentials::new("new").with_refresh_token("r2"));
+    h.take();
+    h.refuse(401, None);
+    assert_eq!(open_tokens(&h.take()), ["new"]);
+    // "new" is refused too: that is a verdict on the current credentials, and the refresh
+    // a refusal earns was not spent on "old".
+    h.refuse(401, None);
+    let out = h.take();
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::RefreshToken(r) if r.refresh_token.expose() == "r2")),
+        "{out:?}"
+    );
+    h.conn.handle_refresh(
+        h.now,
+        Ok(Credentials::new("newer").with_refresh_token("r3")),
+    );
+    assert_eq!(open_tokens(&h.take()), ["newer"]);
+    h.refuse(401, None);
+    assert!(matches!(
+        h.conn.status(),
+        Status::Failed {
+            reason: FailReason::Auth,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_refresh_that_lands_during_the_handshake_is_used_at_once_when_the_old_token_is_refused() {
+    let mut h = Harness::new();
+    h.conn.set_credentials(
+        h.now,
+        Credentials::new("old")
+            .with_refresh_token("r1")
+            .with_expires_in(20 * S),
+    );
+    h.connect_ready();
+    h.advance(16 * S); // the background refresh goes out at 80% of the life
+    assert_eq!(refreshes(&h.take()), 1);
+    h.drop_link();
+    h.until_open(); // "old" is not expired yet: the socket goes with it
+    assert_eq!(open_tokens(&h.take()), ["old"]);
+    // A server that ends the old access token with the session a refresh deletes: the
+    // upgrade in flight meets a 401.
+    h.conn.handle_refresh(
+        h.now,
+        Ok(Credentials::new("rotated")
+            .with_refresh_token("r2")
+            .with_expires_in(20 * S)),
+    );
+    h.refuse(401, None);
+    let out = h.take();
+    assert_eq!(open_tokens(&out), ["rotated"], "{out:?}");
+    assert_eq!(
+        refreshes(&out),
+        0,
+        "the rotated pair was never tried: no second refresh"
+    );
+}
+
+#[test]
+fn a_live_socket_closed_4001_after_a_refresh_reopens_at_once_with_the_refreshed_token() {
+    let mut h = Harness::new();
+    h.conn.set_credentials(
+        h.now,
+        Credentials::new("old")
+            .with_refresh_token("r1")
+            .with_expires_in(20 * S),
+    );
+    h.connect_ready();
+    h.advance(16 * S);
+    h.conn.handle_refresh(
+        h.now,
+        Ok(Credentials::new("rotated").with_expires_in(20 * S)),
+    );
+    h.take();
+    h.conn.handle_closed(
+        h.now,
+        SocketEnd::Closed {
+            code: Some(4001),
+            reason: "token expired".into(),
+        },
+    );
+    let out = h.take();
+    assert_eq!(open_tokens(&out), ["rotated"], "{out:?}");
+    assert_eq!(refreshes(&out), 0);
+}
+
+#[test]
+fn a_history_401_for_a_token_replaced_since_reads_again_at_once_without_a_refresh() {
+    let mut h = Harness::new();
+    h.conn
+        .set_credentials(h.now, Credentials::new("a1").with_refresh_token("r1"));
+    h.subscribe("c");
+    h.connect_ready();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    h.frame(&message_new("c", "m1", 1));
+    h.drop_link();
+    h.reconnect();
+    h.frame(r#"{"type":"subscribed","channel_id":"c"}"#);
+    let first = fetches(&h.take());
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].token.as_ref().map(|t| t.expose()), Some("a1"));
+    h.conn
+        .set_credentials(h.now, Credentials::new("a2").with_refresh_token("r2"));
+    let unauthorized = || {
+        Err(HistoryError::Status {
+            status: 401,
+            retry_after: None,
+        })
+    };
+    h.conn.handle_history(h.now, first[0].id, unauthorized());
+    let out = h.take();
+    let again = fetches(&out);
+    assert_eq!(again.len(), 1, "the same page again, at once: {out:?}");
+    assert_eq!(again[0].before, first[0].before);
+    assert_eq!(again[0].token.as_ref().map(|t| t.expose()), Some("a2"));
+    assert_eq!(refreshes(&out), 0);
+    // A 401 for the current token is a verdict on it: refresh.
+    h.conn.handle_history(h.now, again[0].id, unauthorized());
+    assert_eq!(refreshes(&h.take()), 1);
 }
 
 // ----- DESIGN 1.5: unknown events pass through --------------------------------------------

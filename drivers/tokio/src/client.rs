@@ -22,8 +22,12 @@ use crate::clock::Clock;
 use crate::connect::SocketSettings;
 use crate::driver;
 
+/// What [`ClientConfig::on_refresh`] calls with each pair of tokens tether's own refresh
+/// obtained.
+pub type RefreshListener = Arc<dyn Fn(&Credentials) + Send + Sync>;
+
 /// Settings of a [`Client`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// The core's settings (server URL, auth mode, timers, limits).
@@ -64,6 +68,41 @@ pub struct ClientConfig {
     /// `core.heartbeat.wake_threshold` or more (the machine slept, or the process was
     /// frozen), the client acts as on [`Client::network_changed`]. Default on.
     pub wake_watchdog: bool,
+    /// Called with the credentials of every refresh tether makes on its own (given a
+    /// `refresh_token`), so an app that keeps the refresh token (in the OS keyring, say) can
+    /// store the rotated one: servers such as Kaiku delete the old one with each refresh.
+    /// Set it with [`on_refresh`](Self::on_refresh). Default none.
+    ///
+    /// It gets the new access token, the refresh token the server returned (the one that was
+    /// sent, if the server returned none: some servers do not rotate) and the lifetime;
+    /// exactly once per successful refresh, before the connection uses the new pair for
+    /// anything (the next refresh included), so what the app stored is always the current
+    /// pair. Never for credentials the app set itself, nor for a refresh whose answer the
+    /// connection drops because the app installed another session (another refresh token)
+    /// while it was on its way (D80).
+    ///
+    /// It runs on the connection's task: store and return (a keyring write is fine), never
+    /// wait for the [`Client`] from inside it (its calls are served by that same task), and
+    /// do not panic (a panic is caught and logged; the pair is then the app's loss).
+    pub on_refresh: Option<RefreshListener>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Hand-written for `on_refresh`: a closure has no `Debug`, and whether one is set is
+        // all there is to say.
+        f.debug_struct("ClientConfig")
+            .field("core", &self.core)
+            .field("event_capacity", &self.event_capacity)
+            .field("api_timeout", &self.api_timeout)
+            .field("extra_roots_der", &self.extra_roots_der)
+            .field("read_buffer_size", &self.read_buffer_size)
+            .field("command_capacity", &self.command_capacity)
+            .field("write_queue_capacity", &self.write_queue_capacity)
+            .field("wake_watchdog", &self.wake_watchdog)
+            .field("on_refresh", &self.on_refresh.is_some())
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -81,7 +120,15 @@ impl ClientConfig {
             command_capacity: 1024,
             write_queue_capacity: 4096,
             wake_watchdog: true,
+            on_refresh: None,
         })
+    }
+
+    /// Sets [`on_refresh`](Self::on_refresh): `listener` gets every pair of tokens tether's
+    /// own refresh obtains, to store it.
+    pub fn on_refresh(mut self, listener: impl Fn(&Credentials) + Send + Sync + 'static) -> Self {
+        self.on_refresh = Some(Arc::new(listener));
+        self
     }
 }
 
@@ -488,5 +535,21 @@ mod tests {
             matches!(refused, Err(ConfigError::Invalid(why)) if why.contains("deflate")),
             "{refused:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn debug_says_whether_a_refresh_listener_is_set_and_nothing_more() {
+        let config = ClientConfig::new("http://127.0.0.1:9").expect("config");
+        assert!(format!("{config:?}").contains("on_refresh: false"));
+        let config = config.on_refresh(|_| {});
+        let shown = format!("{config:?}");
+        assert!(shown.contains("on_refresh: true"), "{shown}");
+        let copy = config.clone();
+        assert!(copy.on_refresh.is_some(), "a clone keeps the listener");
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::api::{Api, ApiError};
-use crate::client::{ClientConfig, Command, Inbox, with_jwt_expiry};
+use crate::client::{ClientConfig, Command, Inbox, RefreshListener, with_jwt_expiry};
 use crate::clock::{Clock, Wake};
 use crate::connect::{Inbound, Opened, Outbound, Reader, SocketSettings, Writer, connect};
 use crate::errors::{history_error, refresh_error};
@@ -55,6 +55,7 @@ pub(crate) fn spawn(
         status_tx,
         commands,
         paused: false,
+        on_refresh: config.on_refresh.clone(),
         actions: Vec::new(),
         events: Vec::new(),
         wakes: if config.wake_watchdog {
@@ -138,6 +139,8 @@ struct Driver {
     commands: mpsc::Receiver<Command>,
     /// Not reading the socket because the app is behind.
     paused: bool,
+    /// The app's listener for rotated tokens (`ClientConfig::on_refresh`).
+    on_refresh: Option<RefreshListener>,
     /// The drain's buffers, kept between turns.
     actions: Vec<Action>,
     events: Vec<Event>,
@@ -448,7 +451,15 @@ impl Driver {
             let result = api
                 .refresh(&token)
                 .await
-                .map(with_jwt_expiry)
+                .map(|answer| {
+                    // A server that does not rotate keeps the token that was sent: the pair
+                    // the app is told of is always complete.
+                    let answer = match answer.refresh_token {
+                        Some(_) => answer,
+                        None => answer.with_refresh_token(token),
+                    };
+                    with_jwt_expiry(answer)
+                })
                 .map_err(refresh_error);
             let _ = tx.send(Internal::Refresh(result));
         });
@@ -510,7 +521,18 @@ impl Driver {
                 }
                 self.conn.handle_history(now, id, result);
             }
-            Internal::Refresh(result) => self.conn.handle_refresh(now, result),
+            Internal::Refresh(result) => {
+                // The app hears of the new pair before the core has it, so nothing (a next
+                // refresh spending the new refresh token) can happen before it is stored. Only
+                // for an answer the core will apply: one for a session the app has replaced
+                // since would overwrite the app's newer pair (D80).
+                if let (Ok(credentials), Some(listener)) = (&result, &self.on_refresh)
+                    && self.conn.is_refresh_awaited()
+                {
+                    tell_refreshed(listener, credentials);
+                }
+                self.conn.handle_refresh(now, result);
+            }
         }
     }
 
@@ -559,6 +581,17 @@ impl Driver {
         self.rest.abort_all();
         self.inbox.closed.store(true, Ordering::Release);
         self.inbox.readable.notify_one();
+    }
+}
+
+/// Hands `credentials` to the app's listener. A panic there must not end the connection task
+/// (the app's event stream would never end): it is caught and logged, without the tokens.
+fn tell_refreshed(listener: &RefreshListener, credentials: &Credentials) {
+    let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(credentials)));
+    if told.is_err() {
+        tracing::error!("the on_refresh listener panicked: the rotated tokens may not be stored");
+    } else {
+        tracing::debug!("refreshed credentials handed to the app");
     }
 }
 

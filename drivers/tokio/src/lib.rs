@@ -39,6 +39,6 @@ mod driver;
 mod errors;
 
 pub use api::{Api, ApiError, Observed, Observer};
-pub use client::{Client, ClientConfig, ClientError, Events, with_jwt_expiry};
+pub use client::{Client, ClientConfig, ClientError, Events, RefreshListener, with_jwt_expiry};
 pub use clock::Clock;
 pub use tether_core;

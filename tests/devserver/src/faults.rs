@@ -23,6 +23,8 @@ pub(crate) struct FaultState {
     pub subscribe_error: Option<(SubscribeError, Option<u32>)>,
     /// New sockets get no `ready` and no answer at all.
     pub withhold_ready: bool,
+    /// Upgrades are answered this long after they arrive, their token checked then.
+    pub upgrade_delay: Option<Duration>,
 }
 
 /// How the server refuses a `subscribe` that it should have accepted
@@ -123,6 +125,13 @@ impl Faults {
             retry_after: retry_after.map(|d| d.as_secs()),
             remaining: count,
         });
+    }
+
+    /// Answers every upgrade from now on `delay` after it arrives (until
+    /// [`clear`](Self::clear)), as a busy server does: faults, token and all are looked at
+    /// when the answer goes, so a token revoked meanwhile is refused with 401.
+    pub fn delay_upgrades(&self, delay: Duration) {
+        self.shared.faults().upgrade_delay = Some(delay);
     }
 
     /// Answers the next `count` REST requests (all with `None`) with 429 and `Retry-After`,
@@ -235,8 +244,8 @@ impl Faults {
     }
 
     /// Lifts every standing fault (refusals, rate limits, stalls of new sockets, Redis down,
-    /// subscribe errors, withheld `ready`) and puts the REST latency back to the configured
-    /// one. Sockets already stalled, deafened or left without `ready` stay so.
+    /// subscribe errors, withheld `ready`, delayed upgrades) and puts the REST latency back to
+    /// the configured one. Sockets already stalled, deafened or left without `ready` stay so.
     pub fn clear(&self) {
         *self.shared.faults() = FaultState::default();
     }

@@ -20,8 +20,8 @@
 //! refused frame its `voice_error`.
 //!
 //! Everything is in memory. [`Faults`] breaks it on purpose for tests: abrupt drops, stalled
-//! links, refused upgrades (with `Retry-After`), injected raw frames, expired tokens, REST
-//! 429s on demand, a slow REST API; [`DevServer::restart`] closes the listener and every
+//! links, refused (with `Retry-After`) or slow upgrades, injected raw frames, expired tokens,
+//! REST 429s on demand, a slow REST API; [`DevServer::restart`] closes the listener and every
 //! socket and comes back on the same port with the data kept and the subscriptions gone, as
 //! Kaiku does.
 //!

@@ -80,6 +80,10 @@ pub(crate) async fn upgrade(
     mut parts: Parts,
 ) -> Response {
     shared.upgrades.fetch_add(1, Ordering::Relaxed);
+    let delay = shared.faults().upgrade_delay;
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(r) = Refusal::take(&mut shared.faults().refuse) {
         return refuse(r);
     }
