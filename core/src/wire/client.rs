@@ -66,7 +66,7 @@ pub enum ClientEvent {
         /// Channel id.
         channel_id: String,
     },
-    /// Presence status (`online`, `idle`, `dnd`, `invisible`).
+    /// Presence status (Kaiku: `online`, `away`, `busy`, `offline`).
     SetStatus {
         /// The status.
         status: String,

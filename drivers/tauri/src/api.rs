@@ -72,6 +72,13 @@ pub struct ConnectOptions {
     #[serde(skip)]
     #[ts(skip)]
     pub credentials: Option<Credentials>,
+    /// Gets every pair of tokens tether's own refresh obtains (the access token and the
+    /// refresh token the server rotated to), before tether uses them: an app that keeps the
+    /// refresh token (a keyring) stores each one here, or its stored token is dead after the
+    /// next rotation. Rust only; set it with [`ConnectOptions::on_refresh`].
+    #[serde(skip)]
+    #[ts(skip)]
+    pub on_refresh: Option<tether_tokio::RefreshListener>,
 }
 
 impl ConnectOptions {
@@ -101,6 +108,13 @@ impl ConnectOptions {
     #[must_use]
     pub fn allow_insecure(mut self, allow: bool) -> Self {
         self.allow_insecure = Some(allow);
+        self
+    }
+
+    /// Calls `listener` with every pair of tokens tether's own refresh obtains (see the field).
+    #[must_use]
+    pub fn on_refresh(mut self, listener: impl Fn(&Credentials) + Send + Sync + 'static) -> Self {
+        self.on_refresh = Some(std::sync::Arc::new(listener));
         self
     }
 
@@ -155,6 +169,7 @@ impl std::fmt::Debug for ConnectOptions {
                 "credentials",
                 &self.credentials.as_ref().map(|_| "<redacted>"),
             )
+            .field("on_refresh", &self.on_refresh.is_some())
             .finish()
     }
 }
@@ -436,6 +451,12 @@ impl<R: Runtime> TetherHandle<R> {
         }
     }
 
+    /// The live session's counters (frames, reconnects, events refused offline, catch-up
+    /// reads, ...): what tether dropped or refused is counted here, never silently lost.
+    pub async fn stats(&self) -> Result<tether_core::Stats, Error> {
+        Ok(self.client().await?.stats().await?.0)
+    }
+
     /// The status in Kaiku's terms, as the last legacy status event the page was sent
     /// announced it (`Disconnected` without a session). In [`StatusOrder::Kaiku`] it is
     /// updated before each legacy event is emitted, so a page that asks after an event never
@@ -637,6 +658,7 @@ fn client_config(options: &ConnectOptions) -> Result<ClientConfig, Error> {
         config.core.deflate = Some(tether_core::wire::DeflateOffer::default());
     }
     config.core.validate()?;
+    config.on_refresh = options.on_refresh.clone();
     Ok(config)
 }
 

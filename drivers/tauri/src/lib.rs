@@ -38,6 +38,7 @@ use tauri::{Manager, RunEvent, Runtime};
 pub use api::{ConnectOptions, HistoryResult, LoginResult, TetherExt, TetherHandle};
 pub use error::{Error, ErrorKind};
 pub use state::Tether;
+pub use tether_core::{KaikuStatus, StatusOrder};
 
 /// The plugin, named `tether` (commands are `plugin:tether|<name>`).
 pub fn init<R: Runtime>() -> TauriPlugin<R> {

@@ -1,253 +1,139 @@
-//! Kaiku's network commands, each a few lines over tauri-plugin-tether's Rust API.
+//! Kaiku's desktop client, its network side ported to tauri-plugin-tether: the files a Kaiku
+//! maintainer ends up with, in Kaiku's own layout, so that what this crate's tests run is what
+//! Kaiku would run.
 //!
-//! The Kaiku app registers these in place of its `client/src-tauri/src/network` module: the
-//! same names, arguments and return shapes, so its frontend does not change. What it gains
-//! and how to swap is in `docs/embedding.md`.
+//! | this crate | Kaiku's file (`client/src-tauri/src/`) |
+//! |---|---|
+//! | [`AppState`], [`AuthState`], [`handler`] | `lib.rs`: `AppState` loses `websocket` and gains `network`; the handler gains `ws_send` |
+//! | [`network`] | `network/mod.rs`, rewritten: the connection's settings (refresh-token store, plain-`http://` opt-ins, Kaiku's status order) |
+//! | [`commands::websocket`] | `commands/websocket.rs`: the ten `ws_*` commands, plus `ws_send` |
+//! | [`commands::voice`] | `commands/voice.rs`: the commands that signal through the socket |
+//!
+//! `docs/embedding.md` is the maintainer's checklist: each file before and after.
 //!
 //! ```ignore
 //! tauri::Builder::default()
 //!     .plugin(tauri_plugin_tether::init())
-//!     .manage(kaiku_shim::AuthState::default())
+//!     .setup(|app| {
+//!         app.manage(AppState::new());
+//!         network::init(app.handle());
+//!         Ok(())
+//!     })
 //!     .invoke_handler(kaiku_shim::handler())
 //!     .run(tauri::generate_context!())
 //!     .expect("app runs");
 //! ```
-//!
-//! Kaiku keeps its login and its refresh-token storage. Its auth state is [`AuthState`] here;
-//! after its own refresh it calls [`tokens_changed`], which hands the new access token to
-//! the connection. tether is given no refresh token, so two refreshers never race for one
-//! rotating refresh token: when a token is refused, the app sees `ws:status` with
-//! `failed`/`auth`, refreshes, and [`tokens_changed`] reconnects.
 
-/// `docs/embedding.md`, whose Rust blocks are compiled as this crate's doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../../../docs/embedding.md")]
-pub struct EmbeddingGuide;
+pub mod commands;
+pub mod network;
 
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::Arc;
 
-use serde::Serialize;
-use serde_json::Value;
-use tauri::{AppHandle, Manager, Runtime, State};
-use tauri_plugin_tether::{ErrorKind, TetherExt};
-use tether_core::{ClientEvent, Credentials, Secret, Status};
+use tokio::sync::RwLock;
 
-/// The app's own auth state, as Kaiku's `login` and refresh fill it.
-#[derive(Debug, Default)]
-pub struct AuthState(Mutex<Auth>);
+pub use commands::voice::{BoxFuture, Rtc, VoiceState};
 
-/// What [`AuthState`] holds. `Debug` never shows the token (a [`Secret`]).
-#[derive(Clone, Debug, Default)]
-pub struct Auth {
+/// Kaiku's authentication state, as its `login`, `register` and `oidc_authorize` fill it.
+///
+/// The same fields as Kaiku's (minus `user`, which the port does not touch), so the rest of
+/// Kaiku's code keeps reading them as before. `Debug` shows whether a token is there, never
+/// the token: Kaiku's derived `Debug` printed both tokens.
+#[derive(Default)]
+pub struct AuthState {
+    /// The access token.
+    pub access_token: Option<String>,
+    /// The refresh token (Kaiku also keeps it in the OS keyring). tether refreshes with it
+    /// and hands every rotated pair back (see [`network::NetworkSettings`]).
+    pub refresh_token: Option<String>,
     /// The server's HTTP base URL.
     pub server_url: Option<String>,
-    /// The access token.
-    pub access_token: Option<Secret>,
-    /// Its lifetime from when it was issued, if the login answer said (`expires_in`).
-    pub expires_in: Option<Duration>,
 }
 
-impl AuthState {
-    /// Replaces what the app knows (after its login or refresh).
-    pub fn set(&self, auth: Auth) {
-        *self.lock() = auth;
-    }
-
-    /// What the app knows now.
-    pub fn get(&self) -> Auth {
-        self.lock().clone()
-    }
-
-    /// The state even if a thread panicked holding it: an `Auth` is whole at every moment,
-    /// and dropping a refreshed token (or reading "not logged in") would be worse.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Auth> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl std::fmt::Debug for AuthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |t: &Option<String>| t.as_ref().map(|_| "<redacted>");
+        f.debug_struct("AuthState")
+            .field("access_token", &shown(&self.access_token))
+            .field("refresh_token", &shown(&self.refresh_token))
+            .field("server_url", &self.server_url)
+            .finish()
     }
 }
 
-impl Auth {
-    /// The credentials tether gets: the access token and its lifetime, no refresh token.
-    fn credentials(&self) -> Option<Credentials> {
-        let creds = Credentials::new(self.access_token.clone()?);
-        Some(match self.expires_in {
-            Some(life) => creds.with_expires_in(life),
-            None => creds,
-        })
+/// Kaiku's application state, reduced to what the port touches. Kaiku's other fields (`http`,
+/// `crypto`, `ui_state`) do not change.
+pub struct AppState {
+    /// Authentication state.
+    pub auth: Arc<RwLock<AuthState>>,
+    /// The connection's settings. Replaces Kaiku's
+    /// `websocket: Arc<RwLock<Option<WebSocketManager>>>`: the connection itself lives in the
+    /// plugin's state.
+    pub network: network::NetworkSettings,
+    /// Voice state.
+    pub voice: Arc<RwLock<Option<VoiceState>>>,
+    /// Makes the media engine when voice is first used (Kaiku: `WebRtcClient::new()`).
+    rtc: Box<dyn Fn() -> Result<Box<dyn Rtc>, String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("network", &self.network)
+            .finish_non_exhaustive()
     }
 }
 
-/// Kaiku's `ConnectionStatus`, serialized as its frontend reads it: `"disconnected"`,
-/// `"connecting"`, `"connected"` or `{"reconnecting":{"attempt":n}}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionStatus {
-    /// Not connected (a failed connection too: `ws:status` says why).
-    Disconnected,
-    /// The first attempt is under way.
-    Connecting,
-    /// Connected and `ready`.
-    Connected,
-    /// Waiting to retry, or retrying (tether's `connecting` with an attempt above 0).
-    Reconnecting {
-        /// The attempt number.
-        attempt: u32,
-    },
-}
-
-impl From<&Status> for ConnectionStatus {
-    fn from(status: &Status) -> Self {
-        match status {
-            Status::Connecting { attempt: 0 } => Self::Connecting,
-            // A retry's socket opening: still reconnecting to Kaiku, with the same number.
-            Status::Connecting { attempt } | Status::Reconnecting { attempt, .. } => {
-                Self::Reconnecting { attempt: *attempt }
-            }
-            Status::Connected { .. } => Self::Connected,
-            _ => Self::Disconnected,
+impl AppState {
+    /// The state with `rtc` as the media engine's constructor (Kaiku builds its
+    /// `WebRtcClient` and `AudioHandle` here).
+    pub fn new(rtc: impl Fn() -> Result<Box<dyn Rtc>, String> + Send + Sync + 'static) -> Self {
+        Self {
+            auth: Arc::new(RwLock::new(AuthState::default())),
+            network: network::NetworkSettings::default(),
+            voice: Arc::new(RwLock::new(None)),
+            rtc: Box::new(rtc),
         }
     }
-}
 
-/// The commands, for `Builder::invoke_handler`.
-pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
-    tauri::generate_handler![
-        commands::ws_connect,
-        commands::ws_disconnect,
-        commands::ws_status,
-        commands::ws_subscribe,
-        commands::ws_unsubscribe,
-        commands::ws_typing,
-        commands::ws_stop_typing,
-        commands::ws_ping,
-        commands::ws_send_activity,
-        commands::ws_send_custom_status,
-    ]
-}
-
-/// The app's refresh (or a new login of the same user on the same server) stored new tokens
-/// in `auth`: the connection uses them from its next upgrade, and a connection that failed on
-/// the old ones connects again. Another user or server: `ws_disconnect`, then `ws_connect`.
-pub async fn tokens_changed<R: Runtime>(app: &AppHandle<R>, auth: Auth) -> Result<(), String> {
-    let (creds, server) = (auth.credentials(), auth.server_url.clone());
-    app.state::<AuthState>().set(auth);
-    let (Some(creds), Some(server)) = (creds, server) else {
-        return Ok(());
-    };
-    match app.tether().set_credentials(&server, creds).await {
-        // Not connected (yet, or any more): `ws_connect` will read the new tokens.
-        Err(e) if e.kind == ErrorKind::NotConnected => Ok(()),
-        other => other.map_err(text),
-    }
-}
-
-fn text(e: tauri_plugin_tether::Error) -> String {
-    e.message
-}
-
-/// Kaiku's commands. They live in a module because `#[tauri::command]` on a `pub fn` at a
-/// crate's root collides with the macros it exports; register them as
-/// `kaiku_shim::commands::ws_connect` and so on, or all at once with [`handler`].
-pub mod commands {
-    use super::*;
-
-    /// Connects with the server and token of the app's auth state (no arguments, as Kaiku's).
-    #[tauri::command]
-    pub async fn ws_connect<R: Runtime>(
-        app: AppHandle<R>,
-        auth: State<'_, AuthState>,
-    ) -> Result<(), String> {
-        let auth = auth.get();
-        let server = auth.server_url.clone().ok_or("not logged in: no server")?;
-        let creds = auth.credentials().ok_or("not logged in: no token")?;
-        app.tether()
-            .connect_with(server, creds)
-            .await
-            .map_err(text)?;
+    /// Makes the voice state if it is not there yet (Kaiku's `ensure_voice`).
+    pub async fn ensure_voice(&self) -> Result<(), String> {
+        let mut voice = self.voice.write().await;
+        if voice.is_none() {
+            *voice = Some(VoiceState::new((self.rtc)()?));
+        }
         Ok(())
     }
 
-    /// Closes the connection and forgets it.
-    #[tauri::command]
-    pub async fn ws_disconnect<R: Runtime>(app: AppHandle<R>) -> Result<(), String> {
-        app.tether().disconnect().await.map_err(text)
-    }
-
-    /// The status, in Kaiku's shape.
-    #[tauri::command]
-    pub async fn ws_status<R: Runtime>(app: AppHandle<R>) -> Result<ConnectionStatus, String> {
-        Ok(ConnectionStatus::from(&app.tether().status().await))
-    }
-
-    /// Wants a channel's events, now and after every reconnect.
-    #[tauri::command]
-    pub async fn ws_subscribe<R: Runtime>(
-        app: AppHandle<R>,
-        channel_id: String,
-    ) -> Result<(), String> {
-        app.tether().subscribe(&channel_id).await.map_err(text)
-    }
-
-    /// Stops wanting a channel.
-    #[tauri::command]
-    pub async fn ws_unsubscribe<R: Runtime>(
-        app: AppHandle<R>,
-        channel_id: String,
-    ) -> Result<(), String> {
-        app.tether().unsubscribe(&channel_id).await.map_err(text)
-    }
-
-    /// The user is typing in a channel.
-    #[tauri::command]
-    pub async fn ws_typing<R: Runtime>(
-        app: AppHandle<R>,
-        channel_id: String,
-    ) -> Result<(), String> {
-        send(&app, ClientEvent::Typing { channel_id }).await
-    }
-
-    /// The user stopped typing.
-    #[tauri::command]
-    pub async fn ws_stop_typing<R: Runtime>(
-        app: AppHandle<R>,
-        channel_id: String,
-    ) -> Result<(), String> {
-        send(&app, ClientEvent::StopTyping { channel_id }).await
-    }
-
-    /// Sends Kaiku's `ping`, as before. tether keeps its own heartbeat and takes every
-    /// `pong` as its answer, so no `ws:pong` reaches the frontend; while the link is down the
-    /// ping is refused (it is volatile, never queued).
-    #[tauri::command]
-    pub async fn ws_ping<R: Runtime>(app: AppHandle<R>) -> Result<(), String> {
-        send(&app, ClientEvent::Ping).await
-    }
-
-    /// Rich presence; `null` or nothing clears it.
-    #[tauri::command]
-    pub async fn ws_send_activity<R: Runtime>(
-        app: AppHandle<R>,
-        activity: Option<Value>,
-    ) -> Result<(), String> {
-        let activity = activity.unwrap_or(Value::Null);
-        send(&app, ClientEvent::SetActivity { activity }).await
-    }
-
-    /// The custom status; `null` or nothing clears it.
-    #[tauri::command]
-    pub async fn ws_send_custom_status<R: Runtime>(
-        app: AppHandle<R>,
-        custom_status: Option<Value>,
-    ) -> Result<(), String> {
-        let custom_status = custom_status.unwrap_or(Value::Null);
-        send(&app, ClientEvent::SetCustomStatus { custom_status }).await
+    /// The server URL if authenticated.
+    pub async fn server_url(&self) -> Option<String> {
+        self.auth.read().await.server_url.clone()
     }
 }
 
-async fn send<R: Runtime>(app: &AppHandle<R>, event: ClientEvent) -> Result<(), String> {
-    app.tether().send(event).await.map_err(text)
+/// Every command of the port, for `Builder::invoke_handler` (Kaiku lists them in its own
+/// `generate_handler!`, beside its other commands).
+pub fn handler<R: tauri::Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static
+{
+    tauri::generate_handler![
+        commands::websocket::ws_connect,
+        commands::websocket::ws_disconnect,
+        commands::websocket::ws_status,
+        commands::websocket::ws_subscribe,
+        commands::websocket::ws_unsubscribe,
+        commands::websocket::ws_typing,
+        commands::websocket::ws_stop_typing,
+        commands::websocket::ws_ping,
+        commands::websocket::ws_send_activity,
+        commands::websocket::ws_send_custom_status,
+        commands::websocket::ws_send,
+        commands::voice::join_voice,
+        commands::voice::leave_voice,
+        commands::voice::set_mute,
+        commands::voice::handle_voice_offer,
+        commands::voice::handle_voice_ice_candidate,
+        commands::voice::is_in_voice,
+        commands::voice::get_voice_channel,
+    ]
 }
 
 #[cfg(test)]
@@ -255,56 +141,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_status_serializes_as_kaiku_s_connection_status() {
-        let json = |s: Status| serde_json::to_string(&ConnectionStatus::from(&s)).ok();
-        assert_eq!(
-            json(Status::Disconnected).as_deref(),
-            Some(r#""disconnected""#)
-        );
-        assert_eq!(
-            json(Status::Connected {
-                protocol: tether_core::wire::Protocol::V2_MSGPACK,
-                compression: None,
-            })
-            .as_deref(),
-            Some(r#""connected""#)
-        );
-        assert_eq!(
-            json(Status::Connecting { attempt: 0 }).as_deref(),
-            Some(r#""connecting""#)
-        );
-        // A retry opening its socket is still reconnecting, not a first connect.
-        assert_eq!(
-            json(Status::Connecting { attempt: 2 }).as_deref(),
-            Some(r#"{"reconnecting":{"attempt":2}}"#)
-        );
-        let failed = Status::Failed {
-            reason: tether_core::FailReason::Auth,
-            http_status: Some(401),
-        };
-        assert_eq!(json(failed).as_deref(), Some(r#""disconnected""#));
-        let reconnecting = Status::Reconnecting {
-            attempt: 3,
-            retry_in_ms: 1500,
-            reason: tether_core::ReconnectReason::HeartbeatTimeout,
-        };
-        assert_eq!(
-            json(reconnecting).as_deref(),
-            Some(r#"{"reconnecting":{"attempt":3}}"#)
-        );
-    }
-
-    #[test]
-    fn auth_debug_never_shows_the_token() {
-        let auth = Auth {
+    fn auth_debug_never_shows_a_token() {
+        let auth = AuthState {
+            access_token: Some("eyJ.the-access.sig".into()),
+            refresh_token: Some("eyJ.the-refresh.sig".into()),
             server_url: Some("https://chat.example.com".into()),
-            access_token: Some("eyJ.the-token.sig".into()),
-            expires_in: None,
         };
         let shown = format!("{auth:?}");
-        assert!(
-            !shown.contains("the-token") && shown.contains("<redacted>"),
-            "{shown}"
-        );
+        assert!(!shown.contains("the-access"), "{shown}");
+        assert!(!shown.contains("the-refresh"), "{shown}");
+        assert_eq!(shown.matches("<redacted>").count(), 2, "{shown}");
+        assert!(shown.contains("chat.example.com"), "{shown}");
     }
 }

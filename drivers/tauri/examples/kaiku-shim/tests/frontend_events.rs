@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use kaiku_shim::AuthState;
+use kaiku_shim::AppState;
 use serde_json::{Value, json};
 use tauri::ipc::{CallbackFn, InvokeBody};
 use tauri::test::{
@@ -292,7 +292,7 @@ impl Kaiku {
     fn start() -> Self {
         let app = mock_builder()
             .plugin(tauri_plugin_tether::init())
-            .manage(AuthState::default())
+            .manage(AppState::new(|| Err("no media engine in this test".into())))
             .invoke_handler(kaiku_shim::handler())
             .build(mock_context(noop_assets()))
             .expect("app");
@@ -334,11 +334,11 @@ impl Kaiku {
             api.login(user, &tether_core::Secret::new("password123")),
         )
         .expect("login");
-        self.app.state::<AuthState>().set(kaiku_shim::Auth {
-            server_url: Some(self.server.url()),
-            access_token: Some(creds.access_token.clone()),
-            expires_in: creds.expires_in,
-        });
+        let state = self.app.state::<AppState>();
+        let mut auth = state.auth.blocking_write();
+        auth.server_url = Some(self.server.url());
+        auth.access_token = Some(creds.access_token.expose().to_owned());
+        auth.refresh_token = creds.refresh_token.as_ref().map(|t| t.expose().to_owned());
     }
 
     /// `invoke(cmd, args)` as the frontend calls it; an error is the command's `String`.
