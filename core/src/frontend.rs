@@ -177,6 +177,7 @@ fn tether_legacy_event(s: &Status) -> FrontendEvent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StatusOrder {
     /// One legacy event per status change, named after it: a drop is `ws:reconnecting(n)`
     /// (waiting), then `ws:connecting` (the retry's socket opening), then `ws:connected`.
