@@ -952,7 +952,7 @@ impl World {
                     },
                     6 => ClientEvent::VoiceLeave { channel_id: ch },
                     _ => {
-                        ClientEvent::Custom(CustomEvent::new(r#"{"type":"voice_stats"}"#).unwrap())
+                        ClientEvent::Custom(CustomEvent::new(r#"{"type":"read_marker"}"#).unwrap())
                     }
                 };
                 // Refusals hand the event back: that is the contract, nothing to check here.

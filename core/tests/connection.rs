@@ -1329,7 +1329,7 @@ fn never_two_sockets_when_a_connect_comes_before_the_close_linger_ends() {
 // ----- outbound (DESIGN 3.4) ---------------------------------------------------------------
 
 fn custom(n: u32) -> ClientEvent {
-    ClientEvent::Custom(CustomEvent::new(format!(r#"{{"type":"voice_stats","n":{n}}}"#)).unwrap())
+    ClientEvent::Custom(CustomEvent::new(format!(r#"{{"type":"read_marker","n":{n}}}"#)).unwrap())
 }
 
 #[test]
@@ -1357,8 +1357,8 @@ fn queued_events_wait_for_ready_and_go_out_in_order() {
     assert_eq!(
         frames,
         [
-            r#"{"type":"voice_stats","n":1}"#,
-            r#"{"type":"voice_stats","n":2}"#
+            r#"{"type":"read_marker","n":1}"#,
+            r#"{"type":"read_marker","n":2}"#
         ]
     );
 }
