@@ -785,11 +785,18 @@ impl Connection {
     /// already broadcasts on is subscribed all the same (a server that never acknowledges, a
     /// lost `subscribed`), and its catch-up starts; the others go again later.
     fn confirm_heard(&mut self, now: Instant) {
+        let mut confirmed = false;
         for ch in self.subs.take_retired() {
             if self.catch_up.is_heard_unconfirmed(&ch) && self.subs.confirm_unacknowledged(now, &ch)
             {
                 self.catch_up.handle_subscribed(now, &ch);
+                confirmed = true;
             }
+        }
+        if confirmed {
+            // The catch-up a confirmation starts sends its first read now, not with whatever
+            // input comes next (which may be a 429 that the read would then ignore).
+            self.drain_catch_up(now);
         }
     }
 

@@ -153,3 +153,43 @@ fn random_sequences_reach_every_interesting_path() {
         );
     }
 }
+
+/// A proptest find in the core: a `message_new` confirmed a channel whose `subscribe` was
+/// never answered (D75), its catch-up took a read slot, but the read's `FetchHistory` stayed
+/// in the catch-up's outputs until the next input, here a 429 answering another read: the
+/// read then went out inside the wait the 429 asked for. The confirmation now drains the
+/// catch-up at once.
+#[test]
+fn a_read_started_by_a_heard_confirmation_goes_out_at_once_not_inside_a_later_wait() {
+    use tether_core::fuzz::Op::*;
+    let ops = [
+        Post(0),
+        Connect,
+        Open,
+        Ready,
+        Sleep(888),
+        Post(0),
+        Drop,
+        Advance(12337),
+        AnswerRefresh(0),
+        Post(0),
+        Progress,
+        Post(0),
+        Progress,
+        Post(1),
+        Progress,
+        Advance(5000),
+        Pong,
+        AnswerHistory {
+            fail: true,
+            bare: false,
+        },
+    ];
+    let mut w = World::with_model(support::t0(), 5097289178832034537, Model::today());
+    for (c, _) in CHANNELS.iter().enumerate() {
+        w.apply(&Op::Subscribe(c));
+    }
+    for op in &ops {
+        w.apply(op);
+    }
+}
