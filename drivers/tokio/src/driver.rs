@@ -56,6 +56,8 @@ pub(crate) fn spawn(
         commands,
         paused: false,
         on_refresh: config.on_refresh.clone(),
+        refresh_task: None,
+        api_timeout: config.api_timeout,
         actions: Vec::new(),
         events: Vec::new(),
         wakes: if config.wake_watchdog {
@@ -141,6 +143,10 @@ struct Driver {
     paused: bool,
     /// The app's listener for rotated tokens (`ClientConfig::on_refresh`).
     on_refresh: Option<RefreshListener>,
+    /// The refresh request on its way, if any (not in `rest`: a close waits for its answer).
+    refresh_task: Option<tokio::task::JoinHandle<()>>,
+    /// How long a REST answer may take (`ClientConfig::api_timeout`).
+    api_timeout: Duration,
     /// The drain's buffers, kept between turns.
     actions: Vec<Action>,
     events: Vec<Event>,
@@ -447,7 +453,7 @@ impl Driver {
     fn refresh(&mut self, token: tether_core::Secret) {
         let api = self.api.clone();
         let tx = self.internal_tx.clone();
-        self.rest.spawn(async move {
+        self.refresh_task = Some(tokio::spawn(async move {
             let result = api
                 .refresh(&token)
                 .await
@@ -462,7 +468,7 @@ impl Driver {
                 })
                 .map_err(refresh_error);
             let _ = tx.send(Internal::Refresh(result));
-        });
+        }));
     }
 
     fn internal(&mut self, i: Internal) {
@@ -564,6 +570,12 @@ impl Driver {
         if let Some(c) = self.connecting.take() {
             c.abort();
         }
+        // A refresh on its way may have been carried out by the server already: its pair is
+        // then the only valid one, and an app that keeps the refresh token must get it (D87).
+        let hand_over = self
+            .on_refresh
+            .clone()
+            .filter(|_| self.conn.is_refresh_awaited());
         let now = self.clock.now();
         self.conn.disconnect(now);
         let _ = self.drain();
@@ -579,8 +591,47 @@ impl Driver {
             }
         }
         self.rest.abort_all();
+        match hand_over {
+            Some(listener) => self.hand_over_refresh(listener),
+            None => {
+                if let Some(t) = self.refresh_task.take() {
+                    t.abort();
+                }
+            }
+        }
         self.inbox.closed.store(true, Ordering::Release);
         self.inbox.readable.notify_one();
+    }
+
+    /// After a close, waits in the background (at most the REST timeout) for the answer of the
+    /// refresh on its way and hands a new pair to the app's listener. The close itself does
+    /// not wait for it.
+    fn hand_over_refresh(&mut self, listener: RefreshListener) {
+        let (_, closed) = mpsc::unbounded_channel();
+        let mut internal = std::mem::replace(&mut self.internal_rx, closed);
+        let task = self.refresh_task.take();
+        let wait = self.api_timeout + Duration::from_secs(1);
+        tokio::spawn(async move {
+            let answer = tokio::time::timeout(wait, async {
+                while let Some(i) = internal.recv().await {
+                    if let Internal::Refresh(result) = i {
+                        return Some(result);
+                    }
+                }
+                None
+            })
+            .await;
+            match answer {
+                Ok(Some(Ok(credentials))) => tell_refreshed(&listener, &credentials),
+                Ok(Some(Err(_))) => tracing::debug!("the refresh on its way at close failed"),
+                _ => {
+                    tracing::warn!("no answer to the refresh on its way at close");
+                    if let Some(t) = task {
+                        t.abort();
+                    }
+                }
+            }
+        });
     }
 }
 

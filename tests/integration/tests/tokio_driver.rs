@@ -548,7 +548,7 @@ async fn sends_while_offline_stay_bounded_and_refusals_hand_the_event_back() {
     let (client, _events) = Client::spawn(cfg, w.alice.clone()).expect("spawn");
     let custom = |n: u32| {
         tether_core::ClientEvent::Custom(
-            tether_core::CustomEvent::new(format!(r#"{{"type":"voice_stats","n":{n}}}"#))
+            tether_core::CustomEvent::new(format!(r#"{{"type":"read_marker","n":{n}}}"#))
                 .expect("json"),
         )
     };

@@ -148,16 +148,17 @@ pub async fn handle_voice_offer<R: Runtime>(
         ));
     }
     let answer = voice_state.webrtc.handle_offer(&sdp).await?;
-    // An answer is volatile: if the link dropped since the offer came, the reconnect resets
-    // the session and the server offers again.
-    app.tether()
-        .send(ClientEvent::VoiceAnswer {
-            channel_id,
-            sdp: answer,
-        })
-        .await
-        .map_err(|e| format!("Failed to send VoiceAnswer: {}", e.message))?;
-    info!("Voice answer sent");
+    let event = ClientEvent::VoiceAnswer {
+        channel_id,
+        sdp: answer,
+    };
+    match app.tether().send(event).await {
+        Ok(()) => info!("Voice answer sent"),
+        // The link dropped since the offer came: this session is over, the reconnect resets
+        // it (`ws:voice_reset`) and the server offers again. Nothing to report.
+        Err(e) if e.kind == ErrorKind::Offline => debug!("Voice answer dropped: the link is down"),
+        Err(e) => return Err(format!("Failed to send VoiceAnswer: {}", e.message)),
+    }
     Ok(())
 }
 
