@@ -128,8 +128,7 @@ async fn stop_while_a_carried_out_refresh_is_answering(close: bool) {
     let config = ClientConfig::new(&proxy.url)
         .unwrap()
         .on_refresh(move |c| ring.lock().unwrap().push(c.clone()));
-    let (client, mut events) =
-        Client::spawn(config, tether_tokio::with_jwt_expiry(login)).unwrap();
+    let (client, mut events) = Client::spawn(config, tether_tokio::with_jwt_expiry(login)).unwrap();
     client.connect().unwrap();
     wait_connected(&mut events).await;
     let t0 = tokio::time::Instant::now();
@@ -142,9 +141,19 @@ async fn stop_while_a_carried_out_refresh_is_answering(close: bool) {
         }
     };
     let _ = tokio::time::timeout_at(t0 + Duration::from_millis(7500), drain).await;
-    assert_eq!(proxy.refreshes_seen.load(Ordering::SeqCst), 1, "precondition: refresh sent");
-    assert!(keyring.lock().unwrap().is_empty(), "precondition: not answered yet");
-    assert!(api.refresh(&r0).await.is_err(), "precondition: the server spent it");
+    assert_eq!(
+        proxy.refreshes_seen.load(Ordering::SeqCst),
+        1,
+        "precondition: refresh sent"
+    );
+    assert!(
+        keyring.lock().unwrap().is_empty(),
+        "precondition: not answered yet"
+    );
+    assert!(
+        api.refresh(&r0).await.is_err(),
+        "precondition: the server spent it"
+    );
     if close {
         client.close().await;
     } else {

@@ -7,7 +7,11 @@
 //! event is logged with a sequence number, the app's keyring is always installed, and a
 //! tracing subscriber captures every log line (for the secrets attacks).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -255,7 +259,9 @@ impl Kaiku {
         app.state::<AppState>()
             .network
             .on_refresh_token(move |_server, token| {
-                ring.lock().unwrap().push((Instant::now(), token.to_owned()));
+                ring.lock()
+                    .unwrap()
+                    .push((Instant::now(), token.to_owned()));
             });
         let webview = WebviewWindowBuilder::new(&app, "main", Default::default())
             .build()
@@ -510,7 +516,7 @@ fn names(events: &[Seen]) -> Vec<String> {
 /// Kaiku's order over `events` (legacy ones; `fresh` when they start at a `ws_connect`):
 /// `ws:connecting` only first; `ws:reconnecting(n)` only after `ws:disconnected`, the attempts
 /// of one outage consecutive; `ws:connected` only after `ws:connecting` or `ws:reconnecting`;
-/// `ws:disconnected` never straight after `ws:disconnected` unless `allow_double_disconnected`.
+/// `ws:disconnected` never straight after `ws:disconnected`.
 fn check_kaiku_order(events: &[Seen], fresh: bool) -> Result<(), String> {
     let l = legacy(events);
     let shown = names(&l);
@@ -518,10 +524,8 @@ fn check_kaiku_order(events: &[Seen], fresh: bool) -> Result<(), String> {
     for (i, e) in l.iter().enumerate() {
         let prev = i.checked_sub(1).map(|j| l[j].name.as_str());
         match e.name.as_str() {
-            "ws:connecting" => {
-                if !(fresh && i == 0) {
-                    return Err(format!("ws:connecting at {i} (a retry?): {shown:?}"));
-                }
+            "ws:connecting" if !(fresh && i == 0) => {
+                return Err(format!("ws:connecting at {i} (a retry?): {shown:?}"));
             }
             "ws:reconnecting" => {
                 if prev != Some("ws:disconnected") {
@@ -542,16 +546,12 @@ fn check_kaiku_order(events: &[Seen], fresh: bool) -> Result<(), String> {
             }
             "ws:connected" => {
                 if !matches!(prev, Some("ws:connecting" | "ws:reconnecting")) {
-                    return Err(format!(
-                        "ws:connected at {i} after {prev:?}: {shown:?}"
-                    ));
+                    return Err(format!("ws:connected at {i} after {prev:?}: {shown:?}"));
                 }
                 last_attempt = None;
             }
-            "ws:disconnected" => {
-                if prev == Some("ws:disconnected") {
-                    return Err(format!("ws:disconnected twice at {i}: {shown:?}"));
-                }
+            "ws:disconnected" if prev == Some("ws:disconnected") => {
+                return Err(format!("ws:disconnected twice at {i}: {shown:?}"));
             }
             _ => {}
         }
@@ -657,7 +657,10 @@ fn refresh_ahead_rotates_and_the_reconnect_after_expiry_tries_no_dead_token() {
     k.drain_until(Duration::from_secs(15), "two rotations", || {
         k.keyring.lock().unwrap().len() >= 2
     });
-    assert!(!k.access_valid(&a0), "precondition: the login's access token is dead");
+    assert!(
+        !k.access_valid(&a0),
+        "precondition: the login's access token is dead"
+    );
     let upgrades = k.server.upgrades();
     k.server.faults().drop_all();
     let missed = k.server.post(&k.channel, "bob", "missed").unwrap();
@@ -678,8 +681,15 @@ fn refresh_ahead_rotates_and_the_reconnect_after_expiry_tries_no_dead_token() {
 
     let ring = k.keyring();
     let (access, refresh) = k.auth();
-    assert_eq!(refresh.as_deref(), ring.last().map(String::as_str), "auth = keyring");
-    assert!(k.access_valid(access.as_deref().unwrap()), "auth's access token lives");
+    assert_eq!(
+        refresh.as_deref(),
+        ring.last().map(String::as_str),
+        "auth = keyring"
+    );
+    assert!(
+        k.access_valid(access.as_deref().unwrap()),
+        "auth's access token lives"
+    );
     let distinct: std::collections::BTreeSet<_> = ring.iter().collect();
     assert_eq!(distinct.len(), ring.len(), "each rotation new");
     k.ok("ws_disconnect", json!({}));
@@ -687,7 +697,10 @@ fn refresh_ahead_rotates_and_the_reconnect_after_expiry_tries_no_dead_token() {
     for old in &ring[..ring.len() - 1] {
         assert!(!k.refresh_ok(old), "an earlier rotated token was spent");
     }
-    assert!(k.refresh_ok(ring.last().unwrap()), "the keyring's last token lives");
+    assert!(
+        k.refresh_ok(ring.last().unwrap()),
+        "the keyring's last token lives"
+    );
     k.shutdown();
 }
 
@@ -704,13 +717,20 @@ fn a_401_while_a_refresh_is_in_flight_never_spends_the_refresh_token_twice() {
     k.server.faults().set_rest_latency(Duration::from_secs(4));
     // The refresh goes at ~8 s (80 % of 10) and is answered at ~12 s.
     k.drain_to(t0 + Duration::from_millis(9000));
-    assert!(k.keyring().is_empty(), "precondition: no refresh answered yet");
+    assert!(
+        k.keyring().is_empty(),
+        "precondition: no refresh answered yet"
+    );
     let attack = Instant::now();
     k.server.faults().expire_tokens();
     k.server.faults().drop_all();
     let (_, seen) = k.until("ws:connected", |_| true);
     let refreshes = k.keyring.lock().unwrap().clone();
-    assert!(k.failures().is_empty(), "no failed: {:?} {seen:?}", k.failures());
+    assert!(
+        k.failures().is_empty(),
+        "no failed: {:?} {seen:?}",
+        k.failures()
+    );
     assert_eq!(refreshes.len(), 1, "one rotation: {}", refreshes.len());
     let answered = refreshes[0].0;
     assert!(
@@ -721,7 +741,10 @@ fn a_401_while_a_refresh_is_in_flight_never_spends_the_refresh_token_twice() {
     k.server.faults().clear();
     k.ok("ws_disconnect", json!({}));
     let (_, refresh) = k.auth();
-    assert!(k.refresh_ok(&refresh.unwrap()), "the app's refresh token lives");
+    assert!(
+        k.refresh_ok(&refresh.unwrap()),
+        "the app's refresh token lives"
+    );
     k.shutdown();
 }
 
@@ -739,7 +762,10 @@ fn ws_disconnect_during_a_refresh_in_flight_leaves_the_app_a_live_refresh_token(
     k.server.faults().set_rest_latency(Duration::from_secs(3));
     // The refresh goes at ~6.4 s and is answered at ~9.4 s.
     k.drain_to(t0 + Duration::from_millis(7500));
-    assert!(k.keyring().is_empty(), "precondition: no refresh answered yet");
+    assert!(
+        k.keyring().is_empty(),
+        "precondition: no refresh answered yet"
+    );
     k.ok("ws_disconnect", json!({}));
     k.drain_to(t0 + Duration::from_millis(11_000));
     k.server.faults().clear();
@@ -762,7 +788,11 @@ fn ws_disconnect_during_a_refresh_in_flight_leaves_the_app_a_live_refresh_token(
         if events.iter().any(|e| e.name == "ws:connected") {
             break;
         }
-        assert!(Instant::now() < deadline, "no ws:connected: {:?}", names(&events));
+        assert!(
+            Instant::now() < deadline,
+            "no ws:connected: {:?}",
+            names(&events)
+        );
         let _ = k.seen.recv_timeout(Duration::from_millis(50));
     }
     k.shutdown();
@@ -781,7 +811,10 @@ fn tokens_changed_during_a_refresh_in_flight_ends_with_a_live_keyring() {
     let t0 = Instant::now();
     k.server.faults().set_rest_latency(Duration::from_secs(3));
     k.drain_to(t0 + Duration::from_millis(7500));
-    assert!(k.keyring().is_empty(), "precondition: no refresh answered yet");
+    assert!(
+        k.keyring().is_empty(),
+        "precondition: no refresh answered yet"
+    );
     k.login_now("alice");
     k.tokens_changed().expect("tokens_changed");
     k.drain_to(t0 + Duration::from_millis(11_000));
@@ -795,7 +828,11 @@ fn tokens_changed_during_a_refresh_in_flight_ends_with_a_live_keyring() {
     k.ok("ws_disconnect", json!({}));
     let ring = k.keyring();
     let (_, refresh) = k.auth();
-    assert_eq!(refresh.as_deref(), ring.last().map(String::as_str), "auth = keyring");
+    assert_eq!(
+        refresh.as_deref(),
+        ring.last().map(String::as_str),
+        "auth = keyring"
+    );
     assert!(
         k.refresh_ok(ring.last().unwrap()),
         "the keyring's last refresh token lives (keyring: {} entries)",
@@ -817,7 +854,10 @@ fn ws_connect_after_rotations_uses_the_rotated_tokens_from_the_auth_state() {
     k.drain_until(Duration::from_secs(12), "two rotations", || {
         k.keyring.lock().unwrap().len() >= 2
     });
-    assert!(!k.access_valid(&a0), "precondition: the login's access token is dead");
+    assert!(
+        !k.access_valid(&a0),
+        "precondition: the login's access token is dead"
+    );
     k.ok("ws_disconnect", json!({}));
     k.any("ws:disconnected");
     let upgrades = k.server.upgrades();
@@ -881,7 +921,9 @@ fn a_token_that_dies_while_its_upgrade_is_held_is_retried_at_once_with_the_refre
     k.ok("ws_connect", json!({}));
     k.until("ws:connected", |_| true);
     k.server.faults().delay_upgrades(Duration::from_secs(3));
-    k.server.faults().set_rest_latency(Duration::from_millis(1500));
+    k.server
+        .faults()
+        .set_rest_latency(Duration::from_millis(1500));
     let from = next_seq(&k);
     k.drain_to(login + Duration::from_millis(6500));
     let upgrades = k.server.upgrades();
@@ -889,7 +931,10 @@ fn a_token_that_dies_while_its_upgrade_is_held_is_retried_at_once_with_the_refre
     // When each upgrade reaches the server.
     let mut arrivals = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !legacy_since(&k, from).iter().any(|e| e.name == "ws:connected") {
+    while !legacy_since(&k, from)
+        .iter()
+        .any(|e| e.name == "ws:connected")
+    {
         assert!(
             Instant::now() < deadline,
             "no ws:connected: {:?} {:?}",
@@ -945,7 +990,9 @@ fn refused_retries_of_each_kind_keep_kaiku_s_order_and_ws_status_keeps_up() {
     assert_eq!(names(&first), ["ws:connecting", "ws:connected"]);
     for (status, retry_after) in [(503, None), (429, Some(Duration::from_secs(1)))] {
         let from = next_seq(&k);
-        k.server.faults().refuse_upgrades(status, retry_after, Some(1));
+        k.server
+            .faults()
+            .refuse_upgrades(status, retry_after, Some(1));
         k.server.faults().drop_all();
         let seq = outage_until_connected(&k, from);
         check_kaiku_order(&seq, false).unwrap_or_else(|e| panic!("{status}: {e}"));
@@ -1026,10 +1073,20 @@ fn a_403_refusal_keeps_kaiku_s_order_whatever_tether_decides() {
         .iter()
         .any(|(n, p)| n == "ws:status" && p["status"] == "failed");
     if failed {
-        assert_eq!(seq.last().unwrap().name, "ws:disconnected", "{:?}", names(&seq));
+        assert_eq!(
+            seq.last().unwrap().name,
+            "ws:disconnected",
+            "{:?}",
+            names(&seq)
+        );
         assert_eq!(k.status(), json!("disconnected"));
     } else {
-        assert_eq!(seq.last().unwrap().name, "ws:connected", "{:?}", names(&seq));
+        assert_eq!(
+            seq.last().unwrap().name,
+            "ws:connected",
+            "{:?}",
+            names(&seq)
+        );
     }
     poller.check(&k).unwrap();
     k.shutdown();
@@ -1050,7 +1107,11 @@ fn network_changed_probes_a_stalled_link_and_skips_a_backoff_in_kaiku_s_order() 
     let from = next_seq(&k);
     k.invoke_plugin("network_changed", json!({})).unwrap();
     k.drain_for(Duration::from_millis(1500));
-    assert!(legacy_since(&k, from).is_empty(), "{:?}", names(&legacy_since(&k, from)));
+    assert!(
+        legacy_since(&k, from).is_empty(),
+        "{:?}",
+        names(&legacy_since(&k, from))
+    );
     assert_eq!(k.server.upgrades(), upgrades);
 
     // Stalled: the probe's short deadline (5 s), not the 40 s of the heartbeat.
@@ -1059,15 +1120,14 @@ fn network_changed_probes_a_stalled_link_and_skips_a_backoff_in_kaiku_s_order() 
     let asked = Instant::now();
     k.invoke_plugin("network_changed", json!({})).unwrap();
     k.until_within(Duration::from_secs(9), "ws:connected", |_| true);
-    assert!(asked.elapsed() < Duration::from_secs(8), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        asked.elapsed()
+    );
     let seq = legacy_since(&k, from);
     check_kaiku_order(&seq, false).unwrap();
-    assert_eq!(
-        names(&seq)[0],
-        "ws:disconnected",
-        "{:?}",
-        names(&seq)
-    );
+    assert_eq!(names(&seq)[0], "ws:disconnected", "{:?}", names(&seq));
 
     // A backoff: two refused retries, then the wait before the third (2-4 s) is skipped.
     k.drain_for(Duration::from_millis(200));
@@ -1081,7 +1141,11 @@ fn network_changed_probes_a_stalled_link_and_skips_a_backoff_in_kaiku_s_order() 
         .count()
         < 3
     {
-        assert!(Instant::now() < deadline, "{:?}", names(&legacy_since(&k, from)));
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            names(&legacy_since(&k, from))
+        );
         let _ = k.seen.recv_timeout(Duration::from_millis(20));
     }
     let asked = Instant::now();
@@ -1123,7 +1187,12 @@ fn ws_disconnect_during_a_backoff_stops_every_retry() {
         // Two `ws:disconnected` in a row are allowed here: the user's own.
         assert!(e.contains("twice"), "{e}");
     });
-    assert_eq!(k.server.upgrades(), upgrades, "no retry after ws_disconnect: {:?}", names(&seq));
+    assert_eq!(
+        k.server.upgrades(),
+        upgrades,
+        "no retry after ws_disconnect: {:?}",
+        names(&seq)
+    );
     assert!(
         !seq.iter()
             .skip_while(|e| e.name != "ws:disconnected")
@@ -1137,7 +1206,10 @@ fn ws_disconnect_during_a_backoff_stops_every_retry() {
     let from = next_seq(&k);
     k.ok("ws_connect", json!({}));
     k.until("ws:connected", |_| true);
-    assert_eq!(names(&legacy_since(&k, from)), ["ws:connecting", "ws:connected"]);
+    assert_eq!(
+        names(&legacy_since(&k, from)),
+        ["ws:connecting", "ws:connected"]
+    );
     assert_eq!(k.status(), json!("connected"));
     k.shutdown();
 }
@@ -1161,7 +1233,12 @@ fn failed_auth_ends_in_kaiku_s_order_and_a_new_login_brings_the_link_back() {
     k.drain_for(Duration::from_secs(2));
     let seq = legacy_since(&k, from);
     check_kaiku_order(&seq, false).unwrap();
-    assert_eq!(seq.last().unwrap().name, "ws:disconnected", "{:?}", names(&seq));
+    assert_eq!(
+        seq.last().unwrap().name,
+        "ws:disconnected",
+        "{:?}",
+        names(&seq)
+    );
     assert_eq!(k.server.upgrades(), upgrades, "no retry after failed");
     assert_eq!(k.status(), json!("disconnected"));
 
@@ -1170,7 +1247,12 @@ fn failed_auth_ends_in_kaiku_s_order_and_a_new_login_brings_the_link_back() {
     k.tokens_changed().unwrap();
     k.until("ws:connected", |_| true);
     let seq = legacy_since(&k, from);
-    assert_eq!(seq.last().unwrap().name, "ws:connected", "{:?}", names(&seq));
+    assert_eq!(
+        seq.last().unwrap().name,
+        "ws:connected",
+        "{:?}",
+        names(&seq)
+    );
     assert_eq!(k.status(), json!("connected"));
     poller.check(&k).unwrap();
     k.shutdown();
@@ -1193,7 +1275,11 @@ fn a_reconnect_storm_keeps_kaiku_s_order_and_one_socket() {
     // Settle: connected and quiet for 1.5 s.
     let deadline = Instant::now() + Duration::from_secs(25);
     loop {
-        assert!(Instant::now() < deadline, "{:?}", names(&legacy_since(&k, from)));
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            names(&legacy_since(&k, from))
+        );
         let _ = k.drain_for(Duration::from_millis(1500));
         let seq = legacy_since(&k, from);
         if seq.last().is_some_and(|e| e.name == "ws:connected")
@@ -1265,7 +1351,7 @@ fn admin_subscribe_is_sent_again_after_each_reconnect_until_admin_unsubscribe() 
 /// back); typing and pings sent offline resolve quietly and are never sent late.
 #[test]
 fn presence_activity_and_custom_status_replay_their_latest_value_and_offline_typing_is_never_late()
- {
+{
     let k = Kaiku::start();
     k.login("alice");
     k.ok("ws_connect", json!({}));
@@ -1280,9 +1366,16 @@ fn presence_activity_and_custom_status_replay_their_latest_value_and_offline_typ
         "ws_send_activity",
         json!({"activity": {"name": "Old game", "type": "playing"}}),
     );
-    k.until("ws:rich_presence_update", |p| p["activity"]["name"] == "Old game");
-    k.ok("ws_send_custom_status", json!({"customStatus": {"text": "busy"}}));
-    k.until("ws:custom_status_update", |p| p["custom_status"]["text"] == "busy");
+    k.until("ws:rich_presence_update", |p| {
+        p["activity"]["name"] == "Old game"
+    });
+    k.ok(
+        "ws_send_custom_status",
+        json!({"customStatus": {"text": "busy"}}),
+    );
+    k.until("ws:custom_status_update", |p| {
+        p["custom_status"]["text"] == "busy"
+    });
 
     // A drop: each replayed once, with its value (activity and custom status within the
     // client's mirror of the server's limit, one per 10 s).
@@ -1298,12 +1391,18 @@ fn presence_activity_and_custom_status_replay_their_latest_value_and_offline_typ
     assert_eq!(count("ws:presence_update"), 1, "{seen:?}");
     assert_eq!(count("ws:rich_presence_update"), 1, "{seen:?}");
     assert_eq!(count("ws:custom_status_update"), 1, "{seen:?}");
-    assert!(seen.iter().any(|(n, p)| n == "ws:presence_update" && p["status"] == "busy"));
+    assert!(
+        seen.iter()
+            .any(|(n, p)| n == "ws:presence_update" && p["status"] == "busy")
+    );
 
     // Offline: the activity is cleared, the custom status changed, and the user types.
     go_offline(&k);
     k.ok("ws_send_activity", json!({"activity": null}));
-    k.ok("ws_send_custom_status", json!({"customStatus": {"text": "away"}}));
+    k.ok(
+        "ws_send_custom_status",
+        json!({"customStatus": {"text": "away"}}),
+    );
     k.ok("ws_typing", json!({"channelId": k.channel}));
     k.ok("ws_ping", json!({}));
     let mut seen = come_back(&k);
@@ -1374,7 +1473,10 @@ fn ws_send_subscribe_is_replayed_and_an_offline_unsubscribe_sticks() {
     let n = k.server.post(&k.channel, "bob", "not for alice any more");
     assert!(n.is_some());
     let after = k.drain_for(Duration::from_millis(500));
-    assert!(!after.iter().any(|(n, _)| n == "ws:message_new"), "{after:?}");
+    assert!(
+        !after.iter().any(|(n, _)| n == "ws:message_new"),
+        "{after:?}"
+    );
     k.shutdown();
 }
 
@@ -1534,7 +1636,10 @@ fn join_voice_while_offline_is_joined_on_the_next_socket() {
     let (_, before) = k.until_within(Duration::from_secs(5), "ws:voice_offer", |p| {
         p["channel_id"] == voice.as_str()
     });
-    assert!(!before.iter().any(|(n, _)| n == "ws:voice_error"), "{before:?}");
+    assert!(
+        !before.iter().any(|(n, _)| n == "ws:voice_error"),
+        "{before:?}"
+    );
     k.shutdown();
 }
 
@@ -1628,7 +1733,11 @@ fn a_long_gap_is_walked_back_page_by_page() {
     k.until("ws:message_new", |_| true);
     go_offline(&k);
     let missed: Vec<String> = (0..230)
-        .map(|i| k.server.post(&k.channel, "bob", &format!("missed {i}")).unwrap())
+        .map(|i| {
+            k.server
+                .post(&k.channel, "bob", &format!("missed {i}"))
+                .unwrap()
+        })
         .collect();
     come_back(&k);
     let (resynced, before) = k.until("ws:resynced", |_| true);
@@ -1650,8 +1759,12 @@ fn a_message_committed_during_the_outage_behind_the_anchor_is_delivered_or_compl
     k.until("ws:subscribed", |_| true);
     // The dev server's commit runs on a tokio task.
     let late = tauri::async_runtime::block_on(async {
-        k.server
-            .post_with_commit_delay(&k.channel, "bob", "slow upload", Duration::from_millis(1500))
+        k.server.post_with_commit_delay(
+            &k.channel,
+            "bob",
+            "slow upload",
+            Duration::from_millis(1500),
+        )
     })
     .unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -1761,7 +1874,11 @@ fn no_token_in_events_errors_or_logs_across_rotations_and_failures() {
     k.until("ws:connected", |_| true);
     errors.push(k.invoke("ws_send", json!({"message": {"type": "nope"}})));
     errors.push(k.invoke("join_voice", json!({"channelId": "no-such-channel"})));
-    errors.push(k.tokens_changed().map(|()| Value::Null).map_err(Value::from));
+    errors.push(
+        k.tokens_changed()
+            .map(|()| Value::Null)
+            .map_err(Value::from),
+    );
     let (access, refresh) = k.auth();
     secrets.push(access.unwrap());
     secrets.push(refresh.unwrap());
@@ -1782,7 +1899,10 @@ fn no_token_in_events_errors_or_logs_across_rotations_and_failures() {
     // The distinctive part of each JWT: its payload and signature.
     let mut parts: Vec<String> = secrets
         .iter()
-        .map(|t| t.split_once('.').map_or(t.clone(), |(_, rest)| rest.to_owned()))
+        .map(|t| {
+            t.split_once('.')
+                .map_or(t.clone(), |(_, rest)| rest.to_owned())
+        })
         .collect();
     parts.extend(["ODD-SECRET".to_owned(), "REFRESH-ODD-SECRET".to_owned()]);
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
@@ -1796,7 +1916,10 @@ fn no_token_in_events_errors_or_logs_across_rotations_and_failures() {
     }
     for e in &errors {
         let text = format!("{e:?}");
-        assert!(!parts.iter().any(|s| text.contains(s)), "a token in an error: {text}");
+        assert!(
+            !parts.iter().any(|s| text.contains(s)),
+            "a token in an error: {text}"
+        );
     }
     let leaked = leaked_in_logs(&parts);
     assert!(leaked.is_empty(), "tokens in tether's logs: {leaked:#?}");
@@ -1861,16 +1984,23 @@ fn a_query_token_never_reaches_statuses_errors_or_logs() {
 
     let secret = token.split_once('.').unwrap().1.to_owned();
     for e in log.lock().unwrap().iter() {
-        assert!(!e.payload.to_string().contains(&secret), "{}: {}", e.name, e.payload);
+        assert!(
+            !e.payload.to_string().contains(&secret),
+            "{}: {}",
+            e.name,
+            e.payload
+        );
     }
     for e in &errors {
         assert!(!e.contains(&secret), "a token in an error: {e}");
     }
     let leaked = leaked_in_logs(&[&secret]);
-    assert!(leaked.is_empty(), "the query token in tether's logs: {leaked:#?}");
+    assert!(
+        leaked.is_empty(),
+        "the query token in tether's logs: {leaked:#?}"
+    );
     k.shutdown();
 }
-
 
 // =============================================================================================
 // More refresh and order attacks.
@@ -1943,14 +2073,21 @@ fn tokens_changed_with_the_same_tokens_during_a_refresh_in_flight_loses_no_rotat
     let t0 = Instant::now();
     k.server.faults().set_rest_latency(Duration::from_secs(3));
     k.drain_to(t0 + Duration::from_millis(7500));
-    assert!(k.keyring().is_empty(), "precondition: no refresh answered yet");
+    assert!(
+        k.keyring().is_empty(),
+        "precondition: no refresh answered yet"
+    );
     k.tokens_changed().expect("tokens_changed");
     k.drain_to(t0 + Duration::from_millis(11_000));
     k.server.faults().clear();
     k.server.faults().expire_tokens();
     k.server.faults().drop_all();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !k.logged().iter().any(|e| e.seq > 0 && e.name == "ws:connected" && e.at > t0 + Duration::from_millis(11_000)) {
+    while !k
+        .logged()
+        .iter()
+        .any(|e| e.seq > 0 && e.name == "ws:connected" && e.at > t0 + Duration::from_millis(11_000))
+    {
         assert!(
             k.failures().is_empty(),
             "the refresh token spent by the in-flight refresh was lost: {:?} (keyring: {})",
@@ -1995,10 +2132,17 @@ fn a_refresh_that_meets_429s_is_retried_and_never_fails_the_session() {
     let from = next_seq(&k);
     loop {
         assert!(k.failures().is_empty(), "{:?}", k.failures());
-        if k.logged().iter().any(|e| e.seq >= from && e.name == "ws:connected") {
+        if k.logged()
+            .iter()
+            .any(|e| e.seq >= from && e.name == "ws:connected")
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "{:?}", names(&legacy_since(&k, from)));
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            names(&legacy_since(&k, from))
+        );
         let _ = k.seen.recv_timeout(Duration::from_millis(50));
     }
     let seq = legacy_since(&k, from);
@@ -2021,7 +2165,9 @@ fn a_401_on_a_catch_up_read_refreshes_and_the_catch_up_completes() {
     k.until("ws:subscribed", |_| true);
     k.server.post(&k.channel, "bob", "anchor").unwrap();
     k.until("ws:message_new", |_| true);
-    k.server.faults().set_rest_latency(Duration::from_millis(800));
+    k.server
+        .faults()
+        .set_rest_latency(Duration::from_millis(800));
     k.server.faults().drop_all();
     let missed = k.server.post(&k.channel, "bob", "missed").unwrap();
     k.until("ws:connected", |_| true);
@@ -2045,10 +2191,16 @@ fn a_drop_during_a_catch_up_costs_no_message_and_no_duplicate() {
     k.until("ws:subscribed", |_| true);
     k.server.post(&k.channel, "bob", "anchor").unwrap();
     k.until("ws:message_new", |_| true);
-    k.server.faults().set_rest_latency(Duration::from_millis(1500));
+    k.server
+        .faults()
+        .set_rest_latency(Duration::from_millis(1500));
     go_offline(&k);
     let mut missed: Vec<String> = (0..60)
-        .map(|i| k.server.post(&k.channel, "bob", &format!("missed {i}")).unwrap())
+        .map(|i| {
+            k.server
+                .post(&k.channel, "bob", &format!("missed {i}"))
+                .unwrap()
+        })
         .collect();
     // Back, with the REST latency kept (`clear` would reset it).
     k.server.faults().refuse_upgrades(503, None, Some(0));
@@ -2056,7 +2208,10 @@ fn a_drop_during_a_catch_up_costs_no_message_and_no_duplicate() {
     let mut seen = k.until("ws:connected", |_| true).1;
     // The catch-up's first read is in flight: drop again.
     seen.extend(k.drain_for(Duration::from_millis(500)));
-    assert!(!seen.iter().any(|(n, _)| n == "ws:resynced"), "precondition: {seen:?}");
+    assert!(
+        !seen.iter().any(|(n, _)| n == "ws:resynced"),
+        "precondition: {seen:?}"
+    );
     k.server.faults().drop_all();
     missed.push(k.server.post(&k.channel, "bob", "missed again").unwrap());
     let (resynced, before) = k.until("ws:resynced", |_| true);
@@ -2087,7 +2242,11 @@ fn upgrades_refused_with_401_for_good_end_in_failed_auth_not_a_refresh_loop() {
     assert_eq!(failed["reason"], "auth", "{failed}");
     let tried = k.server.upgrades() - upgrades;
     k.drain_for(Duration::from_secs(2));
-    assert_eq!(k.server.upgrades() - upgrades, tried, "no retry after failed");
+    assert_eq!(
+        k.server.upgrades() - upgrades,
+        tried,
+        "no retry after failed"
+    );
     assert!(tried <= 3, "{tried} upgrades before giving up");
     assert!(k.keyring().len() <= 1, "{} refreshes", k.keyring().len());
     assert_eq!(k.status(), json!("disconnected"));
@@ -2095,7 +2254,11 @@ fn upgrades_refused_with_401_for_good_end_in_failed_auth_not_a_refresh_loop() {
     let before = k.server.upgrades();
     k.ok("ws_connect", json!({}));
     k.drain_for(Duration::from_secs(3));
-    assert!(k.server.upgrades() - before <= 3, "{}", k.server.upgrades() - before);
+    assert!(
+        k.server.upgrades() - before <= 3,
+        "{}",
+        k.server.upgrades() - before
+    );
     k.shutdown();
 }
 
@@ -2145,7 +2308,10 @@ fn a_replayed_subscribe_lost_to_a_message_error_does_not_leave_the_channel_deaf(
     k.server.faults().drop_all();
     k.until("ws:connected", |_| true);
     k.drain_for(Duration::from_secs(3));
-    let later = k.server.post(&k.channel, "bob", "three seconds later").unwrap();
+    let later = k
+        .server
+        .post(&k.channel, "bob", "three seconds later")
+        .unwrap();
     k.until_within(Duration::from_secs(10), "ws:message_new", |p| {
         p["message"]["id"] == later.as_str()
     });
@@ -2165,7 +2331,10 @@ fn ws_disconnect_then_ws_connect_during_a_refresh_in_flight_never_fails() {
     let t0 = Instant::now();
     k.server.faults().set_rest_latency(Duration::from_secs(3));
     k.drain_to(t0 + Duration::from_millis(7000));
-    assert!(k.keyring().is_empty(), "precondition: no refresh answered yet");
+    assert!(
+        k.keyring().is_empty(),
+        "precondition: no refresh answered yet"
+    );
     k.ok("ws_disconnect", json!({}));
     k.ok("ws_connect", json!({}));
     // Both refreshes land (the old one at ~9.4 s, the new session's, past 80 %, at ~10 s).
@@ -2182,10 +2351,17 @@ fn ws_disconnect_then_ws_connect_during_a_refresh_in_flight_never_fails() {
             k.failures(),
             k.keyring().len()
         );
-        if k.logged().iter().any(|e| e.seq >= from && e.name == "ws:connected") {
+        if k.logged()
+            .iter()
+            .any(|e| e.seq >= from && e.name == "ws:connected")
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "{:?}", names(&legacy_since(&k, from)));
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            names(&legacy_since(&k, from))
+        );
         let _ = k.seen.recv_timeout(Duration::from_millis(50));
     }
     k.ok("ws_disconnect", json!({}));
@@ -2211,8 +2387,8 @@ fn slow_answer_proxy(upstream: std::net::SocketAddr) -> SlowAnswerProxy {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hold = Arc::new(Mutex::new(Duration::ZERO));
     let refreshes_seen = Arc::new(AtomicU64::new(0));
-    let listener = tauri::async_runtime::block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let listener =
+        tauri::async_runtime::block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (h, seen) = (hold.clone(), refreshes_seen.clone());
     tauri::async_runtime::spawn(async move {
@@ -2276,7 +2452,11 @@ fn slow_answer_proxy(upstream: std::net::SocketAddr) -> SlowAnswerProxy {
 impl Kaiku {
     /// The app's auth state points at `url` (the proxy) instead of the server.
     fn use_server_url(&self, url: &str) {
-        self.app.state::<AppState>().auth.blocking_write().server_url = Some(url.to_owned());
+        self.app
+            .state::<AppState>()
+            .auth
+            .blocking_write()
+            .server_url = Some(url.to_owned());
     }
 }
 
@@ -2295,8 +2475,15 @@ fn a_drop_while_a_carried_out_refresh_s_answer_is_on_its_way_loses_no_rotation()
     let t0 = Instant::now();
     *proxy.hold.lock().unwrap() = Duration::from_secs(3);
     k.drain_to(t0 + Duration::from_millis(7500));
-    assert_eq!(proxy.refreshes_seen.load(Ordering::SeqCst), 1, "precondition: refresh sent");
-    assert!(k.keyring().is_empty(), "precondition: its answer not yet arrived");
+    assert_eq!(
+        proxy.refreshes_seen.load(Ordering::SeqCst),
+        1,
+        "precondition: refresh sent"
+    );
+    assert!(
+        k.keyring().is_empty(),
+        "precondition: its answer not yet arrived"
+    );
     k.server.faults().drop_all();
     k.drain_to(t0 + Duration::from_millis(11_000));
     *proxy.hold.lock().unwrap() = Duration::ZERO;
@@ -2307,10 +2494,17 @@ fn a_drop_while_a_carried_out_refresh_s_answer_is_on_its_way_loses_no_rotation()
     let from = next_seq(&k);
     loop {
         assert!(k.failures().is_empty(), "{:?}", k.failures());
-        if k.logged().iter().any(|e| e.seq >= from && e.name == "ws:connected") {
+        if k.logged()
+            .iter()
+            .any(|e| e.seq >= from && e.name == "ws:connected")
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "{:?}", names(&legacy_since(&k, from)));
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            names(&legacy_since(&k, from))
+        );
         let _ = k.seen.recv_timeout(Duration::from_millis(50));
     }
     k.ok("ws_disconnect", json!({}));
@@ -2337,9 +2531,19 @@ fn ws_disconnect_while_a_carried_out_refresh_s_answer_is_on_its_way_leaves_a_liv
     let t0 = Instant::now();
     *proxy.hold.lock().unwrap() = Duration::from_secs(3);
     k.drain_to(t0 + Duration::from_millis(7500));
-    assert_eq!(proxy.refreshes_seen.load(Ordering::SeqCst), 1, "precondition: refresh sent");
-    assert!(k.keyring().is_empty(), "precondition: its answer not yet arrived");
-    assert!(!k.refresh_ok(&r0.unwrap()), "precondition: the server spent the login's token");
+    assert_eq!(
+        proxy.refreshes_seen.load(Ordering::SeqCst),
+        1,
+        "precondition: refresh sent"
+    );
+    assert!(
+        k.keyring().is_empty(),
+        "precondition: its answer not yet arrived"
+    );
+    assert!(
+        !k.refresh_ok(&r0.unwrap()),
+        "precondition: the server spent the login's token"
+    );
     k.ok("ws_disconnect", json!({}));
     k.drain_to(t0 + Duration::from_millis(11_000));
     *proxy.hold.lock().unwrap() = Duration::ZERO;
@@ -2385,7 +2589,9 @@ fn a_retry_that_never_gets_ready_is_not_connected_and_fails_in_kaiku_s_order() {
     let upgrades = k.server.upgrades();
     k.drain_for(Duration::from_secs(2));
     assert!(
-        !legacy_since(&k, from).iter().any(|e| e.name == "ws:connected"),
+        !legacy_since(&k, from)
+            .iter()
+            .any(|e| e.name == "ws:connected"),
         "{:?}",
         names(&legacy_since(&k, from))
     );
