@@ -410,7 +410,11 @@ impl Client {
     }
 
     /// Closes the connection for good and waits until the close frame has left (at most about
-    /// a second), so an app that is exiting does not cut the socket mid-frame. Every handle of
+    /// a second), so an app that is exiting does not cut the socket mid-frame. With an
+    /// [`on_refresh`](ClientConfig::on_refresh) listener and a refresh on its way, it also waits
+    /// for that answer (at most the REST timeout) and hands the listener a new pair: the server
+    /// may have rotated the refresh token already, and an app that connects again at once
+    /// must use the new one (D87). Every handle of
     /// this client is closed; the event stream ends. Closing a closed client does nothing.
     pub async fn close(&self) {
         let (reply, rx) = oneshot::channel();

@@ -592,7 +592,7 @@ impl Driver {
         }
         self.rest.abort_all();
         match hand_over {
-            Some(listener) => self.hand_over_refresh(listener),
+            Some(listener) => self.hand_over_refresh(listener).await,
             None => {
                 if let Some(t) = self.refresh_task.take() {
                     t.abort();
@@ -603,35 +603,29 @@ impl Driver {
         self.inbox.readable.notify_one();
     }
 
-    /// After a close, waits in the background (at most the REST timeout) for the answer of the
-    /// refresh on its way and hands a new pair to the app's listener. The close itself does
-    /// not wait for it.
-    fn hand_over_refresh(&mut self, listener: RefreshListener) {
-        let (_, closed) = mpsc::unbounded_channel();
-        let mut internal = std::mem::replace(&mut self.internal_rx, closed);
-        let task = self.refresh_task.take();
+    /// At a close, waits (at most the REST timeout) for the answer of the refresh on its way
+    /// and hands a new pair to the app's listener, before the close returns: an app that
+    /// connects again at once must read the pair the server rotated to, not the one it spent.
+    async fn hand_over_refresh(&mut self, listener: RefreshListener) {
         let wait = self.api_timeout + Duration::from_secs(1);
-        tokio::spawn(async move {
-            let answer = tokio::time::timeout(wait, async {
-                while let Some(i) = internal.recv().await {
-                    if let Internal::Refresh(result) = i {
-                        return Some(result);
-                    }
-                }
-                None
-            })
-            .await;
-            match answer {
-                Ok(Some(Ok(credentials))) => tell_refreshed(&listener, &credentials),
-                Ok(Some(Err(_))) => tracing::debug!("the refresh on its way at close failed"),
-                _ => {
-                    tracing::warn!("no answer to the refresh on its way at close");
-                    if let Some(t) = task {
-                        t.abort();
-                    }
+        let internal = &mut self.internal_rx;
+        let answer = tokio::time::timeout(wait, async {
+            while let Some(i) = internal.recv().await {
+                if let Internal::Refresh(result) = i {
+                    return Some(result);
                 }
             }
-        });
+            None
+        })
+        .await;
+        match answer {
+            Ok(Some(Ok(credentials))) => tell_refreshed(&listener, &credentials),
+            Ok(Some(Err(_))) => tracing::debug!("the refresh on its way at close failed"),
+            _ => tracing::warn!("no answer to the refresh on its way at close"),
+        }
+        if let Some(t) = self.refresh_task.take() {
+            t.abort();
+        }
     }
 }
 

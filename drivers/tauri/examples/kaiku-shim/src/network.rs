@@ -24,10 +24,16 @@ use crate::{AppState, AuthState};
 /// Where a rotated refresh token goes: `(server_url, refresh_token)`.
 type RefreshStore = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
+/// The latest pair tether's refresh obtained: `(access_token, refresh_token)`.
+type Rotated = Arc<Mutex<Option<(String, Option<String>)>>>;
+
 /// The connection's settings, in [`AppState::network`].
 #[derive(Default)]
 pub struct NetworkSettings {
     refresh_store: Mutex<Option<RefreshStore>>,
+    /// The pair tether's refresh last obtained, set the moment it arrives (the update of
+    /// `AppState.auth` may have to wait for its lock): the next connect reads it first.
+    rotated: Rotated,
     /// Origins (`http://host:port`) the user allowed plain text to.
     plain_http: Mutex<BTreeSet<String>>,
 }
@@ -36,6 +42,7 @@ impl std::fmt::Debug for NetworkSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetworkSettings")
             .field("refresh_store", &lock(&self.refresh_store).is_some())
+            .field("rotation_pending", &lock(&self.rotated).is_some())
             .field("plain_http", &*lock(&self.plain_http))
             .finish()
     }
@@ -90,24 +97,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// user's plain-`http://` opt-in for this server.
 pub async fn connect_options(state: &AppState) -> Result<ConnectOptions, String> {
     let (server, credentials) = {
-        let auth = state.auth.read().await;
+        let mut auth = state.auth.write().await;
+        // A rotation that landed as the last connection closed, not yet in the auth state.
+        if let Some(pair) = lock(&state.network.rotated).take() {
+            apply_rotation(&mut auth, pair);
+        }
         let server = auth.server_url.clone().ok_or("not logged in: no server")?;
         (server, credentials(&auth).ok_or("not logged in: no token")?)
     };
     let auth = state.auth.clone();
     let store = lock(&state.network.refresh_store).clone();
+    let latest = state.network.rotated.clone();
     let issued_by = server.clone();
     let rotated = move |c: &Credentials| {
         let refresh = c.refresh_token.as_ref().map(|t| t.expose().to_owned());
         if let (Some(store), Some(refresh)) = (&store, &refresh) {
             store(&issued_by, refresh);
         }
-        let access = c.access_token.expose().to_owned();
+        let pair = (c.access_token.expose().to_owned(), refresh);
+        *lock(&latest) = Some(pair);
         let auth = auth.clone();
+        let latest = latest.clone();
         let update = move |a: &mut AuthState| {
-            a.access_token = Some(access);
-            if refresh.is_some() {
-                a.refresh_token = refresh;
+            // The newest pair, unless the next connect took it first.
+            if let Some(pair) = lock(&latest).take() {
+                apply_rotation(a, pair);
             }
         };
         // Kaiku's REST commands read the auth state with `.read().await`: a writer never
@@ -125,6 +139,15 @@ pub async fn connect_options(state: &AppState) -> Result<ConnectOptions, String>
         .on_refresh(rotated))
 }
 
+/// A pair tether's refresh obtained, into the auth state (a server that does not rotate
+/// returns no refresh token: the old one stays).
+fn apply_rotation(auth: &mut AuthState, (access, refresh): (String, Option<String>)) {
+    auth.access_token = Some(access);
+    if refresh.is_some() {
+        auth.refresh_token = refresh;
+    }
+}
+
 /// The credentials tether gets: both tokens (the access token's lifetime comes from its JWT).
 fn credentials(auth: &AuthState) -> Option<Credentials> {
     let creds = Credentials::new(auth.access_token.clone()?);
@@ -139,6 +162,8 @@ fn credentials(auth: &AuthState) -> Option<Credentials> {
 /// old ones connects again. Another user or server: `ws_disconnect`, then `ws_connect`.
 pub async fn tokens_changed<R: Runtime>(app: &AppHandle<R>) -> Result<(), String> {
     let state = app.state::<AppState>();
+    // The app's own login supersedes any rotation tether obtained before it.
+    lock(&state.network.rotated).take();
     let (server, creds) = {
         let auth = state.auth.read().await;
         (auth.server_url.clone(), credentials(&auth))

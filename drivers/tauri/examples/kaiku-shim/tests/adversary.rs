@@ -341,10 +341,22 @@ impl Kaiku {
     }
 
     /// `(access, refresh)` of the app's auth state.
+    /// The auth state's tokens, once a rotation that reached the keyring has reached it too:
+    /// the shim updates it as soon as it gets the lock (a second at most here).
     fn auth(&self) -> (Option<String>, Option<String>) {
         let state = self.app.state::<AppState>();
-        let auth = state.auth.blocking_read();
-        (auth.access_token.clone(), auth.refresh_token.clone())
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let (access, refresh) = {
+                let auth = state.auth.blocking_read();
+                (auth.access_token.clone(), auth.refresh_token.clone())
+            };
+            let stored = self.keyring().last().cloned();
+            if stored.is_none() || refresh == stored || Instant::now() > deadline {
+                return (access, refresh);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn keyring(&self) -> Vec<String> {
@@ -2566,7 +2578,13 @@ fn a_retry_that_never_gets_ready_is_not_connected_and_fails_in_kaiku_s_order() {
     check_kaiku_order(&seq, false).unwrap();
     assert_eq!(
         names(&seq),
-        ["ws:disconnected", "ws:reconnecting 1", "ws:connected"]
+        [
+            "ws:disconnected",
+            "ws:reconnecting 1",
+            "ws:disconnected",
+            "ws:reconnecting 2",
+            "ws:connected"
+        ]
     );
     poller.check(&k).unwrap();
     k.shutdown();
