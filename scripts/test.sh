@@ -4,6 +4,7 @@
 # Env:   TETHER_SIM_SEEDS=N    seeds for the deterministic simulation (default 2000)
 #        PROPTEST_CASES=N      cases per property test (default 256)
 #        TETHER_FUZZ_SECS=N    seconds per fuzz target in the smoke run (default 20; 0 skips)
+#        TETHER_COMPAT_TARGET=DIR  target dir of the Tauri 2.9.5 run (default target/tauri-2.9.5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -99,6 +100,11 @@ echo "   then a short emit-vs-channel throughput smoke of 2,000 events)"
 cargo build --locked -q --manifest-path drivers/tauri/examples/demo-app/Cargo.toml --target-dir target
 cargo run --locked -q -p tether-integration --bin tether-window-e2e -- target/debug/tether-demo-app 2000
 
+echo "== Tauri 2.9.5 (what Kaiku's client locks): the plugin's and the shim's tests, the demo app's build"
+# The workspace run above tested the newest 2.x of Cargo.lock; this runs in a pinned copy
+# with its own target dir (target/tauri-2.9.5, TETHER_COMPAT_TARGET).
+bash scripts/tauri-compat.sh
+
 echo "== guest-js: the TypeScript bindings type-check (tsc)"
 if command -v npm >/dev/null 2>&1; then
   (cd drivers/tauri/guest-js && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p tsconfig.json --noEmit)
@@ -143,5 +149,5 @@ if [ "$FUZZ_SECS" != "0" ]; then
   )
 fi
 
-echo "all checks passed (fmt, clippy, cross-target clock, tests, soak, flood, benchmark smokes, window e2e, guest-js, sans-IO, public API, fuzz smoke)"
+echo "all checks passed (fmt, clippy, cross-target clock, tests, soak, flood, benchmark smokes, window e2e, Tauri 2.9.5, guest-js, sans-IO, public API, fuzz smoke)"
 echo "tests: $passed passed, $failed failed"

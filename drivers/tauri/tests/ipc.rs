@@ -410,7 +410,11 @@ fn a_session_failed_on_auth_reconnects_when_connect_brings_a_fresh_token() {
         invoke(&h.webview, "status", json!({})).unwrap(),
         connected_status()
     );
-    // The session kept its subscription: a message posted now arrives.
+    // The session kept its subscription: the new socket subscribes to the channel, and a
+    // message posted after that arrives live. (Posted before the server has the
+    // subscription, it is only owed as a reload: `ws:resynced` with `complete: false`.)
+    let (_, subscribed) = h.until("ws:subscribed").pop().unwrap();
+    assert!(subscribed.contains(&h.channel), "{subscribed}");
     let id = h.server.post(&h.channel, "bob", "back").unwrap();
     let (_, payload) = h.until("ws:message_new").pop().unwrap();
     assert!(payload.contains(&id), "{payload}");
