@@ -160,16 +160,16 @@ fn status_event(s: &Status) -> FrontendEvent {
     FrontendEvent::new("ws:status", full)
 }
 
-/// The legacy name of a status in tether's order: one per status change.
+/// The legacy name of a status in tether's order: one per status change, named after it (a
+/// wait is `ws:reconnecting`, any socket opening `ws:connecting`).
 fn tether_legacy_event(s: &Status) -> FrontendEvent {
-    match s {
-        Status::Connecting { .. } => FrontendEvent::new("ws:connecting", "null"),
-        Status::Connected { .. } => FrontendEvent::new("ws:connected", "null"),
-        Status::Reconnecting { attempt, .. } => {
-            FrontendEvent::new("ws:reconnecting", attempt.to_string())
-        }
-        _ => FrontendEvent::new("ws:disconnected", "null"),
-    }
+    let named = match s {
+        Status::Connecting { .. } => KaikuStatus::Connecting,
+        Status::Connected { .. } => KaikuStatus::Connected,
+        Status::Reconnecting { attempt, .. } => KaikuStatus::Reconnecting { attempt: *attempt },
+        _ => KaikuStatus::Disconnected,
+    };
+    named.event()
 }
 
 /// Which order the legacy status events (`ws:connecting`, `ws:connected`, `ws:disconnected`,

@@ -100,17 +100,21 @@ impl Socket {
     /// Dropping it at once would abort the writer before the frame leaves, and the server
     /// would see a reset instead of a close (a `disconnect` followed at once by a `connect`
     /// with new credentials does exactly that).
-    fn retire(mut self) {
+    fn retire(self) {
+        tokio::spawn(self.flush());
+    }
+
+    /// Closes the writer's queue (the reader goes with it) and waits, at most
+    /// [`CLOSE_FLUSH`], until the writer has written what is left; then the connection drops.
+    async fn flush(mut self) {
         let Some(task) = self.writer_task.take() else {
             return;
         };
-        drop(self); // closes the writer's queue; the reader goes with it
+        drop(self);
         let abort = task.abort_handle();
-        tokio::spawn(async move {
-            if tokio::time::timeout(CLOSE_FLUSH, task).await.is_err() {
-                abort.abort();
-            }
-        });
+        if tokio::time::timeout(CLOSE_FLUSH, task).await.is_err() {
+            abort.abort();
+        }
     }
 }
 
@@ -580,15 +584,8 @@ impl Driver {
         self.conn.disconnect(now);
         let _ = self.drain();
         // Give the Close frame a moment to leave; the Kaiku server never answers it.
-        if let Some(mut socket) = self.socket.take() {
-            let task = socket.writer_task.take();
-            drop(socket); // closes the writer's queue: it flushes what is left, then ends
-            if let Some(task) = task {
-                let abort = task.abort_handle();
-                if tokio::time::timeout(CLOSE_FLUSH, task).await.is_err() {
-                    abort.abort();
-                }
-            }
+        if let Some(socket) = self.socket.take() {
+            socket.flush().await;
         }
         self.rest.abort_all();
         match hand_over {
