@@ -25,6 +25,16 @@ pub enum SocketEnd {
     },
     /// Transport failure before or after the upgrade.
     Error(TransportError),
+    /// A transport failure and what the driver could say about it, for the user: the
+    /// proxy's answer, the issuer of a certificate that is not trusted. Decided as
+    /// [`Error`](Self::Error) is; the detail shows in the status as `detail`.
+    Described {
+        /// What failed.
+        error: TransportError,
+        /// Said to the user (`"the proxy answered 403 Forbidden"`, `"issuer: CN=Corp CA"`).
+        /// Never a secret: drivers leave credentials out.
+        detail: String,
+    },
 }
 
 /// Transport failures the driver reports.
@@ -32,9 +42,27 @@ pub enum SocketEnd {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TransportError {
-    /// Could not connect (DNS, refused, unreachable, reset during connect).
+    /// Could not connect (refused, unreachable, reset during connect).
     Connect,
-    /// TLS failed (certificate did not verify, handshake error). Retried, never accepted.
+    /// The server's name did not resolve. Retried: a network that just came up (or a VPN)
+    /// may resolve it soon.
+    NameLookup,
+    /// The proxy could not be reached (down, refused, its own name did not resolve).
+    /// Retried with backoff, never by going around it.
+    ProxyUnreachable,
+    /// The proxy answered the tunnel request with a refusal other than 407 (a 403 from its
+    /// rules, a 502 when it could not reach the server), or its SOCKS5 equivalent. Retried
+    /// with backoff.
+    ProxyRefused,
+    /// The proxy wants credentials, or refused the ones given (HTTP 407, SOCKS5
+    /// authentication failure). Terminal, like refused credentials: retrying sends the same.
+    ProxyAuth,
+    /// The server's certificate is not trusted (an unknown issuer, as behind a
+    /// TLS-inspecting gateway whose CA is not installed, or a pin that does not match).
+    /// Terminal: the same certificate would come back, and a retry storm helps nobody.
+    Untrusted,
+    /// TLS failed otherwise (handshake error, a certificate that did not verify for another
+    /// reason). Retried, never accepted.
     Tls,
     /// The peer broke the WebSocket protocol.
     Protocol,
@@ -69,6 +97,12 @@ pub enum ReconnectReason {
     ConnectFailed,
     /// TLS handshake or certificate verification failed.
     TlsError,
+    /// The server's name did not resolve.
+    NameLookup,
+    /// The proxy could not be reached.
+    ProxyUnreachable,
+    /// The proxy refused the tunnel (its status is in `detail`).
+    ProxyRefused,
     /// 5xx during the upgrade.
     ServerUnavailable,
     /// 429, or a rate-limit close.
@@ -104,6 +138,10 @@ pub enum FailReason {
     /// The server's `Sec-WebSocket-Extensions` answer agreed to something the client did not
     /// offer, or broke RFC 7692's rules: its frames could not be read as it means them.
     Extension,
+    /// The proxy wants credentials, or refused the ones given.
+    ProxyAuth,
+    /// The server's certificate is not trusted (its issuer is in `detail`).
+    Certificate,
 }
 
 /// What to do about a [`SocketEnd`].
@@ -168,14 +206,35 @@ impl SocketEnd {
                 Some(4003) => Verdict::Fail(FailReason::Forbidden),
                 Some(_) => retry(R::ServerClosed, None),
             },
-            Self::Error(e) => match e {
+            Self::Error(e) | Self::Described { error: e, .. } => match e {
                 TransportError::Connect => retry(R::ConnectFailed, None),
+                TransportError::NameLookup => retry(R::NameLookup, None),
+                TransportError::ProxyUnreachable => retry(R::ProxyUnreachable, None),
+                TransportError::ProxyRefused => retry(R::ProxyRefused, None),
+                TransportError::ProxyAuth => Verdict::Fail(FailReason::ProxyAuth),
+                TransportError::Untrusted => Verdict::Fail(FailReason::Certificate),
                 TransportError::Tls => retry(R::TlsError, None),
                 TransportError::Protocol => retry(R::ProtocolError, None),
                 TransportError::TooLarge => retry(R::MessageTooLarge, None),
                 TransportError::Subprotocol => Verdict::Fail(FailReason::Subprotocol),
                 TransportError::Io => retry(R::ConnectionLost, None),
             },
+        }
+    }
+
+    /// The transport failure, when that is how the socket ended.
+    pub fn transport_error(&self) -> Option<TransportError> {
+        match self {
+            Self::Error(e) | Self::Described { error: e, .. } => Some(*e),
+            _ => None,
+        }
+    }
+
+    /// What the driver said about the failure, for the status's `detail`.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Described { detail, .. } if !detail.is_empty() => Some(detail),
+            _ => None,
         }
     }
 }
@@ -354,6 +413,48 @@ mod tests {
                 min_wait: Some(MAX_SERVER_WAIT)
             }
         );
+    }
+
+    #[test]
+    fn network_failures_say_where_and_only_the_hopeless_ones_stop() {
+        let verdict = |error| {
+            SocketEnd::Described {
+                error,
+                detail: "x".into(),
+            }
+            .verdict()
+        };
+        let retries = |error, want| {
+            assert_eq!(
+                verdict(error),
+                Verdict::Retry {
+                    reason: want,
+                    min_wait: None
+                }
+            );
+        };
+        retries(TransportError::NameLookup, ReconnectReason::NameLookup);
+        retries(
+            TransportError::ProxyUnreachable,
+            ReconnectReason::ProxyUnreachable,
+        );
+        retries(TransportError::ProxyRefused, ReconnectReason::ProxyRefused);
+        retries(TransportError::Tls, ReconnectReason::TlsError);
+        assert_eq!(
+            verdict(TransportError::ProxyAuth),
+            Verdict::Fail(FailReason::ProxyAuth)
+        );
+        assert_eq!(
+            verdict(TransportError::Untrusted),
+            Verdict::Fail(FailReason::Certificate)
+        );
+        let end = SocketEnd::Described {
+            error: TransportError::Untrusted,
+            detail: "issuer: CN=Corp CA".into(),
+        };
+        assert_eq!(end.detail(), Some("issuer: CN=Corp CA"));
+        assert_eq!(end.transport_error(), Some(TransportError::Untrusted));
+        assert_eq!(SocketEnd::Error(TransportError::Untrusted).detail(), None);
     }
 
     #[test]

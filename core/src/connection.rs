@@ -109,10 +109,13 @@ enum State {
         /// network change skips the backoff, never this.
         not_before: Instant,
         reason: ReconnectReason,
+        /// What the driver said about the failure (the status's `detail`).
+        detail: Option<String>,
     },
     Failed {
         reason: FailReason,
         http_status: Option<u16>,
+        detail: Option<String>,
     },
 }
 
@@ -643,21 +646,22 @@ impl Connection {
             SocketEnd::Refused { status, .. } => Some(*status),
             _ => None,
         };
-        match &why {
+        match why.transport_error() {
             // The driver's WebSocket library refused an oversized frame before the core saw it.
-            SocketEnd::Error(TransportError::TooLarge) => self.stats.oversized += 1,
-            SocketEnd::Error(TransportError::Subprotocol) => {
+            Some(TransportError::TooLarge) => self.stats.oversized += 1,
+            Some(TransportError::Subprotocol) => {
                 self.stats.missing_subprotocol += 1;
             }
             _ => {}
         }
+        let detail = why.detail().map(str::to_owned);
         match why.verdict() {
             Verdict::Retry { reason, min_wait } => {
                 // The refreshed token was not refused: this attempt ended for another reason
                 // (a 503, a drop). A later 401 is a new refusal and earns a new refresh; each
                 // such cycle passes through a backoff, so it cannot become a tight loop.
                 self.reauth_used = false;
-                self.retry_later(now, reason, min_wait);
+                self.retry_later_saying(now, reason, min_wait, detail);
             }
             Verdict::Reauth if self.socket_credentials != self.auth.generation() => {
                 // The refused credentials were replaced while this socket went out (the app's
@@ -680,7 +684,7 @@ impl Connection {
                     self.fail(FailReason::Auth, http_status);
                 }
             }
-            Verdict::Fail(reason) => self.fail(reason, http_status),
+            Verdict::Fail(reason) => self.fail_saying(reason, http_status, detail),
         }
     }
 
@@ -1010,17 +1014,20 @@ impl Connection {
                 retry_at,
                 not_before,
                 reason,
+                detail,
             } => {
                 let (attempt, retry_at, not_before, reason) =
                     (*attempt, *retry_at, *not_before, *reason);
                 if now >= not_before {
                     self.start_attempt(now, attempt);
                 } else if not_before < retry_at {
+                    let detail = detail.clone();
                     self.set_state(State::Reconnecting {
                         attempt,
                         retry_at: not_before,
                         not_before,
                         reason,
+                        detail,
                     });
                 }
             }
@@ -1128,6 +1135,7 @@ impl Connection {
                 attempt,
                 retry_at,
                 reason,
+                detail,
                 ..
             } => {
                 let wait = self
@@ -1137,14 +1145,17 @@ impl Connection {
                     attempt: *attempt,
                     retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                     reason: *reason,
+                    detail: detail.clone(),
                 }
             }
             State::Failed {
                 reason,
                 http_status,
+                detail,
             } => Status::Failed {
                 reason: *reason,
                 http_status: *http_status,
+                detail: detail.clone(),
             },
         }
     }
@@ -1616,6 +1627,17 @@ impl Connection {
     }
 
     fn retry_later(&mut self, now: Instant, reason: ReconnectReason, min_wait: Option<Duration>) {
+        self.retry_later_saying(now, reason, min_wait, None);
+    }
+
+    /// [`retry_later`](Self::retry_later) with what the driver said about the failure.
+    fn retry_later_saying(
+        &mut self,
+        now: Instant,
+        reason: ReconnectReason,
+        min_wait: Option<Duration>,
+        detail: Option<String>,
+    ) {
         self.teardown();
         let delay = self.backoff.next_delay(&mut self.rng);
         let asked = crate::close::clamp_wait(min_wait.unwrap_or_default());
@@ -1625,15 +1647,22 @@ impl Connection {
             retry_at: now + delay.max(asked),
             not_before: now + asked,
             reason,
+            detail,
         });
     }
 
     fn fail(&mut self, reason: FailReason, http_status: Option<u16>) {
+        self.fail_saying(reason, http_status, None);
+    }
+
+    /// [`fail`](Self::fail) with what the driver said about the failure.
+    fn fail_saying(&mut self, reason: FailReason, http_status: Option<u16>, detail: Option<String>) {
         self.teardown();
         self.abort_socket();
         self.set_state(State::Failed {
             reason,
             http_status,
+            detail,
         });
     }
 

@@ -361,6 +361,7 @@ mod tests {
             attempt,
             retry_in_ms: 1000,
             reason: ReconnectReason::ConnectionLost,
+            detail: None,
         }
     }
 
@@ -463,6 +464,7 @@ mod tests {
         let failed = Status::Failed {
             reason: crate::close::FailReason::Auth,
             http_status: Some(401),
+            detail: None,
         };
         let got = legacy(
             StatusOrder::Kaiku,
@@ -506,6 +508,7 @@ mod tests {
             attempt: 2,
             retry_in_ms: 1500,
             reason: ReconnectReason::HeartbeatTimeout,
+            detail: None,
         });
         assert_eq!(
             lines(&e),

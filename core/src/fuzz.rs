@@ -2108,6 +2108,7 @@ impl World {
             attempt,
             retry_in_ms,
             reason,
+            ..
         } = status
         {
             let b = &self.config.backoff;

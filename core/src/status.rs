@@ -34,6 +34,10 @@ pub enum Status {
         retry_in_ms: u64,
         /// Why the link was lost.
         reason: ReconnectReason,
+        /// What the driver could say about it, for the user: the proxy's answer, say.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        detail: Option<String>,
     },
     /// Given up until the app acts (calls `connect` again, maybe with new credentials).
     Failed {
@@ -43,6 +47,11 @@ pub enum Status {
         #[serde(skip_serializing_if = "Option::is_none")]
         #[cfg_attr(feature = "ts", ts(optional))]
         http_status: Option<u16>,
+        /// What the driver could say about it, for the user: the issuer of a certificate
+        /// that is not trusted, say.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        detail: Option<String>,
     },
 }
 
@@ -74,6 +83,7 @@ mod tests {
             attempt: 2,
             retry_in_ms: 1500,
             reason: ReconnectReason::HeartbeatTimeout,
+            detail: None,
         };
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
@@ -105,7 +115,8 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Status::Failed {
                 reason: FailReason::Auth,
-                http_status: Some(401)
+                http_status: Some(401),
+                detail: None
             })
             .unwrap(),
             r#"{"status":"failed","reason":"auth","http_status":401}"#

@@ -601,7 +601,8 @@ fn upgrade_401_refreshes_once_and_retries_at_once() {
         h.conn.status(),
         Status::Failed {
             reason: FailReason::Auth,
-            http_status: Some(401)
+            http_status: Some(401),
+            detail: None
         }
     );
     h.advance(3600 * S);
@@ -638,7 +639,8 @@ fn upgrade_401_without_a_refresh_token_fails_without_retrying() {
         h.conn.status(),
         Status::Failed {
             reason: FailReason::Auth,
-            http_status: Some(401)
+            http_status: Some(401),
+            detail: None
         }
     );
     assert_eq!(
@@ -1238,7 +1240,8 @@ fn forbidden_and_not_found_upgrades_fail_for_good() {
             h.conn.status(),
             Status::Failed {
                 reason,
-                http_status: Some(status)
+                http_status: Some(status),
+                detail: None
             }
         );
         assert_eq!(h.conn.poll_timeout(), None);
@@ -1828,7 +1831,8 @@ fn a_101_without_our_subprotocol_fails_for_good_and_drops_the_socket() {
             h.conn.status(),
             Status::Failed {
                 reason: FailReason::Subprotocol,
-                http_status: None
+                http_status: None,
+                detail: None
             },
             "{selected:?}"
         );
@@ -2434,7 +2438,8 @@ fn an_extension_answer_that_was_not_offered_or_breaks_the_rules_fails_for_good()
             h.conn.status(),
             Status::Failed {
                 reason: tether_core::FailReason::Extension,
-                http_status: None
+                http_status: None,
+                detail: None
             },
             "{answer}"
         );

@@ -28,7 +28,8 @@ fn a_v2_subprotocol_never_offered_is_terminal_not_a_switch_to_msgpack() {
             h.conn.status(),
             Status::Failed {
                 reason: FailReason::Subprotocol,
-                http_status: None
+                http_status: None,
+                detail: None
             },
             "{selected}"
         );

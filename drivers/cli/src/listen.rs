@@ -81,17 +81,25 @@ pub async fn run(a: Listen, verbose: bool) -> Result<(), Failure> {
         if let Event::Status(Status::Failed {
             reason,
             http_status,
+            detail,
         }) = &event
         {
             let status = http_status
                 .map(|s| format!(" (HTTP {s})"))
                 .unwrap_or_default();
+            let detail = detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default();
             return Err(match reason {
                 FailReason::Auth => {
                     Failure::auth(format!("credentials rejected{status}; log in again"))
                 }
+                FailReason::ProxyAuth => Failure::auth(format!(
+                    "proxy credentials rejected{detail}; check the user and password in the proxy URL"
+                )),
+                FailReason::Certificate => Failure::general(format!(
+                    "the server's certificate is not trusted{detail}; install its CA in the system's trust store (on Linux, SSL_CERT_FILE or SSL_CERT_DIR can name it)"
+                )),
                 other => Failure::general(format!(
-                    "gave up: {}{status}",
+                    "gave up: {}{status}{detail}",
                     serde_json::to_string(other)
                         .unwrap_or_default()
                         .trim_matches('"')
@@ -197,26 +205,30 @@ pub fn describe_status(s: &Status) -> String {
             attempt,
             retry_in_ms,
             reason,
+            detail,
         } => format!(
-            "reconnecting (attempt {attempt}, in {:.1} s): {}",
+            "reconnecting (attempt {attempt}, in {:.1} s): {}{}",
             *retry_in_ms as f64 / 1000.0,
             serde_json::to_string(reason)
                 .unwrap_or_default()
-                .trim_matches('"')
+                .trim_matches('"'),
+            detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
         ),
         Status::Connecting { attempt: 0 } => "connecting".into(),
         Status::Connecting { attempt } => format!("connecting (attempt {attempt})"),
         Status::Failed {
             reason,
             http_status,
+            detail,
         } => format!(
-            "failed: {}{}",
+            "failed: {}{}{}",
             serde_json::to_string(reason)
                 .unwrap_or_default()
                 .trim_matches('"'),
             http_status
                 .map(|h| format!(" (HTTP {h})"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
         ),
         other => other.name().into(),
     }

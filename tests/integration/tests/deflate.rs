@@ -262,7 +262,8 @@ async fn an_extension_nobody_offered_fails_for_good() {
         verdict(&mut events).await,
         Status::Failed {
             reason: FailReason::Extension,
-            http_status: None
+            http_status: None,
+            detail: None
         }
     );
     let (stats, _) = client.stats().await.expect("stats");
@@ -275,7 +276,8 @@ async fn an_extension_nobody_offered_fails_for_good() {
         verdict(&mut events).await,
         Status::Failed {
             reason: FailReason::Extension,
-            http_status: None
+            http_status: None,
+            detail: None
         }
     );
 }
@@ -294,7 +296,8 @@ async fn an_answer_that_widens_the_offer_fails_for_good() {
         verdict(&mut events).await,
         Status::Failed {
             reason: FailReason::Extension,
-            http_status: None
+            http_status: None,
+            detail: None
         }
     );
 }
@@ -386,7 +389,8 @@ async fn a_second_extensions_line_naming_another_extension_fails_for_good() {
         verdict(&mut events).await,
         Status::Failed {
             reason: FailReason::Extension,
-            http_status: None
+            http_status: None,
+            detail: None
         }
     );
 }

@@ -73,7 +73,8 @@ async fn an_upgrade_answered_200_is_a_clear_refusal() {
         s,
         Status::Failed {
             reason: FailReason::Rejected,
-            http_status: Some(200)
+            http_status: Some(200),
+            detail: None
         }
     );
 }
@@ -140,7 +141,8 @@ async fn a_101_with_the_wrong_subprotocol_fails_for_good(protocol: Option<&'stat
         s,
         Status::Failed {
             reason: FailReason::Subprotocol,
-            http_status: None
+            http_status: None,
+            detail: None
         }
     );
     let (stats, _) = client.stats().await.expect("stats");
@@ -175,7 +177,8 @@ async fn a_v2_subprotocol_selected_in_query_auth_fails_for_good() {
             s,
             Status::Failed {
                 reason: FailReason::Subprotocol,
-                http_status: None
+                http_status: None,
+                detail: None
             },
             "deflate transport: {deflate}"
         );

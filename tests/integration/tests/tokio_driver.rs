@@ -85,6 +85,7 @@ fn reconnecting(e: &Event) -> Option<(u32, u64, ReconnectReason)> {
             attempt,
             retry_in_ms,
             reason,
+            ..
         }) => Some((*attempt, *retry_in_ms, *reason)),
         _ => None,
     }
@@ -219,7 +220,8 @@ async fn a_401_with_no_way_to_refresh_fails_fast_without_a_retry_loop() {
         seen.last(),
         Some(Event::Status(Status::Failed {
             reason: FailReason::Auth,
-            http_status: Some(401)
+            http_status: Some(401),
+            ..
         }))
     ));
     assert!(started.elapsed() < Duration::from_secs(5));
