@@ -1656,7 +1656,12 @@ impl Connection {
     }
 
     /// [`fail`](Self::fail) with what the driver said about the failure.
-    fn fail_saying(&mut self, reason: FailReason, http_status: Option<u16>, detail: Option<String>) {
+    fn fail_saying(
+        &mut self,
+        reason: FailReason,
+        http_status: Option<u16>,
+        detail: Option<String>,
+    ) {
         self.teardown();
         self.abort_socket();
         self.set_state(State::Failed {

@@ -87,7 +87,10 @@ pub async fn run(a: Listen, verbose: bool) -> Result<(), Failure> {
             let status = http_status
                 .map(|s| format!(" (HTTP {s})"))
                 .unwrap_or_default();
-            let detail = detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default();
+            let detail = detail
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
             return Err(match reason {
                 FailReason::Auth => {
                     Failure::auth(format!("credentials rejected{status}; log in again"))
@@ -212,7 +215,10 @@ pub fn describe_status(s: &Status) -> String {
             serde_json::to_string(reason)
                 .unwrap_or_default()
                 .trim_matches('"'),
-            detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+            detail
+                .as_ref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
         ),
         Status::Connecting { attempt: 0 } => "connecting".into(),
         Status::Connecting { attempt } => format!("connecting (attempt {attempt})"),
@@ -228,7 +234,10 @@ pub fn describe_status(s: &Status) -> String {
             http_status
                 .map(|h| format!(" (HTTP {h})"))
                 .unwrap_or_default(),
-            detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+            detail
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
         ),
         other => other.name().into(),
     }

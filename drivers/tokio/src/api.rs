@@ -9,6 +9,8 @@ use tether_core::wire::HistoryPage;
 use tether_core::{Credentials, ReadHeaders, Secret};
 use url::Url;
 
+use crate::net::{Network, Road};
+
 /// Largest response body read (history pages of 100 large messages fit comfortably).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
@@ -39,6 +41,16 @@ pub enum ApiError {
     /// No answer: connection refused, reset, TLS failure or timeout.
     #[error("network error: {0}")]
     Network(String),
+    /// The server could not be reached, and where it failed: the name did not resolve, the
+    /// proxy could not be reached, refused the tunnel or the credentials, the server's
+    /// certificate is not trusted (its issuer named), TLS failed. `detail` says it in words.
+    #[error("{detail}")]
+    Unreachable {
+        /// Which step failed (the same reading the socket's status gives).
+        error: tether_core::TransportError,
+        /// What happened, for the user.
+        detail: String,
+    },
     /// An answer that is not what the API promises (bad JSON, wrong shape, too large).
     #[error("unexpected response: {0}")]
     Decode(String),
@@ -139,6 +151,8 @@ fn in_history_budget(path: &str) -> bool {
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
+    /// The road the client's connections take, asked why when a call reached nothing.
+    road: Road,
     base: Url,
     observer: Option<Observer>,
     /// The host, when the base is plain text to a host that is not loopback.
@@ -177,39 +191,31 @@ pub(crate) fn read_headers(resp: &Response) -> ReadHeaders {
     )
 }
 
-/// A new HTTP client: its own connection pool and TLS settings (webpki roots plus `extra`).
-fn http_client(
-    timeout: Duration,
-    extra_roots_der: &[Vec<u8>],
-) -> Result<reqwest::Client, ApiError> {
-    let mut builder = reqwest::Client::builder()
+/// A new HTTP client on `road`: its own connection pool, the road's proxy and trust.
+fn http_client(timeout: Duration, road: &Road) -> Result<reqwest::Client, ApiError> {
+    let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")));
-    for der in extra_roots_der {
-        let cert = reqwest::Certificate::from_der(der)
-            .map_err(|e| ApiError::Url(format!("bad root certificate: {e}")))?;
-        builder = builder.add_root_certificate(cert);
-    }
-    builder
+    road.rest(builder)
         .build()
         .map_err(|e| ApiError::Network(e.to_string()))
 }
 
-/// The shared HTTP client for `timeout` with the default roots, one per tokio runtime. An HTTP
+/// The shared HTTP client for `timeout` on the default road, one per tokio runtime. An HTTP
 /// client holds a TLS configuration and a connection pool, so thousands of tether clients in
 /// one process share one (and its pooled connections) instead of each building its own. Per
 /// runtime, because a pooled connection is driven by a task of the runtime that opened it:
 /// another runtime (a second one in the app, or the next `#[tokio::test]`) must not reuse it.
 /// Outside a runtime, a client of its own.
-fn shared_http(timeout: Duration) -> Result<reqwest::Client, ApiError> {
+fn shared_http(timeout: Duration, road: &Road) -> Result<reqwest::Client, ApiError> {
     /// Runtimes remembered; the oldest entry goes first (a test suite makes many).
     const KEEP: usize = 8;
     type Key = (tokio::runtime::Id, Duration);
     static SHARED: std::sync::Mutex<Vec<(Key, reqwest::Client)>> =
         std::sync::Mutex::new(Vec::new());
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return http_client(timeout, &[]);
+        return http_client(timeout, road);
     };
     let key = (handle.id(), timeout);
     let mut shared = SHARED
@@ -218,7 +224,7 @@ fn shared_http(timeout: Duration) -> Result<reqwest::Client, ApiError> {
     if let Some((_, c)) = shared.iter().find(|(k, _)| *k == key) {
         return Ok(c.clone());
     }
-    let c = http_client(timeout, &[])?;
+    let c = http_client(timeout, road)?;
     if shared.len() >= KEEP {
         shared.remove(0);
     }
@@ -234,15 +240,28 @@ impl Api {
 
     /// Like [`Api::new`] with another timeout.
     pub fn with_timeout(base: &str, timeout: Duration) -> Result<Self, ApiError> {
-        Self::with_options(base, timeout, &[])
+        Self::with_options(base, timeout, &Network::default())
     }
 
-    /// Like [`Api::new`] with another timeout and extra trusted root certificates (DER),
-    /// for servers with a private CA.
+    /// Like [`Api::new`] with another timeout and another road: a proxy, extra trusted root
+    /// certificates (DER) for a server with a private CA, pins, fixed addresses.
     pub fn with_options(
         base: &str,
         timeout: Duration,
-        extra_roots_der: &[Vec<u8>],
+        network: &Network,
+    ) -> Result<Self, ApiError> {
+        let road = Road::new(network).map_err(ApiError::Url)?;
+        let shared = *network == Network::default();
+        Self::on_road(base, timeout, road, shared)
+    }
+
+    /// An API on `road` (the one a [`Client`](crate::Client)'s socket takes). `shared`: the
+    /// road is the default one, and the process's shared HTTP client serves it.
+    pub(crate) fn on_road(
+        base: &str,
+        timeout: Duration,
+        road: Road,
+        shared: bool,
     ) -> Result<Self, ApiError> {
         let mut base = Url::parse(base).map_err(|e| ApiError::Url(e.to_string()))?;
         match base.scheme() {
@@ -259,13 +278,14 @@ impl Api {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = if extra_roots_der.is_empty() {
-            shared_http(timeout)?
+        let http = if shared {
+            shared_http(timeout, &road)?
         } else {
-            http_client(timeout, extra_roots_der)?
+            http_client(timeout, &road)?
         };
         Ok(Self {
             http,
+            road,
             plain_remote: plain_remote_host(&base),
             base,
             observer: None,
@@ -352,16 +372,40 @@ impl Api {
             Err(e) => return (Err(network(e)), None),
         };
         let in_budget = self.in_budget(request.url());
-        let resp = match self.http.execute(request).await {
+        let resp = match self.execute(request).await {
             Ok(r) => r,
-            Err(e) => return (Err(network(e)), None),
+            Err(e) => return (Err(e), None),
         };
         let headers = in_budget.then(|| read_headers(&resp));
         (Self::answer(resp).await, headers)
     }
 
+    /// Sends `request`. When it reached nothing, the road is asked where it fails, so the
+    /// error names the step (the proxy's answer, the certificate's issuer).
+    async fn execute(&self, request: reqwest::Request) -> Result<Response, ApiError> {
+        let url = request.url().clone();
+        match self.http.execute(request).await {
+            Ok(resp) => Ok(resp),
+            Err(e) if e.is_connect() => match self.road.diagnose(&url).await {
+                Some(f) => Err(ApiError::Unreachable {
+                    error: f.error,
+                    detail: f.detail,
+                }),
+                None => Err(network(e)),
+            },
+            Err(e) => Err(network(e)),
+        }
+    }
+
     async fn answer(resp: Response) -> Result<(StatusCode, Bytes), ApiError> {
         let status = resp.status();
+        if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            // A forwarding proxy (plain http://) answers for the server it stands before.
+            return Err(ApiError::Unreachable {
+                error: tether_core::TransportError::ProxyAuth,
+                detail: "the proxy answered 407 Proxy Authentication Required".into(),
+            });
+        }
         let retry = retry_after(resp.headers());
         let body = read_capped(resp, MAX_BODY).await?;
         if status.is_success() {
@@ -387,7 +431,7 @@ impl Api {
     /// without `refresh_token` takes it from the cookie, so the rotation is not lost.
     async fn credentials(&self, req: RequestBuilder) -> Result<Credentials, ApiError> {
         let request = req.build().map_err(network)?;
-        let resp = self.http.execute(request).await.map_err(network)?;
+        let resp = self.execute(request).await?;
         let cookie = refresh_cookie(resp.headers());
         let (_, body) = Self::answer(resp).await?;
         let mut creds =

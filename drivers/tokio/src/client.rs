@@ -19,8 +19,9 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::api::{Api, Observed};
 use crate::clock::Clock;
-use crate::connect::SocketSettings;
 use crate::driver;
+use crate::net::{Network, Road};
+use crate::socket::SocketSettings;
 
 /// What [`ClientConfig::on_refresh`] calls with each pair of tokens tether's own refresh
 /// obtained.
@@ -43,9 +44,10 @@ pub struct ClientConfig {
     pub event_capacity: usize,
     /// REST request timeout. Default 30 s.
     pub api_timeout: Duration,
-    /// Root certificates (DER) trusted in addition to the webpki roots, for a server with a
-    /// private CA (or a test's self-signed certificate).
-    pub extra_roots_der: Vec<Vec<u8>>,
+    /// How the server is reached, by the socket and the REST calls alike: the proxy
+    /// (default: the environment's, else the system's), root certificates trusted beyond the
+    /// system's, pins, fixed addresses.
+    pub network: Network,
     /// The socket's read buffer: what one read from the kernel can take. Every connection
     /// holds one for its whole life, so it is most of an idle client's memory. Frames larger
     /// than this still arrive whole (they are assembled across reads). Default 8 KiB, about
@@ -95,7 +97,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("core", &self.core)
             .field("event_capacity", &self.event_capacity)
             .field("api_timeout", &self.api_timeout)
-            .field("extra_roots_der", &self.extra_roots_der)
+            .field("network", &self.network)
             .field("read_buffer_size", &self.read_buffer_size)
             .field("command_capacity", &self.command_capacity)
             .field("write_queue_capacity", &self.write_queue_capacity)
@@ -115,7 +117,7 @@ impl ClientConfig {
             core,
             event_capacity: 1024,
             api_timeout: crate::api::TIMEOUT,
-            extra_roots_der: Vec::new(),
+            network: Network::default(),
             read_buffer_size: 8 * 1024,
             command_capacity: 1024,
             write_queue_capacity: 4096,
@@ -319,11 +321,14 @@ impl Client {
         config: ClientConfig,
         credentials: Credentials,
     ) -> Result<(Self, Events), ConfigError> {
+        // One road for the socket and the REST calls: the same proxy, trust and addresses.
+        let road = Road::new(&config.network).map_err(ConfigError::InvalidUrl)?;
         // The REST calls follow the socket's TLS rule and its opt-in (D53).
-        let api = Api::with_options(
+        let api = Api::on_road(
             config.core.server.as_str(),
             config.api_timeout,
-            &config.extra_roots_der,
+            road.clone(),
+            config.network == Network::default(),
         )
         .map_err(|e| ConfigError::InvalidUrl(e.to_string()))?
         .allow_insecure(config.core.allow_insecure);
@@ -334,7 +339,11 @@ impl Client {
                 "core.deflate needs tether-tokio's `deflate` feature",
             ));
         }
-        let socket_settings = SocketSettings::new(&config).map_err(ConfigError::InvalidUrl)?;
+        let socket_settings = SocketSettings::new(
+            road,
+            config.core.max_inbound_message,
+            config.read_buffer_size,
+        );
         let clock = Clock::new();
         let mut conn = Connection::new(config.core.clone())?;
         conn.set_credentials(clock.now(), credentials);

@@ -21,57 +21,25 @@ use http_body_util::Empty;
 use hyper::header::{self, HeaderValue};
 use hyper_util::rt::TokioIo;
 use tether_core::{OpenRequest, SocketEnd, TransportError};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use yawc::{CompressionLevel, Frame, OpCode, Options, Role, WebSocket, WebSocketError};
 
-use crate::connect::{
+use crate::net::Io;
+use crate::socket::{
     Inbound, Opened, Outbound, SocketSettings, date_header, header_list, header_text,
     protocols_header,
 };
 
-/// A byte stream the upgrade can run on: TCP, or TLS over TCP.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
-/// Opens the socket: TCP (+ TLS for wss), our upgrade offering `req`'s subprotocols and
-/// extensions, then yawc on the upgraded stream with the extensions the 101 agreed to.
+/// Opens the socket: the road to the server (proxy, TCP, TLS for wss), our upgrade offering
+/// `req`'s subprotocols and extensions, then yawc on the upgraded stream with the extensions
+/// the 101 agreed to.
 pub(crate) async fn connect(
     req: OpenRequest,
     settings: SocketSettings,
 ) -> Result<Opened, SocketEnd> {
-    let protocol_error = || SocketEnd::Error(TransportError::Protocol);
-    let url = url::Url::parse(&req.url).map_err(|_| protocol_error())?;
-    let host = url.host_str().ok_or_else(protocol_error)?.to_owned();
-    let port = url.port_or_known_default().ok_or_else(protocol_error)?;
-    let tcp = TcpStream::connect(format!("{host}:{port}"))
-        .await
-        .map_err(|_| SocketEnd::Error(TransportError::Connect))?;
-    let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = match url.scheme() {
-        "ws" => Box::new(tcp),
-        "wss" => {
-            let name = match url.host() {
-                Some(url::Host::Domain(d)) => rustls::pki_types::ServerName::try_from(d.to_owned())
-                    .map_err(|_| SocketEnd::Error(TransportError::Tls))?,
-                Some(url::Host::Ipv4(ip)) => {
-                    rustls::pki_types::ServerName::from(std::net::IpAddr::V4(ip))
-                }
-                Some(url::Host::Ipv6(ip)) => {
-                    rustls::pki_types::ServerName::from(std::net::IpAddr::V6(ip))
-                }
-                None => return Err(protocol_error()),
-            };
-            let tls = tokio_rustls::TlsConnector::from(settings.tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|_| SocketEnd::Error(TransportError::Tls))?;
-            Box::new(tls)
-        }
-        _ => return Err(protocol_error()),
-    };
+    let url = url::Url::parse(&req.url).map_err(|_| SocketEnd::Error(TransportError::Protocol))?;
+    let io = settings.road.open(&url).await?;
     upgrade(io, &url, &req, &settings).await
 }
 

@@ -23,8 +23,9 @@ use tokio::task::JoinSet;
 use crate::api::{Api, ApiError};
 use crate::client::{ClientConfig, Command, Inbox, RefreshListener, with_jwt_expiry};
 use crate::clock::{Clock, Wake};
-use crate::connect::{Inbound, Opened, Outbound, Reader, SocketSettings, Writer, connect};
+use crate::connect::connect;
 use crate::errors::{history_error, refresh_error};
+use crate::socket::{Inbound, Opened, Outbound, Reader, SocketSettings, Writer};
 
 /// Starts the task that owns `conn`: it takes `commands`, puts the app's events in the
 /// returned inbox and publishes every status on the returned receiver.

@@ -37,8 +37,11 @@ mod connect;
 mod deflate;
 mod driver;
 mod errors;
+pub mod net;
+mod socket;
 
 pub use api::{Api, ApiError, Observed, Observer};
 pub use client::{Client, ClientConfig, ClientError, Events, RefreshListener, with_jwt_expiry};
 pub use clock::Clock;
+pub use net::{Network, Proxy, ProxyError, ProxyUrl};
 pub use tether_core;

@@ -422,7 +422,7 @@ async fn wss_works_with_a_trusted_self_signed_certificate() {
     let w = World::start(config, 1).await;
     assert!(w.server.url().starts_with("https://"));
     let mut cfg = w.client_config();
-    cfg.extra_roots_der = vec![der];
+    cfg.network.extra_roots_der = vec![der];
     let (client, mut events) = w.client(cfg).await;
     until_live(&mut events, 1).await;
     post_and_see(&w, &mut events, &w.channels[0]).await;
@@ -441,26 +441,51 @@ async fn wss_works_with_a_trusted_self_signed_certificate() {
 }
 
 #[tokio::test]
-async fn a_certificate_that_does_not_verify_is_retried_and_never_accepted() {
+async fn a_certificate_nobody_trusts_fails_once_with_its_issuer_and_is_never_accepted() {
     let (identity, _) = self_signed();
     let mut config = ServerConfig::default();
     config.tls = Some(identity);
     let w = World::start(config, 1).await;
     let (client, mut events) = w.client(w.client_config()).await; // no extra root: untrusted
-    let mut tls_errors = 0;
-    let seen = until(&mut events, "three TLS failures", |e| {
-        if matches!(reconnecting(e), Some((_, _, ReconnectReason::TlsError))) {
-            tls_errors += 1;
-        }
-        tls_errors == 3
+    let seen = until(&mut events, "failed", |e| {
+        matches!(e, Event::Status(Status::Failed { .. }))
     })
     .await;
+    let Some(Event::Status(Status::Failed {
+        reason: FailReason::Certificate,
+        detail: Some(detail),
+        ..
+    })) = seen.last()
+    else {
+        panic!("not a certificate failure: {seen:?}");
+    };
+    // rcgen's self-signed certificate is issued by "CN=rcgen self signed cert".
+    assert!(
+        detail.contains("unknown issuer") && detail.contains("rcgen self signed cert"),
+        "{detail}"
+    );
+    // One attempt, no retry storm: terminal until the app acts.
     assert!(
         !seen
             .iter()
-            .any(|e| matches!(e, Event::Status(Status::Connected { .. })))
+            .any(|e| matches!(e, Event::Status(Status::Reconnecting { .. }))),
+        "{seen:?}"
     );
     assert_eq!(w.server.connections(), 0, "no socket was ever accepted");
+    // The REST calls take the same trust and say the same.
+    let api = tether_tokio::Api::new(&w.server.url()).expect("api");
+    let e = api.channels(&w.alice.access_token).await.expect_err("untrusted");
+    assert!(
+        matches!(
+            &e,
+            tether_tokio::ApiError::Unreachable {
+                error: tether_core::TransportError::Untrusted,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("rcgen self signed cert"), "{e}");
     drop(client);
 }
 
