@@ -101,6 +101,34 @@ pub struct Login {
     /// anything is sent. Loopback is always allowed.
     #[arg(long)]
     pub insecure: bool,
+    /// The proxy for the REST calls and the socket alike: `http://[user:pass@]host:port`
+    /// (HTTP CONNECT), `socks5h://...` (SOCKS5, the proxy resolves names) or `socks5://...`;
+    /// `none` for no proxy; `system` (the default) for HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/
+    /// NO_PROXY, else the system's settings on macOS and Windows. A proxy that is down is
+    /// reported, never gone around.
+    #[arg(long, value_name = "URL|none|system", env = "TETHER_PROXY", hide_env_values = true, value_parser = proxy)]
+    pub proxy: Option<tether_tokio::Proxy>,
+    /// Also require the server's certificate chain to hold this public key:
+    /// `sha256/<base64>` of its SubjectPublicKeyInfo (repeat for backups).
+    #[arg(long = "pin", value_name = "sha256/BASE64")]
+    pub pins: Vec<String>,
+}
+
+fn proxy(s: &str) -> Result<tether_tokio::Proxy, String> {
+    s.parse()
+        .map_err(|e: tether_tokio::ProxyError| e.to_string())
+}
+
+impl Login {
+    /// The road the REST calls and the socket take.
+    pub fn network(&self) -> tether_tokio::Network {
+        let mut network = tether_tokio::Network::default();
+        if let Some(p) = &self.proxy {
+            network.proxy = p.clone();
+        }
+        network.pins = self.pins.clone();
+        network
+    }
 }
 
 impl std::fmt::Debug for Login {
@@ -112,6 +140,8 @@ impl std::fmt::Debug for Login {
             .field("username", &self.username)
             .field("password", &redacted(&self.password))
             .field("insecure", &self.insecure)
+            .field("proxy", &self.proxy)
+            .field("pins", &self.pins)
             .finish()
     }
 }

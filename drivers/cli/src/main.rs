@@ -7,8 +7,8 @@
 //!   exactly what the Tauri plugin emits);
 //! - `tether send` and `tether history`: one REST call each.
 //!
-//! Exit codes: 0 success, 1 failure (network, server, connection given up), 2 rejected
-//! credentials, 64 bad usage. Errors are one line on stderr; logs go to stderr too.
+//! Exit codes: 0 success, 1 failure (network, server, connection given up, a certificate not
+//! trusted), 2 rejected credentials (the server's, or the proxy's), 64 bad usage. Errors are one line on stderr; logs go to stderr too.
 
 // A command-line program: writing to stdout and stderr is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -66,6 +66,13 @@ impl Failure {
     pub fn api(context: &str, e: &ApiError) -> Self {
         if let ApiError::Insecure(host) = e {
             return Self::insecure(host);
+        }
+        if let ApiError::Unreachable {
+            error: tether_core::TransportError::ProxyAuth,
+            ..
+        } = e
+        {
+            return Self::auth(format!("{context}: proxy credentials rejected ({e})"));
         }
         if e.is_unauthorized() {
             Self::auth(format!("{context}: credentials rejected ({e})"))
@@ -232,7 +239,7 @@ pub async fn credentials(api: &Api, login: &Login) -> Result<tether_core::Creden
 /// every command sends a password or a token.
 pub fn api_for(login: &Login) -> Result<Api, Failure> {
     let server = &login.server;
-    let api = Api::new(server)
+    let api = Api::with_options(server, tether_tokio::api::TIMEOUT, &login.network())
         .map_err(|e| Failure {
             code: 64,
             message: format!("bad --server `{server}`: {e}"),

@@ -67,6 +67,19 @@ pub struct ConnectOptions {
     /// live session, it applies from its next event.
     #[ts(optional)]
     pub status_order: Option<StatusOrder>,
+    /// The proxy for the REST calls and the socket alike: `"http://[user:pass@]host:port"`
+    /// (HTTP CONNECT), `"socks5h://..."` (SOCKS5, the proxy resolves names), `"socks5://..."`,
+    /// `"none"`, or `"system"` (the default: `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY`,
+    /// else the system's settings on macOS and Windows). A proxy that is down or refuses
+    /// shows in `ws:status` (`proxy_unreachable`, `proxy_refused`, `proxy_auth`); it is never
+    /// gone around. Replaces `network`'s proxy when both are given.
+    #[ts(optional)]
+    pub proxy: Option<String>,
+    /// The whole road from the app's Rust code: proxy, extra root certificates, pins, fixed
+    /// addresses. Never from the webview.
+    #[serde(skip)]
+    #[ts(skip)]
+    pub network: Option<tether_tokio::Network>,
     /// Credentials the app's Rust code already has (its own login or refresh): they come
     /// first. Never from the webview.
     #[serde(skip)]
@@ -109,6 +122,23 @@ impl ConnectOptions {
     pub fn allow_insecure(mut self, allow: bool) -> Self {
         self.allow_insecure = Some(allow);
         self
+    }
+
+    /// Take this road: proxy, extra roots, pins (see the field).
+    #[must_use]
+    pub fn network(mut self, network: tether_tokio::Network) -> Self {
+        self.network = Some(network);
+        self
+    }
+
+    /// The road these options name: `network` (or the default), its proxy replaced by
+    /// `proxy` when given.
+    fn road(&self) -> Result<tether_tokio::Network, Error> {
+        let mut network = self.network.clone().unwrap_or_default();
+        if let Some(p) = &self.proxy {
+            network.proxy = proxy(p)?;
+        }
+        Ok(network)
     }
 
     /// Calls `listener` with every pair of tokens tether's own refresh obtains (see the field).
@@ -165,6 +195,9 @@ impl std::fmt::Debug for ConnectOptions {
             .field("allow_insecure", &self.allow_insecure)
             .field("compression", &self.compression)
             .field("status_order", &self.status_order)
+            // A proxy URL may hold a password: only what `Proxy`'s own Debug shows.
+            .field("proxy", &self.proxy.as_deref().map(proxy))
+            .field("network", &self.network)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|_| "<redacted>"),
@@ -262,8 +295,9 @@ impl<R: Runtime> TetherHandle<R> {
         let allow_insecure = options.allow_insecure.unwrap_or(false);
         // Every check before the first byte leaves: the socket's TLS rule, then the REST one
         // (a login would send the password).
-        let config = client_config(&options)?;
-        let api = api(&options.server, allow_insecure)?;
+        let network = options.road()?;
+        let config = client_config(&options, &network)?;
+        let api = api(&options.server, allow_insecure, &network)?;
         let mut logged_in: Option<(Credentials, String)> = None;
         loop {
             let mut session = state.session.lock().await;
@@ -282,8 +316,10 @@ impl<R: Runtime> TetherHandle<R> {
                 logged_in = Some((tether_tokio::with_jwt_expiry(creds), user.to_owned()));
                 continue;
             }
+            // Another road (the user changed the proxy) is a new session, as another server is.
             if let Some(s) = session.as_mut()
                 && s.server == options.server
+                && s.network == network
             {
                 return reconnect_if_needed(s, &state, options, logged_in).await;
             }
@@ -335,6 +371,7 @@ impl<R: Runtime> TetherHandle<R> {
                 username,
                 login_serial,
                 allow_insecure,
+                network,
                 forward,
                 status_events,
             }) {
@@ -489,8 +526,28 @@ impl<R: Runtime> TetherHandle<R> {
         password: Secret,
         allow_insecure: bool,
     ) -> Result<LoginResult, Error> {
+        self.login_on(
+            server,
+            username,
+            password,
+            allow_insecure,
+            tether_tokio::Network::default(),
+        )
+        .await
+    }
+
+    /// [`login`](Self::login) on another road: a proxy, extra roots, pins. A `connect` that
+    /// takes these credentials should name the same road.
+    pub async fn login_on(
+        &self,
+        server: &str,
+        username: &str,
+        password: Secret,
+        allow_insecure: bool,
+        network: tether_tokio::Network,
+    ) -> Result<LoginResult, Error> {
         let state = self.state()?;
-        let api = api(server, allow_insecure)?;
+        let api = api(server, allow_insecure, &network)?;
         let creds = tether_tokio::with_jwt_expiry(api.login(username, &password).await?);
         let user = api.me(&creds.access_token).await?;
         let serial = state
@@ -501,6 +558,7 @@ impl<R: Runtime> TetherHandle<R> {
             server: server.to_owned(),
             credentials: creds,
             allow_insecure,
+            network,
             serial,
         });
         Ok(LoginResult { user })
@@ -515,20 +573,28 @@ impl<R: Runtime> TetherHandle<R> {
             Some(s) => s.client.access_token().await.ok().flatten(),
             None => None,
         };
-        let (server, token, allow_insecure) = match (&session, &stored, live_token) {
-            (Some(s), _, Some(t)) => (s.server.clone(), t, s.allow_insecure),
-            (Some(s), _, None) => (s.server.clone(), s.token.clone(), s.allow_insecure),
+        let (server, token, allow_insecure, network) = match (&session, &stored, live_token) {
+            (Some(s), _, Some(t)) => (s.server.clone(), t, s.allow_insecure, s.network.clone()),
+            (Some(s), _, None) => (
+                s.server.clone(),
+                s.token.clone(),
+                s.allow_insecure,
+                s.network.clone(),
+            ),
             (None, Some(l), _) => (
                 l.server.clone(),
                 l.credentials.access_token.clone(),
                 l.allow_insecure,
+                l.network.clone(),
             ),
             (None, None, _) => return Ok(()),
         };
         if let Some(s) = session {
             s.close().await;
         }
-        api(&server, allow_insecure)?.logout(&token).await?;
+        api(&server, allow_insecure, &network)?
+            .logout(&token)
+            .await?;
         Ok(())
     }
 
@@ -642,8 +708,12 @@ async fn reconnect_if_needed(
 }
 
 /// The connection's settings for `options`, checked (the socket's TLS rule among them).
-fn client_config(options: &ConnectOptions) -> Result<ClientConfig, Error> {
+fn client_config(
+    options: &ConnectOptions,
+    network: &tether_tokio::Network,
+) -> Result<ClientConfig, Error> {
     let mut config = ClientConfig::new(&options.server)?;
+    config.network = network.clone();
     config.core.auth_mode = match options.auth_mode.as_deref() {
         None | Some("subprotocol") => AuthMode::Subprotocol,
         Some("query") => AuthMode::Query,
@@ -670,11 +740,19 @@ fn is_plain_text_to_remote(config: &ClientConfig) -> bool {
     config.core.allow_insecure && strict.validate().is_err()
 }
 
-/// The REST client for `server`, with the app's TLS opt-in.
-fn api(server: &str, allow_insecure: bool) -> Result<Api, Error> {
-    Ok(Api::new(server)
-        .map_err(|e| invalid(e.to_string()))?
-        .allow_insecure(allow_insecure))
+/// The REST client for `server` on `network`, with the app's TLS opt-in.
+fn api(server: &str, allow_insecure: bool, network: &tether_tokio::Network) -> Result<Api, Error> {
+    Ok(
+        Api::with_options(server, tether_tokio::api::TIMEOUT, network)
+            .map_err(|e| invalid(e.to_string()))?
+            .allow_insecure(allow_insecure),
+    )
+}
+
+/// A proxy setting from the webview: `none`, `system` or a URL.
+pub(crate) fn proxy(s: &str) -> Result<tether_tokio::Proxy, Error> {
+    s.parse()
+        .map_err(|e: tether_tokio::ProxyError| invalid(format!("proxy: {e}")))
 }
 
 /// Whether two base URLs name one server: the same scheme, host and port (a trailing slash or

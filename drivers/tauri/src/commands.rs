@@ -74,7 +74,7 @@ pub(crate) async fn status<R: Runtime>(app: AppHandle<R>) -> Result<Status, Erro
 
 /// Logs in over REST and keeps the credentials for `connect`; returns the user. Plain
 /// `http://` to a host that is not loopback is refused (`kind: "insecure"`) before the password
-/// leaves, unless `allow_insecure` is `true`.
+/// leaves, unless `allow_insecure` is `true`. `proxy` as in `connect`'s options.
 #[tauri::command]
 pub(crate) async fn login<R: Runtime>(
     app: AppHandle<R>,
@@ -82,10 +82,21 @@ pub(crate) async fn login<R: Runtime>(
     username: String,
     password: String,
     allow_insecure: Option<bool>,
+    proxy: Option<String>,
 ) -> Result<LoginResult, Error> {
     let allow_insecure = allow_insecure.unwrap_or(false);
+    let mut network = tether_tokio::Network::default();
+    if let Some(p) = proxy {
+        network.proxy = crate::api::proxy(&p)?;
+    }
     app.tether()
-        .login(&server, &username, Secret::new(password), allow_insecure)
+        .login_on(
+            &server,
+            &username,
+            Secret::new(password),
+            allow_insecure,
+            network,
+        )
         .await
 }
 

@@ -12,6 +12,18 @@ pub enum ErrorKind {
     Auth,
     /// No answer from the server.
     Network,
+    /// The server's name did not resolve.
+    NameLookup,
+    /// The proxy could not be reached.
+    ProxyUnreachable,
+    /// The proxy refused the tunnel (its answer is in the message).
+    ProxyRefused,
+    /// The proxy wants credentials, or refused those in the proxy URL.
+    ProxyAuth,
+    /// The server's certificate is not trusted (its issuer is in the message).
+    Certificate,
+    /// TLS with the server failed otherwise.
+    Tls,
     /// The server answered with an error.
     Server,
     /// `connect` has not been called (or `disconnect` was).
@@ -58,6 +70,18 @@ impl From<tether_tokio::ApiError> for Error {
             _ if e.is_unauthorized() => ErrorKind::Auth,
             A::Insecure(_) => ErrorKind::Insecure,
             A::Network(_) => ErrorKind::Network,
+            A::Unreachable { error, .. } => {
+                use tether_core::TransportError as T;
+                match error {
+                    T::NameLookup => ErrorKind::NameLookup,
+                    T::ProxyUnreachable => ErrorKind::ProxyUnreachable,
+                    T::ProxyRefused => ErrorKind::ProxyRefused,
+                    T::ProxyAuth => ErrorKind::ProxyAuth,
+                    T::Untrusted => ErrorKind::Certificate,
+                    T::Tls => ErrorKind::Tls,
+                    _ => ErrorKind::Network,
+                }
+            }
             A::Url(_) => ErrorKind::InvalidArgument,
             _ => ErrorKind::Server,
         };

@@ -36,6 +36,8 @@ pub(crate) struct Session {
     pub login_serial: u64,
     /// Whether the app allowed plain text to a host that is not loopback.
     pub allow_insecure: bool,
+    /// The road its REST calls and socket take (proxy, trust).
+    pub network: tether_tokio::Network,
     /// The task forwarding the client's events to the webview.
     pub forward: tauri::async_runtime::JoinHandle<()>,
     /// How the forwarding task names status changes, and what it last announced.
@@ -47,6 +49,7 @@ pub(crate) struct StoredLogin {
     pub server: String,
     pub credentials: Credentials,
     pub allow_insecure: bool,
+    pub network: tether_tokio::Network,
     /// Increases with every `login` (see `Tether::logins`): a session whose `login_serial`
     /// is lower has not seen this login yet, so its credentials are new to it.
     pub serial: u64,

@@ -131,7 +131,18 @@ async fn a_remote_name_is_refused_without_even_a_lookup() {
         .login("alice", &Secret::new(PASSWORD))
         .await
         .expect_err("no such host");
-    assert!(matches!(e, ApiError::Network(_)), "attempted: {e}");
+    // Attempted, and the failure names the step: the name did not resolve.
+    assert!(
+        matches!(
+            &e,
+            ApiError::Unreachable {
+                error: tether_core::TransportError::NameLookup,
+                ..
+            }
+        ),
+        "attempted: {e:?}"
+    );
+    assert!(e.to_string().contains("example.invalid"), "{e}");
 }
 
 /// A client that opted in (`allow_insecure`) to a remote plain-http server uses the opt-in for

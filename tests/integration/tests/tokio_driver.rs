@@ -474,7 +474,10 @@ async fn a_certificate_nobody_trusts_fails_once_with_its_issuer_and_is_never_acc
     assert_eq!(w.server.connections(), 0, "no socket was ever accepted");
     // The REST calls take the same trust and say the same.
     let api = tether_tokio::Api::new(&w.server.url()).expect("api");
-    let e = api.channels(&w.alice.access_token).await.expect_err("untrusted");
+    let e = api
+        .channels(&w.alice.access_token)
+        .await
+        .expect_err("untrusted");
     assert!(
         matches!(
             &e,

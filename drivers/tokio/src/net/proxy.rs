@@ -433,6 +433,10 @@ impl Rule {
         match self {
             Self::Direct => Ok(None),
             Self::Fixed(p) => Ok(Some(p.clone())),
+            // A loopback server is on this machine: a proxy's loopback is another one. The
+            // environment's and the system's proxies never apply to it, as browsers do (an
+            // explicit proxy still does: the app asked for it).
+            Self::System(_) if is_loopback(url) => Ok(None),
             Self::System(matcher) => {
                 let scheme = match url.scheme() {
                     "ws" | "http" => "http",
@@ -464,9 +468,51 @@ impl Rule {
     }
 }
 
+/// `localhost`, `*.localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_s_proxies_never_take_a_loopback_server_and_an_explicit_one_does() {
+        let proxy = ProxyUrl::parse("http://127.0.0.1:3128").expect("parses");
+        let system = Rule::System(Box::new(
+            hyper_util::client::proxy::matcher::Matcher::builder()
+                .all(proxy.to_string())
+                .build(),
+        ));
+        let fixed = Rule::Fixed(proxy.clone());
+        for local in [
+            "ws://127.0.0.1:8080/ws",
+            "http://localhost:1",
+            "wss://chat.localhost/ws",
+            "http://[::1]:80",
+        ] {
+            let url = Url::parse(local).expect("url");
+            assert_eq!(system.for_url(&url), Ok(None), "{local}");
+            assert_eq!(fixed.for_url(&url), Ok(Some(proxy.clone())), "{local}");
+        }
+        for remote in ["wss://chat.example.com/ws", "http://10.1.2.3:8080"] {
+            let url = Url::parse(remote).expect("url");
+            assert_eq!(system.for_url(&url), Ok(Some(proxy.clone())), "{remote}");
+        }
+        assert_eq!(
+            Rule::Direct.for_url(&Url::parse("https://chat.example.com").expect("url")),
+            Ok(None)
+        );
+    }
 
     #[test]
     fn a_proxy_url_is_read_as_curl_reads_it_and_never_shows_its_password() {
