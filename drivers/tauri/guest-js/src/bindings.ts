@@ -27,7 +27,11 @@ retry_in_ms: number,
 /**
  * Why the link was lost.
  */
-reason: ReconnectReason, } | { "status": "failed", 
+reason: ReconnectReason, 
+/**
+ * What the driver could say about it, for the user: the proxy's answer, say.
+ */
+detail?: string, } | { "status": "failed", 
 /**
  * Why.
  */
@@ -35,7 +39,12 @@ reason: FailReason,
 /**
  * The HTTP status of the refused upgrade, when that is what ended it.
  */
-http_status?: number, };
+http_status?: number, 
+/**
+ * What the driver could say about it, for the user: the issuer of a certificate
+ * that is not trusted, say.
+ */
+detail?: string, };
 
 export type Protocol = { 
 /**
@@ -68,9 +77,9 @@ client_max_window_bits: number,
  */
 client_no_context_takeover: boolean, };
 
-export type ReconnectReason = "connection_lost" | "server_closed" | "heartbeat_timeout" | "handshake_timeout" | "ready_timeout" | "connect_failed" | "tls_error" | "server_unavailable" | "rate_limited" | "message_too_large" | "protocol_error" | "refresh_failed" | "no_echo";
+export type ReconnectReason = "connection_lost" | "server_closed" | "heartbeat_timeout" | "handshake_timeout" | "ready_timeout" | "connect_failed" | "tls_error" | "name_lookup" | "proxy_unreachable" | "proxy_refused" | "server_unavailable" | "rate_limited" | "message_too_large" | "protocol_error" | "refresh_failed" | "no_echo";
 
-export type FailReason = "auth" | "forbidden" | "rejected" | "policy" | "subprotocol" | "extension";
+export type FailReason = "auth" | "forbidden" | "rejected" | "policy" | "subprotocol" | "extension" | "proxy_auth" | "certificate";
 
 export type ClientEvent = { "type": "ping" } | { "type": "subscribe", 
 /**
@@ -228,7 +237,16 @@ compression?: boolean,
  * as each retry opens, never `ws:connecting` on a retry; see `StatusOrder`). Given on a
  * live session, it applies from its next event.
  */
-status_order?: StatusOrder, };
+status_order?: StatusOrder, 
+/**
+ * The proxy for the REST calls and the socket alike: `"http://[user:pass@]host:port"`
+ * (HTTP CONNECT), `"socks5h://..."` (SOCKS5, the proxy resolves names), `"socks5://..."`,
+ * `"none"`, or `"system"` (the default: `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY`,
+ * else the system's settings on macOS and Windows). A proxy that is down or refuses
+ * shows in `ws:status` (`proxy_unreachable`, `proxy_refused`, `proxy_auth`); it is never
+ * gone around. Replaces `network`'s proxy when both are given.
+ */
+proxy?: string, };
 
 export type LoginResult = { 
 /**
@@ -260,4 +278,4 @@ kind: ErrorKind,
  */
 message: string, };
 
-export type ErrorKind = "invalid_argument" | "auth" | "network" | "server" | "not_connected" | "offline" | "queue_full" | "closed" | "busy" | "insecure";
+export type ErrorKind = "invalid_argument" | "auth" | "network" | "name_lookup" | "proxy_unreachable" | "proxy_refused" | "proxy_auth" | "certificate" | "tls" | "server" | "not_connected" | "offline" | "queue_full" | "closed" | "busy" | "insecure";

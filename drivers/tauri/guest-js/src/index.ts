@@ -91,6 +91,11 @@ export interface LoginOptions {
    * before the password is sent. Loopback is always allowed.
    */
   allowInsecure?: boolean;
+  /**
+   * The proxy, as `connect`'s `proxy` option: a URL (`http://`, `socks5h://`, `socks5://`),
+   * `"none"` or `"system"` (the default). Give `connect` the same one.
+   */
+  proxy?: string;
 }
 
 /** Logs in over REST; `connect({ server })` then uses these credentials. */
@@ -105,6 +110,7 @@ export function login(
     username,
     password,
     allowInsecure: options.allowInsecure ?? null,
+    proxy: options.proxy ?? null,
   });
 }
 
