@@ -1,6 +1,6 @@
 //! The REST client: auth, channels and messages of a Kaiku-compatible server.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -16,6 +16,16 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// Default request timeout.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Fills a token's lifetime from its JWT `exp` claim, reading the wall clock (the core may
+/// not). Use it on credentials that came without `expires_in`.
+pub fn with_jwt_expiry(credentials: Credentials) -> Credentials {
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    credentials.with_jwt_expiry(unix_now)
+}
 
 /// Why a REST call failed.
 #[derive(Debug, thiserror::Error)]

@@ -8,24 +8,23 @@
 //! [`ClientError::Busy`] when the task is `command_capacity` commands behind.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tether_core::{
-    ClientEvent, Config, ConfigError, Connection, Credentials, DeliveryQueue, Event,
-    InvalidChannel, ReadHeaders, SendError, Stats, Status, wire::Protocol,
+    ClientEvent, Config, ConfigError, Connection, Credentials, Event, InvalidChannel, SendError,
+    Stats, Status, wire::Protocol,
 };
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::{Api, Observed};
 use crate::clock::Clock;
 use crate::driver;
 use crate::net::{Network, Road};
 use crate::socket::SocketSettings;
+use crate::task::{Command, Inbox, Snapshot};
 
-/// What [`ClientConfig::on_refresh`] calls with each pair of tokens tether's own refresh
-/// obtained.
-pub type RefreshListener = Arc<dyn Fn(&Credentials) + Send + Sync>;
+pub use crate::task::RefreshListener;
 
 /// Settings of a [`Client`].
 #[derive(Clone)]
@@ -147,16 +146,6 @@ fn os_seed() -> u64 {
     h.finish()
 }
 
-/// Fills a token's lifetime from its JWT `exp` claim, reading the wall clock (the core may
-/// not). Use it on credentials that came without `expires_in`.
-pub fn with_jwt_expiry(credentials: Credentials) -> Credentials {
-    let unix_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    credentials.with_jwt_expiry(unix_now)
-}
-
 /// Why a [`Client`] call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -176,99 +165,11 @@ pub enum ClientError {
     Busy,
 }
 
-/// What a [`Client`] asks of the connection task, in the order it asked.
-pub(crate) enum Command {
-    Connect,
-    Disconnect,
-    Subscribe {
-        channel_id: String,
-        newest: Option<String>,
-        reply: oneshot::Sender<Result<(), InvalidChannel>>,
-    },
-    Unsubscribe(String),
-    Focus(String),
-    /// The headers of a request the app made through [`Client::api`], in the history's
-    /// budget.
-    AppRequest(ReadHeaders),
-    /// A message the app posted through [`Client::api`], sent at this instant of the
-    /// driver's clock.
-    AppPost {
-        channel_id: String,
-        message_id: String,
-        sent: std::time::Instant,
-    },
-    Send(ClientEvent, oneshot::Sender<Result<(), SendError>>),
-    SetCredentials(Credentials),
-    Stats(oneshot::Sender<Snapshot>),
-    Token(oneshot::Sender<Option<tether_core::Secret>>),
-    NetworkChanged,
-    /// Close and end the task; answered once the close frame has left (or after 1 s).
-    Close(oneshot::Sender<()>),
-}
-
-/// What the connection reports when asked (`stats`, `protocol`).
-#[derive(Debug)]
-pub(crate) struct Snapshot {
-    pub(crate) stats: Stats,
-    pub(crate) rtt: Option<Duration>,
-    pub(crate) protocol: Protocol,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Command")
-    }
-}
-
-/// Events for the app: a bounded, coalescing queue shared with the driver task. A plain mutex:
-/// it is held only to push or pop, never across an await.
-#[derive(Debug)]
-pub(crate) struct Inbox {
-    queue: std::sync::Mutex<DeliveryQueue>,
-    /// Notified when the driver pushed events.
-    pub(crate) readable: Notify,
-    /// Notified when the app made room in a full queue.
-    pub(crate) writable: Notify,
-    /// Set once the driver has ended: nothing more will come.
-    pub(crate) closed: AtomicBool,
-}
-
 /// The app's end of the event queue. Read it steadily: while it is full the client stops
 /// reading the socket (typing and presence are coalesced first; messages are never dropped).
 #[derive(Debug)]
 pub struct Events {
     inbox: Arc<Inbox>,
-}
-
-impl Inbox {
-    /// An empty queue that holds `capacity` events before the driver stops reading.
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            queue: std::sync::Mutex::new(DeliveryQueue::new(capacity)),
-            readable: Notify::new(),
-            writable: Notify::new(),
-            closed: AtomicBool::new(false),
-        }
-    }
-
-    pub(crate) fn queue(&self) -> std::sync::MutexGuard<'_, DeliveryQueue> {
-        // Nothing panics while holding the lock; if something did, the queue is still whole.
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The oldest event; wakes the driver when this makes room in a full queue.
-    fn pop(&self) -> Option<Event> {
-        let mut queue = self.queue();
-        let was_full = queue.is_full();
-        let event = queue.pop();
-        drop(queue);
-        if was_full && event.is_some() {
-            self.writable.notify_one();
-        }
-        event
-    }
 }
 
 impl Events {
@@ -376,7 +277,16 @@ impl Client {
                     let _ = tx.try_send(command);
                 }
             }));
-        let (inbox, status) = driver::spawn(conn, clock, api, socket_settings, &config, command_rx);
+        let settings = driver::Settings {
+            api,
+            socket: socket_settings,
+            event_capacity: config.event_capacity,
+            write_queue_capacity: config.write_queue_capacity,
+            api_timeout: config.api_timeout,
+            wake_watchdog: config.wake_watchdog,
+            on_refresh: config.on_refresh.clone(),
+        };
+        let (inbox, status) = driver::spawn(conn, clock, settings, command_rx);
         Ok((
             Self {
                 commands,

@@ -20,25 +20,44 @@ use tether_core::{
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::api::{Api, ApiError};
-use crate::client::{ClientConfig, Command, Inbox, RefreshListener, with_jwt_expiry};
+use crate::api::{Api, ApiError, with_jwt_expiry};
 use crate::clock::{Clock, Wake};
 use crate::connect::connect;
 use crate::errors::{history_error, refresh_error};
 use crate::socket::{Inbound, Opened, Outbound, Reader, SocketSettings, Writer};
+use crate::task::{Command, Inbox, RefreshListener, Snapshot};
+
+/// What the task needs beyond the core: its REST client, its sockets' settings, and the
+/// client's bounds and hooks (from `ClientConfig`, which this module does not see).
+pub(crate) struct Settings {
+    pub(crate) api: Api,
+    pub(crate) socket: SocketSettings,
+    pub(crate) event_capacity: usize,
+    pub(crate) write_queue_capacity: usize,
+    pub(crate) api_timeout: Duration,
+    pub(crate) wake_watchdog: bool,
+    pub(crate) on_refresh: Option<RefreshListener>,
+}
 
 /// Starts the task that owns `conn`: it takes `commands`, puts the app's events in the
 /// returned inbox and publishes every status on the returned receiver.
 pub(crate) fn spawn(
     conn: Connection,
     clock: Clock,
-    api: Api,
-    socket_settings: SocketSettings,
-    config: &ClientConfig,
+    settings: Settings,
     commands: mpsc::Receiver<Command>,
 ) -> (Arc<Inbox>, watch::Receiver<Status>) {
+    let Settings {
+        api,
+        socket: socket_settings,
+        event_capacity,
+        write_queue_capacity,
+        api_timeout,
+        wake_watchdog,
+        on_refresh,
+    } = settings;
     let (status_tx, status) = watch::channel(Status::Disconnected);
-    let inbox = Arc::new(Inbox::new(config.event_capacity));
+    let inbox = Arc::new(Inbox::new(event_capacity));
     let (internal_tx, internal_rx) = mpsc::unbounded_channel();
     let driver = Driver {
         conn,
@@ -48,7 +67,7 @@ pub(crate) fn spawn(
         socket: None,
         connecting: None,
         generation: 0,
-        write_queue_capacity: config.write_queue_capacity.max(1),
+        write_queue_capacity: write_queue_capacity.max(1),
         internal_tx,
         internal_rx,
         rest: JoinSet::new(),
@@ -56,12 +75,12 @@ pub(crate) fn spawn(
         status_tx,
         commands,
         paused: false,
-        on_refresh: config.on_refresh.clone(),
+        on_refresh,
         refresh_task: None,
-        api_timeout: config.api_timeout,
+        api_timeout,
         actions: Vec::new(),
         events: Vec::new(),
-        wakes: if config.wake_watchdog {
+        wakes: if wake_watchdog {
             crate::clock::watch_wakes()
         } else {
             None
@@ -372,7 +391,7 @@ impl Driver {
             }
             Command::SetCredentials(c) => self.conn.set_credentials(now, c),
             Command::Stats(reply) => {
-                let _ = reply.send(crate::client::Snapshot {
+                let _ = reply.send(Snapshot {
                     stats: self.conn.stats(),
                     rtt: self.conn.rtt(),
                     protocol: self.conn.protocol(),

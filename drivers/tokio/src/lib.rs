@@ -39,9 +39,10 @@ mod driver;
 mod errors;
 pub mod net;
 mod socket;
+mod task;
 
-pub use api::{Api, ApiError, Observed, Observer};
-pub use client::{Client, ClientConfig, ClientError, Events, RefreshListener, with_jwt_expiry};
+pub use api::{Api, ApiError, Observed, Observer, with_jwt_expiry};
+pub use client::{Client, ClientConfig, ClientError, Events, RefreshListener};
 pub use clock::Clock;
 pub use net::{Network, Proxy, ProxyError, ProxyUrl};
 pub use tether_core;

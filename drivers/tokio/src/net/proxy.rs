@@ -272,11 +272,13 @@ impl ProxyUrl {
         );
         match code {
             200..=299 => Ok(Box::new(tcp)),
-            407 if self.user.is_some() => Err(Failure::new(
+            // Some proxies (tinyproxy) answer wrong credentials with 401: to a CONNECT, either
+            // can only be about the proxy's own credentials.
+            401 | 407 if self.user.is_some() => Err(Failure::new(
                 TransportError::ProxyAuth,
                 format!("{said}: it refused the credentials in the proxy URL"),
             )),
-            407 => Err(Failure::new(
+            401 | 407 => Err(Failure::new(
                 TransportError::ProxyAuth,
                 format!("{said}: it wants credentials (user:password@ in the proxy URL)"),
             )),
