@@ -45,6 +45,20 @@ if ! command -v python3 >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3 >/dev/null
 fi
 
+# The real proxies and gateway that the network tests start on loopback
+# (tests/integration/src/components.rs): tinyproxy (HTTP CONNECT), microsocks (SOCKS5), stunnel4
+# (a TLS-inspecting gateway), and curl, the outside client of tests/components_smoke.rs.
+if ! need tinyproxy || ! need microsocks || ! need stunnel4 || ! need curl; then
+  echo "== installing tinyproxy, microsocks, stunnel4, curl (proxy and gateway tests)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    tinyproxy microsocks stunnel4 curl >/dev/null
+  # Where systemd runs, the package starts a machine-wide tinyproxy on port 8888; the tests
+  # start their own, and a stray proxy is not wanted.
+  if need systemctl; then $SUDO systemctl disable --now tinyproxy >/dev/null 2>&1 || true; fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests in `tests/`: a dev server with a user and channels, a
-//! client logged in to it, and waits with deadlines (a test never hangs).
+//! client logged in to it, and waits with deadlines (a test never hangs); real proxies and a
+//! TLS-inspecting gateway on loopback in [`components`].
 
 #![warn(missing_docs)]
 
@@ -8,6 +9,8 @@ use std::time::Duration;
 use tether_core::{Credentials, Event, ServerEventKind, Status};
 use tether_devserver::{DevServer, ServerConfig};
 use tether_tokio::{Client, ClientConfig, Events};
+
+pub mod components;
 
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
