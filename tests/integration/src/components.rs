@@ -179,6 +179,23 @@ impl HttpProxy {
             .count()
     }
 
+    /// How many `CONNECT` requests for `host:port` (any host) it has read.
+    pub fn connects_to_host(&self, host: &str, port: u16) -> usize {
+        self.requests()
+            .iter()
+            .filter(|(method, target)| method == "CONNECT" && *target == format!("{host}:{port}"))
+            .count()
+    }
+
+    /// How many forwarded (absolute-form) requests for `http://host:port/...` it has read.
+    pub fn requests_to_host(&self, host: &str, port: u16) -> usize {
+        let prefix = format!("http://{host}:{port}/");
+        self.requests()
+            .iter()
+            .filter(|(method, target)| method != "CONNECT" && target.starts_with(&prefix))
+            .count()
+    }
+
     /// How many absolute-form requests (`GET http://127.0.0.1:PORT/...`, any method but
     /// `CONNECT`) for a loopback address at `port` it has read: plain HTTP forwarded by the
     /// proxy rather than tunnelled.
@@ -303,6 +320,16 @@ impl SocksProxy {
             .lines()
             .filter_map(|l| l.split_once(": connected to ").map(|(_, t)| t.trim()))
             .filter(|target| loopback_target(target, port))
+            .count()
+    }
+
+    /// How many connections it made to `host:port` (any host).
+    pub fn connections_to_host(&self, host: &str, port: u16) -> usize {
+        let want = format!("{host}:{port}");
+        self.log()
+            .lines()
+            .filter_map(|l| l.split_once(": connected to ").map(|(_, t)| t.trim()))
+            .filter(|target| *target == want)
             .count()
     }
 
