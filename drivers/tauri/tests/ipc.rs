@@ -526,21 +526,25 @@ fn login_and_connect_refuse_plain_http_to_a_remote_host_unless_allowed() {
         invoke(&h.webview, "status", json!({})).unwrap(),
         json!({"status": "disconnected"})
     );
-    // With the opt-in, it is attempted (and fails to resolve).
+    // With the opt-in, it is attempted, and fails to resolve: the kind says which step.
     let e = invoke(
         &h.webview,
         "login",
         json!({"server": remote, "username": "alice", "password": "password123", "allowInsecure": true}),
     )
     .expect_err("no such host");
-    assert_eq!(e["kind"], "network", "{e}");
+    assert_eq!(e["kind"], "name_lookup", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("example.invalid"),
+        "{e}"
+    );
     let e = invoke(
         &h.webview,
         "connect",
         json!({"options": {"server": remote, "username": "alice", "password": "password123", "allow_insecure": true}}),
     )
     .expect_err("no such host");
-    assert_eq!(e["kind"], "network", "{e}");
+    assert_eq!(e["kind"], "name_lookup", "{e}");
 }
 
 #[test]
@@ -675,4 +679,64 @@ fn a_slow_password_login_does_not_hold_up_the_other_commands() {
     switch.join().unwrap().expect("connect as bob");
     h.server.faults().set_rest_latency(Duration::ZERO);
     h.until("ws:connected");
+}
+
+/// A port nothing listens on.
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_proxy_from_the_webview_is_taken_by_login_and_socket_and_its_failures_have_their_own_kind() {
+    let h = harness();
+    let dead = format!("http://127.0.0.1:{}", dead_port());
+    // The login goes to the proxy, which is not there: the kind says so, the server saw
+    // nothing (nothing went around the proxy).
+    let e = invoke(
+        &h.webview,
+        "login",
+        json!({"server": h.server.url(), "username": "alice", "password": "password123", "proxy": dead}),
+    )
+    .expect_err("the proxy is down");
+    assert_eq!(e["kind"], "proxy_unreachable", "{e}");
+    let e = invoke(
+        &h.webview,
+        "login",
+        json!({"server": h.server.url(), "username": "alice", "password": "password123", "proxy": "ftp://x"}),
+    )
+    .expect_err("not a proxy");
+    assert_eq!(e["kind"], "invalid_argument", "{e}");
+
+    // A token, so that only the socket takes the road: `ws:status` says why it waits.
+    let token = h.fresh_token("alice");
+    invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {"server": h.server.url(), "token": token, "proxy": dead}}),
+    )
+    .expect("connect starts");
+    let (_, status) = h.until_status("reconnecting").pop().unwrap();
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["reason"], "proxy_unreachable", "{status}");
+    assert!(
+        status["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"),
+        "{status}"
+    );
+    assert_eq!(h.server.connections(), 0, "nothing went around the proxy");
+
+    // The same server with `proxy: "none"` is another road: a new session, connected.
+    invoke(
+        &h.webview,
+        "connect",
+        json!({"options": {"server": h.server.url(), "token": token, "proxy": "none"}}),
+    )
+    .expect("connect");
+    h.until_status("connected");
 }
