@@ -523,8 +523,11 @@ struct Posted {
     /// `committed` on.
     started: Duration,
     committed: Duration,
-    /// The tick of its commit (`u64::MAX` until then).
+    /// The tick of its commit (`u64::MAX` until then); of an upload (`E`), of its broadcast.
     commit_tick: u64,
+    /// The tick from which history shows it (`u64::MAX` until then): its commit, an
+    /// upload's too. A `complete: false` after it put it in the app's reload.
+    visible_tick: u64,
     /// Its author's id.
     author: &'static str,
     /// Deleted (by its author, a walk's cursor: `Model::deleted_cursor`).
@@ -1424,6 +1427,7 @@ impl World {
             started: at,
             committed: commit,
             commit_tick: u64::MAX,
+            visible_tick: u64::MAX,
             author: author.0,
             deleted: false,
             upload: None,
@@ -1440,6 +1444,7 @@ impl World {
         let now = self.since_start(self.now);
         let posted = &mut self.store.get_mut(ch).unwrap()[index];
         posted.commit_tick = tick;
+        posted.visible_tick = tick;
         posted.committed = posted.committed.max(now);
         let (id, started, committed) = (posted.id.clone(), posted.started, posted.committed);
         self.times.insert(id, (started, committed));
@@ -1538,7 +1543,8 @@ impl World {
             let index = self.begin_post(ch, at, at, BOB);
             self.ticks += 1;
             let tick = self.ticks;
-            self.store.get_mut(ch).unwrap()[index].commit_tick = tick;
+            let m = &mut self.store.get_mut(ch).unwrap()[index];
+            (m.commit_tick, m.visible_tick) = (tick, tick);
             self.commit_ticks
                 .insert(self.store[ch][index].id.clone(), tick);
             let m = &self.store[ch][index];
@@ -1991,7 +1997,8 @@ impl World {
     /// the catch-up owed was delivered (the simulation's rule): committed before the server
     /// processed the current socket's `subscribe`, and committed from the subscription's
     /// start on or, after `subscribe_from`, later in history than the app's anchor; not
-    /// exempt by an earlier `complete: false`.
+    /// exempt by an earlier `complete: false` (what history showed then is in the app's
+    /// reload: an upload from its commit, though it counts as committed at its broadcast).
     fn check_complete(&self, channel: &str) {
         let Some(iv) = self.intervals.get(channel) else {
             return;
@@ -2088,7 +2095,9 @@ impl World {
                 && m.author != EVE.0
                 && m.commit_tick < sock
                 && (m.commit_tick > start || iv.anchor.is_some_and(|a| m.created > a))
-                && iv.exempt_until.is_none_or(|r| m.commit_tick > r);
+                // In the app's reload if history showed it then: an upload from its commit,
+                // before its broadcast (as the simulation's claim, seed 7890).
+                && iv.exempt_until.is_none_or(|r| m.visible_tick > r);
             assert!(
                 !owed || self.delivered.contains(&m.id),
                 "Resynced {{ complete: true }} on {channel}, but {} (began {:?}, committed {:?}, \
