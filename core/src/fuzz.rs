@@ -40,8 +40,8 @@
 //! [`Model::today`] while their core defects are open) add Kaiku's real behaviour: the app's
 //! own posts through REST in the write budget reads spend (checked: a post refused while the
 //! app had spent less than the core's reserve in that window panics), Kaiku's header
-//! rounding and a limiter store that is down (checked: at most one read per window refused
-//! after its announced reset), transient `forbidden`s (checked: no rejection after one),
+//! rounding and a limiter store that is down (checked: at most one of the core's reads per
+//! window refused after its announced reset), transient `forbidden`s (checked: no rejection after one),
 //! `message_error` for a `subscribe`, upgrades that never say `ready`, deaf sockets the app's
 //! posts expose, uploads broadcast late (an `is_update()` copy must be of an upload, already
 //! delivered, with its attachment; an upload has no place in the order check) or never
@@ -383,8 +383,8 @@ pub struct Model {
     pub app_posts: bool,
     /// Issue 21 (`z`): Kaiku's header rounding (`x-ratelimit-reset` up to 1.5 s early,
     /// `Retry-After: 0`) on two seeds in three, and on one in three a limiter store down for
-    /// 5-60 s (503 without `Retry-After`). More than one read refused per window after its
-    /// announced reset panics.
+    /// 5-60 s (503 without `Retry-After`). More than one of the core's reads (a proxy's retry
+    /// is not one) refused per window after its announced reset panics.
     pub header_quirks: bool,
     /// Issue 21 (`A`): on half the seeds one accepted `subscribe` in six meets a database
     /// error: `forbidden` (at most one error per channel per 10 s). A rejection after such a
@@ -1614,9 +1614,12 @@ impl World {
                 }
                 Err(Some((window, wait))) => {
                     self.seen.insert("read refused by the budget");
-                    // `z`: at most one read per window refused after its announced reset.
+                    // `z`: at most one read per window refused after its announced reset,
+                    // of the reads the core sent: a proxy's retry of one is the proxy's, and
+                    // the core cannot keep it from this window (D97).
                     if let Some(&announced) = self.announced.get(&window)
                         && self.since_start(now) >= Duration::from_secs(announced)
+                        && !self.retrying
                     {
                         self.seen.insert("read refused after an early reset");
                         let n = self.early_refusals.entry(window).or_default();

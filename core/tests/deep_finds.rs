@@ -7,9 +7,15 @@ mod support;
 use tether_core::fuzz::Op::*;
 use tether_core::fuzz::{CHANNELS, Model, Op, World};
 
+/// Found at 60,000 cases as "read 6 is the 2th refused in window 2 after its announced reset:
+/// a storm at an early reset": a mistake of the model, not of the core (D97). Reads 5 and 6
+/// went out at 70.6 s, when the server had said 2 of 3 were left; the server counted them at
+/// 86 s, after window 2's early announced reset (86 s, its true end 86.6 s): read 5 took the
+/// last unit, read 6 was refused, once. The second refusal was a proxy's retry of read 6
+/// (`late_answers`: "the same request answered again"), which the core never sent. The model
+/// now counts only the core's own reads against the rule.
 #[test]
-#[ignore = "found at 60,000 proptest cases: a second refusal in a window after its announced reset"]
-fn deep_storm_at_an_early_reset() {
+fn one_refusal_after_an_early_reset_and_a_proxy_retry_of_it_is_no_storm() {
     let mut w = World::new(support::t0(), 17960337586358466320);
     for op in [Subscribe(0), Connect, Open, Ready] {
         w.apply(&op);
@@ -48,6 +54,11 @@ fn deep_storm_at_an_early_reset() {
         Progress,
     ] {
         w.apply(&op);
+    }
+    // The replay still reaches what it pins: a read refused after the early reset, and the
+    // same request answered twice.
+    for path in ["read refused after an early reset", "answer given twice"] {
+        assert!(w.seen.contains(path), "the replay no longer reaches `{path}`");
     }
 }
 
