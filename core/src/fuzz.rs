@@ -39,7 +39,9 @@
 //! Issue 21's doubts ([`Model`], letters `y`-`F` as in the simulation; `z`, `B`, `E` off in
 //! [`Model::today`] while their core defects are open) add Kaiku's real behaviour: the app's
 //! own posts through REST in the write budget reads spend (checked: a post refused while the
-//! app had spent less than the core's reserve in that window panics), Kaiku's header
+//! app had spent less than the core's reserve in that window panics, unless the window
+//! counted a read the core could not account for: one sent before it knew the budget, a
+//! proxy's retry, or one counted `request_timeout` after it was sent), Kaiku's header
 //! rounding and a limiter store that is down (checked: at most one of the core's reads per
 //! window refused after its announced reset), transient `forbidden`s (checked: no rejection after one),
 //! `message_error` for a `subscribe`, upgrades that never say `ready`, deaf sockets the app's
@@ -655,8 +657,10 @@ pub struct World {
     /// Per limiter window: the app's requests counted (`y`).
     app_spent: BTreeMap<u64, u32>,
     /// The core has been given budget headers; reads sent before; windows the reserve rule
-    /// leaves out: they counted a read sent before that, or a proxy's retry of a read (the
-    /// core never sent it).
+    /// leaves out: they counted a read sent before that, a proxy's retry of a read (the
+    /// core never sent it), or a read `request_timeout` or more after it was sent (the
+    /// drivers' REST client had given up on it, and neither the core nor invariant 9 counts
+    /// it any more: D98).
     informed: bool,
     uninformed_reads: BTreeSet<u64>,
     uninformed_windows: BTreeSet<u64>,
@@ -1585,7 +1589,16 @@ impl World {
     /// headers first, as drivers report them.
     fn answer_history(&mut self, req: &HistoryRequest, fail: bool, bare: bool) {
         let now = self.now;
-        self.reads_out.remove(&req.id);
+        // Counted by the server only now, when no driver would still wait for its answer
+        // (invariant 9's bound): the core cannot place it in any window (D98).
+        let timeout = self.config.pacing.request_timeout;
+        let stale = self
+            .reads_out
+            .remove(&req.id)
+            .is_some_and(|sent| sent + timeout <= now);
+        if stale {
+            self.seen.insert("read counted after its timeout");
+        }
         let mut budget = None;
         let mut page = None;
         let (status, retry_after) = if fail {
@@ -1599,7 +1612,7 @@ impl World {
             match self.admit(now) {
                 Ok((window, remaining, reset)) => {
                     budget = Some((remaining, reset));
-                    if self.retrying || self.uninformed_reads.contains(&req.id) {
+                    if self.retrying || stale || self.uninformed_reads.contains(&req.id) {
                         self.uninformed_windows.insert(window);
                     }
                     if self.limiter.limit().headers {
@@ -1615,11 +1628,13 @@ impl World {
                 Err(Some((window, wait))) => {
                     self.seen.insert("read refused by the budget");
                     // `z`: at most one read per window refused after its announced reset,
-                    // of the reads the core sent: a proxy's retry of one is the proxy's, and
-                    // the core cannot keep it from this window (D97).
+                    // of the reads the core sent into it: a proxy's retry of one is the
+                    // proxy's (D97), and one past its timeout was sent for an earlier window
+                    // (D98).
                     if let Some(&announced) = self.announced.get(&window)
                         && self.since_start(now) >= Duration::from_secs(announced)
                         && !self.retrying
+                        && !stale
                     {
                         self.seen.insert("read refused after an early reset");
                         let n = self.early_refusals.entry(window).or_default();
