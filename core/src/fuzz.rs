@@ -43,11 +43,12 @@
 //! counted a read the core could not account for: one sent before it knew the budget, a
 //! proxy's retry, or one counted `request_timeout` after it was sent), Kaiku's header
 //! rounding and a limiter store that is down (checked: at most one of the core's reads per
-//! window refused after its announced reset), transient `forbidden`s (checked: no rejection after one),
-//! `message_error` for a `subscribe`, upgrades that never say `ready`, deaf sockets the app's
-//! posts expose, uploads broadcast late (an `is_update()` copy must be of an upload, already
-//! delivered, with its attachment; an upload has no place in the order check) or never
-//! (outside the promise), and thread replies (never a `message_new`).
+//! window refused after its announced reset), transient `forbidden`s (checked: no
+//! rejection after one), `message_error` for a `subscribe`, upgrades that never say
+//! `ready`, deaf sockets the app's posts expose, uploads broadcast late (an `is_update()`
+//! copy must be of an upload, already delivered, with its attachment; an upload has no place
+//! in the order check) or never (outside the promise), and thread replies (never a
+//! `message_new`).
 //!
 //! A broken invariant panics: that is what a fuzzer or proptest reports. The cargo-fuzz targets
 //! in `fuzz/` and `core/tests/properties.rs` are thin shims over this module.

@@ -60,7 +60,10 @@ fn one_refusal_after_an_early_reset_and_a_proxy_retry_of_it_is_no_storm() {
     // The replay still reaches what it pins: a read refused after the early reset, and the
     // same request answered twice.
     for path in ["read refused after an early reset", "answer given twice"] {
-        assert!(w.seen.contains(path), "the replay no longer reaches `{path}`");
+        assert!(
+            w.seen.contains(path),
+            "the replay no longer reaches `{path}`"
+        );
     }
 }
 
@@ -112,7 +115,10 @@ fn complete_true_after_a_reload_that_held_an_upload_broadcast_later() {
         "upload broadcast late",
         "resynced complete",
     ] {
-        assert!(w.seen.contains(path), "the replay no longer reaches `{path}`");
+        assert!(
+            w.seen.contains(path),
+            "the replay no longer reaches `{path}`"
+        );
     }
 }
 
@@ -192,6 +198,9 @@ fn reads_counted_long_after_their_timeout_do_not_hold_the_core_to_the_reserve() 
     // The replay still reaches what it pins: reads counted after their timeout, and the
     // app's post refused in their window.
     for path in ["read counted after its timeout", "app post refused"] {
-        assert!(w.seen.contains(path), "the replay no longer reaches `{path}`");
+        assert!(
+            w.seen.contains(path),
+            "the replay no longer reaches `{path}`"
+        );
     }
 }
