@@ -204,3 +204,104 @@ fn reads_counted_long_after_their_timeout_do_not_hold_the_core_to_the_reserve() 
         );
     }
 }
+
+/// Found at 300,000 cases (`invariants_hold_when_connecting_first`, after D96-D98), not settled
+/// yet: the backoff check (invariant 5). Replayed: "retry 4 waits 1s, outside [4s, 8s]"
+/// (while shrinking, proptest reported "retry 11 waits 2s, outside [15s, 30s]").
+#[test]
+#[ignore = "found at 300,000 proptest cases: a retry waits 2 s, outside its backoff bounds"]
+fn deep_retry_outside_its_backoff_after_a_429() {
+    let mut w = World::new(support::t0(), 10399528280557870756);
+    for op in [Subscribe(0), Connect, Open, Ready] {
+        w.apply(&op);
+    }
+    for op in [
+        Subscribe(0),
+        Refuse(401, None),
+        Subscribe(0),
+        Advance(21762),
+        Advance(22362),
+        Advance(21163),
+        Refuse(429, Some(2)),
+        Sleep(1),
+    ] {
+        w.apply(&op);
+    }
+}
+
+/// Found at 300,000 cases (`invariants_hold_with_every_doubt`, after D96-D98), not settled
+/// yet: "read 6 is the 2th refused in window 2 after its announced reset: a storm at an early
+/// reset".
+#[test]
+#[ignore = "found at 300,000 proptest cases: a second refusal in a window after its announced reset"]
+fn deep_second_storm_at_an_early_reset() {
+    let mut w = World::with_model(support::t0(), 3880932773842718549, Model::today());
+    for (c, _) in CHANNELS.iter().enumerate() {
+        w.apply(&Op::Subscribe(c));
+    }
+    for op in [
+        Send(0, 0),
+        Post(0),
+        Post(0),
+        Connect,
+        Open,
+        Progress,
+        Post(0),
+        Disconnect,
+        Post(0),
+        Post(0),
+        Send(0, 0),
+        Post(0),
+        Post(0),
+        Post(0),
+        Post(0),
+        Post(0),
+        Connect,
+        Post(0),
+        AnswerHistory {
+            fail: true,
+            bare: false,
+        },
+        Progress,
+        Ready,
+        Post(0),
+        Progress,
+        Post(0),
+        Drop,
+        Post(0),
+        Progress,
+        Sleep(8),
+        AnswerHistory {
+            fail: true,
+            bare: false,
+        },
+        Post(0),
+        Open,
+        Ready,
+        Progress,
+        Progress,
+        Progress,
+        Advance(8144),
+        AnswerSubscribe { refuse: false },
+        Advance(27856),
+        Drop,
+        Post(0),
+        Progress,
+        Progress,
+        Advance(6501),
+        AnswerHistory {
+            fail: false,
+            bare: false,
+        },
+        AnswerHistory {
+            fail: false,
+            bare: false,
+        },
+        AnswerHistory {
+            fail: false,
+            bare: false,
+        },
+    ] {
+        w.apply(&op);
+    }
+}
