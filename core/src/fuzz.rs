@@ -39,13 +39,16 @@
 //! Issue 21's doubts ([`Model`], letters `y`-`F` as in the simulation; `z`, `B`, `E` off in
 //! [`Model::today`] while their core defects are open) add Kaiku's real behaviour: the app's
 //! own posts through REST in the write budget reads spend (checked: a post refused while the
-//! app had spent less than the core's reserve in that window panics), Kaiku's header
-//! rounding and a limiter store that is down (checked: at most one read per window refused
-//! after its announced reset), transient `forbidden`s (checked: no rejection after one),
-//! `message_error` for a `subscribe`, upgrades that never say `ready`, deaf sockets the app's
-//! posts expose, uploads broadcast late (an `is_update()` copy must be of an upload, already
-//! delivered, with its attachment; an upload has no place in the order check) or never
-//! (outside the promise), and thread replies (never a `message_new`).
+//! app had spent less than the core's reserve in that window panics, unless the window
+//! counted a read the core could not account for: one sent before it knew the budget, a
+//! proxy's retry, or one counted `request_timeout` after it was sent), Kaiku's header
+//! rounding and a limiter store that is down (checked: at most one of the core's reads per
+//! window refused after its announced reset), transient `forbidden`s (checked: no
+//! rejection after one), `message_error` for a `subscribe`, upgrades that never say
+//! `ready`, deaf sockets the app's posts expose, uploads broadcast late (an `is_update()`
+//! copy must be of an upload, already delivered, with its attachment; an upload has no place
+//! in the order check) or never (outside the promise), and thread replies (never a
+//! `message_new`).
 //!
 //! A broken invariant panics: that is what a fuzzer or proptest reports. The cargo-fuzz targets
 //! in `fuzz/` and `core/tests/properties.rs` are thin shims over this module.
@@ -383,8 +386,8 @@ pub struct Model {
     pub app_posts: bool,
     /// Issue 21 (`z`): Kaiku's header rounding (`x-ratelimit-reset` up to 1.5 s early,
     /// `Retry-After: 0`) on two seeds in three, and on one in three a limiter store down for
-    /// 5-60 s (503 without `Retry-After`). More than one read refused per window after its
-    /// announced reset panics.
+    /// 5-60 s (503 without `Retry-After`). More than one of the core's reads (a proxy's retry
+    /// is not one) refused per window after its announced reset panics.
     pub header_quirks: bool,
     /// Issue 21 (`A`): on half the seeds one accepted `subscribe` in six meets a database
     /// error: `forbidden` (at most one error per channel per 10 s). A rejection after such a
@@ -523,8 +526,11 @@ struct Posted {
     /// `committed` on.
     started: Duration,
     committed: Duration,
-    /// The tick of its commit (`u64::MAX` until then).
+    /// The tick of its commit (`u64::MAX` until then); of an upload (`E`), of its broadcast.
     commit_tick: u64,
+    /// The tick from which history shows it (`u64::MAX` until then): its commit, an
+    /// upload's too. A `complete: false` after it put it in the app's reload.
+    visible_tick: u64,
     /// Its author's id.
     author: &'static str,
     /// Deleted (by its author, a walk's cursor: `Model::deleted_cursor`).
@@ -652,8 +658,10 @@ pub struct World {
     /// Per limiter window: the app's requests counted (`y`).
     app_spent: BTreeMap<u64, u32>,
     /// The core has been given budget headers; reads sent before; windows the reserve rule
-    /// leaves out: they counted a read sent before that, or a proxy's retry of a read (the
-    /// core never sent it).
+    /// leaves out: they counted a read sent before that, a proxy's retry of a read (the
+    /// core never sent it), or a read `request_timeout` or more after it was sent (the
+    /// drivers' REST client had given up on it, and neither the core nor invariant 9 counts
+    /// it any more: D96).
     informed: bool,
     uninformed_reads: BTreeSet<u64>,
     uninformed_windows: BTreeSet<u64>,
@@ -1424,6 +1432,7 @@ impl World {
             started: at,
             committed: commit,
             commit_tick: u64::MAX,
+            visible_tick: u64::MAX,
             author: author.0,
             deleted: false,
             upload: None,
@@ -1440,6 +1449,7 @@ impl World {
         let now = self.since_start(self.now);
         let posted = &mut self.store.get_mut(ch).unwrap()[index];
         posted.commit_tick = tick;
+        posted.visible_tick = tick;
         posted.committed = posted.committed.max(now);
         let (id, started, committed) = (posted.id.clone(), posted.started, posted.committed);
         self.times.insert(id, (started, committed));
@@ -1538,7 +1548,8 @@ impl World {
             let index = self.begin_post(ch, at, at, BOB);
             self.ticks += 1;
             let tick = self.ticks;
-            self.store.get_mut(ch).unwrap()[index].commit_tick = tick;
+            let m = &mut self.store.get_mut(ch).unwrap()[index];
+            (m.commit_tick, m.visible_tick) = (tick, tick);
             self.commit_ticks
                 .insert(self.store[ch][index].id.clone(), tick);
             let m = &self.store[ch][index];
@@ -1579,7 +1590,16 @@ impl World {
     /// headers first, as drivers report them.
     fn answer_history(&mut self, req: &HistoryRequest, fail: bool, bare: bool) {
         let now = self.now;
-        self.reads_out.remove(&req.id);
+        // Counted by the server only now, when no driver would still wait for its answer
+        // (invariant 9's bound): the core cannot place it in any window (D96).
+        let timeout = self.config.pacing.request_timeout;
+        let stale = self
+            .reads_out
+            .remove(&req.id)
+            .is_some_and(|sent| sent + timeout <= now);
+        if stale {
+            self.seen.insert("read counted after its timeout");
+        }
         let mut budget = None;
         let mut page = None;
         let (status, retry_after) = if fail {
@@ -1593,7 +1613,7 @@ impl World {
             match self.admit(now) {
                 Ok((window, remaining, reset)) => {
                     budget = Some((remaining, reset));
-                    if self.retrying || self.uninformed_reads.contains(&req.id) {
+                    if self.retrying || stale || self.uninformed_reads.contains(&req.id) {
                         self.uninformed_windows.insert(window);
                     }
                     if self.limiter.limit().headers {
@@ -1608,9 +1628,14 @@ impl World {
                 }
                 Err(Some((window, wait))) => {
                     self.seen.insert("read refused by the budget");
-                    // `z`: at most one read per window refused after its announced reset.
+                    // `z`: at most one read per window refused after its announced reset,
+                    // of the reads the core sent into it: a proxy's retry of one is the
+                    // proxy's (D95), and one past its timeout was sent for an earlier window
+                    // (D96).
                     if let Some(&announced) = self.announced.get(&window)
                         && self.since_start(now) >= Duration::from_secs(announced)
+                        && !self.retrying
+                        && !stale
                     {
                         self.seen.insert("read refused after an early reset");
                         let n = self.early_refusals.entry(window).or_default();
@@ -1991,7 +2016,8 @@ impl World {
     /// the catch-up owed was delivered (the simulation's rule): committed before the server
     /// processed the current socket's `subscribe`, and committed from the subscription's
     /// start on or, after `subscribe_from`, later in history than the app's anchor; not
-    /// exempt by an earlier `complete: false`.
+    /// exempt by an earlier `complete: false` (what history showed then is in the app's
+    /// reload: an upload from its commit, though it counts as committed at its broadcast).
     fn check_complete(&self, channel: &str) {
         let Some(iv) = self.intervals.get(channel) else {
             return;
@@ -2088,7 +2114,9 @@ impl World {
                 && m.author != EVE.0
                 && m.commit_tick < sock
                 && (m.commit_tick > start || iv.anchor.is_some_and(|a| m.created > a))
-                && iv.exempt_until.is_none_or(|r| m.commit_tick > r);
+                // In the app's reload if history showed it then: an upload from its commit,
+                // before its broadcast (as the simulation's claim, seed 7890).
+                && iv.exempt_until.is_none_or(|r| m.visible_tick > r);
             assert!(
                 !owed || self.delivered.contains(&m.id),
                 "Resynced {{ complete: true }} on {channel}, but {} (began {:?}, committed {:?}, \
