@@ -41,6 +41,10 @@ pub enum ConfigError {
         "refusing unencrypted {0}: use https/wss, or set allow_insecure for non-loopback hosts"
     )]
     Insecure(String),
+    /// The road to the server cannot be built: a proxy setting or variable that names no usable
+    /// proxy, a root certificate that does not parse, a malformed pin (the driver's settings).
+    #[error("network settings: {0}")]
+    Network(String),
 }
 
 /// Connection settings. Build with [`Config::new`], then adjust fields.

@@ -242,7 +242,11 @@ pub fn api_for(login: &Login) -> Result<Api, Failure> {
     let api = Api::with_options(server, tether_tokio::api::TIMEOUT, &login.network())
         .map_err(|e| Failure {
             code: 64,
-            message: format!("bad --server `{server}`: {e}"),
+            message: match e {
+                // A proxy variable, a pin: not the server's fault.
+                ApiError::Settings(_) => e.to_string(),
+                _ => format!("bad --server `{server}`: {e}"),
+            },
         })?
         .allow_insecure(login.insecure);
     if api.is_refused_as_insecure() {

@@ -82,7 +82,7 @@ impl From<tether_tokio::ApiError> for Error {
                     _ => ErrorKind::Network,
                 }
             }
-            A::Url(_) => ErrorKind::InvalidArgument,
+            A::Url(_) | A::Settings(_) => ErrorKind::InvalidArgument,
             _ => ErrorKind::Server,
         };
         Self::new(kind, e.to_string())

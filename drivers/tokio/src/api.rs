@@ -67,6 +67,10 @@ pub enum ApiError {
     /// The base URL or a path could not form a URL.
     #[error("invalid URL: {0}")]
     Url(String),
+    /// The road cannot be built: a proxy setting or variable that names no usable proxy, a
+    /// root certificate that does not parse, a malformed pin.
+    #[error("network settings: {0}")]
+    Settings(String),
     /// Refused before anything was sent: the base is plain `http://` to a host that is not
     /// loopback, and [`Api::allow_insecure`] was not set. Every call carries a credential (a
     /// password, a refresh token or a bearer token), which would cross the network readable.
@@ -260,7 +264,7 @@ impl Api {
         timeout: Duration,
         network: &Network,
     ) -> Result<Self, ApiError> {
-        let road = Road::new(network).map_err(ApiError::Url)?;
+        let road = Road::new(network).map_err(ApiError::Settings)?;
         let shared = *network == Network::default();
         Self::on_road(base, timeout, road, shared)
     }

@@ -223,7 +223,7 @@ impl Client {
         credentials: Credentials,
     ) -> Result<(Self, Events), ConfigError> {
         // One road for the socket and the REST calls: the same proxy, trust and addresses.
-        let road = Road::new(&config.network).map_err(ConfigError::InvalidUrl)?;
+        let road = Road::new(&config.network).map_err(ConfigError::Network)?;
         // The REST calls follow the socket's TLS rule and its opt-in (D53).
         let api = Api::on_road(
             config.core.server.as_str(),

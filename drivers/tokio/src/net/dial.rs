@@ -41,6 +41,14 @@ impl Dialer {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(bare))
         {
+            if ips.is_empty() {
+                return Err(Failure::new(
+                    TransportError::NameLookup,
+                    format!(
+                        "the name {bare} has no address (the app's fixed addresses for it are none)"
+                    ),
+                ));
+            }
             return Ok(interleave(
                 ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
             ));

@@ -243,6 +243,17 @@ impl ProxyUrl {
         tcp.write_all(request.as_bytes()).await.map_err(lost)?;
         // The answer's head, read a byte at a time so that nothing of the tunnel is taken
         // with it: a head is a few hundred bytes, once per connect.
+        let not_http = |head: &[u8]| {
+            let start = String::from_utf8_lossy(&head[..head.len().min(40)]).into_owned();
+            Failure::new(
+                TransportError::ProxyRefused,
+                format!(
+                    "the proxy at {} answered with something that is not HTTP ({:?}): is it an HTTP proxy?",
+                    self.address(),
+                    start.trim()
+                ),
+            )
+        };
         let mut head = Vec::with_capacity(256);
         while !head.ends_with(b"\r\n\r\n") {
             if head.len() >= 16 * 1024 {
@@ -251,8 +262,18 @@ impl ProxyUrl {
                     format!("the proxy at {} sent an answer over 16 KiB", self.address()),
                 ));
             }
-            let byte = tcp.read_u8().await.map_err(lost)?;
-            head.push(byte);
+            // Something other than HTTP (an SSH or SMTP banner: the setting names another
+            // service) is said as soon as its first bytes show it, not at the timeout.
+            if head.len() <= 5 && !b"HTTP/".starts_with(&head) {
+                return Err(not_http(&head));
+            }
+            match tcp.read_u8().await {
+                Ok(byte) => head.push(byte),
+                Err(_) if !head.is_empty() && !head.starts_with(b"HTTP/") => {
+                    return Err(not_http(&head));
+                }
+                Err(e) => return Err(lost(e)),
+            }
         }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut answer = httparse::Response::new(&mut headers);
@@ -398,34 +419,63 @@ pub(crate) enum Rule {
     System(Box<hyper_util::client::proxy::matcher::Matcher>),
 }
 
-/// The environment's proxy variables, each checked: a value that names no usable proxy is an
-/// error, never a silent direct connection.
-const PROXY_VARIABLES: [&str; 6] = [
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+/// The first of `names` set in the environment (and not blank), with its name.
+fn env_first(names: [&'static str; 2]) -> Option<(&'static str, String)> {
+    names.into_iter().find_map(|name| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (name, v))
+    })
+}
+
+/// The environment's proxies, else the system's. Each variable is read here, as
+/// [`ProxyUrl::parse`] reads a URL (any case of scheme, no scheme meaning `http://`), and
+/// handed to the matcher in one spelling: the matcher alone would skip a value it cannot
+/// read (`SOCKS5H://` in capitals, say) and go direct, where a named proxy must never be gone
+/// around. A value that names no usable proxy is an error naming the variable. When none is
+/// set, the system's settings (macOS, Windows) through the matcher itself.
+fn system_matcher() -> Result<hyper_util::client::proxy::matcher::Matcher, ProxyError> {
+    use hyper_util::client::proxy::matcher::Matcher;
+    let read = |names: [&'static str; 2]| -> Result<Option<String>, ProxyError> {
+        match env_first(names) {
+            None => Ok(None),
+            Some((name, value)) => ProxyUrl::parse(&value)
+                .map_err(|e| ProxyError(format!("{name}: {e}")))
+                .and_then(|p| {
+                    p.reqwest_url()
+                        .map(|u| Some(u.to_string()))
+                        .ok_or_else(|| ProxyError(format!("{name}: not a proxy URL")))
+                }),
+        }
+    };
+    let all = read(["ALL_PROXY", "all_proxy"])?;
+    // Under CGI, `HTTP_PROXY` is the client's `Proxy:` header, not a setting (httpoxy): as
+    // curl and hyper-util, it is not read there.
+    let http = if std::env::var_os("REQUEST_METHOD").is_some() {
+        None
+    } else {
+        read(["HTTP_PROXY", "http_proxy"])?
+    };
+    let https = read(["HTTPS_PROXY", "https_proxy"])?;
+    if all.is_none() && http.is_none() && https.is_none() {
+        return Ok(Matcher::from_system());
+    }
+    let no = env_first(["NO_PROXY", "no_proxy"]).map_or_else(String::new, |(_, v)| v);
+    Ok(Matcher::builder()
+        .all(all.unwrap_or_default())
+        .http(http.unwrap_or_default())
+        .https(https.unwrap_or_default())
+        .no(no)
+        .build())
+}
 
 impl Rule {
     pub(crate) fn new(proxy: &Proxy) -> Result<Self, ProxyError> {
         Ok(match proxy {
             Proxy::Direct => Self::Direct,
             Proxy::Url(p) => Self::Fixed(p.clone()),
-            Proxy::System => {
-                for name in PROXY_VARIABLES {
-                    if let Ok(value) = std::env::var(name)
-                        && !value.trim().is_empty()
-                    {
-                        ProxyUrl::parse(&value).map_err(|e| ProxyError(format!("{name}: {e}")))?;
-                    }
-                }
-                Self::System(Box::new(
-                    hyper_util::client::proxy::matcher::Matcher::from_system(),
-                ))
-            }
+            Proxy::System => Self::System(Box::new(system_matcher()?)),
         })
     }
 

@@ -149,19 +149,24 @@ fn spki_sha256(der: &CertificateDer<'_>) -> Option<[u8; 32]> {
     digest.as_ref().try_into().ok()
 }
 
-/// Reads a pin: `sha256/BASE64` (curl writes `sha256//BASE64`; both are read).
+/// Reads a pin: `sha256/BASE64` (curl writes `sha256//BASE64`; both are read). Base64 may
+/// itself begin with `/`: the bare form is tried first, then curl's (a SHA-256 is exactly 32
+/// bytes, so at most one of the two decodes to one).
 pub(crate) fn parse_pin(pin: &str) -> Result<[u8; 32], String> {
-    let encoded = pin
+    let rest = pin
         .trim()
         .strip_prefix("sha256/")
-        .map(|p| p.trim_start_matches('/'))
         .ok_or_else(|| format!("pin `{pin}` is not `sha256/<base64>`"))?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|e| format!("pin `{pin}`: {e}"))?;
-    bytes
-        .try_into()
-        .map_err(|_| format!("pin `{pin}` is not 32 bytes of SHA-256"))
+    let decode = |encoded: &str| -> Option<[u8; 32]> {
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?
+            .try_into()
+            .ok()
+    };
+    decode(rest)
+        .or_else(|| rest.strip_prefix('/').and_then(decode))
+        .ok_or_else(|| format!("pin `{pin}` is not the base64 of a SHA-256 (44 characters)"))
 }
 
 /// The TLS settings both transports use: one verifier, two ALPN lists (none for the socket,
@@ -254,5 +259,24 @@ pub(crate) fn failure(e: &std::io::Error, host: &str) -> Failure {
             format!("TLS with {host} failed: {other}"),
         ),
         None => Failure::new(TransportError::Tls, format!("TLS with {host} failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_is_read_in_both_forms_even_when_its_base64_begins_with_a_slash() {
+        let digest = [0xfc_u8; 32]; // base64 "/Pz8..."
+        let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+        assert!(b64.starts_with('/'));
+        assert_eq!(parse_pin(&format!("sha256/{b64}")), Ok(digest));
+        assert_eq!(parse_pin(&format!("sha256//{b64}")), Ok(digest));
+        let plain = [7_u8; 32];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(plain);
+        assert_eq!(parse_pin(&format!("sha256//{b64}")), Ok(plain));
+        assert!(parse_pin("md5/abc").is_err());
+        assert!(parse_pin("sha256/AAAA").is_err());
     }
 }
