@@ -848,6 +848,51 @@ fn userinfo(s: &str) -> String {
         .collect()
 }
 
+/// This machine's address on the interface of its default route, if it has one: a server
+/// there is not loopback, so the environment's proxies and the plain-text rule apply to it.
+/// Connecting a UDP socket only picks a route; nothing is sent.
+pub fn non_loopback_ipv4() -> Option<std::net::IpAddr> {
+    let udp = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    udp.connect(("10.255.255.1", 9)).ok()?;
+    let ip = udp.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// The `tether` command at `program` (a test's `env!("CARGO_BIN_EXE_tether-under-test")`)
+/// with `args` and `env`, and none of this process's proxy, certificate, credential or log
+/// variables (in either case): a test that runs at the same time as others never sets them in
+/// its own process, and a CI machine's `NO_PROXY` must not send it around the proxy under test.
+/// Every stream is piped; the process is killed when dropped.
+pub fn tether_command(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "TETHER_PROXY",
+        "TETHER_TOKEN",
+        "TETHER_PASSWORD",
+        "TETHER_LOG",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var).env_remove(var.to_lowercase());
+    }
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

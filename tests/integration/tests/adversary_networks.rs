@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +22,8 @@ use std::time::{Duration, Instant};
 use tether_core::{Event, FailReason, ReconnectReason, Secret, Status, TransportError};
 use tether_devserver::{ServerConfig, TlsIdentity};
 use tether_integration::components::{
-    Gateway, HttpProxy, SocksProxy, StuckV6, TestCa, dead_port, spki_sha256_base64,
+    Gateway, HttpProxy, SocksProxy, StuckV6, TestCa, dead_port, non_loopback_ipv4,
+    spki_sha256_base64, tether_command,
 };
 use tether_integration::*;
 use tether_tokio::{Api, ApiError, Client, ClientConfig, Events, Network, Proxy, ProxyUrl};
@@ -1717,32 +1717,6 @@ async fn a_broken_ipv6_costs_a_fraction_of_a_second_in_either_order() {
 
 // --- the environment, through the `tether` command ------------------------------------------
 
-fn tether(args: &[&str], env: &[(&str, String)]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether-under-test"));
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "TETHER_PROXY",
-        "TETHER_TOKEN",
-        "TETHER_PASSWORD",
-        "TETHER_LOG",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var).env_remove(var.to_lowercase());
-    }
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
 /// Runs `cmd` until a stdout line contains `want` (then kills it), it exits, or `limit`
 /// passes; returns whether the line came, the exit code if it exited, and stdout + stderr.
 async fn run_until(
@@ -2214,10 +2188,8 @@ async fn the_cli_exit_line_names_the_step_and_never_the_password() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// This machine's address on its outgoing interface (not loopback), if any.
-fn non_loopback_ipv4() -> Option<IpAddr> {
-    let udp = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
-    udp.connect(("10.255.255.1", 9)).ok()?;
-    let ip = udp.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+/// `tether` (the binary under test) with `args`, `env`, and nothing of this process's
+/// network variables.
+fn tether(args: &[&str], env: &[(&str, String)]) -> tokio::process::Command {
+    tether_command(env!("CARGO_BIN_EXE_tether-under-test"), args, env)
 }

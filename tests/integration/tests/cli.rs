@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tether_devserver::ServerConfig;
+use tether_integration::components::non_loopback_ipv4;
 use tether_integration::{WAIT, World};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -1107,15 +1108,6 @@ async fn failures_exit_non_zero_with_one_line() {
     .await;
     assert_eq!(out.code, Some(1), "an unknown channel: {out:?}");
     assert_one_line_error(&out, "send to an unknown channel");
-}
-
-/// This machine's address on the interface of its default route, if it has one (a UDP
-/// connect only picks a route; nothing is sent).
-fn non_loopback_ipv4() -> Option<std::net::IpAddr> {
-    let udp = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
-    udp.connect(("10.255.255.1", 9)).ok()?;
-    let ip = udp.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 #[tokio::test]

@@ -8,26 +8,18 @@
 // On a machine with no network interface but loopback, the tests that need one say so.
 #![allow(clippy::print_stderr)]
 
-use std::net::{IpAddr, TcpListener, UdpSocket};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use tether_core::Secret;
 use tether_devserver::{DevServer, ServerConfig};
+use tether_integration::components::non_loopback_ipv4;
 use tether_tokio::{Api, ApiError};
 
 const PASSWORD: &str = "password123";
 
 /// A refusal comes back at once: no lookup, no connect, no timeout.
 const AT_ONCE: Duration = Duration::from_millis(100);
-
-/// This machine's address on the interface of its default route, if it has one. Connecting
-/// a UDP socket only picks a route; nothing is sent.
-fn non_loopback_ipv4() -> Option<IpAddr> {
-    let udp = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
-    udp.connect(("10.255.255.1", 9)).ok()?;
-    let ip = udp.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
 
 fn assert_insecure<T: std::fmt::Debug>(r: Result<T, ApiError>, host: &str) {
     assert!(

@@ -13,7 +13,6 @@
 #![allow(clippy::print_stderr)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tether_core::wire::DeflateOffer;
@@ -21,7 +20,7 @@ use tether_core::{Event, FailReason, ReconnectReason, Secret, Status, TransportE
 use tether_devserver::{DevServer, ServerConfig};
 use tether_integration::components::{
     Gateway, HttpProxy, RefusingProxy, SocksProxy, StuckV6, TestCa, dead_port, eventually,
-    spki_sha256_base64,
+    non_loopback_ipv4, spki_sha256_base64, tether_command,
 };
 use tether_integration::*;
 use tether_tokio::{Api, ApiError, Client, ClientConfig, Network, Proxy};
@@ -454,31 +453,6 @@ async fn connect_time_through_each_proxy_against_a_direct_connect() {
 
 // --- the environment and the system's trust store, through the `tether` command -----------
 
-/// `tether listen` with `env` (and no proxy or certificate variable from this process).
-fn tether(args: &[&str], env: &[(&str, String)]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether-under-test"));
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "TETHER_PROXY",
-        "TETHER_TOKEN",
-        "TETHER_PASSWORD",
-    ] {
-        cmd.env_remove(var).env_remove(var.to_lowercase());
-    }
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
 /// Runs `cmd` until a stdout line contains `want` (then kills it) or it exits; returns
 /// whether the line came, its exit code if it exited, and its stderr.
 async fn run_until(mut cmd: tokio::process::Command, want: &str) -> (bool, Option<i32>, String) {
@@ -512,15 +486,6 @@ async fn run_until(mut cmd: tokio::process::Command, want: &str) -> (bool, Optio
     )
     .await;
     (found, code, err)
-}
-
-/// This machine's address on its outgoing interface: a server there is not loopback, so the
-/// environment's proxies apply to it (they never do to loopback).
-fn non_loopback_ipv4() -> Option<IpAddr> {
-    let udp = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
-    udp.connect(("10.255.255.1", 9)).ok()?;
-    let ip = udp.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 #[tokio::test]
@@ -684,4 +649,10 @@ async fn a_gateway_ca_in_the_system_store_is_trusted_and_without_it_the_issuer_i
         "one attempt, no retry storm"
     );
     assert_eq!(w.server.connections(), 0);
+}
+
+/// `tether` (the binary under test) with `args`, `env`, and nothing of this process's
+/// network variables.
+fn tether(args: &[&str], env: &[(&str, String)]) -> tokio::process::Command {
+    tether_command(env!("CARGO_BIN_EXE_tether-under-test"), args, env)
 }
