@@ -106,28 +106,33 @@ pub struct Login {
     /// `none` for no proxy; `system` (the default) for HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/
     /// NO_PROXY, else the system's settings on macOS and Windows. A proxy that is down is
     /// reported, never gone around.
-    #[arg(long, value_name = "URL|none|system", env = "TETHER_PROXY", hide_env_values = true, value_parser = proxy)]
-    pub proxy: Option<tether_tokio::Proxy>,
+    // Read as text and parsed by `Login::network`: clap's own error would print the value,
+    // and a proxy URL may hold a password.
+    #[arg(
+        long,
+        value_name = "URL|none|system",
+        env = "TETHER_PROXY",
+        hide_env_values = true
+    )]
+    pub proxy: Option<String>,
     /// Also require the server's certificate chain to hold this public key:
     /// `sha256/<base64>` of its SubjectPublicKeyInfo (repeat for backups).
     #[arg(long = "pin", value_name = "sha256/BASE64")]
     pub pins: Vec<String>,
 }
 
-fn proxy(s: &str) -> Result<tether_tokio::Proxy, String> {
-    s.parse()
-        .map_err(|e: tether_tokio::ProxyError| e.to_string())
-}
-
 impl Login {
-    /// The road the REST calls and the socket take.
-    pub fn network(&self) -> tether_tokio::Network {
+    /// The road the REST calls and the socket take; a `--proxy` that names no usable proxy is
+    /// an error that never repeats the value (it may hold a password).
+    pub fn network(&self) -> Result<tether_tokio::Network, String> {
         let mut network = tether_tokio::Network::default();
         if let Some(p) = &self.proxy {
-            network.proxy = p.clone();
+            network.proxy = p
+                .parse()
+                .map_err(|e: tether_tokio::ProxyError| format!("--proxy: {e}"))?;
         }
         network.pins = self.pins.clone();
-        network
+        Ok(network)
     }
 }
 
@@ -140,7 +145,14 @@ impl std::fmt::Debug for Login {
             .field("username", &self.username)
             .field("password", &redacted(&self.password))
             .field("insecure", &self.insecure)
-            .field("proxy", &self.proxy)
+            // The parsed setting's Debug hides a password; text that does not parse is not shown.
+            .field(
+                "proxy",
+                &self
+                    .proxy
+                    .as_deref()
+                    .map(|p| p.parse::<tether_tokio::Proxy>().ok()),
+            )
             .field("pins", &self.pins)
             .finish()
     }

@@ -21,7 +21,10 @@ pub async fn run(a: Listen, verbose: bool) -> Result<(), Failure> {
         args::AuthMode::Query => AuthMode::Query,
     };
     config.core.allow_insecure = a.login.insecure;
-    config.network = a.login.network();
+    config.network = a
+        .login
+        .network()
+        .map_err(|message| Failure { code: 64, message })?;
     if a.deflate {
         let mut offer = tether_core::wire::DeflateOffer::default();
         if let Some(bits) = a.deflate_window_bits {

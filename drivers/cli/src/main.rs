@@ -239,7 +239,10 @@ pub async fn credentials(api: &Api, login: &Login) -> Result<tether_core::Creden
 /// every command sends a password or a token.
 pub fn api_for(login: &Login) -> Result<Api, Failure> {
     let server = &login.server;
-    let api = Api::with_options(server, tether_tokio::api::TIMEOUT, &login.network())
+    let network = login
+        .network()
+        .map_err(|message| Failure { code: 64, message })?;
+    let api = Api::with_options(server, tether_tokio::api::TIMEOUT, &network)
         .map_err(|e| Failure {
             code: 64,
             message: match e {

@@ -167,6 +167,8 @@ pub struct Api {
     http: reqwest::Client,
     /// The road the client's connections take, asked why when a call reached nothing.
     road: Road,
+    /// How long that question may take (the connect timeout).
+    connect_timeout: Duration,
     base: Url,
     observer: Option<Observer>,
     /// The host, when the base is plain text to a host that is not loopback.
@@ -205,11 +207,16 @@ pub(crate) fn read_headers(resp: &Response) -> ReadHeaders {
     )
 }
 
+/// The connect timeout for a request timeout: at most 10 s.
+fn connect_timeout(timeout: Duration) -> Duration {
+    timeout.min(Duration::from_secs(10))
+}
+
 /// A new HTTP client on `road`: its own connection pool, the road's proxy and trust.
 fn http_client(timeout: Duration, road: &Road) -> Result<reqwest::Client, ApiError> {
     let builder = reqwest::Client::builder()
         .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .connect_timeout(connect_timeout(timeout))
         .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")));
     road.rest(builder)
         .build()
@@ -300,6 +307,7 @@ impl Api {
         Ok(Self {
             http,
             road,
+            connect_timeout: connect_timeout(timeout),
             plain_remote: plain_remote_host(&base),
             base,
             observer: None,
@@ -399,27 +407,34 @@ impl Api {
     async fn execute(&self, request: reqwest::Request) -> Result<Response, ApiError> {
         let url = request.url().clone();
         match self.http.execute(request).await {
+            // A forwarding proxy (plain http://) answers for the server it stands before.
+            Ok(resp)
+                if resp.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+                    && self.road.proxied(&url) =>
+            {
+                Err(ApiError::Unreachable {
+                    error: tether_core::TransportError::ProxyAuth,
+                    detail: "the proxy answered 407 Proxy Authentication Required".into(),
+                })
+            }
             Ok(resp) => Ok(resp),
-            Err(e) if e.is_connect() => match self.road.diagnose(&url).await {
-                Some(f) => Err(ApiError::Unreachable {
-                    error: f.error,
-                    detail: f.detail,
-                }),
-                None => Err(network(e)),
-            },
+            // Asked with the connect timeout: a proxy that never answers must not hold the
+            // call longer than reqwest itself would have.
+            Err(e) if e.is_connect() => {
+                match tokio::time::timeout(self.connect_timeout, self.road.diagnose(&url)).await {
+                    Ok(Some(f)) => Err(ApiError::Unreachable {
+                        error: f.error,
+                        detail: f.detail,
+                    }),
+                    Ok(None) | Err(_) => Err(network(e)),
+                }
+            }
             Err(e) => Err(network(e)),
         }
     }
 
     async fn answer(resp: Response) -> Result<(StatusCode, Bytes), ApiError> {
         let status = resp.status();
-        if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
-            // A forwarding proxy (plain http://) answers for the server it stands before.
-            return Err(ApiError::Unreachable {
-                error: tether_core::TransportError::ProxyAuth,
-                detail: "the proxy answered 407 Proxy Authentication Required".into(),
-            });
-        }
         let retry = retry_after(resp.headers());
         let body = read_capped(resp, MAX_BODY).await?;
         if status.is_success() {

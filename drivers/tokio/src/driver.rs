@@ -252,6 +252,7 @@ impl Driver {
                         // Deadlines that fell due in the sleep first (the tokio timer, on a
                         // clock that stopped, has not seen them), then the probe.
                         self.conn.handle_timeout(now);
+                        self.socket_settings.road.reload();
                         self.conn.handle_network_change(now);
                         armed = None;
                     }
@@ -400,7 +401,11 @@ impl Driver {
             Command::Token(reply) => {
                 let _ = reply.send(self.conn.access_token().cloned());
             }
-            Command::NetworkChanged => self.conn.handle_network_change(now),
+            Command::NetworkChanged => {
+                // Another network may have other system proxy settings.
+                self.socket_settings.road.reload();
+                self.conn.handle_network_change(now);
+            }
             Command::Close(_) => {} // handled by the run loop
         }
     }

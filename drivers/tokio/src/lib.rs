@@ -37,7 +37,7 @@ mod connect;
 mod deflate;
 mod driver;
 mod errors;
-pub mod net;
+mod net;
 mod socket;
 mod task;
 

@@ -511,6 +511,13 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A certificate this CA issued for `names`, and its private key (PKCS#8), both DER: a
+    /// dev server's TLS identity.
+    pub fn issue_der(&self, names: &[&str]) -> (Vec<u8>, Vec<u8>) {
+        let (cert, key) = self.issue_cert(names);
+        (cert.der().to_vec(), key.serialize_der())
+    }
+
     fn issue_cert(&self, names: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
         let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params =

@@ -352,6 +352,71 @@ async fn a_pinned_key_is_required_and_an_unpinned_one_fails_once_with_the_pins_n
     assert!(!seen.iter().any(|e| waiting(e).is_some()), "{seen:?}");
 }
 
+/// A server whose chain is `chain` (leaf first) with `key`, its certificates issued by `ca`.
+async fn tls_world(chain: Vec<Vec<u8>>, key: Vec<u8>) -> World {
+    let mut config = ServerConfig::default();
+    config.tls = Some(tether_devserver::TlsIdentity {
+        cert_chain_der: chain,
+        key_der: key,
+    });
+    World::start(config, 1).await
+}
+
+#[tokio::test]
+async fn a_pin_holds_the_server_s_own_key_not_a_certificate_merely_sent_along() {
+    let ca = TestCa::new("Tether Pin Test CA");
+    let names = ["localhost", "127.0.0.1"];
+    let (real, _) = ca.issue_der(&names);
+    let (other, other_key) = ca.issue_der(&names);
+    let pin = |der: &[u8]| format!("sha256/{}", spki_sha256_base64(der));
+    // Another certificate for the name from a trusted CA, with the pinned server's own
+    // certificate appended as if it were an intermediate: the chain verifies, and the pin
+    // must still refuse it (the handshake is signed with the other key).
+    let w = tls_world(vec![other.clone(), real.clone()], other_key).await;
+    let mut cfg = w.client_config();
+    cfg.network.extra_roots_der = vec![ca.cert_der()];
+    cfg.network.pins = vec![pin(&real)];
+    let (_c, mut events) = w.client(cfg.clone()).await;
+    let seen = until(&mut events, "failed", |e| failed(e).is_some()).await;
+    let (reason, detail) = failed(seen.last().expect("an event")).expect("failed");
+    assert_eq!(reason, FailReason::Certificate, "{seen:?}");
+    assert!(detail.expect("a detail").contains("pinned"), "{seen:?}");
+    assert_eq!(w.server.connections(), 0);
+    // The key it really uses, pinned: connects.
+    cfg.network.pins = vec![pin(&other)];
+    let (_c, mut events) = w.client(cfg).await;
+    until_live(&mut events, 1).await;
+}
+
+#[tokio::test]
+async fn a_rest_call_through_a_proxy_that_never_answers_ends_by_the_connect_timeout() {
+    // Accepts (the kernel does), never reads, never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let proxy = format!("http://{}", silent.local_addr().expect("addr"));
+    let w = World::start(ServerConfig::default(), 1).await;
+    // https: reqwest tunnels (CONNECT) through a proxy that never answers. The call ends by its
+    // timeout; a diagnosis of a connect error by the road is bounded by the connect timeout
+    // too (`Api::execute`), so no REST call waits on the proxy without end.
+    let url = w.server.url().replace("http://", "https://");
+    let api = Api::with_options(&url, Duration::from_secs(2), &network(&proxy)).expect("api");
+    let started = Instant::now();
+    let e = api
+        .login("alice", &Secret::new(PASSWORD))
+        .await
+        .expect_err("no answer");
+    // reqwest's 2-s timeout, then the road's diagnosis bounded by the same connect timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(e, ApiError::Network(_) | ApiError::Unreachable { .. }),
+        "{e:?}"
+    );
+    assert_eq!(w.server.connections(), 0);
+}
+
 #[tokio::test]
 async fn a_malformed_pin_or_proxy_is_refused_at_spawn() {
     let w = World::start(ServerConfig::default(), 1).await;
@@ -516,6 +581,17 @@ async fn the_environment_s_proxies_are_honoured_and_no_proxy_goes_direct() {
         "--json",
     ];
     let connected = r#""status":"connected""#;
+
+    // A --proxy that is no proxy: exit 64, and the password in it is never repeated.
+    let mut bad = args.to_vec();
+    bad.extend(["--proxy", "https://alice:s3cret-pw@proxy.example:443"]);
+    let (ok, code, err) = run_until(tether(&bad, &[]), connected).await;
+    assert!(!ok);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("--proxy") && !err.contains("s3cret-pw"),
+        "{err}"
+    );
 
     // HTTP_PROXY (lower case works too): REST forwarded, the socket a CONNECT tunnel.
     let (ok, code, err) = run_until(tether(&args, &[("http_proxy", http.url())]), connected).await;

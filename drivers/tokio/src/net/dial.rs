@@ -1,7 +1,7 @@
 //! A TCP connection to a name, as RFC 8305 ("Happy Eyeballs v2") describes (D90): every
 //! address the name has, IPv6 and IPv4 interleaved with IPv6 first, each attempt started
-//! [`Dialer::delay`] after the one before (or at once when the one before fails), and the
-//! first to connect wins. A host whose IPv6 path black-holes costs that delay, not a connect
+//! [`Dialer::delay`] after the one before, or at once when an attempt fails, and the first to
+//! connect wins. A host whose IPv6 path black-holes costs that delay, not a connect
 //! timeout.
 //!
 //! Written here rather than taken from hyper-util's `HttpConnector`, which races the same way
@@ -98,11 +98,12 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 }
 
 /// The first of `addrs` to connect, each attempt started `delay` after the one before or as
-/// soon as every attempt under way has failed. The losers are dropped (their sockets closed).
+/// soon as an attempt fails. The losers are dropped (their sockets closed). When all fail,
+/// every address's error is said.
 async fn race(addrs: &[SocketAddr], delay: Duration) -> Result<TcpStream, String> {
     let mut waiting = addrs.iter().copied();
     let mut attempts = FuturesUnordered::new();
-    let mut last_error = String::from("no address");
+    let mut errors: Vec<String> = Vec::new();
     let mut next_start = pin!(tokio::time::sleep(Duration::ZERO));
     loop {
         tokio::select! {
@@ -119,17 +120,16 @@ async fn race(addrs: &[SocketAddr], delay: Duration) -> Result<TcpStream, String
                     return Ok(tcp);
                 }
                 Err(e) => {
-                    last_error = format!("{addr}: {e}");
-                    if attempts.is_empty() {
-                        if waiting.len() == 0 {
-                            return Err(last_error);
-                        }
-                        // Nothing under way: the next one starts now.
+                    errors.push(format!("{addr}: {e}"));
+                    if waiting.len() > 0 {
+                        // A failure hands over at once (RFC 8305 section 5).
                         next_start.as_mut().reset(tokio::time::Instant::now());
+                    } else if attempts.is_empty() {
+                        return Err(errors.join("; "));
                     }
                 }
             },
-            else => return Err(last_error),
+            else => return Err(if errors.is_empty() { "no address".into() } else { errors.join("; ") }),
         }
     }
 }

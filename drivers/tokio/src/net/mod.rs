@@ -2,9 +2,9 @@
 //! address. The REST client and both socket transports take the same road, so a user's proxy
 //! and trust store apply to everything tether sends, and a failure says where it happened.
 //!
-//! [`Network`] is what the app sets. [`Road`] is it built once per client: the proxy rule,
-//! the TLS settings and the dialer. [`Road::open`] gives the socket transports a byte stream
-//! to the server (through the proxy, TLS done for `wss://`); [`Road::rest`] sets up reqwest
+//! [`Network`] is what the app sets. `Road` is that, built once per client: the proxy rule,
+//! the TLS settings and the dialer. `Road::open` gives the socket transports a byte stream
+//! to the server (through the proxy, TLS done for `wss://`); `Road::rest` sets up reqwest
 //! with the same proxy rule, the same trust and the same fixed addresses.
 
 mod dial;
@@ -70,6 +70,13 @@ impl std::fmt::Debug for Network {
     }
 }
 
+/// A proxy address nothing answers, for reqwest when the rule cannot give a usable proxy:
+/// the call fails (its name never resolves) instead of going around the proxy, and
+/// `Road::diagnose` then says why.
+fn unusable() -> Option<Url> {
+    Url::parse("http://unusable-proxy.invalid:9").ok()
+}
+
 /// Why the road failed: what failed (the core decides on it) and what the user is told.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Failure {
@@ -106,7 +113,9 @@ pub(crate) struct Road {
 }
 
 struct Inner {
-    proxy: proxy::Rule,
+    /// Rebuilt at a network change when it follows the system (`Road::reload`).
+    proxy: std::sync::RwLock<proxy::Rule>,
+    setting: Proxy,
     trust: tls::Trust,
     dialer: dial::Dialer,
 }
@@ -117,11 +126,15 @@ impl Road {
     pub(crate) fn new(network: &Network) -> Result<Self, String> {
         Ok(Self {
             inner: Arc::new(Inner {
-                proxy: proxy::Rule::new(&network.proxy).map_err(|e| e.to_string())?,
+                proxy: std::sync::RwLock::new(
+                    proxy::Rule::new(&network.proxy).map_err(|e| e.to_string())?,
+                ),
+                setting: network.proxy.clone(),
                 trust: tls::Trust::new(&network.extra_roots_der, &network.pins)?,
                 dialer: dial::Dialer {
                     resolve: network.resolve.clone(),
-                    delay: network.attempt_delay,
+                    // A minute is already no race; more only risks `Instant` overflow.
+                    delay: network.attempt_delay.min(Duration::from_secs(60)),
                 },
             }),
         })
@@ -141,12 +154,16 @@ impl Road {
             .ok_or_else(|| protocol("the URL has no port"))?;
         let secure = matches!(url.scheme(), "wss" | "https");
         let dialer = &self.inner.dialer;
-        let stream: Box<dyn Io> = match self.inner.proxy.for_url(url)? {
+        let stream: Box<dyn Io> = match self.proxy_for(url)? {
             Some(p) => {
                 let tcp = dialer.connect(p.host_name(), p.port()).await.map_err(|f| {
                     Failure::new(
                         TransportError::ProxyUnreachable,
-                        format!("the proxy {p} could not be reached: {}", f.detail),
+                        format!(
+                            "the proxy at {} could not be reached: {}",
+                            p.address(),
+                            f.detail
+                        ),
                     )
                 })?;
                 tracing::debug!(proxy = %p, "tunnelling through the proxy");
@@ -175,12 +192,11 @@ impl Road {
         let mut builder = builder
             .no_proxy()
             .proxy(reqwest::Proxy::custom(move |url| {
-                match road.inner.proxy.for_url(url) {
-                    Ok(proxy) => proxy.and_then(|p| p.reqwest_url()),
-                    // A proxy the system names that tether cannot use: never go around it.
-                    // A name that cannot resolve makes the call fail, and `diagnose` then
-                    // says why.
-                    Err(_) => Url::parse("http://unusable-proxy.invalid:9").ok(),
+                match road.proxy_for(url) {
+                    Ok(None) => None,
+                    Ok(Some(p)) => p.reqwest_url().or_else(unusable),
+                    // A proxy that cannot be used: never go around it.
+                    Err(_) => unusable(),
                 }
             }))
             .use_preconfigured_tls((*self.inner.trust.rest).clone());
@@ -192,6 +208,39 @@ impl Road {
             builder = builder.resolve_to_addrs(name, &addrs);
         }
         builder
+    }
+
+    /// The proxy for `url`, by the rule as it stands.
+    fn proxy_for(&self, url: &Url) -> Result<Option<ProxyUrl>, Failure> {
+        self.inner
+            .proxy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .for_url(url)
+    }
+
+    /// Whether `url` goes through a proxy.
+    pub(crate) fn proxied(&self, url: &Url) -> bool {
+        !matches!(self.proxy_for(url), Ok(None))
+    }
+
+    /// Reads the system's proxy settings again, when the road follows them: at a network
+    /// change (a laptop that joins the office network, or leaves it). An explicit setting
+    /// stays. Settings that became unusable keep the old rule, and say so in the log.
+    pub(crate) fn reload(&self) {
+        if self.inner.setting != Proxy::System {
+            return;
+        }
+        match proxy::Rule::new(&self.inner.setting) {
+            Ok(rule) => {
+                *self
+                    .inner
+                    .proxy
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = rule;
+            }
+            Err(e) => tracing::warn!(error = %e, "the proxy settings changed and cannot be used"),
+        }
     }
 
     /// Why a REST call that reached nothing failed, asked of the road itself: the same

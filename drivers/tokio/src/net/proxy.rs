@@ -3,8 +3,8 @@
 //! The choice is made in one place, [`Rule::for_url`], for the REST client and both socket
 //! transports alike: an explicit [`Proxy`] first; else the environment's variables as curl
 //! reads them (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, either case); else the
-//! system's settings on macOS and Windows. The last two come from hyper-util's matcher, the
-//! one reqwest 0.13 uses.
+//! system's settings on macOS and Windows. The last two go through hyper-util's matcher (the
+//! one reqwest 0.13 adopted), the system's settings read by it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -35,13 +35,17 @@ pub enum Proxy {
 impl FromStr for Proxy {
     type Err = ProxyError;
 
-    /// `none` (or `direct`): no proxy; `system`: the default; anything else a proxy URL
-    /// (`http://[user:pass@]host:port`, `socks5://...`, `socks5h://...`).
+    /// `none` (or `direct`): no proxy; `system` (or nothing): the default; in any case.
+    /// Anything else is a proxy URL (`http://[user:pass@]host:port`, `socks5://...`,
+    /// `socks5h://...`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "none" | "direct" => Ok(Self::Direct),
-            "system" => Ok(Self::System),
-            other => ProxyUrl::parse(other).map(Self::Url),
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("direct") {
+            Ok(Self::Direct)
+        } else if s.is_empty() || s.eq_ignore_ascii_case("system") {
+            Ok(Self::System)
+        } else {
+            ProxyUrl::parse(s).map(Self::Url)
         }
     }
 }
@@ -317,7 +321,10 @@ impl ProxyUrl {
     ) -> Result<Box<dyn Io>, Failure> {
         use tokio_socks::TargetAddr;
         use tokio_socks::tcp::Socks5Stream;
-        let target: TargetAddr<'_> = if self.kind == Kind::Socks5h {
+        let target: TargetAddr<'_> = if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            // An address is sent as one (a SOCKS5 domain must be a name).
+            TargetAddr::Ip(std::net::SocketAddr::new(ip, port))
+        } else if self.kind == Kind::Socks5h {
             TargetAddr::Domain(host.into(), port)
         } else {
             // socks5://: names are resolved here, as the scheme says.
@@ -419,14 +426,21 @@ pub(crate) enum Rule {
     System(Box<hyper_util::client::proxy::matcher::Matcher>),
 }
 
-/// The first of `names` set in the environment (and not blank), with its name.
-fn env_first(names: [&'static str; 2]) -> Option<(&'static str, String)> {
-    names.into_iter().find_map(|name| {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| (name, v))
-    })
+/// The first of `names` set in the environment (and not blank), with its name. A value that
+/// is not Unicode is an error naming it, not an unset variable: unset would mean direct.
+fn env_first(names: [&'static str; 2]) -> Result<Option<(&'static str, String)>, ProxyError> {
+    for name in names {
+        let Some(value) = std::env::var_os(name) else {
+            continue;
+        };
+        let value = value
+            .into_string()
+            .map_err(|_| ProxyError(format!("{name} is not Unicode")))?;
+        if !value.trim().is_empty() {
+            return Ok(Some((name, value)));
+        }
+    }
+    Ok(None)
 }
 
 /// The environment's proxies, else the system's. Each variable is read here, as
@@ -438,15 +452,20 @@ fn env_first(names: [&'static str; 2]) -> Option<(&'static str, String)> {
 fn system_matcher() -> Result<hyper_util::client::proxy::matcher::Matcher, ProxyError> {
     use hyper_util::client::proxy::matcher::Matcher;
     let read = |names: [&'static str; 2]| -> Result<Option<String>, ProxyError> {
-        match env_first(names) {
-            None => Ok(None),
-            Some((name, value)) => ProxyUrl::parse(&value)
-                .map_err(|e| ProxyError(format!("{name}: {e}")))
-                .and_then(|p| {
-                    p.reqwest_url()
-                        .map(|u| Some(u.to_string()))
-                        .ok_or_else(|| ProxyError(format!("{name}: not a proxy URL")))
-                }),
+        let Some((name, value)) = env_first(names)? else {
+            return Ok(None);
+        };
+        let unusable = |why: String| ProxyError(format!("{name}: {why}"));
+        let spelled = ProxyUrl::parse(&value)
+            .map_err(|e| unusable(e.to_string()))?
+            .reqwest_url()
+            .map(|u| u.to_string())
+            .ok_or_else(|| unusable("not a proxy URL".into()))?;
+        // The matcher reads it as an `http::Uri` and skips what it cannot read (then the
+        // client would go direct): what it cannot read is refused here.
+        match spelled.parse::<hyper::Uri>() {
+            Ok(uri) if uri.host().is_some() => Ok(Some(spelled)),
+            _ => Err(unusable("not a proxy URL".into())),
         }
     };
     let all = read(["ALL_PROXY", "all_proxy"])?;
@@ -461,7 +480,7 @@ fn system_matcher() -> Result<hyper_util::client::proxy::matcher::Matcher, Proxy
     if all.is_none() && http.is_none() && https.is_none() {
         return Ok(Matcher::from_system());
     }
-    let no = env_first(["NO_PROXY", "no_proxy"]).map_or_else(String::new, |(_, v)| v);
+    let no = env_first(["NO_PROXY", "no_proxy"])?.map_or_else(String::new, |(_, v)| v);
     Ok(Matcher::builder()
         .all(all.unwrap_or_default())
         .http(http.unwrap_or_default())
@@ -500,9 +519,16 @@ impl Rule {
                     None => return Ok(None),
                 };
                 let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-                let Ok(uri) = format!("{scheme}://{host}{port}/").parse::<hyper::Uri>() else {
-                    return Ok(None);
-                };
+                // Never direct for want of a reading: a URL the matcher cannot take is an
+                // error, not "no proxy".
+                let uri = format!("{scheme}://{host}{port}/")
+                    .parse::<hyper::Uri>()
+                    .map_err(|_| {
+                        Failure::new(
+                            TransportError::Protocol,
+                            format!("`{host}` cannot be matched against the proxy settings"),
+                        )
+                    })?;
                 match matcher.intercept(&uri) {
                     None => Ok(None),
                     Some(i) => ProxyUrl::from_intercept(&i).map(Some).ok_or_else(|| {

@@ -63,16 +63,14 @@ impl ServerCertVerifier for Verifier {
         if self.pins.is_empty() {
             return Ok(verified);
         }
-        let chain = std::iter::once(end_entity).chain(intermediates);
-        for cert in chain {
-            if let Some(spki) = spki_sha256(cert)
-                && self.pins.contains(&spki)
-            {
-                return Ok(verified);
-            }
+        // The end entity's key only: it is the key the handshake's signature is checked with.
+        // An "intermediate" proves nothing here: anyone with a certificate for the name from
+        // any trusted CA could append the real server's certificate to their own chain.
+        if spki_sha256(end_entity).is_some_and(|spki| self.pins.contains(&spki)) {
+            return Ok(verified);
         }
         Err(untrusted(format!(
-            "the certificate for {} (issued by {}) matches none of the {} pinned keys",
+            "the certificate for {} (issued by {}) has none of the {} pinned keys",
             server_name.to_str(),
             issuer(end_entity).unwrap_or_else(|| "an unreadable issuer".into()),
             self.pins.len()
