@@ -170,6 +170,34 @@ pub async fn read_message_clock(server: &DevServer, channel: &str, events: &mut 
     .await;
 }
 
+/// The reason and detail of a `failed` status.
+pub fn failed(e: &Event) -> Option<(tether_core::FailReason, Option<String>)> {
+    match e {
+        Event::Status(Status::Failed { reason, detail, .. }) => Some((*reason, detail.clone())),
+        _ => None,
+    }
+}
+
+/// The attempt, reason and detail of a `reconnecting` status.
+pub fn waiting(e: &Event) -> Option<(u32, tether_core::ReconnectReason, Option<String>)> {
+    match e {
+        Event::Status(Status::Reconnecting {
+            attempt,
+            reason,
+            detail,
+            ..
+        }) => Some((*attempt, *reason, detail.clone())),
+        _ => None,
+    }
+}
+
+/// A road through `proxy` (`none`, `system` or a proxy URL).
+pub fn network(proxy: &str) -> tether_tokio::Network {
+    let mut n = tether_tokio::Network::default();
+    n.proxy = proxy.parse().expect("a proxy setting");
+    n
+}
+
 /// Message ids of the `message_new` events among `events`, in order, with their channel.
 pub fn messages(events: &[Event]) -> Vec<(String, String)> {
     events

@@ -543,12 +543,6 @@ async fn socks5(
 
 // --- helpers --------------------------------------------------------------------------------
 
-fn network(proxy: &str) -> Network {
-    let mut n = Network::default();
-    n.proxy = proxy.parse().expect("a proxy setting");
-    n
-}
-
 /// Client settings for `server` (any URL), fast timers, through `proxy`.
 fn config_for(server: &str, proxy: &str) -> ClientConfig {
     let mut c = ClientConfig::new(server).expect("config");
@@ -560,25 +554,6 @@ fn config_for(server: &str, proxy: &str) -> ClientConfig {
     apply_test_link(&mut c);
     c.network = network(proxy);
     c
-}
-
-fn failed(e: &Event) -> Option<(FailReason, Option<String>)> {
-    match e {
-        Event::Status(Status::Failed { reason, detail, .. }) => Some((*reason, detail.clone())),
-        _ => None,
-    }
-}
-
-fn waiting(e: &Event) -> Option<(u32, ReconnectReason, Option<String>)> {
-    match e {
-        Event::Status(Status::Reconnecting {
-            attempt,
-            reason,
-            detail,
-            ..
-        }) => Some((*attempt, *reason, detail.clone())),
-        _ => None,
-    }
 }
 
 /// Events for `d` (or until the stream ends).

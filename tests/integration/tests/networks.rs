@@ -23,16 +23,10 @@ use tether_integration::components::{
     non_loopback_ipv4, spki_sha256_base64, tether_command,
 };
 use tether_integration::*;
-use tether_tokio::{Api, ApiError, Client, ClientConfig, Network, Proxy};
+use tether_tokio::{Api, ApiError, Client, ClientConfig, Proxy};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const PASSWORD: &str = "password123";
-
-fn network(proxy: &str) -> Network {
-    let mut n = Network::default();
-    n.proxy = proxy.parse().expect("a proxy setting");
-    n
-}
 
 /// The world's client settings, through `proxy`.
 fn via(w: &World, proxy: &str) -> ClientConfig {
@@ -43,25 +37,6 @@ fn via(w: &World, proxy: &str) -> ClientConfig {
 
 fn api_via(w: &World, proxy: &str) -> Api {
     Api::with_options(&w.server.url(), Duration::from_secs(5), &network(proxy)).expect("api")
-}
-
-fn failed(e: &Event) -> Option<(FailReason, Option<String>)> {
-    match e {
-        Event::Status(Status::Failed { reason, detail, .. }) => Some((*reason, detail.clone())),
-        _ => None,
-    }
-}
-
-fn waiting(e: &Event) -> Option<(u32, ReconnectReason, Option<String>)> {
-    match e {
-        Event::Status(Status::Reconnecting {
-            attempt,
-            reason,
-            detail,
-            ..
-        }) => Some((*attempt, *reason, detail.clone())),
-        _ => None,
-    }
 }
 
 /// A drop, a message posted while the client is away, and the catch-up that brings it: all
