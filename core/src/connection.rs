@@ -477,7 +477,7 @@ impl Connection {
         let offered = self.config.auth_mode == AuthMode::Subprotocol;
         let Some(speaks) = crate::subprotocol::agreed(offered, &self.config.v2, protocol) else {
             self.stats.missing_subprotocol += 1;
-            self.fail(FailReason::Subprotocol, None);
+            self.fail(FailReason::Subprotocol, None, None);
             return Ok(());
         };
         self.protocol = speaks;
@@ -495,7 +495,7 @@ impl Connection {
             }
             Err(why) => {
                 self.stats.refused_extensions += 1;
-                self.fail(FailReason::Extension, None);
+                self.fail(FailReason::Extension, None, None);
                 Err(why)
             }
         }
@@ -558,7 +558,7 @@ impl Connection {
         if len > self.config.max_inbound_message {
             self.stats.oversized += 1;
             self.abort_socket();
-            self.retry_later(now, ReconnectReason::MessageTooLarge, None);
+            self.retry_later(now, ReconnectReason::MessageTooLarge, None, None);
             return None;
         }
         Some(now)
@@ -661,7 +661,7 @@ impl Connection {
                 // (a 503, a drop). A later 401 is a new refusal and earns a new refresh; each
                 // such cycle passes through a backoff, so it cannot become a tight loop.
                 self.reauth_used = false;
-                self.retry_later_saying(now, reason, min_wait, detail);
+                self.retry_later(now, reason, min_wait, detail);
             }
             Verdict::Reauth if self.socket_credentials != self.auth.generation() => {
                 // The refused credentials were replaced while this socket went out (the app's
@@ -681,10 +681,10 @@ impl Connection {
                     self.teardown();
                     self.begin_refresh_for_connect(now, attempt);
                 } else {
-                    self.fail(FailReason::Auth, http_status);
+                    self.fail(FailReason::Auth, http_status, None);
                 }
             }
-            Verdict::Fail(reason) => self.fail_saying(reason, http_status, detail),
+            Verdict::Fail(reason) => self.fail(reason, http_status, detail),
         }
     }
 
@@ -820,7 +820,7 @@ impl Connection {
         }
         self.stats.missing_echoes += 1;
         self.abort_socket();
-        self.retry_later(now, ReconnectReason::NoEcho, None);
+        self.retry_later(now, ReconnectReason::NoEcho, None, None);
     }
 
     /// The headers of the answer to a REST request the app made beside the core, in the
@@ -871,9 +871,9 @@ impl Connection {
         };
         match outcome {
             Ok(()) => self.open(now, attempt),
-            Err(RefreshError::Rejected) => self.fail(FailReason::Auth, None),
+            Err(RefreshError::Rejected) => self.fail(FailReason::Auth, None, None),
             Err(RefreshError::Transient { retry_after }) => {
-                self.retry_later(now, ReconnectReason::RefreshFailed, retry_after);
+                self.retry_later(now, ReconnectReason::RefreshFailed, retry_after, None);
             }
         }
     }
@@ -909,7 +909,7 @@ impl Connection {
                     ReconnectReason::HandshakeTimeout
                 };
                 self.abort_socket();
-                self.retry_later(now, reason, None);
+                self.retry_later(now, reason, None, None);
             }
             State::Connecting {
                 phase: Phase::Refreshing { deadline },
@@ -917,7 +917,7 @@ impl Connection {
             } if now >= *deadline => {
                 // The refresh stays in flight: a late answer is still applied (the server may
                 // have rotated the refresh token), and the next attempt waits for it again.
-                self.retry_later(now, ReconnectReason::RefreshFailed, None);
+                self.retry_later(now, ReconnectReason::RefreshFailed, None, None);
             }
             State::Reconnecting {
                 attempt, retry_at, ..
@@ -943,7 +943,7 @@ impl Connection {
                     Beat::Ping => self.send_frame(PING),
                     Beat::Dead => {
                         self.abort_socket();
-                        self.retry_later(now, ReconnectReason::HeartbeatTimeout, None);
+                        self.retry_later(now, ReconnectReason::HeartbeatTimeout, None, None);
                     }
                 }
             }
@@ -1626,12 +1626,8 @@ impl Connection {
         self.session.voice.handle_disconnect();
     }
 
-    fn retry_later(&mut self, now: Instant, reason: ReconnectReason, min_wait: Option<Duration>) {
-        self.retry_later_saying(now, reason, min_wait, None);
-    }
-
-    /// [`retry_later`](Self::retry_later) with what the driver said about the failure.
-    fn retry_later_saying(
+    /// Waits before the next attempt, with what the driver said about the failure (`detail`).
+    fn retry_later(
         &mut self,
         now: Instant,
         reason: ReconnectReason,
@@ -1651,17 +1647,8 @@ impl Connection {
         });
     }
 
-    fn fail(&mut self, reason: FailReason, http_status: Option<u16>) {
-        self.fail_saying(reason, http_status, None);
-    }
-
-    /// [`fail`](Self::fail) with what the driver said about the failure.
-    fn fail_saying(
-        &mut self,
-        reason: FailReason,
-        http_status: Option<u16>,
-        detail: Option<String>,
-    ) {
+    /// Gives up until the app acts, with what the driver said about the failure (`detail`).
+    fn fail(&mut self, reason: FailReason, http_status: Option<u16>, detail: Option<String>) {
         self.teardown();
         self.abort_socket();
         self.set_state(State::Failed {
