@@ -71,7 +71,7 @@ use bytes::Bytes;
 use crate::{
     Action, ClientEvent, Config, Connection, Credentials, CustomEvent, Event, HistoryError,
     HistoryRequest, ReadHeaders, ReconnectReason, RefreshError, ServerEventKind, SocketEnd, Status,
-    Text, Timestamp,
+    Text, Timestamp, TransportError,
 };
 
 const S: Duration = Duration::from_secs(1);
@@ -278,6 +278,10 @@ pub enum Op {
     Drop,
     /// The pending upgrade is refused.
     Refuse(u16, Option<u8>),
+    /// The road to the server fails before any upgrade (issue 20): the name, the proxy, its
+    /// credentials, the certificate, TLS (an index into [`ROAD_FAILURES`]), with the driver's
+    /// words, which the status must carry.
+    Unreachable(u8),
     /// The oldest REST history request is answered (`fail` with an error).
     AnswerHistory {
         fail: bool,
@@ -294,6 +298,16 @@ pub enum Op {
     /// seconds the OS also says the network changed (`handle_network_change`).
     Sleep(u32),
 }
+
+/// What the road can fail with before an upgrade (`Op::Unreachable`).
+pub const ROAD_FAILURES: [TransportError; 6] = [
+    TransportError::NameLookup,
+    TransportError::ProxyUnreachable,
+    TransportError::ProxyRefused,
+    TransportError::ProxyAuth,
+    TransportError::Untrusted,
+    TransportError::Tls,
+];
 
 impl<'a> Arbitrary<'a> for Op {
     /// Weighted like real traffic: protocol progress and time far more often than faults.
@@ -328,7 +342,8 @@ impl<'a> Arbitrary<'a> for Op {
                 bare: u.arbitrary()?,
             },
             78..=80 => Op::AnswerRefresh(u.int_in_range(0..=2)?),
-            81..=92 => Op::Progress,
+            81 => Op::Unreachable(u.int_in_range(0..=5)?),
+            82..=92 => Op::Progress,
             93..=98 => Op::Advance(u.int_in_range(0..=44_999)?),
             _ => Op::Sleep(u.int_in_range(0..=7_199)?),
         })
@@ -1180,6 +1195,34 @@ impl World {
                             retry_after,
                         },
                     );
+                }
+            }
+            Op::Unreachable(which) => {
+                if self.sock == Sock::Opening {
+                    self.socket_gone();
+                    let error = ROAD_FAILURES[usize::from(*which) % ROAD_FAILURES.len()];
+                    let detail = format!("the road failed: {error:?}");
+                    self.conn.handle_closed(
+                        now,
+                        SocketEnd::Described {
+                            error,
+                            detail: detail.clone(),
+                        },
+                    );
+                    // Retried or terminal as the verdict says, and either way the status says
+                    // what the driver said.
+                    let said = match self.conn.status() {
+                        Status::Reconnecting { detail, .. } => {
+                            self.seen.insert("road failure retried");
+                            detail
+                        }
+                        Status::Failed { detail, .. } => {
+                            self.seen.insert("road failure terminal");
+                            detail
+                        }
+                        other => panic!("a road failure left {other:?}"),
+                    };
+                    assert_eq!(said, Some(detail), "the status lost the driver's detail");
                 }
             }
             Op::AnswerHistory { fail, bare } => {

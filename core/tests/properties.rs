@@ -41,8 +41,25 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// `op()`, and now and then the road failing before an upgrade (issue 20: a name, a proxy,
+/// its credentials, a certificate). Kept apart from `op()` so the other properties' samples
+/// (and what they reach) stay as they were.
+fn op_or_road_failure() -> impl Strategy<Value = Op> {
+    prop_oneof![12 => op(), 1 => (0u8..6).prop_map(Op::Unreachable)]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { max_shrink_iters: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_when_the_road_fails(seed in any::<u64>(), ops in prop::collection::vec(op_or_road_failure(), 1..160)) {
+        let mut w = World::new(support::t0(), seed);
+        w.apply(&Op::Subscribe(0));
+        w.apply(&Op::Connect);
+        for op in &ops {
+            w.apply(op);
+        }
+    }
 
     #[test]
     fn invariants_hold_for_any_sequence(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..160)) {
@@ -191,5 +208,28 @@ fn a_read_started_by_a_heard_confirmation_goes_out_at_once_not_inside_a_later_wa
     }
     for op in &ops {
         w.apply(op);
+    }
+}
+
+/// Both kinds of road failure are reached, and the status keeps the driver's words (the
+/// world asserts it at each one).
+#[test]
+fn a_road_failure_is_retried_or_terminal_and_keeps_its_detail() {
+    let mut w = World::new(support::t0(), 1);
+    for op in [
+        Op::Subscribe(0),
+        Op::Connect,
+        Op::Unreachable(1), // the proxy is down: retried
+        Op::Connect,        // the app retries now: a new socket opens
+        Op::Unreachable(3), // the proxy refuses the credentials: terminal
+    ] {
+        w.apply(&op);
+    }
+    for path in ["road failure retried", "road failure terminal"] {
+        assert!(
+            w.seen.contains(path),
+            "not reached: {path}; seen {:?}",
+            w.seen
+        );
     }
 }
